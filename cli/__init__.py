@@ -1,0 +1,1 @@
+"""The featstore command-line application (installed as featstore.cli)."""

@@ -1,0 +1,129 @@
+"""Shared CLI plumbing: the --store and --json options, error rendering, progress bars.
+
+Commands stay thin: parse options, call one library function, render its return value.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from featstore.errors import FeatstoreError
+from featstore.store import DEFAULT_STORE, Store, open_store
+
+F = Callable[..., Any]
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store", "store_url", envvar="FEATSTORE_STORE", default=DEFAULT_STORE, show_default=True,
+        help="Store path or URL (s3://..., memory://...); also FEATSTORE_STORE.",
+    )(func)
+
+
+def storage_options_option(func: F) -> F:
+    return click.option(
+        "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+        help="fsspec option for object storage, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(func)
+
+
+def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--storage-option")
+        if key == "endpoint_url":
+            out.setdefault("client_kwargs", {})["endpoint_url"] = value
+            continue
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def open_cli_store(store_url: str, mode: str = "a", storage_options: Sequence[str] = ()) -> Store:
+    return open_store(store_url, mode=mode, storage_options=parse_storage_options(storage_options) or None)
+
+
+def handle_errors(func: F) -> F:
+    """Turn a FeatstoreError into a clean `Error: <message>` and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FeatstoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], str] | None = None) -> None:
+    """Print ``data`` as JSON for scripts, or through ``render`` for people."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif render is not None:
+        click.echo(render(data))
+    else:
+        click.echo(str(data))
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain aligned text table (no extra dependency)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells[1:])
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@contextmanager
+def progress_bar(desc: str, unit: str = "it", enabled: bool = True) -> Iterator[Callable[[int, int, dict], None]]:
+    """A callback for the library's ``progress`` argument, drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar: tqdm | None = None
+
+    def update(done: int, total: int, info: dict) -> None:
+        nonlocal bar
+        if not enabled:
+            return
+        if bar is None:  # disable=None: no bar when stderr is not a terminal (logs, CI)
+            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None)
+        bar.total = total
+        if info:
+            bar.set_postfix({k: v for k, v in info.items() if isinstance(v, (int, float, str))}, refresh=False)
+        bar.update(done - bar.n)  # tqdm rate-limits redraws itself
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,111 @@
+"""`featstore datasets add | list | show | rm`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from featstore.cli.common import emit, handle_errors, json_option, open_cli_store, progress_bar, store_option, table
+from featstore.datasets import add_dataset
+
+
+@click.group()
+def datasets() -> None:
+    """Register and inspect datasets.
+
+    \b
+    Example:
+      featstore datasets add flowers ../shared/data/flowers12
+      featstore datasets add digits builtin:digits
+      featstore datasets list
+    """
+
+
+@datasets.command("add")
+@click.argument("name")
+@click.argument("source")
+@click.option("--skip-bad", is_flag=True, help="Register the good images, record the bad ones as skipped.")
+@click.option("--replace", is_flag=True, help="Replace a different dataset registered under NAME.")
+@store_option
+@json_option
+@handle_errors
+def add(name: str, source: str, skip_bad: bool, replace: bool, store_url: str, as_json: bool) -> None:
+    """Register SOURCE as dataset NAME.
+
+    SOURCE is a folder of class subfolders, a folder of split folders (train/, test/)
+    holding class subfolders, a CSV or JSON manifest (path, label or labels, split, id),
+    or builtin:NAME (builtin:digits, builtin:copydays). Every image is decoded and hashed;
+    a bad image stops the registration (nothing is written) unless --skip-bad.
+
+    \b
+    Example:
+      featstore datasets add flowers ../shared/data/flowers12
+    """
+    store = open_cli_store(store_url)
+    with progress_bar(f"checking {name}", unit="img", enabled=not as_json) as progress:
+        dataset = add_dataset(store, name, source, skip_bad=skip_bad, replace=replace, progress=progress)
+    emit(dataset.summary(), as_json, _render_summary)
+
+
+def _render_summary(summary: dict[str, Any]) -> str:
+    splits = ", ".join(f"{k} {v}" for k, v in summary["split_counts"].items())
+    lines = [
+        f"dataset {summary['name']}: {summary['n']} images, {len(summary['classes'])} classes ({splits})",
+        f"id {summary['id']}",
+    ]
+    if summary.get("skipped"):
+        lines.append(f"skipped {len(summary['skipped'])} bad images:")
+        lines.extend(f"  {s['path']}: {s['reason']}" for s in summary["skipped"])
+    return "\n".join(lines)
+
+
+@datasets.command("list")
+@store_option
+@json_option
+@handle_errors
+def list_(store_url: str, as_json: bool) -> None:
+    """List registered datasets.
+
+    \b
+    Example:
+      featstore datasets list --json
+    """
+    rows = open_cli_store(store_url, mode="r").list_datasets()
+    emit(rows, as_json, lambda rs: table(
+        [(r["name"], r["id"], r["n"], len(r["classes"] or []),
+          ", ".join(f"{k} {v}" for k, v in (r["split_counts"] or {}).items())) for r in rs],
+        ["name", "id", "images", "classes", "splits"]) if rs else "no datasets registered")
+
+
+@datasets.command("show")
+@click.argument("name")
+@store_option
+@json_option
+@handle_errors
+def show(name: str, store_url: str, as_json: bool) -> None:
+    """Show one dataset: size, classes, splits, source.
+
+    \b
+    Example:
+      featstore datasets show flowers
+    """
+    dataset = open_cli_store(store_url, mode="r").get_dataset(name)
+    summary = dataset.summary()
+    emit(summary, as_json, lambda s: _render_summary(s) + "\nclasses: " + ", ".join(s["classes"])
+         + f"\nsource: {s['source']}")
+
+
+@datasets.command("rm")
+@click.argument("name")
+@store_option
+@handle_errors
+def rm(name: str, store_url: str) -> None:
+    """Remove a dataset's registration (feature entries stay).
+
+    \b
+    Example:
+      featstore datasets rm flowers
+    """
+    open_cli_store(store_url).delete_dataset(name)
+    click.echo(f"removed dataset {name}")

@@ -1,0 +1,33 @@
+"""`featstore`: the command group. Each concern's commands live in their own module."""
+
+from __future__ import annotations
+
+import click
+
+from featstore import __version__
+from featstore.cli.datasets_cmd import datasets
+from featstore.cli.store_cmd import gc, info, ls, rm, verify
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="featstore")
+def cli() -> None:
+    """featstore: extract network features once, evaluate transfer from the cache.
+
+    \b
+    Example:
+      featstore datasets add flowers ../shared/data/flowers12
+      featstore ls
+    """
+
+
+cli.add_command(datasets)
+cli.add_command(ls)
+cli.add_command(info)
+cli.add_command(verify)
+cli.add_command(rm)
+cli.add_command(gc)
+
+
+def main() -> None:
+    cli()

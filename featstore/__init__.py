@@ -1,0 +1,10 @@
+"""featstore: a feature cache and dataset manager for transfer-learning studies."""
+
+from __future__ import annotations
+
+from featstore.errors import FeatstoreError
+from featstore.store import open_store
+
+__version__ = "0.1.0"
+
+__all__ = ["FeatstoreError", "open_store", "__version__"]

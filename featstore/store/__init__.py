@@ -1,0 +1,63 @@
+"""Stores: ``open_store`` turns a path, URL or Store into a Store; backends behind one interface."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from featstore.errors import StoreError
+from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
+
+__all__ = ["FORMAT_VERSION", "DEFAULT_STORE", "Entry", "EntryInfo", "Store", "open_store", "find_entries",
+           "default_store_url"]
+
+DEFAULT_STORE = "stores/default.zarr"
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def default_store_url() -> str:
+    """FEATSTORE_STORE if set, else the local Zarr store under stores/."""
+    return os.environ.get("FEATSTORE_STORE") or DEFAULT_STORE
+
+
+def open_store(location: str | Path | Store | None = None, mode: str = "a",
+               storage_options: dict[str, Any] | None = None) -> Store:
+    """Open (mode "a" also creates) the store at ``location``.
+
+    ``location`` is a local path, any fsspec URL (``memory://``, ``s3://bucket/x.zarr``) or
+    an open Store (returned as is). Paths ending in .h5/.hdf5 open the HDF5 backend.
+    """
+    if isinstance(location, Store):
+        return location
+    if mode not in ("r", "a"):
+        raise StoreError(f"mode must be 'r' (read-only) or 'a' (read/write, create if missing), not {mode!r}")
+    url = str(location) if location is not None else default_store_url()
+    if url.lower().endswith(HDF5_SUFFIXES):
+        if "://" in url and not url.startswith("file://"):
+            raise StoreError(
+                f"HDF5 stores must be local files, not {url}; use a Zarr store for object storage"
+            )
+        from featstore.store.hdf5_store import HDF5Store
+
+        return HDF5Store(url.removeprefix("file://"), mode=mode)
+    from featstore.store.zarr_store import ZarrStore
+
+    return ZarrStore(url, mode=mode, storage_options=storage_options)
+
+
+def find_entries(store: Store, **factors: Any) -> list[Entry]:
+    """Entries whose attrs equal every given factor (None values are ignored)."""
+    wanted = {k: v for k, v in factors.items() if v is not None}
+    found = []
+    for key in store.entry_keys():
+        entry = store.get_entry(key)
+        if all(_matches(entry.attrs, name, value) for name, value in wanted.items()):
+            found.append(entry)
+    return found
+
+
+def _matches(attrs: dict[str, Any], name: str, value: Any) -> bool:
+    if name == "model" and isinstance(value, str):  # a model given by name
+        return attrs.get("model_name") == value or attrs.get("model", {}).get("name") == value
+    return attrs.get(name) == value

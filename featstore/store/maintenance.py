@@ -1,0 +1,41 @@
+"""Store-wide checks and summaries used by `featstore ls` and `featstore verify`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featstore.store.base import EntryInfo, Store
+
+
+def entry_summary(info: EntryInfo) -> dict[str, Any]:
+    """The factors of one entry people scan for in a listing."""
+    attrs = info.attrs
+    model = attrs.get("model")
+    return {
+        "key": info.key,
+        "dataset": attrs.get("dataset_name") or attrs.get("dataset_id"),
+        "model": attrs.get("model_name") or (model.get("name") if isinstance(model, dict) else model),
+        "layer": attrs.get("layer"),
+        "pooling": attrs.get("pooling"),
+        "view": attrs.get("view"),
+        "shape": list(info.shape),
+        "dtype": info.dtype,
+        "bytes": info.nbytes_stored,
+        "chunks": info.n_chunks,
+        "chunks_done": info.n_done,
+        "complete": info.complete,
+    }
+
+
+def verify_store(store: Store, keys: list[str] | None = None) -> dict[str, Any]:
+    """Verify every (or the given) entries; damaged chunks are named per entry."""
+    results = []
+    for key in keys or store.entry_keys():
+        report = store.get_entry(key).verify()
+        results.append({"key": key, **report})
+    return {
+        "store": store.url,
+        "entries": results,
+        "n_damaged": sum(len(r["damaged"]) for r in results),
+        "n_incomplete": sum(1 for r in results if r["missing"]),
+    }
