@@ -211,8 +211,10 @@ def _id_list(ranked_ids: Iterable[Hashable], what: str = "ranked_ids") -> list[A
     ids = ranked_ids.tolist() if isinstance(ranked_ids, np.ndarray) else list(ranked_ids)
     if len(set(ids)) != len(ids):
         seen: set[Any] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))
-        raise EvaluationError(f"{what} lists id {dup!r} more than once")
+        for i in ids:
+            if i in seen:
+                raise EvaluationError(f"{what} lists id {i!r} more than once")
+            seen.add(i)
     return ids
 
 
