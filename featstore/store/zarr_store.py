@@ -20,6 +20,7 @@ import fsspec
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.errors import ContainsArrayError
 from zarr.storage import FsspecStore, LocalStore
 
 from featstore.errors import (
@@ -238,12 +239,16 @@ class ZarrStore(Store):
         group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode="a")
         chunks = (chunk_rows, *shape[1:])
         shards = (shard_rows, *shape[1:]) if shard_rows else None
-        array = group.create_array(
-            "data", shape=shape, chunks=chunks, shards=shards, dtype=dtype, fill_value=0,
-            compressors=_compressor(), config=ZARR_CONFIG, overwrite=True,
-        )
         unit_rows = shard_rows or chunk_rows
-        group.attrs.update({**attrs, "chunk_rows": unit_rows})
+        group.attrs.update({**attrs, "chunk_rows": unit_rows})  # attrs first: data/zarr.json marks existence
+        try:
+            array = group.create_array(
+                "data", shape=shape, chunks=chunks, shards=shards, dtype=dtype, fill_value=0,
+                compressors=_compressor(), config=ZARR_CONFIG, overwrite=False,
+            )
+        except ContainsArrayError:
+            # another writer created it between our check and now: never overwrite its chunks
+            return self.create_entry(key, attrs, shape, dtype)
         return ZarrEntry(self, key, array, dict(group.attrs), unit_rows)
 
     def get_entry(self, key: str) -> Entry:

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny image folders made on the fly, and stores on every backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FLOWERS12 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
+
+
+def make_image(path: Path, seed: int, size: tuple[int, int] = (32, 32)) -> Path:
+    """A small random RGB JPEG; each seed gives different bytes."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """train/ and test/ split folders with 3 classes: 4 train + 2 test images each."""
+    root = tmp_path / "imgs"
+    seed = 0
+    for split, count in (("train", 4), ("test", 2)):
+        for cls in ("cat", "dog", "fox"):
+            for i in range(count):
+                make_image(root / split / cls / f"{cls}_{split}_{i}.jpg", seed)
+                seed += 1
+    (root / "README.txt").write_text("not an image\n")
+    return root
+
+
+@pytest.fixture(params=["zarr", "memory", "hdf5"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store location on each backend."""
+    if request.param == "zarr":
+        return str(tmp_path / "s.zarr")
+    if request.param == "memory":
+        return f"memory://featstore-test-{uuid.uuid4().hex}/s.zarr"
+    return str(tmp_path / "s.h5")
+
+
+@pytest.fixture(autouse=True)
+def _no_store_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the user's default store."""
+    monkeypatch.delenv("FEATSTORE_STORE", raising=False)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
