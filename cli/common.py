@@ -22,20 +22,29 @@ F = Callable[..., Any]
 
 def store_option(func: F) -> F:
     return click.option(
-        "--store", "store_url", envvar="FEATSTORE_STORE", default=DEFAULT_STORE, show_default=True,
+        "--store",
+        "store_url",
+        envvar="FEATSTORE_STORE",
+        default=DEFAULT_STORE,
+        show_default=True,
         help="Store path or URL (s3://..., memory://...); also FEATSTORE_STORE.",
     )(func)
 
 
 def storage_options_option(func: F) -> F:
     return click.option(
-        "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
         help="fsspec option for object storage, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable).",
     )(func)
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(
+        func
+    )
 
 
 def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -52,7 +61,9 @@ def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def open_cli_store(store_url: str, mode: str = "a", storage_options: Sequence[str] = ()) -> Store:
-    return open_store(store_url, mode=mode, storage_options=parse_storage_options(storage_options) or None)
+    return open_store(
+        store_url, mode=mode, storage_options=parse_storage_options(storage_options) or None
+    )
 
 
 def handle_errors(func: F) -> F:
@@ -82,9 +93,9 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     """A plain aligned text table (no extra dependency)."""
     cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=False))]
     lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells[1:])
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in cells[1:])
     return "\n".join(lines)
 
 
@@ -105,7 +116,9 @@ def human_bytes(n: float | None) -> str:
 
 
 @contextmanager
-def progress_bar(desc: str, unit: str = "it", enabled: bool = True) -> Iterator[Callable[[int, int, dict], None]]:
+def progress_bar(
+    desc: str, unit: str = "it", enabled: bool = True
+) -> Iterator[Callable[[int, int, dict], None]]:
     """A callback for the library's ``progress`` argument, drawing a tqdm bar on stderr."""
     from tqdm import tqdm
 
@@ -116,10 +129,14 @@ def progress_bar(desc: str, unit: str = "it", enabled: bool = True) -> Iterator[
         if not enabled:
             return
         if bar is None:  # disable=None: no bar when stderr is not a terminal (logs, CI)
-            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None)
+            bar = tqdm(
+                total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None
+            )
         bar.total = total
         if info:
-            bar.set_postfix({k: v for k, v in info.items() if isinstance(v, (int, float, str))}, refresh=False)
+            bar.set_postfix(
+                {k: v for k, v in info.items() if isinstance(v, (int, float, str))}, refresh=False
+            )
         bar.update(done - bar.n)  # tqdm rate-limits redraws itself
 
     try:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from featstore.cli.common import (
+    emit,
+    handle_errors,
+    json_option,
+    open_cli_store,
+    progress_bar,
+    store_option,
+    table,
+)
 
-from featstore.cli.common import emit, handle_errors, json_option, open_cli_store, progress_bar, store_option, table
 from featstore.datasets import add_dataset
 
 
@@ -25,12 +33,16 @@ def datasets() -> None:
 @datasets.command("add")
 @click.argument("name")
 @click.argument("source")
-@click.option("--skip-bad", is_flag=True, help="Register the good images, record the bad ones as skipped.")
+@click.option(
+    "--skip-bad", is_flag=True, help="Register the good images, record the bad ones as skipped."
+)
 @click.option("--replace", is_flag=True, help="Replace a different dataset registered under NAME.")
 @store_option
 @json_option
 @handle_errors
-def add(name: str, source: str, skip_bad: bool, replace: bool, store_url: str, as_json: bool) -> None:
+def add(
+    name: str, source: str, skip_bad: bool, replace: bool, store_url: str, as_json: bool
+) -> None:
     """Register SOURCE as dataset NAME.
 
     SOURCE is a folder of class subfolders, a folder of split folders (train/, test/)
@@ -44,7 +56,9 @@ def add(name: str, source: str, skip_bad: bool, replace: bool, store_url: str, a
     """
     store = open_cli_store(store_url)
     with progress_bar(f"checking {name}", unit="img", enabled=not as_json) as progress:
-        dataset = add_dataset(store, name, source, skip_bad=skip_bad, replace=replace, progress=progress)
+        dataset = add_dataset(
+            store, name, source, skip_bad=skip_bad, replace=replace, progress=progress
+        )
     emit(dataset.summary(), as_json, _render_summary)
 
 
@@ -72,10 +86,27 @@ def list_(store_url: str, as_json: bool) -> None:
       featstore datasets list --json
     """
     rows = open_cli_store(store_url, mode="r").list_datasets()
-    emit(rows, as_json, lambda rs: table(
-        [(r["name"], r["id"], r["n"], len(r["classes"] or []),
-          ", ".join(f"{k} {v}" for k, v in (r["split_counts"] or {}).items())) for r in rs],
-        ["name", "id", "images", "classes", "splits"]) if rs else "no datasets registered")
+    emit(
+        rows,
+        as_json,
+        lambda rs: (
+            table(
+                [
+                    (
+                        r["name"],
+                        r["id"],
+                        r["n"],
+                        len(r["classes"] or []),
+                        ", ".join(f"{k} {v}" for k, v in (r["split_counts"] or {}).items()),
+                    )
+                    for r in rs
+                ],
+                ["name", "id", "images", "classes", "splits"],
+            )
+            if rs
+            else "no datasets registered"
+        ),
+    )
 
 
 @datasets.command("show")
@@ -92,8 +123,16 @@ def show(name: str, store_url: str, as_json: bool) -> None:
     """
     dataset = open_cli_store(store_url, mode="r").get_dataset(name)
     summary = dataset.summary()
-    emit(summary, as_json, lambda s: _render_summary(s) + "\nclasses: " + ", ".join(s["classes"])
-         + f"\nsource: {s['source']}")
+    emit(
+        summary,
+        as_json,
+        lambda s: (
+            _render_summary(s)
+            + "\nclasses: "
+            + ", ".join(s["classes"])
+            + f"\nsource: {s['source']}"
+        ),
+    )
 
 
 @datasets.command("rm")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-
-from featstore import __version__
 from featstore.cli.datasets_cmd import datasets
 from featstore.cli.store_cmd import gc, info, ls, rm, verify
+
+from featstore import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -16,6 +15,7 @@ from featstore.cli.common import (
     store_option,
     table,
 )
+
 from featstore.store.maintenance import entry_summary, verify_store
 
 
@@ -46,10 +46,20 @@ def _render_ls(data: dict[str, Any]) -> str:
         text = f"store {data['store']}: no feature entries"
     else:
         text = table(
-            [(r["key"], r.get("dataset") or "", r.get("model") or "", r.get("layer") or "", r.get("pooling") or "",
-              r.get("view") or "", "x".join(map(str, r["shape"])), human_bytes(r["bytes"]),
-              "complete" if r["complete"] else f"{r['chunks_done']}/{r['chunks']} chunks")
-             for r in rows],
+            [
+                (
+                    r["key"],
+                    r.get("dataset") or "",
+                    r.get("model") or "",
+                    r.get("layer") or "",
+                    r.get("pooling") or "",
+                    r.get("view") or "",
+                    "x".join(map(str, r["shape"])),
+                    human_bytes(r["bytes"]),
+                    "complete" if r["complete"] else f"{r['chunks_done']}/{r['chunks']} chunks",
+                )
+                for r in rows
+            ],
             ["key", "dataset", "model", "layer", "pooling", "view", "shape", "size", "status"],
         )
     if "results" in data:
@@ -75,8 +85,13 @@ def info(key: str, store_url: str, storage_options: tuple[str, ...], as_json: bo
         emit(store.get_result(key), True)
         return
     entry = store.get_entry(key)
-    data = {**entry.attrs, "key": key, "chunks": entry.n_chunks, "missing_chunks": entry.missing_chunks(),
-            "bytes": store.entry_nbytes(key)}
+    data = {
+        **entry.attrs,
+        "key": key,
+        "chunks": entry.n_chunks,
+        "missing_chunks": entry.missing_chunks(),
+        "bytes": store.entry_nbytes(key),
+    }
     emit(data, as_json, lambda d: "\n".join(f"{k}: {v}" for k, v in sorted(d.items())))
 
 
@@ -86,7 +101,9 @@ def info(key: str, store_url: str, storage_options: tuple[str, ...], as_json: bo
 @storage_options_option
 @json_option
 @handle_errors
-def verify(keys: tuple[str, ...], store_url: str, storage_options: tuple[str, ...], as_json: bool) -> None:
+def verify(
+    keys: tuple[str, ...], store_url: str, storage_options: tuple[str, ...], as_json: bool
+) -> None:
     """Check done markers against data and checksums; name missing and damaged chunks.
 
     Exits with status 1 when any chunk is damaged.
@@ -138,12 +155,23 @@ def rm(keys: tuple[str, ...], store_url: str, storage_options: tuple[str, ...]) 
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option("--older-than", default=3600.0, show_default=True, help="Seconds; younger leftovers may be a run in progress.")
+@click.option(
+    "--older-than",
+    default=3600.0,
+    show_default=True,
+    help="Seconds; younger leftovers may be a run in progress.",
+)
 @store_option
 @storage_options_option
 @json_option
 @handle_errors
-def gc(dry_run: bool, older_than: float, store_url: str, storage_options: tuple[str, ...], as_json: bool) -> None:
+def gc(
+    dry_run: bool,
+    older_than: float,
+    store_url: str,
+    storage_options: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Remove leftovers of killed runs (temp files, entries that never finished a chunk).
 
     \b
@@ -152,6 +180,11 @@ def gc(dry_run: bool, older_than: float, store_url: str, storage_options: tuple[
     """
     store = open_cli_store(store_url, "a", storage_options)
     removed = store.gc(dry_run=dry_run, older_than_s=older_than)
-    emit({"removed": removed, "dry_run": dry_run}, as_json,
-         lambda d: "\n".join([("would remove " if dry_run else "removed ") + p for p in d["removed"]])
-         or "nothing to remove")
+    emit(
+        {"removed": removed, "dry_run": dry_run},
+        as_json,
+        lambda d: (
+            "\n".join([("would remove " if dry_run else "removed ") + p for p in d["removed"]])
+            or "nothing to remove"
+        ),
+    )

@@ -24,8 +24,9 @@ def expected_rows(start: int, stop: int) -> np.ndarray:
 
 def main(url: str, key: str, n_rows: int, chunk_rows: int, chunks: str, delay: float) -> None:
     store = open_store(url)
-    entry = store.create_entry(key, {"kind": "features", "writer": "test"}, (n_rows, ROW_WIDTH),
-                               chunk_rows=chunk_rows)
+    entry = store.create_entry(
+        key, {"kind": "features", "writer": "test"}, (n_rows, ROW_WIDTH), chunk_rows=chunk_rows
+    )
     todo = entry.missing_chunks() if chunks == "all" else [int(c) for c in chunks.split(",")]
     for index in todo:
         if index not in entry.missing_chunks():
@@ -38,4 +39,11 @@ def main(url: str, key: str, n_rows: int, chunk_rows: int, chunks: str, delay: f
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]))
+    main(
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        sys.argv[5],
+        float(sys.argv[6]),
+    )

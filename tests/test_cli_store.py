@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 from click.testing import CliRunner
+from featstore.cli.main import cli
 
 from featstore import open_store
-from featstore.cli.main import cli
 
 
 def run(*args: str):
@@ -16,8 +16,16 @@ def run(*args: str):
 
 
 def test_every_command_has_help_with_an_example():
-    for command in (["datasets", "add"], ["datasets", "list"], ["datasets", "show"], ["ls"], ["info"],
-                    ["verify"], ["rm"], ["gc"]):
+    for command in (
+        ["datasets", "add"],
+        ["datasets", "list"],
+        ["datasets", "show"],
+        ["ls"],
+        ["info"],
+        ["verify"],
+        ["rm"],
+        ["gc"],
+    ):
         result = run(*command, "--help")
         assert result.exit_code == 0, command
         assert "Example:" in result.output, command
@@ -44,10 +52,14 @@ def test_bad_image_exact_error_and_store_unchanged(image_folder, tmp_path):
     store = str(tmp_path / "s.zarr")
     bad = image_folder / "test/fox/fox_test_1.jpg"
     bad.write_bytes(b"GIF89a broken")
-    result = CliRunner().invoke(cli, ["datasets", "add", "tiny", str(image_folder), "--store", store])
+    result = CliRunner().invoke(
+        cli, ["datasets", "add", "tiny", str(image_folder), "--store", store]
+    )
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {bad} is not a readable image (")
-    assert result.output.rstrip().endswith("fix or remove the file; or pass --skip-bad to register the other images")
+    assert result.output.rstrip().endswith(
+        "fix or remove the file; or pass --skip-bad to register the other images"
+    )
     assert open_store(store, mode="r").list_datasets() == []
     ok = run("datasets", "add", "tiny", str(image_folder), "--store", store, "--skip-bad", "--json")
     assert json.loads(ok.output)["skipped"][0]["path"] == str(bad)
@@ -57,18 +69,33 @@ def test_unknown_dataset_and_missing_store(tmp_path):
     store = str(tmp_path / "s.zarr")
     result = CliRunner().invoke(cli, ["datasets", "show", "nope", "--store", store])
     assert result.exit_code == 1
-    assert result.output == f"Error: no featstore store at {store}; create one by opening it with mode='a' (any featstore command that writes does this)\n"
+    assert (
+        result.output
+        == f"Error: no featstore store at {store}; create one by opening it with mode='a' (any featstore command that writes does this)\n"
+    )
     open_store(store)
     result = CliRunner().invoke(cli, ["datasets", "show", "nope", "--store", store])
-    assert result.output == (f"Error: no dataset 'nope' in store {store} (registered: none yet); "
-                             "register it with `featstore datasets add NAME SOURCE`\n")
+    assert result.output == (
+        f"Error: no dataset 'nope' in store {store} (registered: none yet); "
+        "register it with `featstore datasets add NAME SOURCE`\n"
+    )
 
 
 def test_ls_info_verify_rm_gc(tmp_path):
     url = str(tmp_path / "s.zarr")
     store = open_store(url)
-    entry = store.create_entry("feat-one", {"kind": "features", "model_name": "net", "layer": "fc7",
-                                            "pooling": "avg", "view": "plain"}, (6, 4), chunk_rows=2)
+    entry = store.create_entry(
+        "feat-one",
+        {
+            "kind": "features",
+            "model_name": "net",
+            "layer": "fc7",
+            "pooling": "avg",
+            "view": "plain",
+        },
+        (6, 4),
+        chunk_rows=2,
+    )
     for i in range(3):
         entry.write_chunk(i, np.full((2, 4), i))
     half = store.create_entry("feat-two", {"kind": "features"}, (6, 4), chunk_rows=2)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FLOWERS12, make_image
+
 from featstore import open_store
 from featstore.datasets import add_dataset, dataset_from_source
 from featstore.errors import BadImageError, DatasetError, DatasetMismatchError, ManifestError
@@ -103,9 +102,14 @@ def test_csv_manifest_with_multilabel_and_errors(tmp_path):
 def test_json_manifest(tmp_path):
     make_image(tmp_path / "a.png", seed=1)
     make_image(tmp_path / "b.png", seed=2)
-    (tmp_path / "m.json").write_text(json.dumps([
-        {"path": "a.png", "label": "x", "split": "train"}, {"path": "b.png", "label": "y", "split": "test"},
-    ]))
+    (tmp_path / "m.json").write_text(
+        json.dumps(
+            [
+                {"path": "a.png", "label": "x", "split": "train"},
+                {"path": "b.png", "label": "y", "split": "test"},
+            ]
+        )
+    )
     ds = dataset_from_source("j", str(tmp_path / "m.json"))
     assert ds.classes == ["x", "y"] and ds.split_counts() == {"train": 1, "test": 1}
     (tmp_path / "bad.json").write_text(json.dumps([{"label": "x"}]))
@@ -142,7 +146,9 @@ def test_registering_in_store_and_name_conflicts(store_url, image_folder, tmp_pa
 
 
 def test_flowers12_registers_960_images_in_12_classes(tmp_path):
-    assert FLOWERS12.exists(), f"the flowers12 images must be at {FLOWERS12} (../shared beside the checkout)"
+    assert FLOWERS12.exists(), (
+        f"the flowers12 images must be at {FLOWERS12} (../shared beside the checkout)"
+    )
     ds = dataset_from_source("flowers", str(FLOWERS12))
     assert ds.n == 960 and len(ds.classes) == 12
     assert ds.split_counts() == {"test": 240, "train": 720}

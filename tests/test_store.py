@@ -44,7 +44,9 @@ class TestStoreBackends:
     def test_entry_roundtrip_and_markers(self, store_url):
         rng = np.random.default_rng(0)
         with open_store(store_url) as store:
-            entry = store.create_entry("feat-a", {"kind": "features", "layer": "fc7"}, (10, 3), chunk_rows=4)
+            entry = store.create_entry(
+                "feat-a", {"kind": "features", "layer": "fc7"}, (10, 3), chunk_rows=4
+            )
             assert entry.n_chunks == 3
             assert entry.missing_chunks() == [0, 1, 2]
             assert not entry.is_complete
@@ -66,7 +68,9 @@ class TestStoreBackends:
             assert entry.missing_chunks() == [1, 2]
             with pytest.raises(IncompleteEntryError, match="2 of its chunks are not written"):
                 entry.read()
-            np.testing.assert_array_equal(entry.read(rows=[0, 3]), np.ones((2, 2)))  # chunk 0 is done
+            np.testing.assert_array_equal(
+                entry.read(rows=[0, 3]), np.ones((2, 2))
+            )  # chunk 0 is done
             with pytest.raises(IncompleteEntryError):
                 entry.read(rows=[8])
 
@@ -82,7 +86,9 @@ class TestStoreBackends:
     def test_wrong_chunk_shape_is_refused(self, store_url):
         with open_store(store_url) as store:
             entry = store.create_entry("feat-d", {}, (5, 2), chunk_rows=2)
-            with pytest.raises(EntryMismatchError, match=r"chunk 2 of entry feat-d needs shape \(1, 2\)"):
+            with pytest.raises(
+                EntryMismatchError, match=r"chunk 2 of entry feat-d needs shape \(1, 2\)"
+            ):
                 entry.write_chunk(2, np.ones((2, 2)))
             assert entry.missing_chunks() == [0, 1, 2]
 
@@ -131,7 +137,9 @@ class TestStoreBackends:
             assert store.has_entry("feat-i") and not store.has_entry("feat-h")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     n=st.integers(1, 40),
     row=st.lists(st.integers(1, 5), min_size=0, max_size=3),
@@ -184,7 +192,9 @@ def test_not_a_store_and_newer_format_are_refused(tmp_path):
     (path / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(StoreVersionError, match="format 99, newer than the format 1"):
         open_store(str(path))
-    assert isinstance(StoreVersionError("x"), FeatstoreError) and isinstance(StoreVersionError("x"), ValueError)
+    assert isinstance(StoreVersionError("x"), FeatstoreError) and isinstance(
+        StoreVersionError("x"), ValueError
+    )
 
 
 def test_hdf5_newer_format_is_refused(tmp_path):

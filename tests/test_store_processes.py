@@ -23,8 +23,18 @@ N_ROWS, CHUNK_ROWS = 200, 10  # 20 chunks
 
 def start_writer(url: str, chunks: str = "all", delay: float = 0.0) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, WRITER, url, "feat-proc", str(N_ROWS), str(CHUNK_ROWS), chunks, str(delay)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            WRITER,
+            url,
+            "feat-proc",
+            str(N_ROWS),
+            str(CHUNK_ROWS),
+            chunks,
+            str(delay),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -58,8 +68,9 @@ def test_killed_writer_resumes_to_identical_data(tmp_path, backend):
 
 def test_two_processes_fill_disjoint_chunks_of_one_entry(tmp_path):
     url = str(tmp_path / "s.zarr")
-    open_store(url).create_entry("feat-proc", {"kind": "features", "writer": "test"}, (N_ROWS, 64),
-                                 chunk_rows=CHUNK_ROWS)
+    open_store(url).create_entry(
+        "feat-proc", {"kind": "features", "writer": "test"}, (N_ROWS, 64), chunk_rows=CHUNK_ROWS
+    )
     evens = ",".join(str(i) for i in range(0, 20, 2))
     odds = ",".join(str(i) for i in range(1, 20, 2))
     first, second = start_writer(url, evens, 0.01), start_writer(url, odds, 0.01)

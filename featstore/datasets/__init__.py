@@ -10,13 +10,25 @@ from featstore.datasets.core import Dataset, build_dataset
 from featstore.datasets.sources import dataset_from_source
 
 __all__ = [
-    "Dataset", "add_dataset", "build_dataset", "builtin_names", "dataset_from_source",
-    "register_builtin_dataset", "register_provider",
+    "Dataset",
+    "add_dataset",
+    "build_dataset",
+    "builtin_names",
+    "dataset_from_source",
+    "register_builtin_dataset",
+    "register_provider",
 ]
 
 
-def add_dataset(store: Any, name: str, source: str, *, skip_bad: bool = False, replace: bool = False,
-                progress: Callable[[int, int, dict], None] | None = None) -> Dataset:
+def add_dataset(
+    store: Any,
+    name: str,
+    source: str,
+    *,
+    skip_bad: bool = False,
+    replace: bool = False,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> Dataset:
     """Read ``source``, check every image, and register it in ``store`` as ``name``.
 
     Nothing is written unless the whole source is valid (or ``skip_bad`` drops the bad

@@ -50,7 +50,9 @@ def builtin_dataset(source: str, name: str) -> Dataset:
     _load_plugins()
     set_name = source.removeprefix("builtin:")
     if set_name not in _FACTORIES:
-        raise DatasetError(f"no built-in dataset {set_name!r}; built-ins are: {', '.join(builtin_names())}")
+        raise DatasetError(
+            f"no built-in dataset {set_name!r}; built-ins are: {', '.join(builtin_names())}"
+        )
     return _FACTORIES[set_name](name)
 
 
@@ -59,7 +61,9 @@ def provider_image(ref: str) -> Image.Image:
     body = ref.removeprefix("builtin:")
     set_name, _, index = body.partition("/")
     if set_name not in _PROVIDERS or not index.isdigit():
-        raise DatasetError(f"image ref {ref!r} names no built-in image (providers: {sorted(_PROVIDERS)})")
+        raise DatasetError(
+            f"image ref {ref!r} names no built-in image (providers: {sorted(_PROVIDERS)})"
+        )
     return _PROVIDERS[set_name](int(index))
 
 
@@ -88,7 +92,11 @@ def digits_image(index: int) -> Image.Image:
     if not 0 <= index < len(images):
         raise DatasetError(f"builtin:digits has {len(images)} images, not an image {index}")
     gray = (255 - images[index] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # dark ink on white
-    return Image.fromarray(gray, mode="L").resize((DIGITS_SIZE, DIGITS_SIZE), Image.NEAREST).convert("RGB")
+    return (
+        Image.fromarray(gray, mode="L")
+        .resize((DIGITS_SIZE, DIGITS_SIZE), Image.Resampling.NEAREST)
+        .convert("RGB")
+    )
 
 
 def digits_dataset(name: str) -> Dataset:
@@ -104,9 +112,18 @@ def digits_dataset(name: str) -> Dataset:
     refs = [f"builtin:digits/{i}" for i in range(n)]
     hashes = [hashlib.sha256(images[i].tobytes()).hexdigest() for i in range(n)]
     return build_dataset(
-        name, ids, refs, target.astype(np.int32), ["test" if t else "train" for t in test],
-        [str(d) for d in range(10)], hashes,
-        source={"kind": "builtin", "builtin": "digits", "description": "scikit-learn load_digits (UCI)"},
+        name,
+        ids,
+        refs,
+        target.astype(np.int32),
+        ["test" if t else "train" for t in test],
+        [str(d) for d in range(10)],
+        hashes,
+        source={
+            "kind": "builtin",
+            "builtin": "digits",
+            "description": "scikit-learn load_digits (UCI)",
+        },
     )
 
 

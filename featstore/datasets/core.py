@@ -69,7 +69,9 @@ class Dataset:
         return np.flatnonzero(self.splits == self.split_names.index(split))
 
     def split_counts(self) -> dict[str, int]:
-        return {name: int((self.splits == code).sum()) for code, name in enumerate(self.split_names)}
+        return {
+            name: int((self.splits == code).sum()) for code, name in enumerate(self.split_names)
+        }
 
     def load_image(self, index: int) -> Image.Image:
         """The image of row ``index`` as RGB."""
@@ -116,17 +118,29 @@ class Dataset:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "n": self.n, "classes": self.classes,
-            "split_counts": self.split_counts(), "source": self.source, "fingerprint": self.fingerprint,
+            "id": self.id,
+            "name": self.name,
+            "n": self.n,
+            "classes": self.classes,
+            "split_counts": self.split_counts(),
+            "source": self.source,
+            "fingerprint": self.fingerprint,
             "skipped": self.skipped,
         }
 
 
-def fingerprint(ids: list[str], labels: np.ndarray, splits: list[str], image_hashes: list[str],
-                extra: dict[str, Any] | None = None) -> str:
+def fingerprint(
+    ids: list[str],
+    labels: np.ndarray,
+    splits: list[str],
+    image_hashes: list[str],
+    extra: dict[str, Any] | None = None,
+) -> str:
     """Content hash over everything that defines a dataset (not its name or location)."""
     digest = hashlib.sha256()
-    digest.update(content_hash({"ids": ids, "splits": splits, "extra": extra or {}}, length=64).encode())
+    digest.update(
+        content_hash({"ids": ids, "splits": splits, "extra": extra or {}}, length=64).encode()
+    )
     digest.update(np.ascontiguousarray(labels).astype(np.int64).tobytes())
     digest.update(str(labels.shape).encode())
     for value in image_hashes:
@@ -134,9 +148,18 @@ def fingerprint(ids: list[str], labels: np.ndarray, splits: list[str], image_has
     return digest.hexdigest()
 
 
-def build_dataset(name: str, ids: list[str], refs: list[str], labels: np.ndarray, splits: list[str],
-                  classes: list[str], image_hashes: list[str], source: dict[str, Any],
-                  skipped: list[dict[str, str]] | None = None, extra: dict[str, Any] | None = None) -> Dataset:
+def build_dataset(
+    name: str,
+    ids: list[str],
+    refs: list[str],
+    labels: np.ndarray,
+    splits: list[str],
+    classes: list[str],
+    image_hashes: list[str],
+    source: dict[str, Any],
+    skipped: list[dict[str, str]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Dataset:
     """Assemble a Dataset from per-sample lists, checking ids are unique."""
     check_name(name)
     if not ids:
@@ -152,10 +175,17 @@ def build_dataset(name: str, ids: list[str], refs: list[str], labels: np.ndarray
     split_codes = np.array([split_names.index(s) for s in splits], dtype=np.uint8)
     labels = np.asarray(labels)
     return Dataset(
-        name=name, ids=list(ids), refs=list(refs), labels=labels, splits=split_codes,
-        split_names=split_names, classes=list(classes),
+        name=name,
+        ids=list(ids),
+        refs=list(refs),
+        labels=labels,
+        splits=split_codes,
+        split_names=split_names,
+        classes=list(classes),
         fingerprint=fingerprint(list(ids), labels, list(splits), image_hashes, extra),
-        source=source, skipped=list(skipped or []), extra=dict(extra or {}),
+        source=source,
+        skipped=list(skipped or []),
+        extra=dict(extra or {}),
     )
 
 

@@ -27,7 +27,9 @@ def decode(payload: bytes, where: str) -> Image.Image:
             image.load()  # decodes every byte: catches truncated files that open() accepts
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadImageError(f"{where} is not a readable image ({exc}); fix or remove the file") from exc
+        raise BadImageError(
+            f"{where} is not a readable image ({exc}); fix or remove the file"
+        ) from exc
 
 
 def load_image(ref: str) -> Image.Image:
@@ -40,7 +42,9 @@ def load_image(ref: str) -> Image.Image:
         with open(ref, "rb") as handle:
             payload = handle.read()
     except FileNotFoundError:
-        raise BadImageError(f"image file {ref} does not exist (was the dataset moved? register it again)") from None
+        raise BadImageError(
+            f"image file {ref} does not exist (was the dataset moved? register it again)"
+        ) from None
     return decode(payload, ref)
 
 
@@ -55,9 +59,11 @@ def check_and_hash(path: str) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def check_and_hash_all(paths: Sequence[str], skip_bad: bool,
-                       progress: Callable[[int, int, dict], None] | None = None,
-                       ) -> tuple[list[str | None], list[dict[str, str]]]:
+def check_and_hash_all(
+    paths: Sequence[str],
+    skip_bad: bool,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> tuple[list[str | None], list[dict[str, str]]]:
     """Hash every image (decoding each once, in threads). Bad ones raise unless ``skip_bad``.
 
     Returns one hash per path (None where skipped) and the list of skipped files with why.
@@ -72,9 +78,11 @@ def check_and_hash_all(paths: Sequence[str], skip_bad: bool,
                 hashes[i] = future.result()
             except BadImageError as exc:
                 if not skip_bad:
-                    for rest in futures[i + 1:]:
+                    for rest in futures[i + 1 :]:
                         rest.cancel()
-                    raise BadImageError(f"{exc}; or pass --skip-bad to register the other images") from None
+                    raise BadImageError(
+                        f"{exc}; or pass --skip-bad to register the other images"
+                    ) from None
                 skipped.append({"path": str(paths[i]), "reason": str(exc)})
             if progress is not None:
                 progress(i + 1, len(paths), {})

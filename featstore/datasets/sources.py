@@ -34,16 +34,23 @@ class _Sample:
     where: str  # for error messages: "row 3" or the relative path
 
 
-def dataset_from_source(name: str, source: str, *, skip_bad: bool = False,
-                        test_fraction: float = DEFAULT_TEST_FRACTION,
-                        progress: Progress | None = None) -> Dataset:
+def dataset_from_source(
+    name: str,
+    source: str,
+    *,
+    skip_bad: bool = False,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    progress: Progress | None = None,
+) -> Dataset:
     """Build (but do not register) the dataset ``name`` from ``source``."""
     if source.startswith("builtin:"):
         from featstore.datasets.builtin import builtin_dataset
 
         return builtin_dataset(source, name)
     if not os.path.exists(source):
-        raise DatasetError(f"dataset source {source} does not exist; give a folder, a .csv/.json manifest or builtin:NAME")
+        raise DatasetError(
+            f"dataset source {source} does not exist; give a folder, a .csv/.json manifest or builtin:NAME"
+        )
     if os.path.isdir(source):
         samples, layout = _scan_folder(source, test_fraction)
         description = {"kind": "folder", "root": os.path.abspath(source), "layout": layout}
@@ -54,16 +61,23 @@ def dataset_from_source(name: str, source: str, *, skip_bad: bool = False,
         samples = _read_json(source)
         description = {"kind": "manifest", "path": os.path.abspath(source)}
     else:
-        raise DatasetError(f"cannot read dataset source {source}: expected a folder, a .csv or a .json manifest")
+        raise DatasetError(
+            f"cannot read dataset source {source}: expected a folder, a .csv or a .json manifest"
+        )
     return _assemble(name, samples, description, skip_bad, progress)
 
 
-def _assemble(name: str, samples: list[_Sample], source: dict[str, Any], skip_bad: bool,
-              progress: Progress | None) -> Dataset:
+def _assemble(
+    name: str,
+    samples: list[_Sample],
+    source: dict[str, Any],
+    skip_bad: bool,
+    progress: Progress | None,
+) -> Dataset:
     if not samples:
         raise DatasetError(f"no images found in {source.get('root') or source.get('path')}")
     hashes, skipped = check_and_hash_all([s.path for s in samples], skip_bad, progress)
-    kept = [(s, h) for s, h in zip(samples, hashes) if h is not None]
+    kept = [(s, h) for s, h in zip(samples, hashes, strict=False) if h is not None]
     if not kept:
         raise DatasetError("every image was bad; nothing to register")
     multilabel = isinstance(kept[0][0].label, dict)
@@ -75,11 +89,20 @@ def _assemble(name: str, samples: list[_Sample], source: dict[str, Any], skip_ba
                 labels[row, classes.index(cls)] = value
     else:
         classes = sorted({str(s.label) for s, _ in kept if s.label is not None})
-        labels = np.array([classes.index(str(s.label)) if s.label is not None else -1 for s, _ in kept],
-                          dtype=np.int32)
+        labels = np.array(
+            [classes.index(str(s.label)) if s.label is not None else -1 for s, _ in kept],
+            dtype=np.int32,
+        )
     return build_dataset(
-        name, [s.sample_id for s, _ in kept], [os.path.abspath(s.path) for s, _ in kept], labels,
-        [s.split for s, _ in kept], classes, [h for _, h in kept if h], source, skipped,
+        name,
+        [s.sample_id for s, _ in kept],
+        [os.path.abspath(s.path) for s, _ in kept],
+        labels,
+        [s.split for s, _ in kept],
+        classes,
+        [h for _, h in kept if h],
+        source,
+        skipped,
     )
 
 
@@ -89,7 +112,7 @@ def _subdirs(path: str) -> list[str]:
 
 
 def _images_in(path: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(root, f) for f in sorted(files) if is_image_file(f))
@@ -110,7 +133,10 @@ def _scan_folder(root: str, test_fraction: float) -> tuple[list[_Sample], str]:
         return samples, "split/class"
     samples = _class_samples(root, root, None)
     _assign_split(samples, test_fraction)
-    return samples, f"class (generated split: {1 - test_fraction:.0%} train / {test_fraction:.0%} test, seed 0)"
+    return (
+        samples,
+        f"class (generated split: {1 - test_fraction:.0%} train / {test_fraction:.0%} test, seed 0)",
+    )
 
 
 def _class_samples(root: str, folder: str, split: str | None) -> list[_Sample]:
@@ -160,7 +186,9 @@ def _parse_labels(raw: Any, where: str) -> Any:
 def _manifest_sample(row: dict[str, Any], base: str, where: str) -> _Sample:
     path = row.get("path")
     if path in (None, ""):
-        raise ManifestError(f"{where}: missing the 'path' column (columns: path, label or labels, split, id)")
+        raise ManifestError(
+            f"{where}: missing the 'path' column (columns: path, label or labels, split, id)"
+        )
     if "label" in row and row["label"] not in (None, ""):
         label = _parse_labels(row["label"], where)
     elif "labels" in row and row["labels"] not in (None, ""):
@@ -169,7 +197,9 @@ def _manifest_sample(row: dict[str, Any], base: str, where: str) -> _Sample:
             label = {label: 1}
     else:
         raise ManifestError(f"{where}: missing the 'label' (or 'labels') column")
-    full = path if os.path.isabs(path) else os.path.join(base, path)  # existence: checked with the bytes
+    full = (
+        path if os.path.isabs(path) else os.path.join(base, path)
+    )  # existence: checked with the bytes
     split = str(row.get("split") or "train").strip().lower()
     sample_id = str(row.get("id") or path).strip()
     return _Sample(sample_id, full, label, split, where)
@@ -180,8 +210,12 @@ def _read_csv(path: str) -> list[_Sample]:
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise ManifestError(f"{path}: the header must name a 'path' column (got {reader.fieldnames})")
-        return [_manifest_sample(row, base, f"{path} row {i}") for i, row in enumerate(reader, start=2)]
+            raise ManifestError(
+                f"{path}: the header must name a 'path' column (got {reader.fieldnames})"
+            )
+        return [
+            _manifest_sample(row, base, f"{path} row {i}") for i, row in enumerate(reader, start=2)
+        ]
 
 
 def _read_json(path: str) -> list[_Sample]:

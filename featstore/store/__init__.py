@@ -9,8 +9,16 @@ from typing import Any
 from featstore.errors import StoreError
 from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
 
-__all__ = ["FORMAT_VERSION", "DEFAULT_STORE", "Entry", "EntryInfo", "Store", "open_store", "find_entries",
-           "default_store_url"]
+__all__ = [
+    "FORMAT_VERSION",
+    "DEFAULT_STORE",
+    "Entry",
+    "EntryInfo",
+    "Store",
+    "open_store",
+    "find_entries",
+    "default_store_url",
+]
 
 DEFAULT_STORE = "stores/default.zarr"
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -21,8 +29,11 @@ def default_store_url() -> str:
     return os.environ.get("FEATSTORE_STORE") or DEFAULT_STORE
 
 
-def open_store(location: str | Path | Store | None = None, mode: str = "a",
-               storage_options: dict[str, Any] | None = None) -> Store:
+def open_store(
+    location: str | Path | Store | None = None,
+    mode: str = "a",
+    storage_options: dict[str, Any] | None = None,
+) -> Store:
     """Open (mode "a" also creates) the store at ``location``.
 
     ``location`` is a local path, any fsspec URL (``memory://``, ``s3://bucket/x.zarr``) or
@@ -31,7 +42,9 @@ def open_store(location: str | Path | Store | None = None, mode: str = "a",
     if isinstance(location, Store):
         return location
     if mode not in ("r", "a"):
-        raise StoreError(f"mode must be 'r' (read-only) or 'a' (read/write, create if missing), not {mode!r}")
+        raise StoreError(
+            f"mode must be 'r' (read-only) or 'a' (read/write, create if missing), not {mode!r}"
+        )
     url = str(location) if location is not None else default_store_url()
     if url.lower().endswith(HDF5_SUFFIXES):
         if "://" in url and not url.startswith("file://"):

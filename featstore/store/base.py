@@ -39,7 +39,9 @@ DEFAULT_DTYPE = "float16"
 DATASET_SUMMARY = ("name", "n", "classes", "split_counts", "source", "fingerprint", "skipped")
 
 
-def default_chunk_rows(row_shape: Sequence[int], dtype: str, target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+def default_chunk_rows(
+    row_shape: Sequence[int], dtype: str, target_bytes: int = DEFAULT_CHUNK_BYTES
+) -> int:
     """Rows per chunk so that one chunk holds about ``target_bytes`` uncompressed."""
     row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
     return max(1, target_bytes // row_bytes)
@@ -71,8 +73,15 @@ class EntryInfo:
 class Entry(ABC):
     """One feature array (N rows, any trailing shape) with per-chunk done markers."""
 
-    def __init__(self, key: str, attrs: dict[str, Any], shape: tuple[int, ...], dtype: str,
-                 chunk_rows: int, read_only: bool) -> None:
+    def __init__(
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        shape: tuple[int, ...],
+        dtype: str,
+        chunk_rows: int,
+        read_only: bool,
+    ) -> None:
         self.key = key
         self.attrs = attrs
         self.shape = tuple(int(s) for s in shape)
@@ -96,7 +105,9 @@ class Entry(ABC):
     def chunk_bounds(self, index: int) -> tuple[int, int]:
         """Row range [start, stop) of chunk ``index``."""
         if not 0 <= index < self.n_chunks:
-            raise IndexError(f"chunk {index} out of range: entry {self.key} has {self.n_chunks} chunks")
+            raise IndexError(
+                f"chunk {index} out of range: entry {self.key} has {self.n_chunks} chunks"
+            )
         start = index * self.chunk_rows
         return start, min(start + self.chunk_rows, self.n_rows)
 
@@ -153,7 +164,9 @@ class Entry(ABC):
     @abstractmethod
     def _read_rows(self, rows: slice | np.ndarray) -> np.ndarray: ...
 
-    def read(self, rows: Iterable[int] | slice | None = None, *, allow_incomplete: bool = False) -> np.ndarray:
+    def read(
+        self, rows: Iterable[int] | slice | None = None, *, allow_incomplete: bool = False
+    ) -> np.ndarray:
         """Rows of the entry (all by default), never loading more chunks than needed.
 
         Raises IncompleteEntryError if a needed chunk has no done marker, unless
@@ -161,16 +174,20 @@ class Entry(ABC):
         """
         if rows is None:
             selection: slice | np.ndarray = slice(0, self.n_rows)
-            needed = range(self.n_chunks)
+            needed: list[int] = list(range(self.n_chunks))
         elif isinstance(rows, slice):
             start, stop, step = rows.indices(self.n_rows)
             selection = slice(start, stop, step)
             idx = np.arange(start, stop, step)
             needed = sorted({int(i) // self.chunk_rows for i in idx})
         else:
-            selection = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64)
+            selection = np.asarray(
+                list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64
+            )
             if selection.size and (selection.min() < 0 or selection.max() >= self.n_rows):
-                raise IndexError(f"row index out of range for entry {self.key} with {self.n_rows} rows")
+                raise IndexError(
+                    f"row index out of range for entry {self.key} with {self.n_rows} rows"
+                )
             needed = sorted({int(i) // self.chunk_rows for i in selection})
         if not allow_incomplete:
             done = self.done_chunks()
@@ -202,7 +219,10 @@ class Entry(ABC):
                 damaged.append(index)
                 continue
             expected = record.get("sha256")
-            if expected is not None and chunk_checksum(data.astype(self.dtype, copy=False)) != expected:
+            if (
+                expected is not None
+                and chunk_checksum(data.astype(self.dtype, copy=False)) != expected
+            ):
                 damaged.append(index)
             else:
                 ok += 1
@@ -215,7 +235,9 @@ class Entry(ABC):
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise ReadOnlyError(f"entry {self.key} was opened read-only; open the store with mode='a' to write")
+            raise ReadOnlyError(
+                f"entry {self.key} was opened read-only; open the store with mode='a' to write"
+            )
 
     def __repr__(self) -> str:
         return f"<Entry {self.key} shape={self.shape} dtype={self.dtype} chunks={self.n_chunks}>"
@@ -229,10 +251,14 @@ class Store(ABC):
 
     # --- datasets (the Dataset class lives in featstore.datasets) ---------------------
     @abstractmethod
-    def _put_dataset_arrays(self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
+    def _put_dataset_arrays(
+        self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None: ...
 
     @abstractmethod
-    def _get_dataset_arrays(self, dataset_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+    def _get_dataset_arrays(
+        self, dataset_id: str
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
 
     @abstractmethod
     def dataset_ids(self) -> list[str]: ...
@@ -298,8 +324,15 @@ class Store(ABC):
 
     # --- entries ----------------------------------------------------------------------
     @abstractmethod
-    def _create_entry(self, key: str, attrs: dict[str, Any], shape: tuple[int, ...], dtype: str,
-                      chunk_rows: int, shard_rows: int | None) -> Entry: ...
+    def _create_entry(
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        shape: tuple[int, ...],
+        dtype: str,
+        chunk_rows: int,
+        shard_rows: int | None,
+    ) -> Entry: ...
 
     @abstractmethod
     def get_entry(self, key: str) -> Entry:
@@ -318,8 +351,15 @@ class Store(ABC):
     def entry_nbytes(self, key: str) -> int | None:
         """Bytes the entry occupies in the store, when the backend can tell cheaply."""
 
-    def create_entry(self, key: str, attrs: dict[str, Any], shape: Sequence[int], dtype: str = DEFAULT_DTYPE,
-                     chunk_rows: int | None = None, shard_rows: int | None = None) -> Entry:
+    def create_entry(
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        shape: Sequence[int],
+        dtype: str = DEFAULT_DTYPE,
+        chunk_rows: int | None = None,
+        shard_rows: int | None = None,
+    ) -> Entry:
         """Create the entry for ``key``, or reopen it if it exists with the same shape and dtype.
 
         Reopening is what makes a killed or concurrent run resume: the caller then writes
@@ -351,11 +391,18 @@ class Store(ABC):
         infos = []
         for key in self.entry_keys():
             entry = self.get_entry(key)
-            infos.append(EntryInfo(
-                key=key, kind=str(entry.attrs.get("kind", "features")), shape=entry.shape,
-                dtype=entry.dtype, n_chunks=entry.n_chunks, n_done=len(entry.done_chunks()),
-                nbytes_stored=self.entry_nbytes(key), attrs=dict(entry.attrs),
-            ))
+            infos.append(
+                EntryInfo(
+                    key=key,
+                    kind=str(entry.attrs.get("kind", "features")),
+                    shape=entry.shape,
+                    dtype=entry.dtype,
+                    n_chunks=entry.n_chunks,
+                    n_done=len(entry.done_chunks()),
+                    nbytes_stored=self.entry_nbytes(key),
+                    attrs=dict(entry.attrs),
+                )
+            )
         return infos
 
     # --- results ----------------------------------------------------------------------
@@ -394,5 +441,6 @@ class Store(ABC):
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise ReadOnlyError(f"store {self.url} was opened read-only; open it with mode='a' to write")
-
+            raise ReadOnlyError(
+                f"store {self.url} was opened read-only; open it with mode='a' to write"
+            )

@@ -46,7 +46,14 @@ class HDF5Entry(Entry):
     def __init__(self, store: HDF5Store, key: str, group: h5py.Group) -> None:
         attrs = _from_attrs(group.attrs)
         data = group["data"]
-        super().__init__(key, attrs, tuple(data.shape), str(data.dtype), int(attrs["chunk_rows"]), store.read_only)
+        super().__init__(
+            key,
+            attrs,
+            tuple(data.shape),
+            str(data.dtype),
+            int(attrs["chunk_rows"]),
+            store.read_only,
+        )
         self._store = store
         self._group = group
 
@@ -97,7 +104,9 @@ class HDF5Store(Store):
         self.read_only = mode == "r"
         exists = os.path.exists(path)
         if not exists and self.read_only:
-            raise StoreNotFoundError(f"no featstore store at {path}; create one by opening it with mode='a'")
+            raise StoreNotFoundError(
+                f"no featstore store at {path}; create one by opening it with mode='a'"
+            )
         try:
             self._file = h5py.File(path, "r" if self.read_only else "a")
         except BlockingIOError as exc:
@@ -127,7 +136,9 @@ class HDF5Store(Store):
             self._file.close()
 
     # --- datasets -----------------------------------------------------------------------
-    def _put_dataset_arrays(self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def _put_dataset_arrays(
+        self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
         self._check_writable()
         path = f"datasets/{dataset_id}"
         if path in self._file:
@@ -152,7 +163,9 @@ class HDF5Store(Store):
         for name, dset in group.items():
             values = dset[...]
             if h5py.check_string_dtype(dset.dtype) is not None:
-                values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=str)
+                values = np.array(
+                    [v.decode() if isinstance(v, bytes) else v for v in values], dtype=str
+                )
             arrays[name] = values
         return _from_attrs(group.attrs), arrays
 
@@ -170,14 +183,26 @@ class HDF5Store(Store):
         del self._file[f"datasets/{dataset_id}"]
 
     # --- entries ------------------------------------------------------------------------
-    def _create_entry(self, key: str, attrs: dict[str, Any], shape: tuple[int, ...], dtype: str,
-                      chunk_rows: int, shard_rows: int | None) -> Entry:
+    def _create_entry(
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        shape: tuple[int, ...],
+        dtype: str,
+        chunk_rows: int,
+        shard_rows: int | None,
+    ) -> Entry:
         group = self._file.require_group(f"features/{key}")
         for name in ("data", "_done", "_sha256"):
             if name in group:
                 del group[name]
-        group.create_dataset("data", shape=shape, dtype=dtype, chunks=(chunk_rows, *shape[1:]) if shape[0] else None,
-                             fillvalue=0)
+        group.create_dataset(
+            "data",
+            shape=shape,
+            dtype=dtype,
+            chunks=(chunk_rows, *shape[1:]) if shape[0] else None,
+            fillvalue=0,
+        )
         n_chunks = -(-shape[0] // chunk_rows) if shape[0] else 0
         group.create_dataset("_done", shape=(n_chunks,), dtype="u1", fillvalue=0)
         group.create_dataset("_sha256", shape=(n_chunks,), dtype=STR)

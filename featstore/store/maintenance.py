@@ -14,7 +14,8 @@ def entry_summary(info: EntryInfo) -> dict[str, Any]:
     return {
         "key": info.key,
         "dataset": attrs.get("dataset_name") or attrs.get("dataset_id"),
-        "model": attrs.get("model_name") or (model.get("name") if isinstance(model, dict) else model),
+        "model": attrs.get("model_name")
+        or (model.get("name") if isinstance(model, dict) else model),
         "layer": attrs.get("layer"),
         "pooling": attrs.get("pooling"),
         "view": attrs.get("view"),

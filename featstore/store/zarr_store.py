@@ -31,7 +31,9 @@ from featstore.errors import (
 )
 from featstore.store.base import FORMAT_VERSION, Entry, Store
 
-ZARR_CONFIG = {"write_empty_chunks": True}  # DESIGN.md: the all-zero scan costs 3-8x
+ZARR_CONFIG: dict[str, Any] = {
+    "write_empty_chunks": True
+}  # DESIGN.md: the all-zero scan costs 3-8x
 MARKER_DIR = "_done"
 
 
@@ -43,14 +45,19 @@ def _compressor() -> ZstdCodec:
 def _ignore_foreign_objects() -> Iterator[None]:
     """Zarr warns about our marker objects when it lists a group; they are ours."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
+        warnings.filterwarnings(
+            "ignore", message=".*not recognized as a component of a Zarr hierarchy.*"
+        )
         yield
 
 
 class ZarrEntry(Entry):
-    def __init__(self, store: ZarrStore, key: str, array: zarr.Array, attrs: dict[str, Any],
-                 chunk_rows: int) -> None:
-        super().__init__(key, attrs, tuple(array.shape), str(array.dtype), chunk_rows, store.read_only)
+    def __init__(
+        self, store: ZarrStore, key: str, array: zarr.Array, attrs: dict[str, Any], chunk_rows: int
+    ) -> None:
+        super().__init__(
+            key, attrs, tuple(array.shape), str(array.dtype), chunk_rows, store.read_only
+        )
         self._store = store
         self._array = array
         self._group_path = f"features/{key}"
@@ -108,7 +115,9 @@ class ZarrEntry(Entry):
 class ZarrStore(Store):
     """A featstore store in Zarr v3 format."""
 
-    def __init__(self, url: str, mode: str = "a", storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, mode: str = "a", storage_options: dict[str, Any] | None = None
+    ) -> None:
         self.url = str(url)
         self.read_only = mode == "r"
         self.storage_options = dict(storage_options or {})
@@ -117,7 +126,9 @@ class ZarrStore(Store):
         self.is_local = "file" in np.atleast_1d(self.fs.protocol)
         if self.is_local:
             self.root = os.path.abspath(self.root)
-            self.zarr_store = LocalStore(self.root, read_only=self.read_only)
+            self.zarr_store: LocalStore | FsspecStore = LocalStore(
+                self.root, read_only=self.read_only
+            )
         else:
             self.zarr_store = FsspecStore.from_url(
                 self.url, storage_options=self.storage_options or None, read_only=self.read_only
@@ -129,7 +140,9 @@ class ZarrStore(Store):
         meta_path = self._path("zarr.json")
         exists = self.fs.exists(self.root)
         if exists and not self.fs.exists(meta_path):
-            contents = self.fs.ls(self.root, detail=False) if self.fs.isdir(self.root) else [self.root]
+            contents = (
+                self.fs.ls(self.root, detail=False) if self.fs.isdir(self.root) else [self.root]
+            )
             if contents:
                 raise NotAStoreError(
                     f"{self.url} exists but is not a featstore store (no zarr.json); "
@@ -189,15 +202,22 @@ class ZarrStore(Store):
         return sorted(out)
 
     # --- datasets -----------------------------------------------------------------------
-    def _put_dataset_arrays(self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def _put_dataset_arrays(
+        self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
         self._check_writable()
         group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="a")
         for name, values in arrays.items():
             values = np.asarray(values)
             dtype = str if values.dtype.kind in "US" else values.dtype
-            array = group.create_array(name, shape=values.shape, dtype=dtype, overwrite=True,
-                                       compressors=_compressor() if dtype is not str else "auto",
-                                       config=ZARR_CONFIG)
+            array = group.create_array(
+                name,
+                shape=values.shape,
+                dtype=dtype,
+                overwrite=True,
+                compressors=_compressor() if dtype is not str else "auto",
+                config=ZARR_CONFIG,
+            )  # type: ignore[arg-type]
             if values.size:
                 array[...] = values
         group.attrs.update(attrs)  # attrs last: a dataset without them is not listed
@@ -208,7 +228,14 @@ class ZarrStore(Store):
         group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="r")
         with _ignore_foreign_objects():
             names = [name for name, _ in group.arrays()]
-        arrays = {name: np.asarray(group[name][...]) for name in names}
+        arrays = {
+            name: np.asarray(
+                zarr.open_array(self.zarr_store, path=f"datasets/{dataset_id}/{name}", mode="r")[
+                    ...
+                ]
+            )
+            for name in names
+        }
         return dict(group.attrs), arrays
 
     def _get_dataset_attrs(self, dataset_id: str) -> dict[str, Any]:
@@ -234,17 +261,33 @@ class ZarrStore(Store):
         self.fs.rm(self._path(f"datasets/{dataset_id}"), recursive=True)
 
     # --- entries ------------------------------------------------------------------------
-    def _create_entry(self, key: str, attrs: dict[str, Any], shape: tuple[int, ...], dtype: str,
-                      chunk_rows: int, shard_rows: int | None) -> Entry:
+    def _create_entry(
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        shape: tuple[int, ...],
+        dtype: str,
+        chunk_rows: int,
+        shard_rows: int | None,
+    ) -> Entry:
         group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode="a")
         chunks = (chunk_rows, *shape[1:])
         shards = (shard_rows, *shape[1:]) if shard_rows else None
         unit_rows = shard_rows or chunk_rows
-        group.attrs.update({**attrs, "chunk_rows": unit_rows})  # attrs first: data/zarr.json marks existence
+        group.attrs.update(
+            {**attrs, "chunk_rows": unit_rows}
+        )  # attrs first: data/zarr.json marks existence
         try:
             array = group.create_array(
-                "data", shape=shape, chunks=chunks, shards=shards, dtype=dtype, fill_value=0,
-                compressors=_compressor(), config=ZARR_CONFIG, overwrite=False,
+                "data",
+                shape=shape,
+                chunks=chunks,
+                shards=shards,
+                dtype=dtype,
+                fill_value=0,
+                compressors=_compressor(),
+                config=ZARR_CONFIG,
+                overwrite=False,  # type: ignore[arg-type]
             )
         except ContainsArrayError:
             # another writer created it between our check and now: never overwrite its chunks
@@ -256,11 +299,17 @@ class ZarrStore(Store):
             raise EntryNotFoundError(
                 f"no feature entry {key!r} in store {self.url}; `featstore ls` lists the entries"
             )
-        group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode="r" if self.read_only else "a")
-        array = zarr.open_array(self.zarr_store, path=f"features/{key}/data",
-                                mode="r" if self.read_only else "a", config=ZARR_CONFIG)
+        group = zarr.open_group(
+            self.zarr_store, path=f"features/{key}", mode="r" if self.read_only else "a"
+        )
+        array = zarr.open_array(
+            self.zarr_store,
+            path=f"features/{key}/data",
+            mode="r" if self.read_only else "a",
+            config=ZARR_CONFIG,
+        )
         attrs = dict(group.attrs)
-        return ZarrEntry(self, key, array, attrs, int(attrs.get("chunk_rows", array.chunks[0])))
+        return ZarrEntry(self, key, array, attrs, int(attrs.get("chunk_rows", array.chunks[0])))  # type: ignore[arg-type]
 
     def has_entry(self, key: str) -> bool:
         return self.fs.exists(self._path(f"features/{key}/data/zarr.json"))
@@ -298,7 +347,9 @@ class ZarrStore(Store):
         return self.fs.exists(self._result_path(key))
 
     def result_keys(self) -> list[str]:
-        return [name[: -len(".json")] for name in self._children("results") if name.endswith(".json")]
+        return [
+            name[: -len(".json")] for name in self._children("results") if name.endswith(".json")
+        ]
 
     def delete_result(self, key: str) -> None:
         self._check_writable()
@@ -326,7 +377,10 @@ class ZarrStore(Store):
             base = self._path(f"features/{key}")
             if self.has_entry(key):
                 entry = self.get_entry(key)
-                if entry.done_chunks() or now - _mtime(self.fs, f"{base}/zarr.json", now) <= older_than_s:
+                if (
+                    entry.done_chunks()
+                    or now - _mtime(self.fs, f"{base}/zarr.json", now) <= older_than_s
+                ):
                     continue
             removed.append(base)
             if not dry_run:
