@@ -20,6 +20,7 @@ import fsspec
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.array_spec import ArrayConfigParams
 from zarr.errors import ContainsArrayError
 from zarr.storage import FsspecStore, LocalStore
 
@@ -31,7 +32,7 @@ from featstore.errors import (
 )
 from featstore.store.base import FORMAT_VERSION, Entry, Store
 
-ZARR_CONFIG: dict[str, Any] = {
+ZARR_CONFIG: ArrayConfigParams = {
     "write_empty_chunks": True
 }  # DESIGN.md: the all-zero scan costs 3-8x
 MARKER_DIR = "_done"
@@ -217,7 +218,7 @@ class ZarrStore(Store):
                 overwrite=True,
                 compressors=_compressor() if dtype is not str else "auto",
                 config=ZARR_CONFIG,
-            )  # type: ignore[arg-type]
+            )
             if values.size:
                 array[...] = values
         group.attrs.update(attrs)  # attrs last: a dataset without them is not listed
@@ -287,7 +288,7 @@ class ZarrStore(Store):
                 fill_value=0,
                 compressors=_compressor(),
                 config=ZARR_CONFIG,
-                overwrite=False,  # type: ignore[arg-type]
+                overwrite=False,
             )
         except ContainsArrayError:
             # another writer created it between our check and now: never overwrite its chunks
