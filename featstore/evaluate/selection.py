@@ -1,0 +1,295 @@
+"""Which cached entries an evaluation reads, and which rows are train, validation and test.
+
+Shared by every evaluation task: a :class:`FeatureSelector` names entries by their factors
+(model, layer, stored pooling, view) or by key; :func:`resolve_parts` finds exactly one
+complete entry per selector (plus its flip-view twin when the transform averages flips)
+and refuses, with a fix, when none, several, or an incomplete one match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import (
+    EntryNotFoundError,
+    EvaluationError,
+    IncompleteEntryError,
+    TransformError,
+)
+from featstore.store import find_entries
+from featstore.transforms import Part, Step, parse_spec, pool_rows
+
+__all__ = [
+    "FeatureSelector",
+    "Splits",
+    "as_selectors",
+    "entry_factors",
+    "merge_factors",
+    "resolve_dataset",
+    "resolve_parts",
+    "split_rows",
+]
+
+# attrs that make two entries the same features up to the view (plain vs flip)
+TWIN_ATTRS = (
+    "dataset_fingerprint",
+    "model",
+    "layer",
+    "preprocess",
+    "pooling",
+    "dtype",
+    "compute_dtype",
+)
+# entry attrs copied into a result record's factors
+FACTOR_ATTRS = ("model_name", "layer", "pooling", "view", "preprocess", "compute_dtype", "dtype")
+
+
+@dataclass(frozen=True)
+class FeatureSelector:
+    """Names one feature entry of a dataset: by key, or by factors (None = any)."""
+
+    model: str | None = None
+    layer: str | None = None
+    pooling: str | None = None
+    view: str | None = "plain"
+    key: str | None = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)  # any other attr filters
+
+    def describe(self) -> str:
+        if self.key:
+            return f"entry {self.key}"
+        bits = [
+            f"{n}={v}"
+            for n, v in (
+                ("model", self.model),
+                ("layer", self.layer),
+                ("pooling", self.pooling),
+                ("view", self.view),
+            )
+            if v
+        ]
+        bits += [f"{n}={v}" for n, v in self.attrs.items()]
+        return "features with " + (", ".join(bits) if bits else "any factors")
+
+
+def as_selectors(features: Any) -> list[FeatureSelector]:
+    """One selector, a dict of factors, an entry key, or a list of those (a concatenation)."""
+    items = features if isinstance(features, (list, tuple)) else [features]
+    out = []
+    for item in items:
+        if isinstance(item, FeatureSelector):
+            out.append(item)
+        elif isinstance(item, str):
+            out.append(FeatureSelector(key=item, view=None))
+        elif isinstance(item, Mapping):
+            known = {k: item[k] for k in ("model", "layer", "pooling", "view", "key") if k in item}
+            other = {k: v for k, v in item.items() if k not in known}
+            out.append(FeatureSelector(**known, attrs=other))
+        else:
+            raise EvaluationError(
+                f"cannot select features with {item!r}: give an entry key, a dict of factors or a "
+                "FeatureSelector"
+            )
+    if not out:
+        raise EvaluationError("no features selected: give at least one entry key or selector")
+    return out
+
+
+def resolve_dataset(store: Any, dataset: Any) -> Any:
+    """The Dataset for a name or id (or a Dataset itself)."""
+    if hasattr(dataset, "fingerprint") and hasattr(dataset, "split_names"):
+        return dataset
+    return store.get_dataset(str(dataset))
+
+
+def _fits(entry: Any, pool: Step | None) -> bool:
+    """Whether the transform's pool step (or its absence) can read this entry."""
+    try:
+        pool_rows(
+            np.zeros((1, *entry.shape[1:]), dtype=np.float32),
+            pool,
+            str(entry.attrs.get("pooling", "none")),
+        )
+    except TransformError:
+        return False
+    return True
+
+
+def _describe_entries(entries: Sequence[Any]) -> str:
+    return "; ".join(
+        f"{e.key} (model={e.attrs.get('model_name')}, layer={e.attrs.get('layer')}, "
+        f"pooling={e.attrs.get('pooling')}, view={e.attrs.get('view')})"
+        for e in entries
+    )
+
+
+def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None) -> Any:
+    if selector.key:
+        entry = store.get_entry(selector.key)
+        fp = entry.attrs.get("dataset_fingerprint")
+        if fp is not None and fp != ds.fingerprint:
+            raise EvaluationError(
+                f"entry {selector.key} holds features of dataset {entry.attrs.get('dataset_name')!r}, "
+                f"not of {ds.name!r}"
+            )
+        return entry
+    factors = {
+        "model": selector.model,
+        "layer": selector.layer,
+        "pooling": selector.pooling,
+        "view": selector.view,
+        **dict(selector.attrs),
+    }
+    found = find_entries(store, dataset_fingerprint=ds.fingerprint, **factors)
+    found = [e for e in found if e.attrs.get("kind", "features") == "features"]
+    if not found:
+        have = sorted(
+            {
+                str(e.attrs.get("layer"))
+                for e in find_entries(
+                    store, dataset_fingerprint=ds.fingerprint, model=selector.model
+                )
+            }
+        )
+        hint = (
+            f" (cached layers of this model: {', '.join(have)})" if have and selector.model else ""
+        )
+        raise EntryNotFoundError(
+            f"no cached {selector.describe()} for dataset {ds.name!r}{hint}; extract them first, e.g. "
+            f"featstore extract -d {ds.name} -m {selector.model or 'MODEL'} -l {selector.layer or 'LAYER'}"
+        )
+    if len(found) == 1:
+        return found[0]
+    fitting = [e for e in found if _fits(e, pool)]
+    if len(fitting) == 1:
+        return fitting[0]
+    raise EvaluationError(
+        f"{len(found)} cached entries match {selector.describe()}: {_describe_entries(found)}; "
+        "choose one with --pool/--view, or give its key"
+    )
+
+
+def _twin(store: Any, entry: Any, view: str) -> Any | None:
+    wanted = {a: entry.attrs[a] for a in TWIN_ATTRS if a in entry.attrs}
+    found = [e for e in find_entries(store, view=view, **wanted) if e.key != entry.key]
+    return found[0] if found else None
+
+
+def _check_complete(entry: Any) -> None:
+    missing = entry.missing_chunks()
+    if missing:
+        a = entry.attrs
+        raise IncompleteEntryError(
+            f"entry {entry.key} (model={a.get('model_name')}, layer={a.get('layer')}, view={a.get('view')}) "
+            f"is incomplete: {len(missing)} of {entry.n_chunks} chunks are missing; rerun the "
+            "extraction to finish it (it resumes where it stopped)"
+        )
+
+
+def resolve_parts(
+    store: Any, dataset: Any, features: Any, transform: str | Sequence[Step] = ""
+) -> list[Part]:
+    """One complete :class:`Part` per selector, with the flip twin when ``transform`` has flipavg."""
+    ds = resolve_dataset(store, dataset)
+    steps = parse_spec(transform)
+    pool = steps[0] if steps and steps[0].name == "pool" else None
+    need_flip = any(s.name == "flipavg" for s in steps)
+    parts = []
+    for selector in as_selectors(features):
+        entry = _find_one(store, ds, selector, pool)
+        if entry.shape[0] != ds.n:
+            raise EvaluationError(
+                f"entry {entry.key} has {entry.shape[0]} rows but dataset {ds.name!r} has {ds.n} images"
+            )
+        _check_complete(entry)
+        flip = None
+        if need_flip:
+            flip = _twin(store, entry, "flip")
+            if flip is None:
+                raise TransformError(
+                    f"flipavg needs the flip view of entry {entry.key}; extract the layer with the "
+                    "flip view (featstore extract ... --flip) or drop flipavg"
+                )
+            _check_complete(flip)
+        parts.append(Part(entry, flip))
+    return parts
+
+
+def entry_factors(entry: Any) -> dict[str, Any]:
+    """The factors of one entry as a result record shows them."""
+    a = entry.attrs
+    model = a.get("model") if isinstance(a.get("model"), Mapping) else {}
+    out = {
+        "model": a.get("model_name") or model.get("name"),
+        "model_source": model.get("source"),
+        "weights_sha256": model.get("weights_sha256"),
+    }
+    out.update({k: a.get(k) for k in FACTOR_ATTRS if k != "model_name"})
+    return out
+
+
+def merge_factors(parts: Sequence[Part]) -> dict[str, Any]:
+    """Factors of a setting: a value when all parts agree, else the list of values."""
+    per = [entry_factors(p.plain) for p in parts]
+    merged: dict[str, Any] = {}
+    for name in per[0]:
+        values = [f.get(name) for f in per]
+        merged[name] = values[0] if all(v == values[0] for v in values) else values
+    merged["concat"] = len(parts) > 1
+    if len(parts) > 1:
+        merged["parts"] = per
+    return merged
+
+
+# --------------------------------------------------------------------------------------
+# splits
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Row indices (store order) of the training, validation (may be empty) and test rows."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    train_name: str
+    val_name: str | None
+
+
+TRAIN_NAMES = ("train", "trainval")
+VAL_NAMES = ("val", "valid", "validation")
+
+
+def split_rows(ds: Any) -> Splits:
+    """Find the train/val/test splits of ``ds``; EvaluationError with a fix if one is missing."""
+    names = list(ds.split_names)
+    counts = {n: int((np.asarray(ds.splits) == i).sum()) for i, n in enumerate(names)}
+    if counts.get("test", 0) == 0:
+        raise EvaluationError(
+            f"dataset {ds.name!r} has no test split (its splits: {', '.join(names) or 'none'}); register "
+            "it with one, e.g. a folder with train/ and test/ subfolders or a manifest with a split column"
+        )
+    train_name = next((n for n in TRAIN_NAMES if counts.get(n, 0) > 0), None)
+    if train_name is None:
+        raise EvaluationError(
+            f"dataset {ds.name!r} has no training split (its splits: {', '.join(names)}); register it "
+            "with a 'train' split"
+        )
+    val_name = (
+        next((n for n in VAL_NAMES if counts.get(n, 0) > 0), None)
+        if train_name == "train"
+        else None
+    )
+    val = ds.split_indices(val_name) if val_name else np.zeros(0, dtype=np.int64)
+    return Splits(
+        train=ds.split_indices(train_name),
+        val=val,
+        test=ds.split_indices("test"),
+        train_name=train_name,
+        val_name=val_name,
+    )

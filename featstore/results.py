@@ -1,0 +1,219 @@
+"""Result records: the key of an evaluation, and saving, loading and finding records.
+
+A result key is a content hash of everything that decides an evaluation's outcome
+(feature keys, transform, task, classifier spec, protocol, seed), so asking again for the
+same setting is a lookup, and two teammates computing it land on the same record. These
+helpers are task-agnostic: classification, retrieval and transferability all use them.
+
+Record fields (CONTRACTS.md): key, kind="result", task, dataset_id, dataset_name,
+features, factors, transform, classifier, protocol, seed, metrics, per_class, chosen,
+timings, versions, created. Records are plain JSON: NaN becomes null.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import EntryNotFoundError, EvaluationError
+from featstore.keys import make_key
+
+__all__ = [
+    "REQUIRED_FIELDS",
+    "build_record",
+    "find_results",
+    "load_result",
+    "make_result_key",
+    "package_versions",
+    "save_result",
+    "to_json",
+]
+
+RESULT_PREFIX = "res"
+REQUIRED_FIELDS = (
+    "key",
+    "kind",
+    "task",
+    "dataset_id",
+    "features",
+    "transform",
+    "classifier",
+    "protocol",
+    "seed",
+    "metrics",
+)
+DEFAULT_PACKAGES = ("featstore", "numpy", "scikit-learn", "scipy")
+
+
+def make_result_key(
+    features: Sequence[str],
+    transform: str,
+    task: str,
+    classifier: Mapping[str, Any],
+    protocol: Mapping[str, Any],
+    seed: int,
+) -> str:
+    """The content key of an evaluation (``res-<hash>``).
+
+    ``transform`` should be canonical (e.g. ``featstore.transforms.canonical_spec``) so
+    that equal chains give equal keys; feature order is kept (it is the column order of a
+    concatenation).
+    """
+    return make_key(
+        RESULT_PREFIX,
+        {
+            "features": [str(f) for f in features],
+            "transform": str(transform),
+            "task": str(task),
+            "classifier": to_json(dict(classifier)),
+            "protocol": to_json(dict(protocol)),
+            "seed": int(seed),
+        },
+    )
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays unwrapped, tuples as lists, NaN/inf as None."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, np.generic):
+        return to_json(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def package_versions(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (missing ones are left out)."""
+    out = {}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def build_record(
+    *,
+    key: str,
+    task: str,
+    dataset_id: str,
+    dataset_name: str,
+    features: Sequence[str],
+    factors: Mapping[str, Any],
+    transform: str,
+    classifier: Mapping[str, Any],
+    protocol: Mapping[str, Any],
+    seed: int,
+    metrics: Mapping[str, float],
+    per_class: Mapping[str, Any] | None = None,
+    chosen: Mapping[str, Any] | None = None,
+    timings: Mapping[str, float] | None = None,
+    extra_packages: Sequence[str] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """A complete result record with versions and creation time filled in."""
+    record = {
+        "key": key,
+        "kind": "result",
+        "task": task,
+        "dataset_id": dataset_id,
+        "dataset_name": dataset_name,
+        "features": list(features),
+        "factors": dict(factors),
+        "transform": transform,
+        "classifier": dict(classifier),
+        "protocol": dict(protocol),
+        "seed": int(seed),
+        "metrics": dict(metrics),
+        "per_class": dict(per_class or {}),
+        "chosen": dict(chosen or {}),
+        "timings": dict(timings or {}),
+        "versions": package_versions(tuple(DEFAULT_PACKAGES) + tuple(extra_packages)),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(extra)
+    return to_json(record)
+
+
+def save_result(store: Any, record: Mapping[str, Any]) -> str:
+    """Check ``record`` has every required field and put it under its key; returns the key."""
+    missing = [f for f in REQUIRED_FIELDS if f not in record]
+    if missing:
+        raise EvaluationError(
+            f"result record lacks the fields {missing}; build it with build_record"
+        )
+    if record.get("kind") != "result":
+        raise EvaluationError(f"result record must have kind='result', not {record.get('kind')!r}")
+    key = str(record["key"])
+    if not key.startswith(RESULT_PREFIX + "-"):
+        raise EvaluationError(
+            f"result key {key!r} must start with {RESULT_PREFIX!r}-; use make_result_key"
+        )
+    store.put_result(key, to_json(dict(record)))
+    return key
+
+
+def load_result(store: Any, key: str) -> dict[str, Any] | None:
+    """The record under ``key``, or None when there is none (a cache lookup)."""
+    if not store.has_result(key):
+        return None
+    try:
+        return dict(store.get_result(key))
+    except EntryNotFoundError:  # removed between the two calls
+        return None
+
+
+def _field(record: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    if name in record:
+        return True, record[name]
+    factors = record.get("factors") or {}
+    if name in factors:
+        return True, factors[name]
+    if name == "dataset":
+        return True, (record.get("dataset_name"), record.get("dataset_id"))
+    return False, None
+
+
+def _matches(record: Mapping[str, Any], name: str, wanted: Any) -> bool:
+    found, value = _field(record, name)
+    if not found:
+        return False
+    if callable(wanted):
+        return bool(wanted(value))
+    if name == "dataset":
+        return wanted in value
+    if isinstance(value, Mapping) and isinstance(wanted, str):  # classifier="svm", model="resnet18"
+        return value.get("name") == wanted
+    return to_json(value) == to_json(wanted)
+
+
+def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
+    """Records whose fields match every filter (None filters are ignored).
+
+    A filter names a top-level field (task, dataset_id, dataset_name, transform, seed ...)
+    or a factor (model, layer, pooling, view ...); ``dataset`` matches name or id. A string
+    matches a dict-valued field by its ``name`` (``classifier="svm"``); a callable is used
+    as a predicate on the value. Records are returned sorted by creation time.
+    """
+    wanted: dict[str, Any | Callable[[Any], bool]] = {
+        k: v for k, v in filters.items() if v is not None
+    }
+    out = []
+    for key in store.result_keys():
+        record = load_result(store, key)
+        if record is None or record.get("kind", "result") != "result":
+            continue
+        if all(_matches(record, name, value) for name, value in wanted.items()):
+            out.append(record)
+    return sorted(out, key=lambda r: (str(r.get("created", "")), str(r.get("key", ""))))
