@@ -49,6 +49,7 @@ def _ignore_foreign_objects() -> Iterator[None]:
         warnings.filterwarnings(
             "ignore", message=".*not recognized as a component of a Zarr hierarchy.*"
         )
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
         yield
 
 
@@ -111,6 +112,7 @@ class ZarrEntry(Entry):
         group = zarr.open_group(self._store.zarr_store, path=self._group_path, mode="a")
         group.attrs.update(values)
         self.attrs.update(values)
+        self._store.consolidate()
 
 
 class ZarrStore(Store):
@@ -122,6 +124,8 @@ class ZarrStore(Store):
         self.url = str(url)
         self.read_only = mode == "r"
         self.storage_options = dict(storage_options or {})
+        # object stores: the root zarr.json carries every node's metadata (see consolidate())
+        self._consolidated: dict[str, Any] | None = None
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self.root = self.root.rstrip("/")
         self.is_local = "file" in np.atleast_1d(self.fs.protocol)
@@ -139,6 +143,8 @@ class ZarrStore(Store):
     # --- opening ------------------------------------------------------------------------
     def _open_root(self, mode: str) -> None:
         meta_path = self._path("zarr.json")
+        if not self.is_local and self._open_root_consolidated(meta_path):
+            return
         exists = self.fs.exists(self.root)
         if exists and not self.fs.exists(meta_path):
             contents = (
@@ -175,6 +181,44 @@ class ZarrStore(Store):
                 f"{FORMAT_VERSION} this featstore reads; upgrade featstore to open it"
             )
         self._group = group
+
+    def _open_root_consolidated(self, meta_path: str) -> bool:
+        """Object stores: open from the root zarr.json alone (one GET) when it can be read."""
+        try:
+            meta = json.loads(self.fs.cat_file(meta_path))
+        except (FileNotFoundError, ValueError):
+            return False  # the general path below says what is wrong
+        info = meta.get("attributes", {}).get("featstore")
+        if (
+            not isinstance(info, dict)
+            or "format" not in info
+            or int(info["format"]) > FORMAT_VERSION
+        ):
+            return False
+        self._set_consolidated(meta)
+        return True
+
+    def _set_consolidated(self, root_meta: dict[str, Any]) -> None:
+        cons = root_meta.get("consolidated_metadata") or {}
+        self._consolidated = dict(cons.get("metadata") or {}) if cons else None
+
+    def consolidate(self) -> None:
+        """Object stores: copy every node's metadata into the root zarr.json (zarr's consolidated metadata).
+
+        Called after each structural change (entry or dataset created or removed, entry attrs
+        updated), so a reader opens the store and its entries in about one request. Done
+        markers and leases are plain objects outside the Zarr hierarchy, so writing chunks
+        leaves it valid. A node missing from it (created by another writer since) is looked
+        up directly. Local stores are not consolidated (opening them is cheap).
+        """
+        if self.is_local or self.read_only:
+            return
+        with _ignore_foreign_objects():
+            group = zarr.consolidate_metadata(self.zarr_store)
+        self._set_consolidated(group.metadata.to_dict())
+
+    def _consolidated_meta(self, relative: str) -> dict[str, Any] | None:
+        return None if self._consolidated is None else self._consolidated.get(relative)
 
     def _path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
@@ -222,6 +266,7 @@ class ZarrStore(Store):
             if values.size:
                 array[...] = values
         group.attrs.update(attrs)  # attrs last: a dataset without them is not listed
+        self.consolidate()
 
     def _get_dataset_arrays(self, dataset_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if dataset_id not in self.dataset_ids():
@@ -249,6 +294,10 @@ class ZarrStore(Store):
     def dataset_ids(self) -> list[str]:
         ids = []
         for name in self._children("datasets"):
+            cached = self._consolidated_meta(f"datasets/{name}")
+            if cached is not None and "name" in cached.get("attributes", {}):
+                ids.append(name)
+                continue
             try:
                 meta = json.loads(self.fs.cat_file(self._path(f"datasets/{name}/zarr.json")))
             except FileNotFoundError:
@@ -260,6 +309,8 @@ class ZarrStore(Store):
     def _delete_dataset(self, dataset_id: str) -> None:
         self._check_writable()
         self.fs.rm(self._path(f"datasets/{dataset_id}"), recursive=True)
+        self._forget_consolidated(f"datasets/{dataset_id}")
+        self.consolidate()
 
     # --- entries ------------------------------------------------------------------------
     def _create_entry(
@@ -293,6 +344,7 @@ class ZarrStore(Store):
         except ContainsArrayError:
             # another writer created it between our check and now: never overwrite its chunks
             return self.create_entry(key, attrs, shape, dtype)
+        self.consolidate()
         return ZarrEntry(self, key, array, dict(group.attrs), unit_rows)
 
     def get_entry(self, key: str) -> Entry:
@@ -300,6 +352,9 @@ class ZarrStore(Store):
             raise EntryNotFoundError(
                 f"no feature entry {key!r} in store {self.url}; `featstore ls` lists the entries"
             )
+        cached = self._entry_from_consolidated(key)
+        if cached is not None:
+            return cached
         group = zarr.open_group(
             self.zarr_store, path=f"features/{key}", mode="r" if self.read_only else "a"
         )
@@ -312,7 +367,33 @@ class ZarrStore(Store):
         attrs = dict(group.attrs)
         return ZarrEntry(self, key, array, attrs, int(attrs.get("chunk_rows", array.chunks[0])))  # type: ignore[arg-type]
 
+    def _entry_from_consolidated(self, key: str) -> Entry | None:
+        """The entry built from consolidated metadata without a request (None if not in it)."""
+        group_meta = self._consolidated_meta(f"features/{key}")
+        array_meta = self._consolidated_meta(f"features/{key}/data")
+        if group_meta is None or array_meta is None:
+            return None
+        from zarr.core.array import AsyncArray
+        from zarr.core.metadata import ArrayV3Metadata
+        from zarr.storage import StorePath
+
+        path = StorePath(self.zarr_store, f"features/{key}/data")
+        metadata = ArrayV3Metadata.from_dict(dict(array_meta))
+        array = zarr.Array(AsyncArray(metadata, store_path=path, config=ZARR_CONFIG))
+        attrs = dict(group_meta.get("attributes", {}))
+        return ZarrEntry(self, key, array, attrs, int(attrs.get("chunk_rows", array.chunks[0])))
+
+    def _forget_consolidated(self, prefix: str) -> None:
+        if self._consolidated is not None:
+            self._consolidated = {
+                k: v
+                for k, v in self._consolidated.items()
+                if k != prefix and not k.startswith(prefix + "/")
+            }
+
     def has_entry(self, key: str) -> bool:
+        if self._consolidated_meta(f"features/{key}/data") is not None:
+            return True
         return self.fs.exists(self._path(f"features/{key}/data/zarr.json"))
 
     def entry_keys(self) -> list[str]:
@@ -323,6 +404,8 @@ class ZarrStore(Store):
         if not self.fs.exists(self._path(f"features/{key}")):
             raise EntryNotFoundError(f"no feature entry {key!r} in store {self.url}")
         self.fs.rm(self._path(f"features/{key}"), recursive=True)
+        self._forget_consolidated(f"features/{key}")
+        self.consolidate()
 
     def entry_nbytes(self, key: str) -> int | None:
         try:
@@ -386,6 +469,9 @@ class ZarrStore(Store):
             removed.append(base)
             if not dry_run:
                 self.fs.rm(base, recursive=True)
+                self._forget_consolidated(f"features/{key}")
+        if removed and not dry_run:
+            self.consolidate()
         return removed
 
 
