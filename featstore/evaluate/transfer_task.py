@@ -1,0 +1,122 @@
+"""`--task transferability`: score cached features with transferability estimators.
+
+The estimators of :mod:`featstore.transferability` (LogME, H-score, GBC) read the cached
+features of the *training* split after the setting's transform (fitted on those rows), and
+the target labels; no classifier is trained and no network runs. The scores are stored as
+a result record with task "transferability", so a report can rank settings by each
+estimator and compare with the ranking by a trained classifier (Kendall's tau).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from featstore import transferability
+from featstore.errors import EvaluationError
+from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts, split_rows
+from featstore.results import build_record, load_result, make_result_key, save_result
+from featstore.transforms import FeatureTransform, canonical_spec
+
+__all__ = ["ESTIMATORS", "TASK", "evaluate_transferability", "transferability_scores"]
+
+TASK = "transferability"
+# feature-based estimators: (features, labels) -> float, higher = more transferable
+ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "logme": transferability.logme,
+    "h_score": transferability.h_score,
+    "gbc": transferability.gbc,
+}
+DEFAULT_ESTIMATORS = ("logme", "h_score", "gbc")
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+def _check_estimators(estimators: Sequence[str]) -> list[str]:
+    names = [str(e) for e in estimators]
+    if not names:
+        raise EvaluationError("give at least one transferability estimator")
+    unknown = [e for e in names if e not in ESTIMATORS]
+    if unknown:
+        raise EvaluationError(
+            f"unknown transferability estimator(s) {unknown}; feature-based estimators are "
+            f"{sorted(ESTIMATORS)} (nce and leep need the source network's predictions)"
+        )
+    return sorted(set(names))
+
+
+def transferability_scores(
+    features: np.ndarray, labels: np.ndarray, estimators: Sequence[str] = DEFAULT_ESTIMATORS
+) -> dict[str, float]:
+    """Each estimator's score of ``(features, labels)``; multi-label targets are refused."""
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise EvaluationError(
+            "transferability estimators need one label per image; this dataset is multi-label"
+        )
+    keep = y >= 0  # -1 = no label
+    if keep.sum() < 2:
+        raise EvaluationError("transferability needs labelled training images; none have a label")
+    x = np.asarray(features, dtype=np.float64)[keep]
+    return {name: float(ESTIMATORS[name](x, y[keep])) for name in _check_estimators(estimators)}
+
+
+def evaluate_transferability(
+    store: Any,
+    dataset: Any,
+    features: Any,
+    *,
+    transform: str = "",
+    estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+    seed: int = 0,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Score the features of the training split; returns the (stored) result record.
+
+    ``features`` selects cached entries as in classification (an entry key, a dict of
+    factors, or a list of those for a concatenation). A record already stored under the
+    same key is returned as is unless ``force``.
+    """
+    ds = resolve_dataset(store, dataset)
+    names = _check_estimators(estimators)
+    spec = canonical_spec(transform)
+    parts = resolve_parts(store, ds, features, spec)
+    feature_keys = [k for p in parts for k in p.keys]
+    splits = split_rows(ds)
+    classifier = {"name": "estimators", "estimators": names}
+    protocol = {"split": splits.train_name, "labels": "target"}
+    key = make_result_key(feature_keys, spec, TASK, classifier, protocol, seed)
+    if not force:
+        cached = load_result(store, key)
+        if cached is not None:
+            return {**cached, "cached": True}
+    t0 = time.perf_counter()
+    train = np.asarray(splits.train, dtype=np.int64)
+    tr = FeatureTransform("" if spec == "none" else spec, seed=seed)
+    tr.fit(parts, train, progress=progress)
+    x = tr.transform(parts, train)
+    t1 = time.perf_counter()
+    scores = transferability_scores(x, np.asarray(ds.labels)[train], names)
+    t2 = time.perf_counter()
+    record = build_record(
+        key=key,
+        task=TASK,
+        dataset_id=ds.id,
+        dataset_name=ds.name,
+        features=feature_keys,
+        factors=merge_factors(parts),
+        transform=spec,
+        classifier=classifier,
+        protocol=protocol,
+        seed=seed,
+        metrics=scores,
+        chosen={"n_features": int(x.shape[1]), "n_train": int(len(train))},
+        timings={"features_s": t1 - t0, "estimators_s": t2 - t1},
+    )
+    if not getattr(store, "read_only", False):
+        save_result(store, record)
+    return {**record, "cached": False}

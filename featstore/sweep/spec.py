@@ -1,0 +1,415 @@
+"""Sweep specifications: a YAML grid of factors over datasets and tasks, validated up front.
+
+A spec names the datasets (each with its tasks), and the factor lists whose product is the
+grid: networks x layers x pooling x views x transforms x classifiers. One setting of those
+factors is the *baseline* the report measures relative error reduction against::
+
+    name: flowers-factors
+    datasets:
+      - {name: flowers, source: /data/flowers12, tasks: [classify, transferability]}
+    networks:
+      - name: efficientnet_lite0
+        layers: [blocks.10, blocks.14, head]
+    pooling: [avg, max]
+    views: [plain]
+    transforms: ["l2", "pca=64,l2"]
+    classifiers: [svm]
+    estimators: [logme, h_score, gbc]
+    baseline: {layer: head, pooling: avg, transform: l2}
+
+Every problem raises :class:`~featstore.errors.SpecError` naming the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from featstore.errors import SpecError
+from featstore.keys import canonical_json
+
+__all__ = [
+    "TASKS",
+    "Cell",
+    "DatasetSpec",
+    "NetworkSpec",
+    "Setting",
+    "SweepSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+TASKS = ("classify", "retrieve", "transferability")
+CLASSIFIERS = ("svm", "logreg")
+ESTIMATORS = ("logme", "h_score", "gbc")
+VIEWS_PLAIN = ("plain", "flip", "flipavg")
+POOLING_PREFIXES = ("none", "avg", "max", "gem", "grid:max:", "map:avg:")
+TOP_LEVEL = {
+    "name",
+    "description",
+    "datasets",
+    "networks",
+    "layers",
+    "pooling",
+    "views",
+    "transforms",
+    "classifiers",
+    "estimators",
+    "baseline",
+    "seed",
+    "extract",
+}
+DATASET_FIELDS = {"name", "source", "task", "tasks", "subset"}
+NETWORK_FIELDS = {"name", "layers", "weights"}
+BASELINE_FIELDS = {"network", "layer", "pooling", "view", "transform", "classifier"}
+EXTRACT_FIELDS = {"batch_size", "device", "compute_dtype", "dtype", "workers"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset of the sweep: registered name, optional source to register it from, tasks."""
+
+    name: str
+    tasks: tuple[str, ...]
+    source: str | None = None
+    subset: int | None = None  # keep this many images (stratified, seeded) as a smaller dataset
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    layers: tuple[str, ...]
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the report: every factor except the dataset and task."""
+
+    network: str
+    layer: str
+    pooling: str
+    view: str
+    transform: str
+    classifier: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "network": self.network,
+            "layer": self.layer,
+            "pooling": self.pooling,
+            "view": self.view,
+            "transform": self.transform,
+            "classifier": self.classifier,
+        }
+
+    @property
+    def label(self) -> str:
+        return setting_label(self.as_dict())
+
+
+def setting_label(factors: Mapping[str, Any]) -> str:
+    """A short readable name of a setting: ``net/layer/pool/view/transform/classifier``."""
+    parts = [
+        str(factors.get(k) or "-")
+        for k in ("network", "layer", "pooling", "view", "transform", "classifier")
+    ]
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One evaluation of the sweep: a setting on a dataset for one task."""
+
+    dataset: str
+    task: str
+    setting: Setting
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}:{self.task}:{self.setting.label}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    datasets: tuple[DatasetSpec, ...]
+    networks: tuple[NetworkSpec, ...]
+    pooling: tuple[str, ...]
+    views: tuple[str, ...]
+    transforms: tuple[str, ...]
+    classifiers: tuple[str, ...]
+    estimators: tuple[str, ...]
+    baseline: dict[str, str]
+    seed: int = 0
+    extract: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def settings(self, task: str) -> list[Setting]:
+        """The grid of settings evaluated for ``task`` (classifier '-' outside classify)."""
+        classifiers = self.classifiers if task == "classify" else ("-",)
+        views = self.views
+        if task == "retrieve":
+            views = tuple(v for v in views if v != "flipavg") or views
+        out = []
+        for net in self.networks:
+            for layer, pool, view, tr, clf in itertools.product(
+                net.layers, self.pooling, views, self.transforms, classifiers
+            ):
+                out.append(Setting(net.name, layer, pool, view, tr, clf))
+        return out
+
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(ds.name, task, setting)
+            for ds in self.datasets
+            for task in ds.tasks
+            for setting in self.settings(task)
+        ]
+
+    def baseline_matches(self, factors: Mapping[str, Any]) -> bool:
+        """Whether a setting (dict of factor -> value) is the named baseline."""
+        return all(str(factors.get(k)) == str(v) for k, v in self.baseline.items())
+
+
+# --------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate the YAML sweep spec at ``path``."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"sweep spec {str(p)!r} does not exist or is not a file")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"sweep spec {str(p)!r} is not valid YAML: {exc}") from exc
+    spec = parse_spec(raw, base_dir=p.parent)
+    return SweepSpec(**{**spec.__dict__, "path": str(p.resolve())})
+
+
+def _list(raw: Mapping[str, Any], name: str, default: Any = None) -> list[Any]:
+    value = raw.get(name, default)
+    if value is None:
+        raise SpecError(f"sweep spec: field '{name}' is required")
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"sweep spec: field '{name}' must be a non-empty list, got {value!r}")
+    return value
+
+
+def _str_items(values: list[Any], name: str) -> tuple[str, ...]:
+    out = []
+    for i, v in enumerate(values):
+        if v is None or isinstance(v, (dict, list)):
+            raise SpecError(f"sweep spec: {name}[{i}] must be a string, got {v!r}")
+        out.append(str(v))
+    if len(set(out)) != len(out):
+        dupes = sorted({v for v in out if out.count(v) > 1})
+        raise SpecError(f"sweep spec: field '{name}' lists {dupes} more than once")
+    return tuple(out)
+
+
+def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise SpecError(
+            f"sweep spec: unknown field(s) {extra} in {where}; allowed: {sorted(allowed)}"
+        )
+
+
+def _dataset(raw: Any, i: int, base_dir: Path | None) -> DatasetSpec:
+    where = f"datasets[{i}]"
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"sweep spec: {where} must be a name or a mapping, got {raw!r}")
+    _unknown(raw, DATASET_FIELDS, where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"sweep spec: {where}.name is required (the registered dataset name)")
+    if "task" in raw and "tasks" in raw:
+        raise SpecError(f"sweep spec: {where} gives both 'task' and 'tasks'; use one")
+    tasks = _str_items(
+        _list(raw, "tasks" if "tasks" in raw else "task", "classify"), f"{where}.tasks"
+    )
+    for t in tasks:
+        if t not in TASKS:
+            raise SpecError(
+                f"sweep spec: {where}.tasks: unknown task {t!r}; choose from {list(TASKS)}"
+            )
+    source = raw.get("source")
+    if source is not None:
+        source = str(source)
+        if not source.startswith("builtin:") and "://" not in source and base_dir is not None:
+            candidate = (base_dir / source).expanduser()
+            if not Path(source).expanduser().is_absolute() and candidate.exists():
+                source = str(candidate.resolve())
+    subset = raw.get("subset")
+    if subset is not None and (
+        isinstance(subset, bool) or not isinstance(subset, int) or subset < 2
+    ):
+        raise SpecError(f"sweep spec: {where}.subset must be an integer >= 2, got {subset!r}")
+    return DatasetSpec(name=name, tasks=tasks, source=source, subset=subset)
+
+
+def _networks(raw: Mapping[str, Any]) -> tuple[NetworkSpec, ...]:
+    nets = _list(raw, "networks")
+    shared = raw.get("layers")
+    out = []
+    for i, item in enumerate(nets):
+        where = f"networks[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping):
+            raise SpecError(f"sweep spec: {where} must be a name or a mapping, got {item!r}")
+        _unknown(item, NETWORK_FIELDS, where)
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"sweep spec: {where}.name is required")
+        if "layers" in item:
+            layers = _str_items(_list(item, "layers"), f"{where}.layers")
+        elif shared is not None:
+            layers = _str_items(_list(raw, "layers"), "layers")
+        else:
+            raise SpecError(
+                f"sweep spec: {where} ({name}) has no layers: give '{where}.layers' or a "
+                "top-level 'layers' list (see `featstore models layers NAME`)"
+            )
+        weights = item.get("weights")
+        out.append(NetworkSpec(name, layers, None if weights is None else str(weights)))
+    names = [n.name for n in out]
+    if len(set(names)) != len(names):
+        raise SpecError(f"sweep spec: field 'networks' lists a network twice: {names}")
+    return tuple(out)
+
+
+def _check_pooling(values: tuple[str, ...]) -> None:
+    for v in values:
+        if not any(
+            v == p or (p.endswith(":") and v.startswith(p)) for p in POOLING_PREFIXES
+        ) and not (v.startswith("gem:")):
+            raise SpecError(
+                f"sweep spec: pooling {v!r} is not a stored pooling; use none, avg, max, gem:p, "
+                "grid:max:g or map:avg:s"
+            )
+
+
+def _check_views(values: tuple[str, ...]) -> None:
+    for v in values:
+        if v not in VIEWS_PLAIN and not v.startswith("crops:"):
+            raise SpecError(
+                f"sweep spec: view {v!r} is unknown; use plain, flip, flipavg (mean of plain and "
+                "flip) or crops:<scales>"
+            )
+
+
+def _check_transforms(values: tuple[str, ...]) -> tuple[str, ...]:
+    from featstore.transforms import canonical_spec
+
+    out = []
+    for i, v in enumerate(values):
+        text = "" if v in ("", "none", "-") else v
+        try:
+            out.append(canonical_spec(text) or "none")
+        except SpecError as exc:
+            raise SpecError(f"sweep spec: transforms[{i}] {v!r}: {exc}") from exc
+    return tuple(out)
+
+
+def _baseline(raw: Any, spec: SweepSpec) -> dict[str, str]:
+    if raw is None:
+        raise SpecError(
+            "sweep spec: field 'baseline' is required: name the setting the report compares "
+            "against, e.g. baseline: {layer: head, pooling: avg, transform: l2}"
+        )
+    if not isinstance(raw, Mapping) or not raw:
+        raise SpecError(
+            f"sweep spec: field 'baseline' must be a mapping of factor: value, got {raw!r}"
+        )
+    _unknown(raw, BASELINE_FIELDS, "baseline")
+    out = {str(k): str(v) for k, v in raw.items()}
+    if "transform" in out:
+        out["transform"] = _check_transforms((out["transform"],))[0]
+    allowed = {
+        "network": [n.name for n in spec.networks],
+        "layer": sorted({la for n in spec.networks for la in n.layers}),
+        "pooling": list(spec.pooling),
+        "view": list(spec.views),
+        "transform": list(spec.transforms),
+        "classifier": list(spec.classifiers),
+    }
+    for k, v in out.items():
+        if v not in allowed[k]:
+            raise SpecError(
+                f"sweep spec: baseline.{k} = {v!r} is not one of the sweep's values {allowed[k]}"
+            )
+    return out
+
+
+def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
+    """Validate a spec given as a mapping (the parsed YAML)."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"sweep spec must be a mapping of fields, got {type(raw).__name__}")
+    _unknown(raw, TOP_LEVEL, "the top level")
+    base = Path(base_dir) if base_dir is not None else None
+    datasets = tuple(_dataset(d, i, base) for i, d in enumerate(_list(raw, "datasets")))
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise SpecError(f"sweep spec: field 'datasets' lists a dataset twice: {names}")
+    networks = _networks(raw)
+    pooling = _str_items(_list(raw, "pooling", ["avg"]), "pooling")
+    _check_pooling(pooling)
+    views = _str_items(_list(raw, "views", ["plain"]), "views")
+    _check_views(views)
+    transforms = _check_transforms(_str_items(_list(raw, "transforms", ["none"]), "transforms"))
+    classifiers = _str_items(_list(raw, "classifiers", ["svm"]), "classifiers")
+    for c in classifiers:
+        if c not in CLASSIFIERS:
+            raise SpecError(
+                f"sweep spec: classifiers: unknown classifier {c!r}; choose from {list(CLASSIFIERS)}"
+            )
+    estimators = _str_items(_list(raw, "estimators", list(ESTIMATORS)), "estimators")
+    for e in estimators:
+        if e not in ESTIMATORS:
+            raise SpecError(
+                f"sweep spec: estimators: {e!r} is not a feature-based estimator; choose from "
+                f"{list(ESTIMATORS)} (nce and leep need the source network's predictions)"
+            )
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SpecError(f"sweep spec: field 'seed' must be an integer, got {seed!r}")
+    extract = raw.get("extract") or {}
+    if not isinstance(extract, Mapping):
+        raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {extract!r}")
+    _unknown(extract, EXTRACT_FIELDS, "extract")
+    name = str(raw.get("name") or "sweep")
+    spec = SweepSpec(
+        name=name,
+        datasets=datasets,
+        networks=networks,
+        pooling=pooling,
+        views=views,
+        transforms=transforms,
+        classifiers=classifiers,
+        estimators=estimators,
+        baseline={},
+        seed=seed,
+        extract=dict(extract),
+    )
+    baseline = _baseline(raw.get("baseline"), spec)
+    return SweepSpec(**{**spec.__dict__, "baseline": baseline})
+
+
+def spec_fingerprint(spec: SweepSpec) -> str:
+    """Canonical JSON of the grid (used to tag result records with the sweep that asked)."""
+    body = {k: v for k, v in spec.__dict__.items() if k != "path"}
+    return canonical_json(body)
