@@ -1,0 +1,1 @@
+from featstore.evaluate.classify import ClassifierSpec, evaluate_classification  # noqa: F401

@@ -152,10 +152,20 @@ class ClassifierSpec:
         }
 
 
-def _n_folds(y: np.ndarray, wanted: int) -> int:
-    """Folds for stratified CV: as asked, but no more than the rarest class has members (min 2)."""
-    _, counts = np.unique(y, return_counts=True)
-    return int(max(2, min(wanted, counts.min())))
+def _n_folds(y: np.ndarray, wanted: int, names: Sequence[str]) -> int:
+    """Folds for stratified CV: as asked, but no more than the rarest class has members.
+
+    A class with a single training sample cannot be stratified (EvaluationError).
+    """
+    values, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2:
+        label = int(values[np.argmin(counts)])
+        name = names[label] if label < len(names) else str(label)
+        raise EvaluationError(
+            f"class {name!r} has a single training sample; choosing C by cross-validation needs at "
+            "least 2 per class: give a single C (e.g. --svm-c 1) to skip the search"
+        )
+    return int(min(wanted, counts.min()))
 
 
 class _Warnings:
@@ -177,7 +187,12 @@ class _Warnings:
 
 
 def _fit_svm(
-    X: np.ndarray, y: np.ndarray, spec: ClassifierSpec, seed: int, scoring: str
+    X: np.ndarray,
+    y: np.ndarray,
+    spec: ClassifierSpec,
+    seed: int,
+    scoring: str,
+    names: Sequence[str],
 ) -> tuple[LinearSVC, dict[str, Any]]:
     """LinearSVC with C chosen by stratified k-fold CV (no CV when the grid has one value)."""
     base = LinearSVC(
@@ -189,7 +204,7 @@ def _fit_svm(
     grid = sorted(float(c) for c in spec.c_grid)
     if len(grid) == 1:
         return base.fit(X, y), {"C": grid[0]}
-    folds = _n_folds(y, spec.cv)
+    folds = _n_folds(y, spec.cv, names)
     search = GridSearchCV(
         base,
         {"C": grid},
@@ -297,7 +312,7 @@ def _single_label(
     with _Warnings() as caught:
         if spec.name == "svm":
             fit_rows = np.concatenate([train, val])
-            model, chosen = _fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy")
+            model, chosen = _fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes)
             tick()
             sizes = {"n_train": len(fit_rows), "n_val": 0}
         else:
@@ -355,27 +370,34 @@ def _multi_label(
     names = [classes[k] if k < len(classes) else str(k) for k in range(Y.shape[1])]
     ap07, ap_all, chosen_c = {}, {}, {}
     t0, predict_s = time.perf_counter(), 0.0
+    skipped: dict[str, str] = {}
     with _Warnings() as caught:
         for k, name in enumerate(names):
-            keep = fit_rows[
-                Y[fit_rows, k] != -1
-            ]  # difficult samples of this class are not trained on
+            # difficult samples of this class are not trained on
+            keep = fit_rows[Y[fit_rows, k] != -1]
             target = (Y[keep, k] == 1).astype(np.int64)
             test_labels = _metric_labels(Y[test, k])
-            if len(np.unique(target)) < 2 or not np.any(test_labels == 1):
-                ap07[name] = ap_all[name] = chosen_c[name] = (
-                    None  # no positives to train on or to find
-                )
-                tick()
+            ap07[name] = ap_all[name] = chosen_c[name] = None
+            tick()
+            if len(np.unique(target)) < 2:
+                skipped[name] = "no positive or no negative training sample"
                 continue
-            model, info = _fit_svm(X[keep], target, spec, seed, "average_precision")
+            if not np.any(test_labels == 1):
+                skipped[name] = "no positive test sample"
+                continue
+            try:
+                model, info = _fit_svm(
+                    X[keep], target, spec, seed, "average_precision", ["absent", "present"]
+                )
+            except EvaluationError as exc:  # one positive: no stratified CV for this class
+                skipped[name] = str(exc)
+                continue
             p0 = time.perf_counter()
             scores = model.decision_function(X[test])
             predict_s += time.perf_counter() - p0
             ap07[name] = metrics.voc07_ap(scores, test_labels)
             ap_all[name] = metrics.average_precision(scores, test_labels)
             chosen_c[name] = info["C"]
-            tick()
     scored = [v for v in ap07.values() if v is not None]
     if not scored:
         raise EvaluationError(
@@ -387,7 +409,7 @@ def _multi_label(
             "map": float(np.mean([v for v in ap_all.values() if v is not None])),
         },
         "per_class": {"ap_voc07": ap07, "ap": ap_all},
-        "chosen": {"C": chosen_c, "convergence_warnings": caught.n},
+        "chosen": {"C": chosen_c, "skipped_classes": skipped, "convergence_warnings": caught.n},
         "sizes": {"n_train": len(fit_rows), "n_val": 0, "n_test": len(test)},
         "timings": {"fit_s": time.perf_counter() - t0 - predict_s, "predict_s": predict_s},
     }
