@@ -27,6 +27,9 @@ cli.add_command(info)
 cli.add_command(verify)
 cli.add_command(rm)
 cli.add_command(gc)
+from featstore.cli.report_cmd import report  # noqa: E402
+
+cli.add_command(report)
 
 
 def main() -> None:

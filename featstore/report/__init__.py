@@ -1,0 +1,45 @@
+"""Reports from the result records of a store: the study's table, Markdown/CSV/HTML, plots."""
+
+from __future__ import annotations
+
+from featstore.report.tables import (
+    Column,
+    Report,
+    Row,
+    build_report,
+    collect_records,
+    parse_baseline,
+    record_setting,
+    to_csv,
+    to_markdown,
+)
+
+__all__ = [
+    "Column",
+    "Report",
+    "Row",
+    "build_report",
+    "collect_records",
+    "parse_baseline",
+    "record_setting",
+    "render",
+    "to_csv",
+    "to_markdown",
+]
+
+
+def render(
+    report: Report, fmt: str = "md", *, title: str = "featstore report", plots: bool = True
+) -> str:
+    """The report as text in ``fmt`` ("md", "csv" or "html")."""
+    if fmt == "md":
+        return to_markdown(report)
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "html":
+        from featstore.report.html import to_html
+
+        return to_html(report, title=title, plots=plots)
+    from featstore.errors import SpecError
+
+    raise SpecError(f"unknown report format {fmt!r}; choose md, csv or html")

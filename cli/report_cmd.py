@@ -1,0 +1,152 @@
+"""`featstore report`: the study's table from the result records in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from featstore.cli.common import handle_errors, json_option, open_cli_store, store_option
+
+
+def _report_inputs(spec_path: str | None, baseline: str | None) -> tuple[Any, dict | None, dict]:
+    from featstore.report import parse_baseline
+
+    spec = None
+    orders: dict[str, list[str]] = {}
+    base = parse_baseline(baseline)
+    if spec_path:
+        from featstore.sweep.spec import load_spec
+
+        spec = load_spec(spec_path)
+        if base is None:
+            base = dict(spec.baseline)
+        orders = {
+            "network": [n.name for n in spec.networks],
+            "layer": [la for n in spec.networks for la in n.layers],
+            "pooling": list(spec.pooling),
+            "view": list(spec.views),
+            "transform": list(spec.transforms),
+            "classifier": list(spec.classifiers),
+        }
+    return spec, base, orders
+
+
+@click.command()
+@store_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "csv", "html"]),
+    default="md",
+    show_default=True,
+    help="Markdown table, CSV (one line per cell) or one self-contained HTML page.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the report to FILE instead of printing it.",
+)
+@click.option(
+    "--plot/--no-plot",
+    "plot",
+    default=None,
+    help="Draw the plots (score vs layer, heatmap): embedded in HTML (default there), "
+    "PNG files next to --out for md/csv.",
+)
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A sweep spec: only its datasets, its baseline, its factor order.",
+)
+@click.option(
+    "--baseline",
+    default=None,
+    metavar="FACTOR=VALUE[,...]",
+    help="Baseline setting for relative error reduction, e.g. 'layer=head,pooling=avg'.",
+)
+@click.option(
+    "-d", "--dataset", "datasets", multiple=True, help="Only these datasets (repeatable)."
+)
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    type=click.Choice(["classify", "retrieve", "transferability"]),
+    help="Only these tasks.",
+)
+@click.option("--title", default=None, help="Title of the HTML page.")
+@json_option
+@handle_errors
+def report(
+    store_url: str,
+    fmt: str,
+    out: str | None,
+    plot: bool | None,
+    spec_path: str | None,
+    baseline: str | None,
+    datasets: tuple[str, ...],
+    tasks: tuple[str, ...],
+    title: str | None,
+    as_json: bool,
+) -> None:
+    """Build the results table (rows = settings, columns = tasks) from the store's records.
+
+    Every result record in the store counts, a teammate's included. The best setting of
+    each column is marked; with a baseline (--baseline or a --spec's), each cell shows the
+    relative error reduction (err_base - err) / err_base. Transferability records are set
+    beside the SVM ranking with Kendall's tau.
+
+    \b
+    Example:
+      featstore report --spec examples/flowers_sweep.yaml
+      featstore report --format html --out report.html
+      featstore report --baseline 'layer=head,pooling=avg,transform=l2' --format csv
+    """
+    from featstore.report import build_report, collect_records, render
+
+    spec, base, orders = _report_inputs(spec_path, baseline)
+    store = open_cli_store(store_url, mode="r")
+    wanted = list(datasets) or ([d.name for d in spec.datasets] if spec is not None else None)
+    records = collect_records(store, datasets=wanted, tasks=list(tasks) or None)
+    rep = build_report(records, baseline=base, orders=orders)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rep.to_json(), indent=2, sort_keys=True, default=str))
+        return
+    draw = plot if plot is not None else fmt == "html"
+    page_title = title or (
+        f"featstore report: {spec.name}" if spec is not None else "featstore report"
+    )
+    text = render(rep, fmt, title=page_title, plots=draw)
+    if draw and fmt != "html":
+        text += _write_pngs(rep, out)
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(
+            f"wrote {out} ({len(rep.rows)} settings x {len(rep.columns)} tasks, "
+            f"{rep.n_records} records)",
+            err=True,
+        )
+    else:
+        click.echo(text, nl=False)
+
+
+def _write_pngs(rep: Any, out: str | None) -> str:
+    from featstore.report.plots import heatmap, score_vs_layer
+
+    stem = Path(out).with_suffix("") if out else Path("report")
+    lines = []
+    for suffix, png in (("layers", score_vs_layer(rep)), ("heatmap", heatmap(rep))):
+        if png is None:
+            continue
+        path = Path(f"{stem}_{suffix}.png")
+        path.write_bytes(png)
+        lines.append(f"![{suffix}]({path.name})")
+        click.echo(f"wrote {path}", err=True)
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""

@@ -1,0 +1,142 @@
+"""The HTML report is one self-contained page: checked in headless Chromium.
+
+Chromium comes from Debian's ``chromium`` package (``apt-get install -y chromium``, done by
+.ci/run). Without it this test fails with that hint; FEATSTORE_SKIP_BROWSER=1 skips it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from featstore.cli.main import cli
+
+from featstore.results import build_record, make_result_key, save_result
+from featstore.store import open_store
+
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    if os.environ.get("FEATSTORE_SKIP_BROWSER") == "1":
+        pytest.skip("FEATSTORE_SKIP_BROWSER=1: headless Chromium check skipped on request")
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(
+        "chromium is not on PATH: the HTML report test renders the page in headless Chromium. "
+        "Install it with `apt-get update && apt-get install -y chromium` (Debian), or set "
+        "FEATSTORE_SKIP_BROWSER=1 to skip this check."
+    )
+
+
+def _store(tmp_path: Path):
+    store = open_store(str(tmp_path / "h.zarr"))
+    for layer, acc, logme in (("blocks.3", 0.6, 1.0), ("blocks.6", 0.7, 2.0), ("head", 0.9, 3.0)):
+        for task, metrics in (
+            ("classify", {"accuracy": acc}),
+            ("transferability", {"logme": logme}),
+        ):
+            feats = [f"feat-{layer}"]
+            clf = {"name": "svm"} if task == "classify" else {"name": "estimators"}
+            key = make_result_key(feats, "l2", task, clf, {}, 0)
+            save_result(
+                store,
+                build_record(
+                    key=key,
+                    task=task,
+                    dataset_id="toy-0",
+                    dataset_name="toy<&>",
+                    features=feats,
+                    factors={"model": "net", "layer": layer, "pooling": "avg", "view": "plain"},
+                    transform="l2",
+                    classifier=clf,
+                    protocol={},
+                    seed=0,
+                    metrics=metrics,
+                ),
+            )
+    return store
+
+
+def _run(cmd: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+
+
+def test_html_report_renders_table_and_embedded_plots_in_chromium(tmp_path: Path) -> None:
+    browser = _chromium()
+    store = _store(tmp_path)
+    page = tmp_path / "report.html"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            "--store",
+            store.url,
+            "--format",
+            "html",
+            "--out",
+            str(page),
+            "--baseline",
+            "layer=blocks.3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
+    assert "toy&lt;&amp;&gt;" in text  # names are escaped
+
+    profile = tmp_path / "profile"
+    dom = _run(
+        [browser, *BROWSER_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+        tmp_path,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert '<table id="results">' in html
+    assert (
+        len(re.findall(r"<tr[^>]*>", html.split('<table id="results">')[1].split("</table>")[0]))
+        == 4
+    )
+    assert 'class="num best"' in html and "(+75.0%)" in html  # head: (0.4 - 0.1) / 0.4
+    images = re.findall(r'<img id="(plot-[a-z]+)"[^>]*src="data:image/png;base64,', html)
+    assert images == ["plot-layers", "plot-heatmap"]
+    assert "Kendall" in html and "+1.000" in html
+
+    shot = tmp_path / "shot.png"
+    cap = _run(
+        [
+            browser,
+            *BROWSER_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            page.as_uri(),
+        ],
+        tmp_path,
+    )
+    assert cap.returncode == 0, cap.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
