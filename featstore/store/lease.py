@@ -1,0 +1,390 @@
+"""Leases: one small object per unit of work, so two writers of one entry split the work.
+
+A writer calls ``claim(entry, i, owner, ttl)`` before computing chunk ``i`` of an entry
+(a whole shard when the entry is sharded: its chunk index is the shard index). The lease
+object ``features/<key>/_lease/<i>`` records the owner and an expiry time; another writer
+skips a chunk leased by a live owner and takes the lease over once it has expired (a
+crashed holder stops renewing it). Done markers stay the truth: a lease only says who is
+working on a chunk, so a lost or duplicated lease can cost duplicated work (harmless:
+chunks are whole and a recomputed chunk has the same bytes) but never rows.
+
+How creation is made race-safe, by backend:
+
+- local directory: the record is written to a temporary file and hard-linked to the lease
+  path (``link`` fails if the path exists, atomically); an expired lease is taken over
+  through a takeover file named after the expired lease's token, created the same way, so
+  only one of several writers that saw the same expired lease wins;
+- S3 (s3fs): conditional PUTs: ``If-None-Match: *`` to create, ``If-Match: <etag>`` to
+  replace an expired lease (AWS S3 and moto's server both honour them);
+- any other fsspec backend (memory://, gcs, ...): write, then read back and check the
+  owner. Two writers can still both believe they hold the lease if their writes interleave
+  within one round trip; that residual race duplicates a chunk's work, never loses rows;
+- HDF5 stores take one writer per file, so every claim succeeds without an object.
+
+Expiry compares wall clocks of different machines: keep ``ttl`` well above their skew
+(the default is 10 minutes) and renew long units with ``renew``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from featstore.errors import LeaseError
+from featstore.store.base import Entry
+
+LEASE_DIR = "_lease"
+DEFAULT_TTL = 600.0
+
+
+def default_owner() -> str:
+    """A name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on chunk ``index`` of entry ``key`` by ``owner`` until ``expires`` (epoch s)."""
+
+    key: str
+    index: int
+    owner: str
+    expires: float
+    token: str
+
+    @property
+    def expired(self) -> bool:
+        return time.time() >= self.expires
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Backend:
+    """Lease objects of one entry; subclasses implement the atomic steps per storage kind."""
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+
+    def read(self, index: int) -> tuple[dict[str, Any], Any] | None:
+        """(record, version) of the lease object, or None when there is none."""
+        raise NotImplementedError
+
+    def create(self, index: int, record: dict[str, Any]) -> bool:
+        """Write the lease if none exists; False if another writer has one."""
+        raise NotImplementedError
+
+    def replace(
+        self, index: int, record: dict[str, Any], old: dict[str, Any], version: Any
+    ) -> bool:
+        """Replace the lease ``old`` (read with ``version``) by ``record``; False if it changed."""
+        raise NotImplementedError
+
+    def delete(self, index: int) -> None:
+        raise NotImplementedError
+
+    def held(self) -> list[int]:
+        """Indices that have a lease object (live or expired)."""
+        raise NotImplementedError
+
+
+class _NoLeases(_Backend):
+    """Single-writer backends (HDF5): a claim always succeeds and leaves no object."""
+
+    def read(self, index: int) -> tuple[dict[str, Any], Any] | None:
+        return None
+
+    def create(self, index: int, record: dict[str, Any]) -> bool:
+        return True
+
+    def replace(
+        self, index: int, record: dict[str, Any], old: dict[str, Any], version: Any
+    ) -> bool:
+        return True
+
+    def delete(self, index: int) -> None:
+        return None
+
+    def held(self) -> list[int]:
+        return []
+
+
+class _FsspecLeases(_Backend):
+    """Lease objects next to the entry's done markers, through the store's fsspec filesystem."""
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry)
+        store = entry._store  # type: ignore[attr-defined]
+        self.fs = store.fs
+        self.base = store._path(f"features/{entry.key}/{LEASE_DIR}")
+        protocols = (
+            self.fs.protocol if isinstance(self.fs.protocol, (list, tuple)) else [self.fs.protocol]
+        )
+        self.is_local = bool(store.is_local)
+        self.is_s3 = any(p in ("s3", "s3a") for p in protocols)
+
+    def path(self, index: int) -> str:
+        return f"{self.base}/{index}"
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self, index: int) -> tuple[dict[str, Any], Any] | None:
+        path = self.path(index)
+        try:
+            if self.is_s3:
+                self.fs.invalidate_cache(path)
+                version = self.fs.info(path).get("ETag")  # before the body: see replace()
+            else:
+                version = None
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(raw), version
+        except ValueError:  # torn or foreign object: treat it as expired
+            return {"owner": "?", "expires": 0.0, "token": f"bad-{len(raw)}"}, version
+
+    def held(self) -> list[int]:
+        try:
+            names = self.fs.ls(self.base, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        tails = (str(n).rstrip("/").rsplit("/", 1)[-1] for n in names)
+        return sorted(int(t) for t in tails if t.isdigit())
+
+    # -- writing -------------------------------------------------------------------------
+    def create(self, index: int, record: dict[str, Any]) -> bool:
+        payload = json.dumps(record).encode()
+        path = self.path(index)
+        if self.is_local:
+            return _link_new(path, payload)
+        if self.is_s3:
+            try:
+                self.fs.pipe_file(path, payload, mode="create")  # If-None-Match: *
+            except FileExistsError:
+                return False
+            except OSError as exc:  # some servers answer 409/412 for a concurrent create
+                if "precondition" in str(exc).lower() or "conflict" in str(exc).lower():
+                    return False
+                raise
+            return True
+        if self.fs.exists(path):
+            return False
+        self.fs.pipe_file(path, payload)
+        return self._read_back_is(index, record)
+
+    def replace(
+        self, index: int, record: dict[str, Any], old: dict[str, Any], version: Any
+    ) -> bool:
+        payload = json.dumps(record).encode()
+        path = self.path(index)
+        if self.is_local:
+            # one takeover file per expired lease token: only one writer creates it
+            if not _link_new(
+                f"{path}.takeover-{old.get('token', 'none')}", record["owner"].encode()
+            ):
+                return False
+            current = self.read(index)
+            if current is None or current[0].get("token") != old.get("token"):
+                return False  # it changed since we read it (released or renewed)
+            partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+            with open(partial, "wb") as handle:
+                handle.write(payload)
+            os.replace(partial, path)
+            return True
+        if self.is_s3 and version:
+            try:
+                self.fs.pipe_file(path, payload, IfMatch=version)
+            except OSError as exc:
+                if "precondition" in str(exc).lower() or "conflict" in str(exc).lower():
+                    return False
+                raise
+            return True
+        current = self.read(index)
+        if current is None or current[0].get("token") != old.get("token"):
+            return False
+        self.fs.pipe_file(path, payload)
+        return self._read_back_is(index, record)
+
+    def delete(self, index: int) -> None:
+        path = self.path(index)
+        targets = [path]
+        if self.is_local:
+            folder = os.path.dirname(path)
+            prefix = f"{index}.takeover-"
+            if os.path.isdir(folder):
+                targets += [
+                    os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(prefix)
+                ]
+        for target in targets:
+            try:
+                self.fs.rm(target)
+            except FileNotFoundError:
+                pass
+
+    def _read_back_is(self, index: int, record: dict[str, Any]) -> bool:
+        current = self.read(index)
+        return current is not None and current[0].get("token") == record["token"]
+
+
+def _link_new(path: str, payload: bytes) -> bool:
+    """Create ``path`` holding ``payload`` only if it does not exist (atomic on POSIX)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+    with open(partial, "wb") as handle:
+        handle.write(payload)
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(partial)
+    return True
+
+
+def _backend(entry: Entry) -> _Backend:
+    if hasattr(entry, "_store") and hasattr(entry._store, "fs"):
+        return _FsspecLeases(entry)
+    return _NoLeases(entry)
+
+
+def _lease_from(record: dict[str, Any], entry: Entry, index: int) -> Lease:
+    return Lease(
+        key=entry.key,
+        index=index,
+        owner=str(record.get("owner", "?")),
+        expires=float(record.get("expires", 0.0)),
+        token=str(record.get("token", "")),
+    )
+
+
+def read_lease(entry: Entry, index: int) -> Lease | None:
+    """The lease on chunk ``index`` (live or expired), or None."""
+    found = _backend(entry).read(index)
+    return None if found is None else _lease_from(found[0], entry, index)
+
+
+def claim(
+    entry: Entry, index: int, owner: str | None = None, ttl: float = DEFAULT_TTL
+) -> Lease | None:
+    """Take the lease on chunk ``index`` for ``owner``; None if another live owner holds it.
+
+    A lease already held by ``owner`` is renewed. An expired lease is taken over.
+    """
+    if ttl <= 0:
+        raise LeaseError(f"a lease needs a positive ttl in seconds, not {ttl}")
+    entry.chunk_bounds(index)  # IndexError for a chunk the entry does not have
+    owner = owner or default_owner()
+    backend = _backend(entry)
+    lease = Lease(entry.key, index, owner, time.time() + ttl, uuid.uuid4().hex)
+    if backend.create(index, lease.to_record()):
+        return lease
+    found = backend.read(index)
+    if found is None:  # released between our attempt and the read: try once more
+        return lease if backend.create(index, lease.to_record()) else None
+    record, version = found
+    current = _lease_from(record, entry, index)
+    if current.owner != owner and not current.expired:
+        return None
+    return lease if backend.replace(index, lease.to_record(), record, version) else None
+
+
+def renew(entry: Entry, lease: Lease, ttl: float = DEFAULT_TTL) -> Lease:
+    """Extend ``lease``; LeaseError if it was taken over by another writer meanwhile."""
+    renewed = claim(entry, lease.index, lease.owner, ttl)
+    if renewed is None:
+        holder = read_lease(entry, lease.index)
+        raise LeaseError(
+            f"lease on chunk {lease.index} of entry {entry.key} is now held by "
+            f"{holder.owner if holder else 'nobody'}; it expired before it was renewed"
+        )
+    return renewed
+
+
+def release(entry: Entry, lease: Lease) -> bool:
+    """Remove ``lease`` if it is still ours (call after the chunk's marker is written)."""
+    backend = _backend(entry)
+    found = backend.read(lease.index)
+    if found is None or found[0].get("token") != lease.token:
+        return False
+    backend.delete(lease.index)
+    return True
+
+
+def leases(entry: Entry) -> list[Lease]:
+    """Every lease object of ``entry``, live or expired."""
+    out = []
+    for index in _backend(entry).held():
+        lease = read_lease(entry, index)
+        if lease is not None:
+            out.append(lease)
+    return out
+
+
+def clear_expired(entry: Entry) -> list[int]:
+    """Delete expired leases (and every lease of a chunk already done); returns their indices."""
+    backend = _backend(entry)
+    done = entry.done_chunks()
+    cleared = []
+    for lease in leases(entry):
+        if lease.expired or lease.index in done:
+            backend.delete(lease.index)
+            cleared.append(lease.index)
+    return cleared
+
+
+def claim_missing(
+    entry: Entry,
+    owner: str | None = None,
+    ttl: float = DEFAULT_TTL,
+    chunks: Iterable[int] | None = None,
+) -> Iterator[Lease]:
+    """Yield leases on the entry's missing chunks (or ``chunks``), one at a time, as claimed.
+
+    Claims are lazy: the next chunk is claimed only when the caller asks for it, after it
+    has written the previous one, so two writers interleave instead of one grabbing all.
+    A chunk that became done meanwhile is skipped.
+    """
+    owner = owner or default_owner()
+    candidates = list(entry.missing_chunks() if chunks is None else chunks)
+    for index in candidates:
+        if index in entry.done_chunks():
+            continue
+        lease = claim(entry, index, owner, ttl)
+        if lease is None:
+            continue
+        if entry.marker(index) is not None:  # finished by another writer just now
+            release(entry, lease)
+            continue
+        yield lease
+
+
+def fill_with_leases(
+    entry: Entry,
+    compute: Callable[[int, int], Any],
+    owner: str | None = None,
+    ttl: float = DEFAULT_TTL,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> list[int]:
+    """Write every missing chunk this writer can lease: ``compute(start, stop)`` gives its rows.
+
+    Returns the chunk indices written here. Chunks leased by other live writers are left
+    to them; call again (or check ``entry.missing_chunks()``) to pick up what they drop.
+    """
+    written: list[int] = []
+    total = len(entry.missing_chunks())
+    for lease in claim_missing(entry, owner, ttl):
+        start, stop = entry.chunk_bounds(lease.index)
+        try:
+            entry.write_chunk(lease.index, compute(start, stop))
+        finally:
+            release(entry, lease)
+        written.append(lease.index)
+        if progress is not None:
+            progress(len(written), total, {"chunk": lease.index})
+    return written
