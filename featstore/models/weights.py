@@ -1,0 +1,160 @@
+"""Weights files: reading state dicts, hashing them deterministically, caching the hash.
+
+The sha256 of a network's state dict is part of every feature key, so two checkpoints
+of one architecture never share cached features. Hashing a large file costs seconds,
+so the hash is cached per file, keyed by absolute path, modification time and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featstore.errors import ModelError, WeightsNotFoundError
+
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where featstore keeps small per-user caches (FEATSTORE_CACHE_DIR overrides)."""
+    env = os.environ.get("FEATSTORE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "featstore"
+
+
+def hub_checkpoint_path(filename: str) -> Path:
+    """Where torch hub keeps a downloaded checkpoint of this file name."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
+    """sha256 over sorted keys, each tensor's dtype, shape and raw bytes.
+
+    Independent of how the file was saved (pickle protocol, zip layout), so the same
+    weights give the same hash wherever they come from.
+    """
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        value = state_dict[key]
+        h.update(key.encode("utf-8"))
+        h.update(b"\0")
+        if isinstance(value, torch.Tensor):
+            t = value.detach()
+            if t.device.type == "meta":
+                raise ModelError(f"cannot hash tensor {key!r}: it has no data (meta device)")
+            t = t.to("cpu").contiguous()
+            h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        else:
+            h.update(repr(value).encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint: a state dict, or {"state_dict"|"model": ...}."""
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model", "model_state_dict", "net"):
+            inner = obj.get(wrapper)
+            if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
+                return _unwrap(inner, path)
+            if isinstance(inner, torch.nn.Module):
+                return inner.state_dict()
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            if all(k.startswith("module.") for k in tensors):  # saved from DataParallel
+                tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+            return tensors
+    raise ModelError(
+        f"{path} holds no state dict: expected a dict of tensors, or a checkpoint dict with a "
+        f"'state_dict' or 'model' entry"
+    )
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict (or a checkpoint holding one) onto the CPU, safely.
+
+    Uses torch.load(weights_only=True): a file that needs arbitrary pickled objects is
+    refused with a hint rather than executed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsNotFoundError(f"weights file {p} does not exist")
+    try:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            obj = torch.load(p, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not loadable"
+        raise ModelError(
+            f"cannot read weights from {p}: {exc}. Save a plain state dict with "
+            f"torch.save(model.state_dict(), PATH)"
+        ) from exc
+    return _unwrap(obj, str(p))
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "weights_sha256.json"
+
+
+def _read_cache() -> dict[str, str]:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict[str, str]) -> None:
+    target = _cache_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".weights_sha256.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(cache, fh, indent=0, sort_keys=True)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # a read-only home only costs recomputing the hash next time
+
+
+def file_cache_key(path: str | os.PathLike[str]) -> str:
+    st = os.stat(path)
+    return f"file|{os.path.abspath(path)}|{st.st_mtime_ns}|{st.st_size}"
+
+
+def cached_hash(key: str) -> str | None:
+    with _LOCK:
+        return _read_cache().get(key)
+
+
+def remember_hash(key: str, sha: str) -> None:
+    with _LOCK:
+        cache = _read_cache()
+        cache[key] = sha
+        _write_cache(cache)
+
+
+def file_sha256(path: str | os.PathLike[str], state_dict: Mapping[str, Any] | None = None) -> str:
+    """State-dict sha256 of a weights file, from the cache when the file is unchanged."""
+    if not Path(path).is_file():
+        raise WeightsNotFoundError(f"weights file {path} does not exist")
+    key = file_cache_key(path)
+    sha = cached_hash(key)
+    if sha is None:
+        sha = state_dict_sha256(
+            state_dict if state_dict is not None else load_state_dict_file(path)
+        )
+        remember_hash(key, sha)
+    return sha
