@@ -1,0 +1,413 @@
+"""The classifiers: one-vs-rest linear SVM and multinomial logistic regression on arrays.
+
+Both are scikit-learn estimators; this module only chooses their hyper-parameters the way
+the studies did and scores them:
+
+- SVM (Azizpour et al.): ``LinearSVC`` (one-vs-rest), C chosen by stratified k-fold
+  cross-validation on the training rows from a grid. Multi-label targets (+1 present,
+  0 absent, -1 difficult) get one binary SVM per class, trained without that class's
+  difficult samples, scored by VOC07 11-point and all-point AP with difficult ignored.
+- Logistic regression (Kornblith et al. 2019): L-BFGS, L2 penalty ``lambda`` from 45
+  log-spaced values in [1e-6, 1e5] chosen on a validation split (the dataset's, or a
+  stratified, seeded share of the training rows), then refitted on train+val. The penalty
+  is per sample: scikit-learn's ``C = 1 / (lambda * n_samples)``, so one lambda means the
+  same strength before and after the refit on more rows.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.svm import LinearSVC
+
+from featstore import metrics
+from featstore.errors import EvaluationError
+from featstore.evaluate.selection import Splits
+
+__all__ = [
+    "C_GRID",
+    "LAMBDA_RANGE",
+    "ClassifierSpec",
+    "classify_arrays",
+    "fit_steps",
+    "lambda_grid",
+]
+
+ProgressFn = Callable[[int, int, dict], None]
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+LAMBDA_RANGE = (1e-6, 1e5, 45)
+CLASSIFIERS = ("svm", "logreg")
+SVM_MAX_ITER = 10000
+LOGREG_MAX_ITER = 1000
+
+
+def lambda_grid(
+    low: float = LAMBDA_RANGE[0], high: float = LAMBDA_RANGE[1], n: int = LAMBDA_RANGE[2]
+) -> np.ndarray:
+    """``n`` log-spaced penalties from ``low`` to ``high`` (Kornblith et al.: 45 in [1e-6, 1e5])."""
+    return np.logspace(np.log10(low), np.log10(high), int(n))
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """Everything about a classifier that changes its result (part of the result key)."""
+
+    name: str = "svm"
+    c_grid: tuple[float, ...] = C_GRID
+    cv: int = 5
+    class_weight: str | None = None  # None or "balanced"
+    lambda_range: tuple[float, float, int] = LAMBDA_RANGE
+    val_fraction: float = 0.2
+
+    def validate(self) -> ClassifierSpec:
+        if self.name not in CLASSIFIERS:
+            raise EvaluationError(
+                f"unknown classifier {self.name!r}; choose one of {', '.join(CLASSIFIERS)}"
+            )
+        if self.class_weight not in (None, "balanced"):
+            raise EvaluationError(
+                f"class_weight must be None or 'balanced', not {self.class_weight!r}"
+            )
+        if self.name == "svm":
+            if not self.c_grid or any(not np.isfinite(c) or c <= 0 for c in self.c_grid):
+                raise EvaluationError(
+                    f"the SVM C grid needs positive numbers, got {list(self.c_grid)}"
+                )
+            if int(self.cv) < 2:
+                raise EvaluationError(f"cross-validation needs at least 2 folds, got cv={self.cv}")
+        else:
+            low, high, n = self.lambda_range
+            if not (0 < low <= high) or int(n) < 1:
+                raise EvaluationError(
+                    f"the lambda range must be 0 < low <= high with n >= 1, got {self.lambda_range}"
+                )
+            if not 0 < self.val_fraction < 1:
+                raise EvaluationError(
+                    f"val_fraction must be between 0 and 1, got {self.val_fraction}"
+                )
+        return self
+
+    def key(self) -> dict[str, Any]:
+        """The classifier part of a result key."""
+        if self.name == "svm":
+            return {
+                "name": "svm",
+                "estimator": "sklearn.svm.LinearSVC",
+                "multiclass": "ovr",
+                "loss": "squared_hinge",
+                "C_grid": sorted(float(c) for c in self.c_grid),
+                "class_weight": self.class_weight,
+            }
+        low, high, n = self.lambda_range
+        return {
+            "name": "logreg",
+            "estimator": "sklearn.linear_model.LogisticRegression",
+            "solver": "lbfgs",
+            "multiclass": "multinomial",
+            "penalty": "l2",
+            "lambda_grid": {"low": float(low), "high": float(high), "n": int(n), "spacing": "log"},
+            "lambda_to_C": "1/(lambda*n_samples)",
+            "class_weight": self.class_weight,
+        }
+
+    def protocol(self, splits: Splits, multilabel: bool) -> dict[str, Any]:
+        """How rows are used (part of the result key)."""
+        base = {"train": splits.train_name, "test": "test"}
+        if self.name == "svm":
+            return {
+                **base,
+                "val": splits.val_name,
+                "fit_on": "train+val",
+                "selection": "stratified-kfold",
+                "cv_folds": int(self.cv),
+                "selection_metric": "average_precision" if multilabel else "accuracy",
+                **({"difficult": "excluded from training, ignored in AP"} if multilabel else {}),
+            }
+        val = splits.val_name or f"carved:{self.val_fraction}"
+        return {
+            **base,
+            "val": val,
+            "selection": "holdout",
+            "selection_metric": "accuracy",
+            "refit": "train+val",
+        }
+
+
+def _n_folds(y: np.ndarray, wanted: int, names: Sequence[str]) -> int:
+    """Folds for stratified CV: as asked, but no more than the rarest class has members.
+
+    A class with a single training sample cannot be stratified (EvaluationError).
+    """
+    values, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2:
+        label = int(values[np.argmin(counts)])
+        name = names[label] if label < len(names) else str(label)
+        raise EvaluationError(
+            f"class {name!r} has a single training sample; choosing C by cross-validation needs at "
+            "least 2 per class: give a single C (e.g. --svm-c 1) to skip the search"
+        )
+    return int(min(wanted, counts.min()))
+
+
+class _Warnings:
+    """Counts scikit-learn's convergence warnings instead of letting them reach the user."""
+
+    def __enter__(self) -> _Warnings:
+        self._ctx = warnings.catch_warnings(record=True)
+        self.caught = self._ctx.__enter__()
+        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+    @property
+    def n(self) -> int:
+        return sum(issubclass(w.category, ConvergenceWarning) for w in self.caught)
+
+
+def _fit_svm(
+    X: np.ndarray,
+    y: np.ndarray,
+    spec: ClassifierSpec,
+    seed: int,
+    scoring: str,
+    names: Sequence[str],
+) -> tuple[LinearSVC, dict[str, Any]]:
+    """LinearSVC with C chosen by stratified k-fold CV (no CV when the grid has one value)."""
+    base = LinearSVC(
+        C=float(spec.c_grid[0]),
+        class_weight=spec.class_weight,
+        random_state=seed,
+        max_iter=SVM_MAX_ITER,
+    )
+    grid = sorted(float(c) for c in spec.c_grid)
+    if len(grid) == 1:
+        return base.fit(X, y), {"C": grid[0]}
+    folds = _n_folds(y, spec.cv, names)
+    search = GridSearchCV(
+        base,
+        {"C": grid},
+        scoring=scoring,
+        refit=True,
+        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+    )
+    search.fit(X, y)
+    scores = {
+        str(c): float(s) for c, s in zip(grid, search.cv_results_["mean_test_score"], strict=True)
+    }
+    return search.best_estimator_, {
+        "C": float(search.best_params_["C"]),
+        "cv_folds": folds,
+        "cv_scores": scores,
+    }
+
+
+def _logreg(C: float, spec: ClassifierSpec, seed: int) -> LogisticRegression:
+    return LogisticRegression(
+        C=C,
+        solver="lbfgs",
+        max_iter=LOGREG_MAX_ITER,
+        class_weight=spec.class_weight,
+        random_state=seed,
+        warm_start=True,
+    )
+
+
+def _fit_logreg(
+    X_tr: np.ndarray,
+    y_tr: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    spec: ClassifierSpec,
+    seed: int,
+    tick: Callable[[], None],
+) -> tuple[LogisticRegression, dict[str, Any]]:
+    """Choose lambda on the validation rows (strongest first, warm-started), refit on train+val."""
+    lambdas = sorted(lambda_grid(*spec.lambda_range), reverse=True)
+    model = _logreg(1.0, spec, seed)
+    scores = []
+    for lam in lambdas:
+        model.set_params(C=1.0 / (lam * len(y_tr)))
+        model.fit(X_tr, y_tr)
+        scores.append(metrics.accuracy(y_val, model.predict(X_val)))
+        tick()
+    best = int(np.argmax(scores))  # first maximum: the strongest penalty among ties
+    lam = float(lambdas[best])
+    X_all, y_all = np.concatenate([X_tr, X_val]), np.concatenate([y_tr, y_val])
+    final = _logreg(1.0 / (lam * len(y_all)), spec, seed).fit(X_all, y_all)
+    tick()
+    return final, {
+        "lambda": lam,
+        "C": 1.0 / (lam * len(y_all)),
+        "val_accuracy": float(scores[best]),
+        "val_scores": {f"{v:.6g}": float(s) for v, s in zip(lambdas, scores, strict=True)},
+    }
+
+
+def _metric_labels(column: np.ndarray) -> np.ndarray:
+    """Dataset multi-label codes (+1 present, 0 absent, -1 difficult) -> metrics' (+1, -1, 0 ignored)."""
+    return np.where(column == 1, 1, np.where(column == 0, -1, 0)).astype(np.int8)
+
+
+def _single_label(
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Splits,
+    spec: ClassifierSpec,
+    seed: int,
+    classes: Sequence[str],
+    tick: Callable[[], None],
+) -> dict[str, Any]:
+    labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label (-1 = none)
+    train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
+    t0 = time.perf_counter()
+    with _Warnings() as caught:
+        if spec.name == "svm":
+            fit_rows = np.concatenate([train, val])
+            model, chosen = _fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes)
+            tick()
+            sizes = {"n_train": len(fit_rows), "n_val": 0}
+        else:
+            if len(val) == 0:
+                counts = np.bincount(y[train])
+                if counts[counts > 0].min() < 2:
+                    raise EvaluationError(
+                        "cannot carve a stratified validation split: a class has a single training "
+                        "sample; register a val split or use --classifier svm"
+                    )
+                train, val = train_test_split(
+                    train, test_size=spec.val_fraction, stratify=y[train], random_state=seed
+                )
+            model, chosen = _fit_logreg(X[train], y[train], X[val], y[val], spec, seed, tick)
+            sizes = {"n_train": len(train), "n_val": len(val)}
+    t1 = time.perf_counter()
+    pred = model.predict(X[test])
+    t2 = time.perf_counter()
+    chosen["convergence_warnings"] = caught.n
+    n_classes = max(len(classes), int(y.max()) + 1)
+    recall = metrics.per_class_accuracy(y[test], pred, n_classes=n_classes)
+    names = [classes[i] if i < len(classes) else str(i) for i in range(n_classes)]
+    return {
+        "metrics": {
+            "accuracy": metrics.accuracy(y[test], pred),
+            "mean_class_accuracy": metrics.mean_class_accuracy(y[test], pred),
+        },
+        "per_class": {
+            "accuracy": dict(zip(names, recall.tolist(), strict=True)),
+            "n_test": dict(
+                zip(names, np.bincount(y[test], minlength=n_classes).tolist(), strict=True)
+            ),
+        },
+        "chosen": chosen,
+        "sizes": {**sizes, "n_test": len(test)},
+        "timings": {"fit_s": t1 - t0, "predict_s": t2 - t1},
+    }
+
+
+def _multi_label(
+    X: np.ndarray,
+    Y: np.ndarray,
+    splits: Splits,
+    spec: ClassifierSpec,
+    seed: int,
+    classes: Sequence[str],
+    tick: Callable[[], None],
+) -> dict[str, Any]:
+    if spec.name != "svm":
+        raise EvaluationError(
+            "logistic regression here is multinomial (one label per image); this dataset is "
+            "multi-label: use --classifier svm"
+        )
+    fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test
+    names = [classes[k] if k < len(classes) else str(k) for k in range(Y.shape[1])]
+    ap07, ap_all, chosen_c = {}, {}, {}
+    t0, predict_s = time.perf_counter(), 0.0
+    skipped: dict[str, str] = {}
+    with _Warnings() as caught:
+        for k, name in enumerate(names):
+            # difficult samples of this class are not trained on
+            keep = fit_rows[Y[fit_rows, k] != -1]
+            target = (Y[keep, k] == 1).astype(np.int64)
+            test_labels = _metric_labels(Y[test, k])
+            ap07[name] = ap_all[name] = chosen_c[name] = None
+            tick()
+            if len(np.unique(target)) < 2:
+                skipped[name] = "no positive or no negative training sample"
+                continue
+            if not np.any(test_labels == 1):
+                skipped[name] = "no positive test sample"
+                continue
+            try:
+                model, info = _fit_svm(
+                    X[keep], target, spec, seed, "average_precision", ["absent", "present"]
+                )
+            except EvaluationError as exc:  # one positive: no stratified CV for this class
+                skipped[name] = str(exc)
+                continue
+            p0 = time.perf_counter()
+            scores = model.decision_function(X[test])
+            predict_s += time.perf_counter() - p0
+            ap07[name] = metrics.voc07_ap(scores, test_labels)
+            ap_all[name] = metrics.average_precision(scores, test_labels)
+            chosen_c[name] = info["C"]
+    scored = [v for v in ap07.values() if v is not None]
+    if not scored:
+        raise EvaluationError(
+            "no class has positives in both the training and the test rows; cannot compute mAP"
+        )
+    return {
+        "metrics": {
+            "map_voc07": float(np.mean(scored)),
+            "map": float(np.mean([v for v in ap_all.values() if v is not None])),
+        },
+        "per_class": {"ap_voc07": ap07, "ap": ap_all},
+        "chosen": {"C": chosen_c, "skipped_classes": skipped, "convergence_warnings": caught.n},
+        "sizes": {"n_train": len(fit_rows), "n_val": 0, "n_test": len(test)},
+        "timings": {"fit_s": time.perf_counter() - t0 - predict_s, "predict_s": predict_s},
+    }
+
+
+def fit_steps(spec: ClassifierSpec, labels: np.ndarray) -> int:
+    """Progress steps of fitting: one per class (multi-label SVM), per lambda + refit, or one."""
+    if spec.name == "logreg":
+        return int(spec.lambda_range[2]) + 1
+    return int(labels.shape[1]) if labels.ndim == 2 else 1
+
+
+def classify_arrays(
+    X: np.ndarray,
+    labels: np.ndarray,
+    splits: Splits,
+    spec: ClassifierSpec | str = "svm",
+    seed: int = 0,
+    classes: Sequence[str] = (),
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Fit and score a classifier on in-memory features (rows in the same order as ``labels``).
+
+    Returns ``{"metrics", "per_class", "chosen", "sizes", "timings"}``. Used by
+    :func:`evaluate_classification`; also handy on features that never touched a store.
+    """
+    spec = (ClassifierSpec(name=spec) if isinstance(spec, str) else spec).validate()
+    labels = np.asarray(labels)
+    multilabel = labels.ndim == 2
+    total = fit_steps(spec, labels)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], total, {"stage": "fit", "classifier": spec.name})
+
+    run = _multi_label if multilabel else _single_label
+    return run(np.asarray(X, dtype=np.float32), labels, splits, spec, seed, list(classes), tick)
