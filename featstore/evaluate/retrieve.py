@@ -1,0 +1,446 @@
+"""`--task retrieve`: instance retrieval from cached features.
+
+Two matching methods read the same cache as classification:
+
+- ``global``: one descriptor per image (optionally derived by a transform spec, e.g.
+  ``pool=max`` from a stored grid), L2 -> PCA-whitening -> L2, then inner-product search
+  with FAISS: exact (``IndexFlatIP``, on GPUs when faiss has them) or IVF-PQ with exact
+  re-ranking of the shortlist for large databases;
+- ``subpatch``: spatial search of Razavian et al. over the multi-scale sub-patches that
+  extraction stored (view ``crops:...``, rows ``(P, D)``): each patch L2 -> whitening ->
+  L2, and distance(query, image) = mean over query patches of the minimum L2 distance
+  to the image's patches.
+
+Whitening is learned on the database (``whiten="database"``), on another registered
+dataset with features of the same factors (``whiten=<name>``, e.g. Paris for Oxford, as
+in the literature), or skipped (``"none"``). Metrics follow the dataset's protocol
+(``extra["retrieval"]["protocol"]``): mAP and P@k/R@k for Oxford, Holidays and generic
+sets; Easy/Medium/Hard mAP and mP@k for revisited Oxford/Paris; the N-S score for UKBench.
+Queries are described by their whole image (query bounding boxes are recorded in the
+dataset, not cropped here). The result is stored via :mod:`featstore.results`; asking
+again for the same setting is a lookup unless ``force``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from featstore import metrics as M
+from featstore.datasets.retrieval import retrieval_info
+from featstore.errors import EntryNotFoundError, EvaluationError, TransformError
+from featstore.evaluate.selection import (
+    TWIN_ATTRS,
+    FeatureSelector,
+    as_selectors,
+    merge_factors,
+    resolve_dataset,
+    resolve_parts,
+)
+from featstore.index import FlatIPIndex, IVFPQIndex, L2PCAWhitening, SubpatchIndex, l2_normalize
+from featstore.results import build_record, load_result, make_result_key, save_result
+from featstore.store import find_entries
+from featstore.transforms import FeatureTransform, Part, canonical_spec, parse_spec
+
+__all__ = ["METHODS", "INDEXES", "TASK", "evaluate_retrieval", "rank_database", "retrieval_metrics"]
+
+TASK = "retrieve"
+METHODS = ("global", "subpatch")
+INDEXES = ("flat", "ivfpq")
+DEFAULT_KS = (1, 5, 10)
+DEFAULT_SHORTLIST = 1000  # IVF-PQ: ranked list length scored (positives beyond it count as missed)
+SELF_EXCLUDED = ("holidays", "generic")  # protocols that leave the query out of its own ranking
+ProgressFn = Callable[[int, int, dict], None]
+
+
+# --------------------------------------------------------------------------------------
+# metrics per protocol
+# --------------------------------------------------------------------------------------
+
+
+def retrieval_metrics(
+    info: Mapping[str, Any], rankings: Sequence[Sequence[int]], ks: Sequence[int] = DEFAULT_KS
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, per-query AP) of ``rankings`` (database rows, best first, one per query).
+
+    ``info`` is a dataset's ``extra["retrieval"]``. Holidays and generic sets leave the
+    query out of its own ranking; Oxford and UKBench keep it, as their protocols do.
+    """
+    protocol = info["protocol"]
+    queries, names, gnd = list(info["queries"]), list(info["query_names"]), list(info["gnd"])
+    if len(rankings) != len(queries):
+        raise EvaluationError(f"{len(rankings)} rankings for {len(queries)} queries")
+    ranked = [[int(r) for r in ranking] for ranking in rankings]
+    if protocol in SELF_EXCLUDED:
+        ranked = [
+            [r for r in ranking if r != q] for ranking, q in zip(ranked, queries, strict=True)
+        ]
+    out: dict[str, float] = {}
+    per_query: dict[str, float] = {}
+    if protocol == "revisited":
+        scores = M.revisited_map(
+            ranked, [{k: g[k] for k in ("easy", "hard", "junk")} for g in gnd], ks
+        )
+        for level in ("easy", "medium", "hard"):
+            out[f"mAP_{level}"] = scores[level]["mAP"]
+            for k, v in scores[level]["mP@k"].items():
+                out[f"mP@{k}_{level}"] = v
+        for name, ranking, g in zip(names, ranked, gnd, strict=True):  # Medium AP per query
+            per_query[name] = M.retrieval_ap(ranking, set(g["easy"]) | set(g["hard"]), g["junk"])
+        out["mAP"] = out["mAP_medium"]
+        return out, per_query
+    for name, ranking, g in zip(names, ranked, gnd, strict=True):
+        per_query[name] = M.retrieval_ap(ranking, g["positives"], g["junk"])
+    out["mAP"] = float(np.mean(list(per_query.values())))
+    if protocol == "holidays":
+        out["mAP"] = M.holidays_map(ranked, [g["positives"] for g in gnd], queries)
+    if protocol == "ukbench":
+        group_of: dict[int, int] = {}
+        for q, g in zip(queries, gnd, strict=True):  # a group is the query with its positives
+            members = {q, *g["positives"]}
+            for m in members:
+                group_of[m] = min(members)
+        for ranking in ranked:  # images of skipped queries form groups of their own
+            for r in ranking[:4]:
+                group_of.setdefault(r, -1 - r)
+        out["ukbench_score"] = M.ukbench_score(ranked, group_of, queries)
+    for k in ks:
+        out[f"P@{k}"] = float(
+            np.mean(
+                [
+                    M.precision_at_k(r, g["positives"], k, g["junk"])
+                    for r, g in zip(ranked, gnd, strict=True)
+                ]
+            )
+        )
+        out[f"R@{k}"] = float(
+            np.mean(
+                [
+                    M.recall_at_k(r, g["positives"], k, g["junk"])
+                    for r, g in zip(ranked, gnd, strict=True)
+                ]
+            )
+        )
+    return out, per_query
+
+
+# --------------------------------------------------------------------------------------
+# features
+# --------------------------------------------------------------------------------------
+
+
+def _subpatch_selectors(store: Any, ds: Any, features: Any) -> list[FeatureSelector]:
+    """Selectors pinned to the one crops view cached for each selected setting."""
+    out = []
+    for sel in as_selectors(features):
+        if sel.key or (sel.view or "").startswith("crops:"):
+            out.append(sel)
+            continue
+        found = find_entries(
+            store,
+            dataset_fingerprint=ds.fingerprint,
+            model=sel.model,
+            layer=sel.layer,
+            pooling=sel.pooling,
+            **dict(sel.attrs),
+        )
+        views = sorted(
+            {
+                str(e.attrs.get("view"))
+                for e in found
+                if str(e.attrs.get("view", "")).startswith("crops:")
+            }
+        )
+        if not views:
+            raise EntryNotFoundError(
+                f"sub-patch matching needs a crops view of {sel.describe()} for dataset {ds.name!r}; "
+                f"extract it first, e.g. featstore extract -d {ds.name} -m {sel.model or 'MODEL'} "
+                f"-l {sel.layer or 'LAYER'} --view crops:1x1,2x2,3x3"
+            )
+        if len(views) > 1:
+            raise EvaluationError(
+                f"several crops views are cached for {sel.describe()}: {views}; choose one with --view"
+            )
+        out.append(
+            FeatureSelector(
+                model=sel.model,
+                layer=sel.layer,
+                pooling=sel.pooling,
+                view=views[0],
+                attrs=sel.attrs,
+            )
+        )
+    return out
+
+
+def _patch_steps(spec: str) -> list[Any]:
+    steps = list(parse_spec(spec))
+    bad = [s.text for s in steps if s.name not in ("power", "l2")]
+    if bad:
+        raise TransformError(
+            f"sub-patch matching compares every stored patch; only power= and l2 apply per patch, not {bad}"
+        )
+    return steps
+
+
+def _read_patches(parts: Sequence[Part], steps: Sequence[Any]) -> np.ndarray:
+    if len(parts) != 1:
+        raise EvaluationError(
+            "sub-patch matching reads one crops entry; concatenations are not supported"
+        )
+    x = np.asarray(parts[0].plain.read(), dtype=np.float32)
+    if x.ndim != 3:
+        raise EvaluationError(
+            f"entry {parts[0].plain.key} has rows of shape {x.shape[1:]}, not (patches, dims); "
+            "sub-patch matching needs a crops view stored with a vector pooling (avg, max, gem)"
+        )
+    for step in steps:
+        x = np.sign(x) * np.abs(x) ** float(step.value) if step.name == "power" else l2_normalize(x)
+    return x
+
+
+def _whitening_parts(store: Any, parts: Sequence[Part], other: Any, spec: str) -> list[Part]:
+    """The entries of dataset ``other`` with exactly the factors of ``parts``."""
+    out = []
+    for part in parts:
+        attrs = part.plain.attrs
+        wanted = {a: attrs[a] for a in TWIN_ATTRS if a in attrs and a != "dataset_fingerprint"}
+        found = [
+            e
+            for e in find_entries(
+                store, dataset_fingerprint=other.fingerprint, view=attrs.get("view"), **wanted
+            )
+            if e.attrs.get("kind", "features") == "features"
+        ]
+        if not found:
+            raise EntryNotFoundError(
+                f"whitening on dataset {other.name!r} needs its features with the same factors as entry "
+                f"{part.plain.key} (model={attrs.get('model_name')}, layer={attrs.get('layer')}, "
+                f"view={attrs.get('view')}); extract them for {other.name!r} first"
+            )
+        selector = FeatureSelector(key=found[0].key, view=None)
+        out.extend(resolve_parts(store, other, [selector], spec))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# ranking
+# --------------------------------------------------------------------------------------
+
+
+def rank_database(
+    queries: np.ndarray,
+    database: np.ndarray,
+    *,
+    method: str = "global",
+    index: str = "flat",
+    k: int | None = None,
+    index_params: Mapping[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Database positions ranked best first for each query, ``(Q, k)`` (-1 where unranked).
+
+    Global vectors (already normalised/whitened) are ranked by inner product; sub-patch
+    arrays ``(Q, P, D)`` / ``(N, P, D)`` by ascending sub-patch distance.
+    """
+    n = len(database)
+    if method == "subpatch":
+        sub = SubpatchIndex().fit(database)
+        dist = np.empty((len(queries), n), dtype=np.float32)
+        step = 8
+        for start in range(0, len(queries), step):
+            dist[start : start + step] = sub.distances(queries[start : start + step])
+            if progress:
+                progress(min(start + step, len(queries)), len(queries), {"stage": "match"})
+        order = np.argsort(dist, axis=1, kind="stable")
+        return order[:, : (k or n)]
+    if index == "flat":
+        estimator: Any = FlatIPIndex()
+    else:
+        estimator = IVFPQIndex(**dict(index_params or {}))
+    estimator.fit(database)
+    _, ids = estimator.search(queries, min(n, k or n))
+    if progress:
+        progress(len(queries), len(queries), {"stage": "search"})
+    return ids
+
+
+def _clean(ranking: np.ndarray, db_rows: np.ndarray) -> list[int]:
+    return [int(db_rows[i]) for i in ranking if i >= 0]
+
+
+# --------------------------------------------------------------------------------------
+# the evaluation
+# --------------------------------------------------------------------------------------
+
+
+def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise EvaluationError(
+            f"unknown retrieval {what} {value!r}; use one of {', '.join(allowed)}"
+        )
+    return value
+
+
+def evaluate_retrieval(
+    store: Any,
+    dataset: Any,
+    features: Any,
+    *,
+    method: str = "global",
+    whiten: str = "database",
+    whiten_dim: int | None = None,
+    index: str = "flat",
+    transform: str = "",
+    shortlist: int | None = None,
+    index_params: Mapping[str, Any] | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    seed: int = 0,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Rank the database for every query of a retrieval dataset; returns the stored record.
+
+    ``features`` selects cached entries as for classification (a key, a dict of factors
+    such as ``{"model": "efficientnet_lite0", "layer": "classifier.0"}``, or a
+    FeatureSelector). ``method`` is "global" or "subpatch"; ``whiten`` is "database",
+    "none" or the name/id of another dataset to learn the whitening on; ``index`` is
+    "flat" (exact) or "ivfpq" (approximate, re-ranked exactly; the ranking is cut at
+    ``shortlist``, default 1000). ``transform`` derives global descriptors from the
+    stored entry (e.g. ``pool=max``). Nothing is written when any input is refused.
+    """
+    _check_choice(method, METHODS, "method")
+    _check_choice(index, INDEXES, "index")
+    if method == "subpatch" and index != "flat":
+        raise EvaluationError(
+            "sub-patch matching compares all patches exhaustively; use index='flat'"
+        )
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise EvaluationError(f"every k of P@k must be a positive integer, got {ks}")
+    ds = resolve_dataset(store, dataset)
+    info = retrieval_info(ds)
+    spec = canonical_spec(transform)
+    if method == "subpatch":
+        patch_steps = _patch_steps(spec)
+        parts = resolve_parts(store, ds, _subpatch_selectors(store, ds, features), "")
+    else:
+        parts = resolve_parts(store, ds, features, spec)
+    feature_keys = [k for p in parts for k in p.keys]
+    whiten_on: Any = None
+    whiten_parts: list[Part] = []
+    if whiten not in ("database", "none"):
+        whiten_on = resolve_dataset(store, whiten)
+        if whiten_on.fingerprint == ds.fingerprint:
+            whiten_on = None
+            whiten = "database"
+        else:
+            whiten_parts = _whitening_parts(
+                store, parts, whiten_on, "" if method == "subpatch" else spec
+            )
+    if whiten_dim is not None and whiten == "none":
+        raise EvaluationError("whiten_dim needs whitening; drop it or choose whiten='database'")
+    db_rows = np.asarray(info["database"], dtype=np.int64)
+    q_rows = np.asarray(info["queries"], dtype=np.int64)
+    n_db = len(db_rows)
+    if index == "ivfpq":
+        cut = min(n_db, int(shortlist or DEFAULT_SHORTLIST))
+    else:
+        cut = n_db if shortlist is None else min(n_db, int(shortlist))
+    whiten_desc = (
+        {"on": "database" if whiten == "database" else whiten, "dim": whiten_dim}
+        if whiten != "none"
+        else {"on": "none"}
+    )
+    if whiten_on is not None:
+        whiten_desc.update(
+            {"on": whiten_on.id, "features": [k for p in whiten_parts for k in p.keys]}
+        )
+    classifier = {
+        "name": method,
+        "index": index,
+        "whiten": whiten_desc,
+        "index_params": dict(index_params or {}) if index == "ivfpq" else {},
+    }
+    protocol = {
+        "name": info["protocol"],
+        "queries": len(q_rows),
+        "database": n_db,
+        "ks": list(ks),
+        "shortlist": cut,
+        "query_region": "full image",
+    }
+    key = make_result_key(feature_keys, spec, TASK, classifier, protocol, seed)
+    if not force:
+        cached = load_result(store, key)
+        if cached is not None:
+            return cached
+
+    t0 = time.perf_counter()
+    if method == "subpatch":
+        x = _read_patches(parts, patch_steps)
+        train = x[db_rows] if whiten_on is None else _read_patches(whiten_parts, patch_steps)
+        train = train.reshape(-1, x.shape[2])
+        flat = x.reshape(-1, x.shape[2])
+    else:
+        ft = FeatureTransform("" if spec == "none" else spec, seed=seed)
+        x = ft.fit_transform(parts, db_rows, progress=progress)
+        train = x[db_rows] if whiten_on is None else ft.transform(whiten_parts, None)
+        flat = x
+    t1 = time.perf_counter()
+    if whiten == "none":
+        flat = l2_normalize(flat)
+        chosen: dict[str, Any] = {"dims": int(flat.shape[1])}
+    else:
+        wh = L2PCAWhitening(n_components=whiten_dim).fit(train)
+        flat = wh.transform(flat)
+        chosen = {"dims": int(wh.n_components_), "whiten_train_vectors": int(len(train))}
+    x = flat.reshape(*x.shape[:-1], flat.shape[1])
+    t2 = time.perf_counter()
+    params = dict(index_params or {})
+    if index == "ivfpq":
+        params.setdefault("seed", seed)
+    order = rank_database(
+        x[q_rows],
+        x[db_rows],
+        method=method,
+        index=index,
+        k=cut,
+        index_params=params,
+        progress=progress,
+    )
+    rankings = [_clean(row, db_rows) for row in order]
+    t3 = time.perf_counter()
+    scores, per_query = retrieval_metrics(info, rankings, ks)
+    t4 = time.perf_counter()
+    if index == "ivfpq":
+        chosen["ivfpq"] = IVFPQIndex(**params)._params(n_db, x.shape[-1])
+    factors = merge_factors(parts)
+    record = build_record(
+        key=key,
+        task=TASK,
+        dataset_id=ds.id,
+        dataset_name=ds.name,
+        features=feature_keys,
+        factors=factors,
+        transform=spec,
+        classifier=classifier,
+        protocol=protocol,
+        seed=seed,
+        metrics=scores,
+        per_class=per_query,
+        chosen=chosen,
+        timings={
+            "features_s": t1 - t0,
+            "whiten_s": t2 - t1,
+            "search_s": t3 - t2,
+            "metrics_s": t4 - t3,
+        },
+        extra_packages=("faiss-cpu",),
+        queries={"evaluated": len(q_rows), "skipped": list(info.get("skipped_queries", []))},
+    )
+    save_result(store, record)
+    return record
