@@ -27,6 +27,11 @@ cli.add_command(info)
 cli.add_command(verify)
 cli.add_command(rm)
 cli.add_command(gc)
+from featstore.cli.transfer_cmd import copy, export_cmd, import_cmd  # noqa: E402
+
+cli.add_command(copy)
+cli.add_command(export_cmd)
+cli.add_command(import_cmd)
 from featstore.cli.report_cmd import report  # noqa: E402
 
 cli.add_command(report)

@@ -1,0 +1,218 @@
+"""Moving features between stores: copy, export to one HDF5 file, import from one.
+
+Copying works chunk by chunk and never trusts a byte it did not check: a source chunk is
+copied only if its done marker exists and its data still match the marker's checksum; the
+target writes its own marker after the data (so an interrupted copy resumes like an
+interrupted extraction) and is verified afterwards. What the target already has (complete
+chunks, datasets, result records) is skipped. Target chunks are leased while copied, so a
+copy into a shared store does not race a teammate extracting the same entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import EntryNotFoundError, StoreError
+from featstore.store.base import Entry, Store, chunk_checksum
+from featstore.store.lease import DEFAULT_TTL, claim_missing, default_owner, release
+
+Progress = Callable[[int, int, dict], None] | None
+_GEOMETRY_ATTRS = ("shape", "dtype", "chunk_rows")
+
+
+def _geometry(entry: Entry) -> tuple[int, int | None]:
+    """(chunk_rows, shard_rows) to recreate ``entry`` with the same write units."""
+    array = getattr(entry, "_array", None)
+    shards = getattr(array, "shards", None) if array is not None else None
+    if shards:
+        return int(array.chunks[0]), int(shards[0])  # type: ignore[union-attr]
+    return entry.chunk_rows, None
+
+
+def _verified_source_chunks(src: Entry, indices: Sequence[int], cache: dict[int, bool]) -> bool:
+    """True if every source chunk in ``indices`` is marked done and matches its checksum."""
+    done = None
+    for index in indices:
+        if index in cache:
+            if not cache[index]:
+                return False
+            continue
+        if done is None:
+            done = src.done_chunks()
+        ok = False
+        if index in done:
+            record = src.marker(index) or {}
+            try:
+                data = src.read_chunk(index)
+            except Exception:  # noqa: BLE001 - undecodable means damaged
+                data = None
+            expected = record.get("sha256")
+            ok = data is not None and (expected is None or chunk_checksum(data) == expected)
+        cache[index] = ok
+        if not ok:
+            return False
+    return True
+
+
+def copy_entry(
+    src: Store,
+    dst: Store,
+    key: str,
+    *,
+    owner: str | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]:
+    """Copy entry ``key`` from ``src`` to ``dst``; returns what was copied, skipped, refused."""
+    source = src.get_entry(key)
+    attrs = {k: v for k, v in source.attrs.items() if k not in _GEOMETRY_ATTRS}
+    chunk_rows, shard_rows = _geometry(source)
+    if not hasattr(dst, "fs"):  # HDF5 takes no shards: one unit = the source's unit
+        chunk_rows, shard_rows = source.chunk_rows, None
+    target = dst.create_entry(key, attrs, source.shape, source.dtype, chunk_rows, shard_rows)
+    changed = {name: value for name, value in attrs.items() if target.attrs.get(name) != value}
+    if changed:
+        target.update_attrs(**changed)  # e.g. status and timings, written after the data
+    missing_before = target.missing_chunks()
+    report: dict[str, Any] = {
+        "key": key,
+        "copied": [],
+        "skipped": target.n_chunks - len(missing_before),
+        "unavailable": [],
+        "mismatched": [],
+    }
+    checked: dict[int, bool] = {}
+    total = len(missing_before)
+    for lease in claim_missing(target, owner or default_owner(), DEFAULT_TTL, missing_before):
+        start, stop = target.chunk_bounds(lease.index)
+        needed = range(start // source.chunk_rows, (stop - 1) // source.chunk_rows + 1)
+        try:
+            if not _verified_source_chunks(source, list(needed), checked):
+                report["unavailable"].append(lease.index)
+                continue
+            target.write_chunk(lease.index, source.read(slice(start, stop)))
+        finally:
+            release(target, lease)
+        report["copied"].append(lease.index)
+        if progress is not None:
+            progress(len(report["copied"]), total, {"entry": key})
+    if target.chunk_rows == source.chunk_rows:
+        # same write units: the markers' checksums must agree chunk for chunk
+        for index in sorted(target.done_chunks() & source.done_chunks()):
+            mine, theirs = target.marker(index) or {}, source.marker(index) or {}
+            if mine.get("sha256") and theirs.get("sha256") and mine["sha256"] != theirs["sha256"]:
+                report["mismatched"].append(index)
+    check = target.verify()
+    report["damaged_after_copy"] = check["damaged"]
+    report["complete"] = not check["missing"]
+    return report
+
+
+def copy_store(
+    src: Store,
+    dst: Store,
+    keys: Sequence[str] | None = None,
+    *,
+    datasets: bool = True,
+    results: bool = True,
+    owner: str | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]:
+    """Copy entries (all, or ``keys``), their datasets and result records from ``src`` to ``dst``.
+
+    A key may name a feature entry or a result record. With ``keys=None`` every dataset,
+    entry and result is copied. Returns a summary; nothing the target has is rewritten.
+    """
+    dst._check_writable()
+    if keys is None:
+        entry_keys, result_keys = src.entry_keys(), src.result_keys() if results else []
+        dataset_ids = src.dataset_ids() if datasets else []
+    else:
+        entry_keys, result_keys, dataset_ids = [], [], []
+        for key in keys:
+            if src.has_entry(key):
+                entry_keys.append(key)
+            elif src.has_result(key):
+                result_keys.append(key)
+            else:
+                raise EntryNotFoundError(
+                    f"no feature entry or result {key!r} in store {src.url}; `featstore ls --all` lists them"
+                )
+    if datasets:
+        wanted = set(dataset_ids)
+        for key in entry_keys:
+            dataset_id = src.get_entry(key).attrs.get("dataset_id")
+            if dataset_id and dataset_id in src.dataset_ids():
+                wanted.add(dataset_id)
+        for key in result_keys:
+            dataset_id = src.get_result(key).get("dataset_id")
+            if dataset_id and dataset_id in src.dataset_ids():
+                wanted.add(dataset_id)
+        dataset_ids = sorted(wanted)
+    summary: dict[str, Any] = {
+        "source": src.url,
+        "target": dst.url,
+        "datasets": {"copied": [], "skipped": []},
+        "entries": [],
+        "results": {"copied": [], "skipped": []},
+    }
+    have = set(dst.dataset_ids())
+    for dataset_id in dataset_ids:
+        if dataset_id in have:
+            summary["datasets"]["skipped"].append(dataset_id)
+            continue
+        dst.put_dataset(src.get_dataset(dataset_id))
+        summary["datasets"]["copied"].append(dataset_id)
+    for n, key in enumerate(entry_keys):
+        summary["entries"].append(copy_entry(src, dst, key, owner=owner))
+        if progress is not None:
+            progress(n + 1, len(entry_keys), {"entry": key})
+    for key in result_keys:
+        if dst.has_result(key):
+            summary["results"]["skipped"].append(key)
+            continue
+        dst.put_result(key, src.get_result(key))
+        summary["results"]["copied"].append(key)
+    problems = [
+        e
+        for e in summary["entries"]
+        if e["unavailable"] or e["mismatched"] or e["damaged_after_copy"]
+    ]
+    summary["ok"] = not problems
+    summary["n_chunks_copied"] = sum(len(e["copied"]) for e in summary["entries"])
+    return summary
+
+
+def export_hdf5(
+    src: Store, path: str | Path, keys: Sequence[str] | None = None, *, progress: Progress = None
+) -> dict[str, Any]:
+    """Write entries (all, or ``keys``), their datasets and results into one HDF5 file."""
+    from featstore.store import open_store
+
+    path = str(path)
+    if not path.lower().endswith((".h5", ".hdf5", ".hdf")):
+        raise StoreError(f"an HDF5 export file must end in .h5 or .hdf5, not {path}")
+    with open_store(path, mode="a") as dst:
+        return copy_store(src, dst, keys, progress=progress)
+
+
+def import_hdf5(
+    path: str | Path, dst: Store, keys: Sequence[str] | None = None, *, progress: Progress = None
+) -> dict[str, Any]:
+    """Copy everything (or ``keys``) from an HDF5 file written by ``export_hdf5`` into ``dst``."""
+    from featstore.store import open_store
+
+    with open_store(str(path), mode="r") as src:
+        return copy_store(src, dst, keys, progress=progress)
+
+
+def entries_equal(a: Entry, b: Entry) -> bool:
+    """Same shape, dtype, attrs (geometry aside) and bytes: for tests and `copy --check`."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    strip = {k: v for k, v in a.attrs.items() if k not in _GEOMETRY_ATTRS}
+    other = {k: v for k, v in b.attrs.items() if k not in _GEOMETRY_ATTRS}
+    return strip == other and bool(np.array_equal(a.read(), b.read()))
