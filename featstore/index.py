@@ -137,7 +137,7 @@ class FlatIPIndex:
 
     def fit(self, x: np.ndarray, y: Any = None) -> FlatIPIndex:
         data = _as_matrix(x, "database")
-        index = faiss.IndexFlatIP(data.shape[1])
+        index: Any = faiss.IndexFlatIP(data.shape[1])
         n_gpu = gpu_count()
         want_gpu = n_gpu > 0 if self.use_gpu == "auto" else bool(self.use_gpu)
         if want_gpu and n_gpu == 0:

@@ -78,7 +78,7 @@ def _original(index: int) -> Image.Image:
     w, h = image.size
     if max(w, h) > MAX_SIDE:
         f = MAX_SIDE / max(w, h)
-        image = image.resize((round(w * f), round(h * f)), Image.LANCZOS)
+        image = image.resize((round(w * f), round(h * f)), Image.Resampling.LANCZOS)
     return image
 
 
@@ -99,11 +99,13 @@ def apply_transform(image: Image.Image, spec: str, rng: np.random.Generator) -> 
                 image = image.rotate(angle, expand=True)
             else:
                 image = image.rotate(
-                    angle, resample=Image.BICUBIC, expand=False, fillcolor=(0, 0, 0)
+                    angle, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=(0, 0, 0)
                 )
         elif op == "scale":
             f = float(arg)
-            image = image.resize((max(1, round(w * f)), max(1, round(h * f))), Image.LANCZOS)
+            image = image.resize(
+                (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS
+            )
         elif op == "jpeg":
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=int(arg))
@@ -111,7 +113,7 @@ def apply_transform(image: Image.Image, spec: str, rng: np.random.Generator) -> 
             with Image.open(buffer) as decoded:
                 image = decoded.convert("RGB")
         elif op == "flip":
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         elif op == "tint":
             gains = np.array([float(v) for v in arg.split(",")], dtype=np.float32)
             pixels = np.asarray(image, dtype=np.float32) * gains

@@ -24,7 +24,7 @@ again for the same setting is a lookup unless ``force``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,7 +98,7 @@ def retrieval_metrics(
     if protocol == "holidays":
         out["mAP"] = M.holidays_map(ranked, [g["positives"] for g in gnd], queries)
     if protocol == "ukbench":
-        group_of: dict[int, int] = {}
+        group_of: dict[Hashable, Hashable] = {}
         for q, g in zip(queries, gnd, strict=True):  # a group is the query with its positives
             members = {q, *g["positives"]}
             for m in members:
@@ -198,7 +198,10 @@ def _read_patches(parts: Sequence[Part], steps: Sequence[Any]) -> np.ndarray:
             "sub-patch matching needs a crops view stored with a vector pooling (avg, max, gem)"
         )
     for step in steps:
-        x = np.sign(x) * np.abs(x) ** float(step.value) if step.name == "power" else l2_normalize(x)
+        if step.name == "power":
+            x = (np.sign(x) * np.abs(x) ** float(step.value)).astype(np.float32)
+        else:
+            x = l2_normalize(x)
     return x
 
 
@@ -350,7 +353,7 @@ def evaluate_retrieval(
         cut = min(n_db, int(shortlist or DEFAULT_SHORTLIST))
     else:
         cut = n_db if shortlist is None else min(n_db, int(shortlist))
-    whiten_desc = (
+    whiten_desc: dict[str, Any] = (
         {"on": "database" if whiten == "database" else whiten, "dim": whiten_dim}
         if whiten != "none"
         else {"on": "none"}
