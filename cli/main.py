@@ -35,6 +35,12 @@ cli.add_command(import_cmd)
 from featstore.cli.report_cmd import report  # noqa: E402
 
 cli.add_command(report)
+from featstore.cli.evaluate_cmd import evaluate  # noqa: E402
+
+cli.add_command(evaluate)
+from featstore.cli.sweep_cmd import sweep  # noqa: E402
+
+cli.add_command(sweep)
 
 
 def main() -> None:

@@ -21,14 +21,7 @@ def _report_inputs(spec_path: str | None, baseline: str | None) -> tuple[Any, di
         spec = load_spec(spec_path)
         if base is None:
             base = dict(spec.baseline)
-        orders = {
-            "network": [n.name for n in spec.networks],
-            "layer": [la for n in spec.networks for la in n.layers],
-            "pooling": list(spec.pooling),
-            "view": list(spec.views),
-            "transform": list(spec.transforms),
-            "classifier": list(spec.classifiers),
-        }
+        orders = spec.orders()
     return spec, base, orders
 
 

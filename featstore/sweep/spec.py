@@ -172,6 +172,17 @@ class SweepSpec:
             for setting in self.settings(task)
         ]
 
+    def orders(self) -> dict[str, list[str]]:
+        """Display order of each factor's values (layers in network order), for reports."""
+        return {
+            "network": [n.name for n in self.networks],
+            "layer": list(dict.fromkeys(la for n in self.networks for la in n.layers)),
+            "pooling": list(self.pooling),
+            "view": list(self.views),
+            "transform": list(self.transforms),
+            "classifier": list(self.classifiers),
+        }
+
     def baseline_matches(self, factors: Mapping[str, Any]) -> bool:
         """Whether a setting (dict of factor -> value) is the named baseline."""
         return all(str(factors.get(k)) == str(v) for k, v in self.baseline.items())

@@ -1,0 +1,142 @@
+"""`featstore sweep SPEC`: plan, extract (one pass per network), evaluate every cell, summarise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from featstore.cli.common import (
+    emit,
+    handle_errors,
+    human_bytes,
+    json_option,
+    open_cli_store,
+    progress_bar,
+    store_option,
+)
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def render_plan(data: dict[str, Any]) -> str:
+    lines = [
+        f"sweep {data['sweep']}: {data['n_cells']} cells ({data['cells_with_results']} already have results)",
+        f"feature entries: {data['n_entries']} ({data['n_entries_cached']} cached, "
+        f"{data['n_entries_to_extract']} to extract in {data['extraction_passes']} pass(es), "
+        "one per network and dataset)",
+    ]
+    for g in data["groups"]:
+        head = (
+            f"  {g['dataset']} x {g['network']}: {g['n_images']} images; layers {', '.join(g['layers'])}; "
+            f"pooling {', '.join(g['poolings'])}; views {', '.join(g['views'])}"
+        )
+        lines.append(head)
+        for e in g["cached"]:
+            lines.append(
+                f"      cached   {e['layer']:<24} {e['pooling']:<8} {e['view']:<8} {e['key']}"
+            )
+        for e in g["to_extract"]:
+            what = "resume" if e["key"] else "extract"
+            lines.append(
+                f"      {what:<8} {e['layer']:<24} {e['pooling']:<8} {e['view']:<8} "
+                f"~{human_bytes(e['nbytes'])}"
+            )
+        if g["to_extract"]:
+            lines.append(
+                f"      one pass: ~{human_bytes(g['est_bytes'])}, ~{_seconds(g['est_seconds'])}"
+            )
+    lines.append(
+        f"estimated: {human_bytes(data['est_bytes'])} to write, ~{_seconds(data['est_seconds'])} "
+        "of extraction (CPU estimate)"
+    )
+    lines.append("baseline: " + ", ".join(f"{k}={v}" for k, v in data["baseline"].items()))
+    lines += [f"note: {n}" for n in data["notes"]]
+    return "\n".join(lines)
+
+
+def render_summary(data: dict[str, Any]) -> str:
+    lines = [
+        f"sweep {data['sweep']}: {data['n_cells']} cells: {data['evaluated']} evaluated, "
+        f"{data['cached_results']} cached, {len(data['failed'])} failed",
+        f"extraction: {len(data['extractions'])} pass(es), forward_batches={data['forward_batches']}",
+        f"time: extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
+        f"({data['workers']} worker(s))",
+    ]
+    for f in data["failed"]:
+        lines.append(f"FAILED {f['label']}: {f['error']}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@store_option
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only print the plan: cells, cached entries, what will be extracted.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cells evaluated in parallel processes.",
+)
+@click.option(
+    "--report/--no-report",
+    "show_report",
+    default=True,
+    show_default=True,
+    help="Print the study table when the sweep is done.",
+)
+@json_option
+@handle_errors
+def sweep(
+    spec_path: str, store_url: str, dry_run: bool, workers: int, show_report: bool, as_json: bool
+) -> None:
+    """Run the factor sweep described by the YAML file SPEC.
+
+    Extracts missing features with one pass per network and dataset (all layers, poolings
+    and views at once), then evaluates every cell in --workers processes. Everything
+    cached is a lookup: a rerun runs no network (forward_batches = 0) and reports the
+    same numbers. Results are stored records; see them with `featstore report`.
+
+    \b
+    Example:
+      featstore sweep examples/quick_sweep.yaml --dry-run
+      featstore sweep examples/quick_sweep.yaml --workers 2
+      featstore sweep examples/flowers_sweep.yaml --json
+    """
+    from featstore.sweep.plan import make_plan
+    from featstore.sweep.run import run_sweep
+    from featstore.sweep.spec import load_spec
+
+    spec = load_spec(spec_path)
+    if dry_run:
+        store = open_cli_store(store_url, mode="a")
+        emit(make_plan(store, spec, register=False).to_json(), as_json, render_plan)
+        return
+    store = open_cli_store(store_url, mode="a")
+    with (
+        progress_bar("extract", unit="img", enabled=not as_json) as ext_bar,
+        progress_bar("cells", unit="cell", enabled=not as_json) as cell_bar,
+    ):
+        summary = run_sweep(
+            store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar
+        )
+    emit(summary, as_json, render_summary)
+    if show_report and not as_json:
+        from featstore.report import build_report, collect_records, to_markdown
+
+        records = collect_records(store, datasets=[d.name for d in spec.datasets])
+        orders = spec.orders()
+        click.echo("")
+        click.echo(to_markdown(build_report(records, baseline=spec.baseline, orders=orders)))
+    if summary["failed"]:
+        raise click.ClickException(
+            f"{len(summary['failed'])} of {summary['n_cells']} cells failed (see above)"
+        )

@@ -1,0 +1,360 @@
+"""From a sweep spec to a plan: the cells, what is cached, what one pass per network must extract.
+
+Extraction is grouped by (dataset, network): ONE extraction call per group covers every
+layer, stored pooling and view the sweep needs from that network, so the network runs
+once per image for all of them. An entry counts as cached when the store holds a complete
+entry with those factors (the same lookup evaluation does). Bytes and time are estimates:
+bytes from extraction's own planner when it gives them, else from the entries' shapes;
+time from a table of measured CPU throughputs (DESIGN.md) unless the spec says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featstore.datasets import Dataset, dataset_from_source
+from featstore.errors import DatasetError, EntryNotFoundError, SpecError
+from featstore.keys import content_hash
+from featstore.report.tables import collect_records, record_setting
+from featstore.store import find_entries
+from featstore.sweep.spec import Cell, SweepSpec
+
+__all__ = [
+    "EntryPlan",
+    "ExtractionGroup",
+    "SweepPlan",
+    "entry_views",
+    "make_plan",
+    "resolve_datasets",
+]
+
+# images/s of a forward pass on this kind of CPU, 224 px, 2 threads (DESIGN.md); default 10
+CPU_IMAGES_PER_S = {
+    "alexnet": 45.0,
+    "resnet18": 20.0,
+    "efficientnet_lite0": 15.0,
+    "resnet50": 5.0,
+    "vgg16": 2.0,
+}
+DEFAULT_IMAGES_PER_S = 10.0
+SUBSET_SEED = 0
+
+
+def entry_views(view: str) -> tuple[str, ...]:
+    """The stored views a sweep view reads: flipavg needs plain and flip."""
+    return ("plain", "flip") if view == "flipavg" else (view,)
+
+
+@dataclass
+class EntryPlan:
+    layer: str
+    pooling: str
+    view: str
+    cached: bool
+    key: str | None = None
+    missing_chunks: int | None = None
+    nbytes: int | None = None
+
+
+@dataclass
+class ExtractionGroup:
+    """One network on one dataset: all its layers, poolings and views in one pass."""
+
+    dataset: str
+    network: str
+    n_images: int
+    entries: list[EntryPlan]
+    weights: str | None = None
+    est_seconds: float = 0.0
+
+    @property
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(e.layer for e in self.entries))
+
+    @property
+    def poolings(self) -> list[str]:
+        return list(dict.fromkeys(e.pooling for e in self.entries))
+
+    @property
+    def views(self) -> list[str]:
+        return list(dict.fromkeys(e.view for e in self.entries))
+
+    @property
+    def missing(self) -> list[EntryPlan]:
+        return [e for e in self.entries if not e.cached]
+
+    @property
+    def est_bytes(self) -> int | None:
+        sizes = [e.nbytes for e in self.missing]
+        return None if any(s is None for s in sizes) else int(sum(s or 0 for s in sizes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "network": self.network,
+            "n_images": self.n_images,
+            "layers": self.layers,
+            "poolings": self.poolings,
+            "views": self.views,
+            "cached": [e.__dict__ for e in self.entries if e.cached],
+            "to_extract": [e.__dict__ for e in self.missing],
+            "est_bytes": self.est_bytes,
+            "est_seconds": round(self.est_seconds, 1),
+        }
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    cells: list[Cell]
+    groups: list[ExtractionGroup]
+    datasets: dict[str, Dataset]
+    results_cached: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def to_extract(self) -> list[ExtractionGroup]:
+        return [g for g in self.groups if g.missing]
+
+    def to_json(self) -> dict[str, Any]:
+        est = [g.est_bytes for g in self.to_extract]
+        return {
+            "sweep": self.spec.name,
+            "n_cells": len(self.cells),
+            "cells_with_results": self.results_cached,
+            "n_entries": sum(len(g.entries) for g in self.groups),
+            "n_entries_cached": sum(len(g.entries) - len(g.missing) for g in self.groups),
+            "n_entries_to_extract": sum(len(g.missing) for g in self.groups),
+            "extraction_passes": len(self.to_extract),
+            "est_bytes": None if any(e is None for e in est) else int(sum(e or 0 for e in est)),
+            "est_seconds": round(sum(g.est_seconds for g in self.to_extract), 1),
+            "groups": [g.to_json() for g in self.groups],
+            "baseline": self.spec.baseline,
+            "notes": self.notes,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# datasets
+# --------------------------------------------------------------------------------------
+
+
+def subset_dataset(ds: Dataset, n: int, seed: int = SUBSET_SEED) -> Dataset:
+    """``n`` images of ``ds`` (about), stratified by split and label, seeded: a smaller dataset.
+
+    Its fingerprint derives from the parent's and the chosen rows, so the same subset of the
+    same images is the same dataset everywhere.
+    """
+    if n >= ds.n:
+        return ds
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(ds.labels)
+    strata = labels if labels.ndim == 1 else np.zeros(ds.n, dtype=np.int64)
+    keep: list[int] = []
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in range(ds.n):
+        groups.setdefault((int(ds.splits[i]), int(strata[i])), []).append(i)
+    for rows in groups.values():
+        take = max(1, round(len(rows) * n / ds.n))
+        keep.extend(rng.choice(rows, size=min(take, len(rows)), replace=False).tolist())
+    rows = sorted(keep)
+    return Dataset(
+        name=ds.name,
+        ids=[ds.ids[i] for i in rows],
+        refs=[ds.refs[i] for i in rows],
+        labels=labels[rows],
+        splits=np.asarray(ds.splits)[rows],
+        split_names=list(ds.split_names),
+        classes=list(ds.classes),
+        fingerprint=content_hash({"parent": ds.fingerprint, "rows": rows}, length=64),
+        source={**ds.source, "subset_of": ds.id, "subset": n, "subset_seed": seed},
+        extra={},
+    )
+
+
+def resolve_datasets(
+    store: Any, spec: SweepSpec, *, register: bool
+) -> tuple[dict[str, Dataset], list[str]]:
+    """The spec's datasets from the store; registered from ``source`` when missing and ``register``.
+
+    Returns the datasets and notes (what would be registered in a dry run).
+    """
+    out: dict[str, Dataset] = {}
+    notes: list[str] = []
+    for d in spec.datasets:
+        try:
+            out[d.name] = store.get_dataset(d.name)
+            continue
+        except (EntryNotFoundError, DatasetError, LookupError):
+            pass
+        if d.source is None:
+            raise SpecError(
+                f"sweep spec: dataset {d.name!r} is not registered in the store and has no 'source'; "
+                f"register it (featstore datasets add {d.name} SOURCE) or give datasets[].source"
+            )
+        ds = dataset_from_source(d.name, d.source)
+        if d.subset is not None:
+            ds = subset_dataset(ds, d.subset)
+        if register:
+            store.put_dataset(ds)
+        else:
+            notes.append(f"dataset {d.name!r} will be registered from {d.source} ({ds.n} images)")
+        out[d.name] = ds
+    return out, notes
+
+
+# --------------------------------------------------------------------------------------
+# entries
+# --------------------------------------------------------------------------------------
+
+
+def _complete_entry(
+    store: Any, ds: Dataset, network: str, layer: str, pooling: str, view: str
+) -> Any:
+    found = find_entries(
+        store,
+        dataset_fingerprint=ds.fingerprint,
+        model=network,
+        layer=layer,
+        pooling=pooling,
+        view=view,
+    )
+    complete = [e for e in found if e.attrs.get("kind", "features") == "features" and e.is_complete]
+    return complete[0] if complete else (found[0] if found else None)
+
+
+def _row_bytes(store: Any, ds: Dataset, network: str, layer: str, pooling: str) -> int | None:
+    """Bytes per image of an entry, from a sibling entry already in the store (any view)."""
+    for e in find_entries(store, model=network, layer=layer, pooling=pooling):
+        return int(np.prod(e.shape[1:], dtype=np.int64)) * np.dtype(e.dtype).itemsize
+    return None
+
+
+def _extract_plan_bytes(
+    ds: Dataset, network: str, layers: list[str], pooling: str, dtype: str = "float16"
+) -> dict[str, int] | None:
+    """Bytes per image and layer from the network's declared layer shapes, if available."""
+    try:
+        from featstore.models.layers import resolve_layer
+    except ImportError:
+        return None
+    out: dict[str, int] = {}
+    for layer in layers:
+        try:
+            info = resolve_layer(network, layer)
+        except Exception:  # noqa: BLE001 - unknown layer/model: extraction will say so
+            return None
+        shape = tuple(getattr(info, "shape", ()) or ())
+        if not shape:
+            return None
+        if pooling == "none":
+            per = int(np.prod(shape))
+        elif pooling.startswith(("grid:", "map:")):
+            g = int(pooling.rsplit(":", 1)[1])
+            per = int(shape[0]) * g * g
+        else:
+            per = int(shape[0])
+        out[layer] = per * np.dtype(dtype).itemsize
+    return out
+
+
+def make_plan(
+    store: Any,
+    spec: SweepSpec,
+    *,
+    register: bool = False,
+    images_per_s: Mapping[str, float] | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> SweepPlan:
+    """What the sweep needs, what the store already has, and what one pass per network adds."""
+    datasets, notes = resolve_datasets(store, spec, register=register)
+    speeds = {**CPU_IMAGES_PER_S, **dict(images_per_s or {})}
+    cells = spec.cells()
+    groups: list[ExtractionGroup] = []
+    for d in spec.datasets:
+        ds = datasets[d.name]
+        needed: dict[str, set[tuple[str, str, str]]] = {}
+        for cell in cells:
+            if cell.dataset != d.name:
+                continue
+            s = cell.setting
+            for v in entry_views(s.view):
+                needed.setdefault(s.network, set()).add((s.layer, s.pooling, v))
+        for net in spec.networks:
+            if net.name not in needed:
+                continue
+            order = {la: i for i, la in enumerate(net.layers)}
+            wanted = sorted(needed[net.name], key=lambda t: (order.get(t[0], 0), t[1], t[2]))
+            entries = []
+            for layer, pooling, view in wanted:
+                entry = _complete_entry(store, ds, net.name, layer, pooling, view)
+                cached = entry is not None and entry.is_complete
+                nbytes = None
+                if entry is not None:
+                    row = (
+                        int(np.prod(entry.shape[1:], dtype=np.int64))
+                        * np.dtype(entry.dtype).itemsize
+                    )
+                    missing = len(entry.missing_chunks())
+                    nbytes = int(row * ds.n * missing / max(1, entry.n_chunks))
+                else:
+                    missing = None
+                    row_b = _row_bytes(store, ds, net.name, layer, pooling)
+                    if row_b is None:
+                        per = _extract_plan_bytes(
+                            ds,
+                            net.name,
+                            [layer],
+                            pooling,
+                            str(spec.extract.get("dtype", "float16")),
+                        )
+                        row_b = per.get(layer) if per else None
+                    nbytes = None if row_b is None else int(row_b * ds.n)
+                entries.append(
+                    EntryPlan(
+                        layer,
+                        pooling,
+                        view,
+                        cached,
+                        key=None if entry is None else entry.key,
+                        missing_chunks=missing,
+                        nbytes=nbytes,
+                    )
+                )
+            group = ExtractionGroup(d.name, net.name, ds.n, entries, weights=net.weights)
+            if group.missing:
+                n_views = len({e.view for e in group.missing})
+                group.est_seconds = ds.n * n_views / speeds.get(net.name, DEFAULT_IMAGES_PER_S)
+            groups.append(group)
+    plan = SweepPlan(spec=spec, cells=cells, groups=groups, datasets=datasets, notes=notes)
+    plan.results_cached = _cells_with_results(store, plan)
+    return plan
+
+
+def cell_key(dataset: str, task: str, setting: Mapping[str, str]) -> str:
+    """Identity of a cell as the report sees it (dataset, task, setting factors)."""
+    body = "/".join(
+        str(setting.get(k, "-"))
+        for k in ("network", "layer", "pooling", "view", "transform", "classifier")
+    )
+    return f"{dataset}:{task}:{body}"
+
+
+def _cells_with_results(store: Any, plan: SweepPlan) -> int:
+    """How many cells already have a result record (matched by dataset, task and factors)."""
+    try:
+        records = collect_records(store, datasets=[d.name for d in plan.spec.datasets])
+    except Exception:  # noqa: BLE001 - counting is informative only
+        return 0
+    have = set()
+    for r in records:
+        fp = {ds.id for ds in plan.datasets.values()}
+        if r.get("dataset_id") not in fp:
+            continue
+        setting = record_setting(r)
+        have.add(cell_key(str(r.get("dataset_name")), str(r.get("task")), setting))
+    return sum(1 for c in plan.cells if cell_key(c.dataset, c.task, c.setting.as_dict()) in have)

@@ -1,0 +1,293 @@
+"""Run a sweep: extract what is missing (one pass per network and dataset), evaluate every cell.
+
+Cells run in parallel processes (``concurrent.futures.ProcessPoolExecutor``); each one
+opens the store itself and writes its own result record under its own content key, so
+parallel cells never touch the same object. Everything is a lookup on a rerun: complete
+entries are not extracted again (extraction resumes an interrupted entry chunk by chunk)
+and a cell whose record exists is read back, so a rerun with everything cached makes no
+forward pass at all (``forward_batches == 0``) and reports the same numbers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from featstore.errors import ExtractionError, FeatstoreError
+from featstore.sweep.plan import ExtractionGroup, SweepPlan, make_plan
+from featstore.sweep.spec import Cell, SweepSpec
+
+__all__ = ["cell_job", "evaluate_job", "run_sweep"]
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+def _transform_for(view: str, transform: str) -> str:
+    """The evaluation transform of a sweep view: flipavg inserts the flip-average step."""
+    steps = [] if transform in ("", "none") else transform.split(",")
+    if view == "flipavg":
+        at = 1 if steps and steps[0].startswith("pool=") else 0
+        steps.insert(at, "flipavg")
+    return ",".join(steps)
+
+
+def cell_job(spec: SweepSpec, cell: Cell, store_url: str) -> dict[str, Any]:
+    """A picklable description of one cell's evaluation."""
+    s = cell.setting
+    return {
+        "store": store_url,
+        "dataset": cell.dataset,
+        "task": cell.task,
+        "label": cell.label,
+        "setting": s.as_dict(),
+        "features": {
+            "model": s.network,
+            "layer": s.layer,
+            "pooling": s.pooling,
+            "view": "plain" if s.view == "flipavg" else s.view,
+        },
+        "transform": _transform_for(s.view, s.transform),
+        "classifier": s.classifier,
+        "estimators": list(spec.estimators),
+        "seed": spec.seed,
+    }
+
+
+_STORES: dict[str, Any] = {}
+
+
+def _open(url: str) -> Any:
+    from featstore.store import open_store
+
+    if url not in _STORES:
+        _STORES[url] = open_store(url, mode="a")
+    return _STORES[url]
+
+
+def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
+    """Evaluate one cell (in this process); returns a summary, never raises FeatstoreError."""
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {
+        "label": job["label"],
+        "dataset": job["dataset"],
+        "task": job["task"],
+        "setting": job["setting"],
+    }
+    try:
+        store = store if store is not None else _open(job["store"])
+        task = job["task"]
+        if task == "classify":
+            from featstore.evaluate.classify import evaluate_classification
+
+            rec = evaluate_classification(
+                store,
+                job["dataset"],
+                job["features"],
+                transform=job["transform"],
+                classifier=job["classifier"],
+                seed=job["seed"],
+            )
+        elif task == "transferability":
+            from featstore.evaluate.transfer_task import evaluate_transferability
+
+            rec = evaluate_transferability(
+                store,
+                job["dataset"],
+                job["features"],
+                transform=job["transform"],
+                estimators=job["estimators"],
+                seed=job["seed"],
+            )
+        elif task == "retrieve":
+            from featstore.evaluate import retrieve
+
+            rec = retrieve.evaluate_retrieval(
+                store, job["dataset"], job["features"], transform=job["transform"], seed=job["seed"]
+            )
+        else:  # the spec validates tasks; this is a programming error
+            raise FeatstoreError(f"unknown task {task!r}")
+        out.update(
+            key=rec.get("key"), metrics=rec.get("metrics"), cached=bool(rec.get("cached")), ok=True
+        )
+    except FeatstoreError as exc:
+        out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the sweep
+        out.update(
+            ok=False, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=5)
+        )
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _init_worker(threads: int) -> None:
+    """Each worker process gets its share of the cores (no oversubscription)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+    except ImportError:
+        pass
+
+
+def _parallel_ok(store: Any) -> bool:
+    """Worker processes reopen the store by URL: not possible for memory:// or one HDF5 file."""
+    url = str(getattr(store, "url", ""))
+    return (
+        bool(url)
+        and not url.startswith("memory://")
+        and not url.lower().endswith((".h5", ".hdf5", ".hdf"))
+    )
+
+
+# --------------------------------------------------------------------------------------
+# extraction
+# --------------------------------------------------------------------------------------
+
+
+def _call_extract(
+    store: Any,
+    ds: Any,
+    group: ExtractionGroup,
+    options: Mapping[str, Any],
+    progress: ProgressFn | None,
+) -> dict[str, Any]:
+    """One extraction call for every missing layer/pooling/view of one network on one dataset."""
+    try:
+        from featstore.extract import extract
+    except ImportError as exc:
+        raise ExtractionError(f"featstore.extract is not available: {exc}") from exc
+    missing = group.missing
+    layers = list(dict.fromkeys(e.layer for e in missing))
+    poolings = list(dict.fromkeys(e.pooling for e in missing))
+    views = list(dict.fromkeys(e.view for e in missing))
+    params = inspect.signature(extract).parameters
+    kwargs: dict[str, Any] = {}
+    wanted = {
+        "models": [group.network],
+        "layers": layers,
+        "pooling": poolings,
+        "views": views,
+        "progress": progress,
+        **{k: v for k, v in options.items() if k != "workers"},
+    }
+    if group.weights is not None:
+        wanted["weights"] = group.weights
+    for name, value in wanted.items():
+        if name in params:
+            kwargs[name] = value
+    result = extract(store, ds, **kwargs)
+    return _as_dict(result)
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    if isinstance(result, Mapping):
+        return dict(result)
+    if hasattr(result, "to_json"):
+        return dict(result.to_json())
+    if hasattr(result, "__dict__"):
+        return dict(vars(result))
+    return {"result": result}
+
+
+# --------------------------------------------------------------------------------------
+# the sweep
+# --------------------------------------------------------------------------------------
+
+
+def run_sweep(
+    store: Any,
+    spec: SweepSpec,
+    *,
+    workers: int = 1,
+    extract_progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None,
+    extract_fn: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Extract what is missing, evaluate every cell, and return the JSON summary.
+
+    ``forward_batches`` sums the network forward calls of every extraction call (0 when
+    everything was cached). ``results`` holds each cell's metrics in cell order; failed
+    cells are listed under ``failed`` and do not stop the others. ``extract_fn(store,
+    dataset, group, options, progress)`` replaces the extraction call (tests).
+    """
+    t0 = time.perf_counter()
+    plan: SweepPlan = make_plan(store, spec, register=True)
+    extract_call = extract_fn or _call_extract
+    options = dict(spec.extract)
+    extractions = []
+    forward_batches = 0
+    for group in plan.to_extract:
+        info = _as_dict(
+            extract_call(store, plan.datasets[group.dataset], group, options, extract_progress)
+        )
+        fb = int(info.get("forward_batches", 0) or 0)
+        forward_batches += fb
+        extractions.append(
+            {
+                "dataset": group.dataset,
+                "network": group.network,
+                "layers": group.layers,
+                "poolings": group.poolings,
+                "views": group.views,
+                "entries": len(group.missing),
+                "forward_batches": fb,
+            }
+        )
+    t1 = time.perf_counter()
+
+    url = str(getattr(store, "url", ""))
+    jobs = [cell_job(spec, cell, url) for cell in plan.cells]
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    n_workers = max(1, int(workers))
+    parallel = n_workers > 1 and len(jobs) > 1 and _parallel_ok(store)
+    done = 0
+    if parallel:
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads started
+        with cf.ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        ) as pool:
+            futures = {pool.submit(evaluate_job, job): i for i, job in enumerate(jobs)}
+            for fut in cf.as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                done += 1
+                if progress:
+                    progress(done, len(jobs), {"cell": jobs[i]["label"]})
+    else:
+        for i, job in enumerate(jobs):
+            results[i] = evaluate_job(job, store=store)
+            done += 1
+            if progress:
+                progress(done, len(jobs), {"cell": job["label"]})
+    t2 = time.perf_counter()
+    final = [r for r in results if r is not None]
+    failed = [r for r in final if not r.get("ok")]
+    return {
+        "sweep": spec.name,
+        "store": url,
+        "n_cells": len(jobs),
+        "evaluated": sum(1 for r in final if r.get("ok") and not r.get("cached")),
+        "cached_results": sum(1 for r in final if r.get("ok") and r.get("cached")),
+        "failed": failed,
+        "forward_batches": forward_batches,
+        "extractions": extractions,
+        "workers": n_workers if parallel else 1,
+        "baseline": spec.baseline,
+        "timings": {
+            "extract_s": round(t1 - t0, 2),
+            "evaluate_s": round(t2 - t1, 2),
+            "total_s": round(t2 - t0, 2),
+        },
+        "results": [
+            {k: r.get(k) for k in ("dataset", "task", "setting", "metrics", "key", "cached", "ok")}
+            for r in final
+        ],
+    }
