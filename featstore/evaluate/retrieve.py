@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,17 @@ from featstore.results import build_record, load_result, make_result_key, save_r
 from featstore.store import find_entries
 from featstore.transforms import FeatureTransform, Part, canonical_spec, parse_spec
 
-__all__ = ["METHODS", "INDEXES", "TASK", "evaluate_retrieval", "rank_database", "retrieval_metrics"]
+__all__ = [
+    "INDEXES",
+    "METHODS",
+    "TASK",
+    "RetrievalPlan",
+    "evaluate_retrieval",
+    "plan_retrieval",
+    "rank_database",
+    "retrieval_metrics",
+    "run_retrieval",
+]
 
 TASK = "retrieve"
 METHODS = ("global", "subpatch")
@@ -288,6 +299,203 @@ def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
     return value
 
 
+def _check_index_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = ("nlist", "m", "nbits", "nprobe", "rerank")
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise EvaluationError(
+            f"unknown IVF-PQ parameter(s) {unknown}; they are {', '.join(allowed)}"
+        )
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise EvaluationError(
+                f"IVF-PQ parameter {name} must be a positive integer, got {value!r}"
+            )
+        out[name] = int(value)
+    return out
+
+
+@dataclass(frozen=True)
+class RetrievalPlan:
+    """A checked retrieval setting: what will be read, how it is matched, and its result key."""
+
+    dataset: Any
+    info: dict[str, Any]
+    parts: list[Part]
+    method: str
+    whiten: str  # "database" | "none" | "other"
+    whiten_dim: int | None
+    whiten_parts: list[Part]
+    index: str
+    index_params: dict[str, Any]
+    transform: str
+    shortlist: int
+    ks: tuple[int, ...]
+    seed: int
+    classifier: dict[str, Any]
+    protocol: dict[str, Any]
+    key: str
+
+    @property
+    def feature_keys(self) -> list[str]:
+        return [k for p in self.parts for k in p.keys]
+
+
+def plan_retrieval(
+    store: Any,
+    dataset: Any,
+    features: Any,
+    *,
+    method: str = "global",
+    whiten: str = "database",
+    whiten_dim: int | None = None,
+    index: str = "flat",
+    transform: str = "",
+    shortlist: int | None = None,
+    index_params: Mapping[str, Any] | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    seed: int = 0,
+) -> RetrievalPlan:
+    """Check a retrieval setting without computing; raises what evaluation would raise.
+
+    Lets a command check every setting of a table before it evaluates (and writes) any.
+    """
+    _check_choice(method, METHODS, "method")
+    _check_choice(index, INDEXES, "index")
+    if method == "subpatch" and index != "flat":
+        raise EvaluationError(
+            "sub-patch matching compares all patches exhaustively; use index='flat'"
+        )
+    params = _check_index_params(dict(index_params or {})) if index == "ivfpq" else {}
+    if index != "ivfpq" and index_params:
+        raise EvaluationError("index_params apply to index='ivfpq' only")
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise EvaluationError(f"every k of P@k must be a positive integer, got {ks}")
+    if whiten_dim is not None and (whiten == "none" or int(whiten_dim) < 1):
+        raise EvaluationError(
+            f"whiten_dim={whiten_dim} needs whitening and a positive number of dimensions"
+        )
+    if shortlist is not None and int(shortlist) < 1:
+        raise EvaluationError(f"shortlist must be a positive number of images, got {shortlist}")
+    ds = resolve_dataset(store, dataset)
+    info = retrieval_info(ds)
+    spec = canonical_spec(transform)
+    if method == "subpatch":
+        _patch_steps(spec)
+        parts = resolve_parts(store, ds, _subpatch_selectors(store, ds, features), "")
+    else:
+        parts = resolve_parts(store, ds, features, spec)
+    whiten_desc: dict[str, Any] = {"on": whiten, "dim": whiten_dim}
+    whiten_parts: list[Part] = []
+    mode = whiten
+    if whiten == "none":
+        whiten_desc = {"on": "none"}
+    elif whiten != "database":
+        other = resolve_dataset(store, whiten)
+        if other.fingerprint == ds.fingerprint:
+            mode, whiten_desc["on"] = "database", "database"
+        else:
+            mode = "other"
+            whiten_parts = _whitening_parts(
+                store, parts, other, "" if method == "subpatch" else spec
+            )
+            whiten_desc.update(
+                {"on": other.id, "features": [k for p in whiten_parts for k in p.keys]}
+            )
+    n_db = len(info["database"])
+    default_cut = DEFAULT_SHORTLIST if index == "ivfpq" else n_db
+    cut = min(n_db, int(shortlist) if shortlist is not None else default_cut)
+    classifier = {"name": method, "index": index, "whiten": whiten_desc, "index_params": params}
+    protocol = {
+        "name": info["protocol"],
+        "queries": len(info["queries"]),
+        "database": n_db,
+        "ks": list(ks),
+        "shortlist": cut,
+        "query_region": "full image",
+    }
+    feature_keys = [k for p in parts for k in p.keys]
+    key = make_result_key(feature_keys, spec, TASK, classifier, protocol, seed)
+    return RetrievalPlan(
+        dataset=ds, info=info, parts=parts, method=method, whiten=mode,
+        whiten_dim=None if whiten_dim is None else int(whiten_dim), whiten_parts=whiten_parts,
+        index=index, index_params=params, transform=spec, shortlist=cut, ks=ks, seed=int(seed),
+        classifier=classifier, protocol=protocol, key=key,
+    )  # fmt: skip
+
+
+def _descriptors(plan: RetrievalPlan, progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors of every row, whitening training vectors) before normalisation."""
+    db_rows = np.asarray(plan.info["database"], dtype=np.int64)
+    if plan.method == "subpatch":
+        steps = _patch_steps(plan.transform)
+        x = _read_patches(plan.parts, steps)
+        train = x[db_rows] if plan.whiten != "other" else _read_patches(plan.whiten_parts, steps)
+        return x, train.reshape(-1, x.shape[-1])
+    ft = FeatureTransform("" if plan.transform == "none" else plan.transform, seed=plan.seed)
+    x = ft.fit_transform(plan.parts, db_rows, progress=progress)
+    train = x[db_rows] if plan.whiten != "other" else ft.transform(plan.whiten_parts, None)
+    return x, train
+
+
+def run_retrieval(
+    store: Any, plan: RetrievalPlan, force: bool = False, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Compute (or look up) the record of a planned setting and save it.
+
+    The returned record carries ``cached`` (True when it was looked up). On a read-only
+    store the record is computed and returned, not saved.
+    """
+    if not force:
+        cached = load_result(store, plan.key)
+        if cached is not None:
+            return {**cached, "cached": True}
+    info = plan.info
+    db_rows = np.asarray(info["database"], dtype=np.int64)
+    q_rows = np.asarray(info["queries"], dtype=np.int64)
+    t0 = time.perf_counter()
+    x, train = _descriptors(plan, progress)
+    t1 = time.perf_counter()
+    flat = x.reshape(-1, x.shape[-1])
+    chosen: dict[str, Any] = {}
+    if plan.whiten == "none":
+        flat = l2_normalize(flat)
+    else:
+        wh = L2PCAWhitening(n_components=plan.whiten_dim).fit(train)
+        flat = wh.transform(flat)
+        chosen["whiten_train_vectors"] = int(len(train))
+    chosen["dims"] = int(flat.shape[1])
+    x = flat.reshape(*x.shape[:-1], flat.shape[1])
+    t2 = time.perf_counter()
+    params = {**plan.index_params, "seed": plan.seed} if plan.index == "ivfpq" else {}
+    order = rank_database(
+        x[q_rows], x[db_rows], method=plan.method, index=plan.index, k=plan.shortlist,
+        index_params=params, progress=progress,
+    )  # fmt: skip
+    rankings = [_clean(row, db_rows) for row in order]
+    t3 = time.perf_counter()
+    scores, per_query = retrieval_metrics(info, rankings, plan.ks)
+    t4 = time.perf_counter()
+    if plan.index == "ivfpq":
+        chosen["ivfpq"] = IVFPQIndex(**params)._params(len(db_rows), x.shape[-1])
+    ds = plan.dataset
+    record = build_record(
+        key=plan.key, task=TASK, dataset_id=ds.id, dataset_name=ds.name,
+        features=plan.feature_keys, factors=merge_factors(plan.parts), transform=plan.transform,
+        classifier=plan.classifier, protocol=plan.protocol, seed=plan.seed, metrics=scores,
+        per_class=per_query, chosen=chosen,
+        timings={"features_s": t1 - t0, "whiten_s": t2 - t1, "search_s": t3 - t2,
+                 "metrics_s": t4 - t3, "total_s": t4 - t0},
+        extra_packages=("faiss-cpu",),
+        queries={"evaluated": len(q_rows), "skipped": list(info.get("skipped_queries", []))},
+    )  # fmt: skip
+    if not getattr(store, "read_only", False):
+        save_result(store, record)
+    return {**record, "cached": False}
+
+
 def evaluate_retrieval(
     store: Any,
     dataset: Any,
@@ -310,140 +518,17 @@ def evaluate_retrieval(
     ``features`` selects cached entries as for classification (a key, a dict of factors
     such as ``{"model": "efficientnet_lite0", "layer": "classifier.0"}``, or a
     FeatureSelector). ``method`` is "global" or "subpatch"; ``whiten`` is "database",
-    "none" or the name/id of another dataset to learn the whitening on; ``index`` is
-    "flat" (exact) or "ivfpq" (approximate, re-ranked exactly; the ranking is cut at
-    ``shortlist``, default 1000). ``transform`` derives global descriptors from the
-    stored entry (e.g. ``pool=max``). Nothing is written when any input is refused.
+    "none" or the name/id of another dataset to learn the whitening on (``whiten_dim``
+    keeps that many whitened dimensions); ``index`` is "flat" (exact) or "ivfpq"
+    (approximate, shortlist re-ranked exactly; ``index_params`` nlist, m, nbits, nprobe,
+    rerank; rankings cut at ``shortlist``, default 1000). ``transform`` derives global
+    descriptors from the stored entry (e.g. ``pool=max``). A second call with the same
+    setting returns the stored record (``cached`` True) unless ``force``; nothing is
+    written when any input is refused.
     """
-    _check_choice(method, METHODS, "method")
-    _check_choice(index, INDEXES, "index")
-    if method == "subpatch" and index != "flat":
-        raise EvaluationError(
-            "sub-patch matching compares all patches exhaustively; use index='flat'"
-        )
-    ks = tuple(int(k) for k in ks)
-    if not ks or min(ks) < 1:
-        raise EvaluationError(f"every k of P@k must be a positive integer, got {ks}")
-    ds = resolve_dataset(store, dataset)
-    info = retrieval_info(ds)
-    spec = canonical_spec(transform)
-    if method == "subpatch":
-        patch_steps = _patch_steps(spec)
-        parts = resolve_parts(store, ds, _subpatch_selectors(store, ds, features), "")
-    else:
-        parts = resolve_parts(store, ds, features, spec)
-    feature_keys = [k for p in parts for k in p.keys]
-    whiten_on: Any = None
-    whiten_parts: list[Part] = []
-    if whiten not in ("database", "none"):
-        whiten_on = resolve_dataset(store, whiten)
-        if whiten_on.fingerprint == ds.fingerprint:
-            whiten_on = None
-            whiten = "database"
-        else:
-            whiten_parts = _whitening_parts(
-                store, parts, whiten_on, "" if method == "subpatch" else spec
-            )
-    if whiten_dim is not None and whiten == "none":
-        raise EvaluationError("whiten_dim needs whitening; drop it or choose whiten='database'")
-    db_rows = np.asarray(info["database"], dtype=np.int64)
-    q_rows = np.asarray(info["queries"], dtype=np.int64)
-    n_db = len(db_rows)
-    if index == "ivfpq":
-        cut = min(n_db, int(shortlist or DEFAULT_SHORTLIST))
-    else:
-        cut = n_db if shortlist is None else min(n_db, int(shortlist))
-    whiten_desc: dict[str, Any] = (
-        {"on": "database" if whiten == "database" else whiten, "dim": whiten_dim}
-        if whiten != "none"
-        else {"on": "none"}
-    )
-    if whiten_on is not None:
-        whiten_desc.update(
-            {"on": whiten_on.id, "features": [k for p in whiten_parts for k in p.keys]}
-        )
-    classifier = {
-        "name": method,
-        "index": index,
-        "whiten": whiten_desc,
-        "index_params": dict(index_params or {}) if index == "ivfpq" else {},
-    }
-    protocol = {
-        "name": info["protocol"],
-        "queries": len(q_rows),
-        "database": n_db,
-        "ks": list(ks),
-        "shortlist": cut,
-        "query_region": "full image",
-    }
-    key = make_result_key(feature_keys, spec, TASK, classifier, protocol, seed)
-    if not force:
-        cached = load_result(store, key)
-        if cached is not None:
-            return cached
-
-    t0 = time.perf_counter()
-    if method == "subpatch":
-        x = _read_patches(parts, patch_steps)
-        train = x[db_rows] if whiten_on is None else _read_patches(whiten_parts, patch_steps)
-        train = train.reshape(-1, x.shape[2])
-        flat = x.reshape(-1, x.shape[2])
-    else:
-        ft = FeatureTransform("" if spec == "none" else spec, seed=seed)
-        x = ft.fit_transform(parts, db_rows, progress=progress)
-        train = x[db_rows] if whiten_on is None else ft.transform(whiten_parts, None)
-        flat = x
-    t1 = time.perf_counter()
-    if whiten == "none":
-        flat = l2_normalize(flat)
-        chosen: dict[str, Any] = {"dims": int(flat.shape[1])}
-    else:
-        wh = L2PCAWhitening(n_components=whiten_dim).fit(train)
-        flat = wh.transform(flat)
-        chosen = {"dims": int(wh.n_components_), "whiten_train_vectors": int(len(train))}
-    x = flat.reshape(*x.shape[:-1], flat.shape[1])
-    t2 = time.perf_counter()
-    params = dict(index_params or {})
-    if index == "ivfpq":
-        params.setdefault("seed", seed)
-    order = rank_database(
-        x[q_rows],
-        x[db_rows],
-        method=method,
-        index=index,
-        k=cut,
-        index_params=params,
-        progress=progress,
-    )
-    rankings = [_clean(row, db_rows) for row in order]
-    t3 = time.perf_counter()
-    scores, per_query = retrieval_metrics(info, rankings, ks)
-    t4 = time.perf_counter()
-    if index == "ivfpq":
-        chosen["ivfpq"] = IVFPQIndex(**params)._params(n_db, x.shape[-1])
-    factors = merge_factors(parts)
-    record = build_record(
-        key=key,
-        task=TASK,
-        dataset_id=ds.id,
-        dataset_name=ds.name,
-        features=feature_keys,
-        factors=factors,
-        transform=spec,
-        classifier=classifier,
-        protocol=protocol,
-        seed=seed,
-        metrics=scores,
-        per_class=per_query,
-        chosen=chosen,
-        timings={
-            "features_s": t1 - t0,
-            "whiten_s": t2 - t1,
-            "search_s": t3 - t2,
-            "metrics_s": t4 - t3,
-        },
-        extra_packages=("faiss-cpu",),
-        queries={"evaluated": len(q_rows), "skipped": list(info.get("skipped_queries", []))},
-    )
-    save_result(store, record)
-    return record
+    plan = plan_retrieval(
+        store, dataset, features, method=method, whiten=whiten, whiten_dim=whiten_dim,
+        index=index, transform=transform, shortlist=shortlist, index_params=index_params,
+        ks=ks, seed=seed,
+    )  # fmt: skip
+    return run_retrieval(store, plan, force=force, progress=progress)
