@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,22 +158,25 @@ def _n_folds(y: np.ndarray, wanted: int, names: Sequence[str]) -> int:
     return int(min(wanted, counts.min()))
 
 
-class _Warnings:
-    """Counts scikit-learn's convergence warnings instead of letting them reach the user."""
-
-    def __enter__(self) -> _Warnings:
-        self._ctx = warnings.catch_warnings(record=True)
-        self.caught = self._ctx.__enter__()
-        warnings.simplefilter("always", ConvergenceWarning)
-        warnings.filterwarnings("ignore", message=".*least populated class.*")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+class _Caught(list):  # type: ignore[type-arg]
+    """The warnings recorded inside :func:`_quiet`."""
 
     @property
     def n(self) -> int:
-        return sum(issubclass(w.category, ConvergenceWarning) for w in self.caught)
+        return sum(issubclass(w.category, ConvergenceWarning) for w in self)
+
+
+@contextmanager
+def _quiet() -> Iterator[_Caught]:
+    """Count scikit-learn's convergence warnings instead of letting them reach the user."""
+    caught = _Caught()
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        try:
+            yield caught
+        finally:
+            caught.extend(recorded or [])
 
 
 def _fit_svm(
@@ -271,7 +275,7 @@ def _single_label(
     labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label (-1 = none)
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
     t0 = time.perf_counter()
-    with _Warnings() as caught:
+    with _quiet() as caught:
         if spec.name == "svm":
             fit_rows = np.concatenate([train, val])
             model, chosen = _fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes)
@@ -330,10 +334,12 @@ def _multi_label(
         )
     fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test
     names = [classes[k] if k < len(classes) else str(k) for k in range(Y.shape[1])]
-    ap07, ap_all, chosen_c = {}, {}, {}
+    ap07: dict[str, float | None] = {}
+    ap_all: dict[str, float | None] = {}
+    chosen_c: dict[str, float | None] = {}
     t0, predict_s = time.perf_counter(), 0.0
     skipped: dict[str, str] = {}
-    with _Warnings() as caught:
+    with _quiet() as caught:
         for k, name in enumerate(names):
             # difficult samples of this class are not trained on
             keep = fit_rows[Y[fit_rows, k] != -1]
