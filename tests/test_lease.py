@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import s3_fixtures
 from lease_worker import expected_rows
-from s3_fixtures import s3_env, s3_server, s3_store  # noqa: F401 - fixtures
 
 from featstore.errors import LeaseError
 from featstore.store import open_store
@@ -29,6 +29,11 @@ from featstore.store.lease import (
 )
 
 WORKER = Path(__file__).with_name("lease_worker.py")
+
+# moto-server fixtures, shared with the other object-storage tests
+s3_env = s3_fixtures.s3_env
+s3_server = s3_fixtures.s3_server
+s3_store = s3_fixtures.s3_store
 
 
 @pytest.fixture(params=["local", "memory", "s3"])

@@ -141,7 +141,7 @@ class _FsspecLeases(_Backend):
                 version = self.fs.info(path).get("ETag")  # before the body: see replace()
             else:
                 version = None
-            raw = self.fs.cat_file(path)
+            raw = self.fs.cat_file(path, **({"max_concurrency": 1} if self.is_s3 else {}))
         except FileNotFoundError:
             return None
         try:

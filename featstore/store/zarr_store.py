@@ -185,7 +185,9 @@ class ZarrStore(Store):
     def _open_root_consolidated(self, meta_path: str) -> bool:
         """Object stores: open from the root zarr.json alone (one GET) when it can be read."""
         try:
-            meta = json.loads(self.fs.cat_file(meta_path))
+            # s3fs asks for the size first unless told not to split the download
+            extra = {"max_concurrency": 1} if "s3" in np.atleast_1d(self.fs.protocol) else {}
+            meta = json.loads(self.fs.cat_file(meta_path, **extra))
         except (FileNotFoundError, ValueError):
             return False  # the general path below says what is wrong
         info = meta.get("attributes", {}).get("featstore")
