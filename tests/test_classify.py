@@ -300,3 +300,18 @@ def test_a_class_with_one_training_sample_cannot_be_cross_validated():
     )
     out = classify_arrays(X, y, splits, ClassifierSpec(c_grid=(1.0,)), classes=["daisy", "rose"])
     assert out["chosen"]["C"] == 1.0 and out["metrics"]["accuracy"] == 1.0
+
+
+def test_progress_counts_chunks_read_then_fitting_steps(store, blob_set):
+    seen = []
+    evaluate_classification(
+        store,
+        "blobs",
+        SEL,
+        classifier="logreg",
+        progress=lambda done, total, info: seen.append((done, total, info["stage"])),
+    )
+    # 3 chunks of 20 rows, then 45 lambdas and the refit on train+val
+    assert [s[0] for s in seen] == list(range(1, 50))
+    assert {s[1] for s in seen} == {49}
+    assert [s[2] for s in seen] == ["read"] * 3 + ["fit"] * 46
