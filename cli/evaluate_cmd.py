@@ -46,11 +46,27 @@ def _classify_options(opts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _retrieve_options(opts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "transform": opts["transform"],
+        "seed": opts["seed"],
+        "method": opts["method"],
+        "whiten": opts["whiten"],
+        "whiten_dim": opts["whiten_dim"],
+        "index": opts["index"],
+    }
+
+
 TASKS: dict[str, Task] = {
     "classify": Task(
         "featstore.evaluate.classify:evaluate_classification",
         "featstore.evaluate.classify:plan_classification",
         _classify_options,
+    ),
+    "retrieve": Task(
+        "featstore.evaluate.retrieve:evaluate_retrieval",
+        "featstore.evaluate.retrieve:plan_retrieval",
+        _retrieve_options,
     ),
 }
 
@@ -123,6 +139,30 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
     default="none",
     show_default=True,
     help="Class weights of the classifier.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["global", "subpatch"]),
+    default="global",
+    show_default=True,
+    help="Retrieval: one descriptor per image, or sub-patch matching over a crops view.",
+)
+@click.option(
+    "--whiten",
+    default="database",
+    show_default=True,
+    metavar="database|none|DATASET",
+    help="Retrieval: learn PCA-whitening on the database, on another dataset, or not at all.",
+)
+@click.option(
+    "--whiten-dim", type=click.IntRange(min=1), default=None, help="Retrieval: whitened dims kept."
+)
+@click.option(
+    "--index",
+    type=click.Choice(["flat", "ivfpq"]),
+    default="flat",
+    show_default=True,
+    help="Retrieval: exact inner-product search, or IVF-PQ with exact re-ranking.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of CV folds and splits.")
 @click.option("--force", is_flag=True, help="Recompute even when the result is stored.")

@@ -490,6 +490,7 @@ def run_retrieval(
                  "metrics_s": t4 - t3, "total_s": t4 - t0},
         extra_packages=("faiss-cpu",),
         queries={"evaluated": len(q_rows), "skipped": list(info.get("skipped_queries", []))},
+        sizes={"dim": chosen["dims"], "queries": len(q_rows), "database": len(db_rows)},
     )  # fmt: skip
     if not getattr(store, "read_only", False):
         save_result(store, record)
