@@ -19,8 +19,9 @@ from featstore.cli.main import cli
 from featstore.datasets import build_dataset
 from featstore.keys import make_key
 from featstore.store import open_store
+from featstore.sweep import plan as plan_mod
 from featstore.sweep import run as run_mod
-from featstore.sweep.plan import make_plan
+from featstore.sweep.plan import factor_planner, make_plan
 from featstore.sweep.run import run_sweep
 from featstore.sweep.spec import load_spec, parse_spec
 
@@ -123,7 +124,7 @@ def _metrics(summary):
 
 
 def test_plan_groups_one_pass_per_network_and_counts_cells(store) -> None:
-    plan = make_plan(store, _spec()).to_json()
+    plan = make_plan(store, _spec(), planner=factor_planner).to_json()
     # (3 + 1 layers) x 2 poolings x 2 transforms = 16 settings; classify + transferability
     assert plan["n_cells"] == 32 and plan["cells_with_results"] == 0
     assert plan["extraction_passes"] == 2 and plan["n_entries_to_extract"] == 8
@@ -140,7 +141,7 @@ def test_plan_groups_one_pass_per_network_and_counts_cells(store) -> None:
 
 def test_run_then_rerun_is_all_lookups_with_the_same_numbers(store) -> None:
     fake = FakeExtractor()
-    first = run_sweep(store, _spec(), extract_fn=fake)
+    first = run_sweep(store, _spec(), extract_fn=fake, planner=factor_planner)
     assert first["failed"] == []
     assert [(d, n, len(m)) for d, n, m in fake.calls] == [("toy", "netA", 6), ("toy", "netB", 2)]
     assert first["forward_batches"] == 2 * math.ceil(45 / BATCH)
@@ -181,7 +182,7 @@ def test_run_then_rerun_is_all_lookups_with_the_same_numbers(store) -> None:
     assert deep["accuracy"] > shallow["accuracy"]
 
     fake2 = FakeExtractor()
-    second = run_sweep(store, _spec(), extract_fn=fake2)
+    second = run_sweep(store, _spec(), extract_fn=fake2, planner=factor_planner)
     assert fake2.calls == [] and second["forward_batches"] == 0
     assert second["evaluated"] == 0 and second["cached_results"] == 32
     assert _metrics(second) == by
@@ -195,16 +196,16 @@ def test_interrupted_run_resumes_where_it_stopped(store) -> None:
             return super().__call__(store, ds, group, options, progress)
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(store, _spec(), extract_fn=Crash())
+        run_sweep(store, _spec(), extract_fn=Crash(), planner=factor_planner)
     # one chunk of a netA entry lost too (a write that never got its done marker)
     entry = next(
         store.get_entry(k) for k in store.entry_keys() if store.get_entry(k).attrs["layer"] == "l2"
     )
     entry.invalidate_chunk(1)
-    plan = make_plan(store, _spec()).to_json()
+    plan = make_plan(store, _spec(), planner=factor_planner).to_json()
     assert plan["n_entries_cached"] == 5 and plan["n_entries_to_extract"] == 3
     fake = FakeExtractor()
-    summary = run_sweep(store, _spec(), extract_fn=fake)
+    summary = run_sweep(store, _spec(), extract_fn=fake, planner=factor_planner)
     assert [(n, sorted(m)) for _, n, m in fake.calls] == [
         ("netA", [("l2", entry.attrs["pooling"], "plain")]),
         ("netB", [("l3", "avg", "plain"), ("l3", "max", "plain")]),
@@ -218,11 +219,13 @@ def test_parallel_workers_give_the_same_records_as_one_process(store, tmp_path: 
         pooling=["avg"],
         baseline={"layer": "l1"},
     )
-    par = run_sweep(store, spec, workers=2, extract_fn=FakeExtractor())
+    par = run_sweep(store, spec, workers=2, extract_fn=FakeExtractor(), planner=factor_planner)
     assert par["workers"] == 2 and par["failed"] == [] and par["evaluated"] == 8
     solo_store = open_store(str(tmp_path / "solo.zarr"))
     solo_store.put_dataset(_dataset())
-    solo = run_sweep(solo_store, spec, workers=1, extract_fn=FakeExtractor())
+    solo = run_sweep(
+        solo_store, spec, workers=1, extract_fn=FakeExtractor(), planner=factor_planner
+    )
     assert _metrics(par) == _metrics(solo)
     assert sorted(store.result_keys()) == sorted(solo_store.result_keys())
 
@@ -235,6 +238,7 @@ def test_cli_dry_run_and_run(store, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "estimators: [logme]\nbaseline: {layer: l1}\n"
     )
     runner = CliRunner()
+    monkeypatch.setattr(plan_mod, "extract_planner", factor_planner)  # netA is not in the registry
     res = runner.invoke(cli, ["sweep", str(spec_path), "--store", store.url, "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "sweep cli-sweep: 4 cells (0 already have results)" in res.output

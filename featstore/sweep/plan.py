@@ -116,6 +116,17 @@ class SweepPlan:
     results_cached: int = 0
     notes: list[str] = field(default_factory=list)
 
+    def entry_key(
+        self, dataset: str, network: str, layer: str, pooling: str, view: str
+    ) -> str | None:
+        """The feature key of one entry of the sweep (None while unknown: not extracted yet)."""
+        for g in self.groups:
+            if g.dataset == dataset and g.network == network:
+                for e in g.entries:
+                    if (e.layer, e.pooling, e.view) == (layer, pooling, view):
+                        return e.key
+        return None
+
     @property
     def to_extract(self) -> list[ExtractionGroup]:
         return [g for g in self.groups if g.missing]
@@ -211,54 +222,99 @@ def resolve_datasets(
 # entries
 # --------------------------------------------------------------------------------------
 
+# planner(store, dataset, network, wanted [(layer, pooling, view)], options) -> [EntryPlan] in order
+Planner = Callable[
+    [Any, Dataset, Any, list[tuple[str, str, str]], Mapping[str, Any]], list[EntryPlan]
+]
+EXTRACT_PLAN_OPTIONS = ("device", "compute_dtype", "dtype")
 
-def _complete_entry(
-    store: Any, ds: Dataset, network: str, layer: str, pooling: str, view: str
-) -> Any:
-    found = find_entries(
+
+def extract_planner(
+    store: Any,
+    ds: Dataset,
+    network: Any,
+    wanted: list[tuple[str, str, str]],
+    options: Mapping[str, Any],
+) -> list[EntryPlan]:
+    """Exact entries (keys, effective pooling, missing chunks) from extraction's own planner.
+
+    A pooling asked for a layer without spatial extent is stored as "none" by extraction;
+    the sweep keeps the asked name for the row but points at that entry.
+    """
+    from featstore.extract.plan import plan as extract_plan
+    from featstore.extract.pooling import effective_pooling, parse_pooling
+
+    layers = list(dict.fromkeys(w[0] for w in wanted))
+    poolings = list(dict.fromkeys(w[1] for w in wanted))
+    views = list(dict.fromkeys(w[2] for w in wanted))
+    kwargs = {k: options[k] for k in EXTRACT_PLAN_OPTIONS if k in options}
+    xp = extract_plan(
         store,
-        dataset_fingerprint=ds.fingerprint,
-        model=network,
-        layer=layer,
-        pooling=pooling,
-        view=view,
+        ds,
+        [network.name],
+        layers=layers,
+        pooling=poolings,
+        views=views,
+        weights=network.weights,
+        **kwargs,
     )
-    complete = [e for e in found if e.attrs.get("kind", "features") == "features" and e.is_complete]
-    return complete[0] if complete else (found[0] if found else None)
+    by = {(e.layer, e.pooling, e.view): e for e in xp.entries}
+    infos = xp.models[0].layers
+    out = []
+    for layer, pooling, view in wanted:
+        shape = tuple(infos[layer].shape or ())
+        eff = str(effective_pooling(parse_pooling(pooling), shape))
+        e = by[(layer, eff, view)]
+        out.append(
+            EntryPlan(
+                layer,
+                pooling,
+                view,
+                cached=e.complete,
+                key=e.key,
+                missing_chunks=len(e.missing_chunks),
+                nbytes=e.missing_bytes,
+            )
+        )
+    return out
 
 
-def _row_bytes(store: Any, ds: Dataset, network: str, layer: str, pooling: str) -> int | None:
-    """Bytes per image of an entry, from a sibling entry already in the store (any view)."""
-    for e in find_entries(store, model=network, layer=layer, pooling=pooling):
-        return int(np.prod(e.shape[1:], dtype=np.int64)) * np.dtype(e.dtype).itemsize
-    return None
-
-
-def _extract_plan_bytes(
-    ds: Dataset, network: str, layers: list[str], pooling: str, dtype: str = "float16"
-) -> dict[str, int] | None:
-    """Bytes per image and layer from the network's declared layer shapes, if available."""
-    try:
-        from featstore.models.layers import resolve_layer
-    except ImportError:
-        return None
-    out: dict[str, int] = {}
-    for layer in layers:
-        try:
-            info = resolve_layer(network, layer)
-        except Exception:  # noqa: BLE001 - unknown layer/model: extraction will say so
-            return None
-        shape = tuple(getattr(info, "shape", ()) or ())
-        if not shape:
-            return None
-        if pooling == "none":
-            per = int(np.prod(shape))
-        elif pooling.startswith(("grid:", "map:")):
-            g = int(pooling.rsplit(":", 1)[1])
-            per = int(shape[0]) * g * g
-        else:
-            per = int(shape[0])
-        out[layer] = per * np.dtype(dtype).itemsize
+def factor_planner(
+    store: Any,
+    ds: Dataset,
+    network: Any,
+    wanted: list[tuple[str, str, str]],
+    options: Mapping[str, Any],
+) -> list[EntryPlan]:
+    """Entries found by their factors only (network by name): for networks outside the registry."""
+    out = []
+    for layer, pooling, view in wanted:
+        found = find_entries(
+            store,
+            dataset_fingerprint=ds.fingerprint,
+            model=network.name,
+            layer=layer,
+            pooling=pooling,
+            view=view,
+        )
+        found = [e for e in found if e.attrs.get("kind", "features") == "features"]
+        entry = next((e for e in found if e.is_complete), found[0] if found else None)
+        if entry is None:
+            out.append(EntryPlan(layer, pooling, view, cached=False))
+            continue
+        missing = len(entry.missing_chunks())
+        row = int(np.prod(entry.shape[1:], dtype=np.int64)) * np.dtype(entry.dtype).itemsize
+        out.append(
+            EntryPlan(
+                layer,
+                pooling,
+                view,
+                cached=missing == 0,
+                key=entry.key,
+                missing_chunks=missing,
+                nbytes=int(row * ds.n * missing / max(1, entry.n_chunks)),
+            )
+        )
     return out
 
 
@@ -268,10 +324,15 @@ def make_plan(
     *,
     register: bool = False,
     images_per_s: Mapping[str, float] | None = None,
-    progress: Callable[[int, int, dict], None] | None = None,
+    planner: Planner | None = None,
 ) -> SweepPlan:
-    """What the sweep needs, what the store already has, and what one pass per network adds."""
+    """What the sweep needs, what the store already has, and what one pass per network adds.
+
+    ``planner`` finds the entries of one network on one dataset (default: extraction's
+    planner, exact keys; :func:`factor_planner` for networks outside the registry).
+    """
     datasets, notes = resolve_datasets(store, spec, register=register)
+    find = planner or extract_planner
     speeds = {**CPU_IMAGES_PER_S, **dict(images_per_s or {})}
     cells = spec.cells()
     groups: list[ExtractionGroup] = []
@@ -289,42 +350,7 @@ def make_plan(
                 continue
             order = {la: i for i, la in enumerate(net.layers)}
             wanted = sorted(needed[net.name], key=lambda t: (order.get(t[0], 0), t[1], t[2]))
-            entries = []
-            for layer, pooling, view in wanted:
-                entry = _complete_entry(store, ds, net.name, layer, pooling, view)
-                cached = entry is not None and entry.is_complete
-                nbytes = None
-                if entry is not None:
-                    row = (
-                        int(np.prod(entry.shape[1:], dtype=np.int64))
-                        * np.dtype(entry.dtype).itemsize
-                    )
-                    missing = len(entry.missing_chunks())
-                    nbytes = int(row * ds.n * missing / max(1, entry.n_chunks))
-                else:
-                    missing = None
-                    row_b = _row_bytes(store, ds, net.name, layer, pooling)
-                    if row_b is None:
-                        per = _extract_plan_bytes(
-                            ds,
-                            net.name,
-                            [layer],
-                            pooling,
-                            str(spec.extract.get("dtype", "float16")),
-                        )
-                        row_b = per.get(layer) if per else None
-                    nbytes = None if row_b is None else int(row_b * ds.n)
-                entries.append(
-                    EntryPlan(
-                        layer,
-                        pooling,
-                        view,
-                        cached,
-                        key=None if entry is None else entry.key,
-                        missing_chunks=missing,
-                        nbytes=nbytes,
-                    )
-                )
+            entries = find(store, ds, net, wanted, spec.extract)
             group = ExtractionGroup(d.name, net.name, ds.n, entries, weights=net.weights)
             if group.missing:
                 n_views = len({e.view for e in group.missing})

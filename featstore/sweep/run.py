@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from featstore.errors import ExtractionError, FeatstoreError
-from featstore.sweep.plan import ExtractionGroup, SweepPlan, make_plan
+from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
 from featstore.sweep.spec import Cell, SweepSpec
 
 __all__ = ["cell_job", "evaluate_job", "run_sweep"]
@@ -37,21 +37,34 @@ def _transform_for(view: str, transform: str) -> str:
     return ",".join(steps)
 
 
-def cell_job(spec: SweepSpec, cell: Cell, store_url: str) -> dict[str, Any]:
-    """A picklable description of one cell's evaluation."""
+def cell_job(
+    spec: SweepSpec, cell: Cell, store_url: str, plan: SweepPlan | None = None
+) -> dict[str, Any]:
+    """A picklable description of one cell's evaluation.
+
+    Features are named by their exact entry key when the plan knows it (no ambiguity when
+    a teammate cached the same layer with other preprocessing), else by factors.
+    """
     s = cell.setting
+    view = "plain" if s.view == "flipavg" else s.view
+    key = (
+        plan.entry_key(cell.dataset, s.network, s.layer, s.pooling, view)
+        if plan is not None
+        else None
+    )
+    features: Any = key or {
+        "model": s.network,
+        "layer": s.layer,
+        "pooling": s.pooling,
+        "view": view,
+    }
     return {
         "store": store_url,
         "dataset": cell.dataset,
         "task": cell.task,
         "label": cell.label,
         "setting": s.as_dict(),
-        "features": {
-            "model": s.network,
-            "layer": s.layer,
-            "pooling": s.pooling,
-            "view": "plain" if s.view == "flipavg" else s.view,
-        },
+        "features": features,
         "transform": _transform_for(s.view, s.transform),
         "classifier": s.classifier,
         "estimators": list(spec.estimators),
@@ -209,16 +222,19 @@ def run_sweep(
     extract_progress: ProgressFn | None = None,
     progress: ProgressFn | None = None,
     extract_fn: Callable[..., Any] | None = None,
+    planner: Planner | None = None,
 ) -> dict[str, Any]:
     """Extract what is missing, evaluate every cell, and return the JSON summary.
 
     ``forward_batches`` sums the network forward calls of every extraction call (0 when
     everything was cached). ``results`` holds each cell's metrics in cell order; failed
     cells are listed under ``failed`` and do not stop the others. ``extract_fn(store,
-    dataset, group, options, progress)`` replaces the extraction call (tests).
+    dataset, group, options, progress)`` replaces the extraction call and ``planner`` the
+    entry lookup (see :func:`featstore.sweep.plan.make_plan`), for networks outside the
+    registry and tests.
     """
     t0 = time.perf_counter()
-    plan: SweepPlan = make_plan(store, spec, register=True)
+    plan: SweepPlan = make_plan(store, spec, register=True, planner=planner)
     extract_call = extract_fn or _call_extract
     options = dict(spec.extract)
     extractions = []
@@ -240,10 +256,12 @@ def run_sweep(
                 "forward_batches": fb,
             }
         )
+    if extractions:  # the new entries' keys
+        plan = make_plan(store, spec, register=False, planner=planner)
     t1 = time.perf_counter()
 
     url = str(getattr(store, "url", ""))
-    jobs = [cell_job(spec, cell, url) for cell in plan.cells]
+    jobs = [cell_job(spec, cell, url, plan) for cell in plan.cells]
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     n_workers = max(1, int(workers))
     parallel = n_workers > 1 and len(jobs) > 1 and _parallel_ok(store)
