@@ -315,3 +315,13 @@ def test_progress_counts_chunks_read_then_fitting_steps(store, blob_set):
     assert [s[0] for s in seen] == list(range(1, 50))
     assert {s[1] for s in seen} == {49}
     assert [s[2] for s in seen] == ["read"] * 3 + ["fit"] * 46
+
+
+def test_a_layer_cached_with_other_pooling_says_what_is_cached(store, blob_set):
+    with pytest.raises(EntryNotFoundError) as err:
+        evaluate_classification(store, "blobs", {**SEL, "pooling": "gem:3"})
+    assert str(err.value) == (
+        "no cached features with model=toynet, layer=fc, pooling=gem:3, view=plain for dataset "
+        "'blobs' (this layer is cached with pooling=avg view=plain); extract them first, e.g. "
+        "featstore extract -d blobs -m toynet -l fc"
+    )

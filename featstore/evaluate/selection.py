@@ -147,17 +147,17 @@ def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None)
     found = find_entries(store, dataset_fingerprint=ds.fingerprint, **factors)
     found = [e for e in found if e.attrs.get("kind", "features") == "features"]
     if not found:
-        have = sorted(
-            {
-                str(e.attrs.get("layer"))
-                for e in find_entries(
-                    store, dataset_fingerprint=ds.fingerprint, model=selector.model
-                )
-            }
-        )
-        hint = (
-            f" (cached layers of this model: {', '.join(have)})" if have and selector.model else ""
-        )
+        same_model = find_entries(store, dataset_fingerprint=ds.fingerprint, model=selector.model)
+        same_layer = [e for e in same_model if e.attrs.get("layer") == selector.layer]
+        hint = ""
+        if same_layer and selector.model:
+            stored = sorted(
+                {f"pooling={e.attrs.get('pooling')} view={e.attrs.get('view')}" for e in same_layer}
+            )
+            hint = f" (this layer is cached with {'; '.join(stored)})"
+        elif same_model and selector.model:
+            layers = sorted({str(e.attrs.get("layer")) for e in same_model})
+            hint = f" (cached layers of this model: {', '.join(layers)})"
         raise EntryNotFoundError(
             f"no cached {selector.describe()} for dataset {ds.name!r}{hint}; extract them first, e.g. "
             f"featstore extract -d {ds.name} -m {selector.model or 'MODEL'} -l {selector.layer or 'LAYER'}"
