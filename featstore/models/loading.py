@@ -57,9 +57,13 @@ def _as_spec(model: ModelSpec | str) -> ModelSpec:
     return model if isinstance(model, ModelSpec) else get_spec(model)
 
 
-def resolve_weights(model: ModelSpec | str, weights: str | Path | None = None) -> WeightsRef:
+def resolve_weights(
+    model: ModelSpec | str, weights: str | Path | WeightsRef | None = None
+) -> WeightsRef:
     """Which weights a run will use; WeightsNotFoundError says where to put missing files."""
     spec = _as_spec(model)
+    if isinstance(weights, WeightsRef):
+        return weights
     if weights is not None and str(weights) == "random":
         return WeightsRef("random")
     if weights is not None and str(weights) != "default":

@@ -1,0 +1,405 @@
+"""Extraction: many layers of many networks from one pass over the images, into the store.
+
+extract() plans (see plan.py), refuses when the disk lacks room, and computes only the
+missing chunks: each image is decoded once for all networks, each network runs ONE
+forward per batch for all its layers and for the plain and flip views together, and
+whole chunks are handed to a background writer, so the network never waits for I/O.
+A killed run leaves chunks that are either marked done or recomputed next time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from featstore.errors import ExtractionError
+from featstore.extract.capture import LayerCapture
+from featstore.extract.device import configure_threads, default_batch_size, default_workers
+from featstore.extract.loader import RowImages, batches
+from featstore.extract.plan import (
+    DEFAULT_POOLING,
+    EntryPlan,
+    ExtractPlan,
+    ModelPlan,
+    check_space,
+    plan,
+)
+from featstore.extract.pooling import apply_pooling, parse_view
+from featstore.models import LoadedModel, load_model
+from featstore.models.spec import Preprocess
+
+Progress = Callable[[int, int, dict], None] | None
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    from featstore import __version__
+
+    out = {
+        "featstore": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        import efficientnet_lite_pytorch
+
+        out["efficientnet_lite_pytorch"] = efficientnet_lite_pytorch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+@dataclass
+class _Target:
+    """Where pooled rows of one entry go: a buffer per missing chunk until it is full."""
+
+    plan: EntryPlan
+    entry: Any
+    missing: set[int]
+    buffers: dict[int, np.ndarray] = field(default_factory=dict)
+    filled: dict[int, int] = field(default_factory=dict)
+
+    def add(
+        self, rows: np.ndarray, values: np.ndarray, submit: Callable[[Any, int, np.ndarray], None]
+    ) -> None:
+        cr = self.entry.chunk_rows
+        chunks = rows // cr
+        for c in np.unique(chunks):
+            c = int(c)
+            if c not in self.missing:
+                continue
+            sel = np.flatnonzero(chunks == c)
+            start, stop = self.entry.chunk_bounds(c)
+            buf = self.buffers.get(c)
+            if buf is None:
+                buf = self.buffers[c] = np.empty(
+                    (stop - start, *self.plan.row_shape), dtype=self.plan.dtype
+                )
+                self.filled[c] = 0
+            buf[rows[sel] - start] = values[sel]
+            self.filled[c] += len(sel)
+            if self.filled[c] == stop - start:
+                submit(self.entry, c, self.buffers.pop(c))
+                self.missing.discard(c)
+                del self.filled[c]
+
+
+@dataclass
+class _Runner:
+    """One network's part of the run: its capture, its entries grouped by view."""
+
+    mp: ModelPlan
+    loaded: LoadedModel
+    capture: LayerCapture
+    geometry_key: str
+    crops_keys: dict[str, str]  # view -> batch key of its patches
+    targets: dict[str, list[_Target]]  # view -> targets
+    masks: dict[str, np.ndarray]  # view -> bool mask of rows this view still needs
+    mean: torch.Tensor
+    std: torch.Tensor
+    scale: float
+
+
+def _normalise(x: torch.Tensor, r: _Runner, device: str, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True).float()
+    x = (x * r.scale - r.mean) / r.std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def extract(
+    store: Any,
+    dataset: Any,
+    models: str | Sequence[str] = ("efficientnet_lite0",),
+    layers: Any = None,
+    pooling: Any = DEFAULT_POOLING,
+    views: Any = ("plain",),
+    *,
+    weights: Any = None,
+    preprocess: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    amp: bool | None = None,
+    compute_dtype: str | None = None,
+    dtype: str = "float16",
+    chunk_rows: int | None = None,
+    threads: int | None = None,
+    progress: Progress = None,
+    plan_: ExtractPlan | None = None,
+) -> dict[str, Any]:
+    """Fill the feature entries of the request; returns a summary dict.
+
+    Summary: entries, complete_before, computed_chunks, skipped_chunks, forward_batches
+    (network forward calls; 0 when everything was cached), images, images_per_s,
+    bytes_written, seconds, plan (as a dict). See :func:`featstore.extract.plan` for
+    the request arguments.
+    """
+    t_start = time.perf_counter()
+    p = plan_ or plan(
+        store,
+        dataset,
+        models,
+        layers,
+        pooling,
+        views,
+        weights=weights,
+        preprocess=preprocess,
+        device=device,
+        amp=amp,
+        compute_dtype=compute_dtype,
+        dtype=dtype,
+        chunk_rows=chunk_rows,
+    )
+    check_space(p)
+    summary: dict[str, Any] = {
+        "dataset_id": p.dataset.id,
+        "entries": len(p.entries),
+        "complete_before": len(p.entries) - len(p.todo),
+        "keys": [e.key for e in p.entries],
+        "skipped_chunks": sum(e.n_chunks - len(e.missing_chunks) for e in p.entries),
+        "computed_chunks": 0,
+        "forward_batches": 0,
+        "images": 0,
+        "images_per_s": 0.0,
+        "bytes_written": 0,
+        "device": p.compute.device,
+        "compute_dtype": p.compute.compute_dtype,
+        "plan": p.to_dict(),
+    }
+    if not p.todo:
+        summary["seconds"] = time.perf_counter() - t_start
+        return summary
+    stats = _run(store, p, batch_size, num_workers, threads, progress)
+    summary.update(stats)
+    summary["seconds"] = time.perf_counter() - t_start
+    return summary
+
+
+def _prepare_runners(
+    store: Any, p: ExtractPlan
+) -> tuple[list[_Runner], list[Preprocess], list[tuple[Preprocess, Any]], list[_Target]]:
+    compute = p.compute
+    run_versions = versions()
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    geometries: list[Preprocess] = []
+    crops: list[tuple[Preprocess, Any]] = []
+    runners: list[_Runner] = []
+    all_targets: list[_Target] = []
+    for mp in p.models:
+        todo = [e for e in p.todo if e.model == mp.spec.name]
+        if not todo:
+            continue
+        loaded = load_model(mp.spec, mp.weights, device=compute.device)
+        if loaded.identity != mp.identity:
+            raise ExtractionError(f"weights of {mp.spec.name} changed while planning; run again")
+        if compute.channels_last:
+            loaded.module = loaded.module.to(memory_format=torch.channels_last)
+        infos = list({e.target.name: e.target for e in todo}.values())
+        capture = LayerCapture(loaded.module, infos)
+        pre = mp.spec.preprocess
+        geo = next((i for i, g in enumerate(geometries) if g.geometry == pre.geometry), None)
+        if geo is None:
+            geometries.append(pre)
+            geo = len(geometries) - 1
+        targets: dict[str, list[_Target]] = {}
+        masks: dict[str, np.ndarray] = {}
+        crops_keys: dict[str, str] = {}
+        for e in todo:
+            attrs = dict(e.attrs, status="writing", versions=run_versions, created=created)
+            entry = store.create_entry(
+                e.key, attrs, shape=(e.n_rows, *e.row_shape), dtype=e.dtype, chunk_rows=e.chunk_rows
+            )
+            missing = entry.missing_chunks()  # another writer may have filled some meanwhile
+            if entry.chunk_rows != e.chunk_rows:
+                e.chunk_rows = entry.chunk_rows
+            e.missing_chunks = missing
+            t = _Target(plan=e, entry=entry, missing=set(missing))
+            targets.setdefault(e.view, []).append(t)
+            all_targets.append(t)
+            mask = masks.setdefault(e.view, np.zeros(e.n_rows, dtype=bool))
+            mask[e.missing_rows()] = True
+            view = parse_view(e.view)
+            if view.kind == "crops" and e.view not in crops_keys:
+                crops.append((pre, view))
+                crops_keys[e.view] = f"c{len(crops) - 1}"
+        dev = compute.device
+        runners.append(
+            _Runner(
+                mp=mp,
+                loaded=loaded,
+                capture=capture,
+                geometry_key=f"g{geo}",
+                crops_keys=crops_keys,
+                targets=targets,
+                masks=masks,
+                scale=float(pre.scale),
+                mean=torch.tensor(pre.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1),
+                std=torch.tensor(pre.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1),
+            )
+        )
+    return runners, geometries, crops, all_targets
+
+
+def _forward(r: _Runner, x: torch.Tensor, compute: Any) -> dict[str, torch.Tensor]:
+    with torch.inference_mode(), compute.autocast():
+        return r.capture(x)
+
+
+def _deliver(
+    r: _Runner,
+    view: str,
+    rows: np.ndarray,
+    out: dict[str, torch.Tensor],
+    lo: int,
+    hi: int,
+    submit: Callable[[Any, int, np.ndarray], None],
+    n_patches: int = 1,
+) -> None:
+    """Pool the rows [lo, hi) of captured outputs and route them to this view's entries."""
+    pooled_cache: dict[tuple[str, str], np.ndarray] = {}
+    for t in r.targets.get(view, []):
+        if not t.missing:
+            continue
+        key = (t.plan.target.name, t.plan.pooling)
+        values = pooled_cache.get(key)
+        if values is None:
+            act = out[t.plan.target.name][lo * n_patches : hi * n_patches]
+            pooled = apply_pooling(t.plan.pooling, act)
+            if n_patches > 1 or parse_view(view).kind == "crops":
+                pooled = pooled.reshape(hi - lo, n_patches, -1)
+            values = pooled_cache[key] = pooled.float().cpu().numpy()
+        t.add(rows, values, submit)
+
+
+def _run(
+    store: Any,
+    p: ExtractPlan,
+    batch_size: int | None,
+    num_workers: int | None,
+    threads: int | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    from featstore.extract.writer import ChunkWriter
+
+    compute = p.compute
+    if compute.device_type == "cpu":
+        configure_threads(threads)
+    t_load = time.perf_counter()
+    runners, geometries, crops, all_targets = _prepare_runners(store, p)
+    load_s = time.perf_counter() - t_load
+    rows = np.flatnonzero(np.logical_or.reduce([m for r in runners for m in r.masks.values()]))
+    bs = batch_size or default_batch_size(compute)
+    workers = default_workers(compute) if num_workers is None else int(num_workers)
+    data = RowImages(p.dataset, rows, geometries, crops)
+    loader = batches(data, bs, workers, pin_memory=compute.device_type == "cuda")
+    writer = ChunkWriter(max_pending=max(4, 2 * len(all_targets)))
+    forward_s = wait_s = 0.0
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        t_wait = time.perf_counter()
+        for batch in loader:
+            wait_s += time.perf_counter() - t_wait
+            batch_rows = batch["row"].numpy()
+            tf = time.perf_counter()
+            for r in runners:
+                _run_batch(r, batch, batch_rows, bs, compute, writer.submit)
+            forward_s += time.perf_counter() - tf
+            done += len(batch_rows)
+            if progress is not None:
+                elapsed = time.perf_counter() - t0
+                progress(
+                    done, len(rows), {"img/s": round(done / elapsed, 1) if elapsed > 0 else 0.0}
+                )
+            t_wait = time.perf_counter()
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        for r in runners:
+            r.capture.close()
+    elapsed = time.perf_counter() - t0
+    forward_batches = sum(r.capture.forward_calls for r in runners)
+    leftovers = [t.plan.key for t in all_targets if t.missing]
+    if leftovers:
+        raise ExtractionError(
+            f"chunks of {len(leftovers)} entries were not filled (first: {leftovers[0]}); run again"
+        )
+    timings = {
+        "seconds": round(elapsed, 3),
+        "images": int(len(rows)),
+        "images_per_s": round(len(rows) / elapsed, 2) if elapsed > 0 else None,
+        "compute_s": round(forward_s, 3),
+        "decode_wait_s": round(wait_s, 3),
+        "write_s": round(writer.write_seconds, 3),
+        "write_wait_s": round(writer.wait_seconds, 3),
+        "model_load_s": round(load_s, 3),
+        "batch_size": bs,
+        "workers": workers,
+        "threads": torch.get_num_threads(),
+        "device": compute.device,
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for t in all_targets:
+        if t.entry.is_complete:
+            t.entry.update_attrs(status="complete", timings=timings)
+    return {
+        "computed_chunks": writer.chunks_written,
+        "forward_batches": forward_batches,
+        "images": int(len(rows)),
+        "images_per_s": timings["images_per_s"] or 0.0,
+        "bytes_written": writer.bytes_written,
+        "timings": timings,
+    }
+
+
+def _run_batch(
+    r: _Runner,
+    batch: dict[str, Any],
+    batch_rows: np.ndarray,
+    bs: int,
+    compute: Any,
+    submit: Callable[[Any, int, np.ndarray], None],
+) -> None:
+    """All of one network's work on a batch: one forward for plain+flip, sub-batches for crops."""
+    dev, cl = compute.device, compute.channels_last
+    segments: list[tuple[str, np.ndarray, torch.Tensor]] = []
+    for view, mask in r.masks.items():
+        sel = np.flatnonzero(mask[batch_rows])
+        if sel.size == 0:
+            continue
+        if view in r.crops_keys:
+            patches = batch[r.crops_keys[view]][torch.from_numpy(sel)]  # (B, P, 3, H, W)
+            n_p = patches.shape[1]
+            step = max(1, bs // n_p)
+            for lo in range(0, sel.size, step):
+                hi = min(lo + step, sel.size)
+                x = _normalise(patches[lo:hi].flatten(0, 1), r, dev, cl)
+                out = _forward(r, x, compute)
+                _deliver(r, view, batch_rows[sel[lo:hi]], out, 0, hi - lo, submit, n_patches=n_p)
+            continue
+        x = batch[r.geometry_key][torch.from_numpy(sel)]
+        segments.append((view, batch_rows[sel], x))
+    if not segments:
+        return
+    parts = []
+    for view, _, x in segments:
+        xn = _normalise(x, r, dev, cl)
+        parts.append(torch.flip(xn, dims=[3]) if view == "flip" else xn)
+    out = _forward(r, torch.cat(parts) if len(parts) > 1 else parts[0], compute)
+    lo = 0
+    for view, rows, _ in segments:
+        hi = lo + len(rows)
+        _deliver(r, view, rows, out, lo, hi, submit)
+        lo = hi

@@ -1,0 +1,237 @@
+"""Stored pooling of activations, and views of an image (plain, flip, sub-patch crops).
+
+Pooling specs (CONTRACTS.md):
+  none          flattened activations                  -> (D,)
+  avg | max     global average / max over space         -> (C,)
+  gem[:p]       generalised mean, p=3 by default        -> (C,)
+  grid:max:g    adaptive max pooling to a g x g grid    -> (C, g, g)
+  map:avg:s     adaptive average pooling to s x s       -> (C, s, s)
+Shapes are per sample. A layer without spatial extent (a vector, or a 1x1 map) is
+stored as it is, with pooling "none": pooling it would not change the numbers.
+Token outputs (L, D) of transformers pool over the L tokens (avg/max/gem).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from featstore.errors import SpecError
+
+GEM_EPS = 1e-6
+DEFAULT_GEM_P = 3.0
+DEFAULT_GRID = 6
+DEFAULT_MAP = 7
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True)
+class Pooling:
+    kind: str  # none | avg | max | gem | grid | map
+    p: float | None = None
+    size: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "gem":
+            return f"gem:{_num(self.p or DEFAULT_GEM_P)}"
+        if self.kind == "grid":
+            return f"grid:max:{self.size}"
+        if self.kind == "map":
+            return f"map:avg:{self.size}"
+        return self.kind
+
+    @property
+    def is_vector(self) -> bool:
+        return self.kind in ("none", "avg", "max", "gem")
+
+
+def parse_pooling(spec: str | Pooling) -> Pooling:
+    """Parse a pooling spec string into its canonical form; SpecError names the problem."""
+    if isinstance(spec, Pooling):
+        return spec
+    text = str(spec).strip().lower()
+    if text in ("none", "avg", "max"):
+        return Pooling(text)
+    m = re.fullmatch(r"gem(?::([0-9]*\.?[0-9]+))?", text)
+    if m:
+        p = float(m.group(1)) if m.group(1) else DEFAULT_GEM_P
+        if p <= 0:
+            raise SpecError(f"pooling {spec!r}: GeM needs p > 0")
+        return Pooling("gem", p=p)
+    m = re.fullmatch(r"(grid|map)(?::(max|avg))?(?::(\d+))?", text)
+    if m:
+        kind, op, size = m.group(1), m.group(2), m.group(3)
+        want = "max" if kind == "grid" else "avg"
+        if op is not None and op != want:
+            other = "map:avg:S" if kind == "grid" else "grid:max:G"
+            raise SpecError(
+                f"pooling {spec!r}: {kind} grids are {want}-pooled; for {op} use {other}"
+            )
+        n = int(size) if size else (DEFAULT_GRID if kind == "grid" else DEFAULT_MAP)
+        if n < 1:
+            raise SpecError(f"pooling {spec!r}: the grid size must be >= 1")
+        return Pooling(kind, size=n)
+    raise SpecError(
+        f"unknown pooling {spec!r}; use none, avg, max, gem[:p], grid:max:G or map:avg:S "
+        f"(for example gem:3, grid:max:6, map:avg:7)"
+    )
+
+
+def _layout(layer_shape: tuple[int, ...]) -> str:
+    """'vector' (C,), 'tokens' (L, D), 'map' (C, H, W) with H*W > 1, or 'other'."""
+    if len(layer_shape) == 1:
+        return "vector"
+    if len(layer_shape) == 3 and layer_shape[1] * layer_shape[2] == 1:
+        return "vector"
+    if len(layer_shape) == 3:
+        return "map"
+    if len(layer_shape) == 2:
+        return "tokens"
+    return "other"
+
+
+def effective_pooling(pooling: str | Pooling, layer_shape: tuple[int, ...]) -> Pooling:
+    """The pooling actually stored for a layer of this per-sample shape.
+
+    Vectors and 1x1 maps are stored flattened ("none"); grids and maps need a spatial
+    map; token sequences pool over tokens.
+    """
+    pool = parse_pooling(pooling)
+    layout = _layout(tuple(layer_shape))
+    if layout == "vector":
+        return Pooling("none")
+    if pool.kind == "none":
+        return pool
+    if layout == "tokens" and pool.kind in ("grid", "map"):
+        raise SpecError(
+            f"pooling {pool} needs a spatial map, but the layer outputs tokens {tuple(layer_shape)}; "
+            f"use avg, max, gem or none"
+        )
+    if layout == "other":
+        raise SpecError(
+            f"pooling {pool} does not apply to a layer of shape {tuple(layer_shape)}; use none"
+        )
+    return pool
+
+
+def output_shape(pooling: str | Pooling, layer_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-sample shape after pooling (uses the effective pooling)."""
+    pool = effective_pooling(pooling, layer_shape)
+    shape = tuple(int(s) for s in layer_shape)
+    if pool.kind == "none":
+        return (math.prod(shape),)
+    if pool.kind in ("avg", "max", "gem"):
+        return (shape[-1],) if _layout(shape) == "tokens" else (shape[0],)
+    assert pool.size is not None
+    return (shape[0], pool.size, pool.size)
+
+
+def apply_pooling(pooling: str | Pooling, x: torch.Tensor) -> torch.Tensor:
+    """Pool a batch of activations (N, *layer_shape) in float32; returns (N, *row_shape)."""
+    pool = effective_pooling(pooling, tuple(x.shape[1:]))
+    x = x.float()
+    n = x.shape[0]
+    if pool.kind == "none":
+        return x.reshape(n, -1)
+    if _layout(tuple(x.shape[1:])) == "tokens":
+        dims: tuple[int, ...] = (1,)
+    else:
+        dims = (2, 3)
+    if pool.kind == "avg":
+        return x.mean(dim=dims)
+    if pool.kind == "max":
+        return x.amax(dim=dims)
+    if pool.kind == "gem":
+        p = float(pool.p or DEFAULT_GEM_P)
+        return x.clamp(min=GEM_EPS).pow(p).mean(dim=dims).pow(1.0 / p)
+    if pool.kind == "grid":
+        return F.adaptive_max_pool2d(x, pool.size)
+    return F.adaptive_avg_pool2d(x, pool.size)
+
+
+# --- views ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class View:
+    """plain, flip (horizontal mirror of the network input) or crops over scales."""
+
+    kind: str
+    scales: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        if self.kind == "crops":
+            return "crops:" + ",".join(f"{k}x{k}" for k in self.scales)
+        return self.kind
+
+    @property
+    def n_patches(self) -> int:
+        return sum(k * k for k in self.scales) if self.kind == "crops" else 1
+
+
+def parse_view(spec: str | View) -> View:
+    """'plain', 'flip' or 'crops:1x1,2x2,3x3' (a scale k means a k x k grid of patches)."""
+    if isinstance(spec, View):
+        return spec
+    text = str(spec).strip().lower()
+    if text in ("plain", "flip"):
+        return View(text)
+    if text.startswith("crops"):
+        body = text[len("crops") :].lstrip(":") or "1x1,2x2,3x3"
+        scales = []
+        for part in body.split(","):
+            m = re.fullmatch(r"(\d+)(?:x(\d+))?", part.strip())
+            if not m or (m.group(2) and m.group(2) != m.group(1)) or int(m.group(1)) < 1:
+                raise SpecError(
+                    f"view {spec!r}: scales are square grids such as 1x1,2x2,3x3 (got {part!r})"
+                )
+            scales.append(int(m.group(1)))
+        if len(set(scales)) != len(scales):
+            raise SpecError(f"view {spec!r} repeats a scale")
+        return View("crops", tuple(scales))
+    raise SpecError(f"unknown view {spec!r}; use plain, flip or crops:1x1,2x2,3x3")
+
+
+def crop_boxes(view: View, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes (left, top, right, bottom) of a crops view, row-major per scale.
+
+    At scale k the image is covered by k x k patches overlapping by half a patch: each
+    patch spans 2/(k+1) of the width and height (the whole image for k = 1).
+    """
+    boxes = []
+    for k in view.scales:
+        frac = 2.0 / (k + 1)
+        pw, ph = frac * width, frac * height
+        for row in range(k):
+            for col in range(k):
+                left, top = col * pw / 2, row * ph / 2
+                boxes.append(
+                    (
+                        int(round(left)),
+                        int(round(top)),
+                        max(int(round(left + pw)), int(round(left)) + 1),
+                        max(int(round(top + ph)), int(round(top)) + 1),
+                    )
+                )
+    return boxes
+
+
+def row_shape(
+    pooling: str | Pooling, layer_shape: tuple[int, ...], view: str | View
+) -> tuple[int, ...]:
+    """Stored per-sample shape for a layer, pooling and view: (P, D) for crops views."""
+    v = parse_view(view)
+    shape = output_shape(pooling, layer_shape)
+    if v.kind == "crops":
+        if len(shape) != 1:
+            raise SpecError(
+                f"view {v} stores one vector per patch; pooling {effective_pooling(pooling, layer_shape)} "
+                f"keeps a map: use none, avg, max or gem"
+            )
+        return (v.n_patches, shape[0])
+    return shape
