@@ -41,6 +41,12 @@ cli.add_command(evaluate)
 from featstore.cli.sweep_cmd import sweep  # noqa: E402
 
 cli.add_command(sweep)
+from featstore.cli.models_cmd import models  # noqa: E402
+
+cli.add_command(models)
+from featstore.cli.extract_cmd import extract  # noqa: E402
+
+cli.add_command(extract)
 
 
 def main() -> None:

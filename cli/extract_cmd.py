@@ -1,0 +1,242 @@
+"""`featstore extract`: fill the cache with features of many layers of many networks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from featstore.cli.common import (
+    emit,
+    handle_errors,
+    human_bytes,
+    json_option,
+    open_cli_store,
+    progress_bar,
+    store_option,
+    table,
+)
+
+from featstore.extract import extract as run_extract
+from featstore.extract import plan as make_plan
+
+
+def _split(values: tuple[str, ...] | str | None) -> list[str]:
+    if not values:
+        return []
+    items = [values] if isinstance(values, str) else list(values)
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def parse_pool_options(values: tuple[str, ...]) -> dict[str, list[str]]:
+    """--pool SPEC[,SPEC] for every layer, or --pool LAYER=SPEC[,SPEC] for one layer."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        layer, sep, specs = value.partition("=")
+        key, body = (layer.strip(), specs) if sep else ("*", value)
+        out.setdefault(key, []).extend(_split(body))
+    out.setdefault("*", ["avg"])
+    return out
+
+
+def parse_weights_options(values: tuple[str, ...], models: list[str]) -> Any:
+    """--weights FILE|random for every network, or --weights NET=FILE per network."""
+    if not values:
+        return None
+    per: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if sep and name in models:
+            per[name] = path
+        else:
+            per["*"] = value
+    return per
+
+
+@click.command("extract")
+@click.option(
+    "-d", "--dataset", required=True, help="Dataset name or id (see `featstore datasets list`)."
+)
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    default=("efficientnet_lite0",),
+    show_default=True,
+    help="Network(s), comma-separated or repeated.",
+)
+@click.option(
+    "-l",
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Layer(s), comma-separated or repeated (default: each network's penultimate).",
+)
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    help="Stored pooling: none, avg, max, gem[:p], grid:max:G, map:avg:S; LAYER=SPEC for one layer. [default: avg]",
+)
+@click.option("--flip", is_flag=True, help="Also store the horizontally flipped view.")
+@click.option(
+    "--crops",
+    default=None,
+    metavar="SCALES",
+    help="Also store multi-scale sub-patches, e.g. 1x1,2x2,3x3 (retrieval).",
+)
+@click.option(
+    "--weights",
+    "weights",
+    multiple=True,
+    help="FILE (state dict or checkpoint), 'random', or NET=FILE; default: offline pretrained.",
+)
+@click.option("--resize", type=int, default=None, help="Override the resize (shorter side).")
+@click.option(
+    "--crop", type=int, default=None, help="Override the centre crop (network input size)."
+)
+@click.option(
+    "--interpolation", default=None, help="Override the resize filter (bilinear, bicubic ...)."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option(
+    "--batch-size", type=int, default=None, help="Images per batch (default 32 on CPU, 64 on CUDA)."
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Decoding worker processes (0: a decoding thread; default 0 on CPU, up to 8 on CUDA).",
+)
+@click.option(
+    "--amp/--no-amp",
+    default=None,
+    help="Autocast (default: float16 on CUDA, off on CPU; --amp on CPU means bfloat16).",
+)
+@click.option(
+    "--compute-dtype", default=None, help="float32, bfloat16 or float16-amp (part of the key)."
+)
+@click.option("--dtype", default="float16", show_default=True, help="Storage dtype.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@store_option
+@json_option
+@handle_errors
+def extract(
+    dataset: str,
+    models: tuple[str, ...],
+    layers: tuple[str, ...],
+    pools: tuple[str, ...],
+    flip: bool,
+    crops: str | None,
+    weights: tuple[str, ...],
+    resize: int | None,
+    crop: int | None,
+    interpolation: str | None,
+    device: str,
+    batch_size: int | None,
+    workers: int | None,
+    amp: bool | None,
+    compute_dtype: str | None,
+    dtype: str,
+    dry_run: bool,
+    store_url: str,
+    as_json: bool,
+) -> None:
+    """Extract features of DATASET images into the store; only what is missing is computed.
+
+    All layers of a network come from one forward pass per batch; each image is decoded
+    once for all networks. Entries are keyed by every factor (dataset content, network
+    weights hash, layer, preprocessing, view, pooling, dtypes). A killed run resumes
+    where it stopped; a run with everything cached computes nothing.
+
+    \b
+    Example:
+      featstore extract -d flowers -m efficientnet_lite0 -l stage6,last_conv,penultimate --flip
+      featstore extract -d flowers -m alexnet,resnet50 -l penultimate --pool grid:max:6
+      featstore extract -d holidays -m efficientnet_lite0 -l last_conv --pool max --crops 1x1,2x2,3x3
+    """
+    store = open_cli_store(store_url)
+    model_list = _split(models)
+    views = ["plain"] + (["flip"] if flip else []) + ([f"crops:{crops}"] if crops else [])
+    preprocess = {
+        k: v for k, v in (("resize", resize), ("crop", crop), ("interpolation", interpolation)) if v
+    }
+    options: dict[str, Any] = dict(
+        weights=parse_weights_options(weights, model_list),
+        preprocess=preprocess or None,
+        device=device,
+        amp=amp,
+        compute_dtype=compute_dtype,
+        dtype=dtype,
+    )
+    p = make_plan(
+        store,
+        dataset,
+        model_list,
+        _split(layers) or None,
+        parse_pool_options(pools),
+        views,
+        **options,
+    )
+    if not as_json:
+        click.echo(render_plan(p.to_dict()))
+    if dry_run:
+        if as_json:
+            emit(p.to_dict(), as_json)
+        return
+    if not p.todo:
+        summary = run_extract(store, p.dataset, plan_=p)
+        if as_json:
+            emit(summary, as_json)
+        else:
+            click.echo(f"nothing to compute: all {len(p.entries)} entries are cached")
+        return
+    with progress_bar("extracting", unit="img", enabled=not as_json) as progress:
+        summary = run_extract(
+            store, p.dataset, plan_=p, batch_size=batch_size, num_workers=workers, progress=progress
+        )
+    emit(summary, as_json, render_summary)
+
+
+def render_plan(data: dict[str, Any]) -> str:
+    rows = []
+    for e in data["entries"]:
+        if e["complete"]:
+            state = "cached"
+        elif e["exists"]:
+            state = f"resume: {e['missing_chunks']}/{e['chunks']} chunks"
+        else:
+            state = "new"
+        layer = (
+            e["layer"] if e["layer"] == e["layer_target"] else f"{e['layer']} ({e['layer_target']})"
+        )
+        rows.append(
+            (
+                e["model"],
+                layer,
+                e["pooling"],
+                e["view"],
+                "x".join(map(str, e["shape"][1:])),
+                state,
+                human_bytes(e["missing_bytes"]),
+            )
+        )
+    head = (
+        f"plan: {data['n_entries']} entries for dataset {data['dataset_name']} ({data['n_images']} images), "
+        f"{data['n_complete']} cached; {data['images_to_compute']} images to compute on "
+        f"{data['device']} ({data['compute_dtype']}); up to {human_bytes(data['missing_bytes'])} to write, "
+        f"{human_bytes(data['free_bytes'])} free"
+    )
+    return (
+        head
+        + "\n"
+        + table(rows, ["model", "layer", "pooling", "view", "row shape", "state", "to write"])
+    )
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    return (
+        f"done: {s['entries']} entries complete; computed {s['computed_chunks']} chunks "
+        f"({s['skipped_chunks']} already cached) from {s['images']} images in {s['forward_batches']} "
+        f"forward batches, {s['images_per_s']:.1f} images/s, {human_bytes(s['bytes_written'])} written"
+    )
