@@ -40,7 +40,7 @@ def render_plan(data: dict[str, Any]) -> str:
                 f"      cached   {e['layer']:<24} {e['pooling']:<8} {e['view']:<8} {e['key']}"
             )
         for e in g["to_extract"]:
-            what = "resume" if e["key"] else "extract"
+            what = "resume" if e.get("exists") else "extract"
             lines.append(
                 f"      {what:<8} {e['layer']:<24} {e['pooling']:<8} {e['view']:<8} "
                 f"~{human_bytes(e['nbytes'])}"

@@ -21,7 +21,13 @@ from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve
 from featstore.results import build_record, load_result, make_result_key, save_result
 from featstore.transforms import FeatureTransform, canonical_spec
 
-__all__ = ["ESTIMATORS", "TASK", "evaluate_transferability", "transferability_scores"]
+__all__ = [
+    "ESTIMATORS",
+    "TASK",
+    "evaluate_transferability",
+    "transferability_key",
+    "transferability_scores",
+]
 
 TASK = "transferability"
 # feature-based estimators: (features, labels) -> float, higher = more transferable
@@ -64,6 +70,22 @@ def transferability_scores(
     return {name: float(ESTIMATORS[name](x, y[keep])) for name in _check_estimators(estimators)}
 
 
+def transferability_key(
+    feature_keys: Sequence[str],
+    transform: str,
+    estimators: Sequence[str],
+    train_split: str,
+    seed: int,
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(result key, classifier part, protocol part) of a transferability evaluation."""
+    classifier = {"name": "estimators", "estimators": _check_estimators(estimators)}
+    protocol = {"split": train_split, "labels": "target"}
+    key = make_result_key(
+        list(feature_keys), canonical_spec(transform), TASK, classifier, protocol, seed
+    )
+    return key, classifier, protocol
+
+
 def evaluate_transferability(
     store: Any,
     dataset: Any,
@@ -87,9 +109,9 @@ def evaluate_transferability(
     parts = resolve_parts(store, ds, features, spec)
     feature_keys = [k for p in parts for k in p.keys]
     splits = split_rows(ds)
-    classifier = {"name": "estimators", "estimators": names}
-    protocol = {"split": splits.train_name, "labels": "target"}
-    key = make_result_key(feature_keys, spec, TASK, classifier, protocol, seed)
+    key, classifier, protocol = transferability_key(
+        feature_keys, spec, names, splits.train_name, seed
+    )
     if not force:
         cached = load_result(store, key)
         if cached is not None:

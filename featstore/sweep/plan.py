@@ -58,6 +58,7 @@ class EntryPlan:
     key: str | None = None
     missing_chunks: int | None = None
     nbytes: int | None = None
+    exists: bool = False  # partly written (an interrupted run): extraction resumes it
 
 
 @dataclass
@@ -273,6 +274,7 @@ def extract_planner(
                 cached=e.complete,
                 key=e.key,
                 missing_chunks=len(e.missing_chunks),
+                exists=e.exists,
                 nbytes=e.missing_bytes,
             )
         )
@@ -312,6 +314,7 @@ def factor_planner(
                 cached=missing == 0,
                 key=entry.key,
                 missing_chunks=missing,
+                exists=True,
                 nbytes=int(row * ds.n * missing / max(1, entry.n_chunks)),
             )
         )

@@ -11,7 +11,6 @@ forward pass at all (``forward_batches == 0``) and reports the same numbers.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import inspect
 import multiprocessing
 import os
 import time
@@ -52,6 +51,10 @@ def cell_job(
         if plan is not None
         else None
     )
+    feature_keys = [key] if key else []
+    if key and s.view == "flipavg":
+        flip = plan.entry_key(cell.dataset, s.network, s.layer, s.pooling, "flip") if plan else None
+        feature_keys = [key, flip] if flip else []
     features: Any = key or {
         "model": s.network,
         "layer": s.layer,
@@ -65,6 +68,7 @@ def cell_job(
         "label": cell.label,
         "setting": s.as_dict(),
         "features": features,
+        "feature_keys": feature_keys,
         "transform": _transform_for(s.view, s.transform),
         "classifier": s.classifier,
         "estimators": list(spec.estimators),
@@ -138,6 +142,64 @@ def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
     return out
 
 
+def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, Any] | None:
+    """The cell's stored result, found by its content key without touching features; or None.
+
+    The key is computed the way the task's evaluation computes it; when anything is
+    unknown (entry keys not planned, a task without this shortcut) the cell is simply
+    evaluated, where the evaluation does its own lookup.
+    """
+    keys = list(job.get("feature_keys") or [])
+    if not keys:
+        return None
+    try:
+        import numpy as np
+
+        from featstore.evaluate.selection import split_rows
+        from featstore.results import load_result, make_result_key
+        from featstore.transforms import canonical_spec
+
+        splits = split_rows(dataset)
+        transform = canonical_spec(job["transform"])
+        if job["task"] == "classify":
+            from featstore.evaluate.classify import ClassifierSpec
+
+            cspec = ClassifierSpec(name=job["classifier"]).validate()
+            multilabel = np.asarray(dataset.labels).ndim == 2
+            key = make_result_key(
+                keys,
+                transform,
+                "classify",
+                cspec.key(),
+                cspec.protocol(splits, multilabel),
+                job["seed"],
+            )
+        elif job["task"] == "transferability":
+            from featstore.evaluate.transfer_task import transferability_key
+
+            key = transferability_key(
+                keys, transform, job["estimators"], splits.train_name, job["seed"]
+            )[0]
+        else:
+            return None
+        record = load_result(store, key)
+    except FeatstoreError:
+        return None
+    if record is None:
+        return None
+    return {
+        "label": job["label"],
+        "dataset": job["dataset"],
+        "task": job["task"],
+        "setting": job["setting"],
+        "key": record.get("key"),
+        "metrics": record.get("metrics"),
+        "cached": True,
+        "ok": True,
+        "seconds": 0.0,
+    }
+
+
 def _init_worker(threads: int) -> None:
     """Each worker process gets its share of the cores (no oversubscription)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -173,29 +235,29 @@ def _call_extract(
 ) -> dict[str, Any]:
     """One extraction call for every missing layer/pooling/view of one network on one dataset."""
     try:
-        from featstore.extract import extract
+        from featstore.extract.pipeline import extract
     except ImportError as exc:
         raise ExtractionError(f"featstore.extract is not available: {exc}") from exc
     missing = group.missing
     layers = list(dict.fromkeys(e.layer for e in missing))
     poolings = list(dict.fromkeys(e.pooling for e in missing))
     views = list(dict.fromkeys(e.view for e in missing))
-    params = inspect.signature(extract).parameters
-    kwargs: dict[str, Any] = {}
-    wanted = {
-        "models": [group.network],
-        "layers": layers,
-        "pooling": poolings,
-        "views": views,
-        "progress": progress,
-        **{k: v for k, v in options.items() if k != "workers"},
+    kwargs = {
+        k: v for k, v in options.items() if k in ("batch_size", "device", "compute_dtype", "dtype")
     }
-    if group.weights is not None:
-        wanted["weights"] = group.weights
-    for name, value in wanted.items():
-        if name in params:
-            kwargs[name] = value
-    result = extract(store, ds, **kwargs)
+    if "workers" in options:
+        kwargs["num_workers"] = options["workers"]
+    result = extract(
+        store,
+        ds,
+        [group.network],
+        layers,
+        poolings,
+        views,
+        weights=group.weights,
+        progress=progress,
+        **kwargs,
+    )
     return _as_dict(result)
 
 
@@ -263,28 +325,36 @@ def run_sweep(
     url = str(getattr(store, "url", ""))
     jobs = [cell_job(spec, cell, url, plan) for cell in plan.cells]
     results: list[dict[str, Any] | None] = [None] * len(jobs)
-    n_workers = max(1, int(workers))
-    parallel = n_workers > 1 and len(jobs) > 1 and _parallel_ok(store)
     done = 0
+
+    def finished(i: int, result: dict[str, Any]) -> None:
+        nonlocal done
+        results[i] = result
+        done += 1
+        if progress:
+            progress(done, len(jobs), {"cell": jobs[i]["label"]})
+
+    todo = []
+    for i, job in enumerate(jobs):  # cached cells are lookups here: no worker process needed
+        hit = lookup_job(store, job, plan.datasets[job["dataset"]])
+        if hit is not None:
+            finished(i, hit)
+        else:
+            todo.append(i)
+    n_workers = max(1, min(int(workers), len(todo)))
+    parallel = n_workers > 1 and _parallel_ok(store)
     if parallel:
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads started
         with cf.ProcessPoolExecutor(
             max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
         ) as pool:
-            futures = {pool.submit(evaluate_job, job): i for i, job in enumerate(jobs)}
+            futures = {pool.submit(evaluate_job, jobs[i]): i for i in todo}
             for fut in cf.as_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                done += 1
-                if progress:
-                    progress(done, len(jobs), {"cell": jobs[i]["label"]})
+                finished(futures[fut], fut.result())
     else:
-        for i, job in enumerate(jobs):
-            results[i] = evaluate_job(job, store=store)
-            done += 1
-            if progress:
-                progress(done, len(jobs), {"cell": job["label"]})
+        for i in todo:
+            finished(i, evaluate_job(jobs[i], store=store))
     t2 = time.perf_counter()
     final = [r for r in results if r is not None]
     failed = [r for r in final if not r.get("ok")]
