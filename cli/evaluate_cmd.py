@@ -68,6 +68,15 @@ TASKS: dict[str, Task] = {
         "featstore.evaluate.retrieve:plan_retrieval",
         _retrieve_options,
     ),
+    "transferability": Task(  # issue 6: estimators on the train split's cached features
+        "featstore.evaluate.transfer_task:evaluate_transferability",
+        "featstore.evaluate.transfer_task:plan_transferability",
+        lambda opts: {
+            "transform": opts["transform"],
+            "seed": opts["seed"],
+            "estimators": _csv(opts["estimators"]),
+        },
+    ),
 }
 
 
@@ -163,6 +172,12 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
     default="flat",
     show_default=True,
     help="Retrieval: exact inner-product search, or IVF-PQ with exact re-ranking.",
+)
+@click.option(
+    "--estimators",
+    default="logme,h_score,gbc",
+    show_default=True,
+    help="Transferability: estimators scored on the training split's features.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of CV folds and splits.")
 @click.option("--force", is_flag=True, help="Recompute even when the result is stored.")

@@ -124,3 +124,24 @@ def test_unknown_estimator_and_multilabel_are_refused(toy) -> None:
     assert store.result_keys() == []
     with pytest.raises(EvaluationError, match="multi-label"):
         transferability_scores(np.zeros((4, 2)), np.zeros((4, 3), dtype=np.int8))
+
+
+def test_cli_evaluate_task_transferability(toy) -> None:
+    from click.testing import CliRunner
+    from featstore.cli.main import cli
+
+    store, ds, _, _ = toy
+    args = ["evaluate", "--store", store.url, "-d", "toy", "-m", "toy", "-l", "clean,noisy"]
+    res = CliRunner().invoke(
+        cli, [*args, "--task", "transferability", "--estimators", "h_score", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    import json
+
+    records = json.loads(res.output)
+    assert [r["task"] for r in records] == ["transferability"] * 2
+    assert records[0]["metrics"]["h_score"] > records[1]["metrics"]["h_score"]
+    assert records[0]["sizes"]["dim"] == 6
+    res = CliRunner().invoke(cli, [*args, "--task", "transferability", "--estimators", "nce"])
+    assert res.exit_code == 1
+    assert "Error: unknown transferability estimator(s) ['nce']" in res.output

@@ -25,6 +25,7 @@ __all__ = [
     "ESTIMATORS",
     "TASK",
     "evaluate_transferability",
+    "plan_transferability",
     "transferability_key",
     "transferability_scores",
 ]
@@ -86,6 +87,32 @@ def transferability_key(
     return key, classifier, protocol
 
 
+def plan_transferability(
+    store: Any,
+    dataset: Any,
+    features: Any,
+    *,
+    transform: str = "",
+    estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+    seed: int = 0,
+) -> str:
+    """Check a setting without computing (estimators, splits, labels, complete entries).
+
+    Raises what :func:`evaluate_transferability` would; returns the result key.
+    """
+    ds = resolve_dataset(store, dataset)
+    names = _check_estimators(estimators)
+    if np.asarray(ds.labels).ndim != 1:
+        raise EvaluationError(
+            f"transferability estimators need one label per image; dataset {ds.name!r} is multi-label"
+        )
+    spec = canonical_spec(transform)
+    parts = resolve_parts(store, ds, features, spec)
+    splits = split_rows(ds)
+    keys = [k for p in parts for k in p.keys]
+    return transferability_key(keys, spec, names, splits.train_name, seed)[0]
+
+
 def evaluate_transferability(
     store: Any,
     dataset: Any,
@@ -137,7 +164,8 @@ def evaluate_transferability(
         seed=seed,
         metrics=scores,
         chosen={"n_features": int(x.shape[1]), "n_train": int(len(train))},
-        timings={"features_s": t1 - t0, "estimators_s": t2 - t1},
+        timings={"features_s": t1 - t0, "estimators_s": t2 - t1, "total_s": t2 - t0},
+        sizes={"dim": int(x.shape[1]), "n_train": int(len(train))},
     )
     if not getattr(store, "read_only", False):
         save_result(store, record)
