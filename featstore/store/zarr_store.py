@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 from zarr.core.array_spec import ArrayConfigParams
-from zarr.errors import ContainsArrayError
+from zarr.errors import ContainsArrayError, ContainsGroupError
 from zarr.storage import FsspecStore, LocalStore
 
 from featstore.errors import (
@@ -324,7 +324,10 @@ class ZarrStore(Store):
         chunk_rows: int,
         shard_rows: int | None,
     ) -> Entry:
-        group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode="a")
+        try:
+            group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode="a")
+        except ContainsGroupError:  # another writer created it between zarr's check and ours
+            group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode="a")
         chunks = (chunk_rows, *shape[1:])
         shards = (shard_rows, *shape[1:]) if shard_rows else None
         unit_rows = shard_rows or chunk_rows
