@@ -228,19 +228,19 @@ def build_report(
     cells: dict[tuple[str, Column], list[float]] = {}
     settings: dict[str, dict[str, str]] = {}
     transfer_records = []
-    for r in records:
-        task = str(r.get("task"))
+    for rec in records:
+        task = str(rec.get("task"))
         if task == "transferability":
-            transfer_records.append(r)
+            transfer_records.append(rec)
             continue
-        metrics = r.get("metrics") or {}
+        metrics = rec.get("metrics") or {}
         metric = _main_metric(task, metrics)
         if metric is None:
             continue
-        setting = record_setting(r)
+        setting = record_setting(rec)
         label = setting_label(setting)
         settings[label] = setting
-        col = Column(str(r.get("dataset_name") or r.get("dataset_id")), task, metric)
+        col = Column(str(rec.get("dataset_name") or rec.get("dataset_id")), task, metric)
         cells.setdefault((label, col), []).append(float(metrics[metric]))
     columns = sorted({c for _, c in cells}, key=lambda c: (_natural(c.dataset), c.task, c.metric))
     labels = sorted(settings, key=lambda lb: _sort_key(settings[lb], orders))
@@ -318,7 +318,7 @@ def _transfer_tables(
         fkeys = sorted(
             per, key=lambda k: _sort_key({**feature_settings[k], "classifier": "-"}, orders)
         )
-        rows = []
+        rows: list[dict[str, Any]] = []
         for k in fkeys:
             scores = {e: sum(v) / len(v) for e, v in per[k].items()}
             rows.append(
