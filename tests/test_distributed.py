@@ -1,0 +1,107 @@
+"""Extraction in whole-chunk units: in this process under leases, and on a Dask LocalCluster."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import s3_fixtures
+from e2e_worker import request_args
+
+from featstore.datasets.sources import dataset_from_source
+from featstore.distributed import connect, run_distributed, work_units
+from featstore.errors import ExtractionError, StoreError
+from featstore.extract import extract, plan
+from featstore.store import open_store
+from featstore.store.lease import claim, release
+
+s3_env = s3_fixtures.s3_env
+s3_server = s3_fixtures.s3_server
+s3_store = s3_fixtures.s3_store
+
+
+def digests(store) -> dict[str, str]:
+    return {
+        key: hashlib.sha256(store.get_entry(key).read().tobytes()).hexdigest()
+        for key in sorted(store.entry_keys())
+    }
+
+
+@pytest.fixture
+def reference(tmp_path, image_folder):
+    """The request extracted by one plain process; returns (dataset, digests)."""
+    store = open_store(str(tmp_path / "ref.zarr"))
+    dataset = dataset_from_source("tiny", str(image_folder))
+    store.put_dataset(dataset)
+    args, kwargs = request_args()
+    extract(store, dataset, *args, **kwargs)
+    return dataset, digests(store)
+
+
+def test_units_cover_whole_chunks_of_every_entry(tmp_path, image_folder):
+    store = open_store(str(tmp_path / "s.zarr"))
+    dataset = dataset_from_source("tiny", str(image_folder))
+    args, kwargs = request_args()
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers", "threads")}
+    p = plan(store, dataset, *args, **kwargs)
+    assert [e.chunk_rows for e in p.entries] == [4, 4]
+    assert work_units(p) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 18)]
+    p.entries[0].missing_chunks = [3]
+    p.entries[1].missing_chunks = [1, 3]
+    assert work_units(p) == [(4, 8), (12, 16)]  # only units with work left
+    p.entries[1].chunk_rows = 3
+    with pytest.raises(ExtractionError, match="do not nest"):
+        work_units(p)
+
+
+def test_leased_units_in_process_match_a_plain_run(tmp_path, reference):
+    dataset, expected = reference
+    store = open_store(str(tmp_path / "s.zarr"))
+    store.put_dataset(dataset)
+    args, kwargs = request_args()
+    # a teammate holds unit 2 (rows 8-12) of the penultimate entry: we leave it to them
+    p = plan(
+        store,
+        dataset,
+        *args,
+        **{k: kwargs[k] for k in ("weights", "preprocess", "device", "chunk_rows")},
+    )
+    penultimate = next(e for e in p.entries if e.layer == "avgpool")
+    key = penultimate.key
+    entry = store.create_entry(
+        key, dict(penultimate.attrs), (18, *penultimate.row_shape), chunk_rows=4
+    )
+    theirs = claim(entry, 2, "teammate", ttl=60)
+    summary = run_distributed(store, "tiny", *args, owner="me", **kwargs)
+    assert summary["incomplete"] == {key: [2]}
+    assert summary["computed_chunks"] == 9
+    release(entry, theirs)  # the teammate gave up; a rerun picks the chunk up
+    again = run_distributed(store, "tiny", *args, owner="me", **kwargs)
+    assert again["computed_chunks"] == 1 and again["incomplete"] == {}
+    assert digests(store) == expected
+    assert all(store.get_entry(k).attrs["status"] == "complete" for k in expected)
+    done = run_distributed(store, "tiny", *args, owner="me", **kwargs)
+    assert done["forward_batches"] == 0 and done["units"] == []
+
+
+@pytest.mark.slow  # worker processes import torch: 25-45 s on 2 busy cores
+def test_dask_local_cluster_writes_byte_identical_features_to_s3(s3_store, reference):
+    """Two worker processes open the S3 store themselves from URL + options and write to it."""
+    dataset, expected = reference
+    url, options = s3_store
+    args, kwargs = request_args()
+    summary = run_distributed(
+        url, dataset, *args, client="local:2", storage_options=options, **kwargs
+    )
+    assert summary["computed_chunks"] == 10 and summary["incomplete"] == {}
+    owners = {u["owner"] for u in summary["units"]}
+    assert len(summary["units"]) == 5 and len(owners) == 5  # one task per unit
+    shared = open_store(url, mode="r", storage_options=options)
+    assert digests(shared) == expected  # byte-identical to the single-process run
+    for key in expected:
+        assert shared.get_entry(key).verify()["damaged"] == []
+
+
+def test_connect_refuses_a_bad_local_spec():
+    with pytest.raises(StoreError, match="needs a number of workers"):
+        connect("local:two")
