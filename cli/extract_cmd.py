@@ -12,6 +12,7 @@ from featstore.cli.common import (
     json_option,
     open_cli_store,
     progress_bar,
+    storage_options_option,
     store_option,
     table,
 )
@@ -118,7 +119,20 @@ def parse_weights_options(values: tuple[str, ...], models: list[str]) -> Any:
 )
 @click.option("--dtype", default="float16", show_default=True, help="Storage dtype.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS|local:N",
+    help="Run whole-chunk units on Dask: a scheduler address, or local:N worker processes.",
+)
+@click.option(
+    "--share",
+    is_flag=True,
+    help="Lease whole-chunk units, so several processes filling one shared store split the work.",
+)
 @store_option
+@storage_options_option
 @json_option
 @handle_errors
 def extract(
@@ -139,7 +153,10 @@ def extract(
     compute_dtype: str | None,
     dtype: str,
     dry_run: bool,
+    dask_address: str | None,
+    share: bool,
     store_url: str,
+    storage_options: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Extract features of DATASET images into the store; only what is missing is computed.
@@ -154,8 +171,9 @@ def extract(
       featstore extract -d flowers -m efficientnet_lite0 -l stage6,last_conv,penultimate --flip
       featstore extract -d flowers -m alexnet,resnet50 -l penultimate --pool grid:max:6
       featstore extract -d holidays -m efficientnet_lite0 -l last_conv --pool max --crops 1x1,2x2,3x3
+      featstore extract -d flowers -m resnet50 --store s3://team/feats.zarr --dask local:4
     """
-    store = open_cli_store(store_url)
+    store = open_cli_store(store_url, "a", storage_options)
     model_list = _split(models)
     views = ["plain"] + (["flip"] if flip else []) + ([f"crops:{crops}"] if crops else [])
     preprocess = {
@@ -190,6 +208,19 @@ def extract(
             emit(summary, as_json)
         else:
             click.echo(f"nothing to compute: all {len(p.entries)} entries are cached")
+        return
+    if dask_address or share:
+        from featstore.cli.transfer_cmd import render_distributed
+
+        from featstore.distributed import run_distributed
+
+        with progress_bar("extracting", unit="unit", enabled=not as_json) as progress:
+            summary = run_distributed(
+                store, p.dataset, model_list, _split(layers) or None, parse_pool_options(pools),
+                views, client=dask_address, progress=progress, batch_size=batch_size,
+                num_workers=workers, **options,
+            )  # fmt: skip
+        emit(summary, as_json, render_distributed)
         return
     with progress_bar("extracting", unit="img", enabled=not as_json) as progress:
         summary = run_extract(

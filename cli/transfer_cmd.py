@@ -171,3 +171,18 @@ def import_cmd(
     emit(summary, as_json, _render_summary)
     if not summary["ok"]:
         raise SystemExit(1)
+
+
+def render_distributed(s: dict[str, Any]) -> str:
+    """The summary of `featstore extract --dask/--share` (see featstore.distributed)."""
+    done = sum(1 for u in s["units"] if u["chunks"])
+    text = (
+        f"done: {s['entries']} entries; {len(s['units'])} units of work, {done} computed here, "
+        f"{s['computed_chunks']} chunks in {s['forward_batches']} forward batches, {s['seconds']:.1f} s"
+    )
+    if s["incomplete"]:
+        held = ", ".join(f"{k}: {len(v)} chunks" for k, v in s["incomplete"].items())
+        text += (
+            f"\nleft to other writers (leased by them; run again to finish what they drop): {held}"
+        )
+    return text

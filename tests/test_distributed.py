@@ -105,3 +105,45 @@ def test_dask_local_cluster_writes_byte_identical_features_to_s3(s3_store, refer
 def test_connect_refuses_a_bad_local_spec():
     with pytest.raises(StoreError, match="needs a number of workers"):
         connect("local:two")
+
+
+def test_cli_extract_share_and_dask_options(tmp_path, image_folder, reference):
+    from click.testing import CliRunner
+    from featstore.cli.main import cli
+
+    _, expected = reference
+    url = str(tmp_path / "cli.zarr")
+    open_store(url).put_dataset(dataset_from_source("tiny", str(image_folder)))
+    base = [
+        "extract",
+        "-d",
+        "tiny",
+        "-m",
+        "resnet18",
+        "-l",
+        "layer3,avgpool",
+        "--weights",
+        "random",
+        "--resize",
+        "40",
+        "--crop",
+        "32",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--store",
+        url,
+    ]
+    # chunk_rows is not a CLI option: the CLI's default chunking must give the same bytes
+    result = CliRunner().invoke(cli, [*base, "--share"])
+    assert result.exit_code == 0, result.output
+    assert "units of work" in result.output and "0 forward batches" not in result.output
+    assert digests(open_store(url, "r")) == expected
+    result = CliRunner().invoke(cli, [*base, "--dask", "local:two"])
+    assert result.exit_code == 0 and "nothing to compute" in result.output  # all cached
+    other = str(tmp_path / "other.zarr")
+    open_store(other).put_dataset(dataset_from_source("tiny", str(image_folder)))
+    result = CliRunner().invoke(cli, [*base[:-1], other, "--dask", "local:two"])
+    assert result.exit_code == 1
+    assert "Error: --dask local:N needs a number of workers, not 'local:two'" in result.output
