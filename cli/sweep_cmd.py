@@ -93,10 +93,23 @@ def render_summary(data: dict[str, Any]) -> str:
     show_default=True,
     help="Print the study table when the sweep is done.",
 )
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS|local:N",
+    help="Run the extractions in whole-chunk units on Dask: a scheduler address or local:N.",
+)
 @json_option
 @handle_errors
 def sweep(
-    spec_path: str, store_url: str, dry_run: bool, workers: int, show_report: bool, as_json: bool
+    spec_path: str,
+    store_url: str,
+    dry_run: bool,
+    workers: int,
+    show_report: bool,
+    dask_address: str | None,
+    as_json: bool,
 ) -> None:
     """Run the factor sweep described by the YAML file SPEC.
 
@@ -125,9 +138,18 @@ def sweep(
         progress_bar("extract", unit="img", enabled=not as_json) as ext_bar,
         progress_bar("cells", unit="cell", enabled=not as_json) as cell_bar,
     ):
-        summary = run_sweep(
-            store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar
-        )
+        if dask_address:
+            from featstore.distributed import DaskExtractor
+
+            with DaskExtractor(dask_address) as on_dask:
+                summary = run_sweep(
+                    store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar,
+                    extract_fn=on_dask,
+                )  # fmt: skip
+        else:
+            summary = run_sweep(
+                store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar
+            )
     emit(summary, as_json, render_summary)
     if show_report and not as_json:
         from featstore.report import build_report, collect_records, to_markdown

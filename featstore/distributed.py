@@ -375,3 +375,56 @@ def _run_units(
             cluster.close()
     results.sort(key=lambda r: r["rows"][0])
     return results
+
+
+class DaskExtractor:
+    """An ``extract_fn`` for ``featstore.sweep.run.run_sweep``: each network pass runs on Dask.
+
+    One client (and, for "local:N", one LocalCluster) serves every extraction group of the
+    sweep; call ``close()`` at the end (or use it as a context manager).
+    """
+
+    def __init__(self, address: Any, ttl: float = DEFAULT_TTL) -> None:
+        self.address = address
+        self.ttl = ttl
+        self._client: Any = None
+        self._cluster: Any = None
+
+    def __call__(
+        self, store: Store, dataset: Any, group: Any, options: Mapping[str, Any], progress: Progress
+    ) -> dict[str, Any]:
+        if self._client is None:
+            self._client, self._cluster = connect(self.address)
+        missing = group.missing
+        run = {
+            k: v
+            for k, v in options.items()
+            if k in ("batch_size", "device", "compute_dtype", "dtype")
+        }
+        if "workers" in options:
+            run["num_workers"] = options["workers"]
+        return run_distributed(
+            store,
+            dataset,
+            [group.network],
+            list(dict.fromkeys(e.layer for e in missing)),
+            list(dict.fromkeys(e.pooling for e in missing)),
+            list(dict.fromkeys(e.view for e in missing)),
+            client=self._client,
+            ttl=self.ttl,
+            progress=progress,
+            weights=group.weights,
+            **run,
+        )
+
+    def close(self) -> None:
+        if self._client is not None and self._cluster is not None:
+            self._client.close()
+            self._cluster.close()
+        self._client = self._cluster = None
+
+    def __enter__(self) -> DaskExtractor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

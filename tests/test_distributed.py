@@ -147,3 +147,28 @@ def test_cli_extract_share_and_dask_options(tmp_path, image_folder, reference):
     result = CliRunner().invoke(cli, [*base[:-1], other, "--dask", "local:two"])
     assert result.exit_code == 1
     assert "Error: --dask local:N needs a number of workers, not 'local:two'" in result.output
+
+
+def test_sweep_extractor_runs_a_group_on_a_dask_client(tmp_path, image_folder):
+    """The sweep's extract_fn hook on Dask (threads in this process: no torch import per worker)."""
+    from types import SimpleNamespace
+
+    from dask.distributed import Client, LocalCluster
+
+    from featstore.distributed import DaskExtractor
+
+    dataset = dataset_from_source("tiny", str(image_folder))
+    plain = open_store(str(tmp_path / "plain.zarr"))
+    extract(plain, dataset, ["resnet18"], ["avgpool"], "avg", ["plain"], weights="random",
+            device="cpu", batch_size=4, num_workers=0)  # fmt: skip
+    store = open_store(str(tmp_path / "s.zarr"))
+    store.put_dataset(dataset)
+    wanted = [SimpleNamespace(layer="avgpool", pooling="avg", view="plain")]
+    group = SimpleNamespace(network="resnet18", weights="random", missing=wanted)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        with Client(cluster) as client, DaskExtractor(client) as on_dask:
+            summary = on_dask(store, dataset, group, {"batch_size": 4, "device": "cpu"}, None)
+    assert summary["forward_batches"] > 0 and summary["incomplete"] == {}
+    assert digests(store) == digests(plain)
