@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from featstore.errors import ExtractionError, StoreError
+from featstore.errors import ExtractionError, LeaseError, StoreError
 from featstore.store.base import Store
-from featstore.store.lease import DEFAULT_TTL, Lease, claim, default_owner, release
+from featstore.store.lease import DEFAULT_TTL, Lease, claim, default_owner, release, renew
 from featstore.store.remote import StoreSpec
 
 Progress = Callable[[int, int, dict], None] | None
@@ -197,14 +198,45 @@ def run_unit(
     p.entries = [e for e in p.entries if e.key in allowed]
     for e in p.entries:
         e.missing_chunks = sorted(allowed[e.key])
+    renewer = _Renewer(leases, ttl)
+    renewer.start()
     try:
         summary = extract(_UnitStore(store, allowed), p.dataset, plan_=p, **dict(run_options or {}))
     finally:
-        for entry, lease in leases:
+        renewer.stop()
+        for entry, lease in renewer.leases:
             release(entry, lease)
     out["forward_batches"] = int(summary.get("forward_batches", 0))
     out["computed_chunks"] = int(summary.get("computed_chunks", 0))
     return out
+
+
+class _Renewer(threading.Thread):
+    """Renews a unit's leases every ttl/3 while it computes, so a slow unit keeps them."""
+
+    def __init__(self, leases: list[tuple[Any, Lease]], ttl: float) -> None:
+        super().__init__(name="featstore-lease-renewer", daemon=True)
+        self.leases = list(leases)
+        self.ttl = ttl
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.ttl / 3):
+            with self._lock:
+                renewed = []
+                for entry, lease in self.leases:
+                    try:
+                        renewed.append((entry, renew(entry, lease, self.ttl)))
+                    except (LeaseError, OSError):
+                        renewed.append(
+                            (entry, lease)
+                        )  # taken over: the work is duplicated, not lost
+                self.leases = renewed
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
 
 
 def _unit_task(

@@ -172,3 +172,24 @@ def test_sweep_extractor_runs_a_group_on_a_dask_client(tmp_path, image_folder):
             summary = on_dask(store, dataset, group, {"batch_size": 4, "device": "cpu"}, None)
     assert summary["forward_batches"] > 0 and summary["incomplete"] == {}
     assert digests(store) == digests(plain)
+
+
+def test_leases_of_a_running_unit_are_renewed(tmp_path):
+    import time
+
+    from featstore.distributed import _Renewer
+
+    entry = open_store(str(tmp_path / "s.zarr")).create_entry("feat-r", {}, (8, 2), chunk_rows=4)
+    mine = [
+        (entry, claim(entry, 0, "slow-unit", ttl=0.6)),
+        (entry, claim(entry, 1, "slow-unit", ttl=0.6)),
+    ]
+    renewer = _Renewer(mine, ttl=0.6)
+    renewer.start()
+    time.sleep(1.0)  # longer than the ttl: without renewal the leases would have expired
+    assert claim(entry, 0, "other", ttl=60) is None and claim(entry, 1, "other", ttl=60) is None
+    renewer.stop()
+    assert all(
+        lease.token != old.token for (_, lease), (_, old) in zip(renewer.leases, mine, strict=True)
+    )
+    assert all(release(e, lease) for e, lease in renewer.leases)
