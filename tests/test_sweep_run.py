@@ -265,3 +265,16 @@ def test_cli_dry_run_and_run(store, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert res.exit_code == 1
     assert "Error: sweep spec: networks[0] (netA) has no layers" in res.output
     assert load_spec(spec_path).name == "cli-sweep"
+
+
+def test_pca_larger_than_a_layer_is_refused_before_extraction(store) -> None:
+    fake = FakeExtractor()
+    run_sweep(
+        store, _spec(transforms=["l2"]), extract_fn=fake, planner=factor_planner
+    )  # 8-dim features
+    with pytest.raises(
+        ValueError,
+        match=r"transforms\[1\] 'pca=16,l2' asks for 16 PCA dimensions but "
+        r"layer 'l1' of netA gives 8 features per image",
+    ):
+        make_plan(store, _spec(transforms=["l2", "pca=16,l2"]), planner=factor_planner)

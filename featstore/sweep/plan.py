@@ -59,6 +59,7 @@ class EntryPlan:
     missing_chunks: int | None = None
     nbytes: int | None = None
     exists: bool = False  # partly written (an interrupted run): extraction resumes it
+    dim: int | None = None  # features per image (row size), when known
 
 
 @dataclass
@@ -275,6 +276,7 @@ def extract_planner(
                 key=e.key,
                 missing_chunks=len(e.missing_chunks),
                 exists=e.exists,
+                dim=int(np.prod(e.row_shape, dtype=np.int64)),
                 nbytes=e.missing_bytes,
             )
         )
@@ -315,6 +317,7 @@ def factor_planner(
                 key=entry.key,
                 missing_chunks=missing,
                 exists=True,
+                dim=int(np.prod(entry.shape[1:], dtype=np.int64)),
                 nbytes=int(row * ds.n * missing / max(1, entry.n_chunks)),
             )
         )
@@ -359,9 +362,31 @@ def make_plan(
                 n_views = len({e.view for e in group.missing})
                 group.est_seconds = ds.n * n_views / speeds.get(net.name, DEFAULT_IMAGES_PER_S)
             groups.append(group)
+    _check_pca(spec, groups)
     plan = SweepPlan(spec=spec, cells=cells, groups=groups, datasets=datasets, notes=notes)
     plan.results_cached = _cells_with_results(store, plan)
     return plan
+
+
+def _check_pca(spec: SweepSpec, groups: list[ExtractionGroup]) -> None:
+    """Refuse, before any extraction, a PCA larger than a layer's feature size."""
+    from featstore.transforms import parse_spec as parse_transform
+
+    for i, text in enumerate(spec.transforms):
+        steps = parse_transform("" if text == "none" else text)
+        if steps and steps[0].name in ("pool", "concat"):
+            continue  # pooled grids or concatenations change the size: checked at evaluation
+        wanted = max((st.n for st in steps if st.name == "pca"), default=0)
+        if not wanted:
+            continue
+        for g in groups:
+            for e in g.entries:
+                if e.dim is not None and e.dim < wanted:
+                    raise SpecError(
+                        f"sweep spec: transforms[{i}] {text!r} asks for {wanted} PCA dimensions but "
+                        f"layer {e.layer!r} of {g.network} gives {e.dim} features per image "
+                        f"(pooling {e.pooling}); use pca=N with N <= {e.dim}, or drop that layer"
+                    )
 
 
 def cell_key(dataset: str, task: str, setting: Mapping[str, str]) -> str:
