@@ -228,8 +228,9 @@ def evaluate(**opts: Any) -> None:
 def _chosen(chosen: dict[str, Any]) -> str:
     """The chosen hyper-parameters in a few characters."""
     bits = []
-    for name, symbol in (("C", "C"), ("lambda", "lambda")):
-        value = chosen.get(name)
+    names = ("lambda",) if "lambda" in chosen else ("C",)  # logreg's C is derived from lambda
+    for name in names:
+        value, symbol = chosen.get(name), name
         if isinstance(value, (int, float)):
             bits.append(f"{symbol}={value:.3g}")
         elif isinstance(value, dict):
