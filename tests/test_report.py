@@ -142,3 +142,15 @@ def test_cli_report_json_md_and_filters(store) -> None:
     res = runner.invoke(cli, ["report", "--store", store.url, "--baseline", "depth=1"])
     assert res.exit_code == 1
     assert "Error: baseline names unknown factor(s) ['depth']" in res.output
+
+
+def test_cli_markdown_with_plots_writes_png_files(store, tmp_path: Path) -> None:
+    out = tmp_path / "rep.md"
+    res = CliRunner().invoke(
+        cli, ["report", "--store", store.url, "--format", "md", "--plot", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "![layers](rep_layers.png)" in text and "![heatmap](rep_heatmap.png)" in text
+    for name in ("rep_layers.png", "rep_heatmap.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
