@@ -325,3 +325,16 @@ def test_a_layer_cached_with_other_pooling_says_what_is_cached(store, blob_set):
         "'blobs' (this layer is cached with pooling=avg view=plain); extract them first, e.g. "
         "featstore extract -d blobs -m toynet -l fc"
     )
+
+
+def test_a_layer_extracted_under_an_alias_is_found_by_its_module_name(store, blob_set):
+    ds, X, _ = blob_set
+    entry = add_features(store, ds, X, layer="penultimate", model="othernet")
+    entry.update_attrs(layer_target="_avg_pooling")  # extraction records the module an alias names
+    by_module = evaluate_classification(
+        store, "blobs", {"model": "othernet", "layer": "_avg_pooling"}
+    )
+    by_alias = evaluate_classification(
+        store, "blobs", {"model": "othernet", "layer": "penultimate"}
+    )
+    assert by_module["features"] == by_alias["features"] == [entry.key]

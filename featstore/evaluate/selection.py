@@ -146,6 +146,10 @@ def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None)
     }
     found = find_entries(store, dataset_fingerprint=ds.fingerprint, **factors)
     found = [e for e in found if e.attrs.get("kind", "features") == "features"]
+    if not found and selector.layer:  # extracted under an alias ("penultimate") of this module
+        by_target = {**factors, "layer": None, "layer_target": selector.layer}
+        found = find_entries(store, dataset_fingerprint=ds.fingerprint, **by_target)
+        found = [e for e in found if e.attrs.get("kind", "features") == "features"]
     if not found:
         same_model = find_entries(store, dataset_fingerprint=ds.fingerprint, model=selector.model)
         same_layer = [e for e in same_model if e.attrs.get("layer") == selector.layer]
