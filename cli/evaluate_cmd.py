@@ -164,7 +164,10 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
     help="Retrieval: learn PCA-whitening on the database, on another dataset, or not at all.",
 )
 @click.option(
-    "--whiten-dim", type=click.IntRange(min=1), default=None, help="Retrieval: whitened dims kept."
+    "--whiten-dim",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Retrieval: whitened dims kept [default: one per 8 training vectors].",
 )
 @click.option(
     "--index",

@@ -11,7 +11,7 @@ import pytest
 from conftest import make_image
 from PIL import Image
 
-from featstore.datasets import add_dataset, dataset_from_source
+from featstore.datasets import Dataset, add_dataset, dataset_from_source
 from featstore.datasets import retrieval_copydays as cd
 from featstore.datasets.retrieval import (
     load_holidays,
@@ -217,24 +217,42 @@ def test_sources_that_are_not_retrieval_sets(tmp_path: Path) -> None:
 
 
 # --- the built-in Copydays-style set ----------------------------------------------------
-def test_copydays_is_deterministic() -> None:
-    first = dataset_from_source("copydays", "builtin:copydays")
+@pytest.fixture(scope="module")
+def copydays() -> Dataset:
+    """The built-in set, built once for this module (building hashes every generated image)."""
+    return dataset_from_source("copydays", "builtin:copydays")
+
+
+def test_copydays_is_deterministic(copydays: Dataset) -> None:
+    first = copydays
     cd._original.cache_clear()  # regenerate everything from the packaged photos
     second = dataset_from_source("copydays", "builtin:copydays")
     assert first.fingerprint == second.fingerprint and first.id == second.id
     assert np.array_equal(np.asarray(first.load_image(12)), np.asarray(cd.copydays_image(12)))
 
 
-def test_copydays_layout() -> None:
-    ds = dataset_from_source("copydays", "builtin:copydays")
+def test_copydays_layout(copydays: Dataset) -> None:
+    ds = copydays
     info = retrieval_info(ds)
-    per = 1 + len(cd.COPYDAYS_TRANSFORMS)
-    assert ds.n == len(cd.COPYDAYS_ORIGINALS) * per
-    assert info["queries"] == [k * per for k in range(len(cd.COPYDAYS_ORIGINALS))]
-    assert set(info["database"]).isdisjoint(info["queries"])
+    n_t, n_q, n_d = (
+        len(cd.COPYDAYS_TRANSFORMS),
+        len(cd.COPYDAYS_ORIGINALS),
+        len(cd.COPYDAYS_DISTRACTORS),
+    )
+    per = 1 + n_t  # a query photo: its original, then its copies
+    assert ds.n == n_q * per + n_d * n_t  # distractor photos bring copies only
+    assert info["queries"] == [k * per for k in range(n_q)]
+    assert info["query_names"] == list(cd.COPYDAYS_ORIGINALS)
+    assert info["database"] == sorted(set(range(ds.n)) - set(info["queries"]))
     assert info["gnd"][1]["positives"] == list(range(per + 1, 2 * per))  # chelsea's copies
     assert ds.ids[per + 3] == "chelsea/rotate:90"
+    assert ds.ids[n_q * per] == "china/crop:0.6"  # first distractor copy
+    assert ds.labels[n_q * per :].tolist() == [k for k in range(n_q, n_q + n_d) for _ in range(n_t)]
     assert ds.refs[5] == "builtin:copydays/5"
+    with pytest.raises(
+        DatasetError, match=f"builtin:copydays has {ds.n} images, not an image {ds.n}"
+    ):
+        cd.copydays_image(ds.n)
 
 
 def _find_window(big: np.ndarray, small: np.ndarray) -> tuple[int, int]:
@@ -254,36 +272,46 @@ def _find_window(big: np.ndarray, small: np.ndarray) -> tuple[int, int]:
 
 def test_copydays_transforms_are_what_they_claim() -> None:
     def image(original: str, spec: str | None) -> np.ndarray:
-        k = cd.COPYDAYS_ORIGINALS.index(original)
+        k = cd.PHOTOS.index(original)
         j = 0 if spec is None else 1 + cd.COPYDAYS_TRANSFORMS.index(spec)
-        return np.asarray(cd.copydays_image(k * (1 + len(cd.COPYDAYS_TRANSFORMS)) + j))
+        return np.asarray(cd.copydays_image(cd.copydays_layout().index((k, j))))
 
     astro = image("astronaut", None)
     assert astro.shape == (512, 512, 3)
-    crop = image("astronaut", "crop:0.5")
-    assert crop.shape == (256, 256, 3)
+    crop = image("astronaut", "crop:0.3")
+    assert crop.shape == (154, 154, 3)  # round(0.3 * 512)
     y, x = _find_window(astro, crop)  # a true crop of the original
-    assert 0 <= y <= 256 and 0 <= x <= 256
+    assert 0 <= y <= 512 - 154 and 0 <= x <= 512 - 154
     assert np.array_equal(image("astronaut", "flip"), astro[:, ::-1])
     assert np.array_equal(image("astronaut", "rotate:90"), np.rot90(astro))
     chelsea = image("chelsea", None)
     assert chelsea.shape == (300, 451, 3)
-    assert image("chelsea", "scale:0.25").shape == (75, 113, 3)
-    assert image("chelsea", "crop:0.75").shape == (225, 338, 3)
-    jpeg = image("chelsea", "jpeg:10").astype(int)
-    assert jpeg.shape == chelsea.shape and 0 < np.abs(jpeg - chelsea).mean() < 20
+    assert image("chelsea", "scale:0.1").shape == (30, 45, 3)  # round(300 * .1), round(451 * .1)
+    assert image("chelsea", "crop:0.6").shape == (180, 271, 3)
+    jpeg = image("chelsea", "jpeg:3").astype(int)
+    assert jpeg.shape == chelsea.shape and 0 < np.abs(jpeg - chelsea).mean() < 25
+    # occlude:0.6 paints a mid-grey block of round(sqrt(0.6) * side) pixels; the rest is intact
+    occluded = image("chelsea", "occlude:0.6").astype(int)
+    changed = np.any(occluded != chelsea, axis=2)
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    assert (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == (232, 349)  # sqrt(.6)*300, *451
+    block = occluded[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    assert np.all(block == 128)
     camera = image("camera", None)  # a grey photo made RGB
     assert np.array_equal(camera[..., 0], camera[..., 1])
-    tint = image("camera", "tint:1.25,1.0,0.75").astype(int)
-    gray = camera[..., 0].astype(int)
+    tint = image("camera", "tint:1.4,1.0,0.5").astype(int)
+    gray = camera[..., 0].astype(np.float32)  # gains are applied in float32, then rounded
     assert np.array_equal(tint[..., 1], gray)
-    assert np.array_equal(tint[..., 0], np.clip(np.rint(gray * 1.25), 0, 255))
-    assert np.array_equal(tint[..., 2], np.rint(gray * 0.75))
+    assert np.array_equal(tint[..., 0], np.clip(np.rint(gray * np.float32(1.4)), 0, 255))
+    assert np.array_equal(tint[..., 2], np.rint(gray * np.float32(0.5)))
+    strong = image("text", "crop:0.35+scale:0.4+brightness:1.5+jpeg:10")
+    assert strong.shape == (24, 63, 3)  # text is 172 x 448: round(.35*172)=60 -> round(.4*60)=24
+    assert image("matplotlib:grace_hopper.jpg", "flip").shape[2] == 3  # a distractor photo
 
 
 def test_copydays_registers_through_the_store(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "s.zarr"))
-    ds = add_dataset(store, "copydays", "builtin:copydays")
+    ds = add_dataset(store, "copydays", "builtin:copydays")  # as `featstore datasets add` does
     back = store.get_dataset("copydays")
     assert back.id == ds.id
     assert retrieval_info(back)["gnd"] == retrieval_info(ds)["gnd"]

@@ -12,22 +12,26 @@ Transform specs (composable with "+", applied left to right):
 ``crop:F`` keep an F*w x F*h window at a seeded position; ``rotate:A`` rotate A degrees
 counter-clockwise (90: lossless, canvas turned; otherwise same canvas, black corners);
 ``scale:F`` resize by F (Lanczos); ``jpeg:Q`` re-encode at quality Q; ``flip`` mirror
-left-right; ``tint:R,G,B`` multiply the channels; ``brightness:F`` scale brightness.
+left-right; ``tint:R,G,B`` multiply the channels; ``brightness:F`` scale brightness;
+``blur:R`` Gaussian blur of radius R; ``occlude:F`` paint a mid-grey block covering the
+fraction F of the area (sides scaled by sqrt F) at a seeded position.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFilter
 
 from featstore.datasets.builtin import image_digest, register_builtin_dataset, register_provider
 from featstore.datasets.core import Dataset
 from featstore.errors import DatasetError
 
 __all__ = [
+    "COPYDAYS_DISTRACTORS",
     "COPYDAYS_ORIGINALS",
     "COPYDAYS_TRANSFORMS",
     "apply_transform",
@@ -37,44 +41,51 @@ __all__ = [
 ]
 
 SEED = 20140623  # fixed: crop positions must never change, or the fingerprint would
+OCCLUDER = (128, 128, 128)  # mid-grey block of the occlude transform
 MAX_SIDE = 512  # originals are downscaled so their longer side is at most this
-# scikit-image photos that load offline (checked: skimage 0.26 ships them in the wheel)
+# photos that ship inside installed packages and load offline (skimage 0.26 keeps these
+# in its wheel; the others need pooch and a network). The originals are the queries.
 COPYDAYS_ORIGINALS = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "camera",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "coins",
-    "clock",
+    "astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field",
+    "immunohistochemistry", "coins", "clock", "retina", "brick", "grass", "gravel", "text",
+)  # fmt: skip
+# further photos whose copies are in the database as distractors only (no query)
+COPYDAYS_DISTRACTORS = (
+    "sklearn:china.jpg",
+    "sklearn:flower.jpg",
+    "matplotlib:grace_hopper.jpg",
     "moon",
 )
 COPYDAYS_TRANSFORMS = (
-    "crop:0.75",
-    "crop:0.5",
-    "rotate:90",
-    "rotate:10",
-    "scale:0.5",
-    "scale:0.25",
-    "jpeg:50",
-    "jpeg:10",
-    "flip",
-    "tint:1.25,1.0,0.75",
-    "brightness:1.4",
-    "crop:0.6+rotate:5+jpeg:30",
-)
-ROWS_PER_ORIGINAL = 1 + len(COPYDAYS_TRANSFORMS)
+    "crop:0.6", "crop:0.3", "rotate:90", "rotate:45", "scale:0.1", "jpeg:30", "jpeg:3",
+    "flip", "tint:1.4,1.0,0.5", "blur:6", "occlude:0.6",
+    "crop:0.5+rotate:15+tint:0.8,1.0,1.3+jpeg:15",
+    "crop:0.35+scale:0.4+brightness:1.5+jpeg:10",
+)  # fmt: skip
+PHOTOS = COPYDAYS_ORIGINALS + COPYDAYS_DISTRACTORS
 
 
-@lru_cache(maxsize=len(COPYDAYS_ORIGINALS))
-def _original(index: int) -> Image.Image:
+def _load_photo(name: str) -> np.ndarray:
+    source, _, file = name.rpartition(":")
+    if source == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        return np.asarray(load_sample_image(file))
+    if source == "matplotlib":
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data(file) as handle:
+            return np.asarray(Image.open(handle).convert("RGB"))
     import skimage.data
 
-    name = COPYDAYS_ORIGINALS[index]
-    array = np.asarray(getattr(skimage.data, name)())
-    image = Image.fromarray(array.astype(np.uint8)).convert("RGB")  # gray photos -> RGB
+    return np.asarray(getattr(skimage.data, file)())
+
+
+@lru_cache(maxsize=len(PHOTOS))
+def _original(index: int) -> Image.Image:
+    image = Image.fromarray(_load_photo(PHOTOS[index]).astype(np.uint8)).convert(
+        "RGB"
+    )  # grey -> RGB
     w, h = image.size
     if max(w, h) > MAX_SIDE:
         f = MAX_SIDE / max(w, h)
@@ -120,34 +131,49 @@ def apply_transform(image: Image.Image, spec: str, rng: np.random.Generator) -> 
             image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
         elif op == "brightness":
             image = ImageEnhance.Brightness(image).enhance(float(arg))
+        elif op == "blur":
+            image = image.filter(ImageFilter.GaussianBlur(float(arg)))
+        elif op == "occlude":
+            f = math.sqrt(float(arg))
+            ow, oh = round(w * f), round(h * f)
+            x0 = int(rng.integers(0, w - ow + 1))
+            y0 = int(rng.integers(0, h - oh + 1))
+            image = image.copy()
+            image.paste(OCCLUDER, (x0, y0, x0 + ow, y0 + oh))
         else:
             raise DatasetError(f"unknown copydays transform {step!r} in {spec!r}")
     return image
 
 
-def copydays_layout() -> list[tuple[int, str | None]]:
-    """(original index, transform spec or None for the query itself) of every row."""
-    return [
-        (k, None if j == 0 else COPYDAYS_TRANSFORMS[j - 1])
-        for k in range(len(COPYDAYS_ORIGINALS))
-        for j in range(ROWS_PER_ORIGINAL)
-    ]
+@lru_cache(maxsize=1)
+def copydays_layout() -> tuple[tuple[int, int], ...]:
+    """(photo index, transform index) of every row; transform 0 is the untouched original.
+
+    Query photos contribute their original and every transform; distractor photos only
+    their transforms.
+    """
+    rows = []
+    for k in range(len(PHOTOS)):
+        first = 0 if k < len(COPYDAYS_ORIGINALS) else 1
+        rows.extend((k, j) for j in range(first, 1 + len(COPYDAYS_TRANSFORMS)))
+    return tuple(rows)
 
 
 def copydays_image(index: int) -> Image.Image:
     """The image of row ``index`` (provider for refs ``builtin:copydays/<index>``)."""
-    n = len(COPYDAYS_ORIGINALS) * ROWS_PER_ORIGINAL
-    if not 0 <= index < n:
-        raise DatasetError(f"builtin:copydays has {n} images, not an image {index}")
-    k, j = divmod(index, ROWS_PER_ORIGINAL)
+    layout = copydays_layout()
+    if not 0 <= index < len(layout):
+        raise DatasetError(f"builtin:copydays has {len(layout)} images, not an image {index}")
+    k, j = layout[index]
     if j == 0:
         return _original(k).copy()
     rng = np.random.default_rng([SEED, k, j])
     return apply_transform(_original(k), COPYDAYS_TRANSFORMS[j - 1], rng)
 
 
-def _row_id(k: int, spec: str | None) -> str:
-    return f"{COPYDAYS_ORIGINALS[k]}/{'original' if spec is None else spec}"
+def _row_id(k: int, j: int) -> str:
+    name = PHOTOS[k].rpartition(":")[2].removesuffix(".jpg")
+    return f"{name}/{'original' if j == 0 else COPYDAYS_TRANSFORMS[j - 1]}"
 
 
 def copydays_dataset(name: str) -> Dataset:
@@ -155,36 +181,26 @@ def copydays_dataset(name: str) -> Dataset:
     from featstore.datasets.retrieval import RetrievalQuery, build_retrieval_dataset
 
     layout = copydays_layout()
-    ids = [_row_id(k, spec) for k, spec in layout]
+    ids = [_row_id(k, j) for k, j in layout]
     hashes = [image_digest(copydays_image(i)) for i in range(len(layout))]
+    n_transforms = len(COPYDAYS_TRANSFORMS)
     queries = [
-        RetrievalQuery(
-            name=COPYDAYS_ORIGINALS[k],
-            image=_row_id(k, None),
-            positives=[_row_id(k, t) for t in COPYDAYS_TRANSFORMS],
-        )
+        RetrievalQuery(name=COPYDAYS_ORIGINALS[k], image=_row_id(k, 0),
+                       positives=[_row_id(k, j) for j in range(1, 1 + n_transforms)])
         for k in range(len(COPYDAYS_ORIGINALS))
-    ]
-    database = [i for i, (_, spec) in zip(ids, layout, strict=True) if spec is not None]
+    ]  # fmt: skip
+    database = [i for i, (_, j) in zip(ids, layout, strict=True) if j != 0]
     source = {
-        "kind": "builtin",
-        "builtin": "copydays",
-        "seed": SEED,
-        "description": "Copydays-style copies of scikit-image photos",
-        "originals": list(COPYDAYS_ORIGINALS),
+        "kind": "builtin", "builtin": "copydays", "seed": SEED,
+        "description": "Copydays-style copies of photos shipped in scikit-image, scikit-learn, matplotlib",
+        "originals": list(COPYDAYS_ORIGINALS), "distractors": list(COPYDAYS_DISTRACTORS),
         "transforms": list(COPYDAYS_TRANSFORMS),
-    }
+    }  # fmt: skip
     return build_retrieval_dataset(
-        name,
-        {i: f"builtin:copydays/{row}" for row, i in enumerate(ids)},
-        queries,
-        "generic",
-        source,
-        database=database,
-        groups={i: k for i, (k, _) in zip(ids, layout, strict=True)},
-        classes=list(COPYDAYS_ORIGINALS),
-        image_hashes=hashes,
-    )
+        name, {i: f"builtin:copydays/{row}" for row, i in enumerate(ids)}, queries, "generic",
+        source, database=database, groups={i: k for i, (k, _) in zip(ids, layout, strict=True)},
+        classes=[p.rpartition(":")[2].removesuffix(".jpg") for p in PHOTOS], image_hashes=hashes,
+    )  # fmt: skip
 
 
 register_provider("copydays", copydays_image)

@@ -62,6 +62,9 @@ TASK = "retrieve"
 METHODS = ("global", "subpatch")
 INDEXES = ("flat", "ivfpq")
 DEFAULT_KS = (1, 5, 10)
+# PCA-whitening estimates the smallest variances badly from few vectors and then
+# amplifies their noise: by default keep one whitened dimension per 8 training vectors
+SAMPLES_PER_WHITENED_DIM = 8
 DEFAULT_SHORTLIST = 1000  # IVF-PQ: ranked list length scored (positives beyond it count as missed)
 SELF_EXCLUDED = ("holidays", "generic")  # protocols that leave the query out of its own ranking
 ProgressFn = Callable[[int, int, dict], None]
@@ -388,6 +391,8 @@ def plan_retrieval(
     else:
         parts = resolve_parts(store, ds, features, spec)
     whiten_desc: dict[str, Any] = {"on": whiten, "dim": whiten_dim}
+    if whiten_dim is None:
+        whiten_desc["samples_per_dim"] = SAMPLES_PER_WHITENED_DIM
     whiten_parts: list[Part] = []
     mode = whiten
     if whiten == "none":
@@ -463,7 +468,11 @@ def run_retrieval(
     if plan.whiten == "none":
         flat = l2_normalize(flat)
     else:
-        wh = L2PCAWhitening(n_components=plan.whiten_dim).fit(train)
+        n_components = plan.whiten_dim
+        if n_components is None:
+            limit = min(train.shape[1], len(train) - 1)
+            n_components = max(1, min(limit, len(train) // SAMPLES_PER_WHITENED_DIM))
+        wh = L2PCAWhitening(n_components=n_components).fit(train)
         flat = wh.transform(flat)
         chosen["whiten_train_vectors"] = int(len(train))
     chosen["dims"] = int(flat.shape[1])
@@ -520,7 +529,8 @@ def evaluate_retrieval(
     such as ``{"model": "efficientnet_lite0", "layer": "classifier.0"}``, or a
     FeatureSelector). ``method`` is "global" or "subpatch"; ``whiten`` is "database",
     "none" or the name/id of another dataset to learn the whitening on (``whiten_dim``
-    keeps that many whitened dimensions); ``index`` is "flat" (exact) or "ivfpq"
+    keeps that many whitened dimensions; by default one per 8 training vectors, at most
+    all); ``index`` is "flat" (exact) or "ivfpq"
     (approximate, shortlist re-ranked exactly; ``index_params`` nlist, m, nbits, nprobe,
     rerank; rankings cut at ``shortlist``, default 1000). ``transform`` derives global
     descriptors from the stored entry (e.g. ``pool=max``). A second call with the same
