@@ -35,6 +35,7 @@ def put_features(
     layer: str = "fc",
     complete: bool = True,
     chunk_rows: int | None = None,
+    **extra: Any,
 ) -> str:
     """An entry with the attrs extraction writes (CONTRACTS.md), filled with ``rows``."""
     attrs = {
@@ -47,6 +48,7 @@ def put_features(
         "pooling": pooling,
         "dtype": "float32",
         "compute_dtype": "float32",
+        **extra,
     }
     key = make_key("feat", attrs)
     attrs.update(
@@ -165,9 +167,20 @@ def test_subpatch_reads_crops_entries(holidays: tuple[Any, Any]) -> None:
         evaluate_retrieval(store, "hol", SELECT, method="subpatch", transform="pool=max")
 
 
+def test_subpatch_finds_a_layer_extracted_under_an_alias(holidays: tuple[Any, Any]) -> None:
+    store, ds = holidays
+    patches = np.stack([HOLIDAY_FEATURES, HOLIDAY_FEATURES[[0, 0, 0, 3, 3, 5]]], axis=1)
+    put_features(store, ds, patches, view="crops:1x1,2x2", layer="penultimate", layer_target="_avg")
+    for layer in ("penultimate", "_avg"):
+        record = evaluate_retrieval(
+            store, "hol", {"model": "toy", "layer": layer}, method="subpatch", whiten="none"
+        )
+        assert record["factors"]["layer"] == "penultimate"
+
+
 def test_subpatch_without_crops_view_says_what_to_extract(holidays: tuple[Any, Any]) -> None:
     store, _ = holidays
-    with pytest.raises(EntryNotFoundError, match="needs a crops view.*--view crops:1x1,2x2,3x3"):
+    with pytest.raises(EntryNotFoundError, match="needs a crops view.*--crops 1x1,2x2,3x3"):
         evaluate_retrieval(store, "hol", SELECT, method="subpatch")
 
 

@@ -153,26 +153,20 @@ def _subpatch_selectors(store: Any, ds: Any, features: Any) -> list[FeatureSelec
         if sel.key or (sel.view or "").startswith("crops:"):
             out.append(sel)
             continue
-        found = find_entries(
-            store,
-            dataset_fingerprint=ds.fingerprint,
-            model=sel.model,
-            layer=sel.layer,
-            pooling=sel.pooling,
-            **dict(sel.attrs),
-        )
-        views = sorted(
-            {
-                str(e.attrs.get("view"))
-                for e in found
-                if str(e.attrs.get("view", "")).startswith("crops:")
-            }
-        )
+        factors = {"model": sel.model, "pooling": sel.pooling, **dict(sel.attrs)}
+        views: list[str] = []
+        # by layer name, then (as selection does) by the module an alias names
+        for by_layer in ({"layer": sel.layer}, {"layer_target": sel.layer}):
+            found = find_entries(store, dataset_fingerprint=ds.fingerprint, **factors, **by_layer)
+            views = sorted({str(e.attrs.get("view")) for e in found} - {"plain", "flip", "None"})
+            views = [v for v in views if v.startswith("crops:")]
+            if views or not sel.layer:
+                break
         if not views:
             raise EntryNotFoundError(
                 f"sub-patch matching needs a crops view of {sel.describe()} for dataset {ds.name!r}; "
                 f"extract it first, e.g. featstore extract -d {ds.name} -m {sel.model or 'MODEL'} "
-                f"-l {sel.layer or 'LAYER'} --view crops:1x1,2x2,3x3"
+                f"-l {sel.layer or 'LAYER'} --crops 1x1,2x2,3x3"
             )
         if len(views) > 1:
             raise EvaluationError(
