@@ -200,6 +200,8 @@ def evaluate(**opts: Any) -> None:
       featstore evaluate -d flowers -m efficientnet_lite0 -l _avg_pooling --classifier logreg --json
       featstore evaluate -d flowers -m efficientnet_lite0 -l _blocks.15,_avg_pooling --concat \
           --transform l2,concat,pca=256
+      featstore evaluate -d copydays -m efficientnet_lite0 -l penultimate --task retrieve \
+          --method subpatch --whiten none
     """
     task = TASKS[opts["task"]]
     store = open_cli_store(opts["store_url"])
