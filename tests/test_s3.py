@@ -213,3 +213,16 @@ def test_credentials_never_reach_the_store_records_or_logs(
             texts[str(path)] = path.read_bytes().decode("latin-1")
     for where, text in texts.items():
         assert key_id not in text and secret not in text, f"credential found in {where}"
+
+
+def test_markers_written_elsewhere_after_a_listing_are_seen(s3_store):
+    """s3fs caches listings by default; a stale one would hide a teammate's new marker."""
+    url, options = s3_store
+    mine = open_store(url, storage_options=options).create_entry("feat-m", {}, (8, 2), chunk_rows=4)
+    assert mine.done_chunks() == set()  # lists _done/ (empty)
+    mine.write_chunk(0, rows(0, 4, (2,)))
+    assert mine.done_chunks() == {0}  # lists _done/ again: now cached with one marker
+    theirs = open_store(url, storage_options={**options, "skip_instance_cache": True})
+    theirs.get_entry("feat-m").write_chunk(1, rows(4, 8, (2,)))  # another process's client
+    assert mine.marker(1) is not None and mine.done_chunks() == {0, 1}
+    assert mine.is_complete

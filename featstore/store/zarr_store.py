@@ -126,7 +126,11 @@ class ZarrStore(Store):
         self.storage_options = dict(storage_options or {})
         # object stores: the root zarr.json carries every node's metadata (see consolidate())
         self._consolidated: dict[str, Any] | None = None
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        fs_options = dict(self.storage_options)
+        if self.url.split("://", 1)[0] in ("s3", "s3a", "gs", "gcs"):
+            # markers and leases are listed then read: a cached listing would hide new ones
+            fs_options.setdefault("use_listings_cache", False)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **fs_options)
         self.root = self.root.rstrip("/")
         self.is_local = "file" in np.atleast_1d(self.fs.protocol)
         if self.is_local:
