@@ -18,7 +18,7 @@ from featstore.errors import ReadOnlyError, StoreNotFoundError
 from featstore.store import open_store
 from featstore.store.lease import claim, fill_with_leases
 from featstore.store.remote import StoreSpec, entry_geometry, redact, secret_values
-from featstore.store.transfer import copy_store
+from featstore.store.transfer import copy_store, export_hdf5
 
 # moto-server fixtures, shared with the other object-storage tests
 s3_env = s3_fixtures.s3_env
@@ -115,7 +115,7 @@ def test_read_only_store_refuses_writes(s3_store, s3_server):
         open_store(f"s3://{bucket}/none.zarr", mode="r", storage_options=options)
 
 
-def test_sharded_entry_uses_whole_shards_as_units(s3_store):
+def test_sharded_entry_uses_whole_shards_as_units(s3_store, tmp_path):
     url, options = s3_store
     store = open_store(url, storage_options=options)
     entry = store.create_entry("feat-sh", {}, (30, 4), chunk_rows=4, shard_rows=12)
@@ -127,6 +127,10 @@ def test_sharded_entry_uses_whole_shards_as_units(s3_store):
     reread = open_store(url, "r", storage_options=options).get_entry("feat-sh")
     np.testing.assert_array_equal(reread.read(rows=[29, 0, 13]), rows(0, 30, (4,))[[29, 0, 13]])
     assert reread.verify()["damaged"] == []
+    summary = export_hdf5(open_store(url, "r", storage_options=options), tmp_path / "x.h5")
+    assert summary["ok"]
+    with open_store(str(tmp_path / "x.h5"), "r") as h5:  # HDF5 has no shards: one chunk per unit
+        np.testing.assert_array_equal(h5.get_entry("feat-sh").read(), rows(0, 30, (4,)))
 
 
 def test_entry_geometry_shards_only_large_remote_entries():
