@@ -204,6 +204,8 @@ def test_interrupted_run_resumes_where_it_stopped(store) -> None:
     entry.invalidate_chunk(1)
     plan = make_plan(store, _spec(), planner=factor_planner).to_json()
     assert plan["n_entries_cached"] == 5 and plan["n_entries_to_extract"] == 3
+    # time left: netA resumes 16 rows (one chunk), netB runs all 45 images, at 10 images/s
+    assert [g["est_seconds"] for g in plan["groups"]] == [1.6, 4.5]
     fake = FakeExtractor()
     summary = run_sweep(store, _spec(), extract_fn=fake, planner=factor_planner)
     assert [(n, sorted(m)) for _, n, m in fake.calls] == [

@@ -60,6 +60,7 @@ class EntryPlan:
     nbytes: int | None = None
     exists: bool = False  # partly written (an interrupted run): extraction resumes it
     dim: int | None = None  # features per image (row size), when known
+    rows_to_compute: int | None = None  # images still to run for this entry (None: all)
 
 
 @dataclass
@@ -276,6 +277,7 @@ def extract_planner(
                 key=e.key,
                 missing_chunks=len(e.missing_chunks),
                 exists=e.exists,
+                rows_to_compute=int(e.missing_rows().size),
                 dim=int(np.prod(e.row_shape, dtype=np.int64)),
                 nbytes=e.missing_bytes,
             )
@@ -306,7 +308,9 @@ def factor_planner(
         if entry is None:
             out.append(EntryPlan(layer, pooling, view, cached=False))
             continue
-        missing = len(entry.missing_chunks())
+        chunks = entry.missing_chunks()
+        missing = len(chunks)
+        rows = sum(b - a for a, b in (entry.chunk_bounds(i) for i in chunks))
         row = int(np.prod(entry.shape[1:], dtype=np.int64)) * np.dtype(entry.dtype).itemsize
         out.append(
             EntryPlan(
@@ -318,6 +322,7 @@ def factor_planner(
                 missing_chunks=missing,
                 exists=True,
                 dim=int(np.prod(entry.shape[1:], dtype=np.int64)),
+                rows_to_compute=rows,
                 nbytes=int(row * ds.n * missing / max(1, entry.n_chunks)),
             )
         )
@@ -358,9 +363,13 @@ def make_plan(
             wanted = sorted(needed[net.name], key=lambda t: (order.get(t[0], 0), t[1], t[2]))
             entries = find(store, ds, net, wanted, spec.extract)
             group = ExtractionGroup(d.name, net.name, ds.n, entries, weights=net.weights)
-            if group.missing:
-                n_views = len({e.view for e in group.missing})
-                group.est_seconds = ds.n * n_views / speeds.get(net.name, DEFAULT_IMAGES_PER_S)
+            if group.missing:  # images left per view (a resumed entry needs only its missing rows)
+                per_view: dict[str, int] = {}
+                for e in group.missing:
+                    left = ds.n if e.rows_to_compute is None else e.rows_to_compute
+                    per_view[e.view] = max(per_view.get(e.view, 0), left)
+                speed = speeds.get(net.name, DEFAULT_IMAGES_PER_S)
+                group.est_seconds = sum(per_view.values()) / speed
             groups.append(group)
     _check_pca(spec, groups)
     plan = SweepPlan(spec=spec, cells=cells, groups=groups, datasets=datasets, notes=notes)
