@@ -10,14 +10,13 @@ standard layout. Once every requested layer is captured the forward stops.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from featstore.errors import UnknownLayerError
-from featstore.models.layers import LayerInfo
+from featstore.models.layers import LayerInfo, trace_eval
 
 
 class _StopForward(BaseException):
@@ -76,39 +75,31 @@ class LayerCapture:
 
     # --- torch.fx -------------------------------------------------------------------------
     def _build_fx(self) -> nn.Module:
-        from torchvision.models.feature_extraction import (
-            create_feature_extractor,
-            get_graph_node_names,
-        )
-
-        was_training = self.module.training
-        self.module.eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, names = get_graph_node_names(self.module)
-            nodes: dict[str, str] = {}
-            for layer in self.layers:
-                if layer in names:
-                    nodes[layer] = layer
-                    continue
-                # a module traced through: its output is the last node inside it
-                inside = [n for n in names if n.startswith(layer + ".")]
-                if not inside:
-                    raise UnknownLayerError(f"the network has no graph node or module {layer!r}")
-                nodes[inside[-1]] = layer
-            gm = create_feature_extractor(
-                self.module, return_nodes=nodes, suppress_diff_warning=True
-            )
-        self.module.train(was_training)
+        """A traced copy of the network that returns clones of the wanted nodes and stops there."""
+        gm, names = trace_eval(self.module)
         graph = gm.graph
-        output = next(n for n in graph.nodes if n.op == "output")
-        cloned = {}
-        for key, node in dict(output.args[0]).items():
+        nodes = [n for n in graph.nodes if n.name in names]
+        wanted: dict[str, torch.fx.Node] = {}
+        for layer in self.layers:
+            depth = layer.count(".")
+            # a node of that name, or the last node inside a module of that name
+            # (torchvision's create_feature_extractor rule)
+            match = [n for n in nodes if ".".join(names[n.name].split(".")[: depth + 1]) == layer]
+            if not match:
+                raise UnknownLayerError(f"the network has no graph node or module {layer!r}")
+            wanted[layer] = match[-1]
+        for node in list(graph.nodes):
+            if node.op == "output":
+                graph.erase_node(node)
+        outputs = {}
+        for layer, node in wanted.items():
             with graph.inserting_after(node):  # copy before any later in-place op runs
-                cloned[key] = graph.call_function(
+                outputs[layer] = graph.call_function(
                     torch.clone, (node,), {"memory_format": torch.contiguous_format}
                 )
-        output.args = (cloned,)
+        with graph.inserting_after(list(graph.nodes)[-1]):
+            graph.output(outputs)
+        graph.eliminate_dead_code()  # everything after the last wanted node goes
         graph.lint()
         gm.recompile()
         return gm.eval()

@@ -129,42 +129,50 @@ def probe_modules(
     return infos
 
 
+def trace_eval(module: nn.Module) -> tuple[torch.fx.GraphModule, dict[str, str]]:
+    """One torch.fx trace in eval mode, as torchvision's feature extraction does it.
+
+    Returns the graph module and {fx node name: torchvision node name} (the names
+    ``get_graph_node_names`` lists for eval mode). One trace instead of the four that
+    ``get_graph_node_names`` plus ``create_feature_extractor`` cost.
+    """
+    from torchvision.models import feature_extraction as fe
+
+    was_training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tracer = fe.NodePathTracer(**fe._set_default_tracer_kwargs(None))
+            graph = tracer.trace(module)
+            gm = torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
+    finally:
+        module.train(was_training)
+    return gm, {node.name: qual for node, qual in tracer.node_to_qualname.items()}
+
+
 def probe_nodes(
     module: nn.Module, input_hw: tuple[int, int], device: str | torch.device = "meta"
 ) -> list[LayerInfo]:
     """Every torch.fx graph node (eval mode) whose value is an activation, with its shape."""
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    from torch.fx.passes.shape_prop import ShapeProp
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, names = get_graph_node_names(module)
-        names = [n for n in names if n not in ("x", "input", "inputs")]
-        gm = create_feature_extractor(
-            module, return_nodes={n: n for n in names}, suppress_diff_warning=True
-        )
-    ops = {node.name: node for node in gm.graph.nodes}
-    targets = {}
-    for node in gm.graph.nodes:
-        if node.op == "output":
-            targets = dict(node.args[0])
+    gm, names = trace_eval(module)
     x = torch.zeros(PROBE_BATCH, 3, *input_hw, device=device)
     with torch.no_grad():
-        out = gm(x)
+        ShapeProp(gm).propagate(x)
     infos = []
-    for name in names:
-        node = targets.get(name)
-        node = ops.get(node.name) if hasattr(node, "name") else None
-        if node is None or node.op in ("get_attr", "placeholder"):
+    for node in gm.graph.nodes:
+        qual = names.get(node.name)
+        if qual is None or node.op in ("get_attr", "placeholder", "output"):
             continue
-        shape = _per_sample(out.get(name))
-        if shape is None:
+        meta = node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
+        if shape is None or len(shape) < 1 or shape[0] != PROBE_BATCH:
             continue
-        kind = str(
-            node.target.__name__
-            if callable(node.target) and hasattr(node.target, "__name__")
-            else node.target
-        )
-        infos.append(LayerInfo(name, "node", kind, shape, 1))
+        target = node.target
+        kind = getattr(target, "__name__", None) or str(target)
+        infos.append(LayerInfo(qual, "node", kind, tuple(int(s) for s in shape[1:]), 1))
     return infos
 
 

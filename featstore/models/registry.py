@@ -81,8 +81,9 @@ def _torchvision_spec(name: str) -> ModelSpec:
         std=tuple(float(s) for s in tf.std),
         scale=1.0 / 255.0,
     )
-    fixed = name.startswith(("vit_", "maxvit", "swin"))
-    min_size = int(max(weights.meta.get("min_size", (32, 32))))
+    # ViT and MaxViT fix their input size when built; Swin pads any size to its windows
+    fixed = name.startswith(("vit_", "maxvit"))
+    min_size = 64 if name.startswith("swin") else int(max(weights.meta.get("min_size", (32, 32))))
     return ModelSpec(
         name=name,
         family=family,
