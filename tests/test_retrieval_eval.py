@@ -264,5 +264,7 @@ def test_metrics_for_each_protocol() -> None:
         "gnd": [{"positives": [1], "junk": []}, {"positives": [3], "junk": []}],
     }
     # a: 0 and 1 in its top 4 -> 2; c: a shortlist of 3 without c itself -> only 3 -> 1
-    metrics, _ = retrieval_metrics(uk, [[0, 1, 2, 3], [3, 0, 1]], ks=(1,))
+    metrics, per = retrieval_metrics(uk, [[0, 1, 2, 3], [3, 0, 1]], ks=(1,))
     assert metrics["ukbench_score"] == pytest.approx((2 + 1) / 2)
+    # AP and P@1 leave the query itself out: a -> [1 (+), 2, 3], c -> [3 (+), 0, 1]
+    assert per == {"a": 1.0, "c": 1.0} and metrics["P@1"] == 1.0

@@ -66,7 +66,9 @@ DEFAULT_KS = (1, 5, 10)
 # amplifies their noise: by default keep one whitened dimension per 8 training vectors
 SAMPLES_PER_WHITENED_DIM = 8
 DEFAULT_SHORTLIST = 1000  # IVF-PQ: ranked list length scored (positives beyond it count as missed)
-SELF_EXCLUDED = ("holidays", "generic")  # protocols that leave the query out of its own ranking
+# protocols whose AP and P@k leave the query out of its own ranking (UKBench's N-S score
+# alone counts it); Oxford lists the query image among its own positives, so keeps it
+SELF_EXCLUDED = ("holidays", "generic", "ukbench")
 ProgressFn = Callable[[int, int, dict], None]
 
 
@@ -80,14 +82,15 @@ def retrieval_metrics(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(metrics, per-query AP) of ``rankings`` (database rows, best first, one per query).
 
-    ``info`` is a dataset's ``extra["retrieval"]``. Holidays and generic sets leave the
-    query out of its own ranking; Oxford and UKBench keep it, as their protocols do.
+    ``info`` is a dataset's ``extra["retrieval"]``. AP and P@k of Holidays, UKBench and
+    generic sets leave the query out of its own ranking; Oxford keeps it (the query image
+    is one of its positives), and so does UKBench's N-S score (top 4, query included).
     """
     protocol = info["protocol"]
     queries, names, gnd = list(info["queries"]), list(info["query_names"]), list(info["gnd"])
     if len(rankings) != len(queries):
         raise EvaluationError(f"{len(rankings)} rankings for {len(queries)} queries")
-    ranked = [[int(r) for r in ranking] for ranking in rankings]
+    ranked = full = [[int(r) for r in ranking] for ranking in rankings]
     if protocol in SELF_EXCLUDED:
         ranked = [
             [r for r in ranking if r != q] for ranking, q in zip(ranked, queries, strict=True)
@@ -117,10 +120,10 @@ def retrieval_metrics(
             members = {q, *g["positives"]}
             for m in members:
                 group_of[m] = min(members)
-        for ranking in ranked:  # images of skipped queries form groups of their own
+        for ranking in full:  # images of skipped queries form groups of their own
             for r in ranking[:4]:
                 group_of.setdefault(r, -1 - r)
-        out["ukbench_score"] = M.ukbench_score(ranked, group_of, queries)
+        out["ukbench_score"] = M.ukbench_score(full, group_of, queries)
     for k in ks:
         out[f"P@{k}"] = float(
             np.mean(
