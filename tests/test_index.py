@@ -126,3 +126,22 @@ def test_whitening_drops_directions_without_variance() -> None:
     assert w.n_components_ == 3
     with pytest.raises(EvaluationError, match="supports 1 to 3"):
         L2PCAWhitening(n_components=5).fit(rng.standard_normal((4, 6)))
+
+
+def test_flat_index_moves_to_gpus_only_when_faiss_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import featstore.index as fi
+
+    x = np.eye(4, dtype=np.float32)
+    assert FlatIPIndex().fit(x).on_gpu_ is (fi.gpu_count() > 0)
+    moved = []
+
+    def fake_all_gpus(index: object) -> object:  # stands in for faiss-gpu's cloner
+        moved.append(index)
+        return index
+
+    monkeypatch.setattr(fi, "gpu_count", lambda: 2)
+    monkeypatch.setattr(fi.faiss, "index_cpu_to_all_gpus", fake_all_gpus, raising=False)
+    index = FlatIPIndex().fit(x)
+    assert index.on_gpu_ and len(moved) == 1
+    assert index.search(x[:1], 1)[1].tolist() == [[0]]
+    assert FlatIPIndex(use_gpu=False).fit(x).on_gpu_ is False and len(moved) == 1
