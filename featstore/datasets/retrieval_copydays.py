@@ -74,8 +74,9 @@ def _load_photo(name: str) -> np.ndarray:
     if source == "matplotlib":
         import matplotlib.cbook
 
-        with matplotlib.cbook.get_sample_data(file) as handle:
-            return np.asarray(Image.open(handle).convert("RGB"))
+        path = matplotlib.cbook.get_sample_data(file, asfileobj=False)
+        with Image.open(str(path)) as image:
+            return np.asarray(image.convert("RGB"))
     import skimage.data
 
     return np.asarray(getattr(skimage.data, file)())
@@ -152,7 +153,7 @@ def copydays_layout() -> tuple[tuple[int, int], ...]:
     Query photos contribute their original and every transform; distractor photos only
     their transforms.
     """
-    rows = []
+    rows: list[tuple[int, int]] = []
     for k in range(len(PHOTOS)):
         first = 0 if k < len(COPYDAYS_ORIGINALS) else 1
         rows.extend((k, j) for j in range(first, 1 + len(COPYDAYS_TRANSFORMS)))
