@@ -47,7 +47,9 @@ def add(
 
     SOURCE is a folder of class subfolders, a folder of split folders (train/, test/)
     holding class subfolders, a CSV or JSON manifest (path, label or labels, split, id),
-    or builtin:NAME (builtin:digits, builtin:copydays). Every image is decoded and hashed;
+    builtin:NAME (builtin:digits, builtin:copydays), or a retrieval set given as
+    oxford:DIR, paris:DIR, revisited:DIR, holidays:DIR, ukbench:DIR or retrieval-json:FILE.
+    Every image is decoded and hashed;
     a bad image stops the registration (nothing is written) unless --skip-bad.
 
     \b

@@ -123,3 +123,22 @@ def test_ls_info_verify_rm_gc(tmp_path):
     gc = json.loads(run("gc", "--store", url, "--older-than", "-1", "--json").output)
     assert any(p.endswith("feat-empty") for p in gc["removed"])
     assert not any(p.endswith("feat-two") for p in gc["removed"])
+
+
+def test_datasets_add_takes_retrieval_sources(tmp_path):
+    """`scheme:PATH` sources go through the retrieval loaders (Holidays naming here)."""
+    from conftest import make_image
+
+    folder = tmp_path / "holidays"
+    for number in (100000, 100001, 100002, 100100, 100101):
+        make_image(folder / f"{number}.jpg", seed=number)
+    store = str(tmp_path / "s.zarr")
+    result = run("datasets", "add", "hol", f"holidays:{folder}", "--store", store, "--json")
+    summary = json.loads(result.output)
+    assert summary["n"] == 5
+    dataset = open_store(store, mode="r").get_dataset("hol")
+    retrieval = dataset.extra["retrieval"]
+    assert len(retrieval["queries"]) == 2  # 100000 and 100100 lead their groups
+    first = retrieval["queries"][0]
+    assert sorted(dataset.ids[i] for i in retrieval["gnd"][0]["positives"]) == ["100001", "100002"]
+    assert dataset.ids[first] == "100000"

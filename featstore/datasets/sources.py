@@ -47,6 +47,13 @@ def dataset_from_source(
         from featstore.datasets.builtin import builtin_dataset
 
         return builtin_dataset(source, name)
+    from featstore.datasets.retrieval import retrieval_dataset_from_source
+
+    retrieval = retrieval_dataset_from_source(name, source, skip_bad=skip_bad, progress=progress)
+    if (
+        retrieval is not None
+    ):  # oxford:PATH, paris:, revisited:, holidays:, ukbench:, retrieval-json:
+        return retrieval
     if not os.path.exists(source):
         raise DatasetError(
             f"dataset source {source} does not exist; give a folder, a .csv/.json manifest or builtin:NAME"
