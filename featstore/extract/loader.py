@@ -57,7 +57,7 @@ class RowImages(torch.utils.data.Dataset):
     def __init__(
         self,
         dataset: Any,
-        rows: Sequence[int],
+        rows: Sequence[int] | np.ndarray,
         geometries: Sequence[Preprocess],
         crops: Sequence[tuple[Preprocess, View]],
     ) -> None:

@@ -186,7 +186,7 @@ def _poolings_for(pooling: Any, layer: str) -> list[str]:
     else:
         chosen = DEFAULT_POOLING if pooling is None else pooling
     items = [chosen] if isinstance(chosen, str) else list(chosen)
-    out = []
+    out: list[str] = []
     for item in items:
         out.extend(p for p in str(item).split(",") if p.strip())
     return out or [DEFAULT_POOLING]

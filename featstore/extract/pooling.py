@@ -151,9 +151,10 @@ def apply_pooling(pooling: str | Pooling, x: torch.Tensor) -> torch.Tensor:
     if pool.kind == "gem":
         p = float(pool.p or DEFAULT_GEM_P)
         return x.clamp(min=GEM_EPS).pow(p).mean(dim=dims).pow(1.0 / p)
+    size = int(pool.size or 1)
     if pool.kind == "grid":
-        return F.adaptive_max_pool2d(x, pool.size)
-    return F.adaptive_avg_pool2d(x, pool.size)
+        return F.adaptive_max_pool2d(x, size)
+    return F.adaptive_avg_pool2d(x, size)
 
 
 # --- views ------------------------------------------------------------------------------------

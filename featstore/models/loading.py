@@ -147,7 +147,9 @@ def _load_into(spec: ModelSpec, state_dict: dict[str, torch.Tensor], path: str) 
 
 
 def load_model(
-    model: ModelSpec | str, weights: str | Path | None = None, device: str | torch.device = "cpu"
+    model: ModelSpec | str,
+    weights: str | Path | WeightsRef | None = None,
+    device: str | torch.device = "cpu",
 ) -> LoadedModel:
     """Build a network with its weights, in eval mode, gradients off, on ``device``."""
     spec = _as_spec(model)
@@ -186,6 +188,7 @@ def load_model(
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
     """What `featstore models list` shows about a network (no weights loaded)."""
+    where: str | None
     try:
         ref = resolve_weights(spec)
         available, where = True, ref.path or ref.source
