@@ -364,6 +364,11 @@ def _run(
     }
 
 
+def _rows_of(t: torch.Tensor, sel: np.ndarray) -> torch.Tensor:
+    """The selected rows; the (pinned) batch itself when every row is selected."""
+    return t if sel.size == t.shape[0] else t[torch.from_numpy(sel)]
+
+
 def _run_batch(
     r: _Runner,
     batch: dict[str, Any],
@@ -380,7 +385,7 @@ def _run_batch(
         if sel.size == 0:
             continue
         if view in r.crops_keys:
-            patches = batch[r.crops_keys[view]][torch.from_numpy(sel)]  # (B, P, 3, H, W)
+            patches = _rows_of(batch[r.crops_keys[view]], sel)  # (B, P, 3, H, W)
             n_p = patches.shape[1]
             step = max(1, bs // n_p)
             for lo in range(0, sel.size, step):
@@ -389,7 +394,7 @@ def _run_batch(
                 out = _forward(r, x, compute)
                 _deliver(r, view, batch_rows[sel[lo:hi]], out, 0, hi - lo, submit, n_patches=n_p)
             continue
-        x = batch[r.geometry_key][torch.from_numpy(sel)]
+        x = _rows_of(batch[r.geometry_key], sel)
         segments.append((view, batch_rows[sel], x))
     if not segments:
         return
