@@ -8,6 +8,7 @@ Prints, measured in the same run on a subset of flowers12:
 
 Usage:
   python benchmarks/extract.py --n 96
+  python benchmarks/extract.py --n 160 --repeat 3
   python benchmarks/extract.py --n 480 --device cuda --batch-size 64 --json
 """
 
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="alternate the timings this often; best of each"
+    )
     ap.add_argument("--tmp", default=None, help="where temporary stores go")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -152,10 +156,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     decode_only(ds, pre, args.batch_size, args.workers, compute.device_type == "cuda")
     timed_extract(subset(full, min(ds.n, args.batch_size)), args.model, layers[-1:], args)
 
-    decode_ips = decode_only(ds, pre, args.batch_size, args.workers, compute.device_type == "cuda")
-    forward_ips = forward_only(args.model, ds, args.batch_size, compute)
-    one_pass = timed_extract(ds, args.model, layers, args)
-    one_layer = timed_extract(ds, args.model, layers[-1:], args)
+    # other processes share the machine: alternate the measurements and keep each one's best
+    decode_ips = forward_ips = 0.0
+    one_pass: dict[str, Any] = {}
+    one_layer: dict[str, Any] = {}
+    for _ in range(args.repeat):
+        decode_ips = max(
+            decode_ips,
+            decode_only(ds, pre, args.batch_size, args.workers, compute.device_type == "cuda"),
+        )
+        forward_ips = max(forward_ips, forward_only(args.model, ds, args.batch_size, compute))
+        run = timed_extract(ds, args.model, layers, args)
+        if not one_pass or run["timings"]["images_per_s"] > one_pass["timings"]["images_per_s"]:
+            one_pass = run
+        run = timed_extract(ds, args.model, layers[-1:], args)
+        if not one_layer or run["wall_s"] < one_layer["wall_s"]:
+            one_layer = run
     separate = [timed_extract(ds, args.model, [layer], args) for layer in layers]
 
     featstore_ips = one_pass["timings"]["images_per_s"]
