@@ -232,6 +232,30 @@ def test_only_missing_chunks_are_computed(tiny) -> None:
     np.testing.assert_array_equal(store.get_entry(first["keys"][0]).read(), before)
 
 
+def test_worker_processes_give_the_same_features(tiny) -> None:
+    url, _ = tiny
+    store = open_store(url)
+    kw = dict(weights="random", preprocess=SMALL, batch_size=6, chunk_rows=8)
+    threaded = extract(
+        store, "tiny", ["resnet18"], ["layer2"], "max", ["plain"], num_workers=0, **kw
+    )
+    reference = store.get_entry(threaded["keys"][0]).read()
+    store.delete_entry(threaded["keys"][0])
+    forked = extract(store, "tiny", ["resnet18"], ["layer2"], "max", ["plain"], num_workers=2, **kw)
+    assert forked["keys"] == threaded["keys"] and forked["timings"]["workers"] == 2
+    np.testing.assert_array_equal(store.get_entry(forked["keys"][0]).read(), reference)
+
+
+def test_complete_entry_left_writing_is_marked_complete(tiny) -> None:
+    url, _ = tiny
+    store = open_store(url)
+    kw = dict(weights="random", preprocess=SMALL)
+    key = extract(store, "tiny", ["resnet18"], ["fc"], **kw)["keys"][0]
+    store.get_entry(key).update_attrs(status="writing")  # killed between last chunk and status
+    assert extract(store, "tiny", ["resnet18"], ["fc"], **kw)["forward_batches"] == 0
+    assert store.get_entry(key).attrs["status"] == "complete"
+
+
 def test_each_image_is_decoded_once_for_all_networks(tiny, monkeypatch) -> None:
     url, ds = tiny
     calls: list[int] = []
@@ -499,6 +523,24 @@ def test_cli_extract_then_nothing_to_compute(tiny) -> None:
         "resnet18 has no layer 'layer9'" in bad.output
         and "featstore models layers resnet18" in bad.output
     )
+
+
+def test_cli_option_parsing() -> None:
+    from featstore.cli.extract_cmd import parse_pool_options, parse_weights_options
+
+    assert parse_pool_options(("max,gem:3", "layer3=grid:max:3", "layer3=avg")) == {
+        "*": ["max", "gem:3"],
+        "layer3": ["grid:max:3", "avg"],
+    }
+    assert parse_pool_options(()) == {"*": ["avg"]}
+    assert parse_weights_options((), ["resnet18"]) is None
+    assert parse_weights_options(("random",), ["resnet18"]) == {"*": "random"}
+    assert parse_weights_options(
+        ("resnet18=/w/a.pth", "alexnet=/w/b.pth"), ["resnet18", "alexnet"]
+    ) == {
+        "resnet18": "/w/a.pth",
+        "alexnet": "/w/b.pth",
+    }
 
 
 def test_cli_models_list_and_layers() -> None:

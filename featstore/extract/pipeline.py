@@ -177,12 +177,23 @@ def extract(
         "plan": p.to_dict(),
     }
     if not p.todo:
+        _mark_complete(store, p)
         summary["seconds"] = time.perf_counter() - t_start
         return summary
     stats = _run(store, p, batch_size, num_workers, threads, progress)
     summary.update(stats)
     summary["seconds"] = time.perf_counter() - t_start
     return summary
+
+
+def _mark_complete(store: Any, p: ExtractPlan) -> None:
+    """A run killed after its last chunk but before its status update left "writing"."""
+    if getattr(store, "read_only", False):
+        return
+    for e in p.entries:
+        entry = store.get_entry(e.key)
+        if entry.attrs.get("status") != "complete" and entry.is_complete:
+            entry.update_attrs(status="complete")
 
 
 def _prepare_runners(
