@@ -76,6 +76,15 @@ def test_checkpoint_wrappers_give_the_same_hash(tmp_path: Path) -> None:
     assert load_model("resnet18", wrapped).identity["source"] == "file"
 
 
+def test_half_precision_checkpoint_loads_as_float32(tmp_path: Path) -> None:
+    sd = _random_state_dict()
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, path)
+    net = load_model("resnet18", path).module
+    assert net.fc.weight.dtype == torch.float32
+    torch.testing.assert_close(net.fc.weight, sd["fc.weight"].half().float())
+
+
 def test_hash_is_content_not_file_format() -> None:
     sd = {
         "b": torch.arange(6, dtype=torch.float32).reshape(2, 3),

@@ -126,23 +126,33 @@ def _build_random(spec: ModelSpec, seed: int) -> nn.Module:
 
 
 def _load_into(spec: ModelSpec, state_dict: dict[str, torch.Tensor], path: str) -> nn.Module:
-    """Build the architecture without initialising it and assign the loaded tensors."""
+    """Build the architecture without initialising it and assign the loaded tensors.
+
+    Tensors are cast to the architecture's dtypes first (a float16 checkpoint still gives
+    a float32 network). Architectures that compute buffers in ``__init__`` (left on the
+    meta device) are built normally and loaded by copy instead.
+    """
     try:
         with meta_params():
             module = spec.builder()
-        module.load_state_dict(state_dict, strict=True, assign=True)
-        if any(t.device.type == "meta" for t in [*module.parameters(), *module.buffers()]):
-            raise RuntimeError("non-persistent buffers left on meta")
-    except RuntimeError as meta_exc:
-        module = spec.builder()
-        try:
-            module.load_state_dict(state_dict, strict=True)
-        except RuntimeError as exc:
-            raise ModelError(
-                f"weights {path} do not fit {spec.name}: {str(exc).splitlines()[0]} ... "
-                f"(is it a checkpoint of another architecture or class count?)"
-            ) from exc
-        del meta_exc
+        dtypes = {k: v.dtype for k, v in module.state_dict().items()}
+        cast = {
+            k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v
+            for k, v in state_dict.items()
+        }
+        module.load_state_dict(cast, strict=True, assign=True)
+        if not any(t.device.type == "meta" for t in [*module.parameters(), *module.buffers()]):
+            return module
+    except RuntimeError:
+        pass  # key or shape mismatch: the plain load below words the error
+    module = spec.builder()
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"weights {path} do not fit {spec.name}: {str(exc).splitlines()[0]} ... "
+            f"(is it a checkpoint of another architecture or class count?)"
+        ) from exc
     return module
 
 
