@@ -23,8 +23,6 @@ from featstore.cli.common import (
     table,
 )
 
-from featstore.evaluate.settings import evaluate_settings, settings_from_factors
-
 
 @dataclass(frozen=True)
 class Task:
@@ -205,6 +203,8 @@ def evaluate(**opts: Any) -> None:
     """
     task = TASKS[opts["task"]]
     store = open_cli_store(opts["store_url"])
+    from featstore.evaluate.settings import evaluate_settings, settings_from_factors
+
     settings = settings_from_factors(
         _csv(opts["model"]),
         _csv(opts["layer"]),

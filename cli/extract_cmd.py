@@ -17,9 +17,6 @@ from featstore.cli.common import (
     table,
 )
 
-from featstore.extract import extract as run_extract
-from featstore.extract import plan as make_plan
-
 
 def _split(values: tuple[str, ...] | str | None) -> list[str]:
     if not values:
@@ -187,6 +184,9 @@ def extract(
         compute_dtype=compute_dtype,
         dtype=dtype,
     )
+    from featstore.extract import extract as run_extract  # torch: imported only when used
+    from featstore.extract import plan as make_plan
+
     p = make_plan(
         store,
         dataset,

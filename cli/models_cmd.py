@@ -7,8 +7,6 @@ from typing import Any
 import click
 from featstore.cli.common import emit, handle_errors, json_option, table
 
-from featstore.models import describe, get_spec, list_layers, list_specs
-
 
 @click.group()
 def models() -> None:
@@ -38,6 +36,8 @@ def list_cmd(as_json: bool) -> None:
       featstore models list
       featstore models list --json
     """
+    from featstore.models import describe, list_specs  # torch: imported only when used
+
     rows = [describe(spec) for spec in list_specs()]
     emit(rows, as_json, _render_list)
 
@@ -87,6 +87,8 @@ def layers_cmd(name: str, nodes: bool, input_size: int | None, as_json: bool) ->
       featstore models layers efficientnet_lite0
       featstore models layers alexnet --json
     """
+    from featstore.models import get_spec, list_layers
+
     spec = get_spec(name)
     infos = list_layers(spec, input_size, nodes=nodes)
     by_name = {i.name: i for i in infos}
