@@ -194,11 +194,11 @@ def evaluate(**opts: Any) -> None:
 
     \b
     Example:
-      featstore evaluate -d flowers -m efficientnet_lite0 -l _blocks.13,_blocks.15,_avg_pooling --task classify
-      featstore evaluate -d flowers -m efficientnet_lite0 -l _avg_pooling --classifier logreg --json
-      featstore evaluate -d flowers -m efficientnet_lite0 -l _blocks.15,_avg_pooling --concat \
+      featstore evaluate -d flowers -m efficientnet_lite0 -l stage5,stage7,penultimate --task classify
+      featstore evaluate -d flowers -m efficientnet_lite0 -l penultimate --classifier logreg --json
+      featstore evaluate -d flowers -m efficientnet_lite0 -l stage7,penultimate --concat \\
           --transform l2,concat,pca=256
-      featstore evaluate -d copydays -m efficientnet_lite0 -l penultimate --task retrieve \
+      featstore evaluate -d copydays -m efficientnet_lite0 -l penultimate --task retrieve \\
           --method subpatch --whiten none
     """
     task = TASKS[opts["task"]]

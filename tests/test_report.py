@@ -154,3 +154,19 @@ def test_cli_markdown_with_plots_writes_png_files(store, tmp_path: Path) -> None
     assert "![layers](rep_layers.png)" in text and "![heatmap](rep_heatmap.png)" in text
     for name in ("rep_layers.png", "rep_heatmap.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_retrieval_variants_are_separate_settings():
+    """Two retrieval records that differ only in method/whitening must not share a cell."""
+    from featstore.report.tables import record_setting
+
+    base = {
+        "task": "retrieve",
+        "transform": "l2",
+        "factors": {"model": "net", "layer": "fc7", "pooling": "avg", "view": "plain"},
+    }
+    glob = {**base, "classifier": {"name": "global", "index": "flat", "whiten": {"on": "database"}}}
+    sub = {**base, "classifier": {"name": "subpatch", "index": "flat", "whiten": {"on": "none"}}}
+    assert record_setting(glob)["classifier"] == "global flat whiten:database"
+    assert record_setting(sub)["classifier"] == "subpatch flat whiten:none"
+    assert record_setting(glob) != record_setting(sub)

@@ -124,9 +124,14 @@ def record_setting(record: Mapping[str, Any]) -> dict[str, str]:
         transform = ",".join(steps) or "none"
     clf = record.get("classifier") or {}
     task = record.get("task")
-    classifier = (
-        str(clf.get("name", "-")) if task == "classify" and isinstance(clf, Mapping) else "-"
-    )
+    classifier = "-"
+    if isinstance(clf, Mapping) and task == "classify":
+        classifier = str(clf.get("name", "-"))
+    elif isinstance(clf, Mapping) and task == "retrieve":
+        # method, index and whitening tell retrieval settings apart (never average them)
+        whiten = clf.get("whiten") or {}
+        on = whiten.get("on", "-") if isinstance(whiten, Mapping) else whiten
+        classifier = f"{clf.get('name', '-')} {clf.get('index', '-')} whiten:{on}"
     return {
         "network": _join(f.get("model") or f.get("model_name")),
         "layer": _join(f.get("layer")),
