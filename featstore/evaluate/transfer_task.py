@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,9 @@ __all__ = [
     "ESTIMATORS",
     "TASK",
     "evaluate_transferability",
+    "TransferabilityPlan",
     "plan_transferability",
+    "run_transferability",
     "transferability_key",
     "transferability_scores",
 ]
@@ -87,6 +90,25 @@ def transferability_key(
     return key, classifier, protocol
 
 
+@dataclass(frozen=True)
+class TransferabilityPlan:
+    """A checked transferability setting: what to read, under which result key."""
+
+    dataset: Any
+    parts: list[Any]
+    estimators: list[str]
+    transform: str
+    train: np.ndarray
+    key: str
+    classifier: dict[str, Any]
+    protocol: dict[str, Any]
+    seed: int
+
+    @property
+    def feature_keys(self) -> list[str]:
+        return [k for p in self.parts for k in p.keys]
+
+
 def plan_transferability(
     store: Any,
     dataset: Any,
@@ -95,10 +117,10 @@ def plan_transferability(
     transform: str = "",
     estimators: Sequence[str] = DEFAULT_ESTIMATORS,
     seed: int = 0,
-) -> str:
+) -> TransferabilityPlan:
     """Check a setting without computing (estimators, splits, labels, complete entries).
 
-    Raises what :func:`evaluate_transferability` would; returns the result key.
+    Raises what :func:`evaluate_transferability` would, before anything is read or written.
     """
     ds = resolve_dataset(store, dataset)
     names = _check_estimators(estimators)
@@ -110,7 +132,9 @@ def plan_transferability(
     parts = resolve_parts(store, ds, features, spec)
     splits = split_rows(ds)
     keys = [k for p in parts for k in p.keys]
-    return transferability_key(keys, spec, names, splits.train_name, seed)[0]
+    key, classifier, protocol = transferability_key(keys, spec, names, splits.train_name, seed)
+    train = np.asarray(splits.train, dtype=np.int64)
+    return TransferabilityPlan(ds, parts, names, spec, train, key, classifier, protocol, seed)
 
 
 def evaluate_transferability(
@@ -130,37 +154,38 @@ def evaluate_transferability(
     factors, or a list of those for a concatenation). A record already stored under the
     same key is returned as is unless ``force``.
     """
-    ds = resolve_dataset(store, dataset)
-    names = _check_estimators(estimators)
-    spec = canonical_spec(transform)
-    parts = resolve_parts(store, ds, features, spec)
-    feature_keys = [k for p in parts for k in p.keys]
-    splits = split_rows(ds)
-    key, classifier, protocol = transferability_key(
-        feature_keys, spec, names, splits.train_name, seed
+    plan = plan_transferability(
+        store, dataset, features, transform=transform, estimators=estimators, seed=seed
     )
+    return run_transferability(store, plan, force=force, progress=progress)
+
+
+def run_transferability(
+    store: Any, plan: TransferabilityPlan, force: bool = False, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Compute (or look up) the record of a checked setting."""
     if not force:
-        cached = load_result(store, key)
+        cached = load_result(store, plan.key)
         if cached is not None:
             return {**cached, "cached": True}
+    ds, spec, train, seed = plan.dataset, plan.transform, plan.train, plan.seed
     t0 = time.perf_counter()
-    train = np.asarray(splits.train, dtype=np.int64)
     tr = FeatureTransform("" if spec == "none" else spec, seed=seed)
-    tr.fit(parts, train, progress=progress)
-    x = tr.transform(parts, train)
+    tr.fit(plan.parts, train, progress=progress)
+    x = tr.transform(plan.parts, train)
     t1 = time.perf_counter()
-    scores = transferability_scores(x, np.asarray(ds.labels)[train], names)
+    scores = transferability_scores(x, np.asarray(ds.labels)[train], plan.estimators)
     t2 = time.perf_counter()
     record = build_record(
-        key=key,
+        key=plan.key,
         task=TASK,
         dataset_id=ds.id,
         dataset_name=ds.name,
-        features=feature_keys,
-        factors=merge_factors(parts),
+        features=plan.feature_keys,
+        factors=merge_factors(plan.parts),
         transform=spec,
-        classifier=classifier,
-        protocol=protocol,
+        classifier=plan.classifier,
+        protocol=plan.protocol,
         seed=seed,
         metrics=scores,
         chosen={"n_features": int(x.shape[1]), "n_train": int(len(train))},
