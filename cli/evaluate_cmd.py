@@ -67,8 +67,8 @@ TASKS: dict[str, Task] = {
         _retrieve_options,
     ),
     "transferability": Task(  # issue 6: estimators on the train split's cached features
-        "featstore.evaluate.transfer_task:evaluate_transferability",
-        "featstore.evaluate.transfer_task:plan_transferability",
+        "featstore.evaluate.transferability:evaluate_transferability",
+        "featstore.evaluate.transferability:plan_transferability",
         lambda opts: {
             "transform": opts["transform"],
             "seed": opts["seed"],

@@ -210,9 +210,9 @@ def extract(
             click.echo(f"nothing to compute: all {len(p.entries)} entries are cached")
         return
     if dask_address or share:
-        from featstore.cli.transfer_cmd import render_distributed
+        from featstore.cli.copy_cmd import render_distributed
 
-        from featstore.distributed import run_distributed
+        from featstore.extract.distributed import run_distributed
 
         with progress_bar("extracting", unit="unit", enabled=not as_json) as progress:
             summary = run_distributed(

@@ -27,7 +27,7 @@ cli.add_command(info)
 cli.add_command(verify)
 cli.add_command(rm)
 cli.add_command(gc)
-from featstore.cli.transfer_cmd import copy, export_cmd, import_cmd  # noqa: E402
+from featstore.cli.copy_cmd import copy, export_cmd, import_cmd  # noqa: E402
 
 cli.add_command(copy)
 cli.add_command(export_cmd)

@@ -139,7 +139,7 @@ def sweep(
         progress_bar("cells", unit="cell", enabled=not as_json) as cell_bar,
     ):
         if dask_address:
-            from featstore.distributed import DaskExtractor
+            from featstore.extract.distributed import DaskExtractor
 
             with DaskExtractor(dask_address) as on_dask:
                 summary = run_sweep(

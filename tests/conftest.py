@@ -12,6 +12,27 @@ from PIL import Image
 
 FLOWERS12 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
 
+S3_FIXTURES = {"s3_server", "s3_store", "s3_env", "make_bucket"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what a test needs from its fixtures: ``s3`` (moto server), ``shared_data``."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & S3_FIXTURES:
+            item.add_marker(pytest.mark.s3)
+        if "flowers12" in names:
+            item.add_marker(pytest.mark.shared_data)
+
+
+@pytest.fixture
+def flowers12() -> Path:
+    """The real 12-class flower images in ../shared/data (CI lays ../shared beside the clone)."""
+    assert FLOWERS12.exists(), (
+        f"the flowers12 images must be at {FLOWERS12} (../shared beside the checkout)"
+    )
+    return FLOWERS12
+
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (32, 32)) -> Path:
     """A small random RGB JPEG; each seed gives different bytes."""

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from featstore.distributed import run_distributed
+from featstore.extract.distributed import run_distributed
 from featstore.store import open_store
 
 REQUEST = {

@@ -119,3 +119,55 @@ def interleave_splits(y: np.ndarray, test_every: int = 4, val_every: int = 0) ->
         else:
             out.append("train")
     return out
+
+
+def put_features(
+    store: Any,
+    ds: Any,
+    rows: np.ndarray,
+    *,
+    view: str = "plain",
+    pooling: str = "avg",
+    layer: str = "fc",
+    complete: bool = True,
+    chunk_rows: int | None = None,
+    **extra: Any,
+) -> str:
+    """An entry with the attrs extraction writes (CONTRACTS.md), filled with ``rows``."""
+    attrs = {
+        "dataset_id": ds.id,
+        "dataset_fingerprint": ds.fingerprint,
+        "model": {"name": "toy", "source": "random", "weights_sha256": "0" * 64},
+        "layer": layer,
+        "preprocess": {"resize": 8, "crop": 8},
+        "view": view,
+        "pooling": pooling,
+        "dtype": "float32",
+        "compute_dtype": "float32",
+        **extra,
+    }
+    key = make_key("feat", attrs)
+    attrs.update(
+        {"kind": "features", "dataset_name": ds.name, "model_name": "toy", "status": "complete"}
+    )
+    entry = store.create_entry(
+        key, attrs, rows.shape, dtype="float32", chunk_rows=chunk_rows or len(rows)
+    )
+    for i in range(entry.n_chunks if complete else entry.n_chunks - 1):
+        start, stop = entry.chunk_bounds(i)
+        entry.write_chunk(i, rows[start:stop])
+    return key
+
+
+# rows 0..5 = 100000 100001 100002 100100 100101 100200; the queries are rows 0 and 3
+HOLIDAY_FEATURES = np.array(
+    [
+        [1.0, 0.0, 0.0],  # q0
+        [0.9, 0.1, 0.0],  # q0's positive, ranked 1st
+        [0.05, 0.2, 1.0],  # q0's positive, ranked 4th (after 100200 and 100101)
+        [0.0, 1.0, 0.0],  # q1
+        [0.5, 0.5, 0.0],  # q1's positive
+        [0.7, 0.0, 0.5],  # distractor
+    ],
+    dtype=np.float32,
+)

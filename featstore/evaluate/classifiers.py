@@ -29,8 +29,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.svm import LinearSVC
 
-from featstore import metrics
 from featstore.errors import EvaluationError
+from featstore.evaluate import metrics
 from featstore.evaluate.selection import Splits
 
 __all__ = [

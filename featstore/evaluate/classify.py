@@ -25,6 +25,7 @@ from featstore.evaluate.classifiers import (
     fit_steps,
     lambda_grid,
 )
+from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
 from featstore.evaluate.selection import (
     Splits,
     merge_factors,
@@ -32,8 +33,7 @@ from featstore.evaluate.selection import (
     resolve_parts,
     split_rows,
 )
-from featstore.results import build_record, load_result, make_result_key, save_result
-from featstore.transforms import FeatureTransform, Part, canonical_spec
+from featstore.evaluate.transforms import FeatureTransform, Part, canonical_spec
 
 __all__ = [
     "C_GRID",

@@ -17,7 +17,7 @@ in the literature), or skipped (``"none"``). Metrics follow the dataset's protoc
 (``extra["retrieval"]["protocol"]``): mAP and P@k/R@k for Oxford, Holidays and generic
 sets; Easy/Medium/Hard mAP and mP@k for revisited Oxford/Paris; the N-S score for UKBench.
 Queries are described by their whole image (query bounding boxes are recorded in the
-dataset, not cropped here). The result is stored via :mod:`featstore.results`; asking
+dataset, not cropped here). The result is stored via :mod:`featstore.evaluate.results`; asking
 again for the same setting is a lookup unless ``force``.
 """
 
@@ -30,9 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from featstore import metrics as M
 from featstore.datasets.retrieval import retrieval_info
 from featstore.errors import EntryNotFoundError, EvaluationError, TransformError
+from featstore.evaluate import metrics as M
+from featstore.evaluate.index import (
+    FlatIPIndex,
+    IVFPQIndex,
+    L2PCAWhitening,
+    SubpatchIndex,
+    l2_normalize,
+)
+from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
 from featstore.evaluate.selection import (
     TWIN_ATTRS,
     FeatureSelector,
@@ -41,10 +49,8 @@ from featstore.evaluate.selection import (
     resolve_dataset,
     resolve_parts,
 )
-from featstore.index import FlatIPIndex, IVFPQIndex, L2PCAWhitening, SubpatchIndex, l2_normalize
-from featstore.results import build_record, load_result, make_result_key, save_result
+from featstore.evaluate.transforms import FeatureTransform, Part, canonical_spec, parse_spec
 from featstore.store import find_entries
-from featstore.transforms import FeatureTransform, Part, canonical_spec, parse_spec
 
 __all__ = [
     "INDEXES",

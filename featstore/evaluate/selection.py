@@ -20,8 +20,8 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
+from featstore.evaluate.transforms import Part, Step, parse_spec, pool_rows
 from featstore.store import find_entries
-from featstore.transforms import Part, Step, parse_spec, pool_rows
 
 __all__ = [
     "FeatureSelector",

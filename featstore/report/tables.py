@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featstore.errors import EvaluationError
-from featstore.results import find_results
-from featstore.transferability import kendall_tau
+from featstore.evaluate.estimators import kendall_tau
+from featstore.evaluate.results import find_results
 
 __all__ = [
     "FACTORS",

@@ -111,7 +111,7 @@ def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
                 seed=job["seed"],
             )
         elif task == "transferability":
-            from featstore.evaluate.transfer_task import evaluate_transferability
+            from featstore.evaluate.transferability import evaluate_transferability
 
             rec = evaluate_transferability(
                 store,
@@ -155,9 +155,9 @@ def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, An
     try:
         import numpy as np
 
+        from featstore.evaluate.results import load_result, make_result_key
         from featstore.evaluate.selection import split_rows
-        from featstore.results import load_result, make_result_key
-        from featstore.transforms import canonical_spec
+        from featstore.evaluate.transforms import canonical_spec
 
         splits = split_rows(dataset)
         transform = canonical_spec(job["transform"])
@@ -175,7 +175,7 @@ def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, An
                 job["seed"],
             )
         elif job["task"] == "transferability":
-            from featstore.evaluate.transfer_task import transferability_key
+            from featstore.evaluate.transferability import transferability_key
 
             key = transferability_key(
                 keys, transform, job["estimators"], splits.train_name, job["seed"]

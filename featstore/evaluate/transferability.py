@@ -1,6 +1,6 @@
 """`--task transferability`: score cached features with transferability estimators.
 
-The estimators of :mod:`featstore.transferability` (LogME, H-score, GBC) read the cached
+The estimators of :mod:`featstore.evaluate.estimators` (LogME, H-score, GBC) read the cached
 features of the *training* split after the setting's transform (fitted on those rows), and
 the target labels; no classifier is trained and no network runs. The scores are stored as
 a result record with task "transferability", so a report can rank settings by each
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from featstore import transferability
 from featstore.errors import EvaluationError
+from featstore.evaluate.estimators import gbc, h_score, logme
+from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
 from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts, split_rows
-from featstore.results import build_record, load_result, make_result_key, save_result
-from featstore.transforms import FeatureTransform, canonical_spec
+from featstore.evaluate.transforms import FeatureTransform, canonical_spec
 
 __all__ = [
     "ESTIMATORS",
@@ -36,9 +36,9 @@ __all__ = [
 TASK = "transferability"
 # feature-based estimators: (features, labels) -> float, higher = more transferable
 ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "logme": transferability.logme,
-    "h_score": transferability.h_score,
-    "gbc": transferability.gbc,
+    "logme": logme,
+    "h_score": h_score,
+    "gbc": gbc,
 }
 DEFAULT_ESTIMATORS = ("logme", "h_score", "gbc")
 

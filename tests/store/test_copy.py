@@ -14,7 +14,7 @@ from featstore.cli.main import cli
 from featstore.datasets.sources import dataset_from_source
 from featstore.errors import EntryNotFoundError, StoreError
 from featstore.store import open_store
-from featstore.store.transfer import copy_store, entries_equal, export_hdf5, import_hdf5
+from featstore.store.copy import copy_store, entries_equal, export_hdf5, import_hdf5
 
 
 def populate(url: str, image_folder: Path) -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ from featstore.store.lease import (
     renew,
 )
 
-WORKER = Path(__file__).with_name("lease_worker.py")
+WORKER = Path(__file__).parents[1] / "lease_worker.py"
 
 # moto-server fixtures, shared with the other object-storage tests
 s3_env = s3_fixtures.s3_env

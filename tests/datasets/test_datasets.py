@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FLOWERS12, make_image
+from conftest import make_image
 
 from featstore import open_store
 from featstore.datasets import add_dataset, dataset_from_source
@@ -145,15 +145,12 @@ def test_registering_in_store_and_name_conflicts(store_url, image_folder, tmp_pa
         assert [d["name"] for d in store.list_datasets()] == ["tiny"]
 
 
-def test_flowers12_registers_960_images_in_12_classes(tmp_path):
-    assert FLOWERS12.exists(), (
-        f"the flowers12 images must be at {FLOWERS12} (../shared beside the checkout)"
-    )
-    ds = dataset_from_source("flowers", str(FLOWERS12))
+def test_flowers12_registers_960_images_in_12_classes(tmp_path, flowers12):
+    ds = dataset_from_source("flowers", str(flowers12))
     assert ds.n == 960 and len(ds.classes) == 12
     assert ds.split_counts() == {"test": 240, "train": 720}
     copy = tmp_path / "flowers-copy"
-    shutil.copytree(FLOWERS12, copy)
+    shutil.copytree(flowers12, copy)
     assert dataset_from_source("flowers", str(copy)).id == ds.id
     victim = sorted((copy / "train" / "daisy").iterdir())[3]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])

@@ -20,13 +20,13 @@ from e2e_worker import request_args
 from featstore.datasets.sources import dataset_from_source
 from featstore.extract import extract
 from featstore.store import open_store
-from featstore.store.transfer import copy_store, export_hdf5, import_hdf5
+from featstore.store.copy import copy_store, export_hdf5, import_hdf5
 
 s3_env = s3_fixtures.s3_env
 s3_server = s3_fixtures.s3_server
 s3_store = s3_fixtures.s3_store
 
-WORKER = str(Path(__file__).with_name("e2e_worker.py"))
+WORKER = str(Path(__file__).parents[1] / "e2e_worker.py")
 
 
 def digests(store) -> dict[str, str]:

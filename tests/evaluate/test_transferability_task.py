@@ -9,10 +9,10 @@ import pytest
 
 from featstore.datasets import build_dataset
 from featstore.errors import EvaluationError
-from featstore.evaluate.transfer_task import evaluate_transferability, transferability_scores
+from featstore.evaluate.estimators import h_score, logme
+from featstore.evaluate.transferability import evaluate_transferability, transferability_scores
 from featstore.keys import make_key
 from featstore.store import open_store
-from featstore.transferability import h_score, logme
 
 
 def _dataset(n_per_class: int = 12):

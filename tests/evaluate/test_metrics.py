@@ -1,4 +1,4 @@
-"""Unit tests of featstore.metrics with vectors worked out by hand (arithmetic in comments)."""
+"""Unit tests of featstore.evaluate.metrics with vectors worked out by hand (arithmetic in comments)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featstore import metrics as M
 from featstore.errors import EvaluationError, FeatstoreError
+from featstore.evaluate import metrics as M
 
 # --------------------------------------------------------------------------------------
 # classification

@@ -9,9 +9,9 @@ import s3_fixtures
 from e2e_worker import request_args
 
 from featstore.datasets.sources import dataset_from_source
-from featstore.distributed import connect, run_distributed, work_units
 from featstore.errors import ExtractionError, StoreError
 from featstore.extract import extract, plan
+from featstore.extract.distributed import connect, run_distributed, work_units
 from featstore.store import open_store
 from featstore.store.lease import claim, release
 
@@ -155,7 +155,7 @@ def test_sweep_extractor_runs_a_group_on_a_dask_client(tmp_path, image_folder):
 
     from dask.distributed import Client, LocalCluster
 
-    from featstore.distributed import DaskExtractor
+    from featstore.extract.distributed import DaskExtractor
 
     dataset = dataset_from_source("tiny", str(image_folder))
     plain = open_store(str(tmp_path / "plain.zarr"))
@@ -177,7 +177,7 @@ def test_sweep_extractor_runs_a_group_on_a_dask_client(tmp_path, image_folder):
 def test_leases_of_a_running_unit_are_renewed(tmp_path):
     import time
 
-    from featstore.distributed import _Renewer
+    from featstore.extract.distributed import _Renewer
 
     entry = open_store(str(tmp_path / "s.zarr")).create_entry("feat-r", {}, (8, 2), chunk_rows=4)
     mine = [

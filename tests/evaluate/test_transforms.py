@@ -10,8 +10,14 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from featstore.errors import SpecError, TransformError
+from featstore.evaluate.transforms import (
+    FeatureTransform,
+    Part,
+    canonical_spec,
+    parse_spec,
+    pool_rows,
+)
 from featstore.store import open_store
-from featstore.transforms import FeatureTransform, Part, canonical_spec, parse_spec, pool_rows
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 from conftest import make_image
+from eval_helpers import HOLIDAY_FEATURES, put_features
 from featstore.cli.main import cli
-from test_retrieval_eval import HOLIDAY_FEATURES, put_features
 
 from featstore.datasets.retrieval import load_holidays
 from featstore.store import open_store

@@ -1,4 +1,4 @@
-"""Tests of featstore.transferability on cases whose answer is known or worked by hand."""
+"""Tests of featstore.evaluate.estimators on cases whose answer is known or worked by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import scipy.optimize
 import scipy.stats
 
-from featstore import transferability as T
 from featstore.errors import EvaluationError
+from featstore.evaluate import estimators as T
 
 
 def _blobs(separation: float, n: int = 240, d: int = 6, k: int = 3, seed: int = 0):

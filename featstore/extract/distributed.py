@@ -12,7 +12,7 @@ Dask workers open the store themselves from its URL and storage options (a Store
 whose repr hides secrets). Zarr settings are passed per array by the store code, since
 zarr config set in the client process does not reach workers (DESIGN.md).
 
-    from featstore.distributed import run_distributed
+    from featstore.extract.distributed import run_distributed
     run_distributed("s3://team/feats.zarr", "flowers", ["resnet50"], ["layer4"],
                     client="local:4", storage_options={"profile": "team"})
 """

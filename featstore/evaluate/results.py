@@ -60,7 +60,7 @@ def make_result_key(
 ) -> str:
     """The content key of an evaluation (``res-<hash>``).
 
-    ``transform`` should be canonical (e.g. ``featstore.transforms.canonical_spec``) so
+    ``transform`` should be canonical (e.g. ``featstore.evaluate.transforms.canonical_spec``) so
     that equal chains give equal keys; feature order is kept (it is the column order of a
     concatenation).
     """

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from featstore.cli.main import cli
 
+from featstore.evaluate.results import build_record, make_result_key, save_result
 from featstore.report import build_report, collect_records, parse_baseline, to_csv, to_markdown
-from featstore.results import build_record, make_result_key, save_result
 from featstore.store import open_store
 
 

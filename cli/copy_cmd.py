@@ -17,7 +17,7 @@ from featstore.cli.common import (
 )
 
 from featstore.store import open_store
-from featstore.store.transfer import copy_store, export_hdf5, import_hdf5
+from featstore.store.copy import copy_store, export_hdf5, import_hdf5
 
 
 def _merged(common: tuple[str, ...], side: tuple[str, ...]) -> dict[str, Any] | None:
@@ -174,7 +174,7 @@ def import_cmd(
 
 
 def render_distributed(s: dict[str, Any]) -> str:
-    """The summary of `featstore extract --dask/--share` (see featstore.distributed)."""
+    """The summary of `featstore extract --dask/--share` (see featstore.extract.distributed)."""
     done = sum(1 for u in s["units"] if u["chunks"])
     text = (
         f"done: {s['entries']} entries; {len(s['units'])} units of work, {done} computed here, "

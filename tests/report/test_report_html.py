@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from featstore.cli.main import cli
 
-from featstore.results import build_record, make_result_key, save_result
+from featstore.evaluate.results import build_record, make_result_key, save_result
 from featstore.store import open_store
 
 BROWSER_FLAGS = [

@@ -16,9 +16,9 @@ from featstore.cli.main import cli
 
 from featstore.errors import ReadOnlyError, StoreNotFoundError
 from featstore.store import open_store
+from featstore.store.copy import copy_store, export_hdf5
 from featstore.store.lease import claim, fill_with_leases
 from featstore.store.remote import StoreSpec, entry_geometry, redact, secret_values
-from featstore.store.transfer import copy_store, export_hdf5
 
 # moto-server fixtures, shared with the other object-storage tests
 s3_env = s3_fixtures.s3_env

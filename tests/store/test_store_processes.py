@@ -14,10 +14,10 @@ import pytest
 
 from featstore import open_store
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from store_writer import expected_rows  # noqa: E402
 
-WRITER = str(Path(__file__).parent / "store_writer.py")
+WRITER = str(Path(__file__).parents[1] / "store_writer.py")
 N_ROWS, CHUNK_ROWS = 200, 10  # 20 chunks
 
 

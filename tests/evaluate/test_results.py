@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from featstore.errors import EvaluationError
-from featstore.results import (
+from featstore.evaluate.results import (
     build_record,
     find_results,
     load_result,
