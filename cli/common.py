@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from featstore.errors import FeatstoreError
+from featstore.progress import Progress
 from featstore.store import DEFAULT_STORE, Store, open_store
 
 F = Callable[..., Any]
@@ -116,9 +117,7 @@ def human_bytes(n: float | None) -> str:
 
 
 @contextmanager
-def progress_bar(
-    desc: str, unit: str = "it", enabled: bool = True
-) -> Iterator[Callable[[int, int, dict], None]]:
+def progress_bar(desc: str, unit: str = "it", enabled: bool = True) -> Iterator[Progress]:
     """A callback for the library's ``progress`` argument, drawing a tqdm bar on stderr."""
     from tqdm import tqdm
 

@@ -32,6 +32,7 @@ from sklearn.svm import LinearSVC
 from featstore.errors import EvaluationError
 from featstore.evaluate import metrics
 from featstore.evaluate.selection import Splits
+from featstore.progress import Progress
 
 __all__ = [
     "C_GRID",
@@ -42,7 +43,6 @@ __all__ = [
     "lambda_grid",
 ]
 
-ProgressFn = Callable[[int, int, dict], None]
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 LAMBDA_RANGE = (1e-6, 1e5, 45)
 CLASSIFIERS = ("svm", "logreg")
@@ -397,7 +397,7 @@ def classify_arrays(
     spec: ClassifierSpec | str = "svm",
     seed: int = 0,
     classes: Sequence[str] = (),
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Fit and score a classifier on in-memory features (rows in the same order as ``labels``).
 

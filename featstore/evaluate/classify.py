@@ -10,7 +10,7 @@ evaluated.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +34,7 @@ from featstore.evaluate.selection import (
     split_rows,
 )
 from featstore.evaluate.transforms import FeatureTransform, Part, canonical_spec
+from featstore.progress import Progress
 
 __all__ = [
     "C_GRID",
@@ -47,8 +48,6 @@ __all__ = [
     "plan_classification",
     "run_classification",
 ]
-
-ProgressFn = Callable[[int, int, dict], None]
 
 
 def check_classes(ds: Any, splits: Splits) -> None:
@@ -142,7 +141,7 @@ def evaluate_classification(
     cv: int | None = None,
     seed: int = 0,
     force: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     *,
     c_grid: Sequence[float] | None = None,
     class_weight: str | None = None,
@@ -171,7 +170,7 @@ def evaluate_classification(
 
 
 def run_classification(
-    store: Any, plan: ClassificationPlan, force: bool = False, progress: ProgressFn | None = None
+    store: Any, plan: ClassificationPlan, force: bool = False, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Compute (or look up) the record of a planned setting and save it."""
     if not force:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -26,6 +26,7 @@ from featstore.keys import make_key
 __all__ = [
     "REQUIRED_FIELDS",
     "build_record",
+    "collect_records",
     "find_results",
     "load_result",
     "make_result_key",
@@ -217,3 +218,19 @@ def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
         if all(_matches(record, name, value) for name, value in wanted.items()):
             out.append(record)
     return sorted(out, key=lambda r: (str(r.get("created", "")), str(r.get("key", ""))))
+
+
+def collect_records(
+    store: Any, *, datasets: Iterable[str] | None = None, tasks: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """Result records of the store, optionally only of some datasets (name or id) and tasks."""
+    wanted_ds = set(datasets) if datasets is not None else None
+    wanted_tasks = set(tasks) if tasks is not None else None
+    out = []
+    for r in find_results(store):
+        if wanted_ds is not None and not ({r.get("dataset_name"), r.get("dataset_id")} & wanted_ds):
+            continue
+        if wanted_tasks is not None and r.get("task") not in wanted_tasks:
+            continue
+        out.append(r)
+    return out

@@ -24,7 +24,7 @@ again for the same setting is a lookup unless ``force``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ from featstore.evaluate.selection import (
     resolve_parts,
 )
 from featstore.evaluate.transforms import FeatureTransform, Part, canonical_spec, parse_spec
+from featstore.progress import Progress
 from featstore.store import find_entries
 
 __all__ = [
@@ -75,7 +76,6 @@ DEFAULT_SHORTLIST = 1000  # IVF-PQ: ranked list length scored (positives beyond 
 # protocols whose AP and P@k leave the query out of its own ranking (UKBench's N-S score
 # alone counts it); Oxford lists the query image among its own positives, so keeps it
 SELF_EXCLUDED = ("holidays", "generic", "ukbench")
-ProgressFn = Callable[[int, int, dict], None]
 
 
 # --------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def rank_database(
     index: str = "flat",
     k: int | None = None,
     index_params: Mapping[str, Any] | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Database positions ranked best first for each query, ``(Q, k)`` (-1 where unranked).
 
@@ -434,7 +434,7 @@ def plan_retrieval(
     )  # fmt: skip
 
 
-def _descriptors(plan: RetrievalPlan, progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+def _descriptors(plan: RetrievalPlan, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
     """(descriptors of every row, whitening training vectors) before normalisation."""
     db_rows = np.asarray(plan.info["database"], dtype=np.int64)
     if plan.method == "subpatch":
@@ -449,7 +449,7 @@ def _descriptors(plan: RetrievalPlan, progress: ProgressFn | None) -> tuple[np.n
 
 
 def run_retrieval(
-    store: Any, plan: RetrievalPlan, force: bool = False, progress: ProgressFn | None = None
+    store: Any, plan: RetrievalPlan, force: bool = False, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Compute (or look up) the record of a planned setting and save it.
 
@@ -524,7 +524,7 @@ def evaluate_retrieval(
     ks: Sequence[int] = DEFAULT_KS,
     seed: int = 0,
     force: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Rank the database for every query of a retrieval dataset; returns the stored record.
 

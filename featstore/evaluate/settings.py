@@ -7,14 +7,15 @@ is evaluated, so a bad layer name stops the command before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from featstore.errors import EvaluationError
+from featstore.progress import Progress
+from featstore.settings import selector_label
 
-__all__ = ["evaluate_settings", "setting_label", "settings_from_factors"]
+__all__ = ["evaluate_settings", "settings_from_factors"]
 
-ProgressFn = Callable[[int, int, dict], None]
 Setting = list[dict[str, Any]]
 
 
@@ -41,15 +42,6 @@ def settings_from_factors(
     return [selectors] if concat else [[s] for s in selectors]
 
 
-def setting_label(setting: Sequence[Mapping[str, Any]], with_model: bool = False) -> str:
-    """A row label: the layer (``model:layer`` when several models), ``+``-joined for a concat."""
-    names = []
-    for sel in setting:
-        layer = str(sel.get("layer") or sel.get("key") or "?")
-        names.append(f"{sel.get('model')}:{layer}" if with_model else layer)
-    return "+".join(names)
-
-
 def evaluate_settings(
     evaluate: Callable[..., dict[str, Any]],
     store: Any,
@@ -58,7 +50,7 @@ def evaluate_settings(
     *,
     check: Callable[..., Any] | None = None,
     force: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Evaluate every setting with ``evaluate(store, dataset, features, **options)``.
@@ -70,7 +62,7 @@ def evaluate_settings(
     if not settings:
         raise EvaluationError("no settings to evaluate")
     models = {sel.get("model") for setting in settings for sel in setting}
-    labels = [setting_label(s, with_model=len(models) > 1) for s in settings]
+    labels = [selector_label(s, with_model=len(models) > 1) for s in settings]
     if check is not None:
         for setting in settings:
             check(store, dataset, list(setting), **options)

@@ -21,6 +21,7 @@ from featstore.evaluate.estimators import gbc, h_score, logme
 from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
 from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts, split_rows
 from featstore.evaluate.transforms import FeatureTransform, canonical_spec
+from featstore.progress import Progress
 
 __all__ = [
     "ESTIMATORS",
@@ -41,8 +42,6 @@ ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "gbc": gbc,
 }
 DEFAULT_ESTIMATORS = ("logme", "h_score", "gbc")
-
-ProgressFn = Callable[[int, int, dict], None]
 
 
 def _check_estimators(estimators: Sequence[str]) -> list[str]:
@@ -146,7 +145,7 @@ def evaluate_transferability(
     estimators: Sequence[str] = DEFAULT_ESTIMATORS,
     seed: int = 0,
     force: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score the features of the training split; returns the (stored) result record.
 
@@ -161,7 +160,7 @@ def evaluate_transferability(
 
 
 def run_transferability(
-    store: Any, plan: TransferabilityPlan, force: bool = False, progress: ProgressFn | None = None
+    store: Any, plan: TransferabilityPlan, force: bool = False, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Compute (or look up) the record of a checked setting."""
     if not force:

@@ -38,6 +38,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from featstore.errors import SpecError, TransformError
+from featstore.progress import Progress
+from featstore.specs import DEFAULT_GEM_P, GEM_EPS, Pooling, parse_pooling
 
 __all__ = [
     "FeatureTransform",
@@ -50,12 +52,9 @@ __all__ = [
     "spec_uses",
 ]
 
-ProgressFn = Callable[[int, int, dict], None]
 
 STEP_NAMES = ("pool", "flipavg", "power", "l2", "pca", "std", "concat")
 POOL_MODES = ("avg", "max", "gem", "grid")
-DEFAULT_GEM_P = 3.0
-GEM_EPS = 1e-6  # GeM clamps activations to this before the power, as in Radenovic et al.
 
 
 # --------------------------------------------------------------------------------------
@@ -239,9 +238,9 @@ def _adaptive_max(x: np.ndarray, k: int) -> np.ndarray:
 _POOL_NAMES = {"avg": "Average pooling", "max": "Max pooling", "gem": "GeM", "grid": "Grid pooling"}
 
 
-def _stored_kind(pooling: str, row_shape: tuple[int, ...]) -> tuple[str, int]:
+def _stored_kind(pooling: Pooling, row_shape: tuple[int, ...]) -> tuple[str, int]:
     """('vector'|'grid'|'map'|'patches', size) for an entry's stored pooling and row shape."""
-    if len(row_shape) == 3 and pooling.startswith("grid:max:"):
+    if len(row_shape) == 3 and pooling.kind == "grid":
         return "grid", row_shape[-1]
     if len(row_shape) == 3:  # map:avg:s, or any other stored (C, h, w) average-like map
         return "map", row_shape[-1]
@@ -250,13 +249,14 @@ def _stored_kind(pooling: str, row_shape: tuple[int, ...]) -> tuple[str, int]:
     return "vector", 0
 
 
-def pool_rows(x: np.ndarray, step: Step | None, pooling: str) -> np.ndarray:
+def pool_rows(x: np.ndarray, step: Step | None, pooling: str | Pooling) -> np.ndarray:
     """Rows of one entry (N, *row_shape) stored with ``pooling``, pooled to (N, D) vectors.
 
     Raises TransformError when the stored form cannot give the asked pooling exactly (or,
     for reduced average maps, in the documented approximate way).
     """
     x = np.asarray(x, dtype=np.float32)
+    pooling = parse_pooling(pooling)
     kind, size = _stored_kind(pooling, tuple(x.shape[1:]))
     if step is None:
         if kind == "vector":
@@ -311,15 +311,13 @@ def pool_rows(x: np.ndarray, step: Step | None, pooling: str) -> np.ndarray:
     return np.power(np.power(np.maximum(x, GEM_EPS), p).mean(axis=(2, 3)), 1.0 / p)
 
 
-def _same_pooling(step: Step, pooling: str) -> bool:
+def _same_pooling(step: Step, pooling: Pooling) -> bool:
     if step.mode in ("avg", "max"):
-        return pooling == step.mode
+        return pooling.kind == step.mode
     if step.mode == "gem":
-        mode, _, p = pooling.partition(":")
-        try:
-            return mode == "gem" and float(p or DEFAULT_GEM_P) == float(step.value or DEFAULT_GEM_P)
-        except ValueError:
-            return False
+        return pooling.kind == "gem" and float(pooling.p or DEFAULT_GEM_P) == float(
+            step.value or DEFAULT_GEM_P
+        )
     return False
 
 
@@ -453,7 +451,7 @@ class FeatureTransform(BaseEstimator):
 
     # --- public API -------------------------------------------------------------------
     def fit(
-        self, parts: Sequence[Part], train_rows: np.ndarray, progress: ProgressFn | None = None
+        self, parts: Sequence[Part], train_rows: np.ndarray, progress: Progress | None = None
     ) -> FeatureTransform:
         train_rows = np.asarray(train_rows, dtype=np.int64)
         blocks = self._derive(parts, train_rows, progress)
@@ -464,7 +462,7 @@ class FeatureTransform(BaseEstimator):
         self,
         parts: Sequence[Part],
         rows: np.ndarray | None = None,
-        progress: ProgressFn | None = None,
+        progress: Progress | None = None,
     ) -> np.ndarray:
         if not hasattr(self, "steps_"):
             raise TransformError("this FeatureTransform is not fitted yet; call fit first")
@@ -472,7 +470,7 @@ class FeatureTransform(BaseEstimator):
         return self._apply_blocks(blocks)
 
     def fit_transform(
-        self, parts: Sequence[Part], train_rows: np.ndarray, progress: ProgressFn | None = None
+        self, parts: Sequence[Part], train_rows: np.ndarray, progress: Progress | None = None
     ) -> np.ndarray:
         """Fit on ``train_rows`` and return every row transformed, reading each entry once."""
         blocks = self._derive(parts, None, progress)
@@ -501,7 +499,7 @@ class FeatureTransform(BaseEstimator):
         return pool, [], False, steps, post
 
     def _derive(
-        self, parts: Sequence[Part], rows: np.ndarray | None, progress: ProgressFn | None
+        self, parts: Sequence[Part], rows: np.ndarray | None, progress: Progress | None
     ) -> list[np.ndarray]:
         """Per part: read and pool each view, apply the stateless pre-flip steps, average."""
         if not parts:

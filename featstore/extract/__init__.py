@@ -15,11 +15,10 @@ from featstore.extract.capture import LayerCapture
 from featstore.extract.device import Compute, resolve_compute, resolve_device
 from featstore.extract.pipeline import extract
 from featstore.extract.plan import (
-    KEY_FIELDS,
     EntryPlan,
     ExtractPlan,
     check_space,
-    feature_key,
+    entry_key,
     plan,
 )
 from featstore.extract.pooling import (
@@ -35,7 +34,6 @@ from featstore.extract.pooling import (
 )
 
 __all__ = [
-    "KEY_FIELDS",
     "Compute",
     "EntryPlan",
     "ExtractPlan",
@@ -47,7 +45,7 @@ __all__ = [
     "crop_boxes",
     "effective_pooling",
     "extract",
-    "feature_key",
+    "entry_key",
     "lookup",
     "output_shape",
     "parse_pooling",

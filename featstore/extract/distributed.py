@@ -23,16 +23,15 @@ import datetime as dt
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from featstore.errors import ExtractionError, LeaseError, StoreError
+from featstore.progress import Progress
 from featstore.store.base import Store
 from featstore.store.lease import DEFAULT_TTL, Lease, claim, default_owner, release, renew
 from featstore.store.remote import StoreSpec
-
-Progress = Callable[[int, int, dict], None] | None
 
 # plan() arguments a unit forwards to the workers' own plan (the request, not its result)
 PLAN_OPTIONS = (
@@ -309,7 +308,7 @@ def run_distributed(
     storage_options: Mapping[str, Any] | None = None,
     owner: str | None = None,
     ttl: float = DEFAULT_TTL,
-    progress: Progress = None,
+    progress: Progress | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Extract the request unit by unit: on Dask (``client``: address, "local:N", Client) or here.
@@ -367,7 +366,7 @@ def _run_units(
     client: Any,
     owner: str,
     ttl: float,
-    progress: Progress,
+    progress: Progress | None,
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     if client is None:
@@ -423,7 +422,12 @@ class DaskExtractor:
         self._cluster: Any = None
 
     def __call__(
-        self, store: Store, dataset: Any, group: Any, options: Mapping[str, Any], progress: Progress
+        self,
+        store: Store,
+        dataset: Any,
+        group: Any,
+        options: Mapping[str, Any],
+        progress: Progress | None,
     ) -> dict[str, Any]:
         if self._client is None:
             self._client, self._cluster = connect(self.address)

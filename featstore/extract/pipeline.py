@@ -34,8 +34,7 @@ from featstore.extract.plan import (
 from featstore.extract.pooling import apply_pooling, parse_view
 from featstore.models import LoadedModel, load_model
 from featstore.models.spec import Preprocess
-
-Progress = Callable[[int, int, dict], None] | None
+from featstore.progress import Progress
 
 
 def versions() -> dict[str, str]:
@@ -134,7 +133,7 @@ def extract(
     dtype: str = "float16",
     chunk_rows: int | None = None,
     threads: int | None = None,
-    progress: Progress = None,
+    progress: Progress | None = None,
     plan_: ExtractPlan | None = None,
 ) -> dict[str, Any]:
     """Fill the feature entries of the request; returns a summary dict.
@@ -298,7 +297,7 @@ def _run(
     batch_size: int | None,
     num_workers: int | None,
     threads: int | None,
-    progress: Progress,
+    progress: Progress | None,
 ) -> dict[str, Any]:
     from featstore.extract.writer import ChunkWriter
 

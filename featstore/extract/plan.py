@@ -1,9 +1,9 @@
 """Planning an extraction: which feature entries a request means, which exist, what is missing.
 
 Planning loads no network weights when the weights hash is cached: a request whose
-entries are all complete costs a few metadata reads. Keys follow CONTRACTS.md: the
-content hash of dataset fingerprint, network identity (name, source, weights sha256),
-layer, preprocessing, view, stored pooling, storage dtype and compute dtype.
+entries are all complete costs a few metadata reads. Each entry's key is its
+:class:`~featstore.specs.FeatureKey`: dataset fingerprint, network identity (name, source,
+weights sha256), layer, preprocessing, view, stored pooling, storage and compute dtype.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 from featstore.errors import InsufficientSpaceError, SpecError
 from featstore.extract.device import Compute, resolve_compute
 from featstore.extract.pooling import effective_pooling, parse_pooling, parse_view, row_shape
-from featstore.keys import make_key
 from featstore.models import (
     LayerInfo,
     ModelSpec,
@@ -30,22 +29,11 @@ from featstore.models import (
     resolve_weights,
     weights_identity,
 )
+from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
 from featstore.store.base import default_chunk_rows
 
 DEFAULT_POOLING = "avg"
 MAX_CHUNK_ROWS = 256  # resume granularity: a killed run loses at most this many rows per entry
-KEY_FIELDS = (
-    "dataset_id",
-    "dataset_fingerprint",
-    "model",
-    "layer",
-    "layer_target",
-    "preprocess",
-    "view",
-    "pooling",
-    "dtype",
-    "compute_dtype",
-)
 
 
 @dataclass
@@ -115,7 +103,7 @@ class ModelPlan:
 
     spec: ModelSpec
     weights: WeightsRef
-    identity: dict[str, str]
+    identity: WeightsIdentity
     layers: dict[str, LayerInfo]  # layer as given -> what it resolves to
 
 
@@ -218,31 +206,39 @@ def model_plan(
     return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved)
 
 
-def entry_attrs(
-    dataset: Any, mp: ModelPlan, layer: str, view: str, pooling: str, dtype: str, compute_dtype: str
-) -> dict[str, Any]:
-    """Every factor of an entry; the key is the hash of the KEY_FIELDS among them."""
-    info = mp.layers[layer]
+def entry_key(
+    dataset: Any,
+    mp: ModelPlan,
+    layer: str,
+    view: View,
+    pooling: Pooling,
+    dtype: str,
+    compute_dtype: str,
+) -> FeatureKey:
+    """Every factor of one entry of the request (see :class:`featstore.specs.FeatureKey`)."""
+    return FeatureKey(
+        dataset_id=dataset.id,
+        dataset_fingerprint=dataset.fingerprint,
+        model=mp.identity,
+        layer=layer,
+        layer_target=mp.layers[layer].name,
+        preprocess=mp.spec.preprocess,
+        view=view,
+        pooling=pooling,
+        dtype=dtype,
+        compute_dtype=compute_dtype,
+    )
+
+
+def entry_attrs(dataset: Any, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]:
+    """The attrs an entry is created with: its factors plus what describes them for people."""
     return {
         "kind": "features",
-        "dataset_id": dataset.id,
+        **fkey.to_dict(),
         "dataset_name": dataset.name,
-        "dataset_fingerprint": dataset.fingerprint,
-        "model": dict(mp.identity),
         "model_name": mp.spec.name,
-        "layer": layer,
-        "layer_target": info.name,
-        "layer_shape": list(info.shape or ()),
-        "preprocess": mp.spec.preprocess.to_dict(),
-        "view": view,
-        "pooling": pooling,
-        "dtype": dtype,
-        "compute_dtype": compute_dtype,
+        "layer_shape": list(mp.layers[fkey.layer].shape or ()),
     }
-
-
-def feature_key(attrs: Mapping[str, Any]) -> str:
-    return make_key("feat", {k: attrs[k] for k in KEY_FIELDS})
 
 
 def _chunk_rows(row: tuple[int, ...], dtype: str, n_rows: int, cap: int | None) -> int:
@@ -299,7 +295,7 @@ def plan(
         dataset = store.get_dataset(dataset)
     compute = resolve_compute(device, amp, compute_dtype)
     dtype = str(np.dtype(dtype))
-    view_names = list(dict.fromkeys(str(parse_view(v)) for v in (_as_list(views) or ["plain"])))
+    views_parsed = list(dict.fromkeys(parse_view(v) for v in (_as_list(views) or ["plain"])))
     entries: list[EntryPlan] = []
     mplans: list[ModelPlan] = []
     seen: set[str] = set()
@@ -315,12 +311,11 @@ def plan(
         for layer, info in mp.layers.items():
             shape = tuple(info.shape or ())
             for pool_spec in _poolings_for(pooling, layer):
-                pool = str(effective_pooling(parse_pooling(pool_spec), shape))
-                for view in view_names:
-                    attrs = entry_attrs(
-                        dataset, mp, layer, view, pool, dtype, compute.compute_dtype
-                    )
-                    key = feature_key(attrs)
+                pool = effective_pooling(parse_pooling(pool_spec), shape)
+                for view in views_parsed:
+                    fkey = entry_key(dataset, mp, layer, view, pool, dtype, compute.compute_dtype)
+                    attrs = entry_attrs(dataset, mp, fkey)
+                    key = fkey.key
                     if key in seen:
                         continue
                     seen.add(key)
@@ -339,8 +334,8 @@ def plan(
                             model=name,
                             layer=layer,
                             target=info,
-                            view=view,
-                            pooling=pool,
+                            view=str(view),
+                            pooling=str(pool),
                             row_shape=rshape,
                             dtype=dtype,
                             n_rows=int(dataset.n),

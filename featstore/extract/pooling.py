@@ -1,12 +1,8 @@
-"""Stored pooling of activations, and views of an image (plain, flip, sub-patch crops).
+"""Applying the stored pooling to activations, and cutting an image into its view's patches.
 
-Pooling specs (CONTRACTS.md):
-  none          flattened activations                  -> (D,)
-  avg | max     global average / max over space         -> (C,)
-  gem[:p]       generalised mean, p=3 by default        -> (C,)
-  grid:max:g    adaptive max pooling to a g x g grid    -> (C, g, g)
-  map:avg:s     adaptive average pooling to s x s       -> (C, s, s)
-Shapes are per sample. A layer without spatial extent (a vector, or a 1x1 map) is
+The factor types (:class:`~featstore.specs.Pooling`, :class:`~featstore.specs.View`) and
+their grammar live in :mod:`featstore.specs`; this module does the tensor work. Shapes are
+per sample. A layer without spatial extent (a vector, or a 1x1 map) is
 stored as it is, with pooling "none": pooling it would not change the numbers.
 Token outputs (L, D) of transformers pool over the L tokens (avg/max/gem).
 """
@@ -14,74 +10,24 @@ Token outputs (L, D) of transformers pool over the L tokens (avg/max/gem).
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from featstore.errors import SpecError
+from featstore.specs import DEFAULT_GEM_P, GEM_EPS, Pooling, View, parse_pooling, parse_view
 
-GEM_EPS = 1e-6
-DEFAULT_GEM_P = 3.0
-DEFAULT_GRID = 6
-DEFAULT_MAP = 7
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-@dataclass(frozen=True)
-class Pooling:
-    kind: str  # none | avg | max | gem | grid | map
-    p: float | None = None
-    size: int | None = None
-
-    def __str__(self) -> str:
-        if self.kind == "gem":
-            return f"gem:{_num(self.p or DEFAULT_GEM_P)}"
-        if self.kind == "grid":
-            return f"grid:max:{self.size}"
-        if self.kind == "map":
-            return f"map:avg:{self.size}"
-        return self.kind
-
-    @property
-    def is_vector(self) -> bool:
-        return self.kind in ("none", "avg", "max", "gem")
-
-
-def parse_pooling(spec: str | Pooling) -> Pooling:
-    """Parse a pooling spec string into its canonical form; SpecError names the problem."""
-    if isinstance(spec, Pooling):
-        return spec
-    text = str(spec).strip().lower()
-    if text in ("none", "avg", "max"):
-        return Pooling(text)
-    m = re.fullmatch(r"gem(?::([0-9]*\.?[0-9]+))?", text)
-    if m:
-        p = float(m.group(1)) if m.group(1) else DEFAULT_GEM_P
-        if p <= 0:
-            raise SpecError(f"pooling {spec!r}: GeM needs p > 0")
-        return Pooling("gem", p=p)
-    m = re.fullmatch(r"(grid|map)(?::(max|avg))?(?::(\d+))?", text)
-    if m:
-        kind, op, size = m.group(1), m.group(2), m.group(3)
-        want = "max" if kind == "grid" else "avg"
-        if op is not None and op != want:
-            other = "map:avg:S" if kind == "grid" else "grid:max:G"
-            raise SpecError(
-                f"pooling {spec!r}: {kind} grids are {want}-pooled; for {op} use {other}"
-            )
-        n = int(size) if size else (DEFAULT_GRID if kind == "grid" else DEFAULT_MAP)
-        if n < 1:
-            raise SpecError(f"pooling {spec!r}: the grid size must be >= 1")
-        return Pooling(kind, size=n)
-    raise SpecError(
-        f"unknown pooling {spec!r}; use none, avg, max, gem[:p], grid:max:G or map:avg:S "
-        f"(for example gem:3, grid:max:6, map:avg:7)"
-    )
+__all__ = [
+    "Pooling",
+    "View",
+    "apply_pooling",
+    "crop_boxes",
+    "effective_pooling",
+    "output_shape",
+    "parse_pooling",
+    "parse_view",
+    "row_shape",
+]
 
 
 def _layout(layer_shape: tuple[int, ...]) -> str:
@@ -155,47 +101,6 @@ def apply_pooling(pooling: str | Pooling, x: torch.Tensor) -> torch.Tensor:
     if pool.kind == "grid":
         return F.adaptive_max_pool2d(x, size)
     return F.adaptive_avg_pool2d(x, size)
-
-
-# --- views ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class View:
-    """plain, flip (horizontal mirror of the network input) or crops over scales."""
-
-    kind: str
-    scales: tuple[int, ...] = ()
-
-    def __str__(self) -> str:
-        if self.kind == "crops":
-            return "crops:" + ",".join(f"{k}x{k}" for k in self.scales)
-        return self.kind
-
-    @property
-    def n_patches(self) -> int:
-        return sum(k * k for k in self.scales) if self.kind == "crops" else 1
-
-
-def parse_view(spec: str | View) -> View:
-    """'plain', 'flip' or 'crops:1x1,2x2,3x3' (a scale k means a k x k grid of patches)."""
-    if isinstance(spec, View):
-        return spec
-    text = str(spec).strip().lower()
-    if text in ("plain", "flip"):
-        return View(text)
-    if text.startswith("crops"):
-        body = text[len("crops") :].lstrip(":") or "1x1,2x2,3x3"
-        scales = []
-        for part in body.split(","):
-            m = re.fullmatch(r"(\d+)(?:x(\d+))?", part.strip())
-            if not m or (m.group(2) and m.group(2) != m.group(1)) or int(m.group(1)) < 1:
-                raise SpecError(
-                    f"view {spec!r}: scales are square grids such as 1x1,2x2,3x3 (got {part!r})"
-                )
-            scales.append(int(m.group(1)))
-        if len(set(scales)) != len(scales):
-            raise SpecError(f"view {spec!r} repeats a scale")
-        return View("crops", tuple(scales))
-    raise SpecError(f"unknown view {spec!r}; use plain, flip or crops:1x1,2x2,3x3")
 
 
 def crop_boxes(view: View, width: int, height: int) -> list[tuple[int, int, int, int]]:

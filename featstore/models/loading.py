@@ -3,7 +3,7 @@
 Weights choices: None/"default" (the torch hub cache for torchvision networks, the
 package file for the bundled one, whatever a team function returns), a file path
 (state dict or checkpoint), or "random" (seeded, only when asked for explicitly).
-The identity ({name, source, weights_sha256}) can usually be had without loading the
+The identity (:class:`~featstore.specs.WeightsIdentity`) can usually be had without loading the
 network, from the per-file hash cache; that keeps fully cached runs free of model loads.
 """
 
@@ -30,6 +30,7 @@ from featstore.models.weights import (
     remember_hash,
     state_dict_sha256,
 )
+from featstore.specs import WeightsIdentity
 
 RANDOM_SEED = 0
 
@@ -50,7 +51,7 @@ class LoadedModel:
     spec: ModelSpec
     module: nn.Module
     weights: WeightsRef
-    identity: dict[str, str]
+    identity: WeightsIdentity
 
 
 def _as_spec(model: ModelSpec | str) -> ModelSpec:
@@ -103,8 +104,8 @@ def _module_sha(spec: ModelSpec) -> str:
     return state_dict_sha256(spec.builder().state_dict())
 
 
-def weights_identity(model: ModelSpec | str, ref: WeightsRef) -> dict[str, str]:
-    """{"name", "source", "weights_sha256"} for keys; cached per weights file."""
+def weights_identity(model: ModelSpec | str, ref: WeightsRef) -> WeightsIdentity:
+    """The identity that goes into keys, usually without loading: hashes are cached per file."""
     spec = _as_spec(model)
     if ref.path is not None:
         sha = file_sha256(ref.path)
@@ -117,7 +118,7 @@ def weights_identity(model: ModelSpec | str, ref: WeightsRef) -> dict[str, str]:
         sha = _module_sha(spec)
     else:  # pragma: no cover - every source is handled above
         raise ModelError(f"cannot identify weights {ref} of {spec.name}")
-    return {"name": spec.name, "source": ref.source, "weights_sha256": sha}
+    return WeightsIdentity(spec.name, ref.source, sha)
 
 
 def _build_random(spec: ModelSpec, seed: int) -> nn.Module:
@@ -164,19 +165,15 @@ def load_model(
     """Build a network with its weights, in eval mode, gradients off, on ``device``."""
     spec = _as_spec(model)
     ref = resolve_weights(spec, weights)
-    identity: dict[str, str]
+    identity: WeightsIdentity
     if ref.source == "random":
         module = _build_random(spec, ref.seed)
         sha = state_dict_sha256(module.state_dict())
         remember_hash(_random_key(spec, ref.seed), sha)
-        identity = {"name": spec.name, "source": "random", "weights_sha256": sha}
+        identity = WeightsIdentity(spec.name, "random", sha)
     elif ref.source == "module":
         module = spec.builder()
-        identity = {
-            "name": spec.name,
-            "source": "module",
-            "weights_sha256": state_dict_sha256(module.state_dict()),
-        }
+        identity = WeightsIdentity(spec.name, "module", state_dict_sha256(module.state_dict()))
     elif ref.source == "bundled" and spec.weights_loader is not None:
         assert ref.path is not None
         module = spec.weights_loader(ref.path)
@@ -184,11 +181,7 @@ def load_model(
     else:
         assert ref.path is not None
         state_dict = load_state_dict_file(ref.path)
-        identity = {
-            "name": spec.name,
-            "source": ref.source,
-            "weights_sha256": file_sha256(ref.path, state_dict),
-        }
+        identity = WeightsIdentity(spec.name, ref.source, file_sha256(ref.path, state_dict))
         module = _load_into(spec, state_dict, ref.path)
     if spec.post_load is not None:
         spec.post_load(module)

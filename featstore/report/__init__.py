@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from featstore.report.tables import (
-    Column,
-    Report,
-    Row,
-    build_report,
-    collect_records,
-    parse_baseline,
-    record_setting,
-    to_csv,
-    to_markdown,
-)
+from featstore.evaluate.results import collect_records
+from featstore.report.tables import Column, Report, Row, build_report, to_csv, to_markdown
+from featstore.settings import parse_baseline, record_setting
 
 __all__ = [
     "Column",

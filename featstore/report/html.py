@@ -11,7 +11,8 @@ import datetime as _dt
 import html
 
 from featstore.report.plots import heatmap, score_vs_layer
-from featstore.report.tables import FACTORS, Report, fmt_rer, fmt_score
+from featstore.report.tables import Report, fmt_rer, fmt_score
+from featstore.settings import FACTORS
 
 __all__ = ["to_html"]
 

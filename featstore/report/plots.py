@@ -17,7 +17,8 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from featstore.report.tables import FACTORS, Report  # noqa: E402
+from featstore.report.tables import Report  # noqa: E402
+from featstore.settings import FACTORS  # noqa: E402
 
 __all__ = ["heatmap", "score_vs_layer"]
 

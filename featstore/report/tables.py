@@ -17,29 +17,20 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from featstore.errors import EvaluationError
 from featstore.evaluate.estimators import kendall_tau
-from featstore.evaluate.results import find_results
+from featstore.settings import (
+    FACTORS,
+    FEATURE_FACTORS,
+    record_setting,
+    setting_label,
+)
 
-__all__ = [
-    "FACTORS",
-    "Column",
-    "Report",
-    "Row",
-    "build_report",
-    "collect_records",
-    "parse_baseline",
-    "record_setting",
-    "to_csv",
-    "to_markdown",
-]
+__all__ = ["Column", "Report", "Row", "build_report", "to_csv", "to_markdown"]
 
-FACTORS = ("network", "layer", "pooling", "view", "transform", "classifier")
-FEATURE_FACTORS = ("network", "layer", "pooling", "view", "transform")
 # main metric per task, first one present wins
 MAIN_METRICS = {
     "classify": ("accuracy", "mean_ap", "map", "mean_class_accuracy"),
@@ -97,78 +88,6 @@ class Report:
         }
 
 
-# --------------------------------------------------------------------------------------
-# records -> settings
-# --------------------------------------------------------------------------------------
-
-
-def _join(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "+".join(str(v) for v in value)
-    return "-" if value is None else str(value)
-
-
-def record_setting(record: Mapping[str, Any]) -> dict[str, str]:
-    """The setting (row identity) of a result record.
-
-    A plain-view entry averaged with its flip (a transform with ``flipavg``) is shown as
-    view "flipavg" with the rest of the transform, as a sweep names it.
-    """
-    f = record.get("factors") or {}
-    transform = str(record.get("transform") or "none")
-    view = _join(f.get("view", "plain"))
-    steps = [s for s in transform.split(",") if s and s != "none"]
-    if "flipavg" in steps and view == "plain":
-        view = "flipavg"
-        steps = [s for s in steps if s != "flipavg"]
-        transform = ",".join(steps) or "none"
-    clf = record.get("classifier") or {}
-    task = record.get("task")
-    classifier = "-"
-    if isinstance(clf, Mapping) and task == "classify":
-        classifier = str(clf.get("name", "-"))
-    elif isinstance(clf, Mapping) and task == "retrieve":
-        # method, index and whitening tell retrieval settings apart (never average them)
-        whiten = clf.get("whiten") or {}
-        on = whiten.get("on", "-") if isinstance(whiten, Mapping) else whiten
-        classifier = f"{clf.get('name', '-')} {clf.get('index', '-')} whiten:{on}"
-    return {
-        "network": _join(f.get("model") or f.get("model_name")),
-        "layer": _join(f.get("layer")),
-        "pooling": _join(f.get("pooling")),
-        "view": view,
-        "transform": transform,
-        "classifier": classifier,
-    }
-
-
-def setting_label(setting: Mapping[str, str]) -> str:
-    return "/".join(str(setting.get(k, "-")) for k in FACTORS)
-
-
-def parse_baseline(text: str | Mapping[str, Any] | None) -> dict[str, str] | None:
-    """``"layer=head,pooling=avg"`` (or a dict) -> a partial setting; None stays None."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, Mapping):
-        pairs = {str(k): str(v) for k, v in text.items()}
-    else:
-        pairs = {}
-        for bit in re.split(
-            r";|,(?=\s*(?:network|layer|pooling|view|transform|classifier)=)", text
-        ):
-            key, sep, value = bit.strip().partition("=")
-            if not sep:
-                raise EvaluationError(f"baseline {text!r}: {bit!r} is not FACTOR=VALUE")
-            pairs[key.strip()] = value.strip()
-    unknown = sorted(set(pairs) - set(FACTORS))
-    if unknown:
-        raise EvaluationError(
-            f"baseline names unknown factor(s) {unknown}; factors are {list(FACTORS)}"
-        )
-    return pairs
-
-
 def _main_metric(task: str, metrics: Mapping[str, Any]) -> str | None:
     for name in MAIN_METRICS.get(task, ()):
         if isinstance(metrics.get(name), (int, float)):
@@ -177,22 +96,6 @@ def _main_metric(task: str, metrics: Mapping[str, Any]) -> str | None:
         k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     ]
     return sorted(numeric)[0] if numeric else None
-
-
-def collect_records(
-    store: Any, *, datasets: Iterable[str] | None = None, tasks: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
-    """Result records of the store, optionally only of some datasets (name or id) and tasks."""
-    wanted_ds = set(datasets) if datasets is not None else None
-    wanted_tasks = set(tasks) if tasks is not None else None
-    out = []
-    for r in find_results(store):
-        if wanted_ds is not None and not ({r.get("dataset_name"), r.get("dataset_id")} & wanted_ds):
-            continue
-        if wanted_tasks is not None and r.get("task") not in wanted_tasks:
-            continue
-        out.append(r)
-    return out
 
 
 def _natural(text: str) -> list[Any]:

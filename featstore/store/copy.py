@@ -10,17 +10,17 @@ copy into a shared store does not race a teammate extracting the same entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from featstore.errors import EntryNotFoundError, StoreError
+from featstore.progress import Progress
 from featstore.store.base import Entry, Store, chunk_checksum
 from featstore.store.lease import DEFAULT_TTL, claim_missing, default_owner, release
 
-Progress = Callable[[int, int, dict], None] | None
 _GEOMETRY_ATTRS = ("shape", "dtype", "chunk_rows")
 
 
@@ -64,7 +64,7 @@ def copy_entry(
     key: str,
     *,
     owner: str | None = None,
-    progress: Progress = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Copy entry ``key`` from ``src`` to ``dst``; returns what was copied, skipped, refused."""
     source = src.get_entry(key)
@@ -119,7 +119,7 @@ def copy_store(
     datasets: bool = True,
     results: bool = True,
     owner: str | None = None,
-    progress: Progress = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Copy entries (all, or ``keys``), their datasets and result records from ``src`` to ``dst``.
 
@@ -187,7 +187,11 @@ def copy_store(
 
 
 def export_hdf5(
-    src: Store, path: str | Path, keys: Sequence[str] | None = None, *, progress: Progress = None
+    src: Store,
+    path: str | Path,
+    keys: Sequence[str] | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write entries (all, or ``keys``), their datasets and results into one HDF5 file."""
     from featstore.store import open_store
@@ -200,7 +204,11 @@ def export_hdf5(
 
 
 def import_hdf5(
-    path: str | Path, dst: Store, keys: Sequence[str] | None = None, *, progress: Progress = None
+    path: str | Path,
+    dst: Store,
+    keys: Sequence[str] | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Copy everything (or ``keys``) from an HDF5 file written by ``export_hdf5`` into ``dst``."""
     from featstore.store import open_store

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from featstore.errors import LeaseError
+from featstore.progress import Progress
 from featstore.store.base import Entry
 
 LEASE_DIR = "_lease"
@@ -369,7 +370,7 @@ def fill_with_leases(
     compute: Callable[[int, int], Any],
     owner: str | None = None,
     ttl: float = DEFAULT_TTL,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[int]:
     """Write every missing chunk this writer can lease: ``compute(start, stop)`` gives its rows.
 

@@ -18,8 +18,9 @@ import numpy as np
 
 from featstore.datasets import Dataset, dataset_from_source
 from featstore.errors import DatasetError, EntryNotFoundError, SpecError
+from featstore.evaluate.results import collect_records
 from featstore.keys import content_hash
-from featstore.report.tables import collect_records, record_setting
+from featstore.settings import cell_key, record_setting
 from featstore.store import find_entries
 from featstore.sweep.spec import Cell, SweepSpec
 
@@ -396,15 +397,6 @@ def _check_pca(spec: SweepSpec, groups: list[ExtractionGroup]) -> None:
                         f"layer {e.layer!r} of {g.network} gives {e.dim} features per image "
                         f"(pooling {e.pooling}); use pca=N with N <= {e.dim}, or drop that layer"
                     )
-
-
-def cell_key(dataset: str, task: str, setting: Mapping[str, str]) -> str:
-    """Identity of a cell as the report sees it (dataset, task, setting factors)."""
-    body = "/".join(
-        str(setting.get(k, "-"))
-        for k in ("network", "layer", "pooling", "view", "transform", "classifier")
-    )
-    return f"{dataset}:{task}:{body}"
 
 
 def _cells_with_results(store: Any, plan: SweepPlan) -> int:

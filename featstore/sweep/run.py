@@ -19,12 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from featstore.errors import ExtractionError, FeatstoreError
+from featstore.progress import Progress
 from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
 from featstore.sweep.spec import Cell, SweepSpec
 
 __all__ = ["cell_job", "evaluate_job", "run_sweep"]
-
-ProgressFn = Callable[[int, int, dict], None]
 
 
 def _transform_for(view: str, transform: str) -> str:
@@ -231,7 +230,7 @@ def _call_extract(
     ds: Any,
     group: ExtractionGroup,
     options: Mapping[str, Any],
-    progress: ProgressFn | None,
+    progress: Progress | None,
 ) -> dict[str, Any]:
     """One extraction call for every missing layer/pooling/view of one network on one dataset."""
     try:
@@ -281,8 +280,8 @@ def run_sweep(
     spec: SweepSpec,
     *,
     workers: int = 1,
-    extract_progress: ProgressFn | None = None,
-    progress: ProgressFn | None = None,
+    extract_progress: Progress | None = None,
+    progress: Progress | None = None,
     extract_fn: Callable[..., Any] | None = None,
     planner: Planner | None = None,
 ) -> dict[str, Any]:

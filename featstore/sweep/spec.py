@@ -32,6 +32,8 @@ import yaml
 
 from featstore.errors import SpecError
 from featstore.keys import canonical_json
+from featstore.settings import setting_label
+from featstore.specs import parse_pooling
 
 __all__ = [
     "TASKS",
@@ -48,7 +50,6 @@ TASKS = ("classify", "retrieve", "transferability")
 CLASSIFIERS = ("svm", "logreg")
 ESTIMATORS = ("logme", "h_score", "gbc")
 VIEWS_PLAIN = ("plain", "flip", "flipavg")
-POOLING_PREFIXES = ("none", "avg", "max", "gem", "grid:max:", "map:avg:")
 TOP_LEVEL = {
     "name",
     "description",
@@ -111,15 +112,6 @@ class Setting:
     @property
     def label(self) -> str:
         return setting_label(self.as_dict())
-
-
-def setting_label(factors: Mapping[str, Any]) -> str:
-    """A short readable name of a setting: ``net/layer/pool/view/transform/classifier``."""
-    parts = [
-        str(factors.get(k) or "-")
-        for k in ("network", "layer", "pooling", "view", "transform", "classifier")
-    ]
-    return "/".join(parts)
 
 
 @dataclass(frozen=True)
@@ -303,15 +295,15 @@ def _networks(raw: Mapping[str, Any]) -> tuple[NetworkSpec, ...]:
     return tuple(out)
 
 
-def _check_pooling(values: tuple[str, ...]) -> None:
+def _check_pooling(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The canonical text of each stored pooling (``gem`` -> ``gem:3``); SpecError if unknown."""
+    out = []
     for v in values:
-        if not any(
-            v == p or (p.endswith(":") and v.startswith(p)) for p in POOLING_PREFIXES
-        ) and not (v.startswith("gem:")):
-            raise SpecError(
-                f"sweep spec: pooling {v!r} is not a stored pooling; use none, avg, max, gem:p, "
-                "grid:max:g or map:avg:s"
-            )
+        try:
+            out.append(str(parse_pooling(v)))
+        except SpecError as exc:
+            raise SpecError(f"sweep spec: pooling {v!r} is not a stored pooling ({exc})") from None
+    return tuple(dict.fromkeys(out))
 
 
 def _check_views(values: tuple[str, ...]) -> None:
@@ -378,7 +370,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         raise SpecError(f"sweep spec: field 'datasets' lists a dataset twice: {names}")
     networks = _networks(raw)
     pooling = _str_items(_list(raw, "pooling", ["avg"]), "pooling")
-    _check_pooling(pooling)
+    pooling = _check_pooling(pooling)
     views = _str_items(_list(raw, "views", ["plain"]), "views")
     _check_views(views)
     transforms = _check_transforms(_str_items(_list(raw, "transforms", ["none"]), "transforms"))

@@ -52,7 +52,7 @@ def test_hub_cache_file_is_used_and_hashed(tmp_path: Path) -> None:
     target.parent.mkdir(parents=True)
     torch.save(sd, target)
     net = load_model("resnet18")
-    assert net.identity == {
+    assert net.identity.to_dict() == {
         "name": "resnet18",
         "source": "torchvision",
         "weights_sha256": state_dict_sha256(sd),
@@ -69,11 +69,9 @@ def test_checkpoint_wrappers_give_the_same_hash(tmp_path: Path) -> None:
     torch.save({"epoch": 7, "state_dict": sd, "optimizer": {"lr": torch.tensor(0.1)}}, wrapped)
     model_key = tmp_path / "model.pt"
     torch.save({"model": {f"module.{k}": v for k, v in sd.items()}}, model_key)
-    shas = {
-        load_model("resnet18", p).identity["weights_sha256"] for p in (plain, wrapped, model_key)
-    }
+    shas = {load_model("resnet18", p).identity.weights_sha256 for p in (plain, wrapped, model_key)}
     assert shas == {state_dict_sha256(sd)}
-    assert load_model("resnet18", wrapped).identity["source"] == "file"
+    assert load_model("resnet18", wrapped).identity.source == "file"
 
 
 def test_half_precision_checkpoint_loads_as_float32(tmp_path: Path) -> None:
@@ -117,7 +115,7 @@ def test_file_hash_is_cached_per_path_mtime_size(
 def test_random_weights_are_explicit_and_deterministic() -> None:
     a = weights_identity("resnet18", resolve_weights("resnet18", "random"))
     b = load_model("resnet18", "random").identity
-    assert a == b and a["source"] == "random"
+    assert a == b and a.source == "random"
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
@@ -178,8 +176,8 @@ def test_team_network_from_module_function(tmp_path: Path, monkeypatch: pytest.M
     spec = get_spec("teamnets:tiny")
     assert spec.source == "module" and spec.input_size == (32, 32)
     net = load_model("teamnets:tiny")
-    assert net.identity["source"] == "module"
-    assert net.identity["weights_sha256"] == state_dict_sha256(net.module.state_dict())
+    assert net.identity.source == "module"
+    assert net.identity.weights_sha256 == state_dict_sha256(net.module.state_dict())
     with pytest.raises(UnknownModelError, match="cannot import"):
         get_spec("teamnets:missing")
     with pytest.raises(ModelError, match="not a torch.nn.Module"):

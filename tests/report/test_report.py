@@ -158,7 +158,7 @@ def test_cli_markdown_with_plots_writes_png_files(store, tmp_path: Path) -> None
 
 def test_retrieval_variants_are_separate_settings():
     """Two retrieval records that differ only in method/whitening must not share a cell."""
-    from featstore.report.tables import record_setting
+    from featstore.settings import record_setting
 
     base = {
         "task": "retrieve",
