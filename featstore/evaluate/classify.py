@@ -33,7 +33,8 @@ from featstore.evaluate.selection import (
     resolve_parts,
     split_rows,
 )
-from featstore.evaluate.transforms import FeatureTransform, Part, canonical_spec
+from featstore.evaluate.transform_spec import canonical_spec
+from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
 
 __all__ = [

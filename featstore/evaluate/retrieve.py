@@ -49,7 +49,8 @@ from featstore.evaluate.selection import (
     resolve_dataset,
     resolve_parts,
 )
-from featstore.evaluate.transforms import FeatureTransform, Part, canonical_spec, parse_spec
+from featstore.evaluate.transform_spec import canonical_spec, parse_spec
+from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
 from featstore.store import find_entries
 

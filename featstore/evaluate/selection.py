@@ -20,7 +20,9 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
-from featstore.evaluate.transforms import Part, Step, parse_spec, pool_rows
+from featstore.evaluate.stored_pooling import pool_rows
+from featstore.evaluate.transform_spec import Step, parse_spec
+from featstore.evaluate.transforms import Part
 from featstore.store import find_entries
 
 __all__ = [

@@ -20,7 +20,8 @@ from featstore.errors import EvaluationError
 from featstore.evaluate.estimators import gbc, h_score, logme
 from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
 from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts, split_rows
-from featstore.evaluate.transforms import FeatureTransform, canonical_spec
+from featstore.evaluate.transform_spec import canonical_spec
+from featstore.evaluate.transforms import FeatureTransform
 from featstore.progress import Progress
 
 __all__ = [

@@ -156,7 +156,7 @@ def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, An
 
         from featstore.evaluate.results import load_result, make_result_key
         from featstore.evaluate.selection import split_rows
-        from featstore.evaluate.transforms import canonical_spec
+        from featstore.evaluate.transform_spec import canonical_spec
 
         splits = split_rows(dataset)
         transform = canonical_spec(job["transform"])

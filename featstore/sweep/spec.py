@@ -316,7 +316,7 @@ def _check_views(values: tuple[str, ...]) -> None:
 
 
 def _check_transforms(values: tuple[str, ...]) -> tuple[str, ...]:
-    from featstore.evaluate.transforms import canonical_spec
+    from featstore.evaluate.transform_spec import canonical_spec
 
     out = []
     for i, v in enumerate(values):

@@ -10,13 +10,9 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from featstore.errors import SpecError, TransformError
-from featstore.evaluate.transforms import (
-    FeatureTransform,
-    Part,
-    canonical_spec,
-    parse_spec,
-    pool_rows,
-)
+from featstore.evaluate.stored_pooling import pool_rows
+from featstore.evaluate.transform_spec import canonical_spec, parse_spec
+from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.store import open_store
 
 
