@@ -17,11 +17,36 @@ import click
 from featstore.errors import FeatstoreError
 from featstore.progress import Progress
 from featstore.store import DEFAULT_STORE, Store, open_store
+from featstore.store.spec import parse_storage_options
 
 F = Callable[..., Any]
 
 
+STORAGE_OPTIONS_META = "featstore.storage_options"
+
+
+def _remember_storage_options(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    ctx.meta[STORAGE_OPTIONS_META] = tuple(value)
+    return value
+
+
+def storage_options_option(func: F, expose_value: bool = True) -> F:
+    return click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        expose_value=expose_value,
+        callback=None if expose_value else _remember_storage_options,
+        help="fsspec option for object storage, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable).",
+    )(func)
+
+
 def store_option(func: F) -> F:
+    """``--store`` and ``--storage-option``: every command that opens a store takes both."""
+    func = storage_options_option(func, expose_value=False)
     return click.option(
         "--store",
         "store_url",
@@ -32,36 +57,18 @@ def store_option(func: F) -> F:
     )(func)
 
 
-def storage_options_option(func: F) -> F:
-    return click.option(
-        "--storage-option",
-        "storage_options",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="fsspec option for object storage, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable).",
-    )(func)
-
-
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(
         func
     )
 
 
-def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--storage-option")
-        if key == "endpoint_url":
-            out.setdefault("client_kwargs", {})["endpoint_url"] = value
-            continue
-        out[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return out
-
-
 def open_cli_store(store_url: str, mode: str = "a", storage_options: Sequence[str] = ()) -> Store:
+    """Open the command's store with its ``--storage-option``s (given, or read from the
+    command's context where ``store_option`` left them)."""
+    if not storage_options:
+        ctx = click.get_current_context(silent=True)
+        storage_options = ctx.meta.get(STORAGE_OPTIONS_META, ()) if ctx is not None else ()
     return open_store(
         store_url, mode=mode, storage_options=parse_storage_options(storage_options) or None
     )

@@ -10,7 +10,6 @@ from featstore.cli.common import (
     handle_errors,
     json_option,
     open_cli_store,
-    parse_storage_options,
     progress_bar,
     storage_options_option,
     store_option,
@@ -18,6 +17,7 @@ from featstore.cli.common import (
 
 from featstore.store import open_store
 from featstore.store.copy import copy_store, export_hdf5, import_hdf5
+from featstore.store.spec import parse_storage_options
 
 
 def _merged(common: tuple[str, ...], side: tuple[str, ...]) -> dict[str, Any] | None:
@@ -119,7 +119,6 @@ def _render_summary(summary: dict[str, Any]) -> str:
     help="File format of the export.",
 )
 @store_option
-@storage_options_option
 @json_option
 @handle_errors
 def export_cmd(
@@ -127,7 +126,6 @@ def export_cmd(
     keys: tuple[str, ...],
     fmt: str,
     store_url: str,
-    storage_options: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Export entries (all, or KEYs), their datasets and results to one HDF5 FILE.
@@ -137,7 +135,7 @@ def export_cmd(
       featstore export --format hdf5 flowers-features.h5
     """
     _ = fmt  # one format for now; the option keeps scripts explicit
-    source = open_cli_store(store_url, "r", storage_options)
+    source = open_cli_store(store_url, "r")
     with progress_bar("export", unit="entry", enabled=not as_json) as progress:
         summary = export_hdf5(source, file, list(keys) or None, progress=progress)
     emit(summary, as_json, _render_summary)
@@ -149,14 +147,12 @@ def export_cmd(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("keys", nargs=-1)
 @store_option
-@storage_options_option
 @json_option
 @handle_errors
 def import_cmd(
     file: str,
     keys: tuple[str, ...],
     store_url: str,
-    storage_options: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Import entries, datasets and results from an HDF5 FILE made by `featstore export`.
@@ -165,7 +161,7 @@ def import_cmd(
     Example:
       featstore import flowers-features.h5 --store s3://team/feats.zarr
     """
-    target = open_cli_store(store_url, "a", storage_options)
+    target = open_cli_store(store_url, "a")
     with progress_bar("import", unit="entry", enabled=not as_json) as progress:
         summary = import_hdf5(file, target, list(keys) or None, progress=progress)
     emit(summary, as_json, _render_summary)

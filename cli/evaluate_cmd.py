@@ -1,15 +1,11 @@
 """`featstore evaluate`: score cached features on a task and print one comparison table.
 
-Each ``--task`` dispatches to one library function through :data:`TASKS` (its import
-path, the function that checks a setting without computing, and how this command's
-options become its keyword arguments). A new task is one entry there plus its options.
+``--task`` names a task of the library's registry (:mod:`featstore.evaluate.tasks`); each
+option's name is the keyword the tasks take, and the registry keeps the ones a task uses.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -23,64 +19,7 @@ from featstore.cli.common import (
     table,
 )
 
-
-@dataclass(frozen=True)
-class Task:
-    """How ``--task NAME`` runs: ``module:function`` paths and an options adapter."""
-
-    evaluate: str  # fn(store, dataset, features, force=, progress=, **options) -> record
-    check: str | None  # fn(store, dataset, features, **options): raises on bad input
-    options: Callable[[dict[str, Any]], dict[str, Any]]  # CLI options -> keyword arguments
-
-
-def _classify_options(opts: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "transform": opts["transform"],
-        "classifier": opts["classifier"],
-        "cv": opts["cv"],
-        "seed": opts["seed"],
-        "c_grid": opts["svm_c"],
-        "class_weight": None if opts["class_weight"] == "none" else opts["class_weight"],
-    }
-
-
-def _retrieve_options(opts: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "transform": opts["transform"],
-        "seed": opts["seed"],
-        "method": opts["method"],
-        "whiten": opts["whiten"],
-        "whiten_dim": opts["whiten_dim"],
-        "index": opts["index"],
-    }
-
-
-TASKS: dict[str, Task] = {
-    "classify": Task(
-        "featstore.evaluate.classify:evaluate_classification",
-        "featstore.evaluate.classify:plan_classification",
-        _classify_options,
-    ),
-    "retrieve": Task(
-        "featstore.evaluate.retrieve:evaluate_retrieval",
-        "featstore.evaluate.retrieve:plan_retrieval",
-        _retrieve_options,
-    ),
-    "transferability": Task(  # issue 6: estimators on the train split's cached features
-        "featstore.evaluate.transferability:evaluate_transferability",
-        "featstore.evaluate.transferability:plan_transferability",
-        lambda opts: {
-            "transform": opts["transform"],
-            "seed": opts["seed"],
-            "estimators": _csv(opts["estimators"]),
-        },
-    ),
-}
-
-
-def _load(path: str) -> Callable[..., Any]:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+from featstore.evaluate.tasks import TASKS, get_task
 
 
 def _csv(value: str | None) -> list[str]:
@@ -132,6 +71,7 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 )
 @click.option(
     "--svm-c",
+    "c_grid",
     callback=_c_grid,
     default=None,
     metavar="C[,C...]",
@@ -201,7 +141,7 @@ def evaluate(**opts: Any) -> None:
       featstore evaluate -d copydays -m efficientnet_lite0 -l penultimate --task retrieve \\
           --method subpatch --whiten none
     """
-    task = TASKS[opts["task"]]
+    task = get_task(opts["task"])
     store = open_cli_store(opts["store_url"])
     from featstore.evaluate.settings import evaluate_settings, settings_from_factors
 
@@ -212,14 +152,14 @@ def evaluate(**opts: Any) -> None:
         view=opts["view"],
         concat=opts["concat"],
     )
-    options = task.options(opts)
+    options = task.select(opts)
     with progress_bar(f"evaluate {opts['dataset']}", enabled=not opts["as_json"]) as progress:
         records = evaluate_settings(
-            _load(task.evaluate),
+            task.evaluate,
             store,
             opts["dataset"],
             settings,
-            check=_load(task.check) if task.check else None,
+            check=task.plan,
             force=opts["force"],
             progress=progress,
             **options,

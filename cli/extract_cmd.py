@@ -12,7 +12,6 @@ from featstore.cli.common import (
     json_option,
     open_cli_store,
     progress_bar,
-    storage_options_option,
     store_option,
     table,
 )
@@ -129,7 +128,6 @@ def parse_weights_options(values: tuple[str, ...], models: list[str]) -> Any:
     help="Lease whole-chunk units, so several processes filling one shared store split the work.",
 )
 @store_option
-@storage_options_option
 @json_option
 @handle_errors
 def extract(
@@ -153,7 +151,6 @@ def extract(
     dask_address: str | None,
     share: bool,
     store_url: str,
-    storage_options: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Extract features of DATASET images into the store; only what is missing is computed.
@@ -170,7 +167,7 @@ def extract(
       featstore extract -d holidays -m efficientnet_lite0 -l last_conv --pool max --crops 1x1,2x2,3x3
       featstore extract -d flowers -m resnet50 --store s3://team/feats.zarr --dask local:4
     """
-    store = open_cli_store(store_url, "a", storage_options)
+    store = open_cli_store(store_url, "a")
     model_list = _split(models)
     views = ["plain"] + (["flip"] if flip else []) + ([f"crops:{crops}"] if crops else [])
     preprocess = {
@@ -184,49 +181,38 @@ def extract(
         compute_dtype=compute_dtype,
         dtype=dtype,
     )
-    from featstore.extract import extract as run_extract  # torch: imported only when used
-    from featstore.extract import plan as make_plan
+    from featstore.extract import plan as make_plan  # torch: imported only when used
+    from featstore.extract.run import choose_mode, run_extraction
 
-    p = make_plan(
-        store,
-        dataset,
-        model_list,
-        _split(layers) or None,
-        parse_pool_options(pools),
-        views,
-        **options,
-    )
+    request = (_split(layers) or None, parse_pool_options(pools), views)
+    p = make_plan(store, dataset, model_list, *request, **options)
     if not as_json:
         click.echo(render_plan(p.to_dict()))
     if dry_run:
         if as_json:
             emit(p.to_dict(), as_json)
         return
+    mode = choose_mode(share=share, dask=dask_address)
     if not p.todo:
-        summary = run_extract(store, p.dataset, plan_=p)
+        summary = run_extraction(store, p.dataset, model_list, *request, plan_=p, **options)
         if as_json:
             emit(summary, as_json)
         else:
             click.echo(f"nothing to compute: all {len(p.entries)} entries are cached")
         return
-    if dask_address or share:
+    unit = "img" if mode == "local" else "unit"
+    with progress_bar("extracting", unit=unit, enabled=not as_json) as progress:
+        summary = run_extraction(
+            store, p.dataset, model_list, *request, mode=mode, dask=dask_address,
+            plan_=p if mode == "local" else None, batch_size=batch_size, num_workers=workers,
+            progress=progress, **options,
+        )  # fmt: skip
+    if mode == "local":
+        emit(summary, as_json, render_summary)
+    else:
         from featstore.cli.copy_cmd import render_distributed
 
-        from featstore.extract.distributed import run_distributed
-
-        with progress_bar("extracting", unit="unit", enabled=not as_json) as progress:
-            summary = run_distributed(
-                store, p.dataset, model_list, _split(layers) or None, parse_pool_options(pools),
-                views, client=dask_address, progress=progress, batch_size=batch_size,
-                num_workers=workers, **options,
-            )  # fmt: skip
         emit(summary, as_json, render_distributed)
-        return
-    with progress_bar("extracting", unit="img", enabled=not as_json) as progress:
-        summary = run_extract(
-            store, p.dataset, plan_=p, batch_size=batch_size, num_workers=workers, progress=progress
-        )
-    emit(summary, as_json, render_summary)
 
 
 def render_plan(data: dict[str, Any]) -> str:

@@ -11,7 +11,6 @@ from featstore.cli.common import (
     human_bytes,
     json_option,
     open_cli_store,
-    storage_options_option,
     store_option,
     table,
 )
@@ -22,17 +21,16 @@ from featstore.store.maintenance import entry_summary, verify_store
 @click.command()
 @click.option("--all", "show_all", is_flag=True, help="Also list result records.")
 @store_option
-@storage_options_option
 @json_option
 @handle_errors
-def ls(show_all: bool, store_url: str, storage_options: tuple[str, ...], as_json: bool) -> None:
+def ls(show_all: bool, store_url: str, as_json: bool) -> None:
     """List feature entries: factors, size, complete or not.
 
     \b
     Example:
       featstore ls --store stores/default.zarr
     """
-    store = open_cli_store(store_url, "r", storage_options)
+    store = open_cli_store(store_url, "r")
     rows = [entry_summary(info) for info in store.entries()]
     data: dict[str, Any] = {"store": store.url, "entries": rows}
     if show_all:
@@ -70,17 +68,16 @@ def _render_ls(data: dict[str, Any]) -> str:
 @click.command()
 @click.argument("key")
 @store_option
-@storage_options_option
 @json_option
 @handle_errors
-def info(key: str, store_url: str, storage_options: tuple[str, ...], as_json: bool) -> None:
+def info(key: str, store_url: str, as_json: bool) -> None:
     """Show every factor of one entry (or result record).
 
     \b
     Example:
       featstore info feat-0123456789abcdef0123
     """
-    store = open_cli_store(store_url, "r", storage_options)
+    store = open_cli_store(store_url, "r")
     if store.has_result(key) and not store.has_entry(key):
         emit(store.get_result(key), True)
         return
@@ -98,12 +95,9 @@ def info(key: str, store_url: str, storage_options: tuple[str, ...], as_json: bo
 @click.command()
 @click.argument("keys", nargs=-1)
 @store_option
-@storage_options_option
 @json_option
 @handle_errors
-def verify(
-    keys: tuple[str, ...], store_url: str, storage_options: tuple[str, ...], as_json: bool
-) -> None:
+def verify(keys: tuple[str, ...], store_url: str, as_json: bool) -> None:
     """Check done markers against data and checksums; name missing and damaged chunks.
 
     Exits with status 1 when any chunk is damaged.
@@ -112,7 +106,7 @@ def verify(
     Example:
       featstore verify
     """
-    store = open_cli_store(store_url, "r", storage_options)
+    store = open_cli_store(store_url, "r")
     report = verify_store(store, list(keys) or None)
     emit(report, as_json, _render_verify)
     if any(r["damaged"] for r in report["entries"]):
@@ -135,16 +129,15 @@ def _render_verify(report: dict[str, Any]) -> str:
 @click.command()
 @click.argument("keys", nargs=-1, required=True)
 @store_option
-@storage_options_option
 @handle_errors
-def rm(keys: tuple[str, ...], store_url: str, storage_options: tuple[str, ...]) -> None:
+def rm(keys: tuple[str, ...], store_url: str) -> None:
     """Remove feature entries or result records.
 
     \b
     Example:
       featstore rm feat-0123456789abcdef0123
     """
-    store = open_cli_store(store_url, "a", storage_options)
+    store = open_cli_store(store_url, "a")
     for key in keys:
         if store.has_entry(key) or not store.has_result(key):
             store.delete_entry(key)
@@ -162,14 +155,12 @@ def rm(keys: tuple[str, ...], store_url: str, storage_options: tuple[str, ...]) 
     help="Seconds; younger leftovers may be a run in progress.",
 )
 @store_option
-@storage_options_option
 @json_option
 @handle_errors
 def gc(
     dry_run: bool,
     older_than: float,
     store_url: str,
-    storage_options: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Remove leftovers of killed runs (temp files, entries that never finished a chunk).
@@ -178,7 +169,7 @@ def gc(
     Example:
       featstore gc --dry-run
     """
-    store = open_cli_store(store_url, "a", storage_options)
+    store = open_cli_store(store_url, "a")
     removed = store.gc(dry_run=dry_run, older_than_s=older_than)
     emit(
         {"removed": removed, "dry_run": dry_run},

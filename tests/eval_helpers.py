@@ -1,6 +1,6 @@
 """Small synthetic datasets and feature entries for evaluation tests (no images, no network).
 
-Entries carry the attrs that extraction writes (CONTRACTS.md), so evaluation finds them
+Entries carry the attrs that extraction writes (featstore.extract.plan.entry_attrs), so evaluation finds them
 by factors exactly as it finds real ones.
 """
 
@@ -50,7 +50,7 @@ def add_features(
     chunk_rows: int | None = None,
     complete: bool = True,
 ) -> Any:
-    """An entry with CONTRACTS.md attrs holding ``array``; ``complete=False`` leaves chunk 0 unwritten."""
+    """An entry with the attrs extraction writes, holding ``array``; ``complete=False`` leaves chunk 0 unwritten."""
     array = np.asarray(array, dtype=np.float32)
     identity = {
         "dataset_id": ds.id,
@@ -133,7 +133,7 @@ def put_features(
     chunk_rows: int | None = None,
     **extra: Any,
 ) -> str:
-    """An entry with the attrs extraction writes (CONTRACTS.md), filled with ``rows``."""
+    """An entry with the attrs extraction writes, filled with ``rows``."""
     attrs = {
         "dataset_id": ds.id,
         "dataset_fingerprint": ds.fingerprint,

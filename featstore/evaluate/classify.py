@@ -25,7 +25,7 @@ from featstore.evaluate.classifiers import (
     fit_steps,
     lambda_grid,
 )
-from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
+from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.selection import (
     Splits,
     merge_factors,
@@ -33,6 +33,7 @@ from featstore.evaluate.selection import (
     resolve_parts,
     split_rows,
 )
+from featstore.evaluate.tasks import run
 from featstore.evaluate.transform_spec import canonical_spec
 from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
@@ -47,7 +48,7 @@ __all__ = [
     "evaluate_classification",
     "lambda_grid",
     "plan_classification",
-    "run_classification",
+    "compute_classification",
 ]
 
 
@@ -119,8 +120,8 @@ def plan_classification(
         overrides["cv"] = int(cv)
     if c_grid is not None:
         overrides["c_grid"] = tuple(float(c) for c in c_grid)
-    if class_weight is not None:
-        overrides["class_weight"] = class_weight
+    if class_weight is not None:  # "none" is how a command line says None
+        overrides["class_weight"] = None if class_weight == "none" else class_weight
     spec = replace(spec, **overrides).validate()
     transform = canonical_spec(transform)
     ds = resolve_dataset(store, dataset)
@@ -167,17 +168,13 @@ def evaluate_classification(
         c_grid=c_grid,
         class_weight=class_weight,
     )
-    return run_classification(store, plan, force=force, progress=progress)
+    return run(store, plan, compute_classification, force=force, progress=progress)
 
 
-def run_classification(
-    store: Any, plan: ClassificationPlan, force: bool = False, progress: Progress | None = None
+def compute_classification(
+    store: Any, plan: ClassificationPlan, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Compute (or look up) the record of a planned setting and save it."""
-    if not force:
-        cached = load_result(store, plan.key)
-        if cached is not None:
-            return {**cached, "cached": True}
+    """The record of a planned setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, splits, parts, spec, seed = plan.dataset, plan.splits, plan.parts, plan.spec, plan.seed
     transform, key, protocol = plan.transform, plan.key, plan.protocol
     feature_keys = plan.feature_keys
@@ -212,6 +209,4 @@ def run_classification(
         timings={"transform_s": t1 - t0, **out["timings"], "total_s": time.perf_counter() - t0},
         sizes={**out["sizes"], "dim": int(X.shape[1])},
     )
-    if not getattr(store, "read_only", False):
-        save_result(store, record)
-    return {**record, "cached": False}
+    return record

@@ -5,7 +5,7 @@ A result key is a content hash of everything that decides an evaluation's outcom
 same setting is a lookup, and two teammates computing it land on the same record. These
 helpers are task-agnostic: classification, retrieval and transferability all use them.
 
-Record fields (CONTRACTS.md): key, kind="result", task, dataset_id, dataset_name,
+Record fields (DESIGN.md, "Store format"): key, kind="result", task, dataset_id, dataset_name,
 features, factors, transform, classifier, protocol, seed, metrics, per_class, chosen,
 timings, versions, created. Records are plain JSON: NaN becomes null.
 """

@@ -40,7 +40,7 @@ from featstore.evaluate.index import (
     SubpatchIndex,
     l2_normalize,
 )
-from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
+from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.selection import (
     TWIN_ATTRS,
     FeatureSelector,
@@ -49,6 +49,7 @@ from featstore.evaluate.selection import (
     resolve_dataset,
     resolve_parts,
 )
+from featstore.evaluate.tasks import run
 from featstore.evaluate.transform_spec import canonical_spec, parse_spec
 from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
@@ -63,7 +64,7 @@ __all__ = [
     "plan_retrieval",
     "rank_database",
     "retrieval_metrics",
-    "run_retrieval",
+    "compute_retrieval",
 ]
 
 TASK = "retrieve"
@@ -449,18 +450,10 @@ def _descriptors(plan: RetrievalPlan, progress: Progress | None) -> tuple[np.nda
     return x, train
 
 
-def run_retrieval(
-    store: Any, plan: RetrievalPlan, force: bool = False, progress: Progress | None = None
+def compute_retrieval(
+    store: Any, plan: RetrievalPlan, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Compute (or look up) the record of a planned setting and save it.
-
-    The returned record carries ``cached`` (True when it was looked up). On a read-only
-    store the record is computed and returned, not saved.
-    """
-    if not force:
-        cached = load_result(store, plan.key)
-        if cached is not None:
-            return {**cached, "cached": True}
+    """The record of a planned setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     info = plan.info
     db_rows = np.asarray(info["database"], dtype=np.int64)
     q_rows = np.asarray(info["queries"], dtype=np.int64)
@@ -505,9 +498,7 @@ def run_retrieval(
         queries={"evaluated": len(q_rows), "skipped": list(info.get("skipped_queries", []))},
         sizes={"dim": chosen["dims"], "queries": len(q_rows), "database": len(db_rows)},
     )  # fmt: skip
-    if not getattr(store, "read_only", False):
-        save_result(store, record)
-    return {**record, "cached": False}
+    return record
 
 
 def evaluate_retrieval(
@@ -530,7 +521,7 @@ def evaluate_retrieval(
     """Rank the database for every query of a retrieval dataset; returns the stored record.
 
     ``features`` selects cached entries as for classification (a key, a dict of factors
-    such as ``{"model": "efficientnet_lite0", "layer": "classifier.0"}``, or a
+    such as ``{"model": "efficientnet_lite0", "layer": "penultimate"}``, or a
     FeatureSelector). ``method`` is "global" or "subpatch"; ``whiten`` is "database",
     "none" or the name/id of another dataset to learn the whitening on (``whiten_dim``
     keeps that many whitened dimensions; by default one per 8 training vectors, at most
@@ -546,4 +537,4 @@ def evaluate_retrieval(
         index=index, transform=transform, shortlist=shortlist, index_params=index_params,
         ks=ks, seed=seed,
     )  # fmt: skip
-    return run_retrieval(store, plan, force=force, progress=progress)
+    return run(store, plan, compute_retrieval, force=force, progress=progress)

@@ -18,8 +18,9 @@ import numpy as np
 
 from featstore.errors import EvaluationError
 from featstore.evaluate.estimators import gbc, h_score, logme
-from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
+from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts, split_rows
+from featstore.evaluate.tasks import run
 from featstore.evaluate.transform_spec import canonical_spec
 from featstore.evaluate.transforms import FeatureTransform
 from featstore.progress import Progress
@@ -30,7 +31,7 @@ __all__ = [
     "evaluate_transferability",
     "TransferabilityPlan",
     "plan_transferability",
-    "run_transferability",
+    "compute_transferability",
     "transferability_key",
     "transferability_scores",
 ]
@@ -45,8 +46,10 @@ ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 DEFAULT_ESTIMATORS = ("logme", "h_score", "gbc")
 
 
-def _check_estimators(estimators: Sequence[str]) -> list[str]:
-    names = [str(e) for e in estimators]
+def _check_estimators(estimators: str | Sequence[str]) -> list[str]:
+    if isinstance(estimators, str):  # "logme,h_score"
+        estimators = estimators.split(",")
+    names = [str(e).strip() for e in estimators if str(e).strip()]
     if not names:
         raise EvaluationError("give at least one transferability estimator")
     unknown = [e for e in names if e not in ESTIMATORS]
@@ -59,7 +62,7 @@ def _check_estimators(estimators: Sequence[str]) -> list[str]:
 
 
 def transferability_scores(
-    features: np.ndarray, labels: np.ndarray, estimators: Sequence[str] = DEFAULT_ESTIMATORS
+    features: np.ndarray, labels: np.ndarray, estimators: str | Sequence[str] = DEFAULT_ESTIMATORS
 ) -> dict[str, float]:
     """Each estimator's score of ``(features, labels)``; multi-label targets are refused."""
     y = np.asarray(labels)
@@ -115,7 +118,7 @@ def plan_transferability(
     features: Any,
     *,
     transform: str = "",
-    estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+    estimators: str | Sequence[str] = DEFAULT_ESTIMATORS,
     seed: int = 0,
 ) -> TransferabilityPlan:
     """Check a setting without computing (estimators, splits, labels, complete entries).
@@ -143,7 +146,7 @@ def evaluate_transferability(
     features: Any,
     *,
     transform: str = "",
-    estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+    estimators: str | Sequence[str] = DEFAULT_ESTIMATORS,
     seed: int = 0,
     force: bool = False,
     progress: Progress | None = None,
@@ -157,17 +160,13 @@ def evaluate_transferability(
     plan = plan_transferability(
         store, dataset, features, transform=transform, estimators=estimators, seed=seed
     )
-    return run_transferability(store, plan, force=force, progress=progress)
+    return run(store, plan, compute_transferability, force=force, progress=progress)
 
 
-def run_transferability(
-    store: Any, plan: TransferabilityPlan, force: bool = False, progress: Progress | None = None
+def compute_transferability(
+    store: Any, plan: TransferabilityPlan, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Compute (or look up) the record of a checked setting."""
-    if not force:
-        cached = load_result(store, plan.key)
-        if cached is not None:
-            return {**cached, "cached": True}
+    """The record of a checked setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, spec, train, seed = plan.dataset, plan.transform, plan.train, plan.seed
     t0 = time.perf_counter()
     tr = FeatureTransform("" if spec == "none" else spec, seed=seed)
@@ -192,6 +191,4 @@ def run_transferability(
         timings={"features_s": t1 - t0, "estimators_s": t2 - t1, "total_s": t2 - t0},
         sizes={"dim": int(x.shape[1]), "n_train": int(len(train))},
     )
-    if not getattr(store, "read_only", False):
-        save_result(store, record)
-    return {**record, "cached": False}
+    return record

@@ -19,7 +19,6 @@ zarr config set in the client process does not reach workers (DESIGN.md).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import threading
 import time
@@ -31,7 +30,7 @@ from featstore.errors import ExtractionError, LeaseError, StoreError
 from featstore.progress import Progress
 from featstore.store.base import Store
 from featstore.store.lease import DEFAULT_TTL, Lease, claim, default_owner, release, renew
-from featstore.store.remote import StoreSpec
+from featstore.store.spec import StoreSpec
 
 # plan() arguments a unit forwards to the workers' own plan (the request, not its result)
 PLAN_OPTIONS = (
@@ -102,57 +101,11 @@ def work_units(p: Any) -> list[tuple[int, int]]:
     return units
 
 
-class _UnitEntry:
-    """An entry seen by the pipeline as missing only the chunks this unit leased."""
-
-    def __init__(self, entry: Any, allowed: set[int]) -> None:
-        self._entry = entry
-        self._allowed = allowed
-
-    def missing_chunks(self) -> list[int]:
-        return [c for c in self._entry.missing_chunks() if c in self._allowed]
-
-    @property
-    def is_complete(self) -> bool:
-        return bool(self._entry.is_complete)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._entry, name)
-
-
-class _UnitStore:
-    """The store as the pipeline sees it during one unit: entries restricted to their leases."""
-
-    def __init__(self, store: Store, allowed: Mapping[str, set[int]]) -> None:
-        self._store = store
-        self._allowed = allowed
-
-    def create_entry(self, key: str, *args: Any, **kwargs: Any) -> Any:
-        return _UnitEntry(
-            self._store.create_entry(key, *args, **kwargs), self._allowed.get(key, set())
-        )
-
-    def get_entry(self, key: str) -> Any:
-        return _UnitEntry(self._store.get_entry(key), self._allowed.get(key, set()))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 def ensure_entries(store: Store, p: Any) -> None:
     """Create the request's entries up front, so every unit sees the same chunk geometry."""
-    from featstore.extract.pipeline import versions
+    from featstore.extract.pipeline import open_entries
 
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    for e in p.todo:
-        if e.exists:
-            continue
-        attrs = dict(e.attrs, status="writing", versions=versions(), created=created)
-        entry = store.create_entry(
-            e.key, attrs, shape=(e.n_rows, *e.row_shape), dtype=e.dtype, chunk_rows=e.chunk_rows
-        )
-        e.chunk_rows = entry.chunk_rows
-        e.exists = True
+    open_entries(store, p, [e for e in p.todo if not e.exists])
 
 
 def run_unit(
@@ -194,13 +147,10 @@ def run_unit(
     }
     if not allowed:
         return out
-    p.entries = [e for e in p.entries if e.key in allowed]
-    for e in p.entries:
-        e.missing_chunks = sorted(allowed[e.key])
     renewer = _Renewer(leases, ttl)
     renewer.start()
     try:
-        summary = extract(_UnitStore(store, allowed), p.dataset, plan_=p, **dict(run_options or {}))
+        summary = extract(store, p.dataset, plan_=p, work=allowed, **dict(run_options or {}))
     finally:
         renewer.stop()
         for entry, lease in renewer.leases:
@@ -371,11 +321,10 @@ def _run_units(
     results: list[dict[str, Any]] = []
     if client is None:
         for n, rows in enumerate(units):
-            unit_plan = request.plan(store)  # fresh: another writer may have filled chunks
             results.append(
-                run_unit(
+                run_unit(  # asks the entries what is missing when it leases, not the plan
                     store,
-                    unit_plan,
+                    p,
                     rows,
                     owner=owner,
                     ttl=ttl,

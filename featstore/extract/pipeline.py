@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +33,8 @@ from featstore.extract.plan import (
 )
 from featstore.extract.pooling import apply_pooling, parse_view
 from featstore.models import LoadedModel, load_model
-from featstore.models.spec import Preprocess
 from featstore.progress import Progress
+from featstore.specs import Preprocess
 
 
 def versions() -> dict[str, str]:
@@ -135,8 +135,12 @@ def extract(
     threads: int | None = None,
     progress: Progress | None = None,
     plan_: ExtractPlan | None = None,
+    work: Mapping[str, Collection[int]] | None = None,
 ) -> dict[str, Any]:
     """Fill the feature entries of the request; returns a summary dict.
+
+    ``work`` restricts the run to these chunks (units) per entry key, e.g. the chunks a
+    leased unit holds; by default every chunk an entry is missing when the run starts.
 
     Summary: entries, complete_before, computed_chunks, skipped_chunks, forward_batches
     (network forward calls; 0 when everything was cached), images, images_per_s,
@@ -179,7 +183,7 @@ def extract(
         _mark_complete(store, p)
         summary["seconds"] = time.perf_counter() - t_start
         return summary
-    stats = _run(store, p, batch_size, num_workers, threads, progress)
+    stats = _run(store, p, work, batch_size, num_workers, threads, progress)
     summary.update(stats)
     summary["seconds"] = time.perf_counter() - t_start
     return summary
@@ -195,18 +199,45 @@ def _mark_complete(store: Any, p: ExtractPlan) -> None:
             entry.update_attrs(status="complete")
 
 
-def _prepare_runners(
-    store: Any, p: ExtractPlan
-) -> tuple[list[_Runner], list[Preprocess], list[tuple[Preprocess, Any]], list[_Target]]:
-    compute = p.compute
+def open_entries(store: Any, p: ExtractPlan, entries: Sequence[EntryPlan]) -> dict[str, Any]:
+    """Create (or reopen) the store entries of planned entries, with the planned geometry.
+
+    The one place extraction creates entries: a new one starts with status "writing".
+    """
     run_versions = versions()
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    out = {}
+    for e in entries:
+        attrs = dict(e.attrs, status="writing", versions=run_versions, created=created)
+        entry = store.create_entry(
+            e.key,
+            attrs,
+            shape=(e.n_rows, *e.row_shape),
+            dtype=e.dtype,
+            chunk_rows=e.inner_chunk_rows or e.chunk_rows,
+            shard_rows=e.shard_rows,
+        )
+        if entry.chunk_rows != e.chunk_rows:
+            raise ExtractionError(
+                f"entry {e.key} was created meanwhile with chunks of {entry.chunk_rows} rows, not "
+                f"the {e.chunk_rows} planned; run the extraction again"
+            )
+        out[e.key] = entry
+    return out
+
+
+def _prepare_runners(
+    store: Any, p: ExtractPlan, work: Mapping[str, Collection[int]] | None
+) -> tuple[list[_Runner], list[Preprocess], list[tuple[Preprocess, Any]], list[_Target]]:
+    compute = p.compute
+    todo_all = [e for e in p.todo if work is None or work.get(e.key)]
+    entries = open_entries(store, p, todo_all)
     geometries: list[Preprocess] = []
     crops: list[tuple[Preprocess, Any]] = []
     runners: list[_Runner] = []
     all_targets: list[_Target] = []
     for mp in p.models:
-        todo = [e for e in p.todo if e.model == mp.spec.name]
+        todo = [e for e in todo_all if e.model == mp.spec.name]
         if not todo:
             continue
         loaded = load_model(mp.spec, mp.weights, device=compute.device)
@@ -225,19 +256,15 @@ def _prepare_runners(
         masks: dict[str, np.ndarray] = {}
         crops_keys: dict[str, str] = {}
         for e in todo:
-            attrs = dict(e.attrs, status="writing", versions=run_versions, created=created)
-            entry = store.create_entry(
-                e.key, attrs, shape=(e.n_rows, *e.row_shape), dtype=e.dtype, chunk_rows=e.chunk_rows
-            )
-            missing = entry.missing_chunks()  # another writer may have filled some meanwhile
-            if entry.chunk_rows != e.chunk_rows:
-                e.chunk_rows = entry.chunk_rows
-            e.missing_chunks = missing
-            t = _Target(plan=e, entry=entry, missing=set(missing))
+            entry = entries[e.key]
+            missing = set(entry.missing_chunks())  # another writer may have filled some
+            if work is not None:
+                missing &= set(work[e.key])
+            t = _Target(plan=e, entry=entry, missing=missing)
             targets.setdefault(e.view, []).append(t)
             all_targets.append(t)
             mask = masks.setdefault(e.view, np.zeros(e.n_rows, dtype=bool))
-            mask[e.missing_rows()] = True
+            mask[e.rows_of(missing)] = True
             view = parse_view(e.view)
             if view.kind == "crops" and e.view not in crops_keys:
                 crops.append((pre, view))
@@ -294,6 +321,7 @@ def _deliver(
 def _run(
     store: Any,
     p: ExtractPlan,
+    work: Mapping[str, Collection[int]] | None,
     batch_size: int | None,
     num_workers: int | None,
     threads: int | None,
@@ -305,8 +333,10 @@ def _run(
     if compute.device_type == "cpu":
         configure_threads(threads)
     t_load = time.perf_counter()
-    runners, geometries, crops, all_targets = _prepare_runners(store, p)
+    runners, geometries, crops, all_targets = _prepare_runners(store, p, work)
     load_s = time.perf_counter() - t_load
+    if not runners:  # every chunk given to this run was filled by another writer meanwhile
+        return {"computed_chunks": 0, "forward_batches": 0, "images": 0, "images_per_s": 0.0}
     rows = np.flatnonzero(np.logical_or.reduce([m for r in runners for m in r.masks.values()]))
     bs = batch_size or default_batch_size(compute)
     workers = default_workers(compute) if num_workers is None else int(num_workers)

@@ -9,10 +9,8 @@ weights sha256), layer, preprocessing, view, stored pooling, storage and compute
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,15 +28,19 @@ from featstore.models import (
     weights_identity,
 )
 from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
-from featstore.store.base import default_chunk_rows
 
 DEFAULT_POOLING = "avg"
 MAX_CHUNK_ROWS = 256  # resume granularity: a killed run loses at most this many rows per entry
 
 
-@dataclass
+@dataclass(frozen=True)
 class EntryPlan:
-    """One feature entry of the request and how much of it is missing."""
+    """One feature entry of the request and how much of it was missing when planned.
+
+    ``chunk_rows`` is the entry's unit of work (a whole shard when ``shard_rows`` is set);
+    a run computes the units it is given (see :func:`featstore.extract.pipeline.extract`),
+    asking the entry what is still missing when it starts.
+    """
 
     key: str
     attrs: dict[str, Any]
@@ -52,7 +54,9 @@ class EntryPlan:
     n_rows: int
     chunk_rows: int
     exists: bool
-    missing_chunks: list[int]
+    missing_chunks: tuple[int, ...]
+    shard_rows: int | None = None
+    inner_chunk_rows: int | None = None  # the stored chunk when sharded
 
     @property
     def n_chunks(self) -> int:
@@ -66,13 +70,17 @@ class EntryPlan:
     def row_bytes(self) -> int:
         return int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
-    def missing_rows(self) -> np.ndarray:
-        """Row indices covered by the missing chunks."""
+    def rows_of(self, chunks: Any) -> np.ndarray:
+        """Row indices covered by these chunks (units) of the entry."""
         parts = [
             np.arange(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.n_rows))
-            for c in self.missing_chunks
+            for c in sorted(chunks)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def missing_rows(self) -> np.ndarray:
+        """Row indices covered by the missing chunks."""
+        return self.rows_of(self.missing_chunks)
 
     @property
     def missing_bytes(self) -> int:
@@ -97,7 +105,7 @@ class EntryPlan:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelPlan:
     """A network of the request: spec (with effective preprocessing), weights, identity."""
 
@@ -107,16 +115,17 @@ class ModelPlan:
     layers: dict[str, LayerInfo]  # layer as given -> what it resolves to
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExtractPlan:
+    """What a request means against a store: immutable; a run keeps its own state."""
+
     dataset: Any
     compute: Compute
     dtype: str
-    models: list[ModelPlan]
-    entries: list[EntryPlan]
+    models: tuple[ModelPlan, ...]
+    entries: tuple[EntryPlan, ...]
     store_url: str = ""
     free_bytes: int | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def todo(self) -> list[EntryPlan]:
@@ -241,22 +250,6 @@ def entry_attrs(dataset: Any, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]
     }
 
 
-def _chunk_rows(row: tuple[int, ...], dtype: str, n_rows: int, cap: int | None) -> int:
-    """A power of two: chunks of every entry of a run nest, and stay ~<= 4 MB."""
-    limit = max(1, min(default_chunk_rows(row, dtype), cap or MAX_CHUNK_ROWS, max(1, n_rows)))
-    return 1 << (limit.bit_length() - 1)
-
-
-def free_space(url: str) -> int | None:
-    """Free bytes on the local disk holding ``url`` (None for object storage)."""
-    if "://" in url and not url.startswith("file://"):
-        return None
-    path = Path(url.removeprefix("file://")).expanduser().resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return int(shutil.disk_usage(path).free)
-
-
 def check_space(plan: ExtractPlan, reserve_bytes: int = 64 * 1024 * 1024) -> None:
     """Refuse a run whose uncompressed missing features do not fit on the local disk."""
     need = plan.missing_bytes
@@ -324,8 +317,12 @@ def plan(
                     if exists:
                         entry = store.get_entry(key)
                         cr, missing = entry.chunk_rows, entry.missing_chunks()
+                        inner, shard = entry.geometry
                     else:
-                        cr = _chunk_rows(rshape, dtype, dataset.n, chunk_rows)
+                        inner, shard = store.entry_geometry(
+                            (dataset.n, *rshape), dtype, max_rows=chunk_rows or MAX_CHUNK_ROWS
+                        )
+                        cr = shard or inner
                         missing = list(range(max(1, math.ceil(dataset.n / cr)) if dataset.n else 0))
                     entries.append(
                         EntryPlan(
@@ -341,18 +338,19 @@ def plan(
                             n_rows=int(dataset.n),
                             chunk_rows=cr,
                             exists=exists,
-                            missing_chunks=list(missing),
+                            missing_chunks=tuple(missing),
+                            shard_rows=shard,
+                            inner_chunk_rows=inner if shard else None,
                         )
                     )
     if not mplans:
         raise SpecError("no network given: name at least one with -m")
-    url = str(getattr(store, "url", ""))
     return ExtractPlan(
         dataset=dataset,
         compute=compute,
         dtype=dtype,
-        models=mplans,
-        entries=entries,
-        store_url=url,
-        free_bytes=free_space(url) if url else None,
+        models=tuple(mplans),
+        entries=tuple(entries),
+        store_url=str(store.url),
+        free_bytes=store.free_bytes(),
     )

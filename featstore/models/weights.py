@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from featstore._atomic import write_atomic
 from featstore.errors import ModelError, WeightsNotFoundError
 
 _LOCK = threading.Lock()
@@ -120,11 +120,7 @@ def _read_cache() -> dict[str, str]:
 def _write_cache(cache: dict[str, str]) -> None:
     target = _cache_file()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".weights_sha256.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(cache, fh, indent=0, sort_keys=True)
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(cache, indent=0, sort_keys=True).encode())
     except OSError:
         pass  # a read-only home only costs recomputing the hash next time
 

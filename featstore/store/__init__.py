@@ -8,6 +8,7 @@ from typing import Any
 
 from featstore.errors import StoreError
 from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
+from featstore.store.spec import StoreSpec
 
 __all__ = [
     "FORMAT_VERSION",
@@ -15,6 +16,8 @@ __all__ = [
     "Entry",
     "EntryInfo",
     "Store",
+    "StoreSpec",
+    "is_hdf5_location",
     "open_store",
     "find_entries",
     "default_store_url",
@@ -27,6 +30,11 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 def default_store_url() -> str:
     """FEATSTORE_STORE if set, else the local Zarr store under stores/."""
     return os.environ.get("FEATSTORE_STORE") or DEFAULT_STORE
+
+
+def is_hdf5_location(location: str | Path) -> bool:
+    """Whether ``open_store`` opens this location with the HDF5 backend (by its suffix)."""
+    return str(location).lower().endswith(HDF5_SUFFIXES)
 
 
 def open_store(
@@ -46,7 +54,7 @@ def open_store(
             f"mode must be 'r' (read-only) or 'a' (read/write, create if missing), not {mode!r}"
         )
     url = str(location) if location is not None else default_store_url()
-    if url.lower().endswith(HDF5_SUFFIXES):
+    if is_hdf5_location(url):
         if "://" in url and not url.startswith("file://"):
             raise StoreError(
                 f"HDF5 stores must be local files, not {url}; use a Zarr store for object storage"

@@ -30,26 +30,32 @@ from featstore.errors import (
     IncompleteEntryError,
     ReadOnlyError,
 )
+from featstore.store.geometry import entry_geometry
+from featstore.store.spec import StoreSpec
 
 FORMAT_VERSION = 1
-DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # DESIGN.md: ~2-4 MB chunks along the sample axis
 DEFAULT_DTYPE = "float16"
 
 # attrs that must agree when an existing entry is reopened for the same key
 DATASET_SUMMARY = ("name", "n", "classes", "split_counts", "source", "fingerprint", "skipped")
 
 
-def default_chunk_rows(
-    row_shape: Sequence[int], dtype: str, target_bytes: int = DEFAULT_CHUNK_BYTES
-) -> int:
-    """Rows per chunk so that one chunk holds about ``target_bytes`` uncompressed."""
-    row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-    return max(1, target_bytes // row_bytes)
-
-
 def chunk_checksum(data: np.ndarray) -> str:
     """sha256 of a chunk's bytes as stored (C order, stored dtype)."""
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ObjectFolder:
+    """A folder of small objects beside an entry (leases), reached through fsspec.
+
+    ``local``: plain files (atomic rename and link work); ``s3``: conditional PUTs work.
+    """
+
+    fs: Any
+    path: str
+    local: bool
+    s3: bool
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,12 @@ class Entry(ABC):
     @property
     def row_shape(self) -> tuple[int, ...]:
         return self.shape[1:]
+
+    @property
+    def geometry(self) -> tuple[int, int | None]:
+        """(chunk_rows, shard_rows) as stored; ``chunk_rows`` above is the unit of work
+        (a shard when the entry is sharded)."""
+        return self.chunk_rows, None
 
     @property
     def n_chunks(self) -> int:
@@ -228,6 +240,11 @@ class Entry(ABC):
                 ok += 1
         return {"missing": self.missing_chunks(), "damaged": damaged, "ok": ok}
 
+    def side_objects(self, folder: str) -> ObjectFolder | None:
+        """Where small per-entry objects named ``folder`` live (leases), or None when the
+        backend keeps no such objects (HDF5: one writer, nothing to lease)."""
+        return None
+
     def invalidate_chunk(self, index: int) -> None:
         """Forget chunk ``index`` (delete its marker) so the next run recomputes it."""
         self._check_writable()
@@ -244,10 +261,54 @@ class Entry(ABC):
 
 
 class Store(ABC):
-    """A featstore store: datasets, feature entries and result records under one root."""
+    """A featstore store: datasets, feature entries and result records under one root.
+
+    Callers ask a store what it can do (the capability properties below) instead of
+    guessing from its URL or its class.
+    """
 
     url: str
     read_only: bool
+
+    # --- capabilities -----------------------------------------------------------------
+    @property
+    @abstractmethod
+    def spec(self) -> StoreSpec:
+        """URL and storage options: the one way to reopen this store in another process."""
+
+    @property
+    @abstractmethod
+    def is_remote(self) -> bool:
+        """On object storage (s3://, gs://, ...), not a local disk."""
+
+    @property
+    @abstractmethod
+    def supports_concurrent_writers(self) -> bool:
+        """Several processes may fill disjoint chunks of one entry at once."""
+
+    @property
+    @abstractmethod
+    def supports_shards(self) -> bool:
+        """Entries may be sharded (several chunks per stored object)."""
+
+    @property
+    @abstractmethod
+    def reopenable(self) -> bool:
+        """Another process can open this store from :attr:`spec` and see the same data
+        (not so for an in-process ``memory://`` store, or an HDF5 file while this process
+        holds it open for writing)."""
+
+    def free_bytes(self) -> int | None:
+        """Free bytes where new data would land, or None when that cannot be told."""
+        return None
+
+    def entry_geometry(
+        self, shape: Sequence[int], dtype: str, *, max_rows: int | None = None
+    ) -> tuple[int, int | None]:
+        """(chunk_rows, shard_rows) of a new entry here (see :mod:`featstore.store.geometry`)."""
+        return entry_geometry(
+            shape, dtype, shards=self.supports_shards and self.is_remote, max_rows=max_rows
+        )
 
     # --- datasets (the Dataset class lives in featstore.datasets) ---------------------
     @abstractmethod
@@ -378,7 +439,8 @@ class Store(ABC):
                 )
             return entry
         if chunk_rows is None:
-            chunk_rows = default_chunk_rows(shape[1:], dtype)
+            chunk_rows, auto_shards = self.entry_geometry(shape, dtype)
+            shard_rows = shard_rows if shard_rows is not None else auto_shards
         chunk_rows = max(1, min(int(chunk_rows), max(1, shape[0])))
         if shard_rows is not None:
             shard_rows = max(chunk_rows, (int(shard_rows) // chunk_rows) * chunk_rows)

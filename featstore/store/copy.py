@@ -24,15 +24,6 @@ from featstore.store.lease import DEFAULT_TTL, claim_missing, default_owner, rel
 _GEOMETRY_ATTRS = ("shape", "dtype", "chunk_rows")
 
 
-def _geometry(entry: Entry) -> tuple[int, int | None]:
-    """(chunk_rows, shard_rows) to recreate ``entry`` with the same write units."""
-    array = getattr(entry, "_array", None)
-    shards = getattr(array, "shards", None) if array is not None else None
-    if shards:
-        return int(array.chunks[0]), int(shards[0])  # type: ignore[union-attr]
-    return entry.chunk_rows, None
-
-
 def _verified_source_chunks(src: Entry, indices: Sequence[int], cache: dict[int, bool]) -> bool:
     """True if every source chunk in ``indices`` is marked done and matches its checksum."""
     done = None
@@ -69,8 +60,8 @@ def copy_entry(
     """Copy entry ``key`` from ``src`` to ``dst``; returns what was copied, skipped, refused."""
     source = src.get_entry(key)
     attrs = {k: v for k, v in source.attrs.items() if k not in _GEOMETRY_ATTRS}
-    chunk_rows, shard_rows = _geometry(source)
-    if not hasattr(dst, "fs"):  # HDF5 takes no shards: one unit = the source's unit
+    chunk_rows, shard_rows = source.geometry
+    if not dst.supports_shards:  # e.g. HDF5: one unit = the source's unit
         chunk_rows, shard_rows = source.chunk_rows, None
     target = dst.create_entry(key, attrs, source.shape, source.dtype, chunk_rows, shard_rows)
     changed = {name: value for name, value in attrs.items() if target.attrs.get(name) != value}
@@ -194,10 +185,10 @@ def export_hdf5(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write entries (all, or ``keys``), their datasets and results into one HDF5 file."""
-    from featstore.store import open_store
+    from featstore.store import is_hdf5_location, open_store
 
     path = str(path)
-    if not path.lower().endswith((".h5", ".hdf5", ".hdf")):
+    if not is_hdf5_location(path):
         raise StoreError(f"an HDF5 export file must end in .h5 or .hdf5, not {path}")
     with open_store(path, mode="a") as dst:
         return copy_store(src, dst, keys, progress=progress)

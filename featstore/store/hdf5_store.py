@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import h5py
@@ -22,6 +23,7 @@ from featstore.errors import (
     StoreVersionError,
 )
 from featstore.store.base import FORMAT_VERSION, Entry, Store
+from featstore.store.spec import StoreSpec
 
 STR = h5py.string_dtype(encoding="utf-8")
 
@@ -130,6 +132,30 @@ class HDF5Store(Store):
                     f"{path} was written in store format {fmt}, newer than the format "
                     f"{FORMAT_VERSION} this featstore reads; upgrade featstore to open it"
                 )
+
+    # --- capabilities: one local file, one writer ----------------------------------------
+    @property
+    def spec(self) -> StoreSpec:
+        return StoreSpec(self.url)
+
+    @property
+    def is_remote(self) -> bool:
+        return False
+
+    @property
+    def supports_concurrent_writers(self) -> bool:
+        return False
+
+    @property
+    def supports_shards(self) -> bool:
+        return False
+
+    @property
+    def reopenable(self) -> bool:
+        return self.read_only  # a writer holds the file; readers may share it
+
+    def free_bytes(self) -> int | None:
+        return int(shutil.disk_usage(os.path.dirname(os.path.abspath(self.url)) or ".").free)
 
     def close(self) -> None:
         if self._file.id.valid:

@@ -36,9 +36,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from featstore._atomic import create_new, write_atomic
 from featstore.errors import LeaseError
 from featstore.progress import Progress
-from featstore.store.base import Entry
+from featstore.store.base import Entry, ObjectFolder
 
 LEASE_DIR = "_lease"
 DEFAULT_TTL = 600.0
@@ -119,16 +120,12 @@ class _NoLeases(_Backend):
 class _FsspecLeases(_Backend):
     """Lease objects next to the entry's done markers, through the store's fsspec filesystem."""
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Entry, folder: ObjectFolder) -> None:
         super().__init__(entry)
-        store = entry._store  # type: ignore[attr-defined]
-        self.fs = store.fs
-        self.base = store._path(f"features/{entry.key}/{LEASE_DIR}")
-        protocols = (
-            self.fs.protocol if isinstance(self.fs.protocol, (list, tuple)) else [self.fs.protocol]
-        )
-        self.is_local = bool(store.is_local)
-        self.is_s3 = any(p in ("s3", "s3a") for p in protocols)
+        self.fs = folder.fs
+        self.base = folder.path
+        self.is_local = folder.local
+        self.is_s3 = folder.s3
 
     def path(self, index: int) -> str:
         return f"{self.base}/{index}"
@@ -163,7 +160,7 @@ class _FsspecLeases(_Backend):
         payload = json.dumps(record).encode()
         path = self.path(index)
         if self.is_local:
-            return _link_new(path, payload)
+            return create_new(path, payload)
         if self.is_s3:
             try:
                 self.fs.pipe_file(path, payload, mode="create")  # If-None-Match: *
@@ -186,17 +183,14 @@ class _FsspecLeases(_Backend):
         path = self.path(index)
         if self.is_local:
             # one takeover file per expired lease token: only one writer creates it
-            if not _link_new(
+            if not create_new(
                 f"{path}.takeover-{old.get('token', 'none')}", record["owner"].encode()
             ):
                 return False
             current = self.read(index)
             if current is None or current[0].get("token") != old.get("token"):
                 return False  # it changed since we read it (released or renewed)
-            partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
-            with open(partial, "wb") as handle:
-                handle.write(payload)
-            os.replace(partial, path)
+            write_atomic(path, payload)
             return True
         if self.is_s3 and version:
             try:
@@ -233,25 +227,9 @@ class _FsspecLeases(_Backend):
         return current is not None and current[0].get("token") == record["token"]
 
 
-def _link_new(path: str, payload: bytes) -> bool:
-    """Create ``path`` holding ``payload`` only if it does not exist (atomic on POSIX)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
-    with open(partial, "wb") as handle:
-        handle.write(payload)
-    try:
-        os.link(partial, path)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(partial)
-    return True
-
-
 def _backend(entry: Entry) -> _Backend:
-    if hasattr(entry, "_store") and hasattr(entry._store, "fs"):
-        return _FsspecLeases(entry)
-    return _NoLeases(entry)
+    folder = entry.side_objects(LEASE_DIR)
+    return _NoLeases(entry) if folder is None else _FsspecLeases(entry, folder)
 
 
 def _lease_from(record: dict[str, Any], entry: Entry, index: int) -> Lease:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,13 +24,15 @@ from zarr.core.array_spec import ArrayConfigParams
 from zarr.errors import ContainsArrayError, ContainsGroupError
 from zarr.storage import FsspecStore, LocalStore
 
+from featstore._atomic import PARTIAL_SUFFIX, write_atomic
 from featstore.errors import (
     EntryNotFoundError,
     NotAStoreError,
     StoreNotFoundError,
     StoreVersionError,
 )
-from featstore.store.base import FORMAT_VERSION, Entry, Store
+from featstore.store.base import FORMAT_VERSION, Entry, ObjectFolder, Store
+from featstore.store.spec import StoreSpec
 
 ZARR_CONFIG: ArrayConfigParams = {
     "write_empty_chunks": True
@@ -90,6 +92,23 @@ class ZarrEntry(Entry):
     def _write_rows(self, start: int, stop: int, data: np.ndarray) -> None:
         self._array[start:stop] = data
 
+    @property
+    def geometry(self) -> tuple[int, int | None]:
+        shards = self._array.shards
+        if shards:
+            return int(self._array.chunks[0]), int(shards[0])
+        return self.chunk_rows, None
+
+    def side_objects(self, folder: str) -> ObjectFolder:
+        fs = self._store.fs
+        protocols = np.atleast_1d(fs.protocol)
+        return ObjectFolder(
+            fs=fs,
+            path=self._store._path(f"{self._group_path}/{folder}"),
+            local=self._store.is_local,
+            s3=any(p in ("s3", "s3a") for p in protocols),
+        )
+
     def _write_marker(self, index: int, record: dict[str, Any]) -> None:
         record = {**record, "time": time.time()}
         self._store._put_object(self._marker_path(index), json.dumps(record).encode())
@@ -143,6 +162,35 @@ class ZarrStore(Store):
                 self.url, storage_options=self.storage_options or None, read_only=self.read_only
             )
         self._open_root(mode)
+
+    # --- capabilities ---------------------------------------------------------------------
+    @property
+    def spec(self) -> StoreSpec:
+        return StoreSpec(self.url, dict(self.storage_options))
+
+    @property
+    def is_remote(self) -> bool:
+        return not self.is_local
+
+    @property
+    def supports_concurrent_writers(self) -> bool:
+        return True  # one object per chunk and per marker: disjoint chunks never collide
+
+    @property
+    def supports_shards(self) -> bool:
+        return True
+
+    @property
+    def reopenable(self) -> bool:
+        return "memory" not in np.atleast_1d(self.fs.protocol)  # memory:// lives in one process
+
+    def free_bytes(self) -> int | None:
+        if not self.is_local:
+            return None
+        path = self.root
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        return int(shutil.disk_usage(path).free)
 
     # --- opening ------------------------------------------------------------------------
     def _open_root(self, mode: str) -> None:
@@ -232,11 +280,7 @@ class ZarrStore(Store):
     def _put_object(self, path: str, payload: bytes) -> None:
         """Write one small object atomically (local: temp file + rename; object stores: one PUT)."""
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
-            with open(partial, "wb") as handle:
-                handle.write(payload)
-            os.replace(partial, path)
+            write_atomic(path, payload)
         else:
             self.fs.pipe_file(path, payload)
 
@@ -248,7 +292,7 @@ class ZarrStore(Store):
         out = []
         for name in names:
             tail = name.rstrip("/").rsplit("/", 1)[-1]
-            if tail != "zarr.json" and not tail.endswith(".partial"):
+            if tail != "zarr.json" and not tail.endswith(PARTIAL_SUFFIX):
                 out.append(tail)
         return sorted(out)
 
@@ -462,7 +506,7 @@ class ZarrStore(Store):
         now = time.time()
         removed: list[str] = []
         for path in self.fs.find(self.root):
-            if path.endswith(".partial") and now - _mtime(self.fs, path, now) > older_than_s:
+            if path.endswith(PARTIAL_SUFFIX) and now - _mtime(self.fs, path, now) > older_than_s:
                 removed.append(path)
                 if not dry_run:
                     self.fs.rm(path)

@@ -19,7 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from featstore.errors import ExtractionError, FeatstoreError
+from featstore.evaluate.tasks import get_task
 from featstore.progress import Progress
+from featstore.store.spec import StoreSpec
 from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
 from featstore.sweep.spec import Cell, SweepSpec
 
@@ -36,7 +38,7 @@ def _transform_for(view: str, transform: str) -> str:
 
 
 def cell_job(
-    spec: SweepSpec, cell: Cell, store_url: str, plan: SweepPlan | None = None
+    spec: SweepSpec, cell: Cell, store: StoreSpec, plan: SweepPlan | None = None
 ) -> dict[str, Any]:
     """A picklable description of one cell's evaluation.
 
@@ -61,29 +63,34 @@ def cell_job(
         "view": view,
     }
     return {
-        "store": store_url,
+        "store": store,
         "dataset": cell.dataset,
         "task": cell.task,
         "label": cell.label,
         "setting": s.as_dict(),
         "features": features,
         "feature_keys": feature_keys,
-        "transform": _transform_for(s.view, s.transform),
-        "classifier": s.classifier,
-        "estimators": list(spec.estimators),
-        "seed": spec.seed,
+        # the sweep's vocabulary; the task registry keeps the options each task takes
+        "options": {
+            "transform": _transform_for(s.view, s.transform),
+            "classifier": s.classifier,
+            "estimators": list(spec.estimators),
+            "seed": spec.seed,
+        },
     }
 
 
 _STORES: dict[str, Any] = {}
 
 
-def _open(url: str) -> Any:
-    from featstore.store import open_store
+def _open(spec: StoreSpec) -> Any:
+    """A worker's store, opened once per process from the sweep's StoreSpec (URL + options)."""
+    from featstore.keys import canonical_json
 
-    if url not in _STORES:
-        _STORES[url] = open_store(url, mode="a")
-    return _STORES[url]
+    key = canonical_json([spec.url, spec.storage_options])
+    if key not in _STORES:
+        _STORES[key] = spec.open(mode="a")
+    return _STORES[key]
 
 
 def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
@@ -97,37 +104,9 @@ def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
     }
     try:
         store = store if store is not None else _open(job["store"])
-        task = job["task"]
-        if task == "classify":
-            from featstore.evaluate.classify import evaluate_classification
-
-            rec = evaluate_classification(
-                store,
-                job["dataset"],
-                job["features"],
-                transform=job["transform"],
-                classifier=job["classifier"],
-                seed=job["seed"],
-            )
-        elif task == "transferability":
-            from featstore.evaluate.transferability import evaluate_transferability
-
-            rec = evaluate_transferability(
-                store,
-                job["dataset"],
-                job["features"],
-                transform=job["transform"],
-                estimators=job["estimators"],
-                seed=job["seed"],
-            )
-        elif task == "retrieve":
-            from featstore.evaluate import retrieve
-
-            rec = retrieve.evaluate_retrieval(
-                store, job["dataset"], job["features"], transform=job["transform"], seed=job["seed"]
-            )
-        else:  # the spec validates tasks; this is a programming error
-            raise FeatstoreError(f"unknown task {task!r}")
+        rec = get_task(job["task"]).evaluate(
+            store, job["dataset"], job["features"], **job["options"]
+        )
         out.update(
             key=rec.get("key"), metrics=rec.get("metrics"), cached=bool(rec.get("cached")), ok=True
         )
@@ -142,46 +121,17 @@ def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
 
 
 def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, Any] | None:
-    """The cell's stored result, found by its content key without touching features; or None.
+    """The cell's stored result, found by the key its task's planner gives; or None.
 
-    The key is computed the way the task's evaluation computes it; when anything is
-    unknown (entry keys not planned, a task without this shortcut) the cell is simply
-    evaluated, where the evaluation does its own lookup.
+    Planning reads entry metadata only, never features. When the entry keys are not known
+    yet, the cell is simply evaluated, and the evaluation does its own lookup.
     """
     keys = list(job.get("feature_keys") or [])
     if not keys:
         return None
     try:
-        import numpy as np
-
-        from featstore.evaluate.results import load_result, make_result_key
-        from featstore.evaluate.selection import split_rows
-        from featstore.evaluate.transform_spec import canonical_spec
-
-        splits = split_rows(dataset)
-        transform = canonical_spec(job["transform"])
-        if job["task"] == "classify":
-            from featstore.evaluate.classify import ClassifierSpec
-
-            cspec = ClassifierSpec(name=job["classifier"]).validate()
-            multilabel = np.asarray(dataset.labels).ndim == 2
-            key = make_result_key(
-                keys,
-                transform,
-                "classify",
-                cspec.key(),
-                cspec.protocol(splits, multilabel),
-                job["seed"],
-            )
-        elif job["task"] == "transferability":
-            from featstore.evaluate.transferability import transferability_key
-
-            key = transferability_key(
-                keys, transform, job["estimators"], splits.train_name, job["seed"]
-            )[0]
-        else:
-            return None
-        record = load_result(store, key)
+        features = keys if len(keys) > 1 else keys[0]
+        record = get_task(job["task"]).cached(store, dataset, features, **job["options"])
     except FeatstoreError:
         return None
     if record is None:
@@ -208,16 +158,6 @@ def _init_worker(threads: int) -> None:
         threadpool_limits(limits=threads)
     except ImportError:
         pass
-
-
-def _parallel_ok(store: Any) -> bool:
-    """Worker processes reopen the store by URL: not possible for memory:// or one HDF5 file."""
-    url = str(getattr(store, "url", ""))
-    return (
-        bool(url)
-        and not url.startswith("memory://")
-        and not url.lower().endswith((".h5", ".hdf5", ".hdf"))
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -321,8 +261,7 @@ def run_sweep(
         plan = make_plan(store, spec, register=False, planner=planner)
     t1 = time.perf_counter()
 
-    url = str(getattr(store, "url", ""))
-    jobs = [cell_job(spec, cell, url, plan) for cell in plan.cells]
+    jobs = [cell_job(spec, cell, store.spec, plan) for cell in plan.cells]
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     done = 0
 
@@ -341,7 +280,7 @@ def run_sweep(
         else:
             todo.append(i)
     n_workers = max(1, min(int(workers), len(todo)))
-    parallel = n_workers > 1 and _parallel_ok(store)
+    parallel = n_workers > 1 and store.reopenable  # workers open the store from its spec
     if parallel:
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads started
@@ -359,7 +298,7 @@ def run_sweep(
     failed = [r for r in final if not r.get("ok")]
     return {
         "sweep": spec.name,
-        "store": url,
+        "store": store.url,
         "n_cells": len(jobs),
         "evaluated": sum(1 for r in final if r.get("ok") and not r.get("cached")),
         "cached_results": sum(1 for r in final if r.get("ok") and r.get("cached")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -46,10 +47,16 @@ def test_units_cover_whole_chunks_of_every_entry(tmp_path, image_folder):
     p = plan(store, dataset, *args, **kwargs)
     assert [e.chunk_rows for e in p.entries] == [4, 4]
     assert work_units(p) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 18)]
-    p.entries[0].missing_chunks = [3]
-    p.entries[1].missing_chunks = [1, 3]
+    first, second = p.entries  # plans are immutable: a changed plan is a new one
+    p = dataclasses.replace(
+        p,
+        entries=(
+            dataclasses.replace(first, missing_chunks=(3,)),
+            dataclasses.replace(second, missing_chunks=(1, 3)),
+        ),
+    )
     assert work_units(p) == [(4, 8), (12, 16)]  # only units with work left
-    p.entries[1].chunk_rows = 3
+    p = dataclasses.replace(p, entries=(p.entries[0], dataclasses.replace(second, chunk_rows=3)))
     with pytest.raises(ExtractionError, match="do not nest"):
         work_units(p)
 

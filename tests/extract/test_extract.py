@@ -329,7 +329,7 @@ def test_plan_refuses_when_disk_lacks_room(tiny, monkeypatch) -> None:
         preprocess=SMALL,
     )
     assert p.missing_bytes == 24 * 64 * 16 * 16 * 2 and len(p.todo) == 1
-    monkeypatch.setattr(plan_mod, "free_space", lambda url: 1000)
+    monkeypatch.setattr(type(store), "free_bytes", lambda self: 1000)
     with pytest.raises(InsufficientSpaceError, match="free"):
         extract(
             store,

@@ -17,8 +17,9 @@ from featstore.cli.main import cli
 from featstore.errors import ReadOnlyError, StoreNotFoundError
 from featstore.store import open_store
 from featstore.store.copy import copy_store, export_hdf5
+from featstore.store.geometry import entry_geometry
 from featstore.store.lease import claim, fill_with_leases
-from featstore.store.remote import StoreSpec, entry_geometry, redact, secret_values
+from featstore.store.spec import StoreSpec, redact, secret_values
 
 # moto-server fixtures, shared with the other object-storage tests
 s3_env = s3_fixtures.s3_env
@@ -134,10 +135,10 @@ def test_sharded_entry_uses_whole_shards_as_units(s3_store, tmp_path):
 
 
 def test_entry_geometry_shards_only_large_remote_entries():
-    assert entry_geometry((1000, 512), "float16", remote=True) == (4096, None)
-    chunk, shard = entry_geometry((200_000, 2048), "float16", remote=True)
+    assert entry_geometry((1000, 512), "float16", shards=True) == (4096, None)
+    chunk, shard = entry_geometry((200_000, 2048), "float16", shards=True)
     assert chunk == 1024 and shard == 1024 * 32  # 4 MB chunks in 128 MB shards
-    assert entry_geometry((200_000, 2048), "float16", remote=False) == (1024, None)
+    assert entry_geometry((200_000, 2048), "float16", shards=False) == (1024, None)
 
 
 def test_verify_finds_tampered_and_deleted_chunks(s3_store):

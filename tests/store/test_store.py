@@ -21,7 +21,7 @@ from featstore.errors import (
     StoreNotFoundError,
     StoreVersionError,
 )
-from featstore.store.base import DEFAULT_CHUNK_BYTES, default_chunk_rows
+from featstore.store.geometry import DEFAULT_CHUNK_BYTES, default_chunk_rows
 
 
 def fill(entry, rng) -> np.ndarray:

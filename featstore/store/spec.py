@@ -1,24 +1,25 @@
-"""Object-storage helpers: where a store lives, how big its write units are, secrets kept out.
+"""Where a store is and how to reach it: ``StoreSpec`` (URL + storage options), secrets kept out.
 
 A store on object storage is opened from a URL plus fsspec ``storage_options``; with s3fs
 the credentials come from the standard AWS chain (environment, ``~/.aws`` profile,
 instance role) unless given as options (``key``, ``secret``, ``token``, ``profile``).
-``StoreSpec`` carries both to other processes (Dask workers open the store themselves)
-and never shows a secret in its repr, so it is safe in logs and error messages.
+``StoreSpec`` is the only way a store is reopened in another process (sweep workers, Dask
+workers): it carries both, and never shows a secret in its repr, so it is safe in logs
+and error messages. Every open store answers ``store.spec``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from featstore.errors import StoreError
 
-from featstore.store.base import DEFAULT_CHUNK_BYTES, Store, default_chunk_rows
+if TYPE_CHECKING:
+    from featstore.store.base import Store
 
-SHARD_BYTES = 128 * 1024 * 1024  # DESIGN.md: 64-256 MB shards keep object counts sane on S3
+__all__ = ["SECRET_NAMES", "StoreSpec", "parse_storage_options", "redact", "secret_values"]
 
 # storage option names whose values are secrets (s3fs, gcsfs, adlfs spellings)
 SECRET_NAMES = (
@@ -63,11 +64,6 @@ def secret_values(options: Any) -> list[str]:
     return found
 
 
-def is_remote(url: str) -> bool:
-    """True for URLs of object stores (anything with a protocol other than file://)."""
-    return "://" in url and not url.startswith("file://")
-
-
 @dataclass(frozen=True)
 class StoreSpec:
     """Where a store is and how to reach it: enough for another process to open it."""
@@ -77,10 +73,10 @@ class StoreSpec:
 
     @classmethod
     def of(cls, store: Store | str, storage_options: Mapping[str, Any] | None = None) -> StoreSpec:
-        if isinstance(store, Store):
-            options = dict(getattr(store, "storage_options", {}) or {})
-            return cls(str(store.url), options)
-        return cls(str(store), dict(storage_options or {}))
+        """The spec of an open store (``store.spec``), or of a URL with options."""
+        if isinstance(store, str):
+            return cls(store, dict(storage_options or {}))
+        return store.spec
 
     def open(self, mode: str = "a") -> Store:
         from featstore.store import open_store
@@ -93,25 +89,21 @@ class StoreSpec:
     __str__ = __repr__
 
 
-def entry_geometry(
-    shape: Sequence[int],
-    dtype: str = "float16",
-    *,
-    remote: bool,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    shard_bytes: int = SHARD_BYTES,
-) -> tuple[int, int | None]:
-    """(chunk_rows, shard_rows) for a new entry.
+def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (a command line's ``--storage-option``) as fsspec options.
 
-    On object storage an entry larger than ``2 * shard_bytes`` is sharded: chunks of
-    ~``chunk_bytes`` grouped into shards of ~``shard_bytes``, one object each; the unit of
-    work (lease, done marker) is then a whole shard. Local stores are never sharded.
+    ``true``/``false`` become booleans; ``endpoint_url`` goes where s3fs expects it
+    (``client_kwargs``), so ``endpoint_url=http://127.0.0.1:9000`` reaches a local S3 API.
     """
-    row_shape = tuple(int(s) for s in shape[1:])
-    n_rows = int(shape[0]) if shape else 0
-    chunk_rows = default_chunk_rows(row_shape, dtype, chunk_bytes)
-    row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-    if not remote or n_rows * row_bytes <= 2 * shard_bytes:
-        return chunk_rows, None
-    per_shard = max(1, math.floor(shard_bytes / (chunk_rows * row_bytes)))
-    return chunk_rows, chunk_rows * per_shard
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key:
+            raise StoreError(
+                f"storage option {pair!r} is not KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)"
+            )
+        if key == "endpoint_url":
+            out.setdefault("client_kwargs", {})["endpoint_url"] = value
+            continue
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out

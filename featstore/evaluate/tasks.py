@@ -1,0 +1,164 @@
+"""The one task registry: every evaluation task (classify, retrieve, transferability, ...).
+
+A task is defined once, here: the keyword options it takes, a ``plan`` function that
+checks a setting without computing and carries the key its result will have, and a
+``compute`` function that produces the record of a plan. :func:`run` is the skeleton all
+tasks share (look the key up, else compute, then save unless the store is read-only).
+The CLI (``featstore evaluate --task NAME``) and the sweep both ask this registry; neither
+rebuilds a key or knows a task's options by hand.
+
+Task modules are imported when a task is first used, so listing tasks imports no
+scikit-learn, FAISS or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from featstore.errors import EvaluationError
+from featstore.evaluate.results import load_result, save_result
+from featstore.progress import Progress
+
+__all__ = ["TASKS", "Plan", "Task", "get_task", "register", "run"]
+
+
+class Plan(Protocol):
+    """What every task's plan carries: the key its result record is stored under."""
+
+    @property
+    def key(self) -> str: ...
+
+
+def _load(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Task:
+    """``plan(store, dataset, features, **options) -> Plan``; ``compute(store, plan, progress)
+    -> record``; both given as ``module:function`` paths, imported on first use."""
+
+    name: str
+    plan_path: str
+    compute_path: str
+    options: tuple[str, ...]
+    description: str = ""
+
+    def select(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options this task takes, from a larger set (a CLI's, a sweep cell's)."""
+        return {k: options[k] for k in self.options if k in options}
+
+    def plan(self, store: Any, dataset: Any, features: Any, **options: Any) -> Plan:
+        """Check a setting (raises what evaluation would, before anything is read or written)."""
+        return _load(self.plan_path)(store, dataset, features, **self.select(options))  # type: ignore[no-any-return]
+
+    def run(
+        self, store: Any, plan: Plan, *, force: bool = False, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        return run(store, plan, _load(self.compute_path), force=force, progress=progress)
+
+    def evaluate(
+        self,
+        store: Any,
+        dataset: Any,
+        features: Any,
+        *,
+        force: bool = False,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Plan and run one setting; returns the record (``cached`` says if it was looked up)."""
+        plan = self.plan(store, dataset, features, **options)
+        return self.run(store, plan, force=force, progress=progress)
+
+    def cached(
+        self, store: Any, dataset: Any, features: Any, **options: Any
+    ) -> dict[str, Any] | None:
+        """The stored record of this setting, or None; reads entry metadata, never features."""
+        record = load_result(store, self.plan(store, dataset, features, **options).key)
+        return None if record is None else {**record, "cached": True}
+
+
+def run(
+    store: Any,
+    plan: Plan,
+    compute: Callable[[Any, Any, Progress | None], dict[str, Any]],
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Look the plan's key up (unless ``force``), else compute the record and save it.
+
+    On a read-only store the record is computed and returned, not saved.
+    """
+    if not force:
+        cached = load_result(store, plan.key)
+        if cached is not None:
+            return {**cached, "cached": True}
+    record = compute(store, plan, progress)
+    if not store.read_only:
+        save_result(store, record)
+    return {**record, "cached": False}
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add a task; a second task of the same name is refused."""
+    if task.name in TASKS:
+        raise EvaluationError(f"a task named {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise EvaluationError(
+            f"unknown task {name!r}; tasks are {', '.join(sorted(TASKS))}"
+        ) from None
+
+
+register(
+    Task(
+        "classify",
+        "featstore.evaluate.classify:plan_classification",
+        "featstore.evaluate.classify:compute_classification",
+        ("transform", "classifier", "cv", "seed", "c_grid", "class_weight"),
+        "linear SVM (C by k-fold CV) or logistic regression (lambda on a validation split)",
+    )
+)
+register(
+    Task(
+        "retrieve",
+        "featstore.evaluate.retrieve:plan_retrieval",
+        "featstore.evaluate.retrieve:compute_retrieval",
+        (
+            "transform",
+            "seed",
+            "method",
+            "whiten",
+            "whiten_dim",
+            "index",
+            "shortlist",
+            "index_params",
+            "ks",
+        ),
+        "instance retrieval: global or sub-patch descriptors, PCA-whitening, FAISS",
+    )
+)
+register(
+    Task(
+        "transferability",
+        "featstore.evaluate.transferability:plan_transferability",
+        "featstore.evaluate.transferability:compute_transferability",
+        ("transform", "seed", "estimators"),
+        "transferability estimators (LogME, H-score, GBC) on the training split",
+    )
+)

@@ -1,0 +1,84 @@
+"""Running an extraction: the one place that chooses how (here, leased, or on Dask).
+
+- ``local``: this process fills every missing chunk (:func:`featstore.extract.extract`);
+- ``leased``: this process works unit by unit, leasing each unit's chunks first, so
+  teammates extracting into the same shared store split the work instead of repeating it;
+- ``dask``: the units run on a Dask cluster (``dask="tcp://host:8786"`` or ``"local:N"``),
+  each worker opening the store from its :class:`~featstore.store.spec.StoreSpec`.
+
+Every mode fills the same entries with the same bytes; the summary says what was computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from featstore.errors import ExtractionError
+from featstore.progress import Progress
+
+__all__ = ["MODES", "choose_mode", "run_extraction"]
+
+MODES = ("local", "leased", "dask")
+
+
+def choose_mode(*, share: bool = False, dask: Any = None) -> str:
+    """``dask`` when a cluster is named, ``leased`` for a shared store, else ``local``."""
+    if dask:
+        return "dask"
+    return "leased" if share else "local"
+
+
+def run_extraction(
+    store: Any,
+    dataset: Any,
+    models: str | Sequence[str],
+    layers: Any = None,
+    pooling: Any = "avg",
+    views: Any = ("plain",),
+    *,
+    mode: str = "local",
+    dask: Any = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    progress: Progress | None = None,
+    plan_: Any = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fill the request's entries in ``mode``; ``options`` are :func:`featstore.extract.plan`'s
+    (weights, preprocess, device, amp, compute_dtype, dtype, chunk_rows)."""
+    if mode not in MODES:
+        raise ExtractionError(f"unknown extraction mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode == "dask" and not dask:
+        raise ExtractionError("mode 'dask' needs a cluster: an address or local:N")
+    if mode == "local":
+        from featstore.extract.pipeline import extract
+
+        return extract(
+            store,
+            dataset,
+            models,
+            layers,
+            pooling,
+            views,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            plan_=plan_,
+            **options,
+        )
+    from featstore.extract.distributed import run_distributed
+
+    return run_distributed(
+        store,
+        dataset,
+        models,
+        layers,
+        pooling,
+        views,
+        client=dask if mode == "dask" else None,
+        progress=progress,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        **options,
+    )
