@@ -55,7 +55,7 @@ def load_sun397(
     fold = fold_option(options, "sun397", 10)
     root = find_root(path, "Partitions", ("..",))
     images = os.path.join(root, "SUN397") if os.path.isdir(os.path.join(root, "SUN397")) else root
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for split, prefix in (("train", "Training"), ("test", "Testing")):
         listing = require(root, f"Partitions/{prefix}_{fold:02d}.txt", "sun397", SUN_LAYOUT)
         rows.extend((rel.strip("/"), _sun_class(rel), split) for rel in read_lines(listing))

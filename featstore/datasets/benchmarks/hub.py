@@ -240,7 +240,7 @@ _tar_index = _Cache(64)
 
 def _top_level(text: str, opening: int) -> tuple[int, list[int]]:
     """The index of the brace closing ``text[opening]`` and the top-level commas inside."""
-    depth, commas = 0, []
+    depth, commas = 0, list[int]()
     for i in range(opening, len(text)):
         if text[i] == "{":
             depth += 1
