@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -14,7 +15,6 @@ from featstore.cli.common import (
     store_option,
     table,
 )
-
 from featstore.datasets import add_dataset
 
 
@@ -47,14 +47,20 @@ def add(
 
     SOURCE is a folder of class subfolders, a folder of split folders (train/, test/)
     holding class subfolders, a CSV or JSON manifest (path, label or labels, split, id),
-    builtin:NAME (builtin:digits, builtin:copydays), or a retrieval set given as
-    oxford:DIR, paris:DIR, revisited:DIR, holidays:DIR, ukbench:DIR or retrieval-json:FILE.
-    Every image is decoded and hashed;
+    builtin:NAME (builtin:digits, builtin:copydays), a retrieval set given as
+    oxford:DIR, paris:DIR, revisited:DIR, holidays:DIR, ukbench:DIR or retrieval-json:FILE,
+    or a benchmark read from its official files with its official split: voc2007:,
+    flowers102:, pets:, cub200:, mit67:, sun397:, dtd:, food101:, caltech101:, stanford40:,
+    cars:, aircraft:, cifar10:, cifar100: DIR, hf:DIR (save_to_disk or parquet) and
+    wds:PATTERN (tar shards). Options follow a '?': sun397:DIR?fold=3,
+    aircraft:DIR?level=family, caltech101:DIR?seed=1. Every image is decoded and hashed;
     a bad image stops the registration (nothing is written) unless --skip-bad.
 
     \b
     Example:
       featstore datasets add flowers ../shared/data/flowers12
+      featstore datasets add voc07 voc2007:/data/VOCdevkit/VOC2007
+      featstore datasets add sun-3 'sun397:/data/sun?fold=3'
     """
     store = open_cli_store(store_url)
     with progress_bar(f"checking {name}", unit="img", enabled=not as_json) as progress:
@@ -70,9 +76,25 @@ def _render_summary(summary: dict[str, Any]) -> str:
         f"dataset {summary['name']}: {summary['n']} images, {len(summary['classes'])} classes ({splits})",
         f"id {summary['id']}",
     ]
+    lines.append(f"classes: {_classes_line(summary['classes'])}")
     if summary.get("skipped"):
         lines.append(f"skipped {len(summary['skipped'])} bad images:")
         lines.extend(f"  {s['path']}: {s['reason']}" for s in summary["skipped"])
+    return "\n".join(lines)
+
+
+def _classes_line(classes: list[str], shown: int = 12) -> str:
+    more = f" ... ({len(classes) - shown} more)" if len(classes) > shown else ""
+    return ", ".join(classes[:shown]) + more
+
+
+def _render_source(source: dict[str, Any]) -> str:
+    """Where a dataset came from and, for a benchmark layout, its official protocol and fold."""
+    if source.get("kind") != "benchmark":
+        return f"source: {source}"
+    options = {k: v for k, v in source.items() if k not in ("kind", "scheme", "root", "protocol")}
+    lines = [f"source: {source['scheme']}:{source['root']}", f"protocol: {source['protocol']}"]
+    lines += [f"{key}: {value}" for key, value in options.items()]
     return "\n".join(lines)
 
 
@@ -128,12 +150,7 @@ def show(name: str, store_url: str, as_json: bool) -> None:
     emit(
         summary,
         as_json,
-        lambda s: (
-            _render_summary(s)
-            + "\nclasses: "
-            + ", ".join(s["classes"])
-            + f"\nsource: {s['source']}"
-        ),
+        lambda s: _render_summary(s) + "\n" + _render_source(s["source"]),
     )
 
 

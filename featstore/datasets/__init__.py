@@ -5,9 +5,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from featstore.datasets.builtin import builtin_names, register_builtin_dataset, register_provider
+from featstore.datasets import registry
+from featstore.datasets.benchmarks import PROVIDERS, SCHEMES
+from featstore.datasets.builtin import digits_dataset, digits_image
 from featstore.datasets.core import Dataset, build_dataset
+from featstore.datasets.registry import (
+    Scheme,
+    builtin_names,
+    register_builtin_dataset,
+    register_provider,
+    schemes,
+)
+from featstore.datasets.retrieval import (
+    load_holidays,
+    load_oxford,
+    load_retrieval_json,
+    load_revisited,
+    load_ukbench,
+)
+from featstore.datasets.retrieval_copydays import copydays_dataset, copydays_image
 from featstore.datasets.sources import dataset_from_source
+
+# --- the registry, filled here and only here ---------------------------------------------
+register_provider("digits", digits_image)
+register_builtin_dataset("digits", digits_dataset)
+register_provider("copydays", copydays_image)
+register_builtin_dataset("copydays", copydays_dataset)
+for _provider in PROVIDERS:  # images inside CIFAR batches, HF tables, tar shards
+    registry.register_image_provider(_provider)
+for _scheme in (
+    Scheme("oxford", load_oxford, "Oxford5k gt files (<q>_query/good/ok/junk.txt) and images", ("images", "gt")),
+    Scheme("paris", load_oxford, "Paris6k gt files (<q>_query/good/ok/junk.txt) and images", ("images", "gt")),
+    Scheme("revisited", load_revisited, "gnd_roxford5k.pkl / gnd_rparis6k.pkl with jpg/ beside it", ("images",)),
+    Scheme("holidays", load_holidays, "INRIA Holidays NNNNNN.jpg"),
+    Scheme("ukbench", load_ukbench, "UKBench ukbenchNNNNN.jpg"),
+    Scheme("retrieval-json", load_retrieval_json, "a JSON {query: {positives, junk, bbox}} over a folder", ("images",)),
+    *SCHEMES,
+):  # fmt: skip
+    registry.register_scheme(_scheme)
 
 __all__ = [
     "Dataset",
@@ -17,6 +52,7 @@ __all__ = [
     "dataset_from_source",
     "register_builtin_dataset",
     "register_provider",
+    "schemes",
 ]
 
 

@@ -1,78 +1,27 @@
 """Built-in datasets made from images that ship inside installed packages (no network).
 
 A provider turns ``builtin:<set>/<index>`` refs into images; a factory builds the Dataset.
-Retrieval sets register their own provider and factory here too.
+Both are registered in :mod:`featstore.datasets.registry` by ``featstore/datasets/__init__.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
 from featstore.datasets.core import Dataset, build_dataset
+from featstore.datasets.registry import (  # noqa: F401 - the registry's names, kept importable here
+    builtin_dataset,
+    builtin_names,
+    image_digest,
+    provider_image,
+    register_builtin_dataset,
+    register_provider,
+)
 from featstore.errors import DatasetError
-
-_PROVIDERS: dict[str, Callable[[int], Image.Image]] = {}
-_FACTORIES: dict[str, Callable[[str], Dataset]] = {}
-
-
-def register_provider(name: str, provider: Callable[[int], Image.Image]) -> None:
-    if name in _PROVIDERS and _PROVIDERS[name] is not provider:
-        raise DatasetError(f"a builtin image provider named {name!r} is already registered")
-    _PROVIDERS[name] = provider
-
-
-def register_builtin_dataset(name: str, factory: Callable[[str], Dataset]) -> None:
-    """``factory(dataset_name) -> Dataset``; makes ``builtin:<name>`` a dataset source."""
-    if name in _FACTORIES and _FACTORIES[name] is not factory:
-        raise DatasetError(f"a builtin dataset named {name!r} is already registered")
-    _FACTORIES[name] = factory
-
-
-def _load_plugins() -> None:
-    """Import the modules that register further built-ins (retrieval sets)."""
-    try:
-        import featstore.datasets.retrieval  # noqa: F401
-    except ImportError:
-        pass
-
-
-def builtin_names() -> list[str]:
-    _load_plugins()
-    return sorted(_FACTORIES)
-
-
-def builtin_dataset(source: str, name: str) -> Dataset:
-    _load_plugins()
-    set_name = source.removeprefix("builtin:")
-    if set_name not in _FACTORIES:
-        raise DatasetError(
-            f"no built-in dataset {set_name!r}; built-ins are: {', '.join(builtin_names())}"
-        )
-    return _FACTORIES[set_name](name)
-
-
-def provider_image(ref: str) -> Image.Image:
-    _load_plugins()
-    body = ref.removeprefix("builtin:")
-    set_name, _, index = body.partition("/")
-    if set_name not in _PROVIDERS or not index.isdigit():
-        raise DatasetError(
-            f"image ref {ref!r} names no built-in image (providers: {sorted(_PROVIDERS)})"
-        )
-    return _PROVIDERS[set_name](int(index))
-
-
-def image_digest(image: Image.Image) -> str:
-    """sha256 over an image's mode, size and pixels: the 'bytes' of a generated image."""
-    digest = hashlib.sha256(f"{image.mode}{image.size}".encode())
-    digest.update(np.asarray(image).tobytes())
-    return digest.hexdigest()
-
 
 # --- scikit-learn's handwritten digits ------------------------------------------------
 DIGITS_SIZE = 64  # the 8x8 originals, upsampled (nearest) so networks see real strokes
@@ -125,7 +74,3 @@ def digits_dataset(name: str) -> Dataset:
             "description": "scikit-learn load_digits (UCI)",
         },
     )
-
-
-register_provider("digits", digits_image)
-register_builtin_dataset("digits", digits_dataset)

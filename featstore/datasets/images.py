@@ -33,9 +33,9 @@ def decode(payload: bytes, where: str) -> Image.Image:
 
 
 def load_image(ref: str) -> Image.Image:
-    """The image behind a ref: a file path, or ``builtin:<set>/<index>``."""
+    """The image behind a ref: a file path, or ``builtin:<provider>/<locator>``."""
     if ref.startswith(BUILTIN_PREFIX):
-        from featstore.datasets.builtin import provider_image
+        from featstore.datasets.registry import provider_image
 
         return provider_image(ref)
     try:
@@ -49,7 +49,14 @@ def load_image(ref: str) -> Image.Image:
 
 
 def check_and_hash(path: str) -> str:
-    """sha256 of a file's bytes, after checking that it decodes as an image."""
+    """sha256 of a file's bytes, after checking that it decodes as an image.
+
+    A ``builtin:`` ref is checked and hashed by its provider (its encoded bytes, else pixels).
+    """
+    if path.startswith(BUILTIN_PREFIX):
+        from featstore.datasets.registry import provider_digest
+
+        return provider_digest(path)
     try:
         with open(path, "rb") as handle:
             payload = handle.read()

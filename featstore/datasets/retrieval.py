@@ -15,7 +15,8 @@ left out and listed in ``skipped_queries``, as the benchmarks' own code does.
 Sources (``retrieval_dataset_from_source``): ``oxford:ROOT`` (Oxford5k/Paris6k gt files),
 ``revisited:GND.pkl`` (roxford5k/rparis6k, images in ``jpg/`` beside it),
 ``holidays:FOLDER``, ``ukbench:FOLDER``, ``retrieval-json:FILE.json``, and the built-in
-``builtin:copydays`` (registered on import, see :mod:`featstore.datasets.retrieval_copydays`).
+``builtin:copydays`` (:mod:`featstore.datasets.retrieval_copydays`); all registered in
+:mod:`featstore.datasets.registry` by ``featstore/datasets/__init__.py``.
 """
 
 from __future__ import annotations
@@ -559,7 +560,3 @@ def retrieval_dataset_from_source(
     if not os.path.exists(path):
         raise DatasetError(f"retrieval source {path} does not exist")
     return RETRIEVAL_SCHEMES[scheme](name, path, skip_bad=skip_bad, progress=progress)
-
-
-# register builtin:copydays with the builtin registry
-from featstore.datasets import retrieval_copydays as _copydays  # noqa: E402,F401

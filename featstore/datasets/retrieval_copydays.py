@@ -26,8 +26,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from featstore.datasets.builtin import image_digest, register_builtin_dataset, register_provider
 from featstore.datasets.core import Dataset
+from featstore.datasets.registry import image_digest
 from featstore.errors import DatasetError
 
 __all__ = [
@@ -202,7 +202,3 @@ def copydays_dataset(name: str) -> Dataset:
         source, database=database, groups={i: k for i, (k, _) in zip(ids, layout, strict=True)},
         classes=[p.rpartition(":")[2].removesuffix(".jpg") for p in PHOTOS], image_hashes=hashes,
     )  # fmt: skip
-
-
-register_provider("copydays", copydays_image)
-register_builtin_dataset("copydays", copydays_dataset)

@@ -1,4 +1,7 @@
-"""Dataset sources: class folders, split/class folders, CSV or JSON manifests, built-ins.
+"""Dataset sources: class folders, split/class folders, CSV or JSON manifests, built-ins, schemes.
+
+``SCHEME:PATH`` sources (benchmark layouts, retrieval sets, hf:, wds:) are dispatched
+through the scheme table in :mod:`featstore.datasets.registry`.
 
 Every source is checked before anything is registered: each image is decoded once and
 hashed, so a truncated or fake image is named in the error and the store stays unchanged
@@ -18,6 +21,7 @@ import numpy as np
 
 from featstore.datasets.core import Dataset, build_dataset
 from featstore.datasets.images import check_and_hash_all, is_image_file
+from featstore.datasets.registry import BUILTIN_PREFIX, builtin_dataset, parse_source
 from featstore.errors import DatasetError, ManifestError
 
 SPLIT_NAMES = ("train", "val", "valid", "validation", "test", "trainval")
@@ -43,20 +47,21 @@ def dataset_from_source(
     progress: Progress | None = None,
 ) -> Dataset:
     """Build (but do not register) the dataset ``name`` from ``source``."""
-    if source.startswith("builtin:"):
-        from featstore.datasets.builtin import builtin_dataset
-
+    if source.startswith(BUILTIN_PREFIX):
         return builtin_dataset(source, name)
-    from featstore.datasets.retrieval import retrieval_dataset_from_source
-
-    retrieval = retrieval_dataset_from_source(name, source, skip_bad=skip_bad, progress=progress)
-    if (
-        retrieval is not None
-    ):  # oxford:PATH, paris:, revisited:, holidays:, ukbench:, retrieval-json:
-        return retrieval
+    scheme_source = parse_source(source)  # voc2007:DIR, cifar10:DIR, oxford:DIR, hf:DIR, ...
+    if scheme_source is not None:
+        scheme = scheme_source.scheme
+        if scheme.path_must_exist and not os.path.exists(scheme_source.path):
+            raise DatasetError(
+                f"{scheme.name}: source {scheme_source.path} does not exist; "
+                f"{scheme.name}: reads {scheme.reads}"
+            )
+        return scheme_source.load(name, skip_bad=skip_bad, progress=progress)
     if not os.path.exists(source):
         raise DatasetError(
-            f"dataset source {source} does not exist; give a folder, a .csv/.json manifest or builtin:NAME"
+            f"dataset source {source} does not exist; give a folder, a .csv/.json manifest, "
+            "builtin:NAME or SCHEME:DIR (see featstore datasets add --help)"
         )
     if os.path.isdir(source):
         samples, layout = _scan_folder(source, test_fraction)

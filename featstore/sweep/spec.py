@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from featstore.errors import SpecError
+from featstore.errors import DatasetError, SpecError
 from featstore.keys import canonical_json
 from featstore.settings import setting_label
 from featstore.specs import parse_pooling
@@ -229,6 +229,23 @@ def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
+def _resolve_scheme_path(source: str, base_dir: Path) -> str:
+    """``SCHEME:relative/dir[?opts]`` with the path made absolute against the spec's folder."""
+    from featstore.datasets.registry import parse_source
+
+    try:
+        parsed = parse_source(source)
+    except DatasetError:
+        return source  # a malformed scheme source fails with its own message when registered
+    if parsed is None or Path(parsed.path).expanduser().is_absolute():
+        return source
+    candidate = (base_dir / parsed.path).expanduser()
+    if not candidate.exists():
+        return source
+    _, _, query = source.partition("?")
+    return f"{parsed.scheme.name}:{candidate.resolve()}" + (f"?{query}" if query else "")
+
+
 def _dataset(raw: Any, i: int, base_dir: Path | None) -> DatasetSpec:
     where = f"datasets[{i}]"
     if isinstance(raw, str):
@@ -256,6 +273,7 @@ def _dataset(raw: Any, i: int, base_dir: Path | None) -> DatasetSpec:
             candidate = (base_dir / source).expanduser()
             if not Path(source).expanduser().is_absolute() and candidate.exists():
                 source = str(candidate.resolve())
+            source = _resolve_scheme_path(source, base_dir)  # voc2007:VOCdevkit/VOC2007
     subset = raw.get("subset")
     if subset is not None and (
         isinstance(subset, bool) or not isinstance(subset, int) or subset < 2

@@ -1,0 +1,62 @@
+"""The registry at the bottom of datasets/: filled by datasets/__init__, refusing duplicates."""
+
+from __future__ import annotations
+
+import pytest
+
+from featstore.datasets import builtin_names, dataset_from_source, schemes
+from featstore.datasets.images import load_image
+from featstore.datasets.registry import (
+    ImageProvider,
+    Scheme,
+    parse_source,
+    register_image_provider,
+    register_provider,
+    register_scheme,
+)
+from featstore.errors import DatasetError
+
+BENCHMARKS = {"voc2007", "flowers102", "pets", "cub200", "mit67", "sun397", "dtd", "food101"}
+BENCHMARKS |= {"caltech101", "stanford40", "cars", "aircraft", "cifar10", "cifar100", "hf", "wds"}
+
+
+def test_init_registers_builtins_retrieval_sets_and_benchmarks() -> None:
+    assert builtin_names() == ["copydays", "digits"]
+    names = set(schemes())
+    assert BENCHMARKS <= names and {"oxford", "paris", "revisited", "holidays", "ukbench"} <= names
+    assert load_image("builtin:copydays/0").mode == "RGB"  # registered without importing retrieval
+
+
+def test_duplicates_are_refused() -> None:
+    with pytest.raises(
+        DatasetError, match="a builtin image provider named 'digits' is already registered"
+    ):
+        register_provider("digits", lambda i: load_image("builtin:digits/0"))
+    with pytest.raises(DatasetError, match="provider named 'cifar' is already registered"):
+        register_image_provider(ImageProvider("cifar", lambda loc: load_image("builtin:digits/0")))
+    with pytest.raises(DatasetError, match="scheme named 'voc2007' is already registered"):
+        register_scheme(Scheme("voc2007", lambda *a, **k: None, "something else"))
+    register_scheme(schemes()["voc2007"])  # the same entry again is fine
+
+
+def test_parse_source() -> None:
+    ref = parse_source("sun397:/data/sun?fold=3")
+    assert ref is not None and ref.scheme.name == "sun397" and ref.path == "/data/sun"
+    assert dict(ref.options) == {"fold": "3"}
+    assert parse_source("/data/folder") is None and parse_source("notascheme:/x") is None
+    with pytest.raises(
+        DatasetError,
+        match=r"caltech101: takes no option 'fold' \(its options: seed, train, background\)",
+    ):
+        parse_source("caltech101:/x?fold=1")
+
+
+def test_bad_provider_refs() -> None:
+    with pytest.raises(DatasetError, match=r"image ref 'builtin:nosuch/1' names no built-in image"):
+        load_image("builtin:nosuch/1")
+    with pytest.raises(DatasetError, match=r"digits refs end in a row number"):
+        load_image("builtin:digits/x")
+    with pytest.raises(DatasetError, match=r"CIFAR batch /nowhere/data_batch_1 does not exist"):
+        load_image("builtin:cifar//nowhere/data_batch_1#3")
+    with pytest.raises(DatasetError, match="no built-in dataset 'nope'"):
+        dataset_from_source("x", "builtin:nope")
