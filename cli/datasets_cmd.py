@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -15,6 +14,7 @@ from featstore.cli.common import (
     store_option,
     table,
 )
+
 from featstore.datasets import add_dataset
 
 

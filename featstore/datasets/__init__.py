@@ -25,6 +25,7 @@ from featstore.datasets.retrieval import (
 )
 from featstore.datasets.retrieval_copydays import copydays_dataset, copydays_image
 from featstore.datasets.sources import dataset_from_source
+from featstore.progress import Progress
 
 # --- the registry, filled here and only here ---------------------------------------------
 register_provider("digits", digits_image)
@@ -63,7 +64,7 @@ def add_dataset(
     *,
     skip_bad: bool = False,
     replace: bool = False,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
 ) -> Dataset:
     """Read ``source``, check every image, and register it in ``store`` as ``name``.
 

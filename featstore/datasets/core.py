@@ -2,8 +2,8 @@
 
 A dataset's id is its name plus a fingerprint over ids, labels, splits and the bytes of
 every image, so the same images registered from another path get the same id, and a
-teammate whose files differ gets a different one. Feature keys use the fingerprint
-only, so features are shared across names for identical content.
+teammate whose files differ gets a different one. Feature keys record the dataset id and
+this fingerprint (see :class:`featstore.specs.FeatureKey`).
 """
 
 from __future__ import annotations

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, UnidentifiedImageError
 
 from featstore.errors import BadImageError
+from featstore.progress import Progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 BUILTIN_PREFIX = "builtin:"
@@ -69,7 +70,7 @@ def check_and_hash(path: str) -> str:
 def check_and_hash_all(
     paths: Sequence[str],
     skip_bad: bool,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[str | None], list[dict[str, str]]]:
     """Hash every image (decoding each once, in threads). Bad ones raise unless ``skip_bad``.
 

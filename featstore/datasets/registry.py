@@ -26,9 +26,9 @@ from PIL import Image
 
 from featstore.datasets.core import Dataset
 from featstore.errors import DatasetError
+from featstore.progress import Progress
 
 BUILTIN_PREFIX = "builtin:"
-Progress = Callable[[int, int, dict], None]
 
 
 # --- image providers --------------------------------------------------------------------

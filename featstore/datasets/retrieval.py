@@ -1,7 +1,7 @@
 """Instance-retrieval datasets: database images, queries and ground truth.
 
 Each loader returns a :class:`~featstore.datasets.Dataset` whose ``extra["retrieval"]``
-holds the protocol (see CONTRACTS.md)::
+holds the protocol (read by :mod:`featstore.evaluate.retrieve`)::
 
     {"protocol": "oxford"|"revisited"|"holidays"|"ukbench"|"generic",
      "queries": [row, ...], "query_names": [...], "database": [row, ...],
@@ -35,6 +35,7 @@ import numpy as np
 from featstore.datasets.core import Dataset, build_dataset
 from featstore.datasets.images import check_and_hash_all, is_image_file
 from featstore.errors import DatasetError, ManifestError
+from featstore.progress import Progress
 
 __all__ = [
     "PROTOCOLS",
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int, int, dict], None]
 PROTOCOLS = ("oxford", "revisited", "holidays", "ukbench", "generic")
 OXFORD_QUERY_PREFIX = "oxc1_"  # Oxford5k query files prefix image names with it
 

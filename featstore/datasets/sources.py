@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +22,10 @@ from featstore.datasets.core import Dataset, build_dataset
 from featstore.datasets.images import check_and_hash_all, is_image_file
 from featstore.datasets.registry import BUILTIN_PREFIX, builtin_dataset, parse_source
 from featstore.errors import DatasetError, ManifestError
+from featstore.progress import Progress
 
 SPLIT_NAMES = ("train", "val", "valid", "validation", "test", "trainval")
 DEFAULT_TEST_FRACTION = 0.2
-Progress = Callable[[int, int, dict], None]
 
 
 @dataclass

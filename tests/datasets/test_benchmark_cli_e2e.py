@@ -10,8 +10,8 @@ from pathlib import Path
 
 import benchmark_replicas as rep
 from click.testing import CliRunner
-
 from featstore.cli.main import cli
+
 from featstore.datasets.benchmarks import VOC_CLASSES
 from featstore.store import open_store
 

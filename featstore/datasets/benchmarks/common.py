@@ -11,7 +11,7 @@ get the same fingerprint wherever they live.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,7 @@ import numpy as np
 from featstore.datasets.core import Dataset, build_dataset
 from featstore.datasets.images import check_and_hash_all
 from featstore.errors import DatasetError
-
-Progress = Callable[[int, int, dict], None]
+from featstore.progress import Progress
 
 
 @dataclass
