@@ -410,8 +410,8 @@ def similarity_matrix(
     m = len(representations)
     if m == 0:
         raise EvaluationError("give at least one representation to compare")
-    mats = [_matrix(r, f"representation {i}") for i, r in enumerate(representations)]
-    rows = {x.shape[0] for x in mats}
+    mats = [np.asarray(r) for r in representations]  # float64 copies made one at a time below
+    rows = {x.shape[0] if x.ndim else 0 for x in mats}
     if len(rows) != 1:
         raise EvaluationError(
             f"representations must describe the same images; got row counts {sorted(rows)}"
@@ -433,13 +433,14 @@ def similarity_matrix(
 
     def prep(k: int) -> Any:  # each representation prepared once, only when a pair needs it
         if k not in cache:
+            x = _matrix(mats[k], f"representation {k}")
             if measure == "cka":
-                cache[k] = _Linear(mats[k], debiased)
+                cache[k] = _Linear(x, debiased)
                 self_h[k] = cache[k].hsic(cache[k])
             elif measure == "rbf_cka":
-                cache[k] = rbf_gram(mats[k], sigma)
+                cache[k] = rbf_gram(x, sigma)
             else:
-                cache[k] = rdm(mats[k], distance)
+                cache[k] = rdm(x, distance)
         return cache[k]
 
     for i, j in todo:
