@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featstore.errors import EvaluationError
+from featstore.report.similarity import similarity_markdown, similarity_matrices
 from featstore.results import find_results
 from featstore.transferability import kendall_tau
 
@@ -75,6 +76,7 @@ class Report:
     baseline: dict[str, str] | None
     transfer: list[dict[str, Any]]
     n_records: int
+    similarity: list[dict[str, Any]] = field(default_factory=list)  # CKA / RSA matrices
 
     def to_json(self) -> dict[str, Any]:
         cols = [c.label for c in self.columns]
@@ -94,6 +96,7 @@ class Report:
                 for r in self.rows
             ],
             "transferability": self.transfer,
+            "similarity": self.similarity,
         }
 
 
@@ -233,10 +236,14 @@ def build_report(
     cells: dict[tuple[str, Column], list[float]] = {}
     settings: dict[str, dict[str, str]] = {}
     transfer_records = []
+    similarity_records = []
     for rec in records:
         task = str(rec.get("task"))
         if task == "transferability":
             transfer_records.append(rec)
+            continue
+        if task == "similarity":  # pairs of settings, not a score of one: own matrices
+            similarity_records.append(rec)
             continue
         metrics = rec.get("metrics") or {}
         metric = _main_metric(task, metrics)
@@ -274,6 +281,7 @@ def build_report(
         baseline=dict(baseline) if baseline else None,
         transfer=transfer,
         n_records=len(records),
+        similarity=similarity_matrices(similarity_records, orders),
     )
 
 
@@ -384,8 +392,10 @@ def _md_escape(text: str) -> str:
 def to_markdown(report: Report) -> str:
     """The table as GitHub Markdown: scores in %, best per column in bold, RER in brackets."""
     if not report.rows:
-        return "_No classification or retrieval results in the store yet._\n" + _transfer_markdown(
-            report
+        return (
+            "_No classification or retrieval results in the store yet._\n"
+            + _transfer_markdown(report)
+            + similarity_markdown(report.similarity)
         )
     head = ["setting", *FACTORS, *[c.label for c in report.columns]]
     lines = [
@@ -412,7 +422,12 @@ def to_markdown(report: Report) -> str:
         notes.append(
             f"(±x%) = relative error reduction (err_base - err) / err_base against the baseline ({base})."
         )
-    return "\n".join(lines + notes) + "\n" + _transfer_markdown(report)
+    return (
+        "\n".join(lines + notes)
+        + "\n"
+        + _transfer_markdown(report)
+        + similarity_markdown(report.similarity)
+    )
 
 
 def _transfer_markdown(report: Report) -> str:

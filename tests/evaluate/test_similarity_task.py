@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from eval_helpers import add_dataset, add_features, blobs, interleave_splits
-from featstore.cli.main import cli
 
+from featstore.cli.main import cli
 from featstore.errors import EvaluationError, TransformError
 from featstore.evaluate.similarity_task import evaluate_similarity, plan_similarity
 from featstore.results import find_results
