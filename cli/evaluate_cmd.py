@@ -19,7 +19,7 @@ from featstore.cli.common import (
     table,
 )
 
-from featstore.evaluate.tasks import TASKS, get_task
+from featstore.evaluate.tasks import TASKS, Task, get_task
 
 
 def _csv(value: str | None) -> list[str]:
@@ -55,9 +55,9 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @click.option("--view", default="plain", show_default=True, help="Stored view of the entries.")
 @click.option(
     "--transform",
-    default="l2",
-    show_default=True,
-    help="Post-learning transform chain, e.g. 'pool=max,pca=256,l2' or 'flipavg,power=0.5,l2'.",
+    default=None,
+    help="Post-learning transform chain, e.g. 'pool=max,pca=256,l2' or 'flipavg,power=0.5,l2' "
+    "[default: l2; none for similarity].",
 )
 @click.option(
     "--concat", is_flag=True, help="Evaluate the concatenation of all layers/networks (one row)."
@@ -120,6 +120,41 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
     show_default=True,
     help="Transferability: estimators scored on the training split's features.",
 )
+@click.option(
+    "--measure",
+    type=click.Choice(["cka", "rbf_cka", "rsa"]),
+    default="cka",
+    show_default=True,
+    help="Similarity: linear CKA, RBF-kernel CKA, or RSA (correlation of the RDMs).",
+)
+@click.option(
+    "--split",
+    default="all",
+    show_default=True,
+    help="Similarity: the images compared (a split name such as test, or all).",
+)
+@click.option("--debiased", is_flag=True, help="Similarity: the unbiased HSIC estimator (CKA).")
+@click.option(
+    "--sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Similarity: RBF bandwidth as a fraction of the median distance.",
+)
+@click.option(
+    "--distance",
+    type=click.Choice(["correlation", "euclidean", "sqeuclidean", "cosine"]),
+    default="correlation",
+    show_default=True,
+    help="Similarity: RSA's dissimilarity between two images.",
+)
+@click.option(
+    "--compare",
+    type=click.Choice(["spearman", "pearson", "kendall"]),
+    default="spearman",
+    show_default=True,
+    help="Similarity: how RSA correlates two RDMs.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of CV folds and splits.")
 @click.option("--force", is_flag=True, help="Recompute even when the result is stored.")
 @store_option
@@ -140,8 +175,12 @@ def evaluate(**opts: Any) -> None:
           --transform l2,concat,pca=256
       featstore evaluate -d copydays -m efficientnet_lite0 -l penultimate --task retrieve \\
           --method subpatch --whiten none
+      featstore evaluate -d flowers -m efficientnet_lite0 -l stage3,stage5,penultimate \\
+          --task similarity --measure cka --split test
     """
     task = get_task(opts["task"])
+    if opts["transform"] is None:
+        opts["transform"] = task.default_transform
     store = open_cli_store(opts["store_url"])
     from featstore.evaluate.settings import evaluate_settings, settings_from_factors
 
@@ -153,6 +192,9 @@ def evaluate(**opts: Any) -> None:
         concat=opts["concat"],
     )
     options = task.select(opts)
+    if task.matrix:
+        _evaluate_matrix(task, store, settings, opts, options)
+        return
     with progress_bar(f"evaluate {opts['dataset']}", enabled=not opts["as_json"]) as progress:
         records = evaluate_settings(
             task.evaluate,
@@ -167,7 +209,40 @@ def evaluate(**opts: Any) -> None:
     emit(records, opts["as_json"], _render)
 
 
+def _evaluate_matrix(
+    task: Task, store: Any, settings: list[Any], opts: dict[str, Any], options: dict[str, Any]
+) -> None:
+    """A task over all settings at once (similarity): one call, one matrix."""
+    with progress_bar(f"evaluate {opts['dataset']}", enabled=not opts["as_json"]) as progress:
+        result = task.evaluate(
+            store, opts["dataset"], settings, force=opts["force"], progress=progress, **options
+        )
+    emit(result, opts["as_json"], _render_matrix)
+
+
 # --- rendering ---------------------------------------------------------------------------
+
+
+def _render_matrix(result: dict[str, Any]) -> str:
+    """The similarity matrix as a table, rows and columns in the order asked."""
+    m = result["measure"]
+    params = ", ".join(f"{k}={v}" for k, v in m.items() if k != "name")
+    head = (
+        f"{result['dataset_name']}: task similarity, {m['name']}"
+        + (f" ({params})" if params else "")
+        + f", transform {result['transform']}, rows {result['split']} (n={result['n_rows']})"
+    )
+    labels = result["labels"]
+    rows = [
+        [label] + ["-" if v is None else f"{v:.3f}" for v in values]
+        for label, values in zip(labels, result["matrix"], strict=True)
+    ]
+    t = result["timings"]
+    foot = (
+        f"{result['computed']} pair(s) computed, {result['cached']} read from the store; "
+        f"{t.get('total_s', 0.0):.1f} s (reading features {t.get('features_s', 0.0):.1f} s)"
+    )
+    return head + "\n" + table(rows, ["", *labels]) + "\n" + foot
 
 
 def _chosen(chosen: dict[str, Any]) -> str:

@@ -46,7 +46,8 @@ def _report_inputs(spec_path: str | None, baseline: str | None) -> tuple[Any, di
     "--plot/--no-plot",
     "plot",
     default=None,
-    help="Draw the plots (score vs layer, heatmap): embedded in HTML (default there), "
+    help="Draw the plots (layer-wise transfer curve, heatmap, CKA/RSA heatmaps): embedded in "
+    "HTML (default there), "
     "PNG files next to --out for md/csv.",
 )
 @click.option(
@@ -69,7 +70,7 @@ def _report_inputs(spec_path: str | None, baseline: str | None) -> tuple[Any, di
     "--task",
     "tasks",
     multiple=True,
-    type=click.Choice(["classify", "retrieve", "transferability"]),
+    type=click.Choice(["classify", "retrieve", "transferability", "similarity"]),
     help="Only these tasks.",
 )
 @click.option("--title", default=None, help="Title of the HTML page.")
@@ -131,11 +132,13 @@ def report(
 
 
 def _write_pngs(rep: Any, out: str | None) -> str:
-    from featstore.report.plots import heatmap, score_vs_layer
+    from featstore.report.plots import heatmap, score_vs_layer, similarity_heatmap
 
     stem = Path(out).with_suffix("") if out else Path("report")
     lines = []
-    for suffix, png in (("layers", score_vs_layer(rep)), ("heatmap", heatmap(rep))):
+    figures = [("layers", score_vs_layer(rep)), ("heatmap", heatmap(rep))]
+    figures += [(f"similarity{n}", similarity_heatmap(m)) for n, m in enumerate(rep.similarity, 1)]
+    for suffix, png in figures:
         if png is None:
             continue
         path = Path(f"{stem}_{suffix}.png")

@@ -40,13 +40,21 @@ def _load(path: str) -> Callable[..., Any]:
 @dataclass(frozen=True)
 class Task:
     """``plan(store, dataset, features, **options) -> Plan``; ``compute(store, plan, progress)
-    -> record``; both given as ``module:function`` paths, imported on first use."""
+    -> record``; both given as ``module:function`` paths, imported on first use.
+
+    A *matrix* task (similarity) plans all settings at once (``features`` is then the list
+    of settings) and stores one record per pair: its ``run_path`` replaces the one-record
+    skeleton of :func:`run`. ``default_transform`` is used when a caller gives none.
+    """
 
     name: str
     plan_path: str
-    compute_path: str
+    compute_path: str | None
     options: tuple[str, ...]
     description: str = ""
+    matrix: bool = False
+    default_transform: str = "l2"
+    run_path: str | None = None
 
     def select(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options this task takes, from a larger set (a CLI's, a sweep cell's)."""
@@ -57,8 +65,11 @@ class Task:
         return _load(self.plan_path)(store, dataset, features, **self.select(options))  # type: ignore[no-any-return]
 
     def run(
-        self, store: Any, plan: Plan, *, force: bool = False, progress: Progress | None = None
+        self, store: Any, plan: Any, *, force: bool = False, progress: Progress | None = None
     ) -> dict[str, Any]:
+        if self.run_path is not None:
+            return _load(self.run_path)(store, plan, force=force, progress=progress)  # type: ignore[no-any-return]
+        assert self.compute_path is not None  # a task has a run_path or a compute_path
         return run(store, plan, _load(self.compute_path), force=force, progress=progress)
 
     def evaluate(
@@ -79,6 +90,8 @@ class Task:
         self, store: Any, dataset: Any, features: Any, **options: Any
     ) -> dict[str, Any] | None:
         """The stored record of this setting, or None; reads entry metadata, never features."""
+        if self.matrix:
+            return None  # many records per plan: the task's own run looks each one up
         record = load_result(store, self.plan(store, dataset, features, **options).key)
         return None if record is None else {**record, "cached": True}
 
@@ -160,5 +173,18 @@ register(
         "featstore.evaluate.transferability:compute_transferability",
         ("transform", "seed", "estimators"),
         "transferability estimators (LogME, H-score, GBC) on the training split",
+    )
+)
+register(
+    Task(
+        "similarity",
+        "featstore.evaluate.similarity_task:plan_similarity",
+        None,
+        ("transform", "seed", "measure", "split", "debiased", "sigma", "distance", "compare")
+        + ("labels",),
+        "representational similarity (CKA, RBF CKA, RSA) between every pair of settings",
+        matrix=True,
+        default_transform="none",
+        run_path="featstore.evaluate.similarity_task:run_similarity",
     )
 )

@@ -10,7 +10,8 @@ import base64
 import datetime as _dt
 import html
 
-from featstore.report.plots import heatmap, score_vs_layer
+from featstore.report.plots import heatmap, score_vs_layer, similarity_heatmap
+from featstore.report.similarity import similarity_title
 from featstore.report.tables import Report, fmt_rer, fmt_score
 from featstore.settings import FACTORS
 
@@ -91,6 +92,30 @@ def _transfer_tables(report: Report) -> str:
     return "".join(out)
 
 
+def _similarity_section(report: Report, plots: bool) -> str:
+    """Each CKA / RSA matrix as a table (blank = pair not computed) and, with plots, a heatmap."""
+    out = []
+    for n, m in enumerate(report.similarity, 1):
+        labels = [html.escape(str(lb)) for lb in m["labels"]]
+        head = "<th></th>" + "".join(f"<th>{lb}</th>" for lb in labels)
+        body = "".join(
+            f"<tr><th>{lb}</th>"
+            + "".join(f'<td class="num">{"" if v is None else f"{v:.3f}"}</td>' for v in row)
+            + "</tr>"
+            for lb, row in zip(labels, m["matrix"], strict=True)
+        )
+        out.append(
+            f"<h3>{html.escape(similarity_title(m))}</h3>"
+            f'<table class="similarity" id="similarity-{n}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>"
+        )
+        if plots:
+            out.append(
+                _img(similarity_heatmap(m), f"similarity heatmap {n}", f"plot-similarity-{n}")
+            )
+    return "".join(out)
+
+
 def to_html(report: Report, *, title: str = "featstore report", plots: bool = True) -> str:
     """The whole page as a string (UTF-8, no external resources)."""
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -105,10 +130,11 @@ def to_html(report: Report, *, title: str = "featstore report", plots: bool = Tr
     if plots:
         figures = (
             "<h2>Plots</h2>"
-            + _img(score_vs_layer(report), "score against layer per task", "plot-layers")
+            + _img(score_vs_layer(report), "layer-wise transfer curve per network", "plot-layers")
             + _img(heatmap(report), "heatmap of tasks x settings", "plot-heatmap")
         )
     transfer = _transfer_tables(report)
+    similarity = _similarity_section(report, plots)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
@@ -117,5 +143,6 @@ def to_html(report: Report, *, title: str = "featstore report", plots: bool = Tr
         f"<h2>Results</h2><p>{notes}</p>{_main_table(report)}"
         + (f"<h2>Transferability</h2>{transfer}" if transfer else "")
         + figures
+        + (f"<h2>Representational similarity</h2>{similarity}" if similarity else "")
         + "</body></html>\n"
     )

@@ -1,8 +1,9 @@
 """Report plots drawn with matplotlib (Agg backend, no display): PNG bytes for embedding.
 
-- :func:`score_vs_layer`: one panel per task column, score against layer, one line per
-  combination of the other factors (the study's "which layer transfers best" figure);
-- :func:`heatmap`: tasks x settings, the colour being the score (the overview figure).
+- :func:`score_vs_layer`: the layer-wise transfer curve: one panel per network, its layers
+  in depth order, one line per task (the study's "which layer transfers best" figure);
+- :func:`heatmap`: tasks x settings, the colour being the score (the overview figure);
+- :func:`similarity_heatmap`: a CKA / RSA matrix, layers x layers within and across networks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np  # noqa: E402
 from featstore.report.tables import Report  # noqa: E402
 from featstore.settings import FACTORS  # noqa: E402
 
-__all__ = ["heatmap", "score_vs_layer"]
+__all__ = ["heatmap", "layer_curves", "score_vs_layer", "similarity_heatmap"]
 
 
 def _png(fig: Any) -> bytes:
@@ -30,38 +31,67 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def layer_curves(report: Report) -> dict[str, tuple[list[str], dict[str, dict[str, float]]]]:
+    """Per network: its layers in depth order and, per line, the score (%) of each layer.
+
+    A line is a task column plus the other factors that vary within one layer (a factor
+    that only differs between layers, such as the stored pooling of a penultimate "none"
+    beside "avg" maps, does not split the curve).
+    """
+    from featstore.report.depth import depth_order
+
+    others = [f for f in FACTORS if f not in ("network", "layer")]
+    out: dict[str, tuple[list[str], dict[str, dict[str, float]]]] = {}
+    for net in dict.fromkeys(r.setting["network"] for r in report.rows):
+        rows = [r for r in report.rows if r.setting["network"] == net]
+        layers = depth_order(net, [r.setting["layer"] for r in rows])
+        split = [
+            f
+            for f in others
+            if any(
+                len({r.setting[f] for r in rows if r.setting["layer"] == la}) > 1 for la in layers
+            )
+        ]
+        lines: dict[str, dict[str, float]] = {}
+        for r in rows:
+            rest = "/".join(r.setting[f] for f in split if r.setting[f] != "-")
+            for col in report.columns:
+                if col in r.scores:
+                    name = f"{col.dataset} {col.task}" + (f" {rest}" if rest else "")
+                    lines.setdefault(name, {})[r.setting["layer"]] = 100.0 * r.scores[col]
+        out[net] = (layers, lines)
+    return out
+
+
 def score_vs_layer(report: Report) -> bytes | None:
-    """Score (%) against layer, one panel per column; None when there is nothing to draw."""
+    """The layer-wise transfer curve: score (%) of each layer in depth order, per network and task.
+
+    One panel per network (its layers from the input to the output, see
+    :mod:`featstore.report.depth`), one line per task column (see :func:`layer_curves`): the
+    Yosinski / Azizpour "which layer" figure. None when there is nothing to draw.
+    """
     if not report.columns or not report.rows:
         return None
-    layers: list[str] = []
-    for r in report.rows:  # rows are already in display (network) order
-        if r.setting["layer"] not in layers:
-            layers.append(r.setting["layer"])
-    n = len(report.columns)
+    curves = layer_curves(report)
+    n = len(curves)
     ncols = min(n, 3)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
-    others = [f for f in FACTORS if f != "layer"]
-    for ax, col in zip(axes.ravel(), report.columns, strict=False):
-        lines: dict[str, dict[str, float]] = {}
-        for r in report.rows:
-            if col in r.scores:
-                name = "/".join(r.setting[f] for f in others if r.setting[f] != "-")
-                lines.setdefault(name, {})[r.setting["layer"]] = 100.0 * r.scores[col]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.0 * nrows), squeeze=False)
+    for ax, (net, (layers, lines)) in zip(axes.ravel(), curves.items(), strict=False):
         for name, points in lines.items():
             xs = [i for i, la in enumerate(layers) if la in points]
             ax.plot(xs, [points[layers[i]] for i in xs], marker="o", label=name)
         ax.set_xticks(range(len(layers)))
         ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
-        ax.set_title(col.label, fontsize=9)
-        ax.set_ylabel(f"{col.metric} (%)")
+        ax.set_xlabel("layer (input to output)")
+        ax.set_title(net, fontsize=9)
+        ax.set_ylabel("score (%)")
         ax.grid(alpha=0.3)
         if len(lines) <= 12:
             ax.legend(fontsize=6)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
-    fig.suptitle("Score against layer")
+    fig.suptitle("Layer-wise transfer: score of each layer, in depth order")
     return _png(fig)
 
 
@@ -85,4 +115,51 @@ def heatmap(report: Report) -> bytes | None:
     ax.set_xlabel("setting (see the table)")
     fig.colorbar(image, ax=ax, label="score (%)")
     ax.set_title("Tasks x settings")
+    return _png(fig)
+
+
+def similarity_heatmap(m: dict[str, Any]) -> bytes | None:
+    """One similarity matrix (see :mod:`featstore.report.similarity`) as a heatmap.
+
+    Rows and columns are the representations (network by network, each in depth order),
+    lines separate networks, cells carry their value when the matrix is small enough to read.
+    """
+    from featstore.report.similarity import similarity_title
+
+    labels = list(m.get("labels") or [])
+    if len(labels) < 2:
+        return None
+    data = np.array(
+        [[np.nan if v is None else float(v) for v in row] for row in m["matrix"]], dtype=float
+    )
+    size = max(4.5, 0.55 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    low = 0.0 if np.nanmin(data) >= 0 else -1.0
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="magma", vmin=low, vmax=1.0)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    nets = list(m.get("networks") or [])
+    for i in range(1, len(nets)):
+        if nets[i] != nets[i - 1]:
+            ax.axhline(i - 0.5, color="white", lw=1.5)
+            ax.axvline(i - 0.5, color="white", lw=1.5)
+    if len(labels) <= 14:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if np.isfinite(data[i, j]):
+                    colour = "black" if data[i, j] > 0.6 else "white"
+                    ax.text(
+                        j,
+                        i,
+                        f"{data[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color=colour,
+                    )
+    name = str((m.get("measure") or {}).get("name", "similarity"))
+    fig.colorbar(image, ax=ax, label=name, fraction=0.046, pad=0.04)
+    ax.set_title(similarity_title(m), fontsize=9)
     return _png(fig)

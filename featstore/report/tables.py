@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featstore.evaluate.estimators import kendall_tau
+from featstore.report.similarity import similarity_markdown, similarity_matrices
 from featstore.settings import (
     FACTORS,
     FEATURE_FACTORS,
@@ -66,6 +67,7 @@ class Report:
     baseline: dict[str, str] | None
     transfer: list[dict[str, Any]]
     n_records: int
+    similarity: list[dict[str, Any]] = field(default_factory=list)  # CKA / RSA matrices
 
     def to_json(self) -> dict[str, Any]:
         cols = [c.label for c in self.columns]
@@ -85,6 +87,7 @@ class Report:
                 for r in self.rows
             ],
             "transferability": self.transfer,
+            "similarity": self.similarity,
         }
 
 
@@ -136,10 +139,14 @@ def build_report(
     cells: dict[tuple[str, Column], list[float]] = {}
     settings: dict[str, dict[str, str]] = {}
     transfer_records = []
+    similarity_records = []
     for rec in records:
         task = str(rec.get("task"))
         if task == "transferability":
             transfer_records.append(rec)
+            continue
+        if task == "similarity":  # pairs of settings, not a score of one: own matrices
+            similarity_records.append(rec)
             continue
         metrics = rec.get("metrics") or {}
         metric = _main_metric(task, metrics)
@@ -177,6 +184,7 @@ def build_report(
         baseline=dict(baseline) if baseline else None,
         transfer=transfer,
         n_records=len(records),
+        similarity=similarity_matrices(similarity_records, orders),
     )
 
 
@@ -287,8 +295,10 @@ def _md_escape(text: str) -> str:
 def to_markdown(report: Report) -> str:
     """The table as GitHub Markdown: scores in %, best per column in bold, RER in brackets."""
     if not report.rows:
-        return "_No classification or retrieval results in the store yet._\n" + _transfer_markdown(
-            report
+        return (
+            "_No classification or retrieval results in the store yet._\n"
+            + _transfer_markdown(report)
+            + similarity_markdown(report.similarity)
         )
     head = ["setting", *FACTORS, *[c.label for c in report.columns]]
     lines = [
@@ -315,7 +325,12 @@ def to_markdown(report: Report) -> str:
         notes.append(
             f"(±x%) = relative error reduction (err_base - err) / err_base against the baseline ({base})."
         )
-    return "\n".join(lines + notes) + "\n" + _transfer_markdown(report)
+    return (
+        "\n".join(lines + notes)
+        + "\n"
+        + _transfer_markdown(report)
+        + similarity_markdown(report.similarity)
+    )
 
 
 def _transfer_markdown(report: Report) -> str:

@@ -261,7 +261,9 @@ def run_sweep(
         plan = make_plan(store, spec, register=False, planner=planner)
     t1 = time.perf_counter()
 
-    jobs = [cell_job(spec, cell, store.spec, plan) for cell in plan.cells]
+    jobs = [
+        cell_job(spec, cell, store.spec, plan) for cell in plan.cells if cell.task != "similarity"
+    ]
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     done = 0
 
@@ -293,13 +295,18 @@ def run_sweep(
     else:
         for i in todo:
             finished(i, evaluate_job(jobs[i], store=store))
+    from featstore.sweep.similarity import run_similarity_cells  # one study per group of cells
+
+    similar = run_similarity_cells(
+        store, spec, plan, [c for c in plan.cells if c.task == "similarity"]
+    )
     t2 = time.perf_counter()
-    final = [r for r in results if r is not None]
+    final = [r for r in results if r is not None] + similar
     failed = [r for r in final if not r.get("ok")]
     return {
         "sweep": spec.name,
         "store": store.url,
-        "n_cells": len(jobs),
+        "n_cells": len(final),
         "evaluated": sum(1 for r in final if r.get("ok") and not r.get("cached")),
         "cached_results": sum(1 for r in final if r.get("ok") and r.get("cached")),
         "failed": failed,

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from featstore.errors import DatasetError, SpecError
+from featstore.errors import DatasetError, FeatstoreError, SpecError
 from featstore.keys import canonical_json
 from featstore.settings import setting_label
 from featstore.specs import parse_pooling
@@ -46,7 +46,7 @@ __all__ = [
     "parse_spec",
 ]
 
-TASKS = ("classify", "retrieve", "transferability")
+TASKS = ("classify", "retrieve", "transferability", "similarity")
 CLASSIFIERS = ("svm", "logreg")
 ESTIMATORS = ("logme", "h_score", "gbc")
 VIEWS_PLAIN = ("plain", "flip", "flipavg")
@@ -64,7 +64,10 @@ TOP_LEVEL = {
     "baseline",
     "seed",
     "extract",
+    "similarity",
 }
+# similarity: {measure: cka|rbf_cka|rsa, split: all|NAME, debiased, sigma, distance, compare}
+SIMILARITY_FIELDS = {"measure", "split", "debiased", "sigma", "distance", "compare"}
 DATASET_FIELDS = {"name", "source", "task", "tasks", "subset"}
 NETWORK_FIELDS = {"name", "layers", "weights"}
 BASELINE_FIELDS = {"network", "layer", "pooling", "view", "transform", "classifier"}
@@ -141,6 +144,7 @@ class SweepSpec:
     seed: int = 0
     extract: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    similarity: dict[str, Any] = field(default_factory=dict)  # options of the similarity task
 
     def settings(self, task: str) -> list[Setting]:
         """The grid of settings evaluated for ``task`` (classifier '-' outside classify)."""
@@ -376,6 +380,29 @@ def _baseline(raw: Any, spec: SweepSpec) -> dict[str, str]:
     return out
 
 
+def _similarity(raw: Any) -> dict[str, Any]:
+    """Options of the similarity task, checked by its own measure validation."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(
+            f"sweep spec: field 'similarity' must be a mapping such as {{measure: cka, split: test}}, "
+            f"got {raw!r}"
+        )
+    _unknown(raw, SIMILARITY_FIELDS, "similarity")
+    from featstore.evaluate.similarity_task import measure_spec
+
+    opts = dict(raw)
+    try:
+        measure_spec(
+            str(opts.get("measure", "cka")),
+            **{k: opts[k] for k in ("debiased", "sigma", "distance", "compare") if k in opts},
+        )
+    except FeatstoreError as exc:
+        raise SpecError(f"sweep spec: similarity: {exc}") from exc
+    return opts
+
+
 def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a spec given as a mapping (the parsed YAML)."""
     if not isinstance(raw, Mapping):
@@ -412,6 +439,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     if not isinstance(extract, Mapping):
         raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {extract!r}")
     _unknown(extract, EXTRACT_FIELDS, "extract")
+    similarity = _similarity(raw.get("similarity"))
     name = str(raw.get("name") or "sweep")
     spec = SweepSpec(
         name=name,
@@ -425,6 +453,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         baseline={},
         seed=seed,
         extract=dict(extract),
+        similarity=similarity,
     )
     baseline = _baseline(raw.get("baseline"), spec)
     return SweepSpec(**{**spec.__dict__, "baseline": baseline})
