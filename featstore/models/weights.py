@@ -112,7 +112,9 @@ def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError as exc:  # pragma: no cover - installed with transformers / timm
-        raise ModelError(f"reading {p} needs the package safetensors: pip install safetensors") from exc
+        raise ModelError(
+            f"reading {p} needs the package safetensors: pip install safetensors"
+        ) from exc
     try:
         return _unwrap(load_file(str(p), device="cpu"), str(p))
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
