@@ -83,7 +83,7 @@ def _quiet() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
-def _tower_class(model_type: str) -> type:
+def _tower_class(model_type: str) -> Any:
     import transformers
 
     return getattr(transformers, TOWERS[model_type][0])  # type: ignore[no-any-return]

@@ -46,7 +46,7 @@ class LayerInfo:
     tokens: TokenLayout | None = None  # token layers: prefix tokens and axis order
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "type": self.type,

@@ -42,7 +42,8 @@ def _alias(module: str) -> str:
 
 
 def _is_token_model(model: nn.Module) -> bool:
-    params = inspect.signature(model.forward_intermediates).parameters  # type: ignore[operator]
+    fi: Any = model.forward_intermediates
+    params = inspect.signature(fi).parameters
     return hasattr(model, "num_prefix_tokens") and "return_prefix_tokens" in params
 
 
@@ -65,6 +66,7 @@ class TimmTapNet(TapNet):
         if self.layout is not None:
             kwargs.update(output_fmt="NLC", return_prefix_tokens=self.layout.prefix > 0)
         result = m.forward_intermediates(x, **kwargs)
+        feats: Any
         feats, inter = (None, result) if not final else result
         for i, t in zip(wanted or [0], inter, strict=True):
             if isinstance(t, tuple):  # (patch tokens, prefix tokens) -> all tokens, in order

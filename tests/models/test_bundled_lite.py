@@ -30,7 +30,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     return dataset_from_source("photos", str(root)), root
 
 
-def _independent_logits(variant: str, size: int, image_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _independent_logits(
+    variant: str, size: int, image_path: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The package's own model on TF-Lite preprocessing, without featstore's code."""
     import torchvision.transforms as T
     from efficientnet_lite_pytorch import EfficientNet
@@ -51,7 +53,9 @@ def _independent_logits(variant: str, size: int, image_path: Path) -> tuple[torc
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_names_real_photos_and_equals_the_packages_forward(photos, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_names_real_photos_and_equals_the_packages_forward(
+    photos, tmp_path: Path, name: str
+) -> None:  # type: ignore[no-untyped-def]
     from featstore.extract import extract
     from featstore.store import open_store
 

@@ -106,7 +106,11 @@ def test_task_checkpoint_loads_backbone_and_foreign_keys_are_refused(tmp_path: P
     assert not any(k.startswith("pooler.") for k in net.module.model.state_dict())
     with torch.no_grad(), pytest.raises(ModelError, match="no pooler output"):
         LayerCapture(net.module, [resolve_layer(net.spec, "pooler")])(torch.randn(1, 3, 32, 32))
-    other = _save(tmp_path, "other", t.ViTModel(t.ViTConfig(image_size=32, patch_size=8, **{**SMALL, "intermediate_size": 48})))
+    other = _save(
+        tmp_path,
+        "other",
+        t.ViTModel(t.ViTConfig(image_size=32, patch_size=8, **{**SMALL, "intermediate_size": 48})),
+    )
     sd = t.ViTModel.from_pretrained(other).state_dict()
     torch.save(sd, tmp_path / "other.pth")
     with pytest.raises(ModelError, match="other shapes"):

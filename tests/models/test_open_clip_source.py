@@ -57,17 +57,25 @@ def test_every_block_and_view_equals_the_towers_blocks(spec, layout: str) -> Non
     visual = net.module.model
     if layout == "LND":
         _as_lnd(visual)
-    infos = [resolve_layer(spec, f"block{i}") for i in range(3)] + [resolve_layer(spec, "penultimate")]
+    infos = [resolve_layer(spec, f"block{i}") for i in range(3)] + [
+        resolve_layer(spec, "penultimate")
+    ]
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad(), LayerCapture(net.module, infos) as capture:
         out = capture(x)
         lib = visual.forward_intermediates(
-            x, indices=[0, 1, 2], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True
+            x,
+            indices=[0, 1, 2],
+            output_fmt="NLC",
+            output_extra_tokens=True,
+            intermediates_only=True,
         )
         for i, info in enumerate(infos[:3]):
             assert out[info.name].shape == (2, 17, 32)  # batch first whatever the tower's layout
             ref = _reference(visual, x, i)
-            full = torch.cat([lib["image_intermediates_prefix"][i], lib["image_intermediates"][i]], 1)
+            full = torch.cat(
+                [lib["image_intermediates_prefix"][i], lib["image_intermediates"][i]], 1
+            )
             torch.testing.assert_close(ref, full, rtol=1e-5, atol=1e-5)
             for view in VIEWS:
                 got = apply_pooling(view, out[info.name], info.tokens)

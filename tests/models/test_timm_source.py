@@ -25,9 +25,7 @@ def _tiny(name: str, arch: str, **kwargs: object):  # type: ignore[no-untyped-de
 @pytest.fixture(scope="module")
 def vit():  # type: ignore[no-untyped-def]
     """A tiny random ViT with a class token and 2 register tokens (prefix 3)."""
-    spec = _tiny(
-        "timm:vit-test-reg", "vit_tiny_patch16_224", img_size=32, depth=3, reg_tokens=2
-    )
+    spec = _tiny("timm:vit-test-reg", "vit_tiny_patch16_224", img_size=32, depth=3, reg_tokens=2)
     return load_model(spec, "random")
 
 
@@ -66,7 +64,9 @@ def test_every_block_and_view_equals_forward_intermediates(vit, view: str) -> No
 def test_all_layers_in_one_forward_and_stop_early(vit) -> None:  # type: ignore[no-untyped-def]
     model = vit.module.model
     calls = {"embed": 0, "last_block": 0}
-    h1 = model.patch_embed.register_forward_hook(lambda *_: calls.__setitem__("embed", calls["embed"] + 1))
+    h1 = model.patch_embed.register_forward_hook(
+        lambda *_: calls.__setitem__("embed", calls["embed"] + 1)
+    )
     h2 = model.blocks[2].register_forward_hook(
         lambda *_: calls.__setitem__("last_block", calls["last_block"] + 1)
     )
@@ -100,7 +100,9 @@ def test_conv_model_taps_are_maps_equal_to_forward_intermediates() -> None:
     torch.testing.assert_close(out["layer4"], ref[1])
 
 
-def test_weights_file_safetensors_hash_and_key_check(tmp_path: Path, vit, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_weights_file_safetensors_hash_and_key_check(
+    tmp_path: Path, vit, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     from safetensors.torch import save_file
 
     from featstore.models import state_dict_sha256
@@ -122,11 +124,15 @@ def test_weights_file_safetensors_hash_and_key_check(tmp_path: Path, vit, monkey
     bad = dict(sd)
     bad["extra.weight"] = bad.pop("head.weight")
     torch.save(bad, tmp_path / "bad.pth")
-    with pytest.raises(ModelError, match=r"1 missing \(first: head.weight\); 1 unexpected \(first: extra.weight\)"):
+    with pytest.raises(
+        ModelError, match=r"1 missing \(first: head.weight\); 1 unexpected \(first: extra.weight\)"
+    ):
         load_model(vit.spec, str(tmp_path / "bad.pth"))
 
 
-def test_no_local_pretrained_weights_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_local_pretrained_weights_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     import huggingface_hub.constants as hc

@@ -70,7 +70,7 @@ def test_timm_vit_from_a_safetensors_file(tmp_path: Path, image_folder: Path) ->
         lib = vit.forward_intermediates(
             x, indices=[2, 5], output_fmt="NLC", return_prefix_tokens=True, intermediates_only=True
         )
-    for (layer, idx) in (("block2", 0), ("block5", 1)):
+    for layer, idx in (("block2", 0), ("block5", 1)):
         tokens = torch.cat([lib[idx][1], lib[idx][0]], dim=1)
         for view in ("cls", "mean"):
             ref = reference_view(view, tokens, prefix=1).numpy()
