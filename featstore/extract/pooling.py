@@ -5,6 +5,15 @@ their grammar live in :mod:`featstore.specs`; this module does the tensor work. 
 per sample. A layer without spatial extent (a vector, or a 1x1 map) is
 stored as it is, with pooling "none": pooling it would not change the numbers.
 Token outputs (L, D) of transformers pool over the L tokens (avg/max/gem).
+
+Token views, for layers whose source declares a TokenLayout (timm, hf:, open_clip:):
+  cls           the class token                         -> (D,)
+  mean          mean of the patch tokens only           -> (D,)
+  cls+mean      both, concatenated                      -> (2D,)
+  tokens        every token, for later pooling           -> (L, D)
+  gem[:p], max  over the patch tokens only              -> (D,)
+Prefix tokens (class, distillation, registers) never enter mean/max/gem; "avg" on such a
+layer is stored as "mean", so the key says what was computed.
 """
 
 from __future__ import annotations
@@ -15,7 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from featstore.errors import SpecError
-from featstore.specs import DEFAULT_GEM_P, GEM_EPS, Pooling, View, parse_pooling, parse_view
+from featstore.models.tokens import TokenLayout
+from featstore.specs import (
+    DEFAULT_GEM_P,
+    GEM_EPS,
+    Pooling,
+    View,
+    parse_pooling,
+    parse_view,
+)
 
 __all__ = [
     "Pooling",
@@ -43,11 +60,30 @@ def _layout(layer_shape: tuple[int, ...]) -> str:
     return "other"
 
 
-def effective_pooling(pooling: str | Pooling, layer_shape: tuple[int, ...]) -> Pooling:
+def _token_pooling(pool: Pooling, shape: tuple[int, ...], tokens: TokenLayout) -> Pooling:
+    """A pooling of a declared token layer, checked against its layout."""
+    if pool.kind in ("grid", "map"):
+        raise SpecError(
+            f"pooling {pool} needs a spatial map, but the layer outputs tokens {shape}; use cls, "
+            f"mean, cls+mean, tokens, gem or max"
+        )
+    if pool.kind in ("cls", "cls+mean") and not tokens.has_cls:
+        raise SpecError(
+            f"token view {pool} needs a class token, but this layer has none ({tokens.prefix} "
+            f"prefix tokens); use mean, gem, max or tokens"
+        )
+    if pool.kind in ("mean", "avg", "max", "gem", "cls+mean") and shape[0] <= tokens.prefix:
+        raise SpecError(f"token view {pool} needs patch tokens, but the layer has only {shape[0]}")
+    return Pooling("mean") if pool.kind == "avg" else pool
+
+
+def effective_pooling(
+    pooling: str | Pooling, layer_shape: tuple[int, ...], tokens: TokenLayout | None = None
+) -> Pooling:
     """The pooling actually stored for a layer of this per-sample shape.
 
     Vectors and 1x1 maps are stored flattened ("none"); grids and maps need a spatial
-    map; token sequences pool over tokens.
+    map; token sequences pool over tokens; token views need the layer's TokenLayout.
     """
     pool = parse_pooling(pooling)
     layout = _layout(tuple(layer_shape))
@@ -55,6 +91,16 @@ def effective_pooling(pooling: str | Pooling, layer_shape: tuple[int, ...]) -> P
         return Pooling("none")
     if pool.kind == "none":
         return pool
+    if layout == "tokens" and tokens is not None:
+        return _token_pooling(pool, tuple(layer_shape), tokens)
+    if pool.is_token_view:
+        why = (
+            "its source declares no token layout (use avg, max, gem or none)"
+            if layout == "tokens"
+            else f"it is not a token layer (shape {tuple(layer_shape)}); use avg, max, gem, "
+            f"grid:max:G or map:avg:S"
+        )
+        raise SpecError(f"token view {pool} does not apply to this layer: {why}")
     if layout == "tokens" and pool.kind in ("grid", "map"):
         raise SpecError(
             f"pooling {pool} needs a spatial map, but the layer outputs tokens {tuple(layer_shape)}; "
@@ -67,25 +113,54 @@ def effective_pooling(pooling: str | Pooling, layer_shape: tuple[int, ...]) -> P
     return pool
 
 
-def output_shape(pooling: str | Pooling, layer_shape: tuple[int, ...]) -> tuple[int, ...]:
+def output_shape(
+    pooling: str | Pooling, layer_shape: tuple[int, ...], tokens: TokenLayout | None = None
+) -> tuple[int, ...]:
     """Per-sample shape after pooling (uses the effective pooling)."""
-    pool = effective_pooling(pooling, layer_shape)
+    pool = effective_pooling(pooling, layer_shape, tokens)
     shape = tuple(int(s) for s in layer_shape)
     if pool.kind == "none":
         return (math.prod(shape),)
+    if pool.kind == "tokens":
+        return shape
+    if pool.kind == "cls+mean":
+        return (2 * shape[-1],)
+    if pool.kind in ("cls", "mean"):
+        return (shape[-1],)
     if pool.kind in ("avg", "max", "gem"):
         return (shape[-1],) if _layout(shape) == "tokens" else (shape[0],)
     assert pool.size is not None
     return (shape[0], pool.size, pool.size)
 
 
-def apply_pooling(pooling: str | Pooling, x: torch.Tensor) -> torch.Tensor:
+def _pool_tokens(pool: Pooling, x: torch.Tensor, tokens: TokenLayout) -> torch.Tensor:
+    """A token view of (N, L, D) tokens; prefix tokens never enter mean/max/gem."""
+    if pool.kind == "tokens":
+        return x
+    patches = x[:, tokens.prefix :]
+    if pool.kind == "cls":
+        return x[:, 0]
+    if pool.kind == "mean":
+        return patches.mean(dim=1)
+    if pool.kind == "cls+mean":
+        return torch.cat([x[:, 0], patches.mean(dim=1)], dim=1)
+    if pool.kind == "max":
+        return patches.amax(dim=1)
+    p = float(pool.p or DEFAULT_GEM_P)  # gem
+    return patches.clamp(min=GEM_EPS).pow(p).mean(dim=1).pow(1.0 / p)
+
+
+def apply_pooling(
+    pooling: str | Pooling, x: torch.Tensor, tokens: TokenLayout | None = None
+) -> torch.Tensor:
     """Pool a batch of activations (N, *layer_shape) in float32; returns (N, *row_shape)."""
-    pool = effective_pooling(pooling, tuple(x.shape[1:]))
+    pool = effective_pooling(pooling, tuple(x.shape[1:]), tokens)
     x = x.float()
     n = x.shape[0]
     if pool.kind == "none":
         return x.reshape(n, -1)
+    if tokens is not None and _layout(tuple(x.shape[1:])) == "tokens":
+        return _pool_tokens(pool, x, tokens)
     if _layout(tuple(x.shape[1:])) == "tokens":
         dims: tuple[int, ...] = (1,)
     else:
@@ -128,16 +203,20 @@ def crop_boxes(view: View, width: int, height: int) -> list[tuple[int, int, int,
 
 
 def row_shape(
-    pooling: str | Pooling, layer_shape: tuple[int, ...], view: str | View
+    pooling: str | Pooling,
+    layer_shape: tuple[int, ...],
+    view: str | View,
+    tokens: TokenLayout | None = None,
 ) -> tuple[int, ...]:
     """Stored per-sample shape for a layer, pooling and view: (P, D) for crops views."""
     v = parse_view(view)
-    shape = output_shape(pooling, layer_shape)
+    shape = output_shape(pooling, layer_shape, tokens)
     if v.kind == "crops":
         if len(shape) != 1:
             raise SpecError(
-                f"view {v} stores one vector per patch; pooling {effective_pooling(pooling, layer_shape)} "
-                f"keeps a map: use none, avg, max or gem"
+                f"view {v} stores one vector per patch; pooling "
+                f"{effective_pooling(pooling, layer_shape, tokens)} keeps a map or tokens: use "
+                f"none, avg, max, gem, cls or mean"
             )
         return (v.n_patches, shape[0])
     return shape

@@ -21,6 +21,7 @@ from torch import nn
 from featstore.errors import UnknownLayerError
 from featstore.models.registry import get_spec, torch_seeded
 from featstore.models.spec import ModelSpec
+from featstore.models.tokens import TokenLayout
 
 PROBE_BATCH = 2  # a batch of 2 tells activations (leading 2) from parameters
 
@@ -29,8 +30,9 @@ PROBE_BATCH = 2  # a batch of 2 tells activations (leading 2) from parameters
 class LayerInfo:
     """One capturable place in a network.
 
-    kind: "module" (a named submodule, captured with a forward hook) or "node" (a
-    torch.fx graph node, for values that exist only inside forward functions).
+    kind: "module" (a named submodule, captured with a forward hook), "node" (a
+    torch.fx graph node, for values that exist only inside forward functions) or "tap"
+    (an output of a source's own multi-layer forward: timm, Hugging Face, OpenCLIP).
     shape: per-sample output shape at the probed input size (None: not a tensor).
     calls: how often a module runs per forward (a module used twice is ambiguous
     by name and captured through its graph nodes instead).
@@ -41,15 +43,19 @@ class LayerInfo:
     type: str
     shape: tuple[int, ...] | None
     calls: int = 1
+    tokens: TokenLayout | None = None  # token layers: prefix tokens and axis order
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "type": self.type,
             "shape": list(self.shape) if self.shape is not None else None,
             "calls": self.calls,
         }
+        if self.tokens is not None:
+            out["tokens"] = self.tokens.to_dict()
+        return out
 
 
 @contextlib.contextmanager
@@ -178,6 +184,8 @@ def probe_nodes(
 
 @functools.lru_cache(maxsize=128)
 def _module_table(spec: ModelSpec, input_hw: tuple[int, int]) -> tuple[LayerInfo, ...]:
+    if spec.adapter is not None:  # timm / Hugging Face / OpenCLIP: the source's own taps
+        return tuple(spec.adapter.layer_table(input_hw))
     try:
         return tuple(probe_modules(build_meta(spec), input_hw, "meta"))
     except Exception:  # noqa: BLE001 - some ops have no meta kernel: run it for real
@@ -188,6 +196,8 @@ def _module_table(spec: ModelSpec, input_hw: tuple[int, int]) -> tuple[LayerInfo
 
 @functools.lru_cache(maxsize=128)
 def _node_table(spec: ModelSpec, input_hw: tuple[int, int]) -> tuple[LayerInfo, ...]:
+    if spec.adapter is not None:
+        return ()
     try:
         return tuple(probe_nodes(build_meta(spec), input_hw, "meta"))
     except Exception:  # noqa: BLE001

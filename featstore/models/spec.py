@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from torch import nn
 
@@ -29,7 +30,7 @@ class ModelSpec:
 
     name: str
     family: str
-    source: str  # torchvision | bundled | module | timm
+    source: str  # torchvision | bundled | module | timm | hf | open_clip
     builder: Callable[[], nn.Module] = field(compare=False, repr=False)
     preprocess: Preprocess = Preprocess()
     layers: tuple[tuple[str, str], ...] = ()
@@ -43,6 +44,9 @@ class ModelSpec:
     fixed_input: bool = False  # the architecture only takes its own input size
     min_input: int = 32
     description: str = ""
+    # timm / Hugging Face / OpenCLIP: weights, layer table and loading come from the source
+    # (featstore.models.adapter.SourceAdapter); None for torchvision, bundled and team networks
+    adapter: Any = field(default=None, compare=False, repr=False)
 
     @property
     def input_size(self) -> tuple[int, int]:

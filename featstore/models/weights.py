@@ -88,11 +88,13 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     """Read a state dict (or a checkpoint holding one) onto the CPU, safely.
 
     Uses torch.load(weights_only=True): a file that needs arbitrary pickled objects is
-    refused with a hint rather than executed.
+    refused with a hint rather than executed. ``.safetensors`` files load without pickle.
     """
     p = Path(path)
     if not p.is_file():
         raise WeightsNotFoundError(f"weights file {p} does not exist")
+    if p.suffix == ".safetensors":  # no pickle at all
+        return _load_safetensors(p)
     try:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
@@ -104,6 +106,19 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"torch.save(model.state_dict(), PATH)"
         ) from exc
     return _unwrap(obj, str(p))
+
+
+def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as exc:  # pragma: no cover - installed with transformers / timm
+        raise ModelError(
+            f"reading {p} needs the package safetensors: pip install safetensors"
+        ) from exc
+    try:
+        return _unwrap(load_file(str(p), device="cpu"), str(p))
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        raise ModelError(f"cannot read safetensors weights from {p}: {exc}") from exc
 
 
 def _cache_file() -> Path:

@@ -44,11 +44,23 @@ def test_parse_pooling_canonical(text: str, canonical: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["mean", "gem:0", "grid:avg:3", "map:max:2", "grid:max:0", "avg:2", ""]
+    "bad", ["median", "gem:0", "grid:avg:3", "map:max:2", "grid:max:0", "avg:2", ""]
 )
 def test_parse_pooling_rejects(bad: str) -> None:
     with pytest.raises(SpecError):
         parse_pooling(bad)
+
+
+@pytest.mark.parametrize("view", ["mean", "cls", "cls+mean", "tokens"])
+def test_token_views_are_refused_on_conv_maps_and_undeclared_tokens(view: str) -> None:
+    """'mean' is a token view (patch tokens only): a conv map or tokens without a declared
+    layout must not silently get some other pooling."""
+    from featstore.extract import effective_pooling
+
+    with pytest.raises(SpecError, match="not a token layer"):
+        effective_pooling(view, (64, 7, 7))
+    with pytest.raises(SpecError, match="declares no token layout"):
+        effective_pooling(view, (197, 768))
 
 
 def test_avg_max_by_hand() -> None:
