@@ -51,3 +51,7 @@ cli.add_command(extract)
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":  # python -m featstore.cli.main
+    main()
