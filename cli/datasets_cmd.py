@@ -15,7 +15,7 @@ from featstore.cli.common import (
     table,
 )
 
-from featstore.datasets import add_dataset
+from featstore.datasets import dataset_from_source, register_dataset
 
 
 @click.group()
@@ -77,17 +77,11 @@ def add(
     declared = [s.strip() for s in splits.split(",") if s.strip()] if splits is not None else None
     if splits is not None and not declared:
         raise click.BadParameter(f"{splits!r} names no split", param_hint="--splits")
-    store = open_cli_store(store_url)
     with progress_bar(f"checking {name}", unit="img", enabled=not as_json) as progress:
-        dataset = add_dataset(
-            store,
-            name,
-            source,
-            skip_bad=skip_bad,
-            replace=replace,
-            progress=progress,
-            splits=declared,
+        dataset = dataset_from_source(  # before the store opens: a bad source creates nothing
+            name, source, skip_bad=skip_bad, progress=progress, splits=declared
         )
+    register_dataset(open_cli_store(store_url), dataset, replace=replace)
     emit(dataset.summary(), as_json, _render_summary)
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "register_builtin_dataset",
     "register_provider",
     "schemes",
+    "register_dataset",
 ]
 
 
@@ -78,6 +79,12 @@ def add_dataset(
     """
     store._check_writable()
     dataset = dataset_from_source(name, source, skip_bad=skip_bad, progress=progress, splits=splits)
+    return register_dataset(store, dataset, replace=replace)
+
+
+def register_dataset(store: Any, dataset: Dataset, *, replace: bool = False) -> Dataset:
+    """Register a built dataset (see :func:`add_dataset`), refusing a concurrent rival."""
+    name = dataset.name
     created = dataset.id not in store.dataset_ids()
     store.put_dataset(dataset, replace=replace)
     rivals = [

@@ -93,7 +93,7 @@ def decode(payload: bytes, where: str) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise BadImageError(
-            f"{where} is not an image Pillow can read (unknown format); fix or remove the file"
+            f"{where} is not a readable image (not a format Pillow can identify); fix or remove the file"
         ) from None
     except Image.DecompressionBombError as exc:
         raise BadImageError(f"{where} is a decompression bomb ({exc}); remove it") from None
