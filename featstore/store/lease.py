@@ -395,7 +395,7 @@ def fill_with_leases(
 def gc_leases(store: Any, *, dry_run: bool = False) -> list[str]:
     """Stale leases of every entry (expired, dead owner on this host, chunk done): removed
     unless ``dry_run``; returns ``<entry key>/_lease/<index>`` for each."""
-    removed = []
+    removed: list[str] = []
     for key in store.entry_keys():
         entry = store.get_entry(key)
         if dry_run:
