@@ -7,7 +7,6 @@ that the store is unchanged (still absent, or byte-for-byte the same files).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable
