@@ -163,14 +163,17 @@ def gc(
     store_url: str,
     as_json: bool,
 ) -> None:
-    """Remove leftovers of killed runs (temp files, entries that never finished a chunk).
+    """Remove leftovers of killed runs (temp files, entries that never finished a chunk, stale leases).
 
     \b
     Example:
       featstore gc --dry-run
     """
+    from featstore.store.lease import gc_leases
+
     store = open_cli_store(store_url, "a")
     removed = store.gc(dry_run=dry_run, older_than_s=older_than)
+    removed += gc_leases(store, dry_run=dry_run)
     emit(
         {"removed": removed, "dry_run": dry_run},
         as_json,

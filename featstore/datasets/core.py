@@ -47,6 +47,7 @@ class Dataset:
     source: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # found at registration; not stored
 
     @property
     def id(self) -> str:
@@ -126,6 +127,7 @@ class Dataset:
             "source": self.source,
             "fingerprint": self.fingerprint,
             "skipped": self.skipped,
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from featstore.errors import EvaluationError
+from featstore.errors import EvaluationError, StoreError
 from featstore.evaluate.results import load_result, save_result
 from featstore.progress import Progress
 
@@ -106,15 +106,21 @@ def run(
 ) -> dict[str, Any]:
     """Look the plan's key up (unless ``force``), else compute the record and save it.
 
-    On a read-only store the record is computed and returned, not saved.
+    On a read-only store, or one whose write fails (full disk, permissions), the record is
+    computed and returned, not saved; ``not_saved`` then says why.
     """
     if not force:
         cached = load_result(store, plan.key)
         if cached is not None:
             return {**cached, "cached": True}
     record = compute(store, plan, progress)
-    if not store.read_only:
+    if store.read_only:
+        return {**record, "cached": False, "not_saved": "the store is read-only"}
+    try:
         save_result(store, record)
+    except (OSError, StoreError) as exc:  # the score is worth showing even if it cannot be kept
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {**record, "cached": False, "not_saved": reason}
     return {**record, "cached": False}
 
 

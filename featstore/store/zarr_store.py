@@ -193,7 +193,20 @@ class ZarrStore(Store):
         return int(shutil.disk_usage(path).free)
 
     # --- opening ------------------------------------------------------------------------
-    def _open_root(self, mode: str) -> None:
+    def _open_root(self, mode: str, attempts: int = 6) -> None:
+        """Open (or create) the root; several processes creating one new store at once race
+        on its zarr.json (zarr raises ContainsGroupError, or a half-written file is read):
+        the losers retry and open what the winner created."""
+        for attempt in range(attempts):
+            try:
+                self._open_root_once(mode)
+                return
+            except (ContainsGroupError, ContainsArrayError, NotAStoreError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _open_root_once(self, mode: str) -> None:
         meta_path = self._path("zarr.json")
         if not self.is_local and self._open_root_consolidated(meta_path):
             return
