@@ -31,6 +31,7 @@ from featstore.keys import make_key
 
 __all__ = [
     "REQUIRED_FIELDS",
+    "bind_record",
     "build_record",
     "collect_records",
     "content_checksums",
@@ -169,13 +170,19 @@ def save_result(store: Any, record: Mapping[str, Any]) -> str:
         raise EvaluationError(
             f"result key {key!r} must start with {RESULT_PREFIX!r}-; use make_result_key"
         )
-    record = dict(record)
+    record = bind_record(store, record)
     record.pop("cached", None)
     record.pop("recomputed_because", None)
-    if "content" not in record:
-        record["content"] = content_checksums(store, record["features"])
     store.put_result(key, to_json(record))
     return key
+
+
+def bind_record(store: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with ``content``: the checksum of each feature entry it lists (kept if set)."""
+    out = dict(record)
+    if "content" not in out:
+        out["content"] = content_checksums(store, out.get("features") or [])
+    return out
 
 
 def content_checksums(store: Any, keys: Iterable[str]) -> dict[str, str | None]:

@@ -25,6 +25,7 @@ import numpy as np
 from featstore.errors import EvaluationError
 from featstore.evaluate import similarity as sim
 from featstore.evaluate.results import (
+    bind_record,
     build_record,
     load_current_result,
     make_result_key,
@@ -334,7 +335,7 @@ def run_similarity(
     if todo:
         values, dims, timings = _compute(plan, todo, progress)
         for p in todo:
-            rec = _record(plan, p, values[p.key], dims, timings)
+            rec = bind_record(store, _record(plan, p, values[p.key], dims, timings))
             if not getattr(store, "read_only", False):
                 save_result(store, rec)
             records[p.key] = {**rec, "cached": False}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from featstore.errors import EvaluationError
-from featstore.evaluate.results import load_current_result, save_result
+from featstore.evaluate.results import bind_record, load_current_result, save_result
 from featstore.progress import Progress
 
 __all__ = ["TASKS", "Plan", "Task", "get_task", "register", "run"]
@@ -118,7 +118,7 @@ def run(
         cached, stale = load_current_result(store, plan.key)
         if cached is not None:
             return {**cached, "cached": True}
-    record = compute(store, plan, progress)
+    record = bind_record(store, compute(store, plan, progress))
     if not store.read_only:
         save_result(store, record)
     out = {**record, "cached": False}
