@@ -139,6 +139,8 @@ def list_(store_url: str, as_json: bool) -> None:
                         len(r["classes"] or []),
                         ", ".join(f"{k} {v}" for k, v in (r["split_counts"] or {}).items()),
                     )
+                    if not r.get("damaged")
+                    else ("?", r["id"], "DAMAGED", "", r["damaged"])
                     for r in rs
                 ],
                 ["name", "id", "images", "classes", "splits"],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from featstore.errors import FeatstoreError, ReadOnlyError, StoreError
+from featstore.errors import DamagedEntryError, FeatstoreError, ReadOnlyError, StoreError
 from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
 from featstore.store.spec import StoreSpec
 
@@ -23,6 +24,8 @@ __all__ = [
     "find_entries",
     "default_store_url",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_STORE = "stores/default.zarr"
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -143,11 +146,19 @@ def _open(url: str, mode: str, storage_options: dict[str, Any] | None) -> Store:
 
 
 def find_entries(store: Store, **factors: Any) -> list[Entry]:
-    """Entries whose attrs equal every given factor (None values are ignored)."""
+    """Entries whose attrs equal every given factor (None values are ignored).
+
+    An entry whose metadata cannot be read is left out (logged; `featstore verify` names
+    it), so one damaged entry never stops the search among the others.
+    """
     wanted = {k: v for k, v in factors.items() if v is not None}
     found = []
     for key in store.entry_keys():
-        entry = store.get_entry(key)
+        try:
+            entry = store.get_entry(key)
+        except DamagedEntryError as exc:
+            logger.warning("skipping a damaged entry: %s", exc)
+            continue
         if all(_matches(entry.attrs, name, value) for name, value in wanted.items()):
             found.append(entry)
     return found
