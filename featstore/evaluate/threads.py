@@ -1,0 +1,78 @@
+"""How many threads an evaluation uses: BLAS, OpenMP, torch and FAISS set together.
+
+scikit-learn's solvers run in BLAS, the torch solvers in torch's intra-op pool and FAISS in
+its own OpenMP pool; left alone each sizes itself to every core of the machine, and two of
+them at once (or two sweep cells) oversubscribe it. :func:`evaluation_threads` sets all of
+them from the cores this process may use (or a given count) for the duration of one
+evaluation and restores them afterwards. The results of the solvers do not depend on the
+count (tests check 1 vs 2 threads give the same numbers), so the count is not part of a
+result key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["THREADS_ENV", "evaluation_threads", "resolve_threads"]
+
+THREADS_ENV = "FEATSTORE_EVAL_THREADS"
+
+
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(n: int | None = None) -> int:
+    """``n``, else ``$FEATSTORE_EVAL_THREADS``, else the CPUs this process may run on."""
+    if n is None:
+        raw = os.environ.get(THREADS_ENV, "").strip()
+        if raw:
+            try:
+                n = int(raw)
+            except ValueError:
+                n = 0
+            if n < 1:
+                from featstore.errors import EvaluationError
+
+                raise EvaluationError(
+                    f"{THREADS_ENV}={raw!r} is not a positive number of threads; unset it or "
+                    "give e.g. 2"
+                )
+    return max(1, int(n)) if n is not None else _available_cpus()
+
+
+@contextmanager
+def evaluation_threads(n: int | None = None) -> Iterator[int]:
+    """Limit BLAS/OpenMP (threadpoolctl), torch and FAISS to ``resolve_threads(n)`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    threads = resolve_threads(n)
+    torch_before = faiss_before = None
+    torch_mod = faiss_mod = None
+    try:
+        import torch as torch_mod
+
+        torch_before = torch_mod.get_num_threads()
+        torch_mod.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch_mod = None
+    try:
+        import faiss as faiss_mod
+
+        faiss_before = faiss_mod.omp_get_max_threads()
+        faiss_mod.omp_set_num_threads(threads)
+    except (ImportError, AttributeError):  # pragma: no cover - faiss is a dependency
+        faiss_mod = None
+    try:
+        with threadpool_limits(limits=threads):
+            yield threads
+    finally:
+        if torch_mod is not None and torch_before is not None:
+            torch_mod.set_num_threads(torch_before)
+        if faiss_mod is not None and faiss_before is not None:
+            faiss_mod.omp_set_num_threads(faiss_before)
