@@ -47,7 +47,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 LAMBDA_RANGE = (1e-6, 1e5, 45)
 CLASSIFIERS = ("svm", "logreg", "knn")
 SOLVERS = ("torch", "sklearn")  # torch: featstore.evaluate.torch_linear (batched Newton-CG)
-TORCH_TOL = 1e-4  # torch solvers stop at ||grad|| <= TORCH_TOL * ||grad at 0|| (in the key)
+TORCH_TOL = 1e-6  # torch solvers stop at ||grad|| <= TORCH_TOL * ||grad at 0|| (in the key)
 SVM_MAX_ITER = 10000
 LOGREG_MAX_ITER = 1000
 
