@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["THREADS_ENV", "evaluation_threads", "resolve_threads"]
 
@@ -48,31 +49,30 @@ def resolve_threads(n: int | None = None) -> int:
 
 @contextmanager
 def evaluation_threads(n: int | None = None) -> Iterator[int]:
-    """Limit BLAS/OpenMP (threadpoolctl), torch and FAISS to ``resolve_threads(n)`` threads."""
+    """Limit BLAS/OpenMP (threadpoolctl), torch and FAISS to ``resolve_threads(n)`` threads.
+
+    threadpoolctl restores the OpenMP pools when it exits, which also resets torch's pool
+    (they share libgomp), so torch's own count is restored after it.
+    """
+    import torch
     from threadpoolctl import threadpool_limits
 
     threads = resolve_threads(n)
-    torch_before = faiss_before = None
-    torch_mod = faiss_mod = None
-    try:
-        import torch as torch_mod
-
-        torch_before = torch_mod.get_num_threads()
-        torch_mod.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch_mod = None
+    torch_before = torch.get_num_threads()
+    faiss_mod: Any = None
     try:
         import faiss as faiss_mod
 
         faiss_before = faiss_mod.omp_get_max_threads()
-        faiss_mod.omp_set_num_threads(threads)
     except (ImportError, AttributeError):  # pragma: no cover - faiss is a dependency
-        faiss_mod = None
+        faiss_mod, faiss_before = None, 0
     try:
         with threadpool_limits(limits=threads):
+            torch.set_num_threads(threads)
+            if faiss_mod is not None:
+                faiss_mod.omp_set_num_threads(threads)
             yield threads
     finally:
-        if torch_mod is not None and torch_before is not None:
-            torch_mod.set_num_threads(torch_before)
-        if faiss_mod is not None and faiss_before is not None:
+        if faiss_mod is not None:
             faiss_mod.omp_set_num_threads(faiss_before)
+        torch.set_num_threads(torch_before)
