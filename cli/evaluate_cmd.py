@@ -26,6 +26,18 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        items = [int(v) for v in _csv(value)]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not items or any(k < 1 for k in items):
+        raise click.BadParameter(f"{value!r}: give positive integers, e.g. 1,5,10")
+    return items
+
+
 def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
     if value is None:
         return None
@@ -64,10 +76,39 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 )
 @click.option(
     "--classifier",
-    type=click.Choice(["svm", "logreg"]),
+    type=click.Choice(["svm", "logreg", "knn"]),
     default="svm",
     show_default=True,
-    help="One-vs-rest linear SVM (C by k-fold CV) or multinomial logistic regression (lambda on val).",
+    help="One-vs-rest linear SVM (C by k-fold CV), multinomial logistic regression (lambda on "
+    "val) or a cosine kNN probe (DINO-weighted vote, k on val).",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(["torch", "sklearn"]),
+    default="torch",
+    show_default=True,
+    help="Linear solvers: batched torch Newton-CG (CPU or CUDA) or the scikit-learn reference loop.",
+)
+@click.option(
+    "--knn-k",
+    callback=_int_list,
+    default=None,
+    metavar="K[,K...]",
+    help="kNN: neighbour counts searched on val (one value: fixed) [default: 10,20,50,100].",
+)
+@click.option(
+    "--shots",
+    callback=_int_list,
+    default=None,
+    metavar="K[,K...]",
+    help="Few-shot: K training images per class, drawn from the train split.",
+)
+@click.option(
+    "--draws",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Few-shot: seeded draws per K (mean and std reported).",
 )
 @click.option(
     "--svm-c",
@@ -249,6 +290,7 @@ def _chosen(chosen: dict[str, Any]) -> str:
     """The chosen hyper-parameters in a few characters."""
     bits = []
     names = ("lambda",) if "lambda" in chosen else ("C",)  # logreg's C is derived from lambda
+    names = ("k",) if "k" in chosen else names  # kNN
     for name in names:
         value, symbol = chosen.get(name), name
         if isinstance(value, (int, float)):

@@ -1,1 +1,5 @@
-from featstore.evaluate.classify import ClassifierSpec, evaluate_classification  # noqa: F401
+from featstore.evaluate.classify import (  # noqa: F401
+    ClassifierSpec,
+    classify_arrays,
+    evaluate_classification,
+)

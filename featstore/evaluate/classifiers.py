@@ -45,7 +45,9 @@ __all__ = [
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 LAMBDA_RANGE = (1e-6, 1e5, 45)
-CLASSIFIERS = ("svm", "logreg")
+CLASSIFIERS = ("svm", "logreg", "knn")
+SOLVERS = ("torch", "sklearn")  # torch: featstore.evaluate.torch_linear (batched Newton-CG)
+TORCH_TOL = 1e-6  # torch solvers stop at ||grad|| <= TORCH_TOL * ||grad at 0|| (in the key)
 SVM_MAX_ITER = 10000
 LOGREG_MAX_ITER = 1000
 
@@ -67,12 +69,37 @@ class ClassifierSpec:
     class_weight: str | None = None  # None or "balanced"
     lambda_range: tuple[float, float, int] = LAMBDA_RANGE
     val_fraction: float = 0.2
+    solver: str = "torch"  # "torch" (batched, default) or "sklearn" (the reference loop)
+    tol: float = TORCH_TOL  # torch solvers' relative gradient tolerance
+    dtype: str = "float32"  # torch solvers' compute dtype (float32 | float64)
+    device: str = "auto"  # torch solvers' device (as extraction: auto = cuda when present)
+    knn_k: tuple[int, ...] = (10, 20, 50, 100)  # kNN: k grid chosen on val (one value: fixed)
+    temperature: float = 0.07  # kNN: DINO vote weight exp(sim / T)
 
     def validate(self) -> ClassifierSpec:
         if self.name not in CLASSIFIERS:
             raise EvaluationError(
                 f"unknown classifier {self.name!r}; choose one of {', '.join(CLASSIFIERS)}"
             )
+        if self.solver not in SOLVERS:
+            raise EvaluationError(
+                f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}"
+            )
+        if not (np.isfinite(self.tol) and 0 < self.tol < 1) or self.dtype not in (
+            "float32",
+            "float64",
+        ):
+            raise EvaluationError(
+                f"solver tolerance must be in (0, 1) and dtype float32 or float64, got "
+                f"tol={self.tol}, dtype={self.dtype!r}"
+            )
+        if self.name == "knn":
+            if not self.knn_k or any(int(k) < 1 for k in self.knn_k) or not self.temperature > 0:
+                raise EvaluationError(
+                    f"kNN needs k values >= 1 and a positive temperature, got k={list(self.knn_k)}, "
+                    f"T={self.temperature}"
+                )
+            return self
         if self.class_weight not in (None, "balanced"):
             raise EvaluationError(
                 f"class_weight must be None or 'balanced', not {self.class_weight!r}"
@@ -98,6 +125,31 @@ class ClassifierSpec:
 
     def key(self) -> dict[str, Any]:
         """The classifier part of a result key."""
+        if self.name == "knn":
+            return {
+                "name": "knn",
+                "estimator": "faiss.IndexFlatIP",
+                "metric": "cosine",
+                "vote": "exp(sim/T)",
+                "temperature": float(self.temperature),
+                "k_grid": sorted({int(k) for k in self.knn_k}),
+            }
+        if self.solver == "torch":
+            return {**self._sklearn_key(), **self._torch_key()}
+        return self._sklearn_key()
+
+    def _torch_key(self) -> dict[str, Any]:
+        estimator = "featstore.torch_linear." + ("svm" if self.name == "svm" else "logreg")
+        return {
+            "estimator": estimator,
+            "solver": "torch",
+            "method": "newton-cg",
+            "tol": float(self.tol),
+            "tol_rule": "||grad|| <= tol*||grad(0)||",
+            "dtype": self.dtype,
+        }
+
+    def _sklearn_key(self) -> dict[str, Any]:
         if self.name == "svm":
             return {
                 "name": "svm",
@@ -139,6 +191,7 @@ class ClassifierSpec:
             "selection": "holdout",
             "selection_metric": "accuracy",
             "refit": "train+val",
+            **({"database": "train+val"} if self.name == "knn" else {}),
         }
 
 
@@ -275,10 +328,18 @@ def _single_label(
     labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label (-1 = none)
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
     t0 = time.perf_counter()
+    if (
+        spec.solver == "torch"
+    ):  # the batched solvers, same protocol (featstore.evaluate.torch_classify)
+        from featstore.evaluate import torch_classify
+
+        fit_svm, fit_logreg = torch_classify.fit_svm, torch_classify.fit_logreg
+    else:
+        fit_svm, fit_logreg = _fit_svm, _fit_logreg  # type: ignore[assignment]
     with _quiet() as caught:
         if spec.name == "svm":
             fit_rows = np.concatenate([train, val])
-            model, chosen = _fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes)
+            model, chosen = fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes)
             tick()
             sizes = {"n_train": len(fit_rows), "n_val": 0}
         else:
@@ -292,12 +353,12 @@ def _single_label(
                 train, val = train_test_split(
                     train, test_size=spec.val_fraction, stratify=y[train], random_state=seed
                 )
-            model, chosen = _fit_logreg(X[train], y[train], X[val], y[val], spec, seed, tick)
+            model, chosen = fit_logreg(X[train], y[train], X[val], y[val], spec, seed, tick)
             sizes = {"n_train": len(train), "n_val": len(val)}
     t1 = time.perf_counter()
     pred = model.predict(X[test])
     t2 = time.perf_counter()
-    chosen["convergence_warnings"] = caught.n
+    chosen["convergence_warnings"] = caught.n + int(chosen.pop("unconverged", 0))
     n_classes = max(len(classes), int(y.max()) + 1)
     recall = metrics.per_class_accuracy(y[test], pred, n_classes=n_classes)
     names = [classes[i] if i < len(classes) else str(i) for i in range(n_classes)]
@@ -387,6 +448,8 @@ def fit_steps(spec: ClassifierSpec, labels: np.ndarray) -> int:
     """Progress steps of fitting: one per class (multi-label SVM), per lambda + refit, or one."""
     if spec.name == "logreg":
         return int(spec.lambda_range[2]) + 1
+    if spec.name == "knn":
+        return 1
     return int(labels.shape[1]) if labels.ndim == 2 else 1
 
 
@@ -398,8 +461,12 @@ def classify_arrays(
     seed: int = 0,
     classes: Sequence[str] = (),
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Fit and score a classifier on in-memory features (rows in the same order as ``labels``).
+
+    ``threads`` (default: the CPUs this process may use) bounds BLAS, torch and FAISS
+    threads for the fit; the numbers do not depend on it.
 
     Returns ``{"metrics", "per_class", "chosen", "sizes", "timings"}``. Used by
     :func:`evaluate_classification`; also handy on features that never touched a store.
@@ -416,4 +483,16 @@ def classify_arrays(
             progress(done[0], total, {"stage": "fit", "classifier": spec.name})
 
     run = _multi_label if multilabel else _single_label
-    return run(np.asarray(X, dtype=np.float32), labels, splits, spec, seed, list(classes), tick)
+    if spec.name == "knn":
+        if multilabel:
+            raise EvaluationError(
+                "the kNN probe votes for one class per image; this dataset is multi-label: use "
+                "--classifier svm"
+            )
+        from featstore.evaluate.knn import single_label as run
+    elif multilabel and spec.solver == "torch":
+        from featstore.evaluate.torch_classify import multi_label as run
+    from featstore.evaluate.threads import evaluation_threads
+
+    with evaluation_threads(threads):  # BLAS, torch and FAISS threads set together
+        return run(np.asarray(X, dtype=np.float32), labels, splits, spec, seed, list(classes), tick)

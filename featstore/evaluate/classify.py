@@ -91,6 +91,10 @@ class ClassificationPlan:
     seed: int
     protocol: dict[str, Any]
     key: str
+    shots: tuple[int, ...] | None = (
+        None  # few-shot: K images per class (featstore.evaluate.fewshot)
+    )
+    draws: int = 5
 
     @property
     def feature_keys(self) -> list[str]:
@@ -108,6 +112,10 @@ def plan_classification(
     *,
     c_grid: Sequence[float] | None = None,
     class_weight: str | None = None,
+    solver: str | None = None,
+    knn_k: Sequence[int] | None = None,
+    shots: Sequence[int] | None = None,
+    draws: int = 5,
 ) -> ClassificationPlan:
     """Check a setting without computing: spec, dataset (classes, splits), complete entries.
 
@@ -122,16 +130,33 @@ def plan_classification(
         overrides["c_grid"] = tuple(float(c) for c in c_grid)
     if class_weight is not None:  # "none" is how a command line says None
         overrides["class_weight"] = None if class_weight == "none" else class_weight
+    if solver is not None:
+        overrides["solver"] = solver
+    if knn_k is not None:
+        overrides["knn_k"] = tuple(int(k) for k in knn_k)
     spec = replace(spec, **overrides).validate()
+    from featstore.evaluate.fewshot import check_fewshot, fewshot_protocol
+
+    check_fewshot(shots, draws)
     transform = canonical_spec(transform)
     ds = resolve_dataset(store, dataset)
     splits = split_rows(ds)
     check_classes(ds, splits)
     parts = resolve_parts(store, ds, features, transform)
     protocol = spec.protocol(splits, np.asarray(ds.labels).ndim == 2)
+    if shots is not None:
+        if np.asarray(ds.labels).ndim == 2:
+            raise EvaluationError(
+                f"few-shot draws K images per class; dataset {ds.name!r} is multi-label: "
+                "evaluate it without --shots"
+            )
+        protocol = {**protocol, "few_shot": fewshot_protocol(shots, draws)}
     keys = [k for p in parts for k in p.keys]
     key = make_result_key(keys, transform, "classify", spec.key(), protocol, seed)
-    return ClassificationPlan(ds, splits, parts, spec, transform, seed, protocol, key)
+    few = tuple(sorted({int(k) for k in shots})) if shots is not None else None
+    return ClassificationPlan(
+        ds, splits, parts, spec, transform, seed, protocol, key, few, int(draws)
+    )
 
 
 def evaluate_classification(
@@ -147,6 +172,10 @@ def evaluate_classification(
     *,
     c_grid: Sequence[float] | None = None,
     class_weight: str | None = None,
+    solver: str | None = None,
+    knn_k: Sequence[int] | None = None,
+    shots: Sequence[int] | None = None,
+    draws: int = 5,
 ) -> dict[str, Any]:
     """Classify a dataset from cached features; the result record is stored under its key.
 
@@ -167,6 +196,10 @@ def evaluate_classification(
         seed,
         c_grid=c_grid,
         class_weight=class_weight,
+        solver=solver,
+        knn_k=knn_k,
+        shots=shots,
+        draws=draws,
     )
     return run(store, plan, compute_classification, force=force, progress=progress)
 
@@ -181,7 +214,8 @@ def compute_classification(
 
     # one monotonic progress count over reading (chunks) and fitting (classes or lambdas)
     n_read = sum(v.n_chunks for p in parts for v in (p.plain, p.flip) if v is not None)
-    total = n_read + fit_steps(spec, np.asarray(ds.labels))
+    n_fits = 1 if plan.shots is None else len(plan.shots) * plan.draws
+    total = n_read + fit_steps(spec, np.asarray(ds.labels)) * n_fits
     read_cb = fit_cb = None
     if progress is not None:
         read_cb = lambda d, _t, info: progress(d, total, info)  # noqa: E731
@@ -191,7 +225,30 @@ def compute_classification(
     fitted = FeatureTransform(transform, seed=seed)
     X = fitted.fit_transform(parts, splits.train, progress=read_cb)
     t1 = time.perf_counter()
-    out = classify_arrays(X, ds.labels, splits, spec, seed, ds.classes, fit_cb)
+    if plan.shots is None:
+        out = classify_arrays(X, ds.labels, splits, spec, seed, ds.classes, fit_cb)
+    else:  # K shots per class from the training rows, repeated draws (fewshot.py)
+        from featstore.evaluate.fewshot import few_shot
+
+        steps = [0]
+
+        def draw_cb(_d: int, _t: int, info: dict) -> None:
+            steps[0] += 1
+            if fit_cb is not None:
+                fit_cb(steps[0], 0, info)
+
+        out = few_shot(
+            classify_arrays,
+            X,
+            ds.labels,
+            splits,
+            plan.shots,
+            plan.draws,
+            seed,
+            spec=spec,
+            classes=ds.classes,
+            progress=draw_cb,
+        )
     record = build_record(
         key=key,
         task="classify",

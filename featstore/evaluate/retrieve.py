@@ -483,6 +483,9 @@ def compute_retrieval(
     rankings = [_clean(row, db_rows) for row in order]
     t3 = time.perf_counter()
     scores, per_query = retrieval_metrics(info, rankings, plan.ks)
+    if plan.shortlist < len(db_rows):  # ranked only within a shortlist: never a full-ranking mAP
+        scores = {(f"{m}@shortlist" if m.startswith("mAP") else m): v for m, v in scores.items()}
+        chosen["map_over"] = f"the top {plan.shortlist} of {len(db_rows)} database images"
     t4 = time.perf_counter()
     if plan.index == "ivfpq":
         chosen["ivfpq"] = IVFPQIndex(**params)._params(len(db_rows), x.shape[-1])

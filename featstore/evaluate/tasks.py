@@ -158,8 +158,9 @@ register(
         "classify",
         "featstore.evaluate.classify:plan_classification",
         "featstore.evaluate.classify:compute_classification",
-        ("transform", "classifier", "cv", "seed", "c_grid", "class_weight"),
-        "linear SVM (C by k-fold CV) or logistic regression (lambda on a validation split)",
+        ("transform", "classifier", "cv", "seed", "c_grid", "class_weight")
+        + ("solver", "knn_k", "shots", "draws"),
+        "linear SVM (C by k-fold CV), logistic regression (lambda on val) or kNN; few-shot draws",
     )
 )
 register(

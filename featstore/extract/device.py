@@ -11,13 +11,13 @@ features by 4-7% relative L2), so it is decided here once, explicitly:
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from featstore.errors import ExtractionError, SpecError
+from featstore.devices import available_cpus, resolve_device
+from featstore.errors import SpecError
 
 COMPUTE_DTYPES = ("float32", "float16-amp", "bfloat16")
 _ALIASES = {
@@ -57,23 +57,6 @@ class Compute:
         return torch.autocast(device_type=self.device_type, dtype=dtype)
 
 
-def resolve_device(device: str | None = "auto", cuda_available: bool | None = None) -> str:
-    """ "auto" -> "cuda" when a CUDA device is present, else "cpu"; explicit names are checked."""
-    has_cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if name.startswith("cuda"):
-        if not has_cuda:
-            raise ExtractionError(
-                f"device {device!r} was asked for, but no CUDA device is available; use --device cpu"
-            )
-        return name
-    if name in ("cpu", "mps") or name.startswith("xpu"):
-        return name
-    raise SpecError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
-
-
 def resolve_compute(
     device: str | None = "auto",
     amp: bool | None = None,
@@ -102,14 +85,6 @@ def resolve_compute(
     else:
         cd = "float32"
     return Compute(device=dev, compute_dtype=cd, channels_last=is_cuda or cd != "float32")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity/cgroup aware where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def configure_threads(n: int | None = None) -> int:

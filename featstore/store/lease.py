@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from featstore._atomic import create_new, write_atomic
-from featstore.errors import LeaseError
+from featstore.errors import DamagedEntryError, LeaseError
 from featstore.progress import Progress
 from featstore.store.base import Entry, ObjectFolder
 
@@ -397,7 +397,10 @@ def gc_leases(store: Any, *, dry_run: bool = False) -> list[str]:
     unless ``dry_run``; returns ``<entry key>/_lease/<index>`` for each."""
     removed: list[str] = []
     for key in store.entry_keys():
-        entry = store.get_entry(key)
+        try:
+            entry = store.get_entry(key)
+        except DamagedEntryError:  # unreadable metadata: verify reports it, gc leaves it be
+            continue
         if dry_run:
             done = entry.done_chunks()
             stale = [lease.index for lease in leases(entry) if lease.expired or lease.index in done]

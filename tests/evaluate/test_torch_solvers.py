@@ -1,0 +1,196 @@
+"""The batched torch solvers against scikit-learn, warm starts, and thread independence."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+
+from featstore.evaluate import classify_arrays
+from featstore.evaluate.classifiers import ClassifierSpec
+from featstore.evaluate.selection import Splits
+from featstore.evaluate.torch_classify import _svm_costs, _svm_targets, edge_warning
+from featstore.evaluate.torch_linear import Design, logreg_newton, svm_newton
+
+
+def problem(n=240, d=16, k=4, noise=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(k, d))
+    y = rng.integers(0, k, n)
+    X = (centers[y] + noise * rng.normal(size=(n, d))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X, y
+
+
+def splits_of(n, seed=0, n_test=None):
+    idx = np.random.default_rng(seed).permutation(n)
+    n_test = n_test or n // 3
+    empty = np.zeros(0, dtype=np.int64)
+    return Splits(np.sort(idx[n_test:]), empty, np.sort(idx[:n_test]), "train", None)
+
+
+def torch_svm(X, y, C, class_weight=None, tol=1e-9):
+    design = Design(X, dtype=torch.float64)
+    classes = np.unique(y)
+    Y = torch.as_tensor(_svm_targets(y, classes))
+    cost = torch.as_tensor(_svm_costs(y, classes, np.arange(len(y)), class_weight))[None] * C
+    W, info = svm_newton(design, Y, cost, tol=tol)
+    assert info.unconverged == 0
+    return W[0].numpy()
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_svm_weights_equal_linearsvc(k, class_weight):
+    X, y = problem(k=k)
+    if class_weight:  # unbalanced classes so the weights matter
+        keep = (y != 0) | (np.arange(len(y)) % 3 == 0)
+        X, y = X[keep], y[keep]
+    W = torch_svm(X, y, 1.0, class_weight)
+    ref = LinearSVC(C=1.0, tol=1e-8, max_iter=200000, class_weight=class_weight).fit(X, y)
+    expect = np.vstack([ref.coef_.T, ref.intercept_[None]])  # intercept regularised, last row
+    np.testing.assert_allclose(W, expect, rtol=0, atol=2e-4 * np.abs(expect).max())
+
+
+def test_logreg_weights_equal_logisticregression():
+    X, y = problem(k=3)
+    lam = 1e-2
+    design = Design(X, dtype=torch.float64, center=True)
+    W, info = logreg_newton(design, torch.as_tensor(y), 3, lam, tol=1e-10)
+    assert info.unconverged == 0
+    W = design.unshift(W).numpy()
+    ref = LogisticRegression(C=1.0 / (lam * len(y)), tol=1e-10, max_iter=10000).fit(X, y)
+    np.testing.assert_allclose(W[:-1], ref.coef_.T, atol=1e-4 * np.abs(ref.coef_).max())
+    # the intercept is defined up to a shift shared by all classes
+    np.testing.assert_allclose(
+        W[-1] - W[-1].mean(), ref.intercept_ - ref.intercept_.mean(), atol=1e-4
+    )
+
+
+def test_warm_started_path_equals_cold_solves():
+    X, y = problem()
+    design = Design(X, dtype=torch.float64)
+    classes = np.unique(y)
+    Y = torch.as_tensor(_svm_targets(y, classes))
+    base = torch.as_tensor(_svm_costs(y, classes, np.arange(len(y)), None))[None]
+    warm = None
+    for C in (0.01, 0.1, 1.0, 10.0):
+        warm, _ = svm_newton(design, Y, base * C, W0=warm, tol=1e-10)
+        cold, _ = svm_newton(design, Y, base * C, tol=1e-10)
+        np.testing.assert_allclose(warm.numpy(), cold.numpy(), atol=1e-6)
+    cdesign = Design(X, dtype=torch.float64, center=True)
+    yt = torch.as_tensor(y)
+    warm = None
+    for lam in (1.0, 1e-2, 1e-4):
+        warm, _ = logreg_newton(cdesign, yt, 4, lam, W0=warm, tol=1e-10)
+        cold, _ = logreg_newton(cdesign, yt, 4, lam, tol=1e-10)
+        a, b = cdesign.unshift(warm).numpy(), cdesign.unshift(cold).numpy()
+        np.testing.assert_allclose(a[:-1], b[:-1], atol=1e-5)
+
+
+def _both(X, y, splits, **spec):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = classify_arrays(X, y, splits, ClassifierSpec(solver="sklearn", **spec))
+    new = classify_arrays(X, y, splits, ClassifierSpec(solver="torch", **spec))
+    return ref, new
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "svm"},
+        {"name": "svm", "c_grid": (0.5,)},
+        {"name": "svm", "class_weight": "balanced"},
+        {"name": "logreg", "lambda_range": (1e-4, 1e1, 11)},
+    ],
+    ids=["svm-grid", "svm-one-C", "svm-balanced", "logreg-path"],
+)
+def test_classify_arrays_torch_matches_sklearn(spec):
+    X, y = problem(n=300, k=5)
+    ref, new = _both(X, y, splits_of(len(y)), **spec)
+    assert abs(new["metrics"]["accuracy"] - ref["metrics"]["accuracy"]) <= 0.005 + 1e-9
+    name = "lambda" if spec["name"] == "logreg" else "C"
+    if spec["name"] == "logreg":
+        grid = sorted(float(v) for v in ref["chosen"]["val_scores"])
+    else:
+        grid = sorted(spec.get("c_grid", (0.01, 0.1, 1.0, 10.0)))
+    pos = [int(np.argmin(np.abs(np.log(grid) - np.log(r["chosen"][name])))) for r in (ref, new)]
+    assert abs(pos[0] - pos[1]) <= 1  # the same or adjacent grid value
+    assert new["chosen"]["convergence_warnings"] == 0
+
+
+def test_a_class_with_two_samples_gets_two_folds_and_matches_sklearn():
+    X, y = problem(n=200, k=4)
+    rare = np.flatnonzero(y == 3)
+    X, y = np.delete(X, rare[2:], axis=0), np.delete(y, rare[2:])
+    test = np.flatnonzero(y != 3)[:50]
+    train = np.setdiff1d(np.arange(len(y)), test)
+    splits = Splits(train, np.zeros(0, dtype=np.int64), test, "train", None)
+    ref, new = _both(X, y, splits, name="svm")
+    assert new["chosen"]["cv_folds"] == ref["chosen"]["cv_folds"] == 2
+    assert new["chosen"]["C"] == ref["chosen"]["C"]
+    assert new["metrics"]["accuracy"] == pytest.approx(ref["metrics"]["accuracy"], abs=0.005)
+
+
+def test_multilabel_with_difficult_matches_sklearn():
+    rng = np.random.default_rng(3)
+    n, d, k = 240, 12, 3
+    Y = (rng.random((n, k)) < 0.35).astype(np.int8)
+    X = (Y @ rng.normal(size=(k, d)) + 0.8 * rng.normal(size=(n, d))).astype(np.float32)
+    Y[rng.random((n, k)) < 0.08] = -1  # difficult: not trained on, ignored in AP
+    splits = splits_of(n, seed=1)
+    for grid in ((1.0,), (0.01, 0.1, 1.0)):
+        ref, new = _both(X, Y, splits, name="svm", c_grid=grid)
+        assert new["metrics"]["map"] == pytest.approx(ref["metrics"]["map"], abs=0.005)
+        assert new["metrics"]["map_voc07"] == pytest.approx(ref["metrics"]["map_voc07"], abs=0.005)
+        for name, c in ref["chosen"]["C"].items():
+            assert abs(np.log10(new["chosen"]["C"][name]) - np.log10(c)) <= 1 + 1e-9
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    X, y = problem(n=400, d=24, k=6, seed=5)
+    splits = splits_of(len(y), seed=5)
+    for spec in (
+        ClassifierSpec(name="svm"),
+        ClassifierSpec(name="logreg", lambda_range=(1e-4, 1e1, 6)),
+        ClassifierSpec(name="knn"),
+    ):
+        one = classify_arrays(X, y, splits, spec, threads=1)
+        two = classify_arrays(X, y, splits, spec, threads=2)
+        assert one["metrics"] == two["metrics"]
+        assert {k: v for k, v in one["chosen"].items() if "score" in k or k in ("C", "lambda")} == {
+            k: v for k, v in two["chosen"].items() if "score" in k or k in ("C", "lambda")
+        }
+
+
+def test_threads_are_restored_after_an_evaluation():
+    before = torch.get_num_threads()
+    X, y = problem(n=90)
+    classify_arrays(X, y, splits_of(len(y)), ClassifierSpec(c_grid=(1.0,)), threads=1)
+    assert torch.get_num_threads() == before
+
+
+def test_solver_is_part_of_the_key_and_validated():
+    torch_key = ClassifierSpec(solver="torch").key()
+    assert torch_key["solver"] == "torch" and torch_key["tol"] == pytest.approx(1e-6)
+    assert ClassifierSpec(solver="sklearn").key() != torch_key
+    assert ClassifierSpec(solver="torch", tol=1e-5).key() != torch_key
+    from featstore.errors import EvaluationError
+
+    with pytest.raises(EvaluationError, match="unknown solver"):
+        ClassifierSpec(solver="cuml").validate()
+
+
+def test_edge_warning_names_the_end_of_the_grid():
+    grid = (0.01, 0.1, 1.0, 10.0)
+    assert "largest" in edge_warning("C", 10.0, grid)
+    assert "smallest" in edge_warning("C", 0.01, grid)
+    assert edge_warning("C", 0.1, grid) is None
+    X, y = problem(n=120)
+    out = classify_arrays(X, y, splits_of(len(y)), ClassifierSpec(c_grid=(1e-6, 1e-5, 1e-4)))
+    assert "grid_edge" in out["chosen"]  # tiny C all score alike: the first (edge) wins
