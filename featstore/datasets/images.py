@@ -49,6 +49,36 @@ def load_image(ref: str) -> Image.Image:
     return decode(payload, ref)
 
 
+def load_image_hashed(ref: str) -> tuple[Image.Image, str]:
+    """The image behind a ref and the hash of what was decoded, as :func:`check_and_hash`
+    computes it at registration (sha256 of the file's bytes, already in memory; a
+    provider's payload or pixels), so extraction can tell a changed file from its record."""
+    if ref.startswith(BUILTIN_PREFIX):
+        from featstore.datasets.registry import provider_image_hashed
+
+        return provider_image_hashed(ref)
+    try:
+        with open(ref, "rb") as handle:
+            payload = handle.read()
+    except FileNotFoundError:
+        raise BadImageError(
+            f"image file {ref} does not exist (was the dataset moved? register it again)"
+        ) from None
+    return decode(payload, ref), hashlib.sha256(payload).hexdigest()
+
+
+def hash_image(ref: str) -> str:
+    """The registered kind of hash of a ref without decoding a file (a provider's image is
+    opened); a missing file raises BadImageError."""
+    if ref.startswith(BUILTIN_PREFIX):
+        return check_and_hash(ref)
+    try:
+        with open(ref, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        raise BadImageError(f"image file {ref} does not exist") from None
+
+
 def check_and_hash(path: str) -> str:
     """sha256 of a file's bytes, after checking that it decodes as an image.
 

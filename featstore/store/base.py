@@ -467,6 +467,29 @@ class Store(ABC):
             )
         return infos
 
+    # --- image lists (store format 2) ----------------------------------------------------
+    def put_image_list(self, images_id: str, hashes: Sequence[str]) -> None:
+        """Record the ordered image hashes behind ``images_id`` (once; content-addressed),
+        so any dataset can map its rows to the entries holding these images."""
+        from featstore.store.content import pack_hashes
+
+        self._check_writable()
+        if self.get_image_list(images_id) is None:
+            self._put_image_blob(images_id, pack_hashes(images_id, hashes))
+
+    def get_image_list(self, images_id: str) -> list[str] | None:
+        """The ordered image hashes recorded for ``images_id``, or None."""
+        from featstore.store.content import unpack_hashes
+
+        payload = self._get_image_blob(images_id)
+        return None if payload is None else unpack_hashes(images_id, payload)
+
+    def _put_image_blob(self, images_id: str, payload: bytes) -> None:
+        raise ReadOnlyError(f"store {self.url} cannot hold image lists")
+
+    def _get_image_blob(self, images_id: str) -> bytes | None:
+        return None
+
     # --- results ----------------------------------------------------------------------
     @abstractmethod
     def put_result(self, key: str, record: dict[str, Any]) -> None: ...

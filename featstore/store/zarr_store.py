@@ -362,6 +362,16 @@ class ZarrStore(Store):
         self._forget_consolidated(f"datasets/{dataset_id}")
         self.consolidate()
 
+    # --- image lists: plain objects images/<images_id>, outside the Zarr hierarchy ---------
+    def _put_image_blob(self, images_id: str, payload: bytes) -> None:
+        self._put_object(self._path(f"images/{images_id}"), payload)
+
+    def _get_image_blob(self, images_id: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self._path(f"images/{images_id}")))
+        except FileNotFoundError:
+            return None
+
     # --- entries ------------------------------------------------------------------------
     def _create_entry(
         self,
