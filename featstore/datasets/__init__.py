@@ -69,8 +69,13 @@ def add_dataset(
 
     Nothing is written unless the whole source is valid (or ``skip_bad`` drops the bad
     images, which are then listed in ``dataset.skipped``).
+    Registering the same content again from another place (a moved folder) re-points the
+    stored image locations; ``dataset.repointed`` says how many changed.
     """
     store._check_writable()
     dataset = dataset_from_source(name, source, skip_bad=skip_bad, progress=progress)
+    before = store.get_dataset(dataset.id) if dataset.id in store.dataset_ids() else None
     store.put_dataset(dataset, replace=replace)
+    if before is not None:
+        dataset.repointed = sum(a != b for a, b in zip(before.refs, dataset.refs, strict=False))
     return dataset

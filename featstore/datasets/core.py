@@ -60,6 +60,7 @@ class Dataset:
     skipped: list[dict[str, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     image_hashes: list[str] | None = None  # sha256 per row; None: registered by format 1
+    repointed: int = 0  # set by add_dataset: image locations moved for the same content
 
     @property
     def id(self) -> str:
@@ -169,6 +170,7 @@ class Dataset:
             "fingerprint": self.fingerprint,
             "images_id": self.images_id,
             "skipped": self.skipped,
+            "repointed": self.repointed,
         }
 
 

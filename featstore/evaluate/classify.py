@@ -130,7 +130,9 @@ def plan_classification(
     parts = resolve_parts(store, ds, features, transform)
     protocol = spec.protocol(splits, np.asarray(ds.labels).ndim == 2)
     keys = [k for p in parts for k in p.keys]
-    key = make_result_key(keys, transform, "classify", spec.key(), protocol, seed)
+    key = make_result_key(
+        keys, transform, "classify", spec.key(), protocol, seed, dataset=ds.fingerprint
+    )
     return ClassificationPlan(ds, splits, parts, spec, transform, seed, protocol, key)
 
 

@@ -421,7 +421,9 @@ def plan_retrieval(
         "query_region": "full image",
     }
     feature_keys = [k for p in parts for k in p.keys]
-    key = make_result_key(feature_keys, spec, TASK, classifier, protocol, seed)
+    key = make_result_key(
+        feature_keys, spec, TASK, classifier, protocol, seed, dataset=ds.fingerprint
+    )
     return RetrievalPlan(
         dataset=ds, info=info, parts=parts, method=method, whiten=mode,
         whiten_dim=None if whiten_dim is None else int(whiten_dim), whiten_parts=whiten_parts,

@@ -33,7 +33,10 @@ from featstore.errors import (
 from featstore.store.geometry import entry_geometry
 from featstore.store.spec import StoreSpec
 
-FORMAT_VERSION = 1
+# 2: feature keys hold the images' content id (``images``), datasets keep per-image hashes,
+# image lists under images/; format-1 stores are read as they are (see store/content.py)
+# and converted in place by ``featstore upgrade`` (store/upgrade.py)
+FORMAT_VERSION = 2
 DEFAULT_DTYPE = "float16"
 
 # attrs that must agree when an existing entry is reopened for the same key
@@ -327,8 +330,11 @@ class Store(ABC):
     def put_dataset(self, dataset: Any, *, replace: bool = False) -> str:
         """Register ``dataset`` (a featstore.datasets.Dataset); returns its id.
 
-        The same content again is a no-op. A different dataset under a name already used
-        is refused unless ``replace``.
+        The same content again is a no-op, except that it re-points the stored image
+        locations (and source) when they differ: the same files moved to another folder are
+        registered again where they now are. A format-1 registration gains its per-image
+        hashes the same way. A different dataset under a name already used is refused
+        unless ``replace``.
         """
         self._check_writable()
         for info in self.list_datasets():
@@ -343,6 +349,14 @@ class Store(ABC):
         attrs, arrays = dataset.to_arrays()
         if dataset.id not in self.dataset_ids():
             self._put_dataset_arrays(dataset.id, attrs, arrays)
+        else:
+            stored_attrs, stored = self._get_dataset_arrays(dataset.id)
+            if (
+                [str(r) for r in stored.get("refs", [])] != list(dataset.refs)
+                or stored_attrs.get("source") != dataset.source
+                or ("hashes" not in stored and "hashes" in arrays)
+            ):
+                self._put_dataset_arrays(dataset.id, attrs, arrays)
         return str(dataset.id)
 
     def get_dataset(self, name_or_id: str) -> Any:
@@ -466,6 +480,15 @@ class Store(ABC):
                 )
             )
         return infos
+
+    # --- format ----------------------------------------------------------------------------
+    @property
+    def format_version(self) -> int:
+        """The store format this store was written in (1: before content keys)."""
+        return FORMAT_VERSION
+
+    def _set_format_version(self, version: int) -> None:
+        raise ReadOnlyError(f"store {self.url} cannot record a format version")
 
     # --- image lists (store format 2) ----------------------------------------------------
     def put_image_list(self, images_id: str, hashes: Sequence[str]) -> None:

@@ -309,13 +309,14 @@ class ContentIndex:
         return self._groups
 
     def find(self, dataset: Any, factors: dict[str, Any]) -> Any | None:
-        """A format-1 entry of this dataset (as is), else a complete entry holding all of
-        its images (as a :class:`RowView`), else None."""
+        """An entry of exactly this dataset's images under another key (format 1, or
+        upgraded from it) as is, else a complete entry holding all of its images among
+        others (as a :class:`RowView`), else None."""
         candidates = self._scan().get(factor_signature(factors), [])
         for entry in candidates:
-            if (
-                entry.attrs.get("images") is None
-                and entry.attrs.get("dataset_fingerprint") == dataset.fingerprint
+            images = entry.attrs.get("images")
+            if (images is None and entry.attrs.get("dataset_fingerprint") == dataset.fingerprint) or (
+                images is not None and images == dataset.images_id
             ):
                 return entry
         if dataset.image_hashes is None:

@@ -217,6 +217,7 @@ class ZarrStore(Store):
             group = zarr.open_group(self.zarr_store, mode="a")
             group.attrs["featstore"] = {"format": FORMAT_VERSION}
             self._group = group
+            self._format = FORMAT_VERSION
             return
         try:
             group = zarr.open_group(self.zarr_store, mode="r" if self.read_only else "a")
@@ -233,6 +234,7 @@ class ZarrStore(Store):
                 f"{FORMAT_VERSION} this featstore reads; upgrade featstore to open it"
             )
         self._group = group
+        self._format = int(info["format"])
 
     def _open_root_consolidated(self, meta_path: str) -> bool:
         """Object stores: open from the root zarr.json alone (one GET) when it can be read."""
@@ -249,6 +251,7 @@ class ZarrStore(Store):
             or int(info["format"]) > FORMAT_VERSION
         ):
             return False
+        self._format = int(info["format"])
         self._set_consolidated(meta)
         return True
 
@@ -360,6 +363,19 @@ class ZarrStore(Store):
         self._check_writable()
         self.fs.rm(self._path(f"datasets/{dataset_id}"), recursive=True)
         self._forget_consolidated(f"datasets/{dataset_id}")
+        self.consolidate()
+
+    # --- format ----------------------------------------------------------------------------
+    @property
+    def format_version(self) -> int:
+        return self._format
+
+    def _set_format_version(self, version: int) -> None:
+        self._check_writable()
+        group = zarr.open_group(self.zarr_store, mode="a")
+        group.attrs["featstore"] = {"format": int(version)}
+        self._group = group
+        self._format = int(version)
         self.consolidate()
 
     # --- image lists: plain objects images/<images_id>, outside the Zarr hierarchy ---------
