@@ -199,7 +199,9 @@ def extract(
             emit(summary, as_json)
         else:
             by_index = sum(1 for e in p.entries if e.by_index)
-            note = f" ({by_index} read by index from entries holding these images)" if by_index else ""
+            note = (
+                f" ({by_index} read by index from entries holding these images)" if by_index else ""
+            )
             click.echo(f"nothing to compute: all {len(p.entries)} entries are cached{note}")
         return
     unit = "img" if mode == "local" else "unit"

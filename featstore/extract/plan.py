@@ -237,9 +237,7 @@ def entry_key(
     compute_dtype: str,
 ) -> FeatureKey:
     """Every factor of one entry of the request (see :class:`featstore.specs.FeatureKey`)."""
-    return _feature_key(
-        dataset.require_images_id(), mp, layer, view, pooling, dtype, compute_dtype
-    )
+    return _feature_key(dataset.require_images_id(), mp, layer, view, pooling, dtype, compute_dtype)
 
 
 def _feature_key(

@@ -221,9 +221,7 @@ def _matches(attrs: dict[str, Any], name: str, value: Any) -> bool:
     return attrs.get(name) == value
 
 
-def entries_for(
-    store: Any, dataset: Any, *, subsets: bool = True, **factors: Any
-) -> list[Any]:
+def entries_for(store: Any, dataset: Any, *, subsets: bool = True, **factors: Any) -> list[Any]:
     """The feature entries holding ``dataset``'s images whose attrs match ``factors``.
 
     Entries with exactly these images (and format-1 entries of this dataset's fingerprint)
@@ -315,9 +313,9 @@ class ContentIndex:
         candidates = self._scan().get(factor_signature(factors), [])
         for entry in candidates:
             images = entry.attrs.get("images")
-            if (images is None and entry.attrs.get("dataset_fingerprint") == dataset.fingerprint) or (
-                images is not None and images == dataset.images_id
-            ):
+            if (
+                images is None and entry.attrs.get("dataset_fingerprint") == dataset.fingerprint
+            ) or (images is not None and images == dataset.images_id):
                 return entry
         if dataset.image_hashes is None:
             return None

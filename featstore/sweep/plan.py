@@ -298,9 +298,7 @@ def factor_planner(
     """Entries found by their factors only (network by name): for networks outside the registry."""
     out = []
     for layer, pooling, view in wanted:
-        found = entries_for(
-            store, ds, model=network.name, layer=layer, pooling=pooling, view=view
-        )
+        found = entries_for(store, ds, model=network.name, layer=layer, pooling=pooling, view=view)
         entry = next((e for e in found if e.is_complete), found[0] if found else None)
         if entry is None:
             out.append(EntryPlan(layer, pooling, view, cached=False))

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from featstore.cli.main import cli
+
 from featstore.datasets import add_dataset, dataset_from_source
 from featstore.errors import DatasetError, EvaluationError, ImageChangedError
 from featstore.evaluate.classify import plan_classification
@@ -87,7 +87,9 @@ def test_two_names_and_a_relabelled_copy_share_every_entry(store_url, image_fold
 
 
 def test_cli_says_cached_for_a_second_name(store_url, image_folder):
-    assert _cli("datasets", "add", "flowers", str(image_folder), "--store", store_url).exit_code == 0
+    assert (
+        _cli("datasets", "add", "flowers", str(image_folder), "--store", store_url).exit_code == 0
+    )
     assert _cli("datasets", "add", "copy", str(image_folder), "--store", store_url).exit_code == 0
     base = ["extract", "--store", store_url, "-m", "resnet18", "-l", "fc", "--weights", "random"]
     base += ["--resize", "40", "--crop", "32"]
@@ -111,7 +113,9 @@ def test_a_subset_reads_its_rows_by_index(store_url, image_folder, tmp_path):
     # a few-shot draw in another order: 2 train + 1 test image per class, reversed
     chosen = [i for i, s in enumerate(full.ids) if s.split("_")[-1] in ("0.jpg", "1.jpg")]
     chosen = chosen[::-1]
-    rows = [(full.refs[i], full.classes[int(full.labels[i])], full.ids[i].split("/")[0]) for i in chosen]
+    rows = [
+        (full.refs[i], full.classes[int(full.labels[i])], full.ids[i].split("/")[0]) for i in chosen
+    ]
     few = add_dataset(store, "few", _manifest(tmp_path / "few.csv", rows))
     p = plan(store, "few", *ARGS, weights="random", preprocess=SMALL)
     (e,) = p.entries
@@ -148,7 +152,9 @@ def test_an_entry_of_other_images_is_refused_by_key(store_url, image_folder, tmp
     ds = add_dataset(store, "other", str(other))
     with pytest.raises(EvaluationError, match="holds features of other images"):
         resolve_parts(store, ds, key)
-    assert plan(store, "other", *ARGS, weights="random", preprocess=SMALL).entries[0].exists is False
+    assert (
+        plan(store, "other", *ARGS, weights="random", preprocess=SMALL).entries[0].exists is False
+    )
 
 
 # --- item 4: extraction checks the bytes it decodes ----------------------------------------
@@ -174,7 +180,9 @@ def test_a_changed_image_stops_the_run_and_names_the_files(store_url, image_fold
 
 
 def test_cli_extract_refuses_a_changed_image(store_url, image_folder):
-    assert _cli("datasets", "add", "flowers", str(image_folder), "--store", store_url).exit_code == 0
+    assert (
+        _cli("datasets", "add", "flowers", str(image_folder), "--store", store_url).exit_code == 0
+    )
     target = next(p for p in _files(image_folder) if "dog_train_1" in p.name)
     make_image(target, 4242)
     out = CliRunner().invoke(
