@@ -108,10 +108,10 @@ def row_map(entry_hashes: Sequence[str], wanted: Sequence[str]) -> np.ndarray | 
         where.setdefault(value, row)
     out = np.empty(len(wanted), dtype=np.int64)
     for i, value in enumerate(wanted):
-        row = where.get(value)
-        if row is None:
+        found = where.get(value)
+        if found is None:
             return None
-        out[i] = row
+        out[i] = found
     return out
 
 
@@ -221,11 +221,11 @@ def _matches(attrs: dict[str, Any], name: str, value: Any) -> bool:
     return attrs.get(name) == value
 
 
-def entries_for(store: Any, dataset: Any, *, subsets: bool = True, **factors: Any) -> list[Any]:
+def entries_for(store: Any, dataset: Any, **factors: Any) -> list[Any]:
     """The feature entries holding ``dataset``'s images whose attrs match ``factors``.
 
     Entries with exactly these images (and format-1 entries of this dataset's fingerprint)
-    come as they are; when there are none and ``subsets``, entries holding all of the
+    come as they are; when there are none, entries holding all of the
     dataset's images among others come as :class:`RowView`s mapping the dataset's rows,
     complete ones first. None values in ``factors`` match anything.
     """
@@ -248,7 +248,7 @@ def entries_for(store: Any, dataset: Any, *, subsets: bool = True, **factors: An
             exact.append(entry)
         elif own is not None:
             others.append(entry)
-    if exact or not subsets or not others:
+    if exact or not others:
         return exact
     lists: dict[str, list[str] | None] = {}
     views: list[RowView] = []
