@@ -494,17 +494,17 @@ class Store(ABC):
     def put_image_list(self, images_id: str, hashes: Sequence[str]) -> None:
         """Record the ordered image hashes behind ``images_id`` (once; content-addressed),
         so any dataset can map its rows to the entries holding these images."""
-        from featstore.store.content import pack_hashes
+        from featstore.store.content import check_images_id, pack_hashes
 
         self._check_writable()
-        if self.get_image_list(images_id) is None:
+        if self.get_image_list(check_images_id(images_id)) is None:
             self._put_image_blob(images_id, pack_hashes(images_id, hashes))
 
     def get_image_list(self, images_id: str) -> list[str] | None:
         """The ordered image hashes recorded for ``images_id``, or None."""
-        from featstore.store.content import unpack_hashes
+        from featstore.store.content import check_images_id, unpack_hashes
 
-        payload = self._get_image_blob(images_id)
+        payload = self._get_image_blob(check_images_id(images_id))
         return None if payload is None else unpack_hashes(images_id, payload)
 
     def _put_image_blob(self, images_id: str, payload: bytes) -> None:

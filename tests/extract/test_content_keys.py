@@ -285,3 +285,22 @@ def test_upgrade_reports_changed_files_and_keeps_the_old_key(store_url, image_fo
     (failed,) = summary["datasets_failed"]
     assert failed["id"] == ds.id and "changed since it was registered" in failed["reason"]
     assert store.get_dataset("flowers").image_hashes is None  # left as it was
+
+
+def test_image_lists_check_themselves(store_url):
+    from featstore.datasets.core import images_id
+    from featstore.errors import StoreError
+    from featstore.store.content import pack_hashes, unpack_hashes
+
+    hashes = [f"{i:064x}" for i in range(5)]
+    ident = images_id(hashes)
+    store = open_store(store_url)
+    store.put_image_list(ident, hashes)
+    assert store.get_image_list(ident) == hashes
+    assert store.get_image_list(images_id(hashes[::-1])) is None
+    with pytest.raises(DatasetError, match="do not hash to"):
+        pack_hashes(ident, hashes[:4])
+    with pytest.raises(StoreError, match="is damaged"):
+        unpack_hashes(ident, pack_hashes(ident, hashes)[:-3])
+    with pytest.raises(StoreError, match="is not an images id"):
+        store.get_image_list("../../etc")
