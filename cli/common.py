@@ -5,6 +5,7 @@ Commands stay thin: parse options, call one library function, render its return 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -83,8 +84,28 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except FeatstoreError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # a write deep in a backend: disk full, permissions, read-only
+            message = os_error_message(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
 
     return wrapper
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for the OS errors a store write can meet; None for any other error."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"the disk of the store is full{where}; free space or use another --store, then run "
+            "the command again (complete chunks are kept)"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied writing the store{where}; fix its permissions or use another --store"
+    if exc.errno == errno.EROFS:
+        return f"the store is on a read-only file system{where}; use another --store"
+    return None
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], str] | None = None) -> None:

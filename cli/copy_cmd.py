@@ -15,6 +15,7 @@ from featstore.cli.common import (
     store_option,
 )
 
+from featstore.keys import check_key
 from featstore.store import open_store
 from featstore.store.copy import copy_store, export_hdf5, import_hdf5
 from featstore.store.spec import parse_storage_options
@@ -78,6 +79,8 @@ def copy(
         raise click.UsageError("name the KEYs to copy, or pass --all")
     if keys and copy_all:
         raise click.UsageError("pass either KEYs or --all, not both")
+    for key in keys:  # before either store is opened (DST would be created)
+        check_key(key)
     source = open_store(src, mode="r", storage_options=_merged(storage_options, src_options))
     target = open_store(dst, mode="a", storage_options=_merged(storage_options, dst_options))
     with progress_bar("copy", unit="entry", enabled=not as_json) as progress:
@@ -97,12 +100,17 @@ def _render_summary(summary: dict[str, Any]) -> str:
             state += f"; chunks {e['mismatched']} differ from the target's (left as they were)"
         if e["damaged_after_copy"]:
             state += f"; chunks {e['damaged_after_copy']} DAMAGED after the copy"
+        if e.get("damaged"):
+            state = f"not copied: DAMAGED in the source: {e['damaged']}"
         lines.append(f"  {e['key']}: {state}")
     d, r = summary["datasets"], summary["results"]
     lines.append(
         f"datasets: {len(d['copied'])} copied, {len(d['skipped'])} already there; "
         f"results: {len(r['copied'])} copied, {len(r['skipped'])} already there"
     )
+    for kind in ("datasets", "results"):
+        for name, why in sorted(summary[kind].get("damaged", {}).items()):
+            lines.append(f"  {kind[:-1]} {name}: not copied: DAMAGED in the source: {why}")
     lines.append("ok" if summary["ok"] else "INCOMPLETE: see above")
     return "\n".join(lines)
 

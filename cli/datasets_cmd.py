@@ -15,7 +15,7 @@ from featstore.cli.common import (
     table,
 )
 
-from featstore.datasets import add_dataset
+from featstore.datasets import dataset_from_source, register_dataset
 
 
 @click.group()
@@ -37,11 +37,23 @@ def datasets() -> None:
     "--skip-bad", is_flag=True, help="Register the good images, record the bad ones as skipped."
 )
 @click.option("--replace", is_flag=True, help="Replace a different dataset registered under NAME.")
+@click.option(
+    "--splits",
+    default=None,
+    metavar="NAME,NAME",
+    help="Split names a manifest may use (default: train, val, valid, validation, test, trainval).",
+)
 @store_option
 @json_option
 @handle_errors
 def add(
-    name: str, source: str, skip_bad: bool, replace: bool, store_url: str, as_json: bool
+    name: str,
+    source: str,
+    skip_bad: bool,
+    replace: bool,
+    splits: str | None,
+    store_url: str,
+    as_json: bool,
 ) -> None:
     """Register SOURCE as dataset NAME.
 
@@ -62,11 +74,14 @@ def add(
       featstore datasets add voc07 voc2007:/data/VOCdevkit/VOC2007
       featstore datasets add sun-3 'sun397:/data/sun?fold=3'
     """
-    store = open_cli_store(store_url)
+    declared = [s.strip() for s in splits.split(",") if s.strip()] if splits is not None else None
+    if splits is not None and not declared:
+        raise click.BadParameter(f"{splits!r} names no split", param_hint="--splits")
     with progress_bar(f"checking {name}", unit="img", enabled=not as_json) as progress:
-        dataset = add_dataset(
-            store, name, source, skip_bad=skip_bad, replace=replace, progress=progress
+        dataset = dataset_from_source(  # before the store opens: a bad source creates nothing
+            name, source, skip_bad=skip_bad, progress=progress, splits=declared
         )
+    register_dataset(open_cli_store(store_url), dataset, replace=replace)
     emit(dataset.summary(), as_json, _render_summary)
 
 
@@ -85,6 +100,7 @@ def _render_summary(summary: dict[str, Any]) -> str:
     if summary.get("skipped"):
         lines.append(f"skipped {len(summary['skipped'])} bad images:")
         lines.extend(f"  {s['path']}: {s['reason']}" for s in summary["skipped"])
+    lines.extend(f"warning: {w}" for w in summary.get("warnings", []))
     return "\n".join(lines)
 
 
@@ -128,6 +144,8 @@ def list_(store_url: str, as_json: bool) -> None:
                         len(r["classes"] or []),
                         ", ".join(f"{k} {v}" for k, v in (r["split_counts"] or {}).items()),
                     )
+                    if not r.get("damaged")
+                    else ("?", r["id"], "DAMAGED", "", r["damaged"])
                     for r in rs
                 ],
                 ["name", "id", "images", "classes", "splits"],

@@ -282,4 +282,6 @@ def _render(records: list[dict[str, Any]]) -> str:
         row += [_chosen(r.get("chosen", {})), "yes" if r.get("cached") else "no"]
         row.append(f"{r.get('timings', {}).get('total_s', 0.0):.1f}")
         rows.append(row)
-    return head + "\n" + table(rows, headers)
+    notes = sorted({r["not_saved"] for r in records if r.get("not_saved")})
+    foot = "".join(f"\nnote: results were not saved to the store ({n})" for n in notes)
+    return head + "\n" + table(rows, headers) + foot

@@ -24,6 +24,16 @@ def _split(values: tuple[str, ...] | str | None) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
+def split_required(values: tuple[str, ...], option: str, what: str) -> list[str]:
+    """Like _split, but an option given with only commas (``-l ,``) is refused, not dropped."""
+    items = _split(values)
+    if values and not items:
+        raise click.BadParameter(
+            f"{values[-1]!r} names no {what}; give comma-separated names", param_hint=option
+        )
+    return items
+
+
 def parse_pool_options(values: tuple[str, ...]) -> dict[str, list[str]]:
     """--pool SPEC[,SPEC] for every layer, or --pool LAYER=SPEC[,SPEC] for one layer."""
     out: dict[str, list[str]] = {}
@@ -88,20 +98,28 @@ def parse_weights_options(values: tuple[str, ...], models: list[str]) -> Any:
     multiple=True,
     help="FILE (state dict or checkpoint), 'random', or NET=FILE; default: offline pretrained.",
 )
-@click.option("--resize", type=int, default=None, help="Override the resize (shorter side).")
 @click.option(
-    "--crop", type=int, default=None, help="Override the centre crop (network input size)."
+    "--resize", type=click.IntRange(min=1), default=None, help="Override the resize (shorter side)."
+)
+@click.option(
+    "--crop",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override the centre crop (network input size).",
 )
 @click.option(
     "--interpolation", default=None, help="Override the resize filter (bilinear, bicubic ...)."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option(
-    "--batch-size", type=int, default=None, help="Images per batch (default 32 on CPU, 64 on CUDA)."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images per batch (default 32 on CPU, 64 on CUDA).",
 )
 @click.option(
     "--workers",
-    type=int,
+    type=click.IntRange(min=0),
     default=None,
     help="Decoding worker processes (0: a decoding thread; default 0 on CPU, up to 8 on CUDA).",
 )
@@ -113,7 +131,13 @@ def parse_weights_options(values: tuple[str, ...], models: list[str]) -> Any:
 @click.option(
     "--compute-dtype", default=None, help="float32, bfloat16 or float16-amp (part of the key)."
 )
-@click.option("--dtype", default="float16", show_default=True, help="Storage dtype.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32", "float64"]),
+    default="float16",
+    show_default=True,
+    help="Storage dtype.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
 @click.option(
     "--dask",
@@ -167,11 +191,12 @@ def extract(
       featstore extract -d holidays -m efficientnet_lite0 -l last_conv --pool max --crops 1x1,2x2,3x3
       featstore extract -d flowers -m resnet50 --store s3://team/feats.zarr --dask local:4
     """
-    store = open_cli_store(store_url, "a")
-    model_list = _split(models)
+    model_list = split_required(models, "-m/--model", "network")
     views = ["plain"] + (["flip"] if flip else []) + ([f"crops:{crops}"] if crops else [])
     preprocess = {
-        k: v for k, v in (("resize", resize), ("crop", crop), ("interpolation", interpolation)) if v
+        k: v
+        for k, v in (("resize", resize), ("crop", crop), ("interpolation", interpolation))
+        if v is not None
     }
     options: dict[str, Any] = dict(
         weights=parse_weights_options(weights, model_list),
@@ -184,7 +209,12 @@ def extract(
     from featstore.extract import plan as make_plan  # torch: imported only when used
     from featstore.extract.run import choose_mode, run_extraction
 
-    request = (_split(layers) or None, parse_pool_options(pools), views)
+    request = (
+        split_required(layers, "-l/--layer", "layer") or None,
+        parse_pool_options(pools),
+        views,
+    )
+    store = open_cli_store(store_url, "r" if dry_run else "a")  # a dry run never creates one
     p = make_plan(store, dataset, model_list, *request, **options)
     if not as_json:
         click.echo(render_plan(p.to_dict()))
@@ -217,6 +247,11 @@ def extract(
         from featstore.cli.copy_cmd import render_distributed
 
         emit(summary, as_json, render_distributed)
+        if summary.get("incomplete"):
+            raise click.ClickException(
+                f"{len(summary['incomplete'])} entries are still incomplete (chunks leased by other "
+                "writers); run the command again when they finish, or `featstore gc` to clear stale leases"
+            )
 
 
 def render_plan(data: dict[str, Any]) -> str:

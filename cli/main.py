@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from featstore.cli.datasets_cmd import datasets
-from featstore.cli.store_cmd import gc, info, ls, rm, verify
+from featstore.cli.store_cmd import gc, info, ls, repair, rm, verify
 
 from featstore import __version__
 
@@ -25,6 +25,7 @@ cli.add_command(datasets)
 cli.add_command(ls)
 cli.add_command(info)
 cli.add_command(verify)
+cli.add_command(repair)
 cli.add_command(rm)
 cli.add_command(gc)
 from featstore.cli.copy_cmd import copy, export_cmd, import_cmd  # noqa: E402

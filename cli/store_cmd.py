@@ -1,4 +1,4 @@
-"""Store commands: `featstore ls | info | verify | rm | gc`."""
+"""Store commands: `featstore ls | info | verify | repair | rm | gc`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from featstore.cli.common import (
     human_bytes,
     json_option,
     open_cli_store,
+    progress_bar,
     store_option,
     table,
 )
 
+from featstore.extract.repair import repair_entry
+from featstore.keys import check_key
 from featstore.store.maintenance import entry_summary, verify_store
 
 
@@ -54,7 +57,7 @@ def _render_ls(data: dict[str, Any]) -> str:
                     r.get("view") or "",
                     "x".join(map(str, r["shape"])),
                     human_bytes(r["bytes"]),
-                    "complete" if r["complete"] else f"{r['chunks_done']}/{r['chunks']} chunks",
+                    _status(r),
                 )
                 for r in rows
             ],
@@ -63,6 +66,12 @@ def _render_ls(data: dict[str, Any]) -> str:
     if "results" in data:
         text += f"\n{len(data['results'])} result records"
     return text
+
+
+def _status(r: dict[str, Any]) -> str:
+    if r.get("damaged"):
+        return "DAMAGED (unreadable metadata: `featstore verify` says more)"
+    return "complete" if r["complete"] else f"{r['chunks_done']}/{r['chunks']} chunks"
 
 
 @click.command()
@@ -77,6 +86,7 @@ def info(key: str, store_url: str, as_json: bool) -> None:
     Example:
       featstore info feat-0123456789abcdef0123
     """
+    check_key(key)
     store = open_cli_store(store_url, "r")
     if store.has_result(key) and not store.has_entry(key):
         emit(store.get_result(key), True)
@@ -94,35 +104,112 @@ def info(key: str, store_url: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("keys", nargs=-1)
+@click.option(
+    "--repair",
+    "do_repair",
+    is_flag=True,
+    help="Recompute the damaged and missing chunks of the entries checked.",
+)
+@click.option("--weights", default=None, help="Weights file the entries were extracted with.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @store_option
 @json_option
 @handle_errors
-def verify(keys: tuple[str, ...], store_url: str, as_json: bool) -> None:
+def verify(
+    keys: tuple[str, ...],
+    do_repair: bool,
+    weights: str | None,
+    device: str,
+    store_url: str,
+    as_json: bool,
+) -> None:
     """Check done markers against data and checksums; name missing and damaged chunks.
 
-    Exits with status 1 when any chunk is damaged.
+    Exits with status 1 when any chunk (or an entry's metadata) is damaged and was not
+    repaired. With --repair, damaged and missing chunks are recomputed (and nothing else).
 
     \b
     Example:
       featstore verify
+      featstore verify --repair
     """
-    store = open_cli_store(store_url, "r")
+    for key in keys:
+        check_key(key, "entry key")
+    store = open_cli_store(store_url, "a" if do_repair else "r")
     report = verify_store(store, list(keys) or None)
+    if do_repair:
+        report["repairs"] = []
+        for r in report["entries"]:
+            if r.get("error") or not (r["damaged"] or r["missing"]):
+                continue
+            with progress_bar(f"repair {r['key']}", unit="img", enabled=not as_json) as progress:
+                fixed = repair_entry(
+                    store, r["key"], weights=weights, device=device, check=r, progress=progress
+                )
+            report["repairs"].append(fixed)
     emit(report, as_json, _render_verify)
-    if any(r["damaged"] for r in report["entries"]):
+    repaired = {f["key"] for f in report.get("repairs", []) if f["ok"]}
+    if any(
+        (r["damaged"] and r["key"] not in repaired) or r.get("error") for r in report["entries"]
+    ):
         raise SystemExit(1)
+
+
+@click.command()
+@click.argument("key")
+@click.option("--weights", default=None, help="Weights file the entry was extracted with.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@store_option
+@json_option
+@handle_errors
+def repair(key: str, weights: str | None, device: str, store_url: str, as_json: bool) -> None:
+    """Recompute exactly the damaged and missing chunks of entry KEY.
+
+    The entry's recorded factors are planned again and must give KEY; the repaired
+    entry has the bytes an undamaged run writes.
+
+    \b
+    Example:
+      featstore repair feat-0123456789abcdef0123
+    """
+    check_key(key, "entry key")
+    store = open_cli_store(store_url, "a")
+    with progress_bar(f"repair {key}", unit="img", enabled=not as_json) as progress:
+        fixed = repair_entry(store, key, weights=weights, device=device, progress=progress)
+    emit(fixed, as_json, _render_repair)
+    if not fixed["ok"]:
+        raise SystemExit(1)
+
+
+def _render_repair(r: dict[str, Any]) -> str:
+    if not r["recomputed"]:
+        return f"{r['key']}: nothing to repair (every chunk verified)"
+    return (
+        f"{r['key']}: recomputed chunks {r['recomputed']} (damaged {r['damaged']}, missing "
+        f"{r['missing']}) in {r['forward_batches']} forward batches; "
+        + ("verified ok" if r["ok"] else "STILL DAMAGED OR INCOMPLETE")
+    )
 
 
 def _render_verify(report: dict[str, Any]) -> str:
     lines = []
     for r in report["entries"]:
+        if r.get("error"):
+            lines.append(f"{r['key']}: DAMAGED entry: {r['error']}")
+            continue
         state = "ok" if not r["damaged"] and not r["missing"] else ""
         if r["missing"]:
             state += f"incomplete: chunks {r['missing']} not written "
         if r["damaged"]:
             state += f"DAMAGED chunks {r['damaged']} (checksum mismatch or unreadable)"
         lines.append(f"{r['key']}: {state.strip()} ({r['ok']} chunks verified)")
-    lines.append(f"{len(report['entries'])} entries checked, {report['n_damaged']} damaged chunks")
+    for dataset_id, why in sorted(report.get("damaged_datasets", {}).items()):
+        lines.append(f"dataset {dataset_id}: DAMAGED: {why}")
+    lines.append(
+        f"{len(report['entries'])} entries checked, {report['n_damaged']} damaged chunks, "
+        f"{report.get('n_unreadable', 0)} entries with unreadable metadata"
+    )
+    lines += [_render_repair(r) for r in report.get("repairs", [])]
     return "\n".join(lines)
 
 
@@ -137,6 +224,8 @@ def rm(keys: tuple[str, ...], store_url: str) -> None:
     Example:
       featstore rm feat-0123456789abcdef0123
     """
+    for key in keys:  # every key checked before the store is touched
+        check_key(key)
     store = open_cli_store(store_url, "a")
     for key in keys:
         if store.has_entry(key) or not store.has_result(key):
@@ -163,14 +252,17 @@ def gc(
     store_url: str,
     as_json: bool,
 ) -> None:
-    """Remove leftovers of killed runs (temp files, entries that never finished a chunk).
+    """Remove leftovers of killed runs (temp files, entries that never finished a chunk, stale leases).
 
     \b
     Example:
       featstore gc --dry-run
     """
+    from featstore.store.lease import gc_leases
+
     store = open_cli_store(store_url, "a")
     removed = store.gc(dry_run=dry_run, older_than_s=older_than)
+    removed += gc_leases(store, dry_run=dry_run)
     emit(
         {"removed": removed, "dry_run": dry_run},
         as_json,

@@ -53,6 +53,22 @@ class LeaseError(StoreError, RuntimeError):
     """A unit of work is leased by another writer."""
 
 
+class InvalidKeyError(StoreError, ValueError):
+    """A key, dataset id or name is not well formed; it never becomes a storage path."""
+
+
+class DamagedChunkError(StoreError, OSError):
+    """A chunk's stored bytes do not match the checksum in its done marker (or cannot be read)."""
+
+
+class DamagedEntryError(StoreError, OSError):
+    """The metadata of one entry or dataset cannot be read; the rest of the store is fine."""
+
+
+class DtypeOverflowError(StoreError, OverflowError):
+    """Values do not fit the entry's storage dtype (float16 beyond +-65504 would become inf)."""
+
+
 # --- datasets -------------------------------------------------------------------------
 class DatasetError(FeatstoreError, ValueError):
     """A dataset source or manifest is invalid."""

@@ -10,8 +10,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
+
+from featstore.errors import InvalidKeyError
 
 KEY_LENGTH = 20  # hex characters of sha256 kept in a key: 80 bits, no practical collisions
 
@@ -51,3 +54,32 @@ def content_hash(value: Any, length: int = KEY_LENGTH) -> str:
 def make_key(prefix: str, value: Any) -> str:
     """A readable, content-addressed key such as ``feat-3fa2...``."""
     return f"{prefix}-{content_hash(value)}"
+
+
+# --- keys that become storage paths ------------------------------------------------------------
+# A key names one object under datasets/, features/ or results/. Keys featstore makes are
+# ``feat-<20 hex>``, ``res-<20 hex>`` and dataset ids ``<name>-<12 hex>``; the grammar below
+# is that shape (a lowercase prefix, one dash, letters/digits/underscores) and nothing with a
+# slash, a dot-only part or an empty string can match it, so a key is always one path part.
+KEY_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}-[A-Za-z0-9_]{1,64}")
+DATASET_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}-[0-9a-f]{8,64}")
+
+
+def check_key(key: object, what: str = "key") -> str:
+    """``key`` if it is a well-formed entry or result key; InvalidKeyError otherwise."""
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+        raise InvalidKeyError(
+            f"{what} {key!r} is not a well-formed featstore key (like feat-0123456789abcdef0123 "
+            "or res-0123456789abcdef0123); copy keys from `featstore ls --all`"
+        )
+    return key
+
+
+def check_dataset_id(dataset_id: object) -> str:
+    """``dataset_id`` if it is a well-formed dataset id (``name-<hex>``); InvalidKeyError otherwise."""
+    if not isinstance(dataset_id, str) or not DATASET_ID_PATTERN.fullmatch(dataset_id):
+        raise InvalidKeyError(
+            f"dataset id {dataset_id!r} is not well formed (a name, a dash and hex digits, like "
+            "flowers-0123456789ab); `featstore datasets list` shows the ids"
+        )
+    return dataset_id

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 # --- preprocessing ---------------------------------------------------------------------
+ORIENTATIONS = ("exif",)  # EXIF orientation applied at decoding (featstore.datasets.images)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,7 +57,9 @@ class Preprocess:
     resize: shorter side to this many pixels (int) or exact (height, width);
     crop: centre crop of this size (int or (height, width));
     interpolation: PIL resampling filter name;
-    mean/std/scale: input = (pixel_0_255 * scale - mean) / std per channel.
+    mean/std/scale: input = (pixel_0_255 * scale - mean) / std per channel;
+    orientation: how EXIF orientation is handled when decoding; "exif" (applied, as
+    viewers do) is the one decoder featstore has (see featstore.datasets.images).
     """
 
     resize: int | tuple[int, int] = 256
@@ -65,8 +68,13 @@ class Preprocess:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     scale: float = 1.0 / 255.0
+    orientation: str = "exif"
 
     def __post_init__(self) -> None:
+        if self.orientation not in ORIENTATIONS:
+            raise SpecError(
+                f"unknown orientation handling {self.orientation!r}; use one of {', '.join(ORIENTATIONS)}"
+            )
         if self.interpolation not in INTERPOLATIONS:
             raise SpecError(
                 f"unknown interpolation {self.interpolation!r}; use one of {', '.join(INTERPOLATIONS)}"
@@ -106,12 +114,13 @@ class Preprocess:
             "mean": [float(m) for m in self.mean],
             "std": [float(s) for s in self.std],
             "scale": float(self.scale),
+            "orientation": self.orientation,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
         """Build from a dict such as a team network's preprocess or a key's record."""
-        known = {"resize", "crop", "interpolation", "mean", "std", "scale"}
+        known = {"resize", "crop", "interpolation", "mean", "std", "scale", "orientation"}
         unknown = set(data) - known
         if unknown:
             raise SpecError(f"unknown preprocess fields {sorted(unknown)}; known: {sorted(known)}")
@@ -127,6 +136,8 @@ class Preprocess:
                 kwargs[name] = tuple(float(x) for x in data[name])
         if "scale" in data:
             kwargs["scale"] = float(data["scale"])
+        if "orientation" in data:
+            kwargs["orientation"] = str(data["orientation"])
         return cls(**kwargs)
 
     def override(self, **values: Any) -> Preprocess:

@@ -61,6 +61,7 @@ class Dataset:
     extra: dict[str, Any] = field(default_factory=dict)
     image_hashes: list[str] | None = None  # sha256 per row; None: registered by format 1
     repointed: int = 0  # set by add_dataset: image locations moved for the same content
+    warnings: list[str] = field(default_factory=list)  # found at registration; not stored
 
     @property
     def id(self) -> str:
@@ -171,6 +172,7 @@ class Dataset:
             "images_id": self.images_id,
             "skipped": self.skipped,
             "repointed": self.repointed,
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from featstore.datasets.core import Dataset, build_dataset
-from featstore.datasets.images import check_and_hash_all, is_image_file
+from featstore.datasets.images import check_and_hash_all, is_image_file, shown
 from featstore.datasets.registry import BUILTIN_PREFIX, builtin_dataset, parse_source
 from featstore.errors import DatasetError, ManifestError
 from featstore.progress import Progress
@@ -44,8 +46,13 @@ def dataset_from_source(
     skip_bad: bool = False,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     progress: Progress | None = None,
+    splits: Sequence[str] | None = None,
 ) -> Dataset:
-    """Build (but do not register) the dataset ``name`` from ``source``."""
+    """Build (but do not register) the dataset ``name`` from ``source``.
+
+    ``splits``: the split names a manifest may use (default: :data:`SPLIT_NAMES`), so a
+    typo such as ``tarin`` is refused instead of becoming a split of its own.
+    """
     if source.startswith(BUILTIN_PREFIX):
         return builtin_dataset(source, name)
     scheme_source = parse_source(source)  # voc2007:DIR, cifar10:DIR, oxford:DIR, hf:DIR, ...
@@ -67,9 +74,11 @@ def dataset_from_source(
         description = {"kind": "folder", "root": os.path.abspath(source), "layout": layout}
     elif source.lower().endswith(".csv"):
         samples = _read_csv(source)
+        _check_splits(samples, splits)
         description = {"kind": "manifest", "path": os.path.abspath(source)}
     elif source.lower().endswith(".json"):
         samples = _read_json(source)
+        _check_splits(samples, splits)
         description = {"kind": "manifest", "path": os.path.abspath(source)}
     else:
         raise DatasetError(
@@ -91,7 +100,7 @@ def _assemble(
     kept = [(s, h) for s, h in zip(samples, hashes, strict=False) if h is not None]
     if not kept:
         raise DatasetError("every image was bad; nothing to register")
-    multilabel = isinstance(kept[0][0].label, dict)
+    multilabel = _check_label_forms([s for s, _ in kept])
     if multilabel:
         classes = sorted({c for s, _ in kept for c in s.label})
         labels = np.zeros((len(kept), len(classes)), dtype=np.int8)
@@ -104,7 +113,7 @@ def _assemble(
             [classes.index(str(s.label)) if s.label is not None else -1 for s, _ in kept],
             dtype=np.int32,
         )
-    return build_dataset(
+    dataset = build_dataset(
         name,
         [s.sample_id for s, _ in kept],
         [os.path.abspath(s.path) for s, _ in kept],
@@ -115,16 +124,65 @@ def _assemble(
         source,
         skipped,
     )
+    dataset.warnings.extend(_single_image_classes(kept, multilabel))
+    return dataset
+
+
+def _check_label_forms(samples: list[_Sample]) -> bool:
+    """Whether the labels are multi-label; a mix of single- and multi-label rows is refused."""
+    multi = [s for s in samples if isinstance(s.label, dict)]
+    single = [s for s in samples if not isinstance(s.label, dict)]
+    if multi and single:
+        raise ManifestError(
+            f"the manifest mixes single-label rows ({single[0].where}: {single[0].label!r}) and "
+            f"multi-label rows ({multi[0].where}: {';'.join(_label_names(multi[0].label))!r}); "
+            "use a 'labels' column for multi-label data, or one class per row in 'label'"
+        )
+    return bool(multi)
+
+
+def _label_names(label: dict[str, int]) -> list[str]:
+    return [name if value > 0 else f"?{name}" for name, value in label.items()]
+
+
+def _single_image_classes(kept: list[tuple[_Sample, str]], multilabel: bool) -> list[str]:
+    """Warnings for classes with one image: no train/test split can hold it on both sides."""
+    if multilabel:
+        counts = Counter(c for s, _ in kept for c, v in s.label.items() if v > 0)
+    else:
+        counts = Counter(str(s.label) for s, _ in kept if s.label is not None)
+    lonely = sorted(c for c, n in counts.items() if n == 1)
+    if not lonely:
+        return []
+    more = f" and {len(lonely) - 5} more" if len(lonely) > 5 else ""
+    return [
+        f"{len(lonely)} classes have a single image ({', '.join(lonely[:5])}{more}); "
+        "classifiers cannot be trained and tested on them: add images or drop those classes"
+    ]
 
 
 # --- folders ----------------------------------------------------------------------------
+def _unreadable(path: str, exc: OSError) -> DatasetError:
+    return DatasetError(
+        f"cannot read folder {shown(path)} ({exc.strerror or exc}); make it readable "
+        "(chmod +rx) or move it out of the dataset"
+    )
+
+
 def _subdirs(path: str) -> list[str]:
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+    try:
+        entries = list(os.scandir(path))
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
 def _images_in(path: str) -> list[str]:
+    def onerror(exc: OSError) -> None:
+        raise _unreadable(exc.filename or path, exc)
+
     found: list[str] = []
-    for root, dirs, files in os.walk(path):
+    for root, dirs, files in os.walk(path, onerror=onerror):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(root, f) for f in sorted(files) if is_image_file(f))
     return found
@@ -138,7 +196,15 @@ def _scan_folder(root: str, test_fraction: float) -> tuple[list[_Sample], str]:
             "(train/, test/) holding class subfolders"
         )
     samples: list[_Sample] = []
-    if all(d.lower() in SPLIT_NAMES for d in top):
+    split_dirs = [d for d in top if d.lower() in SPLIT_NAMES]
+    if split_dirs and len(split_dirs) < len(top):
+        others = [d for d in top if d.lower() not in SPLIT_NAMES]
+        raise DatasetError(
+            f"{root} mixes split folders ({', '.join(split_dirs)}) with other folders "
+            f"({', '.join(others[:5])}); put every class folder inside a split folder, "
+            "or rename the split folders if they are classes"
+        )
+    if split_dirs:
         for split in top:
             samples.extend(_class_samples(root, os.path.join(root, split), split.lower()))
         return samples, "split/class"
@@ -181,17 +247,42 @@ def _assign_split(samples: list[_Sample], test_fraction: float) -> None:
 
 # --- manifests --------------------------------------------------------------------------
 def _parse_labels(raw: Any, where: str) -> Any:
-    """A class name, or for several labels ``{name: +1}`` (``?name`` marks a difficult one: -1)."""
+    """A class name, or for several labels ``{name: +1}`` (``?name`` marks a difficult one: -1).
+
+    A lone ``?name`` is a multi-label row whose only label is difficult.
+    """
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, list)):
+        raise ManifestError(
+            f"{where}: a label must be a class name or a list of class names, "
+            f"not {type(raw).__name__} {raw!r}"
+        )
     if isinstance(raw, list) or (isinstance(raw, str) and (";" in raw or "|" in raw)):
         names = raw if isinstance(raw, list) else raw.replace("|", ";").split(";")
         out = {}
-        for item in (str(n).strip() for n in names):
+        for item in names:
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                raise ManifestError(
+                    f"{where}: a label list holds class names, not {type(item).__name__} {item!r}"
+                )
+            item = str(item).strip()
             if item:
-                out[item.lstrip("?")] = -1 if item.startswith("?") else 1
+                out[_class_name(item.lstrip("?"), where)] = -1 if item.startswith("?") else 1
+        if not out:
+            raise ManifestError(f"{where}: the label list is empty")
         return out
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    text = str(raw).strip()
+    if not text:
         raise ManifestError(f"{where}: the label is empty")
-    return str(raw).strip()
+    if text.startswith("?"):
+        return {_class_name(text[1:], where): -1}
+    return text
+
+
+def _class_name(name: str, where: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ManifestError(f"{where}: '?' must be followed by a class name (?dog)")
+    return name
 
 
 def _manifest_sample(row: dict[str, Any], base: str, where: str) -> _Sample:
@@ -200,6 +291,16 @@ def _manifest_sample(row: dict[str, Any], base: str, where: str) -> _Sample:
         raise ManifestError(
             f"{where}: missing the 'path' column (columns: path, label or labels, split, id)"
         )
+    if not isinstance(path, str):
+        raise ManifestError(
+            f"{where}: 'path' must be a file path string, not {type(path).__name__} {path!r}"
+        )
+    for column in ("split", "id"):
+        value = row.get(column)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise ManifestError(
+                f"{where}: {column!r} must be a string, not {type(value).__name__} {value!r}"
+            )
     if "label" in row and row["label"] not in (None, ""):
         label = _parse_labels(row["label"], where)
     elif "labels" in row and row["labels"] not in (None, ""):
@@ -216,9 +317,20 @@ def _manifest_sample(row: dict[str, Any], base: str, where: str) -> _Sample:
     return _Sample(sample_id, full, label, split, where)
 
 
+def _check_splits(samples: list[_Sample], declared: Sequence[str] | None) -> None:
+    """Refuse split names outside the known (or declared) ones: ``tarin`` is a typo."""
+    allowed = [s.strip().lower() for s in declared] if declared else list(SPLIT_NAMES)
+    for sample in samples:
+        if sample.split not in allowed:
+            raise ManifestError(
+                f"{sample.where}: unknown split {sample.split!r}; use one of {', '.join(allowed)}"
+                ", or declare your split names (datasets add --splits NAME,NAME)"
+            )
+
+
 def _read_csv(path: str) -> list[_Sample]:
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a BOM
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "path" not in reader.fieldnames:
             raise ManifestError(

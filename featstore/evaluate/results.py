@@ -7,7 +7,13 @@ helpers are task-agnostic: classification, retrieval and transferability all use
 
 Record fields (DESIGN.md, "Store format"): key, kind="result", task, dataset_id, dataset_name,
 features, factors, transform, classifier, protocol, seed, metrics, per_class, chosen,
-timings, versions, created. Records are plain JSON: NaN becomes null.
+timings, versions, created, content. Records are plain JSON: NaN becomes null.
+
+``content`` binds a record to the bytes it was computed from: for each feature entry it
+read, the entry's content checksum (a digest of its chunks' checksums, see
+:meth:`featstore.store.Entry.content_checksum`). A lookup (:func:`load_current_result`)
+serves a record only while every entry still has that checksum, so an entry recomputed
+with other bytes, or a record computed before chunks were verified, is recomputed.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import EntryNotFoundError, EvaluationError
+from featstore.errors import DamagedEntryError, EntryNotFoundError, EvaluationError, StoreError
 from featstore.keys import make_key
 
 __all__ = [
     "REQUIRED_FIELDS",
+    "bind_record",
     "build_record",
     "collect_records",
+    "content_checksums",
     "find_results",
+    "load_current_result",
     "load_result",
     "make_result_key",
     "package_versions",
@@ -165,18 +174,66 @@ def save_result(store: Any, record: Mapping[str, Any]) -> str:
         raise EvaluationError(
             f"result key {key!r} must start with {RESULT_PREFIX!r}-; use make_result_key"
         )
-    store.put_result(key, to_json(dict(record)))
+    record = bind_record(store, record)
+    record.pop("cached", None)
+    record.pop("recomputed_because", None)
+    store.put_result(key, to_json(record))
     return key
 
 
+def bind_record(store: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with ``content``: the checksum of each feature entry it lists (kept if set)."""
+    out = dict(record)
+    if "content" not in out:
+        out["content"] = content_checksums(store, out.get("features") or [])
+    return out
+
+
+def content_checksums(store: Any, keys: Iterable[str]) -> dict[str, str | None]:
+    """The content checksum of each feature entry (None for one that cannot be checked)."""
+    out: dict[str, str | None] = {}
+    for key in dict.fromkeys(str(k) for k in keys):
+        try:
+            out[key] = store.get_entry(key).content_checksum()
+        except StoreError:  # not an entry here (or unreadable): binds to nothing
+            out[key] = None
+    return out
+
+
+def stale_reason(store: Any, record: Mapping[str, Any]) -> str | None:
+    """Why ``record`` must not be served (its entries' bytes changed ...), or None."""
+    bound = record.get("content")
+    features = [str(k) for k in record.get("features") or []]
+    if not isinstance(bound, Mapping) or any(k not in bound for k in features):
+        return "it records no checksums of the features it read (made by an older featstore)"
+    now = content_checksums(store, features)
+    for key in features:
+        if now[key] is None or bound[key] is None:
+            return f"entry {key} cannot be checked (missing, incomplete or damaged)"
+        if now[key] != bound[key]:
+            return f"entry {key} changed since it was computed (recomputed or repaired)"
+    return None
+
+
 def load_result(store: Any, key: str) -> dict[str, Any] | None:
-    """The record under ``key``, or None when there is none (a cache lookup)."""
+    """The record under ``key``, or None when there is none (or it cannot be read)."""
     if not store.has_result(key):
         return None
     try:
         return dict(store.get_result(key))
-    except EntryNotFoundError:  # removed between the two calls
+    except (EntryNotFoundError, DamagedEntryError):  # removed meanwhile, or torn
         return None
+
+
+def load_current_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) when the record under ``key`` may be served as cached; (None, why)
+    when it exists but its entries' bytes are not those it was computed from; (None, None)
+    when there is none. The cache lookup of every task."""
+    record = load_result(store, key)
+    if record is None:
+        return None, None
+    why = stale_reason(store, record)
+    return (None, why) if why else (record, None)
 
 
 def _field(record: Mapping[str, Any], name: str) -> tuple[bool, Any]:

@@ -24,7 +24,13 @@ import numpy as np
 
 from featstore.errors import EvaluationError
 from featstore.evaluate import similarity as sim
-from featstore.evaluate.results import build_record, load_result, make_result_key, save_result
+from featstore.evaluate.results import (
+    bind_record,
+    build_record,
+    load_current_result,
+    make_result_key,
+    save_result,
+)
 from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts
 from featstore.evaluate.stored_pooling import pool_rows
 from featstore.evaluate.transform_spec import canonical_spec, parse_spec
@@ -318,21 +324,26 @@ def run_similarity(
     (one per pair), and how many pairs were ``computed`` and ``cached``.
     """
     stored: dict[str, dict[str, Any]] = {}
+    stale: dict[str, str] = {}  # pairs whose entries changed since they were stored
     if not force:
         for p in plan.pairs:
-            rec = load_result(store, p.key)
+            rec, why = load_current_result(store, p.key)
             if rec is not None:
                 stored[p.key] = rec
+            elif why:
+                stale[p.key] = why
     todo = [p for p in plan.pairs if p.key not in stored]
     timings: dict[str, float] = {"features_s": 0.0, "similarity_s": 0.0, "total_s": 0.0}
     records = dict(stored)
     if todo:
         values, dims, timings = _compute(plan, todo, progress)
         for p in todo:
-            rec = _record(plan, p, values[p.key], dims, timings)
+            rec = bind_record(store, _record(plan, p, values[p.key], dims, timings))
             if not getattr(store, "read_only", False):
                 save_result(store, rec)
             records[p.key] = {**rec, "cached": False}
+            if p.key in stale:
+                records[p.key]["recomputed_because"] = stale[p.key]
     for key in stored:
         records[key] = {**stored[key], "cached": True}
     m = len(plan.representations)

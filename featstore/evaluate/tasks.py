@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from featstore.errors import EvaluationError
-from featstore.evaluate.results import load_result, save_result
+from featstore.errors import EvaluationError, StoreError
+from featstore.evaluate.results import bind_record, load_current_result, save_result
 from featstore.progress import Progress
 
 __all__ = ["TASKS", "Plan", "Task", "get_task", "register", "run"]
@@ -89,10 +89,12 @@ class Task:
     def cached(
         self, store: Any, dataset: Any, features: Any, **options: Any
     ) -> dict[str, Any] | None:
-        """The stored record of this setting, or None; reads entry metadata, never features."""
+        """The stored record of this setting, or None (also when the entries it read have
+        changed since); reads entry metadata and done markers, never features."""
         if self.matrix:
             return None  # many records per plan: the task's own run looks each one up
-        record = load_result(store, self.plan(store, dataset, features, **options).key)
+        key = self.plan(store, dataset, features, **options).key
+        record, _ = load_current_result(store, key)
         return None if record is None else {**record, "cached": True}
 
 
@@ -106,16 +108,29 @@ def run(
 ) -> dict[str, Any]:
     """Look the plan's key up (unless ``force``), else compute the record and save it.
 
-    On a read-only store the record is computed and returned, not saved.
+    A stored record whose feature entries no longer hold the bytes it was computed from is
+    not served: it is recomputed, and the returned record says why (``recomputed_because``).
+    A damaged chunk raises (DamagedChunkError) before anything is scored or saved. On a
+    read-only store, or one whose write fails (full disk, permissions), the record is
+    computed and returned, not saved; ``not_saved`` then says why.
     """
+    stale = None
     if not force:
-        cached = load_result(store, plan.key)
+        cached, stale = load_current_result(store, plan.key)
         if cached is not None:
             return {**cached, "cached": True}
-    record = compute(store, plan, progress)
-    if not store.read_only:
+    record = bind_record(store, compute(store, plan, progress))
+    out = {**record, "cached": False}
+    if stale:
+        out["recomputed_because"] = stale
+    if store.read_only:
+        return {**out, "not_saved": "the store is read-only"}
+    try:
         save_result(store, record)
-    return {**record, "cached": False}
+    except (OSError, StoreError) as exc:  # the score is worth showing even if it cannot be kept
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {**out, "not_saved": reason}
+    return out
 
 
 TASKS: dict[str, Task] = {}

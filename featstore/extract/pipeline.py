@@ -35,6 +35,7 @@ from featstore.extract.pooling import apply_pooling, parse_view
 from featstore.models import LoadedModel, load_model
 from featstore.progress import Progress
 from featstore.specs import Preprocess
+from featstore.store.base import check_fits
 
 
 def versions() -> dict[str, str]:
@@ -79,6 +80,13 @@ class _Target:
                 continue
             sel = np.flatnonzero(chunks == c)
             start, stop = self.entry.chunk_bounds(c)
+            # before the float16 buffer would turn an overflow into inf (issue 11, item 9)
+            check_fits(
+                values[sel],
+                self.plan.dtype,
+                f"{self.plan.model} {self.plan.layer} ({self.plan.pooling}, {self.plan.view}), "
+                f"chunk {c} (rows {start}-{stop}) of entry {self.plan.key}",
+            )
             buf = self.buffers.get(c)
             if buf is None:
                 buf = self.buffers[c] = np.empty(
@@ -185,16 +193,19 @@ def extract(
         return summary
     stats = _run(store, p, work, batch_size, num_workers, threads, progress)
     summary.update(stats)
+    _mark_complete(store, p)  # also entries another writer finished while this one ran
     summary["seconds"] = time.perf_counter() - t_start
     return summary
 
 
 def _mark_complete(store: Any, p: ExtractPlan) -> None:
-    """A run killed after its last chunk but before its status update left "writing"."""
+    """Every complete entry of the plan says so: a run killed after its last chunk but
+    before its status update, or one whose last chunks another writer (or a resume that
+    was given only some chunks) filled, left "writing"."""
     if getattr(store, "read_only", False):
         return
     for e in p.entries:
-        if e.by_index:  # served by another entry's rows: nothing of its own to mark
+        if e.by_index or not store.has_entry(e.key):  # served by another entry, or not created
             continue
         entry = store.get_entry(e.key)
         if entry.attrs.get("status") != "complete" and entry.is_complete:

@@ -15,6 +15,7 @@ entry (``source``) and computes nothing for it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
 from featstore.store.content import ContentIndex, RowView
 
 DEFAULT_POOLING = "avg"
+STORAGE_DTYPES = ("float16", "float32", "float64")  # integer storage would truncate features
+DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
+RESERVE_ENV = "FEATSTORE_SPACE_RESERVE_MB"  # overrides the space kept free by check_space
 MAX_CHUNK_ROWS = 256  # resume granularity: a killed run loses at most this many rows per entry
 
 
@@ -273,14 +277,37 @@ def entry_attrs(dataset: Any, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]
     }
 
 
-def check_space(plan: ExtractPlan, reserve_bytes: int = 64 * 1024 * 1024) -> None:
-    """Refuse a run whose uncompressed missing features do not fit on the local disk."""
+def space_reserve(free_bytes: int) -> int:
+    """Bytes ``check_space`` keeps free: FEATSTORE_SPACE_RESERVE_MB if set, else 64 MB or a
+    tenth of the free space, whichever is smaller (a small disk can still take small jobs)."""
+    raw = os.environ.get(RESERVE_ENV)
+    if raw not in (None, ""):
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if value < 0:
+            raise SpecError(f"{RESERVE_ENV}={raw!r} is not a size in MB; set it to 0 or more")
+        return int(value * 1024 * 1024)
+    return min(DEFAULT_RESERVE_BYTES, free_bytes // 10)
+
+
+def check_space(plan: ExtractPlan, reserve_bytes: int | None = None) -> None:
+    """Refuse a run whose uncompressed missing features do not fit on the local disk.
+
+    A fully cached run needs nothing and is never refused; ``reserve_bytes`` (default:
+    :func:`space_reserve`) is kept free for the store's metadata and other writers.
+    """
     need = plan.missing_bytes
-    if plan.free_bytes is not None and need + reserve_bytes > plan.free_bytes:
+    if plan.free_bytes is None or need <= 0:
+        return
+    reserve = space_reserve(plan.free_bytes) if reserve_bytes is None else reserve_bytes
+    if need + reserve > plan.free_bytes:
         raise InsufficientSpaceError(
-            f"extraction needs up to {need / 1e9:.2f} GB for {len(plan.todo)} entries but the disk of "
-            f"{plan.store_url} has {plan.free_bytes / 1e9:.2f} GB free; free space, pool more "
-            f"(e.g. --pool avg) or use another --store"
+            f"extraction needs up to {_mb(need)} for {len(plan.todo)} entries but the disk of "
+            f"{plan.store_url} has {_mb(plan.free_bytes)} free, less a reserve of {_mb(reserve)} "
+            f"(set {RESERVE_ENV} to change it); free space, pool more (e.g. --pool avg) or use "
+            "another --store"
         )
 
 
@@ -341,6 +368,47 @@ def _plan_entry(
     )  # fmt: skip
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.2f} MB"
+
+
+def check_dtype(dtype: Any) -> str:
+    """The storage dtype's name; only float types keep features (int8 would truncate them)."""
+    try:
+        name = str(np.dtype(dtype))
+    except TypeError:
+        name = str(dtype)
+    if name not in STORAGE_DTYPES:
+        raise SpecError(
+            f"storage dtype {dtype!r} is not supported; use one of {', '.join(STORAGE_DTYPES)}"
+        )
+    return name
+
+
+def _check_pool_layers(pooling: Any, mplans: Sequence[ModelPlan]) -> None:
+    """A per-layer pooling (LAYER=SPEC) must name a requested layer, never be dropped silently."""
+    if not isinstance(pooling, Mapping):
+        return
+    requested = [layer for mp in mplans for layer in mp.layers]
+    unknown = [name for name in pooling if name != "*" and name not in requested]
+    if unknown:
+        raise SpecError(
+            f"--pool names layer {unknown[0]!r}, which is not requested; requested layers: "
+            f"{', '.join(dict.fromkeys(requested))} (add it with -l or fix the name)"
+        )
+
+
+def _check_grid(pool: Pooling, shape: tuple[int, ...], model: str, layer: str) -> None:
+    """A grid or map finer than the layer's map would only repeat its cells."""
+    if pool.kind in ("grid", "map") and pool.size is not None and len(shape) == 3:
+        side = min(int(shape[1]), int(shape[2]))
+        if pool.size > side:
+            raise SpecError(
+                f"pooling {pool} asks for a {pool.size}x{pool.size} grid but {model} {layer} "
+                f"has a {shape[1]}x{shape[2]} map; use a size of at most {side}"
+            )
+
+
 def plan(
     store: Any,
     dataset: Any,
@@ -367,7 +435,7 @@ def plan(
     if isinstance(dataset, str):
         dataset = store.get_dataset(dataset)
     compute = resolve_compute(device, amp, compute_dtype)
-    dtype = str(np.dtype(dtype))
+    dtype = check_dtype(dtype)
     views_parsed = list(dict.fromkeys(parse_view(v) for v in (_as_list(views) or ["plain"])))
     entries: list[EntryPlan] = []
     mplans: list[ModelPlan] = []
@@ -387,6 +455,7 @@ def plan(
             shape = tuple(info.shape or ())
             for pool_spec in _poolings_for(pooling, layer):
                 pool = effective_pooling(parse_pooling(pool_spec), shape, info.tokens)
+                _check_grid(pool, shape, name, layer)
                 for view in views_parsed:
                     fkey = _feature_key(
                         own_images or "", mp, layer, view, pool, dtype, compute.compute_dtype
@@ -402,6 +471,7 @@ def plan(
                     entries.append(entry_plan)
     if not mplans:
         raise SpecError("no network given: name at least one with -m")
+    _check_pool_layers(pooling, mplans)
     return ExtractPlan(
         dataset=dataset,
         compute=compute,

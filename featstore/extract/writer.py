@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import ExtractionError
+from featstore.errors import ExtractionError, FeatstoreError
 
 
 class ChunkWriter:
@@ -49,7 +49,7 @@ class ChunkWriter:
     def _raise(self) -> None:
         if self._error is not None:
             exc = self._error
-            if isinstance(exc, Exception) and not isinstance(exc, ExtractionError):
+            if isinstance(exc, Exception) and not isinstance(exc, FeatstoreError):
                 raise ExtractionError(f"writing features failed: {exc}") from exc
             raise exc
 

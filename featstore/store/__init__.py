@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from featstore.errors import StoreError
+from featstore.errors import DamagedEntryError, FeatstoreError, ReadOnlyError, StoreError
 from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
 from featstore.store.spec import StoreSpec
 
@@ -22,6 +24,8 @@ __all__ = [
     "find_entries",
     "default_store_url",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_STORE = "stores/default.zarr"
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -54,6 +58,80 @@ def open_store(
             f"mode must be 'r' (read-only) or 'a' (read/write, create if missing), not {mode!r}"
         )
     url = str(location) if location is not None else default_store_url()
+    try:
+        return _open(url, mode, storage_options)
+    except FeatstoreError:
+        raise
+    except ImportError as exc:
+        raise StoreError(_missing_backend(url, exc)) from None
+    except PermissionError:
+        raise ReadOnlyError(
+            f"permission denied opening store {url}; fix its permissions, choose a writable "
+            "--store, or use a read-only command (ls, info, report)"
+        ) from None
+    except (NotADirectoryError, FileExistsError):
+        raise StoreError(
+            f"cannot open store {url}: part of its path is a file, not a folder; "
+            "choose another --store"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise ReadOnlyError(
+                f"store {url} is on a read-only file system; choose a writable --store"
+            ) from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreError(
+                f"no space left to create store {url}; free space or use another --store"
+            ) from None
+        raise StoreError(_remote_failure(url, exc)) from None
+    except ValueError as exc:
+        if "protocol" in str(exc).lower():
+            raise StoreError(
+                f"unknown protocol in store URL {url}; use a local path, file://, memory://, "
+                "s3:// (pip install 'featstore[s3]') or gs:// (pip install 'featstore[gcs]')"
+            ) from None
+        raise StoreError(_remote_failure(url, exc)) from None
+    except Exception as exc:  # noqa: BLE001 - fsspec backends raise their own kinds (botocore ...)
+        raise StoreError(_remote_failure(url, exc)) from None
+
+
+BACKEND_EXTRAS = {"s3fs": "s3", "gcsfs": "gcs"}
+
+
+def _missing_backend(url: str, exc: ImportError) -> str:
+    """Which package (and featstore extra) a URL's fsspec backend needs."""
+    text = str(exc)
+    for package, extra in BACKEND_EXTRAS.items():
+        if package in text or (exc.name or "") == package:
+            return (
+                f"store {url} needs the {package} package; install it with "
+                f"pip install 'featstore[{extra}]'"
+            )
+    return f"store {url} needs a package that is not installed ({text}); install it and retry"
+
+
+def _remote_failure(url: str, exc: BaseException) -> str:
+    """One line for a store that cannot be reached: credentials, endpoint, or other."""
+    name = type(exc).__name__
+    first = (str(exc).splitlines() or [""])[0][:200]
+    if "Credential" in name or "credential" in first.lower():
+        return (
+            f"no credentials for store {url}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE), or pass --storage-option key=... --storage-option secret=..."
+        )
+    if any(word in name for word in ("Endpoint", "Connect", "Timeout")) or any(
+        word in first.lower() for word in ("connect", "timed out", "timeout", "unreachable")
+    ):
+        return (
+            f"cannot reach the endpoint of store {url} ({name}: {first}); check the URL and "
+            "--storage-option endpoint_url, and that the server is running"
+        )
+    return (
+        f"cannot open store {url} ({name}: {first}); check the URL and its --storage-option values"
+    )
+
+
+def _open(url: str, mode: str, storage_options: dict[str, Any] | None) -> Store:
     if is_hdf5_location(url):
         if "://" in url and not url.startswith("file://"):
             raise StoreError(
@@ -68,11 +146,19 @@ def open_store(
 
 
 def find_entries(store: Store, **factors: Any) -> list[Entry]:
-    """Entries whose attrs equal every given factor (None values are ignored)."""
+    """Entries whose attrs equal every given factor (None values are ignored).
+
+    An entry whose metadata cannot be read is left out (logged; `featstore verify` names
+    it), so one damaged entry never stops the search among the others.
+    """
     wanted = {k: v for k, v in factors.items() if v is not None}
     found = []
     for key in store.entry_keys():
-        entry = store.get_entry(key)
+        try:
+            entry = store.get_entry(key)
+        except DamagedEntryError as exc:
+            logger.warning("skipping a damaged entry: %s", exc)
+            continue
         if all(_matches(entry.attrs, name, value) for name, value in wanted.items()):
             found.append(entry)
     return found

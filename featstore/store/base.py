@@ -14,7 +14,6 @@ either marked done (trusted) or not (recomputed on resume).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -24,12 +23,17 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import (
+    DamagedChunkError,
+    DamagedEntryError,
     DatasetMismatchError,
+    DtypeOverflowError,
     EntryMismatchError,
     EntryNotFoundError,
     IncompleteEntryError,
     ReadOnlyError,
 )
+from featstore.keys import check_dataset_id, content_hash
+from featstore.store.checksum import chunk_checksum, marker_checksum, matches
 from featstore.store.geometry import entry_geometry
 from featstore.store.spec import StoreSpec
 
@@ -43,9 +47,32 @@ DEFAULT_DTYPE = "float16"
 DATASET_SUMMARY = ("name", "n", "classes", "split_counts", "source", "fingerprint", "skipped")
 
 
-def chunk_checksum(data: np.ndarray) -> str:
-    """sha256 of a chunk's bytes as stored (C order, stored dtype)."""
-    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+FLOAT16_MAX = 65504.0
+READ_BLOCK_BYTES = 256 * 1024 * 1024  # a verified read decodes at most this much at once
+
+
+def check_fits(values: np.ndarray, dtype: str, where: str) -> None:
+    """Refuse finite values that ``dtype`` cannot hold (float16: |x| > 65504 becomes inf).
+
+    ``where`` names the rows for the message (e.g. "chunk 3 of entry feat-..."). Infinite
+    or NaN values the network itself produced are stored as they are.
+    """
+    values = np.asarray(values)
+    if np.dtype(dtype) != np.float16 or values.dtype.kind != "f" or values.dtype.itemsize <= 2:
+        return
+    if not values.size:
+        return
+    peak = np.max(np.abs(values))
+    if peak <= FLOAT16_MAX:  # NaN compares False: fall through to the exact check
+        return
+    over = np.abs(values) > FLOAT16_MAX
+    over &= np.isfinite(values)
+    if over.any():
+        largest = float(np.max(np.abs(values[over])))
+        raise DtypeOverflowError(
+            f"{where} has values up to {largest:.6g}, beyond float16's range (+-65504): stored as "
+            "float16 they would become inf; extract with --dtype float32"
+        )
 
 
 @dataclass(frozen=True)
@@ -73,10 +100,11 @@ class EntryInfo:
     n_done: int
     nbytes_stored: int | None
     attrs: dict[str, Any]
+    damaged: str | None = None  # why the entry's metadata cannot be read, if it cannot
 
     @property
     def complete(self) -> bool:
-        return self.n_done == self.n_chunks
+        return self.damaged is None and self.n_done == self.n_chunks
 
 
 class Entry(ABC):
@@ -141,7 +169,33 @@ class Entry(ABC):
 
     @abstractmethod
     def marker(self, index: int) -> dict[str, Any] | None:
-        """The done marker's record (checksum, rows) of chunk ``index``, or None."""
+        """The done marker's record (checksum, rows) of chunk ``index``, or None when it has
+        none. A marker that exists but cannot be parsed gives ``{"unreadable": reason}``."""
+
+    def markers(self, indices: Iterable[int]) -> dict[int, dict[str, Any] | None]:
+        """The marker records of several chunks (backends may fetch them in one go)."""
+        return {int(i): self.marker(int(i)) for i in indices}
+
+    def content_checksum(self) -> str:
+        """One digest of every chunk's checksum: what a result record binds itself to.
+
+        Reads the done markers only, never the data. IncompleteEntryError when a chunk has
+        no marker; DamagedChunkError when a marker holds no checksum.
+        """
+        records = self.markers(range(self.n_chunks))
+        parts = []
+        for index in range(self.n_chunks):
+            record = records.get(index)
+            if record is None:
+                raise IncompleteEntryError(
+                    f"entry {self.key} is incomplete: chunk {index} is not written; rerun the "
+                    "extraction to finish it"
+                )
+            expected = marker_checksum(record)
+            if expected is None:
+                raise self._damaged(index, "its done marker holds no readable checksum")
+            parts.append(expected)
+        return content_hash({"key": self.key, "shape": list(self.shape), "chunks": parts})
 
     # --- writing ----------------------------------------------------------------------
     def write_chunk(self, index: int, data: np.ndarray) -> None:
@@ -158,9 +212,10 @@ class Entry(ABC):
             raise EntryMismatchError(
                 f"chunk {index} of entry {self.key} needs shape {expected}, got {tuple(array.shape)}"
             )
+        check_fits(array, self.dtype, f"chunk {index} (rows {start}-{stop}) of entry {self.key}")
         array = np.ascontiguousarray(array.astype(self.dtype, copy=False))
         self._write_rows(start, stop, array)
-        self._write_marker(index, {"rows": [start, stop], "sha256": chunk_checksum(array)})
+        self._write_marker(index, {"rows": [start, stop], "checksum": chunk_checksum(array)})
 
     @abstractmethod
     def _write_rows(self, start: int, stop: int, data: np.ndarray) -> None: ...
@@ -182,65 +237,139 @@ class Entry(ABC):
     def read(
         self, rows: Iterable[int] | slice | None = None, *, allow_incomplete: bool = False
     ) -> np.ndarray:
-        """Rows of the entry (all by default), never loading more chunks than needed.
+        """Rows of the entry (all by default), every chunk checked against its done marker.
 
-        Raises IncompleteEntryError if a needed chunk has no done marker, unless
-        ``allow_incomplete`` (then unwritten rows hold whatever is stored, usually zeros).
+        Whole chunks are decoded (zarr decodes whole chunks anyway), hashed and compared
+        with the checksum in their marker before any row is returned; each chunk is read
+        once. Raises IncompleteEntryError if a needed chunk has no done marker (unless
+        ``allow_incomplete``: unwritten rows then hold whatever is stored, usually zeros,
+        unchecked), and DamagedChunkError naming the chunk when its bytes do not match.
         """
-        if rows is None:
-            selection: slice | np.ndarray = slice(0, self.n_rows)
-            needed: list[int] = list(range(self.n_chunks))
-        elif isinstance(rows, slice):
-            start, stop, step = rows.indices(self.n_rows)
-            selection = slice(start, stop, step)
-            idx = np.arange(start, stop, step)
-            needed = sorted({int(i) // self.chunk_rows for i in idx})
-        else:
-            selection = np.asarray(
-                list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64
+        selection, needed = self._selection(rows)
+        records = self.markers(needed)
+        missing = [i for i in needed if records.get(i) is None]
+        if missing and not allow_incomplete:
+            raise IncompleteEntryError(
+                f"entry {self.key} is incomplete: {len(missing)} of its chunks are not written "
+                f"(first missing: {missing[:5]}); rerun the extraction to finish it"
             )
-            if selection.size and (selection.min() < 0 or selection.max() >= self.n_rows):
-                raise IndexError(
-                    f"row index out of range for entry {self.key} with {self.n_rows} rows"
-                )
-            needed = sorted({int(i) // self.chunk_rows for i in selection})
-        if not allow_incomplete:
-            done = self.done_chunks()
-            missing = [i for i in needed if i not in done]
-            if missing:
-                raise IncompleteEntryError(
-                    f"entry {self.key} is incomplete: {len(missing)} of its chunks are not written "
-                    f"(first missing: {missing[:5]}); rerun the extraction to finish it"
-                )
-        return self._read_rows(selection)
+        if isinstance(selection, slice):
+            if not needed:
+                return self._read_rows(selection)
+            lo, hi = self.chunk_bounds(needed[0])[0], self.chunk_bounds(needed[-1])[1]
+            block = self._read_block(lo, hi, records)
+            if (selection.start, selection.stop) == (lo, hi):
+                return block
+            return block[selection.start - lo : selection.stop - lo].copy()
+        return self._gather(selection, needed, records)
+
+    def _selection(
+        self, rows: Iterable[int] | slice | None
+    ) -> tuple[slice | np.ndarray, list[int]]:
+        """(contiguous slice or row indices, sorted chunks they need)."""
+        if rows is None:
+            return slice(0, self.n_rows), list(range(self.n_chunks))
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(self.n_rows)
+            if step == 1:
+                stop = max(start, stop)
+                first, last = start // self.chunk_rows, (stop - 1) // self.chunk_rows
+                return slice(start, stop), list(range(first, last + 1)) if stop > start else []
+            rows = np.arange(start, stop, step)
+        index = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.n_rows):
+            raise IndexError(f"row index out of range for entry {self.key} with {self.n_rows} rows")
+        return index, sorted({int(c) for c in np.unique(index // self.chunk_rows)})
+
+    def _gather(
+        self, index: np.ndarray, needed: list[int], records: dict[int, dict[str, Any] | None]
+    ) -> np.ndarray:
+        """Rows ``index`` (any order, repeats allowed), reading runs of adjacent chunks."""
+        out = np.empty((index.size, *self.row_shape), dtype=self.dtype)
+        order = np.argsort(index, kind="stable")
+        ordered = index[order]
+        chunk_bytes = max(1, self.chunk_rows * self._row_bytes())
+        per_block = max(1, READ_BLOCK_BYTES // chunk_bytes)
+        run: list[int] = []
+        for c in [*needed, None]:
+            if c is not None and run and c == run[-1] + 1 and len(run) < per_block:
+                run.append(c)
+                continue
+            if run:
+                lo, hi = self.chunk_bounds(run[0])[0], self.chunk_bounds(run[-1])[1]
+                block = self._read_block(lo, hi, records)
+                a, b = np.searchsorted(ordered, [lo, hi])
+                out[order[a:b]] = block[ordered[a:b] - lo]
+            run = [c] if c is not None else []
+        return out
+
+    def _row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def _read_block(
+        self, lo: int, hi: int, records: dict[int, dict[str, Any] | None]
+    ) -> np.ndarray:
+        """Rows [lo, hi) (whole chunks), each chunk checked against its marker."""
+        first, last = lo // self.chunk_rows, (hi - 1) // self.chunk_rows
+        try:
+            block = self._read_rows(slice(lo, hi))
+        except Exception as exc:  # noqa: BLE001 - an undecodable chunk; find which one
+            for c in range(first, last + 1):
+                start, stop = self.chunk_bounds(c)
+                try:
+                    self._read_rows(slice(start, stop))
+                except Exception as inner:  # noqa: BLE001
+                    raise self._damaged(c, f"its data cannot be decoded ({inner})") from inner
+            raise DamagedChunkError(
+                f"entry {self.key}: rows {lo}-{hi} cannot be read ({exc}); "
+                f"run `featstore verify {self.key}` to find the damaged chunk"
+            ) from exc
+        for c in range(first, last + 1):
+            record = records.get(c)
+            if record is None:  # allow_incomplete: nothing to check against
+                continue
+            expected = marker_checksum(record)
+            if expected is None:
+                raise self._damaged(c, "its done marker holds no readable checksum")
+            start, stop = self.chunk_bounds(c)
+            if not matches(block[start - lo : stop - lo], expected):
+                raise self._damaged(c, "its data do not match the checksum in its done marker")
+        return block
+
+    def _damaged(self, index: int, why: str) -> DamagedChunkError:
+        start, stop = self.chunk_bounds(index)
+        return DamagedChunkError(
+            f"chunk {index} (rows {start}-{stop}) of entry {self.key} is damaged: {why}; "
+            f"recompute it with `featstore repair {self.key}` (or `featstore verify --repair`)"
+        )
 
     def read_chunk(self, index: int) -> np.ndarray:
+        """The rows of chunk ``index``, checked against its marker."""
         start, stop = self.chunk_bounds(index)
-        return self._read_rows(slice(start, stop))
+        return self.read(slice(start, stop))
 
     def verify(self) -> dict[str, Any]:
         """Check every marked chunk's data against its checksum.
 
         Returns ``{"missing": [...], "damaged": [...], "ok": n}``; damaged chunks are those
-        whose stored bytes no longer match the marker (or that cannot be read).
+        whose stored bytes no longer match the marker, that cannot be decoded, or whose
+        marker holds no checksum (empty or torn).
         """
+        done = sorted(self.done_chunks())
+        records = self.markers(done)
         damaged: list[int] = []
         ok = 0
-        for index in sorted(self.done_chunks()):
-            record = self.marker(index) or {}
+        for index in done:
+            record = records.get(index)
+            if record is None:  # removed since the listing: it is missing now
+                continue
+            start, stop = self.chunk_bounds(index)
             try:
-                data = self.read_chunk(index)
-            except Exception:  # noqa: BLE001 - a chunk that cannot be decoded is damaged
+                self._read_block(start, stop, {index: record})
+            except DamagedChunkError:
                 damaged.append(index)
                 continue
-            expected = record.get("sha256")
-            if (
-                expected is not None
-                and chunk_checksum(data.astype(self.dtype, copy=False)) != expected
-            ):
-                damaged.append(index)
-            else:
-                ok += 1
+            ok += 1
         return {"missing": self.missing_chunks(), "damaged": damaged, "ok": ok}
 
     def side_objects(self, folder: str) -> ObjectFolder | None:
@@ -369,29 +498,56 @@ class Store(ABC):
     def resolve_dataset_id(self, name_or_id: str) -> str:
         if name_or_id in self.dataset_ids():
             return name_or_id
+        damaged = self.damaged_datasets()
+        if name_or_id in damaged:
+            raise DamagedEntryError(damaged[name_or_id])
         datasets = self.list_datasets()
         for info in datasets:
             if info["name"] == name_or_id:
                 return str(info["id"])
-        known = ", ".join(sorted(info["name"] for info in datasets)) or "none yet"
+        known = ", ".join(sorted(str(i["name"]) for i in datasets if i["name"])) or "none yet"
+        unreadable = (
+            f"; unreadable (damaged): {', '.join(sorted(damaged))}, remove with "
+            "`featstore datasets rm ID` and register again"
+            if damaged
+            else ""
+        )
         raise EntryNotFoundError(
-            f"no dataset {name_or_id!r} in store {self.url} (registered: {known}); "
+            f"no dataset {name_or_id!r} in store {self.url} (registered: {known}{unreadable}); "
             "register it with `featstore datasets add NAME SOURCE`"
         )
 
     def list_datasets(self) -> list[dict[str, Any]]:
-        """One summary per registered dataset: id, name, n, classes, split counts, source."""
+        """One summary per registered dataset: id, name, n, classes, split counts, source.
+
+        A dataset whose metadata cannot be read is listed with ``damaged`` (why) and no
+        other fields, so one damaged dataset never hides the others.
+        """
         out = []
         for dataset_id in self.dataset_ids():
-            attrs = self._get_dataset_attrs(dataset_id)
+            try:
+                attrs = self._get_dataset_attrs(dataset_id)
+            except DamagedEntryError as exc:
+                out.append({"id": dataset_id, "name": None, "damaged": str(exc)})
+                continue
             out.append({"id": dataset_id, **{k: attrs.get(k) for k in DATASET_SUMMARY}})
+        for dataset_id, why in self.damaged_datasets().items():
+            if all(info["id"] != dataset_id for info in out):
+                out.append({"id": dataset_id, "name": None, "damaged": why})
         return out
+
+    def damaged_datasets(self) -> dict[str, str]:
+        """Datasets whose metadata cannot be read: id -> why (with the fix)."""
+        return {}
 
     @abstractmethod
     def _get_dataset_attrs(self, dataset_id: str) -> dict[str, Any]: ...
 
     def delete_dataset(self, name_or_id: str) -> None:
         self._check_writable()
+        if name_or_id in self.damaged_datasets():
+            self._delete_dataset(check_dataset_id(name_or_id))
+            return
         self._delete_dataset(self.resolve_dataset_id(name_or_id))
 
     @abstractmethod
@@ -462,11 +618,21 @@ class Store(ABC):
         full_attrs.update({"shape": list(shape), "dtype": dtype})
         return self._create_entry(key, full_attrs, shape, dtype, chunk_rows, shard_rows)
 
+    def damaged_entries(self) -> dict[str, str]:
+        """Entries whose metadata cannot be read, beyond those :meth:`entry_keys` lists
+        (e.g. a folder of chunks whose array metadata is gone): key -> why, with the fix."""
+        return {}
+
     def entries(self) -> list[EntryInfo]:
-        """A summary of every entry, for listing."""
+        """A summary of every entry, for listing; an unreadable entry is listed as damaged."""
         infos = []
+        damaged = dict(self.damaged_entries())
         for key in self.entry_keys():
-            entry = self.get_entry(key)
+            try:
+                entry = self.get_entry(key)
+            except DamagedEntryError as exc:
+                damaged[key] = str(exc)
+                continue
             infos.append(
                 EntryInfo(
                     key=key,
@@ -479,7 +645,9 @@ class Store(ABC):
                     attrs=dict(entry.attrs),
                 )
             )
-        return infos
+        for key, why in sorted(damaged.items()):
+            infos.append(EntryInfo(key, "damaged", (), "", 0, 0, None, {}, damaged=why))
+        return sorted(infos, key=lambda info: info.key)
 
     # --- format ----------------------------------------------------------------------------
     @property

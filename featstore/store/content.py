@@ -20,6 +20,7 @@ of ``images``: they are found for the dataset with that fingerprint, row for row
 
 from __future__ import annotations
 
+import logging
 import re
 import zlib
 from collections.abc import Iterable, Sequence
@@ -28,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from featstore.datasets.core import images_id as compute_images_id
-from featstore.errors import DatasetError, IncompleteEntryError, StoreError
+from featstore.errors import DamagedEntryError, DatasetError, IncompleteEntryError, StoreError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGES_ID_PATTERN",
@@ -221,6 +224,18 @@ def _matches(attrs: dict[str, Any], name: str, value: Any) -> bool:
     return attrs.get(name) == value
 
 
+def _readable_entries(store: Any) -> list[Any]:
+    """Every entry whose metadata reads; a damaged one is logged and left out (`featstore
+    verify` names it), so it never stops a lookup among the others."""
+    out = []
+    for key in store.entry_keys():
+        try:
+            out.append(store.get_entry(key))
+        except DamagedEntryError as exc:
+            logger.warning("skipping a damaged entry: %s", exc)
+    return out
+
+
 def entries_for(store: Any, dataset: Any, **factors: Any) -> list[Any]:
     """The feature entries holding ``dataset``'s images whose attrs match ``factors``.
 
@@ -233,8 +248,7 @@ def entries_for(store: Any, dataset: Any, **factors: Any) -> list[Any]:
     own = dataset.images_id
     exact: list[Any] = []
     others: list[Any] = []
-    for key in store.entry_keys():
-        entry = store.get_entry(key)
+    for entry in _readable_entries(store):
         attrs = entry.attrs
         if attrs.get("kind", "features") != "features":
             continue
@@ -299,8 +313,7 @@ class ContentIndex:
     def _scan(self) -> dict[str, list[Any]]:
         if self._groups is None:
             groups: dict[str, list[Any]] = {}
-            for key in self.store.entry_keys():
-                entry = self.store.get_entry(key)
+            for entry in _readable_entries(self.store):
                 if entry.attrs.get("kind", "features") == "features":
                     groups.setdefault(factor_signature(entry.attrs), []).append(entry)
             self._groups = groups

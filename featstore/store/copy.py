@@ -1,7 +1,8 @@
 """Moving features between stores: copy, export to one HDF5 file, import from one.
 
 Copying works chunk by chunk and never trusts a byte it did not check: a source chunk is
-copied only if its done marker exists and its data still match the marker's checksum; the
+copied only if its done marker exists and its data still match the marker's checksum (the
+verified read of :meth:`Entry.read`, each source chunk read once); the
 target writes its own marker after the data (so an interrupted copy resumes like an
 interrupted extraction) and is verified afterwards. What the target already has (complete
 chunks, datasets, result records) is skipped. Target chunks are leased while copied, so a
@@ -16,37 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import EntryNotFoundError, StoreError
+from featstore.errors import (
+    DamagedChunkError,
+    DamagedEntryError,
+    EntryNotFoundError,
+    IncompleteEntryError,
+    StoreError,
+)
+from featstore.keys import check_key
 from featstore.progress import Progress
-from featstore.store.base import Entry, Store, chunk_checksum
+from featstore.store.base import Entry, Store
+from featstore.store.checksum import marker_checksum
 from featstore.store.lease import DEFAULT_TTL, claim_missing, default_owner, release
 
 _GEOMETRY_ATTRS = ("shape", "dtype", "chunk_rows")
-
-
-def _verified_source_chunks(src: Entry, indices: Sequence[int], cache: dict[int, bool]) -> bool:
-    """True if every source chunk in ``indices`` is marked done and matches its checksum."""
-    done = None
-    for index in indices:
-        if index in cache:
-            if not cache[index]:
-                return False
-            continue
-        if done is None:
-            done = src.done_chunks()
-        ok = False
-        if index in done:
-            record = src.marker(index) or {}
-            try:
-                data = src.read_chunk(index)
-            except Exception:  # noqa: BLE001 - undecodable means damaged
-                data = None
-            expected = record.get("sha256")
-            ok = data is not None and (expected is None or chunk_checksum(data) == expected)
-        cache[index] = ok
-        if not ok:
-            return False
-    return True
 
 
 def copy_entry(
@@ -75,16 +59,16 @@ def copy_entry(
         "unavailable": [],
         "mismatched": [],
     }
-    checked: dict[int, bool] = {}
     total = len(missing_before)
     for lease in claim_missing(target, owner or default_owner(), DEFAULT_TTL, missing_before):
         start, stop = target.chunk_bounds(lease.index)
-        needed = range(start // source.chunk_rows, (stop - 1) // source.chunk_rows + 1)
         try:
-            if not _verified_source_chunks(source, list(needed), checked):
+            try:
+                rows = source.read(slice(start, stop))  # checked against the source's markers
+            except (IncompleteEntryError, DamagedChunkError):
                 report["unavailable"].append(lease.index)
                 continue
-            target.write_chunk(lease.index, source.read(slice(start, stop)))
+            target.write_chunk(lease.index, rows)
         finally:
             release(target, lease)
         report["copied"].append(lease.index)
@@ -92,9 +76,12 @@ def copy_entry(
             progress(len(report["copied"]), total, {"entry": key})
     if target.chunk_rows == source.chunk_rows:
         # same write units: the markers' checksums must agree chunk for chunk
-        for index in sorted(target.done_chunks() & source.done_chunks()):
-            mine, theirs = target.marker(index) or {}, source.marker(index) or {}
-            if mine.get("sha256") and theirs.get("sha256") and mine["sha256"] != theirs["sha256"]:
+        common = sorted(target.done_chunks() & source.done_chunks())
+        mine, theirs = target.markers(common), source.markers(common)
+        for index in common:
+            a, b = marker_checksum(mine.get(index)), marker_checksum(theirs.get(index))
+            # comparable only when both markers used the same algorithm
+            if a and b and a.partition(":")[0] == b.partition(":")[0] and a != b:
                 report["mismatched"].append(index)
     check = target.verify()
     report["damaged_after_copy"] = check["damaged"]
@@ -115,9 +102,13 @@ def copy_store(
     """Copy entries (all, or ``keys``), their datasets and result records from ``src`` to ``dst``.
 
     A key may name a feature entry or a result record. With ``keys=None`` every dataset,
-    entry and result is copied. Returns a summary; nothing the target has is rewritten.
+    entry and result is copied. Returns a summary; nothing the target has is rewritten. An
+    entry, dataset or record of the source whose metadata cannot be read is named in the
+    summary (``damaged``) and the copy goes on with the rest.
     """
     dst._check_writable()
+    for key in keys or ():
+        check_key(key)  # before anything is read or written
     if keys is None:
         entry_keys, result_keys = src.entry_keys(), src.result_keys() if results else []
         dataset_ids = src.dataset_ids() if datasets else []
@@ -132,49 +123,88 @@ def copy_store(
                 raise EntryNotFoundError(
                     f"no feature entry or result {key!r} in store {src.url}; `featstore ls --all` lists them"
                 )
-    if datasets:
-        wanted = set(dataset_ids)
-        for key in entry_keys:
-            dataset_id = src.get_entry(key).attrs.get("dataset_id")
-            if dataset_id and dataset_id in src.dataset_ids():
-                wanted.add(dataset_id)
-        for key in result_keys:
-            dataset_id = src.get_result(key).get("dataset_id")
-            if dataset_id and dataset_id in src.dataset_ids():
-                wanted.add(dataset_id)
-        dataset_ids = sorted(wanted)
     summary: dict[str, Any] = {
         "source": src.url,
         "target": dst.url,
-        "datasets": {"copied": [], "skipped": []},
+        "datasets": {"copied": [], "skipped": [], "damaged": {}},
         "entries": [],
-        "results": {"copied": [], "skipped": []},
+        "results": {"copied": [], "skipped": [], "damaged": {}},
     }
+    if datasets:
+        wanted = set(dataset_ids)
+        source_ids = set(src.dataset_ids())
+        for key in entry_keys:
+            try:
+                dataset_id = src.get_entry(key).attrs.get("dataset_id")
+            except DamagedEntryError:
+                continue  # named with the entries below
+            if dataset_id and dataset_id in source_ids:
+                wanted.add(dataset_id)
+        for key in result_keys:
+            try:
+                dataset_id = src.get_result(key).get("dataset_id")
+            except DamagedEntryError:
+                continue
+            if dataset_id and dataset_id in source_ids:
+                wanted.add(dataset_id)
+        dataset_ids = sorted(wanted)
+        if keys is None:
+            summary["datasets"]["damaged"].update(src.damaged_datasets())
     have = set(dst.dataset_ids())
     for dataset_id in dataset_ids:
         if dataset_id in have:
             summary["datasets"]["skipped"].append(dataset_id)
             continue
-        dst.put_dataset(src.get_dataset(dataset_id))
+        try:
+            dataset = src.get_dataset(dataset_id)
+        except DamagedEntryError as exc:
+            summary["datasets"]["damaged"][dataset_id] = str(exc)
+            continue
+        dst.put_dataset(dataset)
         summary["datasets"]["copied"].append(dataset_id)
     for n, key in enumerate(entry_keys):
-        summary["entries"].append(copy_entry(src, dst, key, owner=owner))
+        try:
+            summary["entries"].append(copy_entry(src, dst, key, owner=owner))
+        except DamagedEntryError as exc:
+            summary["entries"].append(_damaged_report(key, str(exc)))
         if progress is not None:
             progress(n + 1, len(entry_keys), {"entry": key})
+    if keys is None:
+        for key, why in src.damaged_entries().items():
+            summary["entries"].append(_damaged_report(key, why))
     for key in result_keys:
         if dst.has_result(key):
             summary["results"]["skipped"].append(key)
             continue
-        dst.put_result(key, src.get_result(key))
+        try:
+            record = src.get_result(key)
+        except DamagedEntryError as exc:
+            summary["results"]["damaged"][key] = str(exc)
+            continue
+        dst.put_result(key, record)
         summary["results"]["copied"].append(key)
     problems = [
         e
         for e in summary["entries"]
-        if e["unavailable"] or e["mismatched"] or e["damaged_after_copy"]
+        if e["unavailable"] or e["mismatched"] or e["damaged_after_copy"] or e.get("damaged")
     ]
-    summary["ok"] = not problems
+    summary["ok"] = not problems and not summary["results"]["damaged"]
     summary["n_chunks_copied"] = sum(len(e["copied"]) for e in summary["entries"])
     return summary
+
+
+def _damaged_report(key: str, why: str) -> dict[str, Any]:
+    """The copy report of a source entry whose metadata cannot be read: nothing copied."""
+    return {
+        "key": key,
+        "copied": [],
+        "skipped": 0,
+        "unavailable": [],
+        "mismatched": [],
+        "damaged_after_copy": [],
+        "complete": False,
+        "damaged": why,
+    }
 
 
 def export_hdf5(

@@ -2,7 +2,8 @@
 
 Same layout as the Zarr store. With a single writer there is no concurrent update to
 fear, so each entry's done markers are one small dataset (``_done``, uint8 per chunk)
-and one checksum per chunk (``_sha256``), written after the chunk's rows.
+and one checksum per chunk (``_checksum``, "<algorithm>:<hex>"; entries written before
+it have ``_sha256``), written after the chunk's rows.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import h5py
 import numpy as np
 
 from featstore.errors import (
+    DamagedEntryError,
     EntryNotFoundError,
     NotAStoreError,
     StoreError,
     StoreNotFoundError,
     StoreVersionError,
 )
+from featstore.keys import check_dataset_id, check_key
 from featstore.store.base import FORMAT_VERSION, Entry, Store
 from featstore.store.spec import StoreSpec
 
@@ -66,14 +69,23 @@ class HDF5Entry(Entry):
         if not self._group["_done"][index]:
             return None
         start, stop = self.chunk_bounds(index)
-        sha = self._group["_sha256"][index]
-        return {"rows": [start, stop], "sha256": sha.decode() if isinstance(sha, bytes) else sha}
+        record: dict[str, Any] = {"rows": [start, stop]}
+        for name, field in (("_checksum", "checksum"), ("_sha256", "sha256")):
+            if name in self._group:
+                value = self._group[name][index]
+                value = value.decode() if isinstance(value, bytes) else str(value)
+                if value:
+                    record[field] = value
+                    break
+        return record
 
     def _write_rows(self, start: int, stop: int, data: np.ndarray) -> None:
         self._group["data"][start:stop] = data
 
     def _write_marker(self, index: int, record: dict[str, Any]) -> None:
-        self._group["_sha256"][index] = record["sha256"]
+        if "_checksum" not in self._group:  # an entry written before checksums had names
+            self._group.create_dataset("_checksum", shape=self._group["_done"].shape, dtype=STR)
+        self._group["_checksum"][index] = record["checksum"]
         self._group["_done"][index] = 1
         self._store._file.flush()
 
@@ -166,7 +178,7 @@ class HDF5Store(Store):
         self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> None:
         self._check_writable()
-        path = f"datasets/{dataset_id}"
+        path = f"datasets/{check_dataset_id(dataset_id)}"
         if path in self._file:
             del self._file[path]
         group = self._file.require_group(path)
@@ -181,7 +193,7 @@ class HDF5Store(Store):
         self._file.flush()
 
     def _get_dataset_arrays(self, dataset_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        path = f"datasets/{dataset_id}"
+        path = f"datasets/{check_dataset_id(dataset_id)}"
         if path not in self._file:
             raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}")
         group = self._file[path]
@@ -196,7 +208,7 @@ class HDF5Store(Store):
         return _from_attrs(group.attrs), arrays
 
     def _get_dataset_attrs(self, dataset_id: str) -> dict[str, Any]:
-        path = f"datasets/{dataset_id}"
+        path = f"datasets/{check_dataset_id(dataset_id)}"
         if path not in self._file:
             raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}")
         return _from_attrs(self._file[path].attrs)
@@ -206,7 +218,7 @@ class HDF5Store(Store):
 
     def _delete_dataset(self, dataset_id: str) -> None:
         self._check_writable()
-        del self._file[f"datasets/{dataset_id}"]
+        del self._file[f"datasets/{check_dataset_id(dataset_id)}"]
 
     # --- format ----------------------------------------------------------------------------
     @property
@@ -240,8 +252,8 @@ class HDF5Store(Store):
         chunk_rows: int,
         shard_rows: int | None,
     ) -> Entry:
-        group = self._file.require_group(f"features/{key}")
-        for name in ("data", "_done", "_sha256"):
+        group = self._file.require_group(f"features/{check_key(key, 'entry key')}")
+        for name in ("data", "_done", "_sha256", "_checksum"):
             if name in group:
                 del group[name]
         group.create_dataset(
@@ -253,7 +265,7 @@ class HDF5Store(Store):
         )
         n_chunks = -(-shape[0] // chunk_rows) if shape[0] else 0
         group.create_dataset("_done", shape=(n_chunks,), dtype="u1", fillvalue=0)
-        group.create_dataset("_sha256", shape=(n_chunks,), dtype=STR)
+        group.create_dataset("_checksum", shape=(n_chunks,), dtype=STR)
         for name, value in {**attrs, "chunk_rows": chunk_rows}.items():
             group.attrs[name] = _to_attr(value)
         self._file.flush()
@@ -264,10 +276,16 @@ class HDF5Store(Store):
             raise EntryNotFoundError(
                 f"no feature entry {key!r} in store {self.url}; `featstore ls` lists the entries"
             )
-        return HDF5Entry(self, key, self._file[f"features/{key}"])
+        try:
+            return HDF5Entry(self, key, self._file[f"features/{key}"])
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise DamagedEntryError(
+                f"entry {key}: its metadata in {self.url} cannot be read ({exc}); remove it with "
+                f"`featstore rm {key}` and extract again"
+            ) from exc
 
     def has_entry(self, key: str) -> bool:
-        return f"features/{key}/_done" in self._file
+        return f"features/{check_key(key, 'entry key')}/_done" in self._file
 
     def entry_keys(self) -> list[str]:
         if "features" not in self._file:
@@ -276,18 +294,19 @@ class HDF5Store(Store):
 
     def delete_entry(self, key: str) -> None:
         self._check_writable()
-        if f"features/{key}" not in self._file:
+        if f"features/{check_key(key, 'entry key')}" not in self._file:
             raise EntryNotFoundError(f"no feature entry {key!r} in store {self.url}")
         del self._file[f"features/{key}"]
         self._file.flush()
 
     def entry_nbytes(self, key: str) -> int | None:
-        data = self._file[f"features/{key}/data"]
+        data = self._file[f"features/{check_key(key, 'entry key')}/data"]
         return int(data.id.get_storage_size())
 
     # --- results ------------------------------------------------------------------------
     def put_result(self, key: str, record: dict[str, Any]) -> None:
         self._check_writable()
+        check_key(key, "result key")
         group = self._file.require_group("results")
         if key in group:
             del group[key]
@@ -295,21 +314,21 @@ class HDF5Store(Store):
         self._file.flush()
 
     def get_result(self, key: str) -> dict[str, Any]:
-        path = f"results/{key}"
+        path = f"results/{check_key(key, 'result key')}"
         if path not in self._file:
             raise EntryNotFoundError(f"no result {key!r} in store {self.url}")
         raw = self._file[path][()]
         return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
 
     def has_result(self, key: str) -> bool:
-        return f"results/{key}" in self._file
+        return f"results/{check_key(key, 'result key')}" in self._file
 
     def result_keys(self) -> list[str]:
         return sorted(self._file["results"].keys()) if "results" in self._file else []
 
     def delete_result(self, key: str) -> None:
         self._check_writable()
-        if f"results/{key}" not in self._file:
+        if f"results/{check_key(key, 'result key')}" not in self._file:
             raise EntryNotFoundError(f"no result {key!r} in store {self.url}")
         del self._file[f"results/{key}"]
 
@@ -319,9 +338,17 @@ class HDF5Store(Store):
         self._check_writable()
         removed = []
         for key in list(self._file["features"].keys()) if "features" in self._file else []:
-            if not self.has_entry(key) or not self.get_entry(key).done_chunks():
-                removed.append(f"features/{key}")
-                if not dry_run:
-                    del self._file[f"features/{key}"]
-        _ = older_than_s  # HDF5 records no object ages; accepted for a common signature
+            try:
+                if self.has_entry(key) and self.get_entry(key).done_chunks():
+                    continue
+            except (DamagedEntryError, ValueError):
+                continue  # unreadable or foreign: never deleted by gc
+            if "data" in self._file[f"features/{key}"] and not self.has_entry(key):
+                continue  # rows without their markers dataset: kept for `featstore rm`
+            removed.append(f"features/{key}")
+            if not dry_run:
+                del self._file[f"features/{key}"]
+        # HDF5 records no object ages, and this process holds the file's only write lock, so
+        # no run elsewhere can be filling an entry: ``older_than_s`` has nothing to protect
+        _ = older_than_s
         return removed

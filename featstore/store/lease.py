@@ -50,6 +50,28 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def owner_is_dead(owner: str) -> bool:
+    """Whether ``owner`` (see :func:`default_owner`) names a process of this host that has exited.
+
+    Only this host's processes can be checked; an owner elsewhere is alive until its lease
+    expires. A pid reused by another process reads as alive: the lease then waits for expiry.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False  # it exists (another user's) or cannot be asked
+    return False
+
+
 @dataclass(frozen=True)
 class Lease:
     """A claim on chunk ``index`` of entry ``key`` by ``owner`` until ``expires`` (epoch s)."""
@@ -62,7 +84,8 @@ class Lease:
 
     @property
     def expired(self) -> bool:
-        return time.time() >= self.expires
+        """Past its expiry, or held by a process of this host that is no longer running."""
+        return time.time() >= self.expires or owner_is_dead(self.owner)
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -367,3 +390,18 @@ def fill_with_leases(
         if progress is not None:
             progress(len(written), total, {"chunk": lease.index})
     return written
+
+
+def gc_leases(store: Any, *, dry_run: bool = False) -> list[str]:
+    """Stale leases of every entry (expired, dead owner on this host, chunk done): removed
+    unless ``dry_run``; returns ``<entry key>/_lease/<index>`` for each."""
+    removed: list[str] = []
+    for key in store.entry_keys():
+        entry = store.get_entry(key)
+        if dry_run:
+            done = entry.done_chunks()
+            stale = [lease.index for lease in leases(entry) if lease.expired or lease.index in done]
+        else:
+            stale = clear_expired(entry)
+        removed.extend(f"{key}/{LEASE_DIR}/{index}" for index in sorted(stale))
+    return removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from featstore.errors import DamagedEntryError
 from featstore.store.base import EntryInfo, Store
 
 
@@ -25,18 +26,33 @@ def entry_summary(info: EntryInfo) -> dict[str, Any]:
         "chunks": info.n_chunks,
         "chunks_done": info.n_done,
         "complete": info.complete,
+        "damaged": info.damaged,
     }
 
 
 def verify_store(store: Store, keys: list[str] | None = None) -> dict[str, Any]:
-    """Verify every (or the given) entries; damaged chunks are named per entry."""
+    """Verify every (or the given) entries; damaged chunks are named per entry.
+
+    An entry whose metadata cannot be read is reported with ``error`` (why, and the fix)
+    and the others are still verified.
+    """
     results = []
+    damaged_meta = store.damaged_entries() if keys is None else {}
     for key in keys or store.entry_keys():
-        report = store.get_entry(key).verify()
+        try:
+            report = store.get_entry(key).verify()
+        except DamagedEntryError as exc:
+            damaged_meta[key] = str(exc)
+            continue
         results.append({"key": key, **report})
+    for key, why in sorted(damaged_meta.items()):
+        results.append({"key": key, "missing": [], "damaged": [], "ok": 0, "error": why})
+    datasets = store.damaged_datasets() if keys is None else {}
     return {
         "store": store.url,
         "entries": results,
         "n_damaged": sum(len(r["damaged"]) for r in results),
         "n_incomplete": sum(1 for r in results if r["missing"]),
+        "n_unreadable": sum(1 for r in results if r.get("error")),
+        "damaged_datasets": datasets,
     }

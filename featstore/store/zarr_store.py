@@ -12,9 +12,9 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import numpy as np
@@ -26,11 +26,13 @@ from zarr.storage import FsspecStore, LocalStore
 
 from featstore._atomic import PARTIAL_SUFFIX, write_atomic
 from featstore.errors import (
+    DamagedEntryError,
     EntryNotFoundError,
     NotAStoreError,
     StoreNotFoundError,
     StoreVersionError,
 )
+from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
 from featstore.store.base import FORMAT_VERSION, Entry, ObjectFolder, Store
 from featstore.store.spec import StoreSpec
 
@@ -85,9 +87,28 @@ class ZarrEntry(Entry):
 
     def marker(self, index: int) -> dict[str, Any] | None:
         try:
-            return json.loads(self._store.fs.cat_file(self._marker_path(index)))
+            raw = self._store.fs.cat_file(self._marker_path(index))
         except FileNotFoundError:
             return None
+        return _parse_marker(raw)
+
+    def markers(self, indices: Iterable[int]) -> dict[int, dict[str, Any] | None]:
+        wanted = [int(i) for i in indices]
+        if len(wanted) < 2:
+            return {i: self.marker(i) for i in wanted}
+        paths = {self._marker_path(i): i for i in wanted}
+        # one call: concurrent requests on object stores, a loop of local reads otherwise
+        found = self._store.fs.cat(list(paths), on_error="return")
+        out: dict[int, dict[str, Any] | None] = {}
+        for path, index in paths.items():
+            raw = found.get(path, FileNotFoundError())
+            if isinstance(raw, FileNotFoundError):
+                out[index] = None
+            elif isinstance(raw, BaseException):
+                out[index] = self.marker(index)  # another error: ask once more, alone
+            else:
+                out[index] = _parse_marker(raw)
+        return out
 
     def _write_rows(self, start: int, stop: int, data: np.ndarray) -> None:
         self._array[start:stop] = data
@@ -132,6 +153,19 @@ class ZarrEntry(Entry):
         group.attrs.update(values)
         self.attrs.update(values)
         self._store.consolidate()
+
+
+def _parse_marker(raw: bytes) -> dict[str, Any]:
+    """A marker's record; an empty or torn marker becomes ``{"unreadable": why}``."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return {"unreadable": f"done marker of {len(raw)} bytes is not JSON"}
+    return record if isinstance(record, dict) else {"unreadable": "done marker is not a record"}
+
+
+def _damaged_meta(what: str, path: str, exc: BaseException, fix: str) -> DamagedEntryError:
+    return DamagedEntryError(f"{what}: its metadata {path} cannot be read ({exc}); {fix}")
 
 
 class ZarrStore(Store):
@@ -193,7 +227,20 @@ class ZarrStore(Store):
         return int(shutil.disk_usage(path).free)
 
     # --- opening ------------------------------------------------------------------------
-    def _open_root(self, mode: str) -> None:
+    def _open_root(self, mode: str, attempts: int = 6) -> None:
+        """Open (or create) the root; several processes creating one new store at once race
+        on its zarr.json (zarr raises ContainsGroupError, or a half-written file is read):
+        the losers retry and open what the winner created."""
+        for attempt in range(attempts):
+            try:
+                self._open_root_once(mode)
+                return
+            except (ContainsGroupError, ContainsArrayError, NotAStoreError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _open_root_once(self, mode: str) -> None:
         meta_path = self._path("zarr.json")
         if not self.is_local and self._open_root_consolidated(meta_path):
             return
@@ -304,6 +351,7 @@ class ZarrStore(Store):
         self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> None:
         self._check_writable()
+        check_dataset_id(dataset_id)
         group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="a")
         for name, values in arrays.items():
             values = np.asarray(values)
@@ -322,45 +370,83 @@ class ZarrStore(Store):
         self.consolidate()
 
     def _get_dataset_arrays(self, dataset_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        check_dataset_id(dataset_id)
         if dataset_id not in self.dataset_ids():
             raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}")
-        group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="r")
-        with _ignore_foreign_objects():
-            names = [name for name, _ in group.arrays()]
-        arrays = {
-            name: np.asarray(
-                zarr.open_array(self.zarr_store, path=f"datasets/{dataset_id}/{name}", mode="r")[
-                    ...
-                ]
-            )
-            for name in names
-        }
-        return dict(group.attrs), arrays
+        try:
+            group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="r")
+            with _ignore_foreign_objects():
+                names = [name for name, _ in group.arrays()]
+            arrays = {
+                name: np.asarray(
+                    zarr.open_array(
+                        self.zarr_store, path=f"datasets/{dataset_id}/{name}", mode="r"
+                    )[...]
+                )
+                for name in names
+            }
+            attrs = dict(group.attrs)
+        except Exception as exc:  # noqa: BLE001 - zarr raises JSON, key and value errors here
+            raise _damaged_meta(
+                f"dataset {dataset_id}",
+                self._path(f"datasets/{dataset_id}"),
+                exc,
+                f"remove it with `featstore datasets rm {dataset_id}` and register it again",
+            ) from exc
+        return attrs, arrays
 
     def _get_dataset_attrs(self, dataset_id: str) -> dict[str, Any]:
-        try:
-            meta = json.loads(self.fs.cat_file(self._path(f"datasets/{dataset_id}/zarr.json")))
-        except FileNotFoundError:
-            raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}") from None
+        check_dataset_id(dataset_id)
+        meta = self._dataset_meta(dataset_id)
+        if meta is None:
+            raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}")
         return dict(meta.get("attributes", {}))
 
-    def dataset_ids(self) -> list[str]:
-        ids = []
+    def _dataset_meta(self, name: str) -> dict[str, Any] | None:
+        """A dataset group's zarr.json (None if absent); DamagedEntryError if unreadable."""
+        cached = self._consolidated_meta(f"datasets/{name}")
+        if cached is not None and "name" in cached.get("attributes", {}):
+            return cached
+        path = self._path(f"datasets/{name}/zarr.json")
+        try:
+            meta = json.loads(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise _damaged_meta(
+                f"dataset {name}",
+                path,
+                exc,
+                f"remove it with `featstore datasets rm {name}` and register it again",
+            ) from exc
+        if not isinstance(meta, dict) or not isinstance(meta.get("attributes", {}), dict):
+            raise DamagedEntryError(
+                f"dataset {name}: its metadata {path} is not a Zarr group record; remove it "
+                f"with `featstore datasets rm {name}` and register it again"
+            )
+        return meta
+
+    def _dataset_state(self) -> tuple[list[str], dict[str, str]]:
+        ids, damaged = [], {}
         for name in self._children("datasets"):
-            cached = self._consolidated_meta(f"datasets/{name}")
-            if cached is not None and "name" in cached.get("attributes", {}):
-                ids.append(name)
-                continue
             try:
-                meta = json.loads(self.fs.cat_file(self._path(f"datasets/{name}/zarr.json")))
-            except FileNotFoundError:
+                meta = self._dataset_meta(name)
+            except DamagedEntryError as exc:
+                damaged[name] = str(exc)
                 continue
-            if "name" in meta.get("attributes", {}):
+            if meta is not None and "name" in meta.get("attributes", {}):
                 ids.append(name)
-        return ids
+        return ids, damaged
+
+    def dataset_ids(self) -> list[str]:
+        return self._dataset_state()[0]
+
+    def damaged_datasets(self) -> dict[str, str]:
+        return self._dataset_state()[1]
 
     def _delete_dataset(self, dataset_id: str) -> None:
         self._check_writable()
+        check_dataset_id(dataset_id)
         self.fs.rm(self._path(f"datasets/{dataset_id}"), recursive=True)
         self._forget_consolidated(f"datasets/{dataset_id}")
         self.consolidate()
@@ -398,6 +484,7 @@ class ZarrStore(Store):
         chunk_rows: int,
         shard_rows: int | None,
     ) -> Entry:
+        check_key(key, "entry key")
         try:
             group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode="a")
         except ContainsGroupError:  # another writer created it between zarr's check and ours
@@ -434,17 +521,25 @@ class ZarrStore(Store):
         cached = self._entry_from_consolidated(key)
         if cached is not None:
             return cached
-        group = zarr.open_group(
-            self.zarr_store, path=f"features/{key}", mode="r" if self.read_only else "a"
-        )
-        array = zarr.open_array(
-            self.zarr_store,
-            path=f"features/{key}/data",
-            mode="r" if self.read_only else "a",
-            config=ZARR_CONFIG,
-        )
-        attrs = dict(group.attrs)
-        return ZarrEntry(self, key, array, attrs, int(attrs.get("chunk_rows", array.chunks[0])))  # type: ignore[arg-type]
+        mode: Literal["r", "a"] = "r" if self.read_only else "a"
+        try:
+            group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode=mode)
+            array = zarr.open_array(
+                self.zarr_store, path=f"features/{key}/data", mode=mode, config=ZARR_CONFIG
+            )
+            attrs = dict(group.attrs)
+            if not isinstance(array, zarr.Array) or not array.shape:
+                raise ValueError("features/data is not an array of rows")
+            chunk_rows = int(attrs.get("chunk_rows", array.chunks[0]))  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - zarr raises JSON, key and value errors here
+            raise _damaged_meta(
+                f"entry {key}",
+                self._path(f"features/{key}"),
+                exc,
+                f"remove it with `featstore rm {key}` and extract again (its chunks are kept "
+                "until then; `featstore gc` never deletes them)",
+            ) from exc
+        return ZarrEntry(self, key, array, attrs, chunk_rows)
 
     def _entry_from_consolidated(self, key: str) -> Entry | None:
         """The entry built from consolidated metadata without a request (None if not in it)."""
@@ -471,15 +566,41 @@ class ZarrStore(Store):
             }
 
     def has_entry(self, key: str) -> bool:
+        check_key(key, "entry key")
         if self._consolidated_meta(f"features/{key}/data") is not None:
             return True
         return self.fs.exists(self._path(f"features/{key}/data/zarr.json"))
 
     def entry_keys(self) -> list[str]:
-        return [k for k in self._children("features") if self.has_entry(k)]
+        return [k for k in self._key_children("features") if self.has_entry(k)]
+
+    def _key_children(self, relative: str) -> list[str]:
+        """Children named like keys (anything else was not written by featstore)."""
+        out = []
+        for name in self._children(relative):
+            try:
+                out.append(check_key(name))
+            except ValueError:
+                continue
+        return out
+
+    def damaged_entries(self) -> dict[str, str]:
+        """Entry folders holding chunks or markers but no array metadata."""
+        out = {}
+        for key in self._key_children("features"):
+            if self.has_entry(key):
+                continue
+            base = self._path(f"features/{key}")
+            if _holds_data(self.fs, base):
+                out[key] = (
+                    f"entry {key}: {base} holds chunks or done markers but no array metadata "
+                    f"(data/zarr.json); restore it, or remove the entry with `featstore rm {key}`"
+                )
+        return out
 
     def delete_entry(self, key: str) -> None:
         self._check_writable()
+        check_key(key, "entry key")
         if not self.fs.exists(self._path(f"features/{key}")):
             raise EntryNotFoundError(f"no feature entry {key!r} in store {self.url}")
         self.fs.rm(self._path(f"features/{key}"), recursive=True)
@@ -487,6 +608,7 @@ class ZarrStore(Store):
         self.consolidate()
 
     def entry_nbytes(self, key: str) -> int | None:
+        check_key(key, "entry key")
         try:
             return int(self.fs.du(self._path(f"features/{key}"), total=True))
         except (FileNotFoundError, NotImplementedError):
@@ -494,25 +616,32 @@ class ZarrStore(Store):
 
     # --- results ------------------------------------------------------------------------
     def _result_path(self, key: str) -> str:
-        return self._path(f"results/{key}.json")
+        return self._path(f"results/{check_key(key, 'result key')}.json")
 
     def put_result(self, key: str, record: dict[str, Any]) -> None:
         self._check_writable()
         self._put_object(self._result_path(key), json.dumps(record, sort_keys=True).encode())
 
     def get_result(self, key: str) -> dict[str, Any]:
+        path = self._result_path(key)
         try:
-            return json.loads(self.fs.cat_file(self._result_path(key)))
+            record = json.loads(self.fs.cat_file(path))
         except FileNotFoundError:
             raise EntryNotFoundError(f"no result {key!r} in store {self.url}") from None
+        except ValueError as exc:
+            raise _damaged_meta(
+                f"result {key}", path, exc, "evaluate again to replace it, or `featstore rm` it"
+            ) from exc
+        if not isinstance(record, dict):
+            raise DamagedEntryError(f"result {key}: {path} is not a record; evaluate again")
+        return record
 
     def has_result(self, key: str) -> bool:
         return self.fs.exists(self._result_path(key))
 
     def result_keys(self) -> list[str]:
-        return [
-            name[: -len(".json")] for name in self._children("results") if name.endswith(".json")
-        ]
+        names = [n[: -len(".json")] for n in self._children("results") if n.endswith(".json")]
+        return [n for n in names if KEY_PATTERN.fullmatch(n)]
 
     def delete_result(self, key: str) -> None:
         self._check_writable()
@@ -525,8 +654,9 @@ class ZarrStore(Store):
     def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
         """Remove temp files of interrupted writes and entries that never got a single chunk.
 
-        Only leftovers older than ``older_than_s`` are touched, so a run in progress elsewhere
-        is left alone.
+        Only leftovers whose every object is older than ``older_than_s`` are touched, so a
+        run in progress elsewhere is left alone. An entry whose metadata cannot be read is
+        never removed while it holds a data chunk or a done marker (`featstore rm` does that).
         """
         self._check_writable()
         now = time.time()
@@ -536,15 +666,19 @@ class ZarrStore(Store):
                 removed.append(path)
                 if not dry_run:
                     self.fs.rm(path)
-        for key in self._children("features"):
+        for key in self._key_children("features"):
             base = self._path(f"features/{key}")
             if self.has_entry(key):
-                entry = self.get_entry(key)
-                if (
-                    entry.done_chunks()
-                    or now - _mtime(self.fs, f"{base}/zarr.json", now) <= older_than_s
-                ):
-                    continue
+                try:
+                    if self.get_entry(key).done_chunks():
+                        continue
+                except DamagedEntryError:
+                    continue  # unreadable metadata: keep it, whatever it holds
+            elif _holds_data(self.fs, base):
+                continue  # chunks or markers without array metadata: never deleted here
+            objects = self.fs.find(base)
+            if any(now - _mtime(self.fs, obj, now) <= older_than_s for obj in objects):
+                continue  # something in it is recent: a run may be creating or filling it
             removed.append(base)
             if not dry_run:
                 self.fs.rm(base, recursive=True)
@@ -552,6 +686,17 @@ class ZarrStore(Store):
         if removed and not dry_run:
             self.consolidate()
         return removed
+
+
+def _holds_data(fs: fsspec.AbstractFileSystem, base: str) -> bool:
+    """Whether an entry folder holds any data chunk or done marker (listing only)."""
+    for path in fs.find(base):
+        rel = path[len(base) :].lstrip("/")
+        if rel.startswith(f"{MARKER_DIR}/") and rel.rsplit("/", 1)[-1].isdigit():
+            return True
+        if rel.startswith("data/c/") or rel.startswith("data/c."):
+            return True
+    return False
 
 
 def _mtime(fs: fsspec.AbstractFileSystem, path: str, default: float) -> float:

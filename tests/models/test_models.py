@@ -148,6 +148,7 @@ def test_preprocess_override_and_validation() -> None:
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
         "scale": 1 / 255,
+        "orientation": "exif",  # EXIF orientation applied at decoding: a factor of the key
     }
     small = pre.override(crop=64, resize=72, interpolation=None)
     assert (small.crop, small.resize, small.interpolation) == (64, 72, "bilinear")
