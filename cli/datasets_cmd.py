@@ -92,6 +92,11 @@ def _render_summary(summary: dict[str, Any]) -> str:
         f"id {summary['id']}",
     ]
     lines.append(f"classes: {_classes_line(summary['classes'])}")
+    if summary.get("repointed"):
+        lines.append(
+            f"same images as registered: re-pointed {summary['repointed']} image locations "
+            f"to {summary['source'].get('root') or summary['source'].get('path') or 'the new source'}"
+        )
     if summary.get("skipped"):
         lines.append(f"skipped {len(summary['skipped'])} bad images:")
         lines.extend(f"  {s['path']}: {s['reason']}" for s in summary["skipped"])

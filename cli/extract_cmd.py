@@ -228,7 +228,11 @@ def extract(
         if as_json:
             emit(summary, as_json)
         else:
-            click.echo(f"nothing to compute: all {len(p.entries)} entries are cached")
+            by_index = sum(1 for e in p.entries if e.by_index)
+            note = (
+                f" ({by_index} read by index from entries holding these images)" if by_index else ""
+            )
+            click.echo(f"nothing to compute: all {len(p.entries)} entries are cached{note}")
         return
     unit = "img" if mode == "local" else "unit"
     with progress_bar("extracting", unit=unit, enabled=not as_json) as progress:
@@ -253,7 +257,9 @@ def extract(
 def render_plan(data: dict[str, Any]) -> str:
     rows = []
     for e in data["entries"]:
-        if e["complete"]:
+        if e.get("by_index"):
+            state = f"cached: rows by index from {e['key']}"
+        elif e["complete"]:
             state = "cached"
         elif e["exists"]:
             state = f"resume: {e['missing_chunks']}/{e['chunks']} chunks"

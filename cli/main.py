@@ -48,6 +48,9 @@ cli.add_command(models)
 from featstore.cli.extract_cmd import extract  # noqa: E402
 
 cli.add_command(extract)
+from featstore.cli.upgrade_cmd import upgrade  # noqa: E402
+
+cli.add_command(upgrade)
 
 
 def main() -> None:

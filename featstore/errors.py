@@ -86,6 +86,10 @@ class DatasetMismatchError(DatasetError):
     """Two objects that must refer to the same dataset do not."""
 
 
+class ImageChangedError(DatasetError):
+    """An image's bytes differ from those hashed when its dataset was registered."""
+
+
 # --- models and extraction ------------------------------------------------------------
 class ModelError(FeatstoreError, ValueError):
     """A network cannot be built or loaded as asked."""

@@ -293,13 +293,14 @@ class FeatureKey:
     """Every factor that decides the numbers of one feature entry.
 
     ``key`` is the content hash of :meth:`to_dict`'s canonical JSON; nothing outside these
-    fields (a dataset's name, a path, a label) can change it. Descriptive attributes that
-    are not factors (the network's registry name, the layer's shape) live beside it in the
-    entry's attrs, never in the key.
+    fields (a dataset's name, a path, a label, a split) can change it. ``images`` is the
+    content id of the ordered images (:func:`featstore.datasets.core.images_id`: a hash over
+    every image's sha256, in row order), so the same images under any name, labels or splits
+    share the entry. Descriptive attributes that are not factors (the dataset's and the
+    network's names, the layer's shape) live beside it in the entry's attrs, never in the key.
     """
 
-    dataset_id: str
-    dataset_fingerprint: str
+    images: str
     model: WeightsIdentity
     layer: str
     layer_target: str
@@ -312,8 +313,7 @@ class FeatureKey:
     def to_dict(self) -> dict[str, Any]:
         """The factors as the JSON values recorded in an entry's attrs."""
         return {
-            "dataset_id": self.dataset_id,
-            "dataset_fingerprint": self.dataset_fingerprint,
+            "images": self.images,
             "model": self.model.to_dict(),
             "layer": self.layer,
             "layer_target": self.layer_target,

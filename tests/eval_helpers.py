@@ -53,8 +53,7 @@ def add_features(
     """An entry with the attrs extraction writes, holding ``array``; ``complete=False`` leaves chunk 0 unwritten."""
     array = np.asarray(array, dtype=np.float32)
     identity = {
-        "dataset_id": ds.id,
-        "dataset_fingerprint": ds.fingerprint,
+        "images": ds.images_id,
         "model": {"name": model, "source": "random", "weights_sha256": "0" * 64},
         "layer": layer,
         "preprocess": {
@@ -135,8 +134,7 @@ def put_features(
 ) -> str:
     """An entry with the attrs extraction writes, filled with ``rows``."""
     attrs = {
-        "dataset_id": ds.id,
-        "dataset_fingerprint": ds.fingerprint,
+        "images": ds.images_id,
         "model": {"name": "toy", "source": "random", "weights_sha256": "0" * 64},
         "layer": layer,
         "preprocess": {"resize": 8, "crop": 8},

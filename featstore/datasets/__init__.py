@@ -75,7 +75,9 @@ def add_dataset(
     images, which are then listed in ``dataset.skipped``). ``splits`` declares the split
     names a manifest may use. Two registrations of one name with different content at
     once never leave two datasets of that name: a registration that finds another one
-    beside its own after writing removes its own and is refused.
+    beside its own after writing removes its own and is refused. Registering the same
+    content again from another place (a moved folder) re-points the stored image
+    locations; ``dataset.repointed`` says how many changed.
     """
     store._check_writable()
     dataset = dataset_from_source(name, source, skip_bad=skip_bad, progress=progress, splits=splits)
@@ -86,6 +88,7 @@ def register_dataset(store: Any, dataset: Dataset, *, replace: bool = False) -> 
     """Register a built dataset (see :func:`add_dataset`), refusing a concurrent rival."""
     name = dataset.name
     created = dataset.id not in store.dataset_ids()
+    before = None if created else store.get_dataset(dataset.id)
     store.put_dataset(dataset, replace=replace)
     rivals = [
         info for info in store.list_datasets() if info["name"] == name and info["id"] != dataset.id
@@ -96,4 +99,6 @@ def register_dataset(store: Any, dataset: Dataset, *, replace: bool = False) -> 
             f"another process registered a different dataset as {name!r} at the same time "
             f"(id {rivals[0]['id']}); pick another name, or run again with --replace"
         )
+    if before is not None:
+        dataset.repointed = sum(a != b for a, b in zip(before.refs, dataset.refs, strict=False))
     return dataset

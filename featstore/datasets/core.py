@@ -1,9 +1,19 @@
-"""The Dataset: sample ids, labels, splits and where each image lives, with a content fingerprint.
+"""The Dataset: sample ids, labels, splits, where each image lives and what each image is.
 
-A dataset's id is its name plus a fingerprint over ids, labels, splits and the bytes of
-every image, so the same images registered from another path get the same id, and a
-teammate whose files differ gets a different one. Feature keys record the dataset id and
-this fingerprint (see :class:`featstore.specs.FeatureKey`).
+Two identities, for two uses:
+
+- ``id`` (name + ``fingerprint``): the fingerprint hashes ids, labels, splits and the bytes
+  of every image, so the same dataset registered from another path gets the same id and a
+  teammate whose files differ gets another. Result keys record the fingerprint (labels and
+  splits decide a score).
+- ``images_id``: a hash over the ordered per-image hashes (``image_hashes``: sha256 of each
+  file's bytes, or of a generated image's pixels) and nothing else. Feature keys hold this,
+  never the name, labels or splits (see :class:`featstore.specs.FeatureKey`), so a renamed,
+  relabelled or re-split copy shares every feature entry, and a dataset whose images are a
+  subset of an entry's images reads its rows from that entry by hash.
+
+Datasets registered by store format 1 carry no per-image hashes (``image_hashes`` is None);
+``featstore upgrade`` adds them.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -21,6 +32,7 @@ from featstore.keys import content_hash
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FINGERPRINT_LENGTH = 12  # hex characters of the fingerprint kept in the dataset id
+IMAGES_PREFIX = "img-"
 
 
 def check_name(name: str) -> str:
@@ -47,11 +59,30 @@ class Dataset:
     source: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    image_hashes: list[str] | None = None  # sha256 per row; None: registered by format 1
+    repointed: int = 0  # set by add_dataset: image locations moved for the same content
     warnings: list[str] = field(default_factory=list)  # found at registration; not stored
 
     @property
     def id(self) -> str:
         return f"{self.name}-{self.fingerprint[:FINGERPRINT_LENGTH]}"
+
+    @cached_property
+    def images_id(self) -> str | None:
+        """The content id of the ordered images (what feature keys hold), or None for a
+        format-1 registration that recorded no per-image hashes."""
+        return None if self.image_hashes is None else images_id(self.image_hashes)
+
+    def require_images_id(self) -> str:
+        """:attr:`images_id`, or a DatasetError saying how to add the missing hashes."""
+        value = self.images_id
+        if value is None:
+            raise DatasetError(
+                f"dataset {self.name!r} was registered by an older featstore (store format 1) "
+                "without per-image hashes; run `featstore upgrade` on the store, or register it "
+                "again with `featstore datasets add`"
+            )
+        return value
 
     @property
     def n(self) -> int:
@@ -80,11 +111,20 @@ class Dataset:
 
         return load_image(self.refs[index])
 
+    def load_image_checked(self, index: int) -> tuple[Image.Image, bool]:
+        """The image of row ``index`` and whether its bytes are still those registered
+        (True when this registration recorded no hashes: format 1, nothing to compare)."""
+        from featstore.datasets.images import load_image_hashed
+
+        image, digest = load_image_hashed(self.refs[index])
+        return image, self.image_hashes is None or digest == self.image_hashes[index]
+
     # --- persistence ------------------------------------------------------------------
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         attrs = {
             "name": self.name,
             "fingerprint": self.fingerprint,
+            "images_id": self.images_id,
             "n": self.n,
             "classes": list(self.classes),
             "split_names": list(self.split_names),
@@ -99,6 +139,8 @@ class Dataset:
             "labels": self.labels,
             "split": self.splits.astype(np.uint8),
         }
+        if self.image_hashes is not None:
+            arrays["hashes"] = np.asarray(self.image_hashes, dtype=str)
         return attrs, arrays
 
     @classmethod
@@ -115,6 +157,7 @@ class Dataset:
             source=dict(attrs.get("source") or {}),
             skipped=list(attrs.get("skipped") or []),
             extra=dict(attrs.get("extra") or {}),
+            image_hashes=[str(v) for v in arrays["hashes"]] if "hashes" in arrays else None,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -126,9 +169,24 @@ class Dataset:
             "split_counts": self.split_counts(),
             "source": self.source,
             "fingerprint": self.fingerprint,
+            "images_id": self.images_id,
             "skipped": self.skipped,
+            "repointed": self.repointed,
             **({"warnings": list(self.warnings)} if self.warnings else {}),
         }
+
+
+def images_id(image_hashes: list[str]) -> str:
+    """The content id of an ordered list of image hashes: ``img-`` + sha256 over them.
+
+    Only the images and their order count; the same files in the same order give the same
+    id under any name, path, labels or splits.
+    """
+    digest = hashlib.sha256()
+    for value in image_hashes:
+        digest.update(value.encode())
+        digest.update(b"\n")
+    return IMAGES_PREFIX + digest.hexdigest()[:40]
 
 
 def fingerprint(
@@ -173,6 +231,11 @@ def build_dataset(
                 f"duplicate id {sample_id!r} (rows {seen[sample_id]} and {row}); ids must be unique"
             )
         seen[sample_id] = row
+    if len(image_hashes) != len(ids):
+        raise DatasetError(
+            f"dataset {name!r}: {len(image_hashes)} image hashes for {len(ids)} images; "
+            "every image needs its hash (a bug in the source that built it)"
+        )
     split_names = list(dict.fromkeys(splits))
     split_codes = np.array([split_names.index(s) for s in splits], dtype=np.uint8)
     labels = np.asarray(labels)
@@ -188,7 +251,8 @@ def build_dataset(
         source=source,
         skipped=list(skipped or []),
         extra=dict(extra or {}),
+        image_hashes=list(image_hashes),
     )
 
 
-__all__ = ["Dataset", "build_dataset", "check_name", "fingerprint", "BadImageError"]
+__all__ = ["Dataset", "build_dataset", "check_name", "fingerprint", "images_id", "BadImageError"]

@@ -162,6 +162,26 @@ def load_image(ref: str) -> Image.Image:
     return decode(read_file(ref), shown(ref))
 
 
+def load_image_hashed(ref: str) -> tuple[Image.Image, str]:
+    """The image behind a ref and the hash of what was decoded, as :func:`check_and_hash`
+    computes it at registration (sha256 of the file's bytes, already in memory; a
+    provider's payload or pixels), so extraction can tell a changed file from its record."""
+    if ref.startswith(BUILTIN_PREFIX):
+        from featstore.datasets.registry import provider_image_hashed
+
+        return provider_image_hashed(ref)
+    payload = read_file(ref)
+    return decode(payload, shown(ref)), hashlib.sha256(payload).hexdigest()
+
+
+def hash_image(ref: str) -> str:
+    """The registered kind of hash of a ref without decoding a file (a provider's image is
+    opened); a missing or unreadable file raises BadImageError."""
+    if ref.startswith(BUILTIN_PREFIX):
+        return check_and_hash(ref)
+    return hashlib.sha256(read_file(ref)).hexdigest()
+
+
 def check_and_hash(path: str) -> str:
     """sha256 of a file's bytes, after checking that it decodes as an image.
 

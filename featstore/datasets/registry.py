@@ -104,6 +104,20 @@ def provider_image(ref: str) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def provider_image_hashed(ref: str) -> tuple[Image.Image, str]:
+    """The image behind a provider ref (RGB) and its hash as :func:`provider_digest` gives it,
+    from one read: the payload's sha256 when the provider has one, else the pixels'."""
+    provider, locator = _provider_of(ref)
+    if provider.payload is not None:
+        from featstore.datasets.images import decode
+
+        payload = provider.payload(locator)
+        return decode(payload, ref), hashlib.sha256(payload).hexdigest()
+    image = provider.open(locator)
+    digest = image_digest(image)
+    return (image if image.mode == "RGB" else image.convert("RGB")), digest
+
+
 def image_digest(image: Image.Image) -> str:
     """sha256 over an image's mode, size and pixels: the 'bytes' of a generated image."""
     digest = hashlib.sha256(f"{image.mode}{image.size}".encode())
@@ -255,6 +269,7 @@ __all__ = [
     "parse_source",
     "provider_digest",
     "provider_image",
+    "provider_image_hashed",
     "provider_ref",
     "register_builtin_dataset",
     "register_image_provider",

@@ -152,7 +152,9 @@ def plan_classification(
             )
         protocol = {**protocol, "few_shot": fewshot_protocol(shots, draws)}
     keys = [k for p in parts for k in p.keys]
-    key = make_result_key(keys, transform, "classify", spec.key(), protocol, seed)
+    key = make_result_key(
+        keys, transform, "classify", spec.key(), protocol, seed, dataset=ds.fingerprint
+    )
     few = tuple(sorted({int(k) for k in shots})) if shots is not None else None
     return ClassificationPlan(
         ds, splits, parts, spec, transform, seed, protocol, key, few, int(draws)

@@ -67,24 +67,28 @@ def make_result_key(
     classifier: Mapping[str, Any],
     protocol: Mapping[str, Any],
     seed: int,
+    *,
+    dataset: str | None = None,
 ) -> str:
     """The content key of an evaluation (``res-<hash>``).
 
     ``transform`` should be canonical (e.g. ``featstore.evaluate.transforms.canonical_spec``) so
     that equal chains give equal keys; feature order is kept (it is the column order of a
-    concatenation).
+    concatenation). ``dataset`` is the evaluated dataset's fingerprint (its ids, labels,
+    splits and images): feature keys hold only the images, so a relabelled, re-split or
+    subset copy reads the same entries and must still get its own result.
     """
-    return make_key(
-        RESULT_PREFIX,
-        {
-            "features": [str(f) for f in features],
-            "transform": str(transform),
-            "task": str(task),
-            "classifier": to_json(dict(classifier)),
-            "protocol": to_json(dict(protocol)),
-            "seed": int(seed),
-        },
-    )
+    value: dict[str, Any] = {
+        "features": [str(f) for f in features],
+        "transform": str(transform),
+        "task": str(task),
+        "classifier": to_json(dict(classifier)),
+        "protocol": to_json(dict(protocol)),
+        "seed": int(seed),
+    }
+    if dataset is not None:
+        value["dataset"] = str(dataset)
+    return make_key(RESULT_PREFIX, value)
 
 
 def to_json(value: Any) -> Any:

@@ -53,7 +53,7 @@ from featstore.evaluate.tasks import run
 from featstore.evaluate.transform_spec import canonical_spec, parse_spec
 from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
-from featstore.store import find_entries
+from featstore.store.content import entries_for
 
 __all__ = [
     "INDEXES",
@@ -168,7 +168,7 @@ def _subpatch_selectors(store: Any, ds: Any, features: Any) -> list[FeatureSelec
         views: list[str] = []
         # by layer name, then (as selection does) by the module an alias names
         for by_layer in ({"layer": sel.layer}, {"layer_target": sel.layer}):
-            found = find_entries(store, dataset_fingerprint=ds.fingerprint, **factors, **by_layer)
+            found = entries_for(store, ds, **factors, **by_layer)
             views = sorted({str(e.attrs.get("view")) for e in found} - {"plain", "flip", "None"})
             views = [v for v in views if v.startswith("crops:")]
             if views or not sel.layer:
@@ -229,14 +229,8 @@ def _whitening_parts(store: Any, parts: Sequence[Part], other: Any, spec: str) -
     out = []
     for part in parts:
         attrs = part.plain.attrs
-        wanted = {a: attrs[a] for a in TWIN_ATTRS if a in attrs and a != "dataset_fingerprint"}
-        found = [
-            e
-            for e in find_entries(
-                store, dataset_fingerprint=other.fingerprint, view=attrs.get("view"), **wanted
-            )
-            if e.attrs.get("kind", "features") == "features"
-        ]
+        wanted = {a: attrs[a] for a in TWIN_ATTRS if a in attrs}
+        found = entries_for(store, other, view=attrs.get("view"), **wanted)
         if not found:
             raise EntryNotFoundError(
                 f"whitening on dataset {other.name!r} needs its features with the same factors as entry "
@@ -427,7 +421,9 @@ def plan_retrieval(
         "query_region": "full image",
     }
     feature_keys = [k for p in parts for k in p.keys]
-    key = make_result_key(feature_keys, spec, TASK, classifier, protocol, seed)
+    key = make_result_key(
+        feature_keys, spec, TASK, classifier, protocol, seed, dataset=ds.fingerprint
+    )
     return RetrievalPlan(
         dataset=ds, info=info, parts=parts, method=method, whiten=mode,
         whiten_dim=None if whiten_dim is None else int(whiten_dim), whiten_parts=whiten_parts,

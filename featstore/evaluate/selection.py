@@ -4,6 +4,10 @@ Shared by every evaluation task: a :class:`FeatureSelector` names entries by the
 (model, layer, stored pooling, view) or by key; :func:`resolve_parts` finds exactly one
 complete entry per selector (plus its flip-view twin when the transform averages flips)
 and refuses, with a fix, when none, several, or an incomplete one match.
+
+Entries are found by the dataset's images, not its name (see
+:mod:`featstore.store.content`): an entry of exactly these images is read as it is, one
+holding them among others through a row view in the dataset's order.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from featstore.errors import (
 from featstore.evaluate.stored_pooling import pool_rows
 from featstore.evaluate.transform_spec import Step, parse_spec
 from featstore.evaluate.transforms import Part
-from featstore.store import find_entries
+from featstore.store.content import entries_for, view_for
 
 __all__ = [
     "FeatureSelector",
@@ -36,9 +40,8 @@ __all__ = [
     "split_rows",
 ]
 
-# attrs that make two entries the same features up to the view (plain vs flip)
+# attrs that make two entries of one dataset's images the same features up to the view
 TWIN_ATTRS = (
-    "dataset_fingerprint",
     "model",
     "layer",
     "preprocess",
@@ -132,13 +135,14 @@ def _describe_entries(entries: Sequence[Any]) -> str:
 def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None) -> Any:
     if selector.key:
         entry = store.get_entry(selector.key)
-        fp = entry.attrs.get("dataset_fingerprint")
-        if fp is not None and fp != ds.fingerprint:
+        view = view_for(store, ds, entry)
+        if view is None:
             raise EvaluationError(
-                f"entry {selector.key} holds features of dataset {entry.attrs.get('dataset_name')!r}, "
-                f"not of {ds.name!r}"
+                f"entry {selector.key} holds features of other images (extracted for dataset "
+                f"{entry.attrs.get('dataset_name')!r}), not those of {ds.name!r}; extract them "
+                f"with featstore extract -d {ds.name} or choose an entry of this dataset"
             )
-        return entry
+        return view
     factors = {
         "model": selector.model,
         "layer": selector.layer,
@@ -146,14 +150,12 @@ def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None)
         "view": selector.view,
         **dict(selector.attrs),
     }
-    found = find_entries(store, dataset_fingerprint=ds.fingerprint, **factors)
-    found = [e for e in found if e.attrs.get("kind", "features") == "features"]
+    found = entries_for(store, ds, **factors)
     if not found and selector.layer:  # extracted under an alias ("penultimate") of this module
         by_target = {**factors, "layer": None, "layer_target": selector.layer}
-        found = find_entries(store, dataset_fingerprint=ds.fingerprint, **by_target)
-        found = [e for e in found if e.attrs.get("kind", "features") == "features"]
+        found = entries_for(store, ds, **by_target)
     if not found:
-        same_model = find_entries(store, dataset_fingerprint=ds.fingerprint, model=selector.model)
+        same_model = entries_for(store, ds, model=selector.model)
         same_layer = [e for e in same_model if e.attrs.get("layer") == selector.layer]
         hint = ""
         if same_layer and selector.model:
@@ -179,9 +181,9 @@ def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None)
     )
 
 
-def _twin(store: Any, entry: Any, view: str) -> Any | None:
+def _twin(store: Any, ds: Any, entry: Any, view: str) -> Any | None:
     wanted = {a: entry.attrs[a] for a in TWIN_ATTRS if a in entry.attrs}
-    found = [e for e in find_entries(store, view=view, **wanted) if e.key != entry.key]
+    found = [e for e in entries_for(store, ds, view=view, **wanted) if e.key != entry.key]
     return found[0] if found else None
 
 
@@ -214,7 +216,7 @@ def resolve_parts(
         _check_complete(entry)
         flip = None
         if need_flip:
-            flip = _twin(store, entry, "flip")
+            flip = _twin(store, ds, entry, "flip")
             if flip is None:
                 raise TransformError(
                     f"flipavg needs the flip view of entry {entry.key}; extract the layer with the "

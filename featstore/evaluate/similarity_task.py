@@ -238,7 +238,10 @@ def plan_similarity(
                 "n_rows": int(len(rows)),
                 "pair_sizes": [len(reps[a].keys), len(reps[b].keys)],
             }
-            key = make_result_key(reps[a].keys + reps[b].keys, tspec, TASK, spec, protocol, seed)
+            key = make_result_key(
+                reps[a].keys + reps[b].keys, tspec, TASK, spec, protocol, seed,
+                dataset=ds.fingerprint,
+            )  # fmt: skip
             pairs.append(PairPlan(i, j, key, a, protocol))
     return SimilarityPlan(ds, reps, spec, tspec, split_name, rows, int(seed), pairs)
 

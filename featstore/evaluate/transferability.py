@@ -83,13 +83,16 @@ def transferability_key(
     estimators: Sequence[str],
     train_split: str,
     seed: int,
+    dataset: str | None = None,
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(result key, classifier part, protocol part) of a transferability evaluation."""
+    """(result key, classifier part, protocol part) of a transferability evaluation;
+    ``dataset``: the dataset's fingerprint (see :func:`make_result_key`)."""
     classifier = {"name": "estimators", "estimators": _check_estimators(estimators)}
     protocol = {"split": train_split, "labels": "target"}
     key = make_result_key(
-        list(feature_keys), canonical_spec(transform), TASK, classifier, protocol, seed
-    )
+        list(feature_keys), canonical_spec(transform), TASK, classifier, protocol, seed,
+        dataset=dataset,
+    )  # fmt: skip
     return key, classifier, protocol
 
 
@@ -135,7 +138,9 @@ def plan_transferability(
     parts = resolve_parts(store, ds, features, spec)
     splits = split_rows(ds)
     keys = [k for p in parts for k in p.keys]
-    key, classifier, protocol = transferability_key(keys, spec, names, splits.train_name, seed)
+    key, classifier, protocol = transferability_key(
+        keys, spec, names, splits.train_name, seed, ds.fingerprint
+    )
     train = np.asarray(splits.train, dtype=np.int64)
     return TransferabilityPlan(ds, parts, names, spec, train, key, classifier, protocol, seed)
 

@@ -70,7 +70,9 @@ def lookup(
 
     Resolves aliases and effective pooling exactly as extraction does (``options`` are
     plan()'s keyword arguments: weights, preprocess, device, compute_dtype, dtype ...).
-    Raises EntryNotFoundError, with the command that would create it, when absent.
+    Raises EntryNotFoundError, with the command that would create it, when absent. An
+    entry served by another entry's rows (a superset of the dataset's images) comes as a
+    :class:`~featstore.store.content.RowView` in the dataset's row order.
     """
     p = plan(store, dataset, [model], [layer], pooling, [view], **options)
     e = p.entries[0]
@@ -80,4 +82,8 @@ def lookup(
             f"dataset {p.dataset.name}; create them with `featstore extract -d {p.dataset.name} "
             f"-m {model} -l {layer} --pool {e.pooling}`"
         )
+    if e.by_index:
+        from featstore.store.content import ContentIndex
+
+        return ContentIndex(store).find(p.dataset, e.attrs)
     return store.get_entry(e.key)

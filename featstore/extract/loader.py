@@ -1,6 +1,9 @@
 """Decoding images into network-ready uint8 batches, once per image for every network.
 
-Each image is decoded once; every distinct geometry (resize, crop, interpolation) of
+Each image is read and decoded once, and the bytes read are hashed and compared with the
+hash recorded at registration (they are in memory already: the sha256 costs a fraction of
+the decode); an item says whether its image ``changed``, and the run refuses such a batch
+before any network sees it. Every distinct geometry (resize, crop, interpolation) of
 the networks in a run gets its own uint8 tensor from that one decode, and crops views
 get their patches. Normalisation (mean/std) happens later on the device, in float,
 which also keeps host-to-device copies 4x smaller.
@@ -52,7 +55,10 @@ def prepare_patches(image: Image.Image, pre: Preprocess, view: View) -> torch.Te
 
 
 class RowImages(torch.utils.data.Dataset):
-    """Items {"row", "g<i>": (3,H,W) uint8, "c<j>": (P,3,H,W) uint8} for chosen rows."""
+    """Items {"row", "changed", "g<i>": (3,H,W) uint8, "c<j>": (P,3,H,W) uint8} for chosen rows.
+
+    ``changed``: the image's bytes differ from those registered (it is still prepared, so a
+    batch keeps its shape; the run refuses it)."""
 
     def __init__(
         self,
@@ -71,10 +77,10 @@ class RowImages(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         row = int(self.rows[k])
-        image = self.dataset.load_image(row)
+        image, same = self.dataset.load_image_checked(row)
         if image.mode != "RGB":
             image = image.convert("RGB")
-        item: dict[str, Any] = {"row": row}
+        item: dict[str, Any] = {"row": row, "changed": not same}
         for i, pre in enumerate(self.geometries):
             item[f"g{i}"] = prepare(image, pre)
         for j, (pre, view) in enumerate(self.crops):
@@ -83,9 +89,12 @@ class RowImages(torch.utils.data.Dataset):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"row": torch.tensor([it["row"] for it in items], dtype=torch.int64)}
+    out: dict[str, Any] = {
+        "row": torch.tensor([it["row"] for it in items], dtype=torch.int64),
+        "changed": torch.tensor([bool(it.get("changed")) for it in items], dtype=torch.bool),
+    }
     for key in items[0]:
-        if key != "row":
+        if key not in ("row", "changed"):
             out[key] = torch.stack([it[key] for it in items])
     return out
 

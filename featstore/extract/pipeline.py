@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from featstore.errors import ExtractionError
+from featstore.errors import ExtractionError, ImageChangedError
 from featstore.extract.capture import LayerCapture
 from featstore.extract.device import configure_threads, default_batch_size, default_workers
 from featstore.extract.loader import RowImages, batches
@@ -205,7 +205,7 @@ def _mark_complete(store: Any, p: ExtractPlan) -> None:
     if getattr(store, "read_only", False):
         return
     for e in p.entries:
-        if not store.has_entry(e.key):  # not created: this run was given none of its chunks
+        if e.by_index or not store.has_entry(e.key):  # served by another entry, or not created
             continue
         entry = store.get_entry(e.key)
         if entry.attrs.get("status") != "complete" and entry.is_complete:
@@ -215,8 +215,13 @@ def _mark_complete(store: Any, p: ExtractPlan) -> None:
 def open_entries(store: Any, p: ExtractPlan, entries: Sequence[EntryPlan]) -> dict[str, Any]:
     """Create (or reopen) the store entries of planned entries, with the planned geometry.
 
-    The one place extraction creates entries: a new one starts with status "writing".
+    The one place extraction creates entries: a new one starts with status "writing". The
+    dataset's ordered image hashes are recorded first (once per store and images id), so
+    any other dataset of the same images can map its rows to these entries.
     """
+    ds = p.dataset
+    if entries and ds.image_hashes is not None and not store.read_only:
+        store.put_image_list(ds.require_images_id(), ds.image_hashes)
     run_versions = versions()
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     out = {}
@@ -364,6 +369,9 @@ def _run(
         for batch in loader:
             wait_s += time.perf_counter() - t_wait
             batch_rows = batch["row"].numpy()
+            changed = batch["changed"].numpy()
+            if changed.any():  # before any forward: nothing is delivered for these rows
+                raise changed_images_error(p.dataset, batch_rows[changed], rows)
             tf = time.perf_counter()
             for r in runners:
                 _run_batch(r, batch, batch_rows, bs, compute, writer.submit)
@@ -415,6 +423,33 @@ def _run(
         "bytes_written": writer.bytes_written,
         "timings": timings,
     }
+
+
+def changed_images_error(
+    dataset: Any, changed: np.ndarray, rows: np.ndarray, shown: int = 5
+) -> ImageChangedError:
+    """The error for images whose bytes changed since registration, naming every changed
+    file among the run's rows (the rest are hashed only, never decoded), and the fix."""
+    from featstore.datasets.images import hash_image
+
+    found = {int(r) for r in changed}
+    later = [int(r) for r in rows if int(r) > int(changed.max())]
+    for row in later:
+        try:
+            same = hash_image(dataset.refs[row]) == dataset.image_hashes[row]
+        except Exception:  # noqa: BLE001 - missing or unreadable counts as changed
+            same = False
+        if not same:
+            found.add(row)
+    names = [dataset.refs[r] for r in sorted(found)]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    source = dataset.source.get("root") or dataset.source.get("path") or "SOURCE"
+    return ImageChangedError(
+        f"{len(names)} images of dataset {dataset.name!r} changed since it was registered: "
+        f"{', '.join(names[:shown])}{more}; nothing was extracted for them; register the "
+        f"current files with `featstore datasets add {dataset.name} {source} --replace` "
+        "(or restore the originals) and extract again"
+    )
 
 
 def _rows_of(t: torch.Tensor, sel: np.ndarray) -> torch.Tensor:

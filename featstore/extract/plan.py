@@ -2,8 +2,14 @@
 
 Planning loads no network weights when the weights hash is cached: a request whose
 entries are all complete costs a few metadata reads. Each entry's key is its
-:class:`~featstore.specs.FeatureKey`: dataset fingerprint, network identity (name, source,
-weights sha256), layer, preprocessing, view, stored pooling, storage and compute dtype.
+:class:`~featstore.specs.FeatureKey`: the content id of the ordered images (never the
+dataset's name, labels or splits), network identity (name, source, weights sha256), layer,
+preprocessing, view, stored pooling, storage and compute dtype.
+
+A planned entry that does not exist may still be served without a forward pass: by a
+format-1 entry of this dataset, or by a complete entry holding all of the dataset's images
+among others (a subset, a re-split, a permutation), read by index. The plan names that
+entry (``source``) and computes nothing for it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from featstore.models import (
     weights_identity,
 )
 from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
+from featstore.store.content import ContentIndex, RowView
 
 DEFAULT_POOLING = "avg"
 STORAGE_DTYPES = ("float16", "float32", "float64")  # integer storage would truncate features
@@ -61,6 +68,8 @@ class EntryPlan:
     missing_chunks: tuple[int, ...]
     shard_rows: int | None = None
     inner_chunk_rows: int | None = None  # the stored chunk when sharded
+    source: str | None = None  # the entry serving these rows when not this key's own
+    by_index: bool = False  # ``key`` (= source) holds these images among others: read by index
 
     @property
     def n_chunks(self) -> int:
@@ -106,6 +115,8 @@ class EntryPlan:
             "complete": self.complete,
             "bytes": self.n_rows * self.row_bytes,
             "missing_bytes": self.missing_bytes,
+            "source": self.source,
+            "by_index": self.by_index,
         }
 
 
@@ -154,6 +165,7 @@ class ExtractPlan:
             "entries": [e.to_dict() for e in self.entries],
             "n_entries": len(self.entries),
             "n_complete": len(self.entries) - len(self.todo),
+            "n_by_index": sum(1 for e in self.entries if e.by_index),
             "images_to_compute": int(self.rows_to_compute().size),
             "missing_bytes": self.missing_bytes,
             "free_bytes": self.free_bytes,
@@ -229,9 +241,20 @@ def entry_key(
     compute_dtype: str,
 ) -> FeatureKey:
     """Every factor of one entry of the request (see :class:`featstore.specs.FeatureKey`)."""
+    return _feature_key(dataset.require_images_id(), mp, layer, view, pooling, dtype, compute_dtype)
+
+
+def _feature_key(
+    images: str,
+    mp: ModelPlan,
+    layer: str,
+    view: View,
+    pooling: Pooling,
+    dtype: str,
+    compute_dtype: str,
+) -> FeatureKey:
     return FeatureKey(
-        dataset_id=dataset.id,
-        dataset_fingerprint=dataset.fingerprint,
+        images=images,
         model=mp.identity,
         layer=layer,
         layer_target=mp.layers[layer].name,
@@ -286,6 +309,63 @@ def check_space(plan: ExtractPlan, reserve_bytes: int | None = None) -> None:
             f"(set {RESERVE_ENV} to change it); free space, pool more (e.g. --pool avg) or use "
             "another --store"
         )
+
+
+def _plan_entry(
+    store: Any,
+    dataset: Any,
+    index: ContentIndex,
+    mp: ModelPlan,
+    name: str,
+    layer: str,
+    info: LayerInfo,
+    fkey: FeatureKey,
+    rshape: tuple[int, ...],
+    dtype: str,
+    chunk_rows: int | None,
+    view: View,
+    pool: Pooling,
+) -> EntryPlan:
+    """One entry: its own key if stored, else an entry that already holds the dataset's
+    images (format 1: that entry itself; a superset: read by index), else a new one."""
+    common: dict[str, Any] = dict(
+        model=name, layer=layer, target=info, view=str(view), pooling=str(pool),
+        row_shape=rshape, dtype=dtype, n_rows=int(dataset.n),
+    )  # fmt: skip
+    own = dataset.images_id is not None
+    key = fkey.key
+    if own and store.has_entry(key):
+        entry = store.get_entry(key)
+        inner, shard = entry.geometry
+        return EntryPlan(
+            key=key, attrs=entry_attrs(dataset, mp, fkey), chunk_rows=entry.chunk_rows,
+            exists=True, missing_chunks=tuple(entry.missing_chunks()), shard_rows=shard,
+            inner_chunk_rows=inner if shard else None, **common,
+        )  # fmt: skip
+    served = index.find(dataset, fkey.to_dict())
+    if isinstance(served, RowView):  # a complete superset: nothing to compute or write
+        return EntryPlan(
+            key=served.key, attrs=entry_attrs(dataset, mp, fkey), chunk_rows=served.chunk_rows,
+            exists=True, missing_chunks=(), source=served.key, by_index=True, **common,
+        )  # fmt: skip
+    if served is not None:  # a format-1 entry of this very dataset: it is this entry
+        inner, shard = served.geometry
+        return EntryPlan(
+            key=served.key, attrs=dict(served.attrs), chunk_rows=served.chunk_rows,
+            exists=True, missing_chunks=tuple(served.missing_chunks()), shard_rows=shard,
+            inner_chunk_rows=inner if shard else None, source=served.key, **common,
+        )  # fmt: skip
+    dataset.require_images_id()  # a format-1 dataset cannot key a new entry
+    inner, shard = store.entry_geometry(
+        (dataset.n, *rshape), dtype, max_rows=chunk_rows or MAX_CHUNK_ROWS
+    )
+    cr = shard or inner
+    n_chunks = max(1, math.ceil(dataset.n / cr)) if dataset.n else 0
+    return EntryPlan(
+        key=key, attrs=entry_attrs(dataset, mp, fkey), chunk_rows=cr, exists=False,
+        missing_chunks=tuple(range(n_chunks)), shard_rows=shard,
+        inner_chunk_rows=inner if shard else None, **common,
+    )  # fmt: skip
 
 
 def _mb(n: int) -> str:
@@ -360,6 +440,8 @@ def plan(
     entries: list[EntryPlan] = []
     mplans: list[ModelPlan] = []
     seen: set[str] = set()
+    own_images = dataset.images_id  # None: a format-1 registration (see _plan_entry)
+    index = ContentIndex(store)
     for name in dict.fromkeys(_as_list(models)):
         layer_list = layers.get(name) if isinstance(layers, Mapping) else layers
         pre = (
@@ -375,43 +457,18 @@ def plan(
                 pool = effective_pooling(parse_pooling(pool_spec), shape, info.tokens)
                 _check_grid(pool, shape, name, layer)
                 for view in views_parsed:
-                    fkey = entry_key(dataset, mp, layer, view, pool, dtype, compute.compute_dtype)
-                    attrs = entry_attrs(dataset, mp, fkey)
-                    key = fkey.key
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    rshape = row_shape(pool, shape, view, info.tokens)
-                    exists = store.has_entry(key)
-                    if exists:
-                        entry = store.get_entry(key)
-                        cr, missing = entry.chunk_rows, entry.missing_chunks()
-                        inner, shard = entry.geometry
-                    else:
-                        inner, shard = store.entry_geometry(
-                            (dataset.n, *rshape), dtype, max_rows=chunk_rows or MAX_CHUNK_ROWS
-                        )
-                        cr = shard or inner
-                        missing = list(range(max(1, math.ceil(dataset.n / cr)) if dataset.n else 0))
-                    entries.append(
-                        EntryPlan(
-                            key=key,
-                            attrs=attrs,
-                            model=name,
-                            layer=layer,
-                            target=info,
-                            view=str(view),
-                            pooling=str(pool),
-                            row_shape=rshape,
-                            dtype=dtype,
-                            n_rows=int(dataset.n),
-                            chunk_rows=cr,
-                            exists=exists,
-                            missing_chunks=tuple(missing),
-                            shard_rows=shard,
-                            inner_chunk_rows=inner if shard else None,
-                        )
+                    fkey = _feature_key(
+                        own_images or "", mp, layer, view, pool, dtype, compute.compute_dtype
                     )
+                    rshape = row_shape(pool, shape, view, info.tokens)
+                    entry_plan = _plan_entry(
+                        store, dataset, index, mp, name, layer, info, fkey, rshape, dtype,
+                        chunk_rows, view, pool,
+                    )  # fmt: skip
+                    if entry_plan.key in seen:
+                        continue
+                    seen.add(entry_plan.key)
+                    entries.append(entry_plan)
     if not mplans:
         raise SpecError("no network given: name at least one with -m")
     _check_pool_layers(pooling, mplans)

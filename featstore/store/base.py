@@ -37,7 +37,10 @@ from featstore.store.checksum import chunk_checksum, marker_checksum, matches
 from featstore.store.geometry import entry_geometry
 from featstore.store.spec import StoreSpec
 
-FORMAT_VERSION = 1
+# 2: feature keys hold the images' content id (``images``), datasets keep per-image hashes,
+# image lists under images/; format-1 stores are read as they are (see store/content.py)
+# and converted in place by ``featstore upgrade`` (store/upgrade.py)
+FORMAT_VERSION = 2
 DEFAULT_DTYPE = "float16"
 
 # attrs that must agree when an existing entry is reopened for the same key
@@ -456,8 +459,11 @@ class Store(ABC):
     def put_dataset(self, dataset: Any, *, replace: bool = False) -> str:
         """Register ``dataset`` (a featstore.datasets.Dataset); returns its id.
 
-        The same content again is a no-op. A different dataset under a name already used
-        is refused unless ``replace``.
+        The same content again is a no-op, except that it re-points the stored image
+        locations (and source) when they differ: the same files moved to another folder are
+        registered again where they now are. A format-1 registration gains its per-image
+        hashes the same way. A different dataset under a name already used is refused
+        unless ``replace``.
         """
         self._check_writable()
         for info in self.list_datasets():
@@ -472,6 +478,14 @@ class Store(ABC):
         attrs, arrays = dataset.to_arrays()
         if dataset.id not in self.dataset_ids():
             self._put_dataset_arrays(dataset.id, attrs, arrays)
+        else:
+            stored_attrs, stored = self._get_dataset_arrays(dataset.id)
+            if (
+                [str(r) for r in stored.get("refs", [])] != list(dataset.refs)
+                or stored_attrs.get("source") != dataset.source
+                or ("hashes" not in stored and "hashes" in arrays)
+            ):
+                self._put_dataset_arrays(dataset.id, attrs, arrays)
         return str(dataset.id)
 
     def get_dataset(self, name_or_id: str) -> Any:
@@ -634,6 +648,38 @@ class Store(ABC):
         for key, why in sorted(damaged.items()):
             infos.append(EntryInfo(key, "damaged", (), "", 0, 0, None, {}, damaged=why))
         return sorted(infos, key=lambda info: info.key)
+
+    # --- format ----------------------------------------------------------------------------
+    @property
+    def format_version(self) -> int:
+        """The store format this store was written in (1: before content keys)."""
+        return FORMAT_VERSION
+
+    def _set_format_version(self, version: int) -> None:
+        raise ReadOnlyError(f"store {self.url} cannot record a format version")
+
+    # --- image lists (store format 2) ----------------------------------------------------
+    def put_image_list(self, images_id: str, hashes: Sequence[str]) -> None:
+        """Record the ordered image hashes behind ``images_id`` (once; content-addressed),
+        so any dataset can map its rows to the entries holding these images."""
+        from featstore.store.content import check_images_id, pack_hashes
+
+        self._check_writable()
+        if self.get_image_list(check_images_id(images_id)) is None:
+            self._put_image_blob(images_id, pack_hashes(images_id, hashes))
+
+    def get_image_list(self, images_id: str) -> list[str] | None:
+        """The ordered image hashes recorded for ``images_id``, or None."""
+        from featstore.store.content import check_images_id, unpack_hashes
+
+        payload = self._get_image_blob(check_images_id(images_id))
+        return None if payload is None else unpack_hashes(images_id, payload)
+
+    def _put_image_blob(self, images_id: str, payload: bytes) -> None:
+        raise ReadOnlyError(f"store {self.url} cannot hold image lists")
+
+    def _get_image_blob(self, images_id: str) -> bytes | None:
+        return None
 
     # --- results ----------------------------------------------------------------------
     @abstractmethod

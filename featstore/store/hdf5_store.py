@@ -220,6 +220,28 @@ class HDF5Store(Store):
         self._check_writable()
         del self._file[f"datasets/{check_dataset_id(dataset_id)}"]
 
+    # --- format ----------------------------------------------------------------------------
+    @property
+    def format_version(self) -> int:
+        info = self._file.attrs.get("featstore")
+        return int(json.loads(info)["format"]) if info is not None else FORMAT_VERSION
+
+    def _set_format_version(self, version: int) -> None:
+        self._check_writable()
+        self._file.attrs["featstore"] = _to_attr({"format": int(version)})
+        self._file.flush()
+
+    # --- image lists: uint8 datasets images/<images_id> -------------------------------------
+    def _put_image_blob(self, images_id: str, payload: bytes) -> None:
+        group = self._file.require_group("images")
+        if images_id not in group:
+            group.create_dataset(images_id, data=np.frombuffer(payload, dtype=np.uint8))
+        self._file.flush()
+
+    def _get_image_blob(self, images_id: str) -> bytes | None:
+        path = f"images/{images_id}"
+        return bytes(self._file[path][...].tobytes()) if path in self._file else None
+
     # --- entries ------------------------------------------------------------------------
     def _create_entry(
         self,

@@ -264,6 +264,7 @@ class ZarrStore(Store):
             group = zarr.open_group(self.zarr_store, mode="a")
             group.attrs["featstore"] = {"format": FORMAT_VERSION}
             self._group = group
+            self._format = FORMAT_VERSION
             return
         try:
             group = zarr.open_group(self.zarr_store, mode="r" if self.read_only else "a")
@@ -280,6 +281,7 @@ class ZarrStore(Store):
                 f"{FORMAT_VERSION} this featstore reads; upgrade featstore to open it"
             )
         self._group = group
+        self._format = int(info["format"])
 
     def _open_root_consolidated(self, meta_path: str) -> bool:
         """Object stores: open from the root zarr.json alone (one GET) when it can be read."""
@@ -296,6 +298,7 @@ class ZarrStore(Store):
             or int(info["format"]) > FORMAT_VERSION
         ):
             return False
+        self._format = int(info["format"])
         self._set_consolidated(meta)
         return True
 
@@ -447,6 +450,29 @@ class ZarrStore(Store):
         self.fs.rm(self._path(f"datasets/{dataset_id}"), recursive=True)
         self._forget_consolidated(f"datasets/{dataset_id}")
         self.consolidate()
+
+    # --- format ----------------------------------------------------------------------------
+    @property
+    def format_version(self) -> int:
+        return self._format
+
+    def _set_format_version(self, version: int) -> None:
+        self._check_writable()
+        group = zarr.open_group(self.zarr_store, mode="a")
+        group.attrs["featstore"] = {"format": int(version)}
+        self._group = group
+        self._format = int(version)
+        self.consolidate()
+
+    # --- image lists: plain objects images/<images_id>, outside the Zarr hierarchy ---------
+    def _put_image_blob(self, images_id: str, payload: bytes) -> None:
+        self._put_object(self._path(f"images/{images_id}"), payload)
+
+    def _get_image_blob(self, images_id: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self._path(f"images/{images_id}")))
+        except FileNotFoundError:
+            return None
 
     # --- entries ------------------------------------------------------------------------
     def _create_entry(

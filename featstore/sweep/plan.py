@@ -21,7 +21,7 @@ from featstore.errors import DatasetError, EntryNotFoundError, SpecError
 from featstore.evaluate.results import collect_records
 from featstore.keys import content_hash
 from featstore.settings import cell_key, record_setting
-from featstore.store import find_entries
+from featstore.store.content import entries_for
 from featstore.sweep.spec import Cell, SweepSpec
 
 __all__ = [
@@ -162,7 +162,8 @@ def subset_dataset(ds: Dataset, n: int, seed: int = SUBSET_SEED) -> Dataset:
     """``n`` images of ``ds`` (about), stratified by split and label, seeded: a smaller dataset.
 
     Its fingerprint derives from the parent's and the chosen rows, so the same subset of the
-    same images is the same dataset everywhere.
+    same images is the same dataset everywhere; it keeps the chosen images' hashes, so it
+    reads its rows from the parent's entries by index (no forward pass).
     """
     if n >= ds.n:
         return ds
@@ -188,6 +189,7 @@ def subset_dataset(ds: Dataset, n: int, seed: int = SUBSET_SEED) -> Dataset:
         fingerprint=content_hash({"parent": ds.fingerprint, "rows": rows}, length=64),
         source={**ds.source, "subset_of": ds.id, "subset": n, "subset_seed": seed},
         extra={},
+        image_hashes=None if ds.image_hashes is None else [ds.image_hashes[i] for i in rows],
     )
 
 
@@ -296,15 +298,7 @@ def factor_planner(
     """Entries found by their factors only (network by name): for networks outside the registry."""
     out = []
     for layer, pooling, view in wanted:
-        found = find_entries(
-            store,
-            dataset_fingerprint=ds.fingerprint,
-            model=network.name,
-            layer=layer,
-            pooling=pooling,
-            view=view,
-        )
-        found = [e for e in found if e.attrs.get("kind", "features") == "features"]
+        found = entries_for(store, ds, model=network.name, layer=layer, pooling=pooling, view=view)
         entry = next((e for e in found if e.is_complete), found[0] if found else None)
         if entry is None:
             out.append(EntryPlan(layer, pooling, view, cached=False))

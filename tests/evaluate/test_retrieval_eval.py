@@ -155,7 +155,10 @@ def test_bad_input_writes_nothing(holidays: tuple[Any, Any], tmp_path: Path) -> 
         make_image(folder / "b" / f"{i}.jpg", seed=95 + i)
     cls = add_dataset(store, "cls", str(folder))
     foreign = put_features(store, cls, np.ones((4, 3), dtype=np.float32))
-    with pytest.raises(EvaluationError, match="holds features of dataset 'cls', not of 'hol'"):
+    with pytest.raises(
+        EvaluationError,
+        match=r"holds features of other images \(extracted for dataset 'cls'\), not those of 'hol'",
+    ):
         evaluate_retrieval(store, "hol", foreign)
     # a dataset without retrieval ground truth
     put_features(store, cls, np.ones((4, 3), dtype=np.float32), layer="fc2")

@@ -150,9 +150,8 @@ def test_entry_attrs_and_keys_hold_every_factor(tiny) -> None:
     attrs = store.get_entry(summary["keys"][0]).attrs
     for name in (
         "kind",
-        "dataset_id",
+        "images",
         "dataset_name",
-        "dataset_fingerprint",
         "model",
         "model_name",
         "layer",
@@ -259,8 +258,10 @@ def test_complete_entry_left_writing_is_marked_complete(tiny) -> None:
 def test_each_image_is_decoded_once_for_all_networks(tiny, monkeypatch) -> None:
     url, ds = tiny
     calls: list[int] = []
-    real = type(ds).load_image
-    monkeypatch.setattr(type(ds), "load_image", lambda self, i: calls.append(i) or real(self, i))
+    real = type(ds).load_image_checked
+    monkeypatch.setattr(
+        type(ds), "load_image_checked", lambda self, i: calls.append(i) or real(self, i)
+    )
     summary = extract(
         open_store(url),
         ds,

@@ -190,7 +190,7 @@ def test_not_a_store_and_newer_format_are_refused(tmp_path):
     meta = json.loads((path / "zarr.json").read_text())
     meta["attributes"]["featstore"]["format"] = 99
     (path / "zarr.json").write_text(json.dumps(meta))
-    with pytest.raises(StoreVersionError, match="format 99, newer than the format 1"):
+    with pytest.raises(StoreVersionError, match="format 99, newer than the format 2"):
         open_store(str(path))
     assert isinstance(StoreVersionError("x"), FeatstoreError) and isinstance(
         StoreVersionError("x"), ValueError
@@ -203,6 +203,6 @@ def test_hdf5_newer_format_is_refused(tmp_path):
     path = tmp_path / "s.h5"
     open_store(str(path)).close()
     with h5py.File(path, "a") as f:
-        f.attrs["featstore"] = json.dumps({"format": 2})
-    with pytest.raises(StoreVersionError, match="format 2"):
+        f.attrs["featstore"] = json.dumps({"format": 3})
+    with pytest.raises(StoreVersionError, match="format 3"):
         open_store(str(path))
