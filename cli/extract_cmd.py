@@ -17,46 +17,16 @@ from featstore.cli.common import (
 )
 
 
-def _split(values: tuple[str, ...] | str | None) -> list[str]:
-    if not values:
-        return []
-    items = [values] if isinstance(values, str) else list(values)
-    return [part.strip() for item in items for part in item.split(",") if part.strip()]
-
-
 def split_required(values: tuple[str, ...], option: str, what: str) -> list[str]:
-    """Like _split, but an option given with only commas (``-l ,``) is refused, not dropped."""
-    items = _split(values)
+    """Like split_names, but an option given with only commas (``-l ,``) is refused, not dropped."""
+    from featstore.extract.options import split_names
+
+    items = split_names(values)
     if values and not items:
         raise click.BadParameter(
             f"{values[-1]!r} names no {what}; give comma-separated names", param_hint=option
         )
     return items
-
-
-def parse_pool_options(values: tuple[str, ...]) -> dict[str, list[str]]:
-    """--pool SPEC[,SPEC] for every layer, or --pool LAYER=SPEC[,SPEC] for one layer."""
-    out: dict[str, list[str]] = {}
-    for value in values:
-        layer, sep, specs = value.partition("=")
-        key, body = (layer.strip(), specs) if sep else ("*", value)
-        out.setdefault(key, []).extend(_split(body))
-    out.setdefault("*", ["avg"])
-    return out
-
-
-def parse_weights_options(values: tuple[str, ...], models: list[str]) -> Any:
-    """--weights FILE|random for every network, or --weights NET=FILE per network."""
-    if not values:
-        return None
-    per: dict[str, str] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if sep and name in models:
-            per[name] = path
-        else:
-            per["*"] = value
-    return per
 
 
 @click.command("extract")
@@ -191,6 +161,8 @@ def extract(
       featstore extract -d holidays -m efficientnet_lite0 -l last_conv --pool max --crops 1x1,2x2,3x3
       featstore extract -d flowers -m resnet50 --store s3://team/feats.zarr --dask local:4
     """
+    from featstore.extract.options import pooling_by_layer, weights_by_model  # torch: lazy
+
     model_list = split_required(models, "-m/--model", "network")
     views = ["plain"] + (["flip"] if flip else []) + ([f"crops:{crops}"] if crops else [])
     preprocess = {
@@ -199,7 +171,7 @@ def extract(
         if v is not None
     }
     options: dict[str, Any] = dict(
-        weights=parse_weights_options(weights, model_list),
+        weights=weights_by_model(weights, model_list),
         preprocess=preprocess or None,
         device=device,
         amp=amp,
@@ -211,7 +183,7 @@ def extract(
 
     request = (
         split_required(layers, "-l/--layer", "layer") or None,
-        parse_pool_options(pools),
+        pooling_by_layer(pools),
         views,
     )
     store = open_cli_store(store_url, "r" if dry_run else "a")  # a dry run never creates one

@@ -16,7 +16,6 @@ from featstore.cli.common import (
     table,
 )
 
-from featstore.extract.repair import repair_entry
 from featstore.keys import check_key
 from featstore.store.maintenance import entry_summary, verify_store
 
@@ -143,6 +142,8 @@ def verify(
             if r.get("error") or not (r["damaged"] or r["missing"]):
                 continue
             with progress_bar(f"repair {r['key']}", unit="img", enabled=not as_json) as progress:
+                from featstore.extract.repair import repair_entry  # torch: only when repairing
+
                 fixed = repair_entry(
                     store, r["key"], weights=weights, device=device, check=r, progress=progress
                 )
@@ -175,6 +176,8 @@ def repair(key: str, weights: str | None, device: str, store_url: str, as_json: 
     check_key(key, "entry key")
     store = open_cli_store(store_url, "a")
     with progress_bar(f"repair {key}", unit="img", enabled=not as_json) as progress:
+        from featstore.extract.repair import repair_entry  # torch: only when repairing
+
         fixed = repair_entry(store, key, weights=weights, device=device, progress=progress)
     emit(fixed, as_json, _render_repair)
     if not fixed["ok"]:

@@ -527,7 +527,8 @@ def test_cli_extract_then_nothing_to_compute(tiny) -> None:
 
 
 def test_cli_option_parsing() -> None:
-    from featstore.cli.extract_cmd import parse_pool_options, parse_weights_options
+    from featstore.extract.options import pooling_by_layer as parse_pool_options
+    from featstore.extract.options import weights_by_model as parse_weights_options
 
     assert parse_pool_options(("max,gem:3", "layer3=grid:max:3", "layer3=avg")) == {
         "*": ["max", "gem:3"],
