@@ -280,8 +280,12 @@ def _add_ranks(rows: list[dict[str, Any]], name: str, get: Any) -> None:
 # --------------------------------------------------------------------------------------
 
 
+SCORE_UNIT = "Scores are fractions (1.0000 = every answer right), as in evaluate and --json"
+
+
 def fmt_score(value: float | None) -> str:
-    return "" if value is None else f"{100.0 * value:.2f}"
+    """A score as featstore shows it everywhere (evaluate, sweep, report): a fraction, 4 decimals."""
+    return "" if value is None else f"{value:.4f}"
 
 
 def fmt_rer(value: float | None) -> str:
@@ -293,7 +297,8 @@ def _md_escape(text: str) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    """The table as GitHub Markdown: scores in %, best per column in bold, RER in brackets."""
+    """The table as GitHub Markdown: scores as fractions, best per column in bold, RER (%) in
+    brackets."""
     if not report.rows:
         return (
             "_No classification or retrieval results in the store yet._\n"
@@ -319,7 +324,7 @@ def to_markdown(report: Report) -> str:
         lines.append(
             "| " + " | ".join([name, *[_md_escape(r.setting[k]) for k in FACTORS], *cells]) + " |"
         )
-    notes = ["", "Scores in %; **bold** = best setting of the column."]
+    notes = ["", f"{SCORE_UNIT}; **bold** = best setting of the column."]
     if report.baseline:
         base = ", ".join(f"{k}={v}" for k, v in report.baseline.items())
         notes.append(

@@ -107,7 +107,7 @@ def test_matrix_is_rebuilt_from_pair_records_in_depth_order(study):
     )
     layers, lines = layer_curves(rep)["resnet18"]
     assert layers == ["layer1", "layer4", "fc"]
-    assert lines == {"toy classify": {la: 100 * ACCURACY[la] for la in LAYERS}}
+    assert lines == {"toy classify": {la: ACCURACY[la] for la in LAYERS}}  # fractions, as shown
     md = to_markdown(rep)
     assert "### Representational similarity: toy: linear CKA, transform none, rows all (n=30)" in md
     assert "| resnet18:layer1 | 1.000 |" in md
