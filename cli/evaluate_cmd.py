@@ -258,6 +258,22 @@ def _chosen(chosen: dict[str, Any]) -> str:
     return " ".join(bits) or "-"
 
 
+def _retrieval_applied(records: list[dict[str, Any]]) -> str:
+    """What retrieval applied after the transform: L2 alone, or L2 + PCA-whitening to N dims + L2."""
+    first = records[0]
+    if first.get("task") != "retrieve":
+        return ""
+    whiten = (first.get("classifier") or {}).get("whiten") or {}
+    on = whiten.get("on", "database") if isinstance(whiten, dict) else str(whiten)
+    if on == "none":
+        return ", then l2 (no whitening)"
+    dims = {r.get("chosen", {}).get("dims") for r in records}
+    dim = str(dims.pop()) if len(dims) == 1 else "N (see dim)"
+    vectors = first.get("chosen", {}).get("whiten_train_vectors")
+    learned = f"the {vectors} database vectors" if on == "database" and vectors else on
+    return f", then l2,pca={dim}:whiten,l2 (whitening learned on {learned})"
+
+
 def _render(records: list[dict[str, Any]]) -> str:
     first = records[0]
     classifier = first.get("classifier", {}).get("name", "")
@@ -265,6 +281,7 @@ def _render(records: list[dict[str, Any]]) -> str:
         f"{first.get('dataset_name')}: task {first.get('task')}"
         + (f", {classifier}" if classifier else "")
         + f", transform {first.get('transform')}"
+        + _retrieval_applied(records)
     )
     metric_names: list[str] = []
     for r in records:
