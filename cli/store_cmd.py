@@ -137,7 +137,7 @@ def rm(keys: tuple[str, ...], store_url: str) -> None:
     Example:
       featstore rm feat-0123456789abcdef0123
     """
-    store = open_cli_store(store_url, "a")
+    store = open_cli_store(store_url, "a", create=False)
     for key in keys:
         if store.has_entry(key) or not store.has_result(key):
             store.delete_entry(key)
@@ -171,7 +171,7 @@ def gc(
     """
     from featstore.store.lease import gc_leases
 
-    store = open_cli_store(store_url, "a")
+    store = open_cli_store(store_url, "a", create=False)
     removed = store.gc(dry_run=dry_run, older_than_s=older_than)
     removed += gc_leases(store, dry_run=dry_run)
     emit(

@@ -29,6 +29,7 @@ from featstore.errors import (
     EntryNotFoundError,
     IncompleteEntryError,
     ReadOnlyError,
+    StoreNotFoundError,
 )
 from featstore.store.geometry import entry_geometry
 from featstore.store.spec import StoreSpec
@@ -260,6 +261,18 @@ class Entry(ABC):
         return f"<Entry {self.key} shape={self.shape} dtype={self.dtype} chunks={self.n_chunks}>"
 
 
+def store_not_found(location: str) -> StoreNotFoundError:
+    """The error for a store that does not exist where a command looked (nothing created);
+    ``location`` (an absolute path when local) rides along for callers that report it."""
+    exc = StoreNotFoundError(
+        f"no featstore store at {location}; check --store (or FEATSTORE_STORE), or create one "
+        "with a command that registers data (featstore datasets add NAME SOURCE, or featstore "
+        "sweep SPEC); in Python open_store(url, mode='a')"
+    )
+    exc.location = location  # type: ignore[attr-defined]
+    return exc
+
+
 class Store(ABC):
     """A featstore store: datasets, feature entries and result records under one root.
 
@@ -269,6 +282,12 @@ class Store(ABC):
 
     url: str
     read_only: bool
+    created: bool = False  # this open created the store: it did not exist before
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as a person should read it: an absolute path when local."""
+        return self.url
 
     # --- capabilities -----------------------------------------------------------------
     @property

@@ -28,10 +28,15 @@ from featstore._atomic import PARTIAL_SUFFIX, write_atomic
 from featstore.errors import (
     EntryNotFoundError,
     NotAStoreError,
-    StoreNotFoundError,
     StoreVersionError,
 )
-from featstore.store.base import FORMAT_VERSION, Entry, ObjectFolder, Store
+from featstore.store.base import (
+    FORMAT_VERSION,
+    Entry,
+    ObjectFolder,
+    Store,
+    store_not_found,
+)
 from featstore.store.spec import StoreSpec
 
 ZARR_CONFIG: ArrayConfigParams = {
@@ -173,6 +178,10 @@ class ZarrStore(Store):
         return not self.is_local
 
     @property
+    def location(self) -> str:
+        return self.root if self.is_local else self.url
+
+    @property
     def supports_concurrent_writers(self) -> bool:
         return True  # one object per chunk and per marker: disjoint chunks never collide
 
@@ -223,13 +232,11 @@ class ZarrStore(Store):
             exists = False
         if not exists:
             if self.read_only:
-                raise StoreNotFoundError(
-                    f"no featstore store at {self.url}; create one by opening it with mode='a' "
-                    "(any featstore command that writes does this)"
-                )
+                raise store_not_found(self.location)
             group = zarr.open_group(self.zarr_store, mode="a")
             group.attrs["featstore"] = {"format": FORMAT_VERSION}
             self._group = group
+            self.created = True
             return
         try:
             group = zarr.open_group(self.zarr_store, mode="r" if self.read_only else "a")

@@ -35,7 +35,9 @@ def test_evaluate_retrieve_prints_a_table(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [*args, "--whiten", "none"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "hol: task retrieve, global, transform l2, then l2 (no whitening)"
+    assert (
+        lines[0] == f"hol: task retrieve, global, transform l2, then l2 (no whitening); store {url}"
+    )
     assert lines[1].split()[:4] == ["setting", "dim", "mAP", "P@1"]
     assert lines[3].split()[:3] == [
         "fc",
@@ -57,7 +59,7 @@ def test_the_retrieval_header_shows_the_whitening_that_ran(tmp_path: Path) -> No
     lines = result.output.splitlines()
     assert lines[0] == (
         "hol: task retrieve, global, transform l2, then l2,pca=2:whiten,l2 "
-        "(whitening learned on the 6 database vectors)"
+        f"(whitening learned on the 6 database vectors); store {url}"
     )
     assert lines[3].split()[:2] == ["fc", "2"]  # the dim column agrees
 
