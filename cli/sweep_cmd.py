@@ -78,6 +78,13 @@ def render_summary(data: dict[str, Any], store: str = "") -> str:
     return "\n".join(lines)
 
 
+def _keys(key: Any) -> list[str]:
+    """A cell's result key(s): one per cell, a list for a similarity study, None if it failed."""
+    if key is None:
+        return []
+    return [str(k) for k in key] if isinstance(key, list) else [str(key)]
+
+
 @click.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @store_option
@@ -171,12 +178,15 @@ def sweep(
             )
     emit(summary, as_json, lambda data: render_summary(data, store_note(store)))
     if show_report and not as_json:
-        from featstore.report import build_report, collect_records, to_markdown
+        from featstore.report import build_report, to_markdown
+        from featstore.sweep.study import study_records
 
-        records = collect_records(store, datasets=[d.name for d in spec.datasets])
-        orders = spec.orders()
+        keys = [k for r in summary["results"] for k in _keys(r.get("key"))]
+        records = study_records(store, spec, keys)  # this sweep's cells, no other runs
+        scope = f"Only the settings of sweep {spec.name}: {len(records)} result records."
+        rep = build_report(records, baseline=spec.baseline, orders=spec.orders(), scope=scope)
         click.echo("")
-        click.echo(to_markdown(build_report(records, baseline=spec.baseline, orders=orders)))
+        click.echo(to_markdown(rep))
     if summary["failed"]:
         raise click.ClickException(
             f"{len(summary['failed'])} of {summary['n_cells']} cells failed (see above)"

@@ -120,6 +120,8 @@ def to_html(report: Report, *, title: str = "featstore report", plots: bool = Tr
     """The whole page as a string (UTF-8, no external resources)."""
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     notes = f"{SCORE_UNIT}; the best setting of each column is highlighted."
+    if report.scope:
+        notes += f" {html.escape(report.scope)}"
     if report.baseline:
         base = ", ".join(f"{k}={v}" for k, v in report.baseline.items())
         notes += (
