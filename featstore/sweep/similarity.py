@@ -74,7 +74,7 @@ def similarity_keys(store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell
             )
         except FeatstoreError:
             continue  # entries not extracted yet: no records either
-        keys.update(planned.keys)
+        keys.update(getattr(planned, "keys", ()))  # a SimilarityPlan: one key per pair
     return keys
 
 
