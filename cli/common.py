@@ -64,15 +64,28 @@ def json_option(func: F) -> F:
     )
 
 
-def open_cli_store(store_url: str, mode: str = "a", storage_options: Sequence[str] = ()) -> Store:
+def open_cli_store(
+    store_url: str, mode: str = "a", storage_options: Sequence[str] = (), *, create: bool = True
+) -> Store:
     """Open the command's store with its ``--storage-option``s (given, or read from the
-    command's context where ``store_option`` left them)."""
+    command's context where ``store_option`` left them).
+
+    ``create=False`` (commands that need data already registered: extract, evaluate, rm, gc)
+    refuses a store that does not exist instead of creating an empty one where the command
+    happened to run.
+    """
     if not storage_options:
         ctx = click.get_current_context(silent=True)
         storage_options = ctx.meta.get(STORAGE_OPTIONS_META, ()) if ctx is not None else ()
-    return open_store(
-        store_url, mode=mode, storage_options=parse_storage_options(storage_options) or None
-    )
+    options = parse_storage_options(storage_options) or None
+    if mode == "a" and not create:
+        open_store(store_url, mode="r", storage_options=options).close()  # raises when missing
+    return open_store(store_url, mode=mode, storage_options=options)
+
+
+def store_note(store: Store) -> str:
+    """Which store a command used, for its header line (never in --json output)."""
+    return f"store {store.location}" + (" (new: created by this command)" if store.created else "")
 
 
 def handle_errors(func: F) -> F:

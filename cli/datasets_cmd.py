@@ -11,6 +11,7 @@ from featstore.cli.common import (
     json_option,
     open_cli_store,
     progress_bar,
+    store_note,
     store_option,
     table,
 )
@@ -81,8 +82,9 @@ def add(
         dataset = dataset_from_source(  # before the store opens: a bad source creates nothing
             name, source, skip_bad=skip_bad, progress=progress, splits=declared
         )
-    register_dataset(open_cli_store(store_url), dataset, replace=replace)
-    emit(dataset.summary(), as_json, _render_summary)
+    store = open_cli_store(store_url)
+    register_dataset(store, dataset, replace=replace)
+    emit(dataset.summary(), as_json, lambda s: _render_summary(s) + f"\n{store_note(store)}")
 
 
 def _render_summary(summary: dict[str, Any]) -> str:
@@ -188,5 +190,5 @@ def rm(name: str, store_url: str) -> None:
     Example:
       featstore datasets rm flowers
     """
-    open_cli_store(store_url).delete_dataset(name)
+    open_cli_store(store_url, create=False).delete_dataset(name)
     click.echo(f"removed dataset {name}")

@@ -15,6 +15,7 @@ from featstore.cli.common import (
     json_option,
     open_cli_store,
     progress_bar,
+    store_note,
     store_option,
     table,
 )
@@ -222,7 +223,7 @@ def evaluate(**opts: Any) -> None:
     task = get_task(opts["task"])
     if opts["transform"] is None:
         opts["transform"] = task.default_transform
-    store = open_cli_store(opts["store_url"])
+    store = open_cli_store(opts["store_url"], create=False)  # evaluating needs a dataset in it
     from featstore.evaluate.settings import evaluate_settings, settings_from_factors
 
     settings = settings_from_factors(
@@ -247,7 +248,7 @@ def evaluate(**opts: Any) -> None:
             progress=progress,
             **options,
         )
-    emit(records, opts["as_json"], _render)
+    emit(records, opts["as_json"], lambda recs: _render(recs, store_note(store)))
 
 
 def _evaluate_matrix(
@@ -258,13 +259,13 @@ def _evaluate_matrix(
         result = task.evaluate(
             store, opts["dataset"], settings, force=opts["force"], progress=progress, **options
         )
-    emit(result, opts["as_json"], _render_matrix)
+    emit(result, opts["as_json"], lambda res: _render_matrix(res, store_note(store)))
 
 
 # --- rendering ---------------------------------------------------------------------------
 
 
-def _render_matrix(result: dict[str, Any]) -> str:
+def _render_matrix(result: dict[str, Any], store: str = "") -> str:
     """The similarity matrix as a table, rows and columns in the order asked."""
     m = result["measure"]
     params = ", ".join(f"{k}={v}" for k, v in m.items() if k != "name")
@@ -272,6 +273,7 @@ def _render_matrix(result: dict[str, Any]) -> str:
         f"{result['dataset_name']}: task similarity, {m['name']}"
         + (f" ({params})" if params else "")
         + f", transform {result['transform']}, rows {result['split']} (n={result['n_rows']})"
+        + (f"; {store}" if store else "")
     )
     labels = result["labels"]
     rows = [
@@ -300,13 +302,31 @@ def _chosen(chosen: dict[str, Any]) -> str:
     return " ".join(bits) or "-"
 
 
-def _render(records: list[dict[str, Any]]) -> str:
+def _retrieval_applied(records: list[dict[str, Any]]) -> str:
+    """What retrieval applied after the transform: L2 alone, or L2 + PCA-whitening to N dims + L2."""
+    first = records[0]
+    if first.get("task") != "retrieve":
+        return ""
+    whiten = (first.get("classifier") or {}).get("whiten") or {}
+    on = whiten.get("on", "database") if isinstance(whiten, dict) else str(whiten)
+    if on == "none":
+        return ", then l2 (no whitening)"
+    dims = {r.get("chosen", {}).get("dims") for r in records}
+    dim = str(dims.pop()) if len(dims) == 1 else "N (see dim)"
+    vectors = first.get("chosen", {}).get("whiten_train_vectors")
+    learned = f"the {vectors} database vectors" if on == "database" and vectors else on
+    return f", then l2,pca={dim}:whiten,l2 (whitening learned on {learned})"
+
+
+def _render(records: list[dict[str, Any]], store: str = "") -> str:
     first = records[0]
     classifier = first.get("classifier", {}).get("name", "")
     head = (
         f"{first.get('dataset_name')}: task {first.get('task')}"
         + (f", {classifier}" if classifier else "")
         + f", transform {first.get('transform')}"
+        + _retrieval_applied(records)
+        + (f"; {store}" if store else "")
     )
     metric_names: list[str] = []
     for r in records:

@@ -12,6 +12,7 @@ from featstore.cli.common import (
     json_option,
     open_cli_store,
     progress_bar,
+    store_note,
     store_option,
     table,
 )
@@ -186,10 +187,11 @@ def extract(
         pooling_by_layer(pools),
         views,
     )
-    store = open_cli_store(store_url, "r" if dry_run else "a")  # a dry run never creates one
+    # a dry run never writes; a real run needs the dataset registered, so never creates a store
+    store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
     p = make_plan(store, dataset, model_list, *request, **options)
     if not as_json:
-        click.echo(render_plan(p.to_dict()))
+        click.echo(render_plan(p.to_dict(), store_note(store)))
     if dry_run:
         if as_json:
             emit(p.to_dict(), as_json)
@@ -226,7 +228,7 @@ def extract(
             )
 
 
-def render_plan(data: dict[str, Any]) -> str:
+def render_plan(data: dict[str, Any], store: str = "") -> str:
     rows = []
     for e in data["entries"]:
         if e.get("by_index"):
@@ -255,7 +257,7 @@ def render_plan(data: dict[str, Any]) -> str:
         f"plan: {data['n_entries']} entries for dataset {data['dataset_name']} ({data['n_images']} images), "
         f"{data['n_complete']} cached; {data['images_to_compute']} images to compute on "
         f"{data['device']} ({data['compute_dtype']}); up to {human_bytes(data['missing_bytes'])} to write, "
-        f"{human_bytes(data['free_bytes'])} free"
+        f"{human_bytes(data['free_bytes'])} free" + (f"; {store}" if store else "")
     )
     return (
         head

@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from featstore.cli.common import handle_errors, json_option, open_cli_store, store_option
+from featstore.cli.common import (
+    handle_errors,
+    json_option,
+    open_cli_store,
+    store_note,
+    store_option,
+)
 
 
 def _report_inputs(spec_path: str | None, baseline: str | None) -> tuple[Any, dict | None, dict]:
@@ -90,7 +96,9 @@ def report(
 ) -> None:
     """Build the results table (rows = settings, columns = tasks) from the store's records.
 
-    Every result record in the store counts, a teammate's included. The best setting of
+    Every result record in the store counts, a teammate's included; with --spec, only the
+    records of that sweep's settings (other evaluate runs on its datasets are left out),
+    and the table says which it shows. The best setting of
     each column is marked; with a baseline (--baseline or a --spec's), each cell shows the
     relative error reduction (err_base - err) / err_base. Transferability records are set
     beside the SVM ranking with Kendall's tau.
@@ -105,9 +113,23 @@ def report(
 
     spec, base, orders = _report_inputs(spec_path, baseline)
     store = open_cli_store(store_url, mode="r")
-    wanted = list(datasets) or ([d.name for d in spec.datasets] if spec is not None else None)
-    records = collect_records(store, datasets=wanted, tasks=list(tasks) or None)
-    rep = build_report(records, baseline=base, orders=orders)
+    if spec is not None:  # the study's settings only, not every run that shared the store
+        from featstore.sweep.study import study_records
+
+        records = study_records(store, spec)
+        records = [r for r in records if not datasets or _of(r, datasets)]
+        records = [r for r in records if not tasks or r.get("task") in tasks]
+        scope = (
+            f"Only the settings of sweep {spec.name}: {len(records)} result records of "
+            f"{store_note(store)}."
+        )
+    else:
+        records = collect_records(store, datasets=list(datasets) or None, tasks=list(tasks) or None)
+        scope = (
+            f"Every result record of {store_note(store)} ({len(records)}), whichever run made "
+            "it; --spec SPEC shows one study's settings only."
+        )
+    rep = build_report(records, baseline=base, orders=orders, scope=scope)
     if as_json:
         import json
 
@@ -129,6 +151,10 @@ def report(
         )
     else:
         click.echo(text, nl=False)
+
+
+def _of(record: dict[str, Any], datasets: tuple[str, ...]) -> bool:
+    return bool({record.get("dataset_name"), record.get("dataset_id")} & set(datasets))
 
 
 def _write_pngs(rep: Any, out: str | None) -> str:

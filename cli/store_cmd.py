@@ -229,7 +229,7 @@ def rm(keys: tuple[str, ...], store_url: str) -> None:
     """
     for key in keys:  # every key checked before the store is touched
         check_key(key)
-    store = open_cli_store(store_url, "a")
+    store = open_cli_store(store_url, "a", create=False)
     for key in keys:
         if store.has_entry(key) or not store.has_result(key):
             store.delete_entry(key)
@@ -263,7 +263,7 @@ def gc(
     """
     from featstore.store.lease import gc_leases
 
-    store = open_cli_store(store_url, "a")
+    store = open_cli_store(store_url, "a", create=False)
     removed = store.gc(dry_run=dry_run, older_than_s=older_than)
     removed += gc_leases(store, dry_run=dry_run)
     emit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import click
@@ -12,8 +13,12 @@ from featstore.cli.common import (
     json_option,
     open_cli_store,
     progress_bar,
+    store_note,
     store_option,
 )
+
+from featstore.errors import StoreNotFoundError
+from featstore.store import open_store
 
 
 def _seconds(s: float | None) -> str:
@@ -22,9 +27,10 @@ def _seconds(s: float | None) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def render_plan(data: dict[str, Any]) -> str:
+def render_plan(data: dict[str, Any], store: str = "") -> str:
     lines = [
-        f"sweep {data['sweep']}: {data['n_cells']} cells ({data['cells_with_results']} already have results)",
+        f"sweep {data['sweep']}: {data['n_cells']} cells ({data['cells_with_results']} already have results)"
+        + (f"; {store}" if store else ""),
         f"feature entries: {data['n_entries']} ({data['n_entries_cached']} cached, "
         f"{data['n_entries_to_extract']} to extract in {data['extraction_passes']} pass(es), "
         "one per network and dataset)",
@@ -58,10 +64,11 @@ def render_plan(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_summary(data: dict[str, Any]) -> str:
+def render_summary(data: dict[str, Any], store: str = "") -> str:
     lines = [
         f"sweep {data['sweep']}: {data['n_cells']} cells: {data['evaluated']} evaluated, "
-        f"{data['cached_results']} cached, {len(data['failed'])} failed",
+        f"{data['cached_results']} cached, {len(data['failed'])} failed"
+        + (f"; {store}" if store else ""),
         f"extraction: {len(data['extractions'])} pass(es), forward_batches={data['forward_batches']}",
         f"time: extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
         f"({data['workers']} worker(s))",
@@ -69,6 +76,13 @@ def render_summary(data: dict[str, Any]) -> str:
     for f in data["failed"]:
         lines.append(f"FAILED {f['label']}: {f['error']}")
     return "\n".join(lines)
+
+
+def _keys(key: Any) -> list[str]:
+    """A cell's result key(s): one per cell, a list for a similarity study, None if it failed."""
+    if key is None:
+        return []
+    return [str(k) for k in key] if isinstance(key, list) else [str(key)]
 
 
 @click.command()
@@ -129,9 +143,21 @@ def sweep(
     from featstore.sweep.spec import load_spec
 
     spec = load_spec(spec_path)
-    if dry_run:
-        store = open_cli_store(store_url, mode="a")
-        emit(make_plan(store, spec, register=False).to_json(), as_json, render_plan)
+    if dry_run:  # reads only: a missing store is reported, never created
+        try:
+            store = open_cli_store(store_url, mode="r")
+            note, missing = store_note(store), None
+        except StoreNotFoundError as exc:  # plan against nothing cached, in a throwaway store
+            missing = getattr(exc, "location", store_url)
+            store = open_store(f"memory://featstore-dry-run-{uuid.uuid4().hex}/s.zarr")
+            note = f"store {missing} (does not exist: nothing cached)"
+        plan = make_plan(store, spec, register=False)
+        if missing is not None:
+            plan.notes.append(
+                f"store {missing} does not exist: nothing is cached, and this dry run did not "
+                "create it (the sweep will)"
+            )
+        emit(plan.to_json(), as_json, lambda data: render_plan(data, note))
         return
     store = open_cli_store(store_url, mode="a")
     with (
@@ -150,14 +176,17 @@ def sweep(
             summary = run_sweep(
                 store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar
             )
-    emit(summary, as_json, render_summary)
+    emit(summary, as_json, lambda data: render_summary(data, store_note(store)))
     if show_report and not as_json:
-        from featstore.report import build_report, collect_records, to_markdown
+        from featstore.report import build_report, to_markdown
+        from featstore.sweep.study import study_records
 
-        records = collect_records(store, datasets=[d.name for d in spec.datasets])
-        orders = spec.orders()
+        keys = [k for r in summary["results"] for k in _keys(r.get("key"))]
+        records = study_records(store, spec, keys)  # this sweep's cells, no other runs
+        scope = f"Only the settings of sweep {spec.name}: {len(records)} result records."
+        rep = build_report(records, baseline=spec.baseline, orders=spec.orders(), scope=scope)
         click.echo("")
-        click.echo(to_markdown(build_report(records, baseline=spec.baseline, orders=orders)))
+        click.echo(to_markdown(rep))
     if summary["failed"]:
         raise click.ClickException(
             f"{len(summary['failed'])} of {summary['n_cells']} cells failed (see above)"

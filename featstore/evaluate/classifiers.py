@@ -16,6 +16,7 @@ the studies did and scores them:
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -311,6 +312,39 @@ def _fit_logreg(
     }
 
 
+def _check_carve(n_classes: int, n_rows: int, fraction: float) -> None:
+    """Refuse, in words, a stratified validation split scikit-learn could not make.
+
+    ``train_test_split`` takes ``ceil(fraction * n)`` rows for validation and needs at least
+    one row per class on each side (else "test_size = 2 should be greater or equal to the
+    number of classes = 5").
+    """
+    n_val = math.ceil(fraction * n_rows)
+    if min(n_val, n_rows - n_val) >= n_classes:
+        return
+    need = n_rows + 1  # the fewest training rows that leave every class on both sides
+    while min(math.ceil(fraction * need), need - math.ceil(fraction * need)) < n_classes:
+        need += 1
+    raise EvaluationError(
+        f"logistic regression chooses lambda on a validation split carved from the training "
+        f"rows ({fraction:g} of {n_rows} = {n_val} rows), but a stratified split needs at least "
+        f"one row of each of the {n_classes} classes on each side; register a val split, use at "
+        f"least {need} training rows, or use --classifier svm"
+    )
+
+
+def _check_finite(X: np.ndarray) -> None:
+    """NaN or infinite features (an overflowed float16 entry) would stop scikit-learn."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = int(bad.any(axis=tuple(range(1, X.ndim))).sum()) if X.ndim > 1 else int(bad.sum())
+        raise EvaluationError(
+            f"the features hold {int(bad.sum())} NaN or infinite values in {rows} of {len(X)} rows "
+            "(after the transform); a float16 entry may have overflowed: extract it again with "
+            "--dtype float32, or add a transform that keeps values finite"
+        )
+
+
 def _metric_labels(column: np.ndarray) -> np.ndarray:
     """Dataset multi-label codes (+1 present, 0 absent, -1 difficult) -> metrics' (+1, -1, 0 ignored)."""
     return np.where(column == 1, 1, np.where(column == 0, -1, 0)).astype(np.int8)
@@ -350,6 +384,7 @@ def _single_label(
                         "cannot carve a stratified validation split: a class has a single training "
                         "sample; register a val split or use --classifier svm"
                     )
+                _check_carve(int(np.count_nonzero(counts)), len(train), spec.val_fraction)
                 train, val = train_test_split(
                     train, test_size=spec.val_fraction, stratify=y[train], random_state=seed
                 )
@@ -494,5 +529,7 @@ def classify_arrays(
         from featstore.evaluate.torch_classify import multi_label as run
     from featstore.evaluate.threads import evaluation_threads
 
+    X = np.asarray(X, dtype=np.float32)
+    _check_finite(X)
     with evaluation_threads(threads):  # BLAS, torch and FAISS threads set together
-        return run(np.asarray(X, dtype=np.float32), labels, splits, spec, seed, list(classes), tick)
+        return run(X, labels, splits, spec, seed, list(classes), tick)

@@ -131,6 +131,20 @@ def _read_pooled(
     return np.concatenate(blocks, axis=0)
 
 
+def _check_finite(x: np.ndarray, source: Any) -> None:
+    """Stored features must be finite; scikit-learn would stop on NaN/inf with a traceback."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    rows = int((~finite).reshape(len(x), -1).any(axis=1).sum())
+    key = getattr(source, "key", "?")
+    raise TransformError(
+        f"entry {key} holds NaN or infinite values in {rows} of {len(x)} rows (a float16 entry "
+        f"overflows above 65504); remove it (featstore rm {key}) and extract it again with "
+        "--dtype float32"
+    )
+
+
 class FeatureTransform(BaseEstimator):
     """A parsed transform chain applied to one or more entries (a "Concat" setting).
 
@@ -226,6 +240,7 @@ class FeatureTransform(BaseEstimator):
             arrays = []
             for source in views:
                 x = _read_pooled(source, pool, rows, tick)
+                _check_finite(x, source)
                 for step in pre:
                     x = _estimator(step, self.seed).fit_transform(x)
                 arrays.append(np.asarray(x, dtype=np.float32))

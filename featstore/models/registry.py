@@ -12,6 +12,7 @@ import difflib
 import functools
 import importlib
 import io
+import reprlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from featstore.errors import ModelError, UnknownModelError
+from featstore.errors import ModelError, SpecError, UnknownModelError
 from featstore.models.families import EFFICIENTNET_LITE0_LAYERS, torchvision_layers
 from featstore.models.spec import ModelSpec, Preprocess
 
@@ -181,26 +182,76 @@ def _populate() -> None:
 
 
 # --- team networks and timm -------------------------------------------------------------
-def _module_spec(name: str) -> ModelSpec:
-    """``package.module:function`` returning a module, or (module, preprocess dict)."""
+TEAM_HINT = "a team network is 'package.module:function' where function() returns a torch.nn.Module"
+
+
+def _shown(value: Any) -> str:
+    """What a team function returned, in a few words: its type and a short repr."""
+    text = reprlib.repr(value)
+    return text if value is None else f"{type(value).__name__} {text}"
+
+
+def _import_team_function(name: str) -> Callable[[], Any]:
+    """The function of ``package.module:function``; every failure is one line naming it."""
     modname, _, funcname = name.partition(":")
     try:
-        func = getattr(importlib.import_module(modname), funcname)
-    except (ImportError, AttributeError) as exc:
-        raise UnknownModelError(
-            f"cannot import network {name!r}: {exc}. A team network is 'package.module:function' "
-            f"where function() returns a torch.nn.Module (optionally with a preprocess dict)"
+        module = importlib.import_module(modname)
+    except ImportError as exc:
+        raise UnknownModelError(f"cannot import network {name!r}: {exc}; {TEAM_HINT}") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything on import
+        raise ModelError(
+            f"importing module {modname!r} for network {name!r} failed: {type(exc).__name__}: "
+            f"{_first_line(exc)}; fix the module (python -c 'import {modname}' shows the traceback)"
         ) from exc
+    if not funcname or not hasattr(module, funcname):
+        raise UnknownModelError(
+            f"cannot import network {name!r}: module {modname!r} has no attribute "
+            f"{funcname!r}; {TEAM_HINT}"
+        )
+    func = getattr(module, funcname)
+    if not callable(func):
+        raise ModelError(
+            f"network {name!r}: {modname}.{funcname} is {_shown(func)}, not a function; {TEAM_HINT}"
+        )
+    return func  # type: ignore[no-any-return]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
+def _module_spec(name: str) -> ModelSpec:
+    """``package.module:function`` returning a module, or (module, preprocess dict)."""
+    func = _import_team_function(name)
+    shape = "return a torch.nn.Module, or a (module, preprocess dict) pair"
 
     def call() -> tuple[nn.Module, Preprocess]:
-        out = func()
+        try:
+            out = func()
+        except Exception as exc:  # noqa: BLE001 - the user's builder may raise anything
+            raise ModelError(
+                f"network function {name}() raised {type(exc).__name__}: {_first_line(exc)}; "
+                f"fix it so that, called with no arguments, it builds and returns the network"
+            ) from exc
         pre = Preprocess()
         if isinstance(out, tuple):
             if len(out) != 2 or not isinstance(out[1], dict):
-                raise ModelError(f"{name} must return a module or (module, preprocess dict)")
-            out, pre = out[0], Preprocess.from_dict(out[1])
+                parts = ", ".join(type(o).__name__ for o in out)
+                raise ModelError(
+                    f"network function {name}() returned a tuple ({parts}); it must {shape}"
+                )
+            try:
+                pre = Preprocess.from_dict(out[1])
+            except (SpecError, TypeError, ValueError) as exc:
+                raise ModelError(
+                    f"the preprocess dict returned by {name}() is invalid: {_first_line(exc)}"
+                ) from exc
+            out = out[0]
         if not isinstance(out, nn.Module):
-            raise ModelError(f"{name} returned {type(out).__name__}, not a torch.nn.Module")
+            raise ModelError(
+                f"network function {name}() returned {_shown(out)}, not a torch.nn.Module; "
+                f"it must {shape}"
+            )
         return out, pre
 
     _, preprocess = call()  # once, to learn its preprocessing

@@ -12,7 +12,7 @@ import html
 
 from featstore.report.plots import heatmap, score_vs_layer, similarity_heatmap
 from featstore.report.similarity import similarity_title
-from featstore.report.tables import Report, fmt_rer, fmt_score
+from featstore.report.tables import SCORE_UNIT, Report, fmt_rer, fmt_score
 from featstore.settings import FACTORS
 
 __all__ = ["to_html"]
@@ -119,7 +119,9 @@ def _similarity_section(report: Report, plots: bool) -> str:
 def to_html(report: Report, *, title: str = "featstore report", plots: bool = True) -> str:
     """The whole page as a string (UTF-8, no external resources)."""
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    notes = "Scores in %; the best setting of each column is highlighted."
+    notes = f"{SCORE_UNIT}; the best setting of each column is highlighted."
+    if report.scope:
+        notes += f" {html.escape(report.scope)}"
     if report.baseline:
         base = ", ".join(f"{k}={v}" for k, v in report.baseline.items())
         notes += (

@@ -32,7 +32,7 @@ def _png(fig: Any) -> bytes:
 
 
 def layer_curves(report: Report) -> dict[str, tuple[list[str], dict[str, dict[str, float]]]]:
-    """Per network: its layers in depth order and, per line, the score (%) of each layer.
+    """Per network: its layers in depth order and, per line, the score (fraction) of each layer.
 
     A line is a task column plus the other factors that vary within one layer (a factor
     that only differs between layers, such as the stored pooling of a penultimate "none"
@@ -58,13 +58,13 @@ def layer_curves(report: Report) -> dict[str, tuple[list[str], dict[str, dict[st
             for col in report.columns:
                 if col in r.scores:
                     name = f"{col.dataset} {col.task}" + (f" {rest}" if rest else "")
-                    lines.setdefault(name, {})[r.setting["layer"]] = 100.0 * r.scores[col]
+                    lines.setdefault(name, {})[r.setting["layer"]] = r.scores[col]
         out[net] = (layers, lines)
     return out
 
 
 def score_vs_layer(report: Report) -> bytes | None:
-    """The layer-wise transfer curve: score (%) of each layer in depth order, per network and task.
+    """The layer-wise transfer curve: score (fraction) of each layer in depth order, per network and task.
 
     One panel per network (its layers from the input to the output, see
     :mod:`featstore.report.depth`), one line per task column (see :func:`layer_curves`): the
@@ -85,7 +85,7 @@ def score_vs_layer(report: Report) -> bytes | None:
         ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
         ax.set_xlabel("layer (input to output)")
         ax.set_title(net, fontsize=9)
-        ax.set_ylabel("score (%)")
+        ax.set_ylabel("score (fraction)")
         ax.grid(alpha=0.3)
         if len(lines) <= 12:
             ax.legend(fontsize=6)
@@ -103,7 +103,7 @@ def heatmap(report: Report) -> bytes | None:
     for j, r in enumerate(report.rows):
         for i, col in enumerate(report.columns):
             if col in r.scores:
-                data[i, j] = 100.0 * r.scores[col]
+                data[i, j] = r.scores[col]
     width = max(6.0, 0.35 * len(report.rows) + 3)
     height = max(2.5, 0.5 * len(report.columns) + 2.2)
     fig, ax = plt.subplots(figsize=(width, height))
@@ -113,7 +113,7 @@ def heatmap(report: Report) -> bytes | None:
     ax.set_xticks(range(len(report.rows)))
     ax.set_xticklabels([f"S{j + 1}" for j in range(len(report.rows))], fontsize=7, rotation=90)
     ax.set_xlabel("setting (see the table)")
-    fig.colorbar(image, ax=ax, label="score (%)")
+    fig.colorbar(image, ax=ax, label="score (fraction)")
     ax.set_title("Tasks x settings")
     return _png(fig)
 

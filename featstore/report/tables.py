@@ -68,6 +68,7 @@ class Report:
     transfer: list[dict[str, Any]]
     n_records: int
     similarity: list[dict[str, Any]] = field(default_factory=list)  # CKA / RSA matrices
+    scope: str | None = None  # which records the table holds (one study, or all of a store)
 
     def to_json(self) -> dict[str, Any]:
         cols = [c.label for c in self.columns]
@@ -75,6 +76,7 @@ class Report:
             "columns": cols,
             "baseline": self.baseline,
             "n_records": self.n_records,
+            "scope": self.scope,
             "rows": [
                 {
                     "setting": r.setting,
@@ -128,12 +130,13 @@ def build_report(
     *,
     baseline: Mapping[str, str] | None = None,
     orders: Mapping[str, Sequence[str]] | None = None,
+    scope: str | None = None,
 ) -> Report:
     """Arrange result records as the study's table (see the module docstring).
 
     ``orders`` gives the display order of factor values (e.g. layers in network order);
     unlisted values follow in natural order. Several records for one cell (seeds,
-    teammates) are averaged.
+    teammates) are averaged. ``scope`` says which records these are (shown with the table).
     """
     orders = orders or {}
     cells: dict[tuple[str, Column], list[float]] = {}
@@ -185,6 +188,7 @@ def build_report(
         transfer=transfer,
         n_records=len(records),
         similarity=similarity_matrices(similarity_records, orders),
+        scope=scope,
     )
 
 
@@ -280,8 +284,12 @@ def _add_ranks(rows: list[dict[str, Any]], name: str, get: Any) -> None:
 # --------------------------------------------------------------------------------------
 
 
+SCORE_UNIT = "Scores are fractions (1.0000 = every answer right), as in evaluate and --json"
+
+
 def fmt_score(value: float | None) -> str:
-    return "" if value is None else f"{100.0 * value:.2f}"
+    """A score as featstore shows it everywhere (evaluate, sweep, report): a fraction, 4 decimals."""
+    return "" if value is None else f"{value:.4f}"
 
 
 def fmt_rer(value: float | None) -> str:
@@ -293,10 +301,12 @@ def _md_escape(text: str) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    """The table as GitHub Markdown: scores in %, best per column in bold, RER in brackets."""
+    """The table as GitHub Markdown: scores as fractions, best per column in bold, RER (%) in
+    brackets."""
     if not report.rows:
         return (
             "_No classification or retrieval results in the store yet._\n"
+            + (f"\n{report.scope}\n" if report.scope else "")
             + _transfer_markdown(report)
             + similarity_markdown(report.similarity)
         )
@@ -319,7 +329,9 @@ def to_markdown(report: Report) -> str:
         lines.append(
             "| " + " | ".join([name, *[_md_escape(r.setting[k]) for k in FACTORS], *cells]) + " |"
         )
-    notes = ["", "Scores in %; **bold** = best setting of the column."]
+    notes = ["", f"{SCORE_UNIT}; **bold** = best setting of the column."]
+    if report.scope:
+        notes.append(report.scope)
     if report.baseline:
         base = ", ".join(f"{k}={v}" for k, v in report.baseline.items())
         notes.append(

@@ -31,6 +31,7 @@ from featstore.errors import (
     EntryNotFoundError,
     IncompleteEntryError,
     ReadOnlyError,
+    StoreNotFoundError,
 )
 from featstore.keys import check_dataset_id, content_hash
 from featstore.store.checksum import chunk_checksum, marker_checksum, matches
@@ -392,6 +393,18 @@ class Entry(ABC):
         return f"<Entry {self.key} shape={self.shape} dtype={self.dtype} chunks={self.n_chunks}>"
 
 
+def store_not_found(location: str) -> StoreNotFoundError:
+    """The error for a store that does not exist where a command looked (nothing created);
+    ``location`` (an absolute path when local) rides along for callers that report it."""
+    exc = StoreNotFoundError(
+        f"no featstore store at {location}; check --store (or FEATSTORE_STORE), or create one "
+        "with a command that registers data (featstore datasets add NAME SOURCE, or featstore "
+        "sweep SPEC); in Python open_store(url, mode='a')"
+    )
+    exc.location = location  # type: ignore[attr-defined]
+    return exc
+
+
 class Store(ABC):
     """A featstore store: datasets, feature entries and result records under one root.
 
@@ -401,6 +414,12 @@ class Store(ABC):
 
     url: str
     read_only: bool
+    created: bool = False  # this open created the store: it did not exist before
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as a person should read it: an absolute path when local."""
+        return self.url
 
     # --- capabilities -----------------------------------------------------------------
     @property

@@ -21,11 +21,10 @@ from featstore.errors import (
     EntryNotFoundError,
     NotAStoreError,
     StoreError,
-    StoreNotFoundError,
     StoreVersionError,
 )
 from featstore.keys import check_dataset_id, check_key
-from featstore.store.base import FORMAT_VERSION, Entry, Store
+from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
 from featstore.store.spec import StoreSpec
 
 STR = h5py.string_dtype(encoding="utf-8")
@@ -118,9 +117,7 @@ class HDF5Store(Store):
         self.read_only = mode == "r"
         exists = os.path.exists(path)
         if not exists and self.read_only:
-            raise StoreNotFoundError(
-                f"no featstore store at {path}; create one by opening it with mode='a'"
-            )
+            raise store_not_found(os.path.abspath(path))
         try:
             self._file = h5py.File(path, "r" if self.read_only else "a")
         except BlockingIOError as exc:
@@ -136,6 +133,7 @@ class HDF5Store(Store):
                 self._file.close()
                 raise NotAStoreError(f"{path} is an HDF5 file but not a featstore store")
             self._file.attrs["featstore"] = _to_attr({"format": FORMAT_VERSION})
+            self.created = True
         else:
             fmt = json.loads(info)["format"]
             if int(fmt) > FORMAT_VERSION:
@@ -153,6 +151,10 @@ class HDF5Store(Store):
     @property
     def is_remote(self) -> bool:
         return False
+
+    @property
+    def location(self) -> str:
+        return os.path.abspath(self.url)
 
     @property
     def supports_concurrent_writers(self) -> bool:

@@ -29,11 +29,16 @@ from featstore.errors import (
     DamagedEntryError,
     EntryNotFoundError,
     NotAStoreError,
-    StoreNotFoundError,
     StoreVersionError,
 )
 from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
-from featstore.store.base import FORMAT_VERSION, Entry, ObjectFolder, Store
+from featstore.store.base import (
+    FORMAT_VERSION,
+    Entry,
+    ObjectFolder,
+    Store,
+    store_not_found,
+)
 from featstore.store.spec import StoreSpec
 
 ZARR_CONFIG: ArrayConfigParams = {
@@ -207,6 +212,10 @@ class ZarrStore(Store):
         return not self.is_local
 
     @property
+    def location(self) -> str:
+        return self.root if self.is_local else self.url
+
+    @property
     def supports_concurrent_writers(self) -> bool:
         return True  # one object per chunk and per marker: disjoint chunks never collide
 
@@ -257,14 +266,12 @@ class ZarrStore(Store):
             exists = False
         if not exists:
             if self.read_only:
-                raise StoreNotFoundError(
-                    f"no featstore store at {self.url}; create one by opening it with mode='a' "
-                    "(any featstore command that writes does this)"
-                )
+                raise store_not_found(self.location)
             group = zarr.open_group(self.zarr_store, mode="a")
             group.attrs["featstore"] = {"format": FORMAT_VERSION}
             self._group = group
             self._format = FORMAT_VERSION
+            self.created = True
             return
         try:
             group = zarr.open_group(self.zarr_store, mode="r" if self.read_only else "a")

@@ -10,6 +10,7 @@ time from a table of measured CPU throughputs (DESIGN.md) unless the spec says o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from featstore.datasets import Dataset, dataset_from_source
+from featstore.datasets.registry import parse_source
 from featstore.errors import DatasetError, EntryNotFoundError, SpecError
 from featstore.evaluate.results import collect_records
 from featstore.keys import content_hash
 from featstore.settings import cell_key, record_setting
 from featstore.store.content import entries_for
-from featstore.sweep.spec import Cell, SweepSpec
+from featstore.sweep.spec import Cell, DatasetSpec, SweepSpec
 
 __all__ = [
     "EntryPlan",
@@ -193,6 +195,63 @@ def subset_dataset(ds: Dataset, n: int, seed: int = SUBSET_SEED) -> Dataset:
     )
 
 
+def _describe(source: Mapping[str, Any]) -> str:
+    """A registered dataset's source in the words of a spec's ``source:`` (and its subset)."""
+    kind = source.get("kind")
+    if kind == "builtin":
+        text = f"builtin:{source.get('builtin')}"
+    elif kind == "benchmark":
+        text = f"{source.get('scheme')}:{source.get('root')}"
+    else:
+        text = str(source.get("root") or source.get("path") or kind or "an unknown source")
+    return text + (f" (subset {source['subset']})" if source.get("subset") is not None else "")
+
+
+def source_matches(source: Mapping[str, Any], text: str) -> bool | None:
+    """Whether a spec's ``source:`` names the source a dataset was registered from.
+
+    None when it cannot be told from the recorded description (retrieval sets): such a
+    dataset is used as registered.
+    """
+    kind = source.get("kind")
+    if text.startswith("builtin:"):
+        return kind == "builtin" and source.get("builtin") == text.removeprefix("builtin:")
+    ref = parse_source(text)
+    if ref is not None:
+        if kind == "retrieval":
+            return None
+        if kind != "benchmark" or source.get("scheme") != ref.scheme.name:
+            return False
+        same_root = os.path.abspath(ref.path) == os.path.abspath(str(source.get("root")))
+        same_options = all(str(source[k]) == str(v) for k, v in ref.options.items() if k in source)
+        return same_root and same_options
+    if kind == "folder":
+        return os.path.abspath(text) == source.get("root")
+    if kind == "manifest":
+        return os.path.abspath(text) == source.get("path")
+    return False if kind in ("builtin", "benchmark") else None
+
+
+def check_registered_source(d: DatasetSpec, stored: Dataset) -> None:
+    """A spec naming a registered dataset with another ``source:`` or ``subset:`` is refused:
+    silently using the old dataset would score other images than the spec says."""
+    source = dict(stored.source or {})
+    have = source.get("subset")
+    subset_differs = (d.source is not None or d.subset is not None) and have != d.subset
+    if subset_differs and have is None and d.subset is not None and d.subset >= stored.n:
+        subset_differs = False  # a subset as large as the dataset is the dataset
+    source_differs = d.source is not None and source_matches(source, d.source) is False
+    if not (subset_differs or source_differs):
+        return
+    asked = f"source {d.source}" if d.source is not None else "no source"
+    asked += f", subset {d.subset}" if d.subset is not None else ", no subset"
+    raise SpecError(
+        f"sweep spec: dataset {d.name!r} is registered from {_describe(source)} ({stored.n} "
+        f"images), but the spec gives {asked}; that is another dataset: give it a new name in "
+        f"the spec, or remove the registered one first (featstore datasets rm {d.name})"
+    )
+
+
 def resolve_datasets(
     store: Any, spec: SweepSpec, *, register: bool
 ) -> tuple[dict[str, Dataset], list[str]]:
@@ -204,10 +263,13 @@ def resolve_datasets(
     notes: list[str] = []
     for d in spec.datasets:
         try:
-            out[d.name] = store.get_dataset(d.name)
-            continue
+            stored = store.get_dataset(d.name)
         except (EntryNotFoundError, DatasetError, LookupError):
-            pass
+            stored = None
+        if stored is not None:
+            check_registered_source(d, stored)
+            out[d.name] = stored
+            continue
         if d.source is None:
             raise SpecError(
                 f"sweep spec: dataset {d.name!r} is not registered in the store and has no 'source'; "
@@ -331,13 +393,18 @@ def make_plan(
     register: bool = False,
     images_per_s: Mapping[str, float] | None = None,
     planner: Planner | None = None,
+    datasets: Mapping[str, Dataset] | None = None,
 ) -> SweepPlan:
     """What the sweep needs, what the store already has, and what one pass per network adds.
 
     ``planner`` finds the entries of one network on one dataset (default: extraction's
     planner, exact keys; :func:`factor_planner` for networks outside the registry).
+    ``datasets`` (by spec name) replaces resolving them from the store or their sources.
     """
-    datasets, notes = resolve_datasets(store, spec, register=register)
+    if datasets is None:
+        datasets, notes = resolve_datasets(store, spec, register=register)
+    else:
+        datasets, notes = dict(datasets), []
     find = planner or extract_planner
     speeds = {**CPU_IMAGES_PER_S, **dict(images_per_s or {})}
     cells = spec.cells()

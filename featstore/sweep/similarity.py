@@ -16,14 +16,14 @@ from typing import Any
 from featstore.errors import FeatstoreError
 from featstore.sweep.spec import Cell, SweepSpec
 
-__all__ = ["run_similarity_cells"]
+__all__ = ["run_similarity_cells", "similarity_keys", "similarity_studies"]
 
 
-def run_similarity_cells(
+def similarity_studies(
     store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell]
 ) -> list[dict[str, Any]]:
-    """One summary per study (as the sweep's other cells give one per cell); never raises."""
-    from featstore.evaluate.tasks import get_task
+    """The sweep's similarity cells grouped into studies: one per (dataset, pooling, view,
+    transform), each with its jobs, row labels, setting and transform."""
     from featstore.sweep.run import cell_job
 
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
@@ -32,7 +32,7 @@ def run_similarity_cells(
         s = cell.setting
         transform = job["options"]["transform"]
         groups.setdefault((cell.dataset, s.pooling, s.view, transform), []).append(job)
-    out = []
+    studies = []
     for (dataset, pooling, view, transform), jobs in groups.items():
         several = len({j["setting"]["network"] for j in jobs}) > 1
         labels = [
@@ -49,6 +49,50 @@ def run_similarity_cells(
             "transform": jobs[0]["setting"]["transform"],
             "classifier": "-",
         }
+        studies.append(
+            {"dataset": dataset, "transform": transform, "jobs": jobs, "labels": labels}
+            | {"pooling": pooling, "view": view, "setting": setting}
+        )
+    return studies
+
+
+def similarity_keys(store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell]) -> set[str]:
+    """The result keys of every pair the sweep's similarity studies store (nothing is read)."""
+    from featstore.evaluate.tasks import get_task
+
+    keys: set[str] = set()
+    for study in similarity_studies(store, spec, plan, cells):
+        try:
+            planned = get_task("similarity").plan(
+                store,
+                study["dataset"],
+                [j["features"] for j in study["jobs"]],
+                labels=study["labels"],
+                transform=study["transform"],
+                seed=spec.seed,
+                **spec.similarity,
+            )
+        except FeatstoreError:
+            continue  # entries not extracted yet: no records either
+        keys.update(getattr(planned, "keys", ()))  # a SimilarityPlan: one key per pair
+    return keys
+
+
+def run_similarity_cells(
+    store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell]
+) -> list[dict[str, Any]]:
+    """One summary per study (as the sweep's other cells give one per cell); never raises."""
+    from featstore.evaluate.tasks import get_task
+
+    out = []
+    for study in similarity_studies(store, spec, plan, cells):
+        dataset, pooling, view = study["dataset"], study["pooling"], study["view"]
+        transform, jobs, labels, setting = (
+            study["transform"],
+            study["jobs"],
+            study["labels"],
+            study["setting"],
+        )
         summary: dict[str, Any] = {
             "label": f"{dataset}:similarity:{setting['network']}/{pooling}/{view}/{transform or 'none'}",
             "dataset": dataset,

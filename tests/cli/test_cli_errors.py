@@ -148,7 +148,7 @@ CASES = [
     Case("unknown-protocol", _unknown_protocol, 1, lambda t: "unknown protocol in store URL foo://bucket/s.zarr; use a local path, file://, memory://, s3:// (pip install 'featstore[s3]') or gs:// (pip install 'featstore[gcs]')"),
     Case("missing-backend", _missing_backend, 1, lambda t: "store gs://bucket/s.zarr needs the gcsfs package; install it with pip install 'featstore[gcs]'"),
     Case("store-under-a-file", _under_a_file, 1, lambda t: f"cannot open store {t}/afile/s.zarr: part of its path is a file, not a folder; choose another --store"),
-    Case("ls-missing-store", _ls_missing, 1, lambda t: f"no featstore store at {t}/s.zarr; create one by opening it with mode='a' (any featstore command that writes does this)"),
+    Case("ls-missing-store", _ls_missing, 1, lambda t: f"no featstore store at {t}/s.zarr; check --store (or FEATSTORE_STORE), or create one with a command that registers data (featstore datasets add NAME SOURCE, or featstore sweep SPEC); in Python open_store(url, mode='a')"),
     Case("batch-size-0", lambda t: _extract(t, "--batch-size", "0"), 2, lambda t: "Invalid value for '--batch-size': 0 is not in the range x>=1."),
     Case("resize-0", lambda t: _extract(t, "--resize", "0"), 2, lambda t: "Invalid value for '--resize': 0 is not in the range x>=1."),
     Case("crop-0", lambda t: _extract(t, "--crop", "0"), 2, lambda t: "Invalid value for '--crop': 0 is not in the range x>=1."),

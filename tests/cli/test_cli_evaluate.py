@@ -39,7 +39,7 @@ def test_three_layers_print_one_table(store_path, layered):
     result = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "l1,l2,l3", "--task", "classify")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "blobs: task classify, svm, transform l2"
+    assert lines[0] == f"blobs: task classify, svm, transform l2; store {store_path}"
     assert lines[1].split() == [
         "setting",
         "dim",

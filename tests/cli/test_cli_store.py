@@ -71,7 +71,9 @@ def test_unknown_dataset_and_missing_store(tmp_path):
     assert result.exit_code == 1
     assert (
         result.output
-        == f"Error: no featstore store at {store}; create one by opening it with mode='a' (any featstore command that writes does this)\n"
+        == f"Error: no featstore store at {store}; check --store (or FEATSTORE_STORE), or create "
+        "one with a command that registers data (featstore datasets add NAME SOURCE, or featstore "
+        "sweep SPEC); in Python open_store(url, mode='a')\n"
     )
     open_store(store)
     result = CliRunner().invoke(cli, ["datasets", "show", "nope", "--store", store])

@@ -35,7 +35,9 @@ def test_evaluate_retrieve_prints_a_table(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [*args, "--whiten", "none"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "hol: task retrieve, global, transform l2"
+    assert (
+        lines[0] == f"hol: task retrieve, global, transform l2, then l2 (no whitening); store {url}"
+    )
     assert lines[1].split()[:4] == ["setting", "dim", "mAP", "P@1"]
     assert lines[3].split()[:3] == [
         "fc",
@@ -47,6 +49,19 @@ def test_evaluate_retrieve_prints_a_table(tmp_path: Path) -> None:
     (record,) = json.loads(result.output)
     assert record["classifier"]["name"] == "subpatch" and record["metrics"]["mAP"] == 1.0
     assert record["factors"]["view"] == "crops:1x1,2x2"
+
+
+def test_the_retrieval_header_shows_the_whitening_that_ran(tmp_path: Path) -> None:
+    url = _store(tmp_path)
+    args = ["evaluate", "--task", "retrieve", "-d", "hol", "-m", "toy", "-l", "fc", "--store", url]
+    result = CliRunner().invoke(cli, [*args, "--whiten-dim", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "hol: task retrieve, global, transform l2, then l2,pca=2:whiten,l2 "
+        f"(whitening learned on the 6 database vectors); store {url}"
+    )
+    assert lines[3].split()[:2] == ["fc", "2"]  # the dim column agrees
 
 
 def test_evaluate_retrieve_errors_are_clean(tmp_path: Path) -> None:

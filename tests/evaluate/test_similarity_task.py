@@ -65,7 +65,8 @@ def test_cli_prints_the_cka_matrix_and_stores_one_record_per_pair(store_path, ca
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == (
-        "blobs: task similarity, cka (kernel=linear, debiased=False), transform none, rows all (n=36)"
+        "blobs: task similarity, cka (kernel=linear, debiased=False), transform none, rows all "
+        f"(n=36); store {store_path}"
     )
     assert lines[1].split() == ["l1", "l2", "l3"]
     rows = _matrix(result.output)

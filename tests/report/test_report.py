@@ -79,8 +79,10 @@ def test_table_shape_best_and_relative_error_reduction(store) -> None:
     assert rep.rows[2].rer[b] == pytest.approx(0.5)
     assert rep.rows[1].rer[b] == pytest.approx(-0.25)
     md = to_markdown(rep)
-    assert "**90.00** (+50.0%)" in md and "S1 (baseline)" in md
-    assert "| S3 | toy | l3 | avg | plain | l2 | svm | 70.00 (-50.0%) | **80.00** (+50.0%) |" in md
+    assert "**0.9000** (+50.0%)" in md and "S1 (baseline)" in md
+    assert (
+        "| S3 | toy | l3 | avg | plain | l2 | svm | 0.7000 (-50.0%) | **0.8000** (+50.0%) |" in md
+    )
 
 
 def test_estimator_rankings_beside_svm_with_kendall_tau(store) -> None:

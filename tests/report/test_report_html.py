@@ -1,18 +1,18 @@
 """The HTML report is one self-contained page: checked in headless Chromium.
 
 Chromium comes from Debian's ``chromium`` package (``apt-get install -y chromium``, done by
-.ci/run). Without it this test fails with that hint; FEATSTORE_SKIP_BROWSER=1 skips it.
+.ci/run, which also sets FEATSTORE_REQUIRE_CHROMIUM=1). Without it this test is skipped with
+that reason, or fails where it is required (tests/browser_check.py).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from browser_check import chromium_or_skip
 from click.testing import CliRunner
 from featstore.cli.main import cli
 
@@ -32,17 +32,7 @@ BROWSER_FLAGS = [
 
 
 def _chromium() -> str:
-    if os.environ.get("FEATSTORE_SKIP_BROWSER") == "1":
-        pytest.skip("FEATSTORE_SKIP_BROWSER=1: headless Chromium check skipped on request")
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "chromium is not on PATH: the HTML report test renders the page in headless Chromium. "
-        "Install it with `apt-get update && apt-get install -y chromium` (Debian), or set "
-        "FEATSTORE_SKIP_BROWSER=1 to skip this check."
-    )
+    return chromium_or_skip()
 
 
 def _store(tmp_path: Path):

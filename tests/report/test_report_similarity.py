@@ -1,8 +1,8 @@
 """The report's similarity matrices, CKA heatmap and layer-wise transfer curve (headless Chromium).
 
 Chromium comes from Debian's ``chromium`` package (``apt-get install -y chromium``); without it
-the browser test fails with that hint, and FEATSTORE_SKIP_BROWSER=1 skips it, as in
-tests/test_report_html.py.
+the browser test is skipped with that reason, or fails where FEATSTORE_REQUIRE_CHROMIUM=1 (CI),
+as in tests/report/test_report_html.py (tests/browser_check.py).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import base64
 import io
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_check import chromium_or_skip
 from click.testing import CliRunner
 from eval_helpers import add_dataset, add_features, blobs, interleave_splits
 from featstore.cli.main import cli
@@ -47,16 +47,7 @@ ACCURACY = {"layer1": 0.55, "layer4": 0.8, "fc": 0.7}
 
 
 def _chromium() -> str:
-    if os.environ.get("FEATSTORE_SKIP_BROWSER") == "1":
-        pytest.skip("FEATSTORE_SKIP_BROWSER=1: headless Chromium check skipped on request")
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "chromium is not on PATH: this test renders the report in headless Chromium. Install it "
-        "with `apt-get update && apt-get install -y chromium`, or set FEATSTORE_SKIP_BROWSER=1"
-    )
+    return chromium_or_skip()
 
 
 @pytest.fixture
@@ -116,7 +107,7 @@ def test_matrix_is_rebuilt_from_pair_records_in_depth_order(study):
     )
     layers, lines = layer_curves(rep)["resnet18"]
     assert layers == ["layer1", "layer4", "fc"]
-    assert lines == {"toy classify": {la: 100 * ACCURACY[la] for la in LAYERS}}
+    assert lines == {"toy classify": {la: ACCURACY[la] for la in LAYERS}}  # fractions, as shown
     md = to_markdown(rep)
     assert "### Representational similarity: toy: linear CKA, transform none, rows all (n=30)" in md
     assert "| resnet18:layer1 | 1.000 |" in md

@@ -1,0 +1,72 @@
+"""Which result records belong to a sweep: the study table shows the study, nothing else.
+
+A store collects records from every run: a sweep's cells, but also ``featstore evaluate``
+runs with other classifiers, seeds or transforms on the same datasets. A study's table
+(``featstore sweep SPEC``, ``featstore report --spec SPEC``) takes only the records whose
+keys the spec's cells give, asked of each task's planner (see
+:mod:`featstore.evaluate.tasks`); nothing here rebuilds a key by hand. Entries are found by
+their factors (no network is loaded), so a report needs only the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from featstore.errors import DatasetError, EntryNotFoundError, FeatstoreError
+from featstore.evaluate.results import collect_records
+from featstore.evaluate.tasks import get_task
+from featstore.sweep.plan import check_registered_source, factor_planner, make_plan
+from featstore.sweep.run import cell_job
+from featstore.sweep.similarity import similarity_keys
+from featstore.sweep.spec import SweepSpec
+
+__all__ = ["study_records", "study_result_keys"]
+
+
+def study_result_keys(store: Any, spec: SweepSpec) -> set[str]:
+    """The result keys of the spec's cells (whether or not the store holds their records yet).
+
+    Datasets of the spec that are not registered have no records; one registered from
+    another source or subset than the spec says is refused (SpecError), as the sweep does.
+    """
+    registered = {}
+    for d in spec.datasets:
+        try:
+            stored = store.get_dataset(d.name)
+        except (EntryNotFoundError, DatasetError, LookupError):
+            continue
+        check_registered_source(d, stored)
+        registered[d.name] = stored
+    if not registered:
+        return set()
+    sub = dataclasses.replace(
+        spec, datasets=tuple(d for d in spec.datasets if d.name in registered)
+    )
+    plan = make_plan(store, sub, datasets=registered, planner=factor_planner)
+    keys: set[str] = set()
+    for cell in plan.cells:
+        if cell.task == "similarity":
+            continue
+        job = cell_job(sub, cell, store.spec, plan)
+        try:  # the features and options the sweep's evaluate_job evaluates for this cell
+            planned = get_task(job["task"]).plan(
+                store, registered[cell.dataset], job["features"], **job["options"]
+            )
+        except FeatstoreError:
+            continue  # not extracted (or not evaluable): no record of this cell
+        keys.add(planned.key)
+    similar = [c for c in plan.cells if c.task == "similarity"]
+    if similar:
+        keys |= similarity_keys(store, sub, plan, similar)
+    return keys
+
+
+def study_records(
+    store: Any, spec: SweepSpec, keys: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """The result records of the spec's settings only (``keys``: those a sweep just wrote)."""
+    wanted = set(keys) if keys is not None else study_result_keys(store, spec)
+    names = [d.name for d in spec.datasets]
+    return [r for r in collect_records(store, datasets=names) if r.get("key") in wanted]
