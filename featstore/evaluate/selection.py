@@ -22,8 +22,8 @@ import numpy as np
 
 from featstore.errors import (
     EntryNotFoundError,
-    FeatstoreError,
     EvaluationError,
+    FeatstoreError,
     IncompleteEntryError,
     TransformError,
 )
@@ -165,7 +165,9 @@ def weights_filter(model: str | None, weights: str | None) -> dict[str, str]:
         except FeatstoreError:  # default weights not on this machine: their declared source
             return {"source": spec.source}
     if spec is not None:
-        return {"weights_sha256": weights_identity(spec, resolve_weights(spec, value)).weights_sha256}
+        return {
+            "weights_sha256": weights_identity(spec, resolve_weights(spec, value)).weights_sha256
+        }
     return {"weights_sha256": file_sha256(value)}
 
 

@@ -139,9 +139,7 @@ def test_weights_choose_random_or_a_files_state_dict(store_path, data, tmp_path)
     torch.save({"w": torch.arange(6.0).reshape(2, 3)}, path)
     sha = file_sha256(path)
     rand = add_features(store, ds, X, layer="fc")
-    tuned = add_features(
-        store, ds, 3 * X, layer="fc", weights_source="file", weights_sha256=sha
-    )
+    tuned = add_features(store, ds, 3 * X, layer="fc", weights_source="file", weights_sha256=sha)
     result = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "fc")
     assert result.exit_code == 1
     first, second = sorted([rand, tuned], key=lambda e: e.key)
@@ -167,7 +165,9 @@ def test_weights_choose_random_or_a_files_state_dict(store_path, data, tmp_path)
         f"Error: no cached features with model=toynet, layer=fc, view=plain, weights={other} "
         "for dataset 'blobs'"
     )
-    pretrained = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "fc", "--weights", "pretrained")
+    pretrained = run(
+        store_path, "-d", "blobs", "-m", "toynet", "-l", "fc", "--weights", "pretrained"
+    )
     assert pretrained.exit_code == 1
     assert pretrained.output == (
         "Error: --weights pretrained needs a registered network, and 'toynet' is not one; give "
