@@ -227,6 +227,13 @@ def _chosen_by_key(found: Sequence[Any], keys: Sequence[str]) -> list[Any]:
     return [e for e in found if any(e.key == k or e.key.startswith(k) for k in keys)]
 
 
+def _find_vectors(store: Any, ds: Any, factors: dict[str, Any], layer: str | None) -> list[Any]:
+    found = entries_for(store, ds, **factors)
+    if not found and layer:
+        found = entries_for(store, ds, **{**factors, "layer": None, "layer_target": layer})
+    return [e for e in found if len(e.shape) == 2]
+
+
 def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None) -> Any:
     if selector.key:
         entry = store.get_entry(selector.key)
@@ -251,6 +258,11 @@ def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None)
         by_target = {**factors, "layer": None, "layer_target": selector.layer}
         found = entries_for(store, ds, **by_target)
     found = [e for e in found if _weights_match(e, wanted_weights)]
+    if not found and selector.pooling not in (None, "none"):
+        # a vector layer (penultimate) is stored unpooled whatever --pool extract was given,
+        # so `--pool avg` for every layer still reads it
+        unpooled = _find_vectors(store, ds, {**factors, "pooling": "none"}, selector.layer)
+        found = [e for e in unpooled if _weights_match(e, wanted_weights)]
     if not found:
         same_model = entries_for(store, ds, model=selector.model)
         same_layer = [e for e in same_model if e.attrs.get("layer") == selector.layer]

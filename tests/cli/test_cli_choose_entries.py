@@ -177,19 +177,24 @@ def test_weights_choose_random_or_a_files_state_dict(store_path, data, tmp_path)
 
 def test_readme_evaluate_example_after_a_sweep_with_two_poolings(store_path, data):
     """flowers_sweep.yaml stores stage5/stage7/last_conv with avg and max; penultimate came
-    from `featstore extract` (avg). The README's evaluate line with --pool avg reads them."""
+    from `featstore extract` (a vector, stored unpooled). The README's evaluate line with --pool avg reads them."""
     store, ds, X = data
     noise = np.random.default_rng(1).normal(size=X.shape)
     for layer in ("stage5", "stage7", "last_conv"):
         add_features(store, ds, X, model="efficientnet_lite0", layer=layer, pooling="avg")
         add_features(store, ds, noise, model="efficientnet_lite0", layer=layer, pooling="max")
-    add_features(store, ds, X, model="efficientnet_lite0", layer="penultimate", pooling="avg")
+    # a vector layer is stored unpooled ("none") whatever --pool extract was given
+    add_features(store, ds, X, model="efficientnet_lite0", layer="penultimate", pooling="none")
     args = ["-d", "blobs", "-m", "efficientnet_lite0", "-l", "stage5,last_conv,penultimate"]
     result = run(store_path, *args, "--task", "classify", "--pool", "avg")
     assert result.exit_code == 0, result.output
     rows = rows_of(result.output)
-    assert [r[0] for r in rows] == ["stage5", "last_conv", "penultimate"]
-    assert all(r[2] == "1.0000" for r in rows)  # the separable (avg) entries were read
+    assert [r[:2] for r in rows] == [
+        ["stage5", "avg"],
+        ["last_conv", "avg"],
+        ["penultimate", "none"],
+    ]
+    assert all(r[3] == "1.0000" for r in rows)  # the separable (avg) entries were read
     ambiguous = run(store_path, *args, "--task", "classify")
     assert ambiguous.exit_code == 1
     assert "choose one with --pool LAYER=SPEC or --key KEY" in ambiguous.output
