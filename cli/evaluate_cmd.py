@@ -63,9 +63,31 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
     help="What to evaluate.",
 )
 @click.option(
-    "--pool", "pooling", default=None, help="Stored pooling of the entries (avg, grid:max:6 ...)."
+    "--pool",
+    "pooling",
+    multiple=True,
+    help="Stored pooling of the entries, as extract takes it: SPEC[,SPEC] for every layer, "
+    "LAYER=SPEC for one (a row per pooling) [default: any].",
 )
 @click.option("--view", default="plain", show_default=True, help="Stored view of the entries.")
+@click.option(
+    "--weights",
+    default=None,
+    metavar="random|pretrained|FILE",
+    help="Entries of random-init, default pretrained, or this file's weights [default: any].",
+)
+@click.option(
+    "--compute-dtype",
+    default=None,
+    help="Entries computed in float32, bfloat16 or float16-amp [default: any].",
+)
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="Entry key (or prefix, from featstore ls) that picks one of several matching entries.",
+)
 @click.option(
     "--transform",
     default=None,
@@ -229,9 +251,12 @@ def evaluate(**opts: Any) -> None:
     settings = settings_from_factors(
         _csv(opts["model"]),
         _csv(opts["layer"]),
-        pooling=opts["pooling"],
+        pooling=_pooling(opts["pooling"]),
         view=opts["view"],
         concat=opts["concat"],
+        weights=opts["weights"],
+        compute_dtype=_compute_dtype(opts["compute_dtype"]),
+        keys=[k for value in opts["keys"] for k in _csv(value)],
     )
     options = task.select(opts)
     if task.matrix:
@@ -249,6 +274,26 @@ def evaluate(**opts: Any) -> None:
             **options,
         )
     emit(records, opts["as_json"], lambda recs: _render(recs, store_note(store)))
+
+
+def _pooling(values: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """``--pool`` parsed as extract parses it; no ``SPEC`` for every layer means any pooling."""
+    if not values:
+        return None
+    from featstore.extract.options import pooling_by_layer  # extract's parser: lazy
+
+    table = pooling_by_layer(values)
+    if all("=" in v for v in values):
+        table.pop("*", None)  # extract's default (avg) is not a choice made here
+    return table
+
+
+def _compute_dtype(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from featstore.extract.device import compute_dtype_name  # torch: lazy
+
+    return compute_dtype_name(value)
 
 
 def _evaluate_matrix(

@@ -54,17 +54,37 @@ def _render_ls(data: dict[str, Any]) -> str:
                     r.get("layer") or "",
                     r.get("pooling") or "",
                     r.get("view") or "",
+                    _weights(r),
+                    r.get("compute_dtype") or "",
                     "x".join(map(str, r["shape"])),
                     human_bytes(r["bytes"]),
                     _status(r),
                 )
                 for r in rows
             ],
-            ["key", "dataset", "model", "layer", "pooling", "view", "shape", "size", "status"],
+            [
+                "key",
+                "dataset",
+                "model",
+                "layer",
+                "pooling",
+                "view",
+                "weights",
+                "compute",
+                "shape",
+                "size",
+                "status",
+            ],
         )
     if "results" in data:
         text += f"\n{len(data['results'])} result records"
     return text
+
+
+def _weights(r: dict[str, Any]) -> str:
+    """Weights source and the start of their hash: two files' entries differ in the hash."""
+    sha = r.get("weights_sha256") or ""
+    return f"{r.get('weights') or ''}:{sha[:8]}" if sha else str(r.get("weights") or "")
 
 
 def _status(r: dict[str, Any]) -> str:

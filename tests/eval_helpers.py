@@ -49,12 +49,15 @@ def add_features(
     view: str = "plain",
     chunk_rows: int | None = None,
     complete: bool = True,
+    weights_source: str = "random",
+    weights_sha256: str = "0" * 64,
+    compute_dtype: str = "float32",
 ) -> Any:
     """An entry with the attrs extraction writes, holding ``array``; ``complete=False`` leaves chunk 0 unwritten."""
     array = np.asarray(array, dtype=np.float32)
     identity = {
         "images": ds.images_id,
-        "model": {"name": model, "source": "random", "weights_sha256": "0" * 64},
+        "model": {"name": model, "source": weights_source, "weights_sha256": weights_sha256},
         "layer": layer,
         "preprocess": {
             "resize": 8,
@@ -67,7 +70,7 @@ def add_features(
         "view": view,
         "pooling": pooling,
         "dtype": "float32",
-        "compute_dtype": "float32",
+        "compute_dtype": compute_dtype,
     }
     key = make_key("feat", identity)
     attrs = {

@@ -1,9 +1,11 @@
 """Which cached entries an evaluation reads, and which rows are train, validation and test.
 
 Shared by every evaluation task: a :class:`FeatureSelector` names entries by their factors
-(model, layer, stored pooling, view) or by key; :func:`resolve_parts` finds exactly one
-complete entry per selector (plus its flip-view twin when the transform averages flips)
-and refuses, with a fix, when none, several, or an incomplete one match.
+(model, layer, stored pooling, view, weights, compute dtype) or by key; :func:`resolve_parts`
+finds exactly one complete entry per selector (plus its flip-view twin when the transform
+averages flips) and refuses, with a fix, when none, several, or an incomplete one match.
+When several match, the message lists each candidate's key with only the factors that
+differ between them, and the options that choose among them.
 
 Entries are found by the dataset's images, not its name (see
 :mod:`featstore.store.content`): an entry of exactly these images is read as it is, one
@@ -21,12 +23,14 @@ import numpy as np
 from featstore.errors import (
     EntryNotFoundError,
     EvaluationError,
+    FeatstoreError,
     IncompleteEntryError,
     TransformError,
 )
 from featstore.evaluate.stored_pooling import pool_rows
 from featstore.evaluate.transform_spec import Step, parse_spec
 from featstore.evaluate.transforms import Part
+from featstore.keys import canonical_json
 from featstore.store.content import entries_for, view_for
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "resolve_dataset",
     "resolve_parts",
     "split_rows",
+    "weights_filter",
 ]
 
 # attrs that make two entries of one dataset's images the same features up to the view
@@ -63,6 +68,9 @@ class FeatureSelector:
     view: str | None = "plain"
     key: str | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)  # any other attr filters
+    # "random", "pretrained" (the network's default source) or a weights file
+    weights: str | None = None
+    keys: tuple[str, ...] = ()  # entry keys (or prefixes) that choose among several matches
 
     def describe(self) -> str:
         if self.key:
@@ -74,6 +82,7 @@ class FeatureSelector:
                 ("layer", self.layer),
                 ("pooling", self.pooling),
                 ("view", self.view),
+                ("weights", self.weights),
             )
             if v
         ]
@@ -91,9 +100,11 @@ def as_selectors(features: Any) -> list[FeatureSelector]:
         elif isinstance(item, str):
             out.append(FeatureSelector(key=item, view=None))
         elif isinstance(item, Mapping):
-            known = {k: item[k] for k in ("model", "layer", "pooling", "view", "key") if k in item}
-            other = {k: v for k, v in item.items() if k not in known}
-            out.append(FeatureSelector(**known, attrs=other))
+            names = ("model", "layer", "pooling", "view", "key", "weights")
+            known = {k: item[k] for k in names if k in item}
+            other = {k: v for k, v in item.items() if k not in names and k != "keys"}
+            keys = tuple(str(k) for k in item.get("keys") or ())
+            out.append(FeatureSelector(**known, attrs=other, keys=keys))
         else:
             raise EvaluationError(
                 f"cannot select features with {item!r}: give an entry key, a dict of factors or a "
@@ -124,12 +135,103 @@ def _fits(entry: Any, pool: Step | None) -> bool:
     return True
 
 
-def _describe_entries(entries: Sequence[Any]) -> str:
-    return "; ".join(
-        f"{e.key} (model={e.attrs.get('model_name')}, layer={e.attrs.get('layer')}, "
-        f"pooling={e.attrs.get('pooling')}, view={e.attrs.get('view')})"
-        for e in entries
+def weights_filter(model: str | None, weights: str | None) -> dict[str, str]:
+    """What an entry's ``model`` identity must hold for ``weights``: ``{"source": "random"}``,
+    ``{"weights_sha256": ...}`` of a file's state dict (cached per file, so no network is
+    built), or the source the network loads by default (``pretrained``/``default``)."""
+    if not weights:
+        return {}
+    value = str(weights).strip()
+    if value == "random":
+        return {"source": "random"}
+    from featstore.models import get_spec  # torch: only when weights are asked for
+    from featstore.models.loading import resolve_weights, weights_identity
+    from featstore.models.weights import file_sha256
+
+    spec = None
+    if model:
+        try:
+            spec = get_spec(model)
+        except FeatstoreError:
+            spec = None  # a network cached earlier and no longer registered
+    if value in ("pretrained", "default"):
+        if spec is None:
+            raise EvaluationError(
+                f"--weights {value} needs a registered network, and {model!r} is not one; give "
+                "--weights random or a weights FILE, or choose the entry with --key"
+            )
+        try:
+            return {"source": resolve_weights(spec, None).source}
+        except FeatstoreError:  # default weights not on this machine: their declared source
+            return {"source": spec.source}
+    if spec is not None:
+        return {
+            "weights_sha256": weights_identity(spec, resolve_weights(spec, value)).weights_sha256
+        }
+    return {"weights_sha256": file_sha256(value)}
+
+
+def _weights_match(entry: Any, wanted: Mapping[str, str]) -> bool:
+    model = entry.attrs.get("model")
+    model = model if isinstance(model, Mapping) else {}
+    return all(model.get(k) == v for k, v in wanted.items())
+
+
+# factor shown in the "several entries match" message -> the option that chooses it
+_CHOOSERS = {
+    "pooling": "--pool LAYER=SPEC",
+    "weights": "--weights random|pretrained|FILE",
+    "compute_dtype": "--compute-dtype",
+    "view": "--view",
+}
+
+
+def _shown_factors(entry: Any) -> dict[str, str]:
+    """One entry's key factors as short text, preprocessing flattened field by field."""
+    a = entry.attrs
+    model = a.get("model") if isinstance(a.get("model"), Mapping) else {}
+    sha = str(model.get("weights_sha256") or "")
+    out = {
+        "model": str(a.get("model_name") or model.get("name")),
+        "weights": f"{model.get('source')}:{sha[:12]}" if sha else str(model.get("source")),
+        "layer": str(a.get("layer")),
+        "layer_target": str(a.get("layer_target")),
+        "pooling": str(a.get("pooling")),
+        "view": str(a.get("view")),
+        "compute_dtype": str(a.get("compute_dtype")),
+        "dtype": str(a.get("dtype")),
+    }
+    pre = a.get("preprocess")
+    if isinstance(pre, Mapping):
+        out.update({f"preprocess.{k}": canonical_json(v) for k, v in sorted(pre.items())})
+    images = a.get("images") or f"fingerprint {a.get('dataset_fingerprint')}"
+    out["images"] = f"{images} ({entry.shape[0]} rows)"
+    return out
+
+
+def _describe_entries(entries: Sequence[Any]) -> tuple[str, list[str]]:
+    """Per entry its key and the factors that differ between them; and the options to choose."""
+    shown = [_shown_factors(e) for e in entries]
+    names = [n for n in shown[0] if len({s.get(n) for s in shown}) > 1]
+    if not names:  # same factors under several keys (e.g. a format-1 copy): the images tell
+        names = ["images"]
+    text = "; ".join(
+        f"{e.key} ({', '.join(f'{n}={s.get(n)}' for n in names)})"
+        for e, s in zip(entries, shown, strict=True)
     )
+    options = [_CHOOSERS[n] for n in names if n in _CHOOSERS] + ["--key KEY"]
+    return text, options
+
+
+def _chosen_by_key(found: Sequence[Any], keys: Sequence[str]) -> list[Any]:
+    return [e for e in found if any(e.key == k or e.key.startswith(k) for k in keys)]
+
+
+def _find_vectors(store: Any, ds: Any, factors: dict[str, Any], layer: str | None) -> list[Any]:
+    found = entries_for(store, ds, **factors)
+    if not found and layer:
+        found = entries_for(store, ds, **{**factors, "layer": None, "layer_target": layer})
+    return [e for e in found if len(e.shape) == 2]
 
 
 def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None) -> Any:
@@ -150,10 +252,17 @@ def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None)
         "view": selector.view,
         **dict(selector.attrs),
     }
+    wanted_weights = weights_filter(selector.model, selector.weights)
     found = entries_for(store, ds, **factors)
     if not found and selector.layer:  # extracted under an alias ("penultimate") of this module
         by_target = {**factors, "layer": None, "layer_target": selector.layer}
         found = entries_for(store, ds, **by_target)
+    found = [e for e in found if _weights_match(e, wanted_weights)]
+    if not found and selector.pooling not in (None, "none"):
+        # a vector layer (penultimate) is stored unpooled whatever --pool extract was given,
+        # so `--pool avg` for every layer still reads it
+        unpooled = _find_vectors(store, ds, {**factors, "pooling": "none"}, selector.layer)
+        found = [e for e in unpooled if _weights_match(e, wanted_weights)]
     if not found:
         same_model = entries_for(store, ds, model=selector.model)
         same_layer = [e for e in same_model if e.attrs.get("layer") == selector.layer]
@@ -172,12 +281,19 @@ def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None)
         )
     if len(found) == 1:
         return found[0]
-    fitting = [e for e in found if _fits(e, pool)]
+    fitting = [e for e in found if _fits(e, pool)] or found
     if len(fitting) == 1:
         return fitting[0]
+    if selector.keys:
+        chosen = _chosen_by_key(fitting, selector.keys)
+        if len(chosen) == 1:
+            return chosen[0]
+        fitting = chosen or fitting
+    listed, options = _describe_entries(fitting)
     raise EvaluationError(
-        f"{len(found)} cached entries match {selector.describe()}: {_describe_entries(found)}; "
-        "choose one with --pool/--view, or give its key"
+        f"{len(fitting)} cached entries match {selector.describe()} for dataset {ds.name!r}: "
+        f"{listed}; choose one with {', '.join(options[:-1]) + ' or ' if options[:-1] else ''}"
+        f"{options[-1]}"
     )
 
 

@@ -33,6 +33,14 @@ _ALIASES = {
 }
 
 
+def compute_dtype_name(value: str) -> str:
+    """The recorded name of a compute dtype given as fp32, bf16, fp16, amp ... (SpecError if unknown)."""
+    cd = _ALIASES.get(str(value).strip().lower())
+    if cd is None:
+        raise SpecError(f"unknown compute dtype {value!r}; use one of {', '.join(COMPUTE_DTYPES)}")
+    return cd
+
+
 @dataclass(frozen=True)
 class Compute:
     """A resolved device and precision for extraction."""
@@ -71,11 +79,7 @@ def resolve_compute(
     dev = resolve_device(device, cuda_available)
     is_cuda = dev.startswith("cuda")
     if compute_dtype is not None:
-        cd = _ALIASES.get(str(compute_dtype).strip().lower())
-        if cd is None:
-            raise SpecError(
-                f"unknown compute dtype {compute_dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}"
-            )
+        cd = compute_dtype_name(compute_dtype)
         if cd == "float16-amp" and not is_cuda:
             raise SpecError("float16 autocast needs a CUDA device; on CPU use bfloat16 or float32")
     elif amp is None:

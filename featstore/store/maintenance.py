@@ -20,6 +20,10 @@ def entry_summary(info: EntryInfo) -> dict[str, Any]:
         "layer": attrs.get("layer"),
         "pooling": attrs.get("pooling"),
         "view": attrs.get("view"),
+        # fp32 and bf16 entries (or random and pretrained ones) of one layer differ only here
+        "compute_dtype": attrs.get("compute_dtype"),
+        "weights": model.get("source") if isinstance(model, dict) else None,
+        "weights_sha256": model.get("weights_sha256") if isinstance(model, dict) else None,
         "shape": list(info.shape),
         "dtype": info.dtype,
         "bytes": info.nbytes_stored,

@@ -270,10 +270,13 @@ def test_several_matching_entries_are_disambiguated_by_the_pool_step(store, blob
     with pytest.raises(EvaluationError) as err:
         evaluate_classification(store, "blobs", SEL)  # avg and max vectors both fit "l2"
     message = str(err.value)
-    assert message.startswith(
-        "3 cached entries match features with model=toynet, layer=fc, view=plain: "
+    assert message.startswith(  # the grid entry does not fit "l2" and is not a candidate
+        "2 cached entries match features with model=toynet, layer=fc, view=plain for dataset "
+        "'blobs': "
     )
-    assert message.endswith("; choose one with --pool/--view, or give its key")
+    assert "(pooling=avg)" in message and "(pooling=max)" in message
+    assert "grid:max:2" not in message
+    assert message.endswith("; choose one with --pool LAYER=SPEC or --key KEY")
     assert (
         evaluate_classification(store, "blobs", {**SEL, "pooling": "max"})["factors"]["pooling"]
         == "max"
