@@ -6,7 +6,6 @@ Both are registered in :mod:`featstore.datasets.registry` by ``featstore/dataset
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 
 import numpy as np
@@ -59,7 +58,8 @@ def digits_dataset(name: str) -> Dataset:
         test[rng.choice(rows, size=round(len(rows) * DIGITS_TEST_FRACTION), replace=False)] = True
     ids = [f"digit_{i:04d}" for i in range(n)]
     refs = [f"builtin:digits/{i}" for i in range(n)]
-    hashes = [hashlib.sha256(images[i].tobytes()).hexdigest() for i in range(n)]
+    # the digest extraction recomputes from the provider's image (registry.image_digest)
+    hashes = [image_digest(digits_image(i)) for i in range(n)]
     return build_dataset(
         name,
         ids,
