@@ -395,19 +395,10 @@ def _single_label(
     t2 = time.perf_counter()
     chosen["convergence_warnings"] = caught.n + int(chosen.pop("unconverged", 0))
     n_classes = max(len(classes), int(y.max()) + 1)
-    recall = metrics.per_class_accuracy(y[test], pred, n_classes=n_classes)
-    names = [classes[i] if i < len(classes) else str(i) for i in range(n_classes)]
+    scores, per_class = metrics.single_label_report(y[test], pred, classes, n_classes)
     return {
-        "metrics": {
-            "accuracy": metrics.accuracy(y[test], pred),
-            "mean_class_accuracy": metrics.mean_class_accuracy(y[test], pred),
-        },
-        "per_class": {
-            "accuracy": dict(zip(names, recall.tolist(), strict=True)),
-            "n_test": dict(
-                zip(names, np.bincount(y[test], minlength=n_classes).tolist(), strict=True)
-            ),
-        },
+        "metrics": scores,
+        "per_class": per_class,
         "chosen": chosen,
         "sizes": {**sizes, "n_test": len(test)},
         "timings": {"fit_s": t1 - t0, "predict_s": t2 - t1},

@@ -107,19 +107,10 @@ def single_label(
     sims, ids = _neighbours(Xn[db], Xn[test], k)
     pred = knn_vote(sims, y[db][ids], k, n_classes, spec.temperature)
     t2 = time.perf_counter()
-    recall = metrics.per_class_accuracy(y[test], pred, n_classes=n_classes)
-    names = [classes[i] if i < len(classes) else str(i) for i in range(n_classes)]
+    test_scores, per_class = metrics.single_label_report(y[test], pred, classes, n_classes)
     return {
-        "metrics": {
-            "accuracy": metrics.accuracy(y[test], pred),
-            "mean_class_accuracy": metrics.mean_class_accuracy(y[test], pred),
-        },
-        "per_class": {
-            "accuracy": dict(zip(names, recall.tolist(), strict=True)),
-            "n_test": dict(
-                zip(names, np.bincount(y[test], minlength=n_classes).tolist(), strict=True)
-            ),
-        },
+        "metrics": test_scores,
+        "per_class": per_class,
         "chosen": chosen,
         "sizes": {"n_train": len(train), "n_val": len(val), "n_test": len(test)},
         "timings": {"fit_s": t1 - t0, "predict_s": t2 - t1},

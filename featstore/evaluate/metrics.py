@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 from featstore.errors import EvaluationError
 
 __all__ = [
+    "single_label_report",
     "accuracy",
     "average_precision",
     "holidays_map",
@@ -467,3 +468,21 @@ def subpatch_distances(
         picked = np.take_along_axis(xs, nearest[:, :, None], axis=1)  # (m', P, D)
         out[start : start + step] = np.mean(np.linalg.norm(picked - q[None], axis=2), axis=1)
     return out
+
+
+def single_label_report(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], n_classes: int
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """(metrics, per_class) of a single-label test split, as every classifier reports them:
+    accuracy and mean per-class accuracy; per class its accuracy (recall) and test count."""
+    recall = per_class_accuracy(y_true, y_pred, n_classes=n_classes)
+    names = [classes[i] if i < len(classes) else str(i) for i in range(n_classes)]
+    scores = {
+        "accuracy": accuracy(y_true, y_pred),
+        "mean_class_accuracy": mean_class_accuracy(y_true, y_pred),
+    }
+    per_class = {
+        "accuracy": dict(zip(names, recall.tolist(), strict=True)),
+        "n_test": dict(zip(names, np.bincount(y_true, minlength=n_classes).tolist(), strict=True)),
+    }
+    return scores, per_class
