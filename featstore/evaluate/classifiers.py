@@ -414,11 +414,6 @@ def _multi_label(
     classes: Sequence[str],
     tick: Callable[[], None],
 ) -> dict[str, Any]:
-    if spec.name != "svm":
-        raise EvaluationError(
-            "logistic regression here is multinomial (one label per image); this dataset is "
-            "multi-label: use --classifier svm"
-        )
     fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test
     names = [classes[k] if k < len(classes) else str(k) for k in range(Y.shape[1])]
     ap07: dict[str, float | None] = {}
@@ -509,6 +504,11 @@ def classify_arrays(
             progress(done[0], total, {"stage": "fit", "classifier": spec.name})
 
     run = _multi_label if multilabel else _single_label
+    if multilabel and spec.name == "logreg":  # one check for both solvers' multi-label paths
+        raise EvaluationError(
+            "logistic regression here is multinomial (one label per image); this dataset is "
+            "multi-label: use --classifier svm"
+        )
     if spec.name == "knn":
         if multilabel:
             raise EvaluationError(

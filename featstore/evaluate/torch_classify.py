@@ -253,11 +253,6 @@ def multi_label(
 
     from featstore.evaluate.classifiers import _metric_labels, _n_folds
 
-    if spec.name != "svm":
-        raise EvaluationError(
-            "logistic regression here is multinomial (one label per image); this dataset is "
-            "multi-label: use --classifier svm"
-        )
     t0 = time.perf_counter()
     fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test
     n, K = Y.shape
