@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.svm import LinearSVC
 
 from featstore.errors import EvaluationError
@@ -46,9 +48,15 @@ __all__ = [
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 LAMBDA_RANGE = (1e-6, 1e5, 45)
+Tick = Callable[..., None]  # tick(info=None): one fit step done, info says which (C, fold, ...)
 CLASSIFIERS = ("svm", "logreg", "knn")
 SOLVERS = ("torch", "sklearn")  # torch: featstore.evaluate.torch_linear (batched Newton-CG)
-TORCH_TOL = 1e-6  # torch solvers stop at ||grad|| <= TORCH_TOL * ||grad at 0|| (in the key)
+# Solver tolerances (part of the key): torch stops at ||grad|| <= tol * ||grad at W=0||.
+# SVM 1e-6: liblinear's primal rule, 1e-4 * min(pos, neg) / n, for 100 balanced classes.
+# Logreg 1e-4: Newton converges quadratically, so the test accuracy at 1e-4 equalled that at
+# 1e-8 (float64) on every lambda measured; float32 round-off sits near 1e-6 for this loss.
+SVM_TOL = 1e-6
+LOGREG_TOL = 1e-4
 SVM_MAX_ITER = 10000
 LOGREG_MAX_ITER = 1000
 
@@ -71,11 +79,18 @@ class ClassifierSpec:
     lambda_range: tuple[float, float, int] = LAMBDA_RANGE
     val_fraction: float = 0.2
     solver: str = "torch"  # "torch" (batched, default) or "sklearn" (the reference loop)
-    tol: float = TORCH_TOL  # torch solvers' relative gradient tolerance
+    tol: float | None = None  # relative gradient tolerance; None: SVM_TOL / LOGREG_TOL
     dtype: str = "float32"  # torch solvers' compute dtype (float32 | float64)
     device: str = "auto"  # torch solvers' device (as extraction: auto = cuda when present)
     knn_k: tuple[int, ...] = (10, 20, 50, 100)  # kNN: k grid chosen on val (one value: fixed)
     temperature: float = 0.07  # kNN: DINO vote weight exp(sim / T)
+
+    @property
+    def tolerance(self) -> float:
+        """The solvers' relative gradient tolerance: ``tol``, or this classifier's default."""
+        if self.tol is not None:
+            return float(self.tol)
+        return LOGREG_TOL if self.name == "logreg" else SVM_TOL
 
     def validate(self) -> ClassifierSpec:
         if self.name not in CLASSIFIERS:
@@ -86,7 +101,7 @@ class ClassifierSpec:
             raise EvaluationError(
                 f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}"
             )
-        if not (np.isfinite(self.tol) and 0 < self.tol < 1) or self.dtype not in (
+        if not (np.isfinite(self.tolerance) and 0 < self.tolerance < 1) or self.dtype not in (
             "float32",
             "float64",
         ):
@@ -145,7 +160,7 @@ class ClassifierSpec:
             "estimator": estimator,
             "solver": "torch",
             "method": "newton-cg",
-            "tol": float(self.tol),
+            "tol": self.tolerance,
             "tol_rule": "||grad|| <= tol*||grad(0)||",
             "dtype": self.dtype,
         }
@@ -159,6 +174,7 @@ class ClassifierSpec:
                 "loss": "squared_hinge",
                 "C_grid": sorted(float(c) for c in self.c_grid),
                 "class_weight": self.class_weight,
+                "tol": 1e-4,  # liblinear's own rule (see SVM_TOL)
             }
         low, high, n = self.lambda_range
         return {
@@ -170,6 +186,8 @@ class ClassifierSpec:
             "lambda_grid": {"low": float(low), "high": float(high), "n": int(n), "spacing": "log"},
             "lambda_to_C": "1/(lambda*n_samples)",
             "class_weight": self.class_weight,
+            "tol": self.tolerance,
+            "tol_rule": "max|grad| <= tol*max|grad(0)|",
         }
 
     def protocol(self, splits: Splits, multilabel: bool) -> dict[str, Any]:
@@ -191,6 +209,7 @@ class ClassifierSpec:
             "val": val,
             "selection": "holdout",
             "selection_metric": "accuracy",
+            **({"tie_break": "val log-loss"} if self.name == "logreg" else {}),
             "refit": "train+val",
             **({"database": "train+val"} if self.name == "knn" else {}),
         }
@@ -240,8 +259,13 @@ def _fit_svm(
     seed: int,
     scoring: str,
     names: Sequence[str],
+    tick: Tick = lambda info=None: None,
 ) -> tuple[LinearSVC, dict[str, Any]]:
-    """LinearSVC with C chosen by stratified k-fold CV (no CV when the grid has one value)."""
+    """LinearSVC with C chosen by stratified k-fold CV (no CV when the grid has one value).
+
+    The search is GridSearchCV's (same folds, mean fold score, first maximum = smallest C),
+    written out so that every (C, fold) fit reports progress.
+    """
     base = LinearSVC(
         C=float(spec.c_grid[0]),
         class_weight=spec.class_weight,
@@ -250,30 +274,83 @@ def _fit_svm(
     )
     grid = sorted(float(c) for c in spec.c_grid)
     if len(grid) == 1:
-        return base.fit(X, y), {"C": grid[0]}
+        model = base.fit(X, y)
+        tick({"C": grid[0]})
+        return model, {"C": grid[0]}
     folds = _n_folds(y, spec.cv, names)
-    search = GridSearchCV(
-        base,
-        {"C": grid},
-        scoring=scoring,
-        refit=True,
-        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-    )
-    search.fit(X, y)
-    scores = {
-        str(c): float(s) for c, s in zip(grid, search.cv_results_["mean_test_score"], strict=True)
-    }
-    return search.best_estimator_, {
-        "C": float(search.best_params_["C"]),
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    held = list(splitter.split(X, y))
+    scores = []
+    for c in grid:
+        fold_scores = []
+        for f, (fit, test) in enumerate(held):
+            model = clone(base).set_params(C=c).fit(X[fit], y[fit])
+            if scoring == "average_precision":
+                fold_scores.append(
+                    average_precision_score(y[test], model.decision_function(X[test]))
+                )
+            else:
+                fold_scores.append(metrics.accuracy(y[test], model.predict(X[test])))
+            tick({"C": c, "fold": f + 1})
+        scores.append(float(np.mean(fold_scores)))
+    best = int(np.argmax(scores))  # first maximum: the smallest C among ties
+    model = clone(base).set_params(C=grid[best]).fit(X, y)
+    tick({"C": grid[best], "refit": "all"})
+    return model, {
+        "C": grid[best],
         "cv_folds": folds,
-        "cv_scores": scores,
+        "cv_scores": {str(c): s for c, s in zip(grid, scores, strict=True)},
     }
 
 
-def _logreg(C: float, spec: ClassifierSpec, seed: int) -> LogisticRegression:
+def log_loss(scores: np.ndarray, y: np.ndarray, classes: np.ndarray) -> float:
+    """Mean cross-entropy of softmax(``scores``) (N, K) at the labels ``y`` (values of ``classes``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top = scores.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+    true = scores[np.arange(len(y)), np.searchsorted(classes, y)]
+    return float(np.mean(log_norm - true))
+
+
+def choose_on_validation(accuracies: Sequence[float], losses: Sequence[float]) -> int:
+    """The grid index with the best validation accuracy; ties go to the lowest log-loss.
+
+    Accuracy is flat over long runs of the lambda path (every lambda that classifies the
+    few validation images equally), so "first maximum" would depend on round-off; the
+    log-loss breaks the tie by how confidently the validation labels are predicted.
+    """
+    acc = np.asarray(accuracies, dtype=np.float64)
+    tied = np.flatnonzero(acc == acc.max())
+    return int(tied[np.argmin(np.asarray(losses, dtype=np.float64)[tied])])
+
+
+def _binary_scores(scores: np.ndarray) -> np.ndarray:
+    """A two-class decision function (N,) as the scores of both classes (N, 2)."""
+    return np.stack([np.zeros_like(scores), scores], axis=1) if scores.ndim == 1 else scores
+
+
+def _lbfgs_tol(X: np.ndarray, y: np.ndarray, spec: ClassifierSpec) -> float:
+    """The L-BFGS ``tol`` (max-abs gradient) that is ``spec.tolerance`` of the gradient at 0.
+
+    scikit-learn's objective is the mean log-loss plus the penalty; at ``W = 0`` its
+    gradient is ``[X, 1]^T (w (1/K - onehot)) / sum(w)`` (w: the class weights of the rows).
+    """
+    classes = np.unique(y)
+    onehot = (y[:, None] == classes[None, :]).astype(np.float64)
+    w = np.ones(len(y))
+    if spec.class_weight == "balanced":
+        counts = onehot.sum(axis=0)
+        w = (len(y) / (len(classes) * counts))[np.searchsorted(classes, y)]
+    r = w[:, None] * (1.0 / len(classes) - onehot)
+    g0 = max(float(np.abs(X.T.astype(np.float64) @ r).max()), float(np.abs(r.sum(axis=0)).max()))
+    return spec.tolerance * g0 / float(w.sum())
+
+
+def _logreg(C: float, spec: ClassifierSpec, seed: int, tol: float) -> LogisticRegression:
     return LogisticRegression(
         C=C,
         solver="lbfgs",
+        tol=tol,
         max_iter=LOGREG_MAX_ITER,
         class_weight=spec.class_weight,
         random_state=seed,
@@ -288,26 +365,31 @@ def _fit_logreg(
     y_val: np.ndarray,
     spec: ClassifierSpec,
     seed: int,
-    tick: Callable[[], None],
+    tick: Tick,
 ) -> tuple[LogisticRegression, dict[str, Any]]:
     """Choose lambda on the validation rows (strongest first, warm-started), refit on train+val."""
     lambdas = sorted(lambda_grid(*spec.lambda_range), reverse=True)
-    model = _logreg(1.0, spec, seed)
-    scores = []
+    model = _logreg(1.0, spec, seed, _lbfgs_tol(X_tr, y_tr, spec))
+    scores, losses = [], []
     for lam in lambdas:
         model.set_params(C=1.0 / (lam * len(y_tr)))
         model.fit(X_tr, y_tr)
         scores.append(metrics.accuracy(y_val, model.predict(X_val)))
-        tick()
-    best = int(np.argmax(scores))  # first maximum: the strongest penalty among ties
+        losses.append(
+            log_loss(_binary_scores(model.decision_function(X_val)), y_val, model.classes_)
+        )
+        tick({"lambda": f"{lam:.3g}"})
+    best = choose_on_validation(scores, losses)
     lam = float(lambdas[best])
     X_all, y_all = np.concatenate([X_tr, X_val]), np.concatenate([y_tr, y_val])
-    final = _logreg(1.0 / (lam * len(y_all)), spec, seed).fit(X_all, y_all)
-    tick()
+    final = _logreg(1.0 / (lam * len(y_all)), spec, seed, _lbfgs_tol(X_all, y_all, spec))
+    final.fit(X_all, y_all)
+    tick({"lambda": f"{lam:.3g}", "refit": "train+val"})
     return final, {
         "lambda": lam,
         "C": 1.0 / (lam * len(y_all)),
         "val_accuracy": float(scores[best]),
+        "val_log_loss": float(losses[best]),
         "val_scores": {f"{v:.6g}": float(s) for v, s in zip(lambdas, scores, strict=True)},
     }
 
@@ -357,7 +439,7 @@ def _single_label(
     spec: ClassifierSpec,
     seed: int,
     classes: Sequence[str],
-    tick: Callable[[], None],
+    tick: Tick,
 ) -> dict[str, Any]:
     labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label (-1 = none)
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
@@ -373,8 +455,7 @@ def _single_label(
     with _quiet() as caught:
         if spec.name == "svm":
             fit_rows = np.concatenate([train, val])
-            model, chosen = fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes)
-            tick()
+            model, chosen = fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes, tick)
             sizes = {"n_train": len(fit_rows), "n_val": 0}
         else:
             if len(val) == 0:
@@ -412,7 +493,7 @@ def _multi_label(
     spec: ClassifierSpec,
     seed: int,
     classes: Sequence[str],
-    tick: Callable[[], None],
+    tick: Tick,
 ) -> dict[str, Any]:
     fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test
     names = [classes[k] if k < len(classes) else str(k) for k in range(Y.shape[1])]
@@ -428,7 +509,7 @@ def _multi_label(
             target = (Y[keep, k] == 1).astype(np.int64)
             test_labels = _metric_labels(Y[test, k])
             ap07[name] = ap_all[name] = chosen_c[name] = None
-            tick()
+            tick({"class": name})
             if len(np.unique(target)) < 2:
                 skipped[name] = "no positive or no negative training sample"
                 continue
@@ -466,12 +547,22 @@ def _multi_label(
 
 
 def fit_steps(spec: ClassifierSpec, labels: np.ndarray) -> int:
-    """Progress steps of fitting: one per class (multi-label SVM), per lambda + refit, or one."""
+    """Progress steps of fitting, one per solve the user waits for.
+
+    Logistic regression: each lambda + the refit. SVM with a C grid: each (C, fold) fit +
+    the refit with scikit-learn (per class when multi-label); each C (all folds and
+    classes at once) + the refit with torch. kNN, or a single C: one.
+    """
     if spec.name == "logreg":
         return int(spec.lambda_range[2]) + 1
     if spec.name == "knn":
         return 1
-    return int(labels.shape[1]) if labels.ndim == 2 else 1
+    grid = len(spec.c_grid)
+    if spec.solver == "torch":
+        return grid + 1 if grid > 1 else 1
+    if labels.ndim == 2:
+        return int(labels.shape[1])
+    return grid * int(spec.cv) + 1 if grid > 1 else 1
 
 
 def classify_arrays(
@@ -498,10 +589,10 @@ def classify_arrays(
     total = fit_steps(spec, labels)
     done = [0]
 
-    def tick() -> None:
-        done[0] += 1
+    def tick(info: dict[str, Any] | None = None) -> None:
+        done[0] = min(done[0] + 1, total)  # fewer folds than asked (a rare class): fewer ticks
         if progress:
-            progress(done[0], total, {"stage": "fit", "classifier": spec.name})
+            progress(done[0], total, {"stage": "fit", "classifier": spec.name, **(info or {})})
 
     run = _multi_label if multilabel else _single_label
     if multilabel and spec.name == "logreg":  # one check for both solvers' multi-label paths
@@ -523,4 +614,7 @@ def classify_arrays(
     X = np.asarray(X, dtype=np.float32)
     _check_finite(X)
     with evaluation_threads(threads):  # BLAS, torch and FAISS threads set together
-        return run(X, labels, splits, spec, seed, list(classes), tick)
+        out = run(X, labels, splits, spec, seed, list(classes), tick)
+    if progress and done[0] < total:
+        progress(total, total, {"stage": "fit", "classifier": spec.name})
+    return out

@@ -125,6 +125,7 @@ def fit_svm(
     seed: int,
     scoring: str,
     names: Sequence[str],
+    tick: Callable[..., None] = lambda info=None: None,
 ) -> tuple[LinearModel, dict[str, Any]]:
     """One-vs-rest LinearSVC-equivalent with C by stratified k-fold CV (folds, classes batched)."""
     from featstore.evaluate.classifiers import _n_folds
@@ -138,8 +139,9 @@ def fit_svm(
     all_rows = np.arange(len(y))
     if len(grid) == 1:
         cost = _as(_svm_costs(y, classes, all_rows, spec.class_weight), design)[None] * grid[0]
-        W1, step = svm_newton(design, Y, cost, tol=spec.tol)
+        W1, step = svm_newton(design, Y, cost, tol=spec.tolerance)
         info.add(step)
+        tick({"C": grid[0]})
         return _model(W1[0], classes), {"C": grid[0], "unconverged": info.unconverged}
     folds = _n_folds(y, spec.cv, names)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
@@ -152,7 +154,7 @@ def fit_svm(
     per_c: list[torch.Tensor] = []
     scores = []
     for c in grid:  # smallest C (strongest penalty) first, warm-started
-        W, step = svm_newton(design, Y, base_t * c, W0=W, tol=spec.tol)
+        W, step = svm_newton(design, Y, base_t * c, W0=W, tol=spec.tolerance)
         info.add(step)
         per_c.append(W)
         fold_scores = []
@@ -160,10 +162,13 @@ def fit_svm(
             model = _model(W[f], classes)
             fold_scores.append(metrics.accuracy(y[h], model.predict(X[h])))
         scores.append(float(np.mean(fold_scores)))
+        tick({"C": c, "folds": len(held)})
     best = int(np.argmax(scores))  # first maximum: the smallest C among ties (GridSearchCV)
     cost = _as(_svm_costs(y, classes, all_rows, spec.class_weight), design)[None] * grid[best]
-    W, step = svm_newton(design, Y, cost, W0=per_c[best].mean(dim=0, keepdim=True), tol=spec.tol)
+    W0 = per_c[best].mean(dim=0, keepdim=True)
+    W, step = svm_newton(design, Y, cost, W0=W0, tol=spec.tolerance)
     info.add(step)
+    tick({"C": grid[best], "refit": "all"})
     chosen: dict[str, Any] = {
         "C": grid[best],
         "cv_folds": folds,
@@ -184,10 +189,10 @@ def fit_logreg(
     y_val: np.ndarray,
     spec: Any,
     seed: int,
-    tick: Callable[[], None],
+    tick: Callable[..., None],
 ) -> tuple[LinearModel, dict[str, Any]]:
     """Lambda chosen on the validation rows along a warm-started path, refit on train+val."""
-    from featstore.evaluate.classifiers import lambda_grid
+    from featstore.evaluate.classifiers import choose_on_validation, lambda_grid, log_loss
 
     device = solver_device(getattr(spec, "device", "auto"))
     dtype = _dtype(spec)
@@ -206,29 +211,33 @@ def fit_logreg(
     y_t = torch.as_tensor(np.searchsorted(classes, y_tr), device=device)
     s_tr = weights(y_tr)
     W: torch.Tensor | None = None
-    path, scores = [], []
+    path, scores, losses = [], [], []
     info = SolveInfo()
     for lam in lambdas:
-        W, step = logreg_newton(design, y_t, K, float(lam), s_tr, W0=W, tol=spec.tol)
+        W, step = logreg_newton(design, y_t, K, float(lam), s_tr, W0=W, tol=spec.tolerance)
         info.add(step)
         raw = design.unshift(W)
         path.append(raw)
-        scores.append(metrics.accuracy(y_val, _model(raw, classes).predict(X_val)))
-        tick()
-    best = int(np.argmax(scores))  # first maximum: the strongest penalty among ties
+        val_scores = _model(raw, classes).decision_function(X_val)
+        val_scores = val_scores[:, None] if val_scores.ndim == 1 else val_scores
+        scores.append(metrics.accuracy(y_val, classes[np.argmax(val_scores, axis=1)]))
+        losses.append(log_loss(val_scores, y_val, classes))
+        tick({"lambda": f"{lam:.3g}"})
+    best = choose_on_validation(scores, losses)
     lam = float(lambdas[best])
     X_all, y_all = np.concatenate([X_tr, X_val]), np.concatenate([y_tr, y_val])
     full = Design(X_all, device=device, dtype=dtype, center=True)
     y_all_t = torch.as_tensor(np.searchsorted(classes, y_all), device=device)
     W, step = logreg_newton(
-        full, y_all_t, K, lam, weights(y_all), W0=full.shift_weights(path[best]), tol=spec.tol
+        full, y_all_t, K, lam, weights(y_all), W0=full.shift_weights(path[best]), tol=spec.tolerance
     )
     info.add(step)
-    tick()
+    tick({"lambda": f"{lam:.3g}", "refit": "train+val"})
     chosen: dict[str, Any] = {
         "lambda": lam,
         "C": 1.0 / (lam * len(y_all)),
         "val_accuracy": float(scores[best]),
+        "val_log_loss": float(losses[best]),
         "val_scores": {f"{v:.6g}": float(s) for v, s in zip(lambdas, scores, strict=True)},
         "unconverged": info.unconverged,
     }
@@ -246,7 +255,7 @@ def multi_label(
     spec: Any,
     seed: int,
     classes: Sequence[str],
-    tick: Callable[[], None],
+    tick: Callable[..., None],
 ) -> dict[str, Any]:
     """VOC-style multi-label SVM: one binary problem per class, difficult rows left out, batched."""
     import time
@@ -281,8 +290,6 @@ def multi_label(
             folds_of[k] = [keep[h] for _, h in splitter.split(keep, target)]
         kept[k] = keep
         live.append(k)
-    for _ in names:
-        tick()
     if not live:
         raise EvaluationError(
             "no class has positives in both the training and the test rows; cannot compute mAP"
@@ -321,26 +328,30 @@ def multi_label(
         W: torch.Tensor | None = None
         per_c, score_table = [], np.zeros((len(grid), len(live)))
         for ci, c in enumerate(grid):
-            W, step = svm_newton(design, Yt, base_t * c, W0=W, tol=spec.tol)
+            W, step = svm_newton(design, Yt, base_t * c, W0=W, tol=spec.tolerance)
             info.add(step)
             per_c.append(W)
-            S = (design.X1 @ W).detach().cpu().double().numpy()  # (F, N, L)
+            S = (design.Z @ design.to_coords(W)).detach().cpu().double().numpy()  # (F, N, L)
             for j, k in enumerate(live):
                 aps = [
                     average_precision_score(targets[h, j] > 0, S[f, h, j])
                     for f, h in enumerate(folds_of[k])
                 ]
                 score_table[ci, j] = float(np.mean(aps))
+            tick({"C": c, "classes": len(live)})
         best = np.argmax(score_table, axis=0)  # first maximum per class: smallest C
         chosen_c = np.array([grid[b] for b in best])
         warm = torch.stack([per_c[b][:, :, j].mean(dim=0) for j, b in enumerate(best)], dim=-1)
         for j, k in enumerate(live):
             cv_scores[names[k]] = {str(c): float(score_table[ci, j]) for ci, c in enumerate(grid)}
     cost = _as(costs([kept[k] for k in live]) * chosen_c[None, :], design)[None]
-    W, step = svm_newton(design, Yt, cost, W0=None if warm is None else warm[None], tol=spec.tol)
+    W0 = None if warm is None else warm[None]
+    W, step = svm_newton(design, Yt, cost, W0=W0, tol=spec.tolerance)
     info.add(step)
+    tick({"refit": "all", "classes": len(live)})
     p0 = time.perf_counter()
-    S = (design.X1[torch.as_tensor(test, device=device)] @ W[0]).detach().cpu().double().numpy()
+    rows = torch.as_tensor(test, device=device)
+    S = (design.Z[rows] @ design.to_coords(W[0])).detach().cpu().double().numpy()
     predict_s = time.perf_counter() - p0
     ap07: dict[str, float | None] = {name: None for name in names}
     ap_all: dict[str, float | None] = {name: None for name in names}

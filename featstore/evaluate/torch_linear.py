@@ -9,10 +9,17 @@ one-vs-rest classes, so all folds and classes cost one matmul per step.
 Both solvers are truncated Newton methods (Newton-CG, the method of liblinear's TRON and
 scikit-learn's ``newton-cg``): each step solves ``H d = -g`` by preconditioned conjugate
 gradients to a forcing tolerance, then a line search along ``d`` that needs no further
-matmul (``X1 (W + t d) = S + t X1 d``). The preconditioner is the Gram matrix
-``X1^T X1`` scaled per problem by its mean curvature weight, applied in the Gram's
-eigenbasis (one ``eigh`` per feature matrix), which removes the ill-conditioning of the
-mean direction that plain CG suffers from on L2-normalised features.
+matmul (``X1 (W + t d) = S + t X1 d``). They run in the eigenbasis of the Gram matrix
+``X1^T X1`` (one ``eigh`` per feature matrix, see :class:`Design`), where the
+preconditioner -- the Gram scaled per problem by its mean curvature weight -- is a
+division; it removes the ill-conditioning of the mean direction that plain CG suffers
+from on L2-normalised features.
+
+Work is spent only on problems still running: the SVM's columns are gathered down to the
+unconverged ones at every Newton step and inside CG (most one-vs-rest problems converge in
+a few steps, a few hard ones take many), and every line search stops as soon as the
+directional derivative has fallen to ``1e-3`` of its start (an exact minimiser to that
+precision; the Newton step ``t = 1`` usually passes at once).
 
 Convergence: a problem is done when ``||g|| <= tol * ||g(W=0)||`` (the gradient at zero does
 not depend on the warm start, so warm and cold solves stop at the same criterion). The
@@ -30,7 +37,6 @@ Objectives (same minimisers as scikit-learn's):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +46,10 @@ import torch
 __all__ = ["Design", "SolveInfo", "logreg_newton", "svm_newton"]
 
 _TINY = 1e-30
+_LINE_RTOL = 1e-3  # a line search stops once |phi'(t)| <= _LINE_RTOL * |phi'(0)|
+_LINE_ITERS = 20
+_T_MAX = 256.0  # Newton directions want t ~ 1; a far longer step means the direction is noise
+_COMPACT = 0.75  # CG drops its finished columns once no more than this share still runs
 
 
 @dataclass
@@ -57,7 +67,15 @@ class SolveInfo:
 
 
 class Design:
-    """A design matrix ``[X - shift, intercept_scaling]`` on a device, with its Gram eigenbasis.
+    """A design matrix ``X1 = [X - shift, intercept_scaling]`` in its Gram eigenbasis.
+
+    The solvers work in the coordinates ``u = V^T w`` of the Gram's eigenvectors ``V``,
+    on ``Z = X1 V`` (N x R), where ``Z^T Z`` is diagonal: the preconditioner
+    ``(reg + scale * X1^T X1)^-1`` is a division, and with fewer rows than columns ``R``
+    is the rank (the number of rows), so every product is cheaper than on ``X1``. The
+    penalty is unchanged (``||w|| = ||u||``: ``V`` is orthonormal), and nothing is lost
+    with a thin basis: outside the rows' span a weight only adds penalty, so the
+    minimiser has none there. :meth:`to_coords` / :meth:`from_coords` convert weights.
 
     ``center=True`` subtracts the column means: an exact reparametrisation when the intercept
     is not penalised (logistic regression: ``b = b' - mean . w``) that decouples the intercept
@@ -73,45 +91,51 @@ class Design:
         intercept_scaling: float = 1.0,
         center: bool = False,
     ) -> None:
-        x = torch.as_tensor(np.ascontiguousarray(X), dtype=dtype, device=device)
-        self.shift = (
-            x.mean(dim=0) if center else torch.zeros(x.shape[1], dtype=dtype, device=device)
-        )
+        x = torch.as_tensor(np.ascontiguousarray(X), device=device).double()
+        self.shift = x.mean(dim=0) if center else torch.zeros_like(x[0])
         x = x - self.shift
-        ones = torch.full((x.shape[0], 1), float(intercept_scaling), dtype=dtype, device=device)
-        self.X1 = torch.cat([x, ones], dim=1)
-        self.n, self.d1 = self.X1.shape
+        ones = torch.full((x.shape[0], 1), float(intercept_scaling), dtype=x.dtype, device=device)
+        X1 = torch.cat([x, ones], dim=1)  # float64: the basis and Z exact enough for any dtype
+        self.n, self.d1 = X1.shape
         self.device, self.dtype = device, dtype
         if center:  # block-diagonal Gram: features, then the intercept on its own
-            xd = x.double()
-            evals, evecs = torch.linalg.eigh(xd.T @ xd)
-            full = torch.zeros((self.d1, self.d1), dtype=torch.float64, device=device)
-            full[:-1, :-1] = evecs
-            full[-1, -1] = 1.0
+            evals, basis = _gram_eigenbasis(x)
+            r = basis.shape[1]
+            evecs = torch.zeros((self.d1, r + 1), dtype=torch.float64, device=device)
+            evecs[:-1, :r] = basis
+            evecs[-1, r] = 1.0
             evals = torch.cat([evals, evals.new_tensor([self.n * float(intercept_scaling) ** 2])])
-            evecs = full
-        else:  # eigh in float64: exact enough for any dtype
-            x1d = self.X1.double()
-            evals, evecs = torch.linalg.eigh(x1d.T @ x1d)
-        self.evals = evals.clamp_min(0.0).to(dtype)  # (D1,)
-        self.evecs = evecs.to(dtype)  # (D1, D1)
+        else:
+            evals, evecs = _gram_eigenbasis(X1)
+        self.Z = (X1 @ evecs).to(dtype)  # (N, R)
+        self.evals = evals.clamp_min(0.0).to(dtype)  # (R,)
+        self.evecs = evecs.to(dtype)  # (D1, R): R = D1, or the rank when there are fewer rows
+        self.shift = self.shift.to(dtype)
+        self.r = self.evecs.shape[1]
         # 1 for an eigen-direction inside the features, 0 for the intercept's own (center=True)
-        self.feature_dir = torch.ones(self.d1, dtype=dtype, device=device)
+        self.feature_dir = torch.ones(self.r, dtype=dtype, device=device)
         if center:
             self.feature_dir[-1] = 0.0
+
+    def to_coords(self, W: torch.Tensor) -> torch.Tensor:
+        """Weights (..., D1, J) of ``X1`` -> eigen-coordinates (..., R, J)."""
+        return self.evecs.T @ W
+
+    def from_coords(self, U: torch.Tensor) -> torch.Tensor:
+        """Eigen-coordinates (..., R, J) -> weights (..., D1, J) of ``X1``."""
+        return self.evecs @ U
 
     def precondition(
         self, r: torch.Tensor, reg: float, scale: torch.Tensor, reg_intercept: bool = True
     ) -> torch.Tensor:
-        """``(reg R + scale * X1^T X1)^-1 r`` per problem; ``r`` is (..., D1, K), ``scale`` (..., K).
+        """``(reg R + scale * Z^T Z)^-1 r`` per problem (a division: ``Z^T Z`` is diagonal).
 
-        ``R`` is the identity, or (``reg_intercept=False``, centred designs) the identity
-        without the intercept.
+        ``r`` is (R, J), ``scale`` (J,). ``R`` is the identity, or (``reg_intercept=False``,
+        centred designs) the identity without the intercept.
         """
-        z = self.evecs.T @ r
         regs = reg * (torch.ones_like(self.feature_dir) if reg_intercept else self.feature_dir)
         denom = regs.unsqueeze(-1) + scale.unsqueeze(-2) * self.evals.unsqueeze(-1)
-        return self.evecs @ (z / denom.clamp_min(_TINY))
+        return r / denom.clamp_min(_TINY)
 
     def unshift(self, W: torch.Tensor) -> torch.Tensor:
         """Weights of the centred design -> weights of ``[X, intercept_scaling]``."""
@@ -126,66 +150,201 @@ class Design:
         return out
 
 
+def _gram_eigenbasis(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and eigenvectors (columns) of ``g^T g`` on its range, ``g`` (n, d) float64.
+
+    With ``n >= d``: the full ``d x d`` eigendecomposition. With fewer rows, from the
+    ``n x n`` kernel ``g g^T = U L U^T``: the range's basis is ``g^T U L^-1/2`` (its
+    eigenvalues L), ``min(n, d)`` columns instead of ``d``, so the preconditioner costs
+    no more than a Hessian product.
+    """
+    n, d = g.shape
+    if n >= d:
+        return torch.linalg.eigh(g.T @ g)
+    evals, U = torch.linalg.eigh(g @ g.T)
+    keep = evals > evals.max().clamp_min(_TINY) * 1e-10
+    evals, U = evals[keep], U[:, keep]
+    return evals, (g.T @ U) / evals.sqrt()
+
+
 def _col_norm(t: torch.Tensor) -> torch.Tensor:
-    """Column norms over the D1 axis: (..., D1, K) -> (..., K)."""
-    return torch.linalg.vector_norm(t, dim=-2)
+    """Column norms over the D1 axis: (D1, J) -> (J,)."""
+    return torch.linalg.vector_norm(t, dim=0)
 
 
 def _col_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum(dim=-2)
+    return (a * b).sum(dim=0)
 
 
-_norm, _dot = _col_norm, _col_dot
+class _Operator:
+    """A Hessian for CG: ``H v`` and its preconditioner on the columns still being solved."""
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def precondition(self, r: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def restrict(self, keep: torch.Tensor) -> None:
+        """From now on only the columns ``keep`` (indices into the current ones) are asked for."""
+        raise NotImplementedError
+
+
+class _SvmHessian(_Operator):
+    """``I + 2 Z^T diag(c_active) Z`` per column, preconditioned by the scaled Gram."""
+
+    def __init__(self, design: Design, ca: torch.Tensor) -> None:
+        self.design, self.ca = design, ca
+        self.scale = 2.0 * ca.sum(dim=0) / design.n  # (J,): mean curvature weight
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        Z = self.design.Z
+        return v + 2.0 * (Z.T @ (self.ca * (Z @ v)))
+
+    def precondition(self, r: torch.Tensor) -> torch.Tensor:
+        return self.design.precondition(r, reg=1.0, scale=self.scale)
+
+    def restrict(self, keep: torch.Tensor) -> None:
+        self.ca, self.scale = self.ca[:, keep], self.scale[keep]
 
 
 def _pcg(
-    hvp: Callable[[torch.Tensor], torch.Tensor],
+    op: _Operator,
     b: torch.Tensor,
-    precond: Callable[[torch.Tensor], torch.Tensor],
     rtol: torch.Tensor,
-    active: torch.Tensor,
     max_iter: int,
     coupled: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """Batched preconditioned CG for ``H x = b``, each column to ``||r|| <= rtol ||b||``.
+    """Batched preconditioned CG for ``H x = b`` (D1, J), each column to ``||r|| <= rtol ||b||``.
 
-    Columns are independent problems unless ``coupled`` (the multinomial Hessian couples
-    its class columns: then the whole matrix is one vector and every reduction spans it).
+    Columns are independent problems, and the finished ones are dropped from the work as
+    they finish, unless ``coupled`` (the multinomial Hessian couples its class columns:
+    then the whole matrix is one vector and every reduction spans it).
     """
     if coupled:
 
-        def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return (a * b).sum().expand(a.shape[-1])
+        def dot(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return (a * c).sum().expand(a.shape[-1])
 
-        def _norm(t: torch.Tensor) -> torch.Tensor:
+        def norm(t: torch.Tensor) -> torch.Tensor:
             return torch.linalg.vector_norm(t).expand(t.shape[-1])
 
     else:
-        _dot, _norm = _col_dot, _col_norm
+        dot, norm = _col_dot, _col_norm
+    out = torch.zeros_like(b)
+    cols = torch.arange(b.shape[-1], device=b.device)
     x = torch.zeros_like(b)
     r = b.clone()
-    z = precond(r)
+    z = op.precondition(r)
     p = z.clone()
-    rz = _dot(r, z)
-    target = rtol * _norm(b)
-    live = active & (_norm(r) > target)
+    rz = dot(r, z)
+    target = rtol.expand(b.shape[-1]) * norm(b)
+    live = norm(r) > target
     steps = 0
     for _ in range(max_iter):
-        if not bool(live.any()):
+        n_live = int(live.sum())
+        if n_live == 0:
             break
-        hp = hvp(p)
+        if not coupled and n_live <= _COMPACT * len(cols):  # drop the finished columns
+            out[:, cols[~live]] = x[:, ~live]
+            keep = live.nonzero().squeeze(1)
+            op.restrict(keep)
+            cols, x, r, p, rz, target = (
+                cols[keep],
+                x[:, keep],
+                r[:, keep],
+                p[:, keep],
+                rz[keep],
+                target[keep],
+            )
+            live = live[keep]
+        hp = op(p)
         steps += 1
-        php = _dot(p, hp)
-        alpha = torch.where(live & (php > 0), rz / php.clamp_min(_TINY), torch.zeros_like(rz))
-        x = x + alpha.unsqueeze(-2) * p
-        r = r - alpha.unsqueeze(-2) * hp
-        live = live & (_norm(r) > target) & (php > 0)
-        z = precond(r)
-        rz_new = _dot(r, z)
+        php = dot(p, hp)
+        curved = php > 0
+        alpha = torch.where(live & curved, rz / php.clamp_min(_TINY), torch.zeros_like(rz))
+        x = x + alpha * p
+        r = r - alpha * hp
+        live = live & curved & (norm(r) > target)
+        z = op.precondition(r)
+        rz_new = dot(r, z)
         beta = torch.where(live, rz_new / rz.clamp_min(_TINY), torch.zeros_like(rz))
-        p = z + beta.unsqueeze(-2) * p
+        p = z + beta * p
         rz = rz_new
-    return x, steps
+    out[:, cols] = x
+    return out, steps
+
+
+def _line_search(
+    derivs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    slope0: torch.Tensor,
+) -> torch.Tensor:
+    """Step ``t`` per column minimising a convex 1-D function along a descent direction.
+
+    ``derivs(t)`` gives ``phi'(t), phi''(t)``; ``slope0 = phi'(0) < 0``. Safeguarded Newton
+    on ``phi'``: the bracket ``[lo, hi]`` (``phi'(lo) < 0 <= phi'(hi)``) shrinks every step
+    and a step leaving it is replaced by bisection (or doubling while no upper end is known,
+    up to ``_T_MAX``). Starts at the full Newton step ``t = 1`` and stops once
+    ``|phi'(t)| <= _LINE_RTOL |phi'(0)|`` for every column. Works on derivatives, not
+    values, so round-off in a large sum cannot stall it. A column whose ``slope0`` is not
+    negative (no descent: round-off) gets ``t = 0``.
+    """
+    descent = slope0 < 0
+    lo = torch.zeros_like(slope0)
+    hi = torch.full_like(slope0, float("inf"))
+    t = torch.where(descent, torch.ones_like(slope0), torch.zeros_like(slope0))
+    goal = _LINE_RTOL * slope0.abs()
+    for _ in range(_LINE_ITERS):
+        g1, g2 = derivs(t)
+        done = ~descent | (g1.abs() <= goal)
+        if bool(done.all()):
+            break
+        lo = torch.where(g1 < 0, t, lo)
+        hi = torch.where(g1 >= 0, t, hi)
+        step = t - g1 / g2.clamp_min(_TINY)
+        inside = (step > lo) & (step < hi)
+        fallback = torch.where(torch.isinf(hi), torch.clamp(2.0 * t, max=_T_MAX), 0.5 * (lo + hi))
+        t = torch.where(done, t, torch.where(inside, step, fallback))
+    return t
+
+
+def _svm_line_search(
+    W: torch.Tensor,
+    d: torch.Tensor,
+    S: torch.Tensor,
+    Q: torch.Tensor,
+    Y: torch.Tensor,
+    cost: torch.Tensor,
+    slope0: torch.Tensor,
+) -> torch.Tensor:
+    """Minimiser of the piecewise-quadratic SVM objective along ``d`` (per column)."""
+    wd, dd = _col_dot(W, d), _col_dot(d, d)  # (J,)
+    YQ = Y * Q
+    gap0 = 1.0 - Y * S  # the hinge gap at t = 0; at t it is gap0 - t YQ
+    cYQ = cost * YQ
+    cYQ2 = cYQ * YQ
+    zero = torch.zeros((), dtype=S.dtype, device=S.device)
+
+    def derivs(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gap = gap0 - t * YQ
+        on = gap > 0
+        d1 = wd + t * dd - 2.0 * torch.where(on, cYQ * gap, zero).sum(dim=0)
+        d2 = dd + 2.0 * torch.where(on, cYQ2, zero).sum(dim=0)
+        return d1, d2
+
+    return _line_search(derivs, slope0)
+
+
+def _as_columns(t: torch.Tensor) -> torch.Tensor:
+    """(P, A, K) -> (A, P*K): problem (p, k) becomes column p*K + k."""
+    P, A, K = t.shape
+    return t.permute(1, 0, 2).reshape(A, P * K)
+
+
+def _from_columns(t: torch.Tensor, P: int) -> torch.Tensor:
+    """Inverse of :func:`_as_columns`."""
+    A, J = t.shape
+    return t.reshape(A, P, J // P).permute(1, 0, 2).contiguous()
 
 
 def svm_newton(
@@ -199,104 +358,77 @@ def svm_newton(
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Squared-hinge SVMs for every column of ``cost`` (P, N, K); ``Y`` is ±1, (N, K) or (P, N, K).
 
-    Returns ``W`` (P, D1, K): problem (p, k)'s weights with the intercept last.
+    Returns ``W`` (P, D1, K): problem (p, k)'s weights with the intercept last. The P x K
+    problems are solved as columns of one (N, P*K) problem; each Newton step works on the
+    columns not yet converged.
     """
-    X1 = design.X1
+    Z = design.Z  # the solve runs in eigen-coordinates: W holds u = V^T w
     P, N, K = cost.shape
-    W = torch.zeros((P, design.d1, K), dtype=X1.dtype, device=X1.device) if W0 is None else W0
-    W = W.clone()
-    g0 = _norm(-2.0 * (X1.T @ (cost * Y)))  # (P, K): gradient at W = 0
-    S = X1 @ W  # (P, N, K)
+    Yc = _as_columns(Y.expand(P, N, K))
+    costs = _as_columns(cost)
+    if W0 is None:
+        W = torch.zeros((design.r, P * K), dtype=Z.dtype, device=Z.device)
+    else:
+        W = design.to_coords(_as_columns(W0))
+    g0 = _col_norm(2.0 * (Z.T @ (costs * Yc)))  # (J,): gradient norm at W = 0
+    W[:, g0 == 0] = 0.0  # a problem without rows: w = 0 is its minimiser
+    cols = (g0 > 0).nonzero().squeeze(1)
+    Yl, cl, Wl, g0l = Yc[:, cols], costs[:, cols], W[:, cols], g0[cols]
+    S = Z @ Wl  # (N, J_live)
     info = SolveInfo()
-    live = g0 > 0
-    for _ in range(max_newton):
-        margin_gap = 1.0 - Y * S
-        ca = cost * (margin_gap > 0)
-        grad = W + 2.0 * (X1.T @ (ca * (S - Y)))
-        gnorm = _norm(grad)
-        live = live & (gnorm > tol * g0)
-        if not bool(live.any()):
+    for _ in range(max_newton + 1):
+        gap = 1.0 - Yl * S
+        ca = torch.where(gap > 0, cl, torch.zeros((), dtype=cl.dtype, device=cl.device))
+        grad = Wl + 2.0 * (Z.T @ (ca * (S - Yl)))
+        gnorm = _col_norm(grad)
+        done = gnorm <= tol * g0l
+        if bool(done.any()):  # store the finished problems, go on with the rest
+            W[:, cols[done]] = Wl[:, done]
+            keep = (~done).nonzero().squeeze(1)
+            cols, Yl, cl, Wl, g0l, S = (
+                cols[keep],
+                Yl[:, keep],
+                cl[:, keep],
+                Wl[:, keep],
+                g0l[keep],
+                S[:, keep],
+            )
+            ca, grad, gnorm = ca[:, keep], grad[:, keep], gnorm[keep]
+        if len(cols) == 0 or info.newton_steps == max_newton:
             break
         info.newton_steps += 1
-        scale = 2.0 * ca.sum(dim=1) / N  # (P, K): mean curvature weight
-
-        def hvp(v: torch.Tensor, ca: torch.Tensor = ca) -> torch.Tensor:
-            return v + 2.0 * (X1.T @ (ca * (X1 @ v)))
-
-        forcing = torch.clamp(torch.sqrt(gnorm / g0.clamp_min(_TINY)), max=0.1)
-        d, steps = _pcg(
-            hvp,
-            -grad,
-            functools.partial(design.precondition, reg=1.0, scale=scale),
-            forcing,
-            live,
-            max_cg,
-        )
+        forcing = torch.clamp(torch.sqrt(gnorm / g0l), max=0.1)
+        d, steps = _pcg(_SvmHessian(design, ca), -grad, forcing, max_cg)
         info.cg_steps += steps
-        d = d * live.unsqueeze(-2)
-        Q = X1 @ d
-        t = _svm_line_search(W, d, S, Q, Y, cost)
-        W = W + t.unsqueeze(-2) * d
-        S = S + t.unsqueeze(-2) * Q
-    else:
-        ca = cost * (1.0 - Y * S > 0)
-        gnorm = _norm(W + 2.0 * (X1.T @ (ca * (S - Y))))
-        live = live & (gnorm > tol * g0)
-    info.unconverged = int(live.sum())
-    return W, info
+        Q = Z @ d
+        t = _svm_line_search(Wl, d, S, Q, Yl, cl, _col_dot(grad, d))
+        Wl = Wl + t * d
+        S = S + t * Q
+    W[:, cols] = Wl
+    info.unconverged = len(cols)
+    return _from_columns(design.from_coords(W), P), info
 
 
-def _line_search(
-    derivs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    like: torch.Tensor,
-    iters: int = 30,
-) -> torch.Tensor:
-    """Minimiser along the Newton direction of a convex 1-D function, from its derivatives.
+class _LogregHessian(_Operator):
+    """The multinomial Hessian (classes coupled) at probabilities ``prob``."""
 
-    Safeguarded Newton on ``phi'``: the bracket ``[lo, hi]`` (``phi'(lo) < 0 <= phi'(hi)``)
-    shrinks every step and a step leaving it is replaced by bisection (or doubling while no
-    upper end is known). Works on function derivatives, not values, so round-off in a
-    large sum cannot stall it. Starts at the full Newton step ``t = 1``.
-    """
-    lo = torch.zeros_like(like)
-    hi = torch.full_like(like, float("inf"))
-    t = torch.ones_like(like)
-    for _ in range(iters):
-        g1, g2 = derivs(t)
-        lo = torch.where(g1 < 0, t, lo)
-        hi = torch.where(g1 >= 0, t, hi)
-        step = t - g1 / g2.clamp_min(_TINY)
-        inside = (step > lo) & (step < hi)
-        fallback = torch.where(torch.isinf(hi), 2.0 * t, 0.5 * (lo + hi))
-        new_t = torch.where(inside, step, fallback)
-        if bool((torch.abs(new_t - t) <= 1e-6 * torch.abs(t).clamp_min(1e-12)).all()):
-            return new_t
-        t = new_t
-    return t
+    def __init__(
+        self, design: Design, sp: torch.Tensor, prob: torch.Tensor, lam: float, reg: torch.Tensor
+    ) -> None:
+        self.design, self.sp, self.prob, self.lam, self.reg = design, sp, prob, lam, reg
+        self.scale = (sp * (1.0 - prob)).mean(dim=0) / design.n  # (K,)
 
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        Z = self.design.Z
+        q = Z @ v
+        r = self.sp * (q - (self.prob * q).sum(dim=1, keepdim=True))
+        return Z.T @ r / self.design.n + self.lam * self.reg * v
 
-def _svm_line_search(
-    W: torch.Tensor,
-    d: torch.Tensor,
-    S: torch.Tensor,
-    Q: torch.Tensor,
-    Y: torch.Tensor,
-    cost: torch.Tensor,
-) -> torch.Tensor:
-    """Exact minimiser of the piecewise-quadratic SVM objective along ``d``."""
-    wd, dd = _dot(W, d), _dot(d, d)  # (P, K)
-    YQ = Y * Q
-    YO = Y * S
+    def precondition(self, r: torch.Tensor) -> torch.Tensor:
+        return self.design.precondition(r, reg=self.lam, scale=self.scale, reg_intercept=False)
 
-    def derivs(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gap = 1.0 - YO - t.unsqueeze(1) * YQ
-        on = gap > 0
-        d1 = wd + t * dd - 2.0 * (cost * YQ * gap * on).sum(dim=1)
-        d2 = dd + 2.0 * (cost * YQ * YQ * on).sum(dim=1)
-        return d1, d2
-
-    t = _line_search(derivs, wd)
-    return torch.where(dd > 0, t, torch.zeros_like(t))
+    def restrict(self, keep: torch.Tensor) -> None:  # pragma: no cover - coupled: never dropped
+        raise AssertionError("the multinomial Hessian's columns are solved together")
 
 
 def logreg_newton(
@@ -313,62 +445,55 @@ def logreg_newton(
     """Multinomial L2 logistic regression; ``W`` (D1, K), the last row the unpenalised intercept.
 
     ``W`` and ``W0`` are in the design's own coordinates (centred when ``design`` is); use
-    :meth:`Design.unshift` for the weights of the raw features.
+    :meth:`Design.unshift` for the weights of the raw features. Returns the iterate with
+    the smallest gradient seen (so a solve that meets the dtype's round-off floor before
+    ``tol`` keeps its best point, and says so in ``unconverged``).
     """
-    X1 = design.X1
+    Z = design.Z  # the solve runs in eigen-coordinates: W holds u = V^T w
     N, K = design.n, int(n_classes)
-    onehot = torch.nn.functional.one_hot(y.long(), K).to(X1.dtype)
-    s = torch.ones((N, 1), dtype=X1.dtype, device=X1.device)
+    onehot = torch.nn.functional.one_hot(y.long(), K).to(Z.dtype)
+    s = torch.ones((N, 1), dtype=Z.dtype, device=Z.device)
     if sample_weight is not None:
-        s = sample_weight.to(X1.dtype).reshape(N, 1)
-    reg = torch.ones((design.d1, 1), dtype=X1.dtype, device=X1.device)
-    reg[-1] = 0.0  # intercept not penalised
-    W = torch.zeros((design.d1, K), dtype=X1.dtype, device=X1.device) if W0 is None else W0.clone()
-    g0 = float(torch.linalg.vector_norm(X1.T @ (s * (1.0 / K - onehot))) / N)
+        s = sample_weight.to(Z.dtype).reshape(N, 1)
+    reg = design.feature_dir.reshape(-1, 1)  # the intercept's own direction is not penalised
+    if W0 is None:
+        W = torch.zeros((design.r, K), dtype=Z.dtype, device=Z.device)
+    else:
+        W = design.to_coords(W0)
+    g0 = float(torch.linalg.vector_norm(Z.T @ (s * (1.0 / K - onehot))) / N)
 
     info = SolveInfo()
-    S = X1 @ W
+    S = Z @ W
+    best, best_norm, since_best = W, float("inf"), 0
     converged = g0 == 0.0
-    history: list[float] = []
-    for _ in range(max_newton):
+    for _ in range(max_newton + 1):
         if converged:
             break
         prob = torch.softmax(S, dim=1)
-        grad = X1.T @ (s * (prob - onehot)) / N + lam * reg * W
+        grad = Z.T @ (s * (prob - onehot)) / N + lam * reg * W
         gnorm = float(torch.linalg.vector_norm(grad))
         if gnorm <= tol * g0:
             converged = True
             break
-        history.append(gnorm)
-        if len(history) > 3 and history[-1] > 0.9 * history[-4]:
-            # no progress in 3 steps: the round-off floor of the dtype; accept within 10x tol
-            converged = gnorm <= 10 * tol * g0
-            break
+        if gnorm < best_norm:
+            since_best = since_best + 1 if gnorm > 0.9 * best_norm else 0
+            best, best_norm = W, gnorm
+        else:
+            since_best += 1
+        if since_best >= 3 or info.newton_steps == max_newton:
+            break  # no real progress in 3 steps: the round-off floor of the dtype
         info.newton_steps += 1
-        sp = s * prob
-
-        def hvp(v: torch.Tensor, sp: torch.Tensor = sp, prob: torch.Tensor = prob) -> torch.Tensor:
-            q = X1 @ v
-            r = sp * (q - (prob * q).sum(dim=1, keepdim=True))
-            return X1.T @ r / N + lam * reg * v
-
-        scale = (sp * (1.0 - prob)).mean(dim=0) / N  # (K,)
-        forcing = torch.tensor([min(0.1, (gnorm / g0) ** 0.5)], dtype=X1.dtype, device=X1.device)
-        d, steps = _pcg(
-            hvp,
-            -grad,
-            functools.partial(design.precondition, reg=lam, scale=scale, reg_intercept=False),
-            forcing,
-            torch.ones(K, dtype=torch.bool, device=X1.device),
-            max_cg,
-            coupled=True,
-        )
+        op = _LogregHessian(design, s * prob, prob, lam, reg)
+        forcing = torch.tensor([min(0.1, (gnorm / g0) ** 0.5)], dtype=Z.dtype, device=Z.device)
+        d, steps = _pcg(op, -grad, forcing, max_cg, coupled=True)
         info.cg_steps += steps
-        if float((grad * d).sum()) >= 0:  # no descent direction (round-off): use -grad
+        slope0 = (grad * d).sum()
+        if float(slope0) >= 0:  # no descent direction (round-off): use -grad
             d = -grad
-        Q = X1 @ d
-        wd = (lam * reg * W * d).sum().reshape(1)
-        dd = (lam * reg * d * d).sum().reshape(1)
+            slope0 = -(grad * grad).sum()
+        Q = Z @ d
+        wd = (lam * reg * W * d).sum()
+        dd = (lam * reg * d * d).sum()
 
         def derivs(
             t: torch.Tensor, S: torch.Tensor = S, Q: torch.Tensor = Q, wd=wd, dd=dd
@@ -379,12 +504,8 @@ def logreg_newton(
             d2 = (s * ((p * Q * Q).sum(dim=1, keepdim=True) - pq * pq)).sum() / N + dd
             return d1.reshape(1), d2.reshape(1)
 
-        t = _line_search(derivs, wd)
+        t = _line_search(derivs, slope0.reshape(1))
         W = W + t * d
         S = S + t * Q
-    else:
-        prob = torch.softmax(S, dim=1)
-        grad = X1.T @ (s * (prob - onehot)) / N + lam * reg * W
-        converged = float(torch.linalg.vector_norm(grad)) <= tol * g0
     info.unconverged = 0 if converged else 1
-    return W, info
+    return design.from_coords(W if converged else best), info
