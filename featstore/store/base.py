@@ -279,6 +279,7 @@ class Entry(ABC):
                 a, b = max(lo, selection.start), min(hi, selection.stop)
                 block = self._read_block(lo, hi, records)
                 yield slice(a - selection.start, b - selection.start), block[a - lo : b - lo]
+                del block  # never hold this chunk while the next one is decoded
             return
         order = np.argsort(selection, kind="stable")
         ordered = selection[order]
@@ -287,6 +288,7 @@ class Entry(ABC):
             a, b = np.searchsorted(ordered, [lo, hi])
             block = self._read_block(lo, hi, records)
             yield order[a:b], block[ordered[a:b] - lo]
+            del block
 
     def _needed_markers(
         self, needed: list[int], allow_incomplete: bool

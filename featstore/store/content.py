@@ -214,6 +214,7 @@ class RowView:
         try:
             for where, block in self.entry.read_blocks(wanted, allow_incomplete=allow_incomplete):
                 yield np.asarray(where, dtype=np.int64), block
+                del block  # never hold this chunk while the next one is decoded
         except IncompleteEntryError as exc:
             raise IncompleteEntryError(
                 f"{exc} (the rows of this dataset are read from entry {self.key})"
