@@ -214,8 +214,9 @@ def compute_classification(
     transform, key, protocol = plan.transform, plan.key, plan.protocol
     feature_keys = plan.feature_keys
 
-    # one monotonic progress count over reading (chunks) and fitting (classes or lambdas)
-    n_read = sum(v.n_chunks for p in parts for v in (p.plain, p.flip) if v is not None)
+    # one monotonic progress count over reading (chunks, per pass) and fitting (classes or lambdas)
+    fitted = FeatureTransform(transform, seed=seed)
+    n_read = fitted.n_reads(parts)
     n_fits = 1 if plan.shots is None else len(plan.shots) * plan.draws
     total = n_read + fit_steps(spec, np.asarray(ds.labels)) * n_fits
     read_cb = fit_cb = None
@@ -224,9 +225,7 @@ def compute_classification(
         fit_cb = lambda d, _t, info: progress(n_read + d, total, info)  # noqa: E731
 
     t0 = time.perf_counter()
-    fitted = FeatureTransform(transform, seed=seed)
     X = fitted.fit_transform(parts, splits.train, progress=read_cb)
-    t1 = time.perf_counter()
     if plan.shots is None:
         out = classify_arrays(X, ds.labels, splits, spec, seed, ds.classes, fit_cb)
     else:  # K shots per class from the training rows, repeated draws (fewshot.py)
@@ -265,7 +264,7 @@ def compute_classification(
         metrics=out["metrics"],
         per_class=out["per_class"],
         chosen=out["chosen"],
-        timings={"transform_s": t1 - t0, **out["timings"], "total_s": time.perf_counter() - t0},
+        timings={**fitted.timings_, **out["timings"], "total_s": time.perf_counter() - t0},
         sizes={**out["sizes"], "dim": int(X.shape[1])},
     )
     return record

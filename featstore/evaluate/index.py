@@ -23,9 +23,9 @@ from typing import Any
 
 import faiss
 import numpy as np
-from sklearn.decomposition import PCA
 
 from featstore.errors import EvaluationError
+from featstore.evaluate.pca import CovariancePCA
 
 __all__ = [
     "FlatIPIndex",
@@ -94,12 +94,8 @@ class L2PCAWhitening:
                 f"cannot whiten to {self.n_components} dims: the training set of {n} vectors "
                 f"in {d} dims supports 1 to {limit}"
             )
-        pca = PCA(
-            n_components=limit if self.n_components is None else self.n_components,
-            whiten=self.whiten,
-            svd_solver="full",
-        )
-        pca.fit(data)
+        pca = CovariancePCA(limit if self.n_components is None else self.n_components)
+        pca.fit(data)  # from the covariance: d x d memory, not an SVD of the training set
         keep = pca.explained_variance_ > self.variance_floor * max(pca.explained_variance_[0], _EPS)
         if self.n_components is None:
             n_keep = int(keep.sum())

@@ -246,13 +246,17 @@ def plan_similarity(
     return SimilarityPlan(ds, reps, spec, tspec, split_name, rows, int(seed), pairs)
 
 
-def _read(rep: Representation, plan: SimilarityPlan, progress: Progress | None) -> np.ndarray:
-    """The representation's rows after the transform (fitted on the compared rows)."""
+def _read(
+    rep: Representation, plan: SimilarityPlan, progress: Progress | None
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The representation's rows after the transform (fitted on the compared rows), and
+    the seconds spent reading and transforming them."""
     tr = FeatureTransform("" if plan.transform == "none" else plan.transform, seed=plan.seed)
     if len(plan.rows) == plan.dataset.n:
-        return tr.fit_transform(rep.parts, plan.rows, progress=progress)
-    tr.fit(rep.parts, plan.rows, progress=progress)
-    return tr.transform(rep.parts, plan.rows)
+        x = tr.fit_transform(rep.parts, plan.rows, progress=progress)
+    else:
+        x = tr.fit(rep.parts, plan.rows, progress=progress).transform(rep.parts, plan.rows)
+    return x, tr.timings_
 
 
 def _compute(
@@ -261,8 +265,11 @@ def _compute(
     needed = sorted({k for p in todo for k in (p.i, p.j)})
     t0 = time.perf_counter()
     xs, dims = [], {}
+    stages: dict[str, float] = {}  # read_s, transform_s over every representation
     for n, k in enumerate(needed):
-        x = _read(plan.representations[k], plan, None)
+        x, spent = _read(plan.representations[k], plan, None)
+        for stage, seconds in spent.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
         xs.append(x)
         dims[k] = int(x.shape[1])
         if progress:
@@ -283,7 +290,7 @@ def _compute(
     if progress:
         progress(len(needed) + 1, len(needed) + 1, {"stage": "similarity"})
     values = {p.key: float(mat[where[p.i], where[p.j]]) for p in todo}
-    timings = {"features_s": t1 - t0, "similarity_s": t2 - t1, "total_s": t2 - t0}
+    timings = {**stages, "features_s": t1 - t0, "similarity_s": t2 - t1, "total_s": t2 - t0}
     return values, dims, timings
 
 

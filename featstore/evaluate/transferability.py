@@ -193,7 +193,7 @@ def compute_transferability(
         seed=seed,
         metrics=scores,
         chosen={"n_features": int(x.shape[1]), "n_train": int(len(train))},
-        timings={"features_s": t1 - t0, "estimators_s": t2 - t1, "total_s": t2 - t0},
+        timings={**tr.timings_, "features_s": t1 - t0, "estimators_s": t2 - t1, "total_s": t2 - t0},
         sizes={"dim": int(x.shape[1]), "n_train": int(len(train))},
     )
     return record

@@ -2,25 +2,35 @@
 
 A chain is parsed by :mod:`featstore.evaluate.transform_spec` (``pool=max,pca=256,l2``,
 ``flipavg,power=0.5,l2,pca=128:whiten,l2``, ``l2,concat,pca=512:whiten``); ``pool=`` steps
-run on stored maps (:mod:`featstore.evaluate.stored_pooling`); fitted steps are scikit-learn
-estimators (PCA, StandardScaler, Normalizer) in a ``Pipeline``. :class:`FeatureTransform`
-follows scikit-learn's conventions (``fit`` returns self, learned state ends in ``_``) and
-reads an entry's rows only when it needs them.
+run on stored maps (:mod:`featstore.evaluate.stored_pooling`); the vector steps are
+estimators (:class:`~featstore.evaluate.pca.CovariancePCA`, StandardScaler, Normalizer) in a
+scikit-learn ``Pipeline``. :class:`FeatureTransform` follows scikit-learn's conventions
+(``fit`` returns self, learned state ends in ``_``).
+
+Memory stays bounded by the output: an entry is read one stored chunk at a time
+(``Entry.read_blocks``), each block is pooled and run through the steps as it arrives, and
+the result lands in one preallocated float32 array of the final shape, so neither the
+stored maps nor the pooled matrix before a PCA are ever all in memory. A fitted step
+(``pca``, ``std``) learns from the training rows in a pass of its own (PCA accumulates the
+covariance, StandardScaler its moments): a chain with k fitted steps per entry reads its
+entries k + 1 times. Steps after ``concat`` run on the joined matrix, in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from featstore.errors import SpecError, TransformError
+from featstore.evaluate.pca import BLOCK_ROWS, CovariancePCA
 from featstore.evaluate.stored_pooling import pool_rows
 from featstore.evaluate.transform_spec import Step, canonical_spec, parse_spec
 from featstore.progress import Progress
@@ -43,7 +53,7 @@ class SignedPower(TransformerMixin, BaseEstimator):
         return np.sign(X) * np.power(np.abs(X), self.alpha)
 
 
-def _estimator(step: Step, seed: int) -> Any:
+def _estimator(step: Step) -> Any:
     if step.name == "power":
         return SignedPower(alpha=float(step.value or 1.0))
     if step.name == "l2":
@@ -51,14 +61,22 @@ def _estimator(step: Step, seed: int) -> Any:
     if step.name == "std":
         return StandardScaler()
     if step.name == "pca":
-        return PCA(n_components=step.n, whiten=step.whiten, random_state=seed)
+        return CovariancePCA(n_components=step.n, whiten=step.whiten)
     raise SpecError(f"step {step.text!r} is not a vector step")  # pragma: no cover - parse guards
 
 
-def _pipeline(steps: Sequence[Step], seed: int) -> Pipeline | None:
+def _pipeline(steps: Sequence[Step]) -> Pipeline | None:
     if not steps:
         return None
-    return Pipeline([(f"{i}_{s.name}", _estimator(s, seed)) for i, s in enumerate(steps)])
+    return Pipeline([(f"{i}_{s.name}", _estimator(s)) for i, s in enumerate(steps)])
+
+
+def _out_dim(steps: Sequence[Step], dim: int) -> int:
+    """Columns after ``steps`` for ``dim`` columns in: only a PCA changes them."""
+    for step in steps:
+        if step.name == "pca":
+            dim = step.n
+    return dim
 
 
 def _check_pca(steps: Sequence[Step], dim: int, n_train: int, where: str) -> None:
@@ -75,13 +93,40 @@ def _check_pca(steps: Sequence[Step], dim: int, n_train: int, where: str) -> Non
             dim = step.n
 
 
+def _fit_stepwise(pipe: Pipeline, dim: int, blocks: Callable[[], Iterable[np.ndarray]]) -> None:
+    """Fit each step of ``pipe`` on what the steps before it make of the training rows.
+
+    ``blocks()`` starts a fresh pass over the training rows (in blocks); each fitted step
+    takes one pass (CovariancePCA accumulates its covariance, StandardScaler its moments
+    through ``partial_fit``); a stateless step (l2, power) learns nothing and is fitted on
+    one row of zeros, without a pass.
+    """
+    for k, (_, estimator) in enumerate(pipe.steps):
+        head = [e for _, e in pipe.steps[:k]]
+        inputs = (_apply(head, b) for b in blocks())
+        if isinstance(estimator, CovariancePCA):
+            estimator.fit_blocks(inputs)
+            dim = estimator.n_components
+        elif isinstance(estimator, StandardScaler):
+            for block in inputs:
+                estimator.partial_fit(block)
+        else:
+            estimator.fit(np.zeros((1, dim), dtype=np.float32))
+
+
+def _apply(estimators: Sequence[Any], x: np.ndarray) -> np.ndarray:
+    for estimator in estimators:
+        x = estimator.transform(x)
+    return np.asarray(x, dtype=np.float32)
+
+
 # --------------------------------------------------------------------------------------
 # the chain over entries
 # --------------------------------------------------------------------------------------
 
 
 class ArraySource(Protocol):
-    """What a transform reads: a feature entry (featstore.store.Entry) or alike."""
+    """What a transform reads: a feature entry (featstore.store.Entry), a RowView, or alike."""
 
     key: str
     attrs: dict[str, Any]
@@ -90,9 +135,9 @@ class ArraySource(Protocol):
     @property
     def n_chunks(self) -> int: ...
 
-    def chunk_bounds(self, index: int) -> tuple[int, int]: ...
-
     def read(self, rows: Any = None) -> np.ndarray: ...
+
+    def read_blocks(self, rows: Any = None) -> Iterator[tuple[Any, np.ndarray]]: ...
 
 
 @dataclass(frozen=True)
@@ -107,42 +152,83 @@ class Part:
         return [self.plain.key] + ([self.flip.key] if self.flip is not None else [])
 
 
-def _read_pooled(
-    source: ArraySource,
-    step: Step | None,
-    rows: np.ndarray | None,
-    progress: Callable[[int], None] | None,
-) -> np.ndarray:
-    """Read ``rows`` (all when None) chunk by chunk, pooling each block as it arrives."""
-    pooling = str(source.attrs.get("pooling", "none"))
-    if rows is not None:
-        out = pool_rows(source.read(np.asarray(rows, dtype=np.int64)), step, pooling)
-        if progress:
-            progress(source.n_chunks)
-        return out
-    blocks = []
-    for i in range(source.n_chunks):
-        start, stop = source.chunk_bounds(i)
-        blocks.append(pool_rows(source.read(slice(start, stop)), step, pooling))
-        if progress:
-            progress(1)
-    if not blocks:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(blocks, axis=0)
+def _pooled_dim(source: ArraySource, pool: Step | None) -> int:
+    """Columns of the source's rows once pooled (TransformError when the pooling cannot be had)."""
+    zero = np.zeros((1, *source.shape[1:]), dtype=np.float32)
+    return int(pool_rows(zero, pool, str(source.attrs.get("pooling", "none"))).shape[1])
 
 
-def _check_finite(x: np.ndarray, source: Any) -> None:
-    """Stored features must be finite; scikit-learn would stop on NaN/inf with a traceback."""
+def _nonfinite_rows(x: np.ndarray) -> int:
+    """How many rows hold NaN or inf (scikit-learn would stop on them with a traceback)."""
     finite = np.isfinite(x)
-    if finite.all():
-        return
-    rows = int((~finite).reshape(len(x), -1).any(axis=1).sum())
-    key = getattr(source, "key", "?")
-    raise TransformError(
-        f"entry {key} holds NaN or infinite values in {rows} of {len(x)} rows (a float16 entry "
+    return 0 if finite.all() else int((~finite).reshape(len(x), -1).any(axis=1).sum())
+
+
+def _nonfinite_error(source: ArraySource, bad: int, n: int) -> TransformError:
+    key = source.key
+    return TransformError(
+        f"entry {key} holds NaN or infinite values in {bad} of {n} rows (a float16 entry "
         f"overflows above 65504); remove it (featstore rm {key}) and extract it again with "
         "--dtype float32"
     )
+
+
+def _pool_views(
+    views: Sequence[ArraySource],
+    block: np.ndarray,
+    rows: Any,
+    pool: Step | None,
+    reader: _Reader,
+    bad: list[int],
+) -> list[np.ndarray]:
+    """``block`` (the first view's stored rows ``rows``) and the same rows of the other
+    view, pooled; adds each view's count of non-finite rows to ``bad``."""
+    raws = [block] + [reader.read(view, rows) for view in views[1:]]
+    out = []
+    for i, (source, raw) in enumerate(zip(views, raws, strict=True)):
+        x = pool_rows(raw, pool, str(source.attrs.get("pooling", "none")))
+        bad[i] += _nonfinite_rows(x)
+        out.append(x)
+    return out
+
+
+class _Reader:
+    """The reads of one public call: seconds spent reading (decoding and checking chunks),
+    and progress in chunk units over every pass the call makes (monotonic, ends at total)."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total = progress, total
+        self.done = 0
+        self.seconds = 0.0
+
+    def blocks(
+        self, source: ArraySource, rows: np.ndarray | None
+    ) -> Iterator[tuple[Any, np.ndarray]]:
+        """One pass: ``source.read_blocks(rows)``, timed; counts ``source.n_chunks`` units."""
+        cap = self.done + source.n_chunks
+        blocks = iter(source.read_blocks(rows))
+        while True:
+            t0 = time.perf_counter()
+            item = next(blocks, None)
+            self.seconds += time.perf_counter() - t0
+            if item is None:
+                break
+            yield item
+            del item  # never hold a block while the next one is decoded
+            self._report(min(self.done + 1, cap))
+        self._report(cap)
+
+    def read(self, source: ArraySource, rows: Any) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = source.read(rows)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def _report(self, done: int) -> None:
+        if done > self.done:
+            self.done = done
+            if self.progress is not None:
+                self.progress(done, self.total, {"stage": "read"})
 
 
 class FeatureTransform(BaseEstimator):
@@ -150,8 +236,10 @@ class FeatureTransform(BaseEstimator):
 
     ``fit(parts, train_rows)`` fits PCA/standardisation on the training rows only;
     ``transform(parts, rows)`` returns (len(rows), D) float32 features. Learned state:
-    ``steps_``, ``part_pipelines_`` (one per part, or None), ``post_pipeline_``,
-    ``n_features_out_``.
+    ``steps_``, ``part_pipelines_`` (one per part, or None), ``part_dims_`` (columns in and
+    out of each part's steps), ``post_pipeline_``, ``n_features_out_``, and ``timings_``:
+    seconds spent reading entries (``read_s``) and on everything else (``transform_s``)
+    since the last fit. The chain is deterministic; ``seed`` is kept for the record.
     """
 
     def __init__(self, spec: str = "", seed: int = 0) -> None:
@@ -163,8 +251,12 @@ class FeatureTransform(BaseEstimator):
         self, parts: Sequence[Part], train_rows: np.ndarray, progress: Progress | None = None
     ) -> FeatureTransform:
         train_rows = np.asarray(train_rows, dtype=np.int64)
-        blocks = self._derive(parts, train_rows, progress)
-        self._fit_blocks(blocks, np.arange(len(train_rows)))
+        reader = _Reader(progress, self.n_reads(parts, fit=True, output=False))
+        t0 = time.perf_counter()
+        self._fit_parts(parts, train_rows, reader)
+        if self._post_fitted():
+            self._fit_post(self._joined(parts, train_rows, reader), None)
+        self._clock(t0, reader, reset=True)
         return self
 
     def transform(
@@ -175,16 +267,36 @@ class FeatureTransform(BaseEstimator):
     ) -> np.ndarray:
         if not hasattr(self, "steps_"):
             raise TransformError("this FeatureTransform is not fitted yet; call fit first")
-        blocks = self._derive(parts, rows, progress)
-        return self._apply_blocks(blocks)
+        rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        reader = _Reader(progress, self.n_reads(parts, fit=False, output=True))
+        t0 = time.perf_counter()
+        out = self._apply_post(self._joined(parts, rows, reader))
+        self._clock(t0, reader, reset=False)
+        return out
 
     def fit_transform(
         self, parts: Sequence[Part], train_rows: np.ndarray, progress: Progress | None = None
     ) -> np.ndarray:
-        """Fit on ``train_rows`` and return every row transformed, reading each entry once."""
-        blocks = self._derive(parts, None, progress)
-        self._fit_blocks(blocks, np.asarray(train_rows, dtype=np.int64))
-        return self._apply_blocks(blocks)
+        """Fit on ``train_rows`` and return every row transformed (one pass per fitted step
+        over the training rows, then one over all rows)."""
+        train_rows = np.asarray(train_rows, dtype=np.int64)
+        reader = _Reader(progress, self.n_reads(parts, fit=True, output=True))
+        t0 = time.perf_counter()
+        self._fit_parts(parts, train_rows, reader)
+        joined = self._joined(parts, None, reader)
+        if self._post_fitted():
+            self._fit_post(joined, train_rows)
+        out = self._apply_post(joined)
+        self._clock(t0, reader, reset=True)
+        return out
+
+    def n_reads(self, parts: Sequence[Part], *, fit: bool = True, output: bool = True) -> int:
+        """Progress units of a call: the chunks of every part, once per pass over them
+        (``fit``: one pass per fitted step; ``output``: one pass for the result)."""
+        _, _, _, per_part, post = self._split()
+        passes = sum(s.fitted for s in per_part) if fit else 0
+        passes += 1 if output or (fit and any(s.fitted for s in post)) else 0
+        return passes * sum(p.plain.n_chunks for p in parts)
 
     @property
     def canonical(self) -> str:
@@ -207,84 +319,145 @@ class FeatureTransform(BaseEstimator):
             return pool, steps[:i], True, steps[i + 1 :], post
         return pool, [], False, steps, post
 
-    def _derive(
-        self, parts: Sequence[Part], rows: np.ndarray | None, progress: Progress | None
-    ) -> list[np.ndarray]:
-        """Per part: read and pool each view, apply the stateless pre-flip steps, average."""
+    def _post_fitted(self) -> bool:
+        return any(s.fitted for s in self._split()[4])
+
+    def _clock(self, t0: float, reader: _Reader, *, reset: bool) -> None:
+        before = {} if reset else getattr(self, "timings_", {})
+        spent = time.perf_counter() - t0
+        self.timings_ = {
+            "read_s": before.get("read_s", 0.0) + reader.seconds,
+            "transform_s": before.get("transform_s", 0.0) + spent - reader.seconds,
+        }
+
+    def _check_parts(self, parts: Sequence[Part]) -> list[int]:
+        """Refuse a set of parts the chain cannot read; the pooled columns of each."""
         if not parts:
             raise TransformError("a transform needs at least one feature entry")
-        pool, pre, flip, _, _ = self._split()
-        sources = []
-        for part in parts:
-            if flip and part.flip is None:
-                raise TransformError(
-                    f"flipavg needs the flip view of entry {part.plain.key}; extract the layer "
-                    "with the flip view (featstore extract ... --flip) or drop flipavg"
-                )
-            sources.append([part.plain] + ([part.flip] if flip and part.flip is not None else []))
-        n_rows = {s.shape[0] for views in sources for s in views}
+        pool, _, flip, _, _ = self._split()
+        n_rows = {s.shape[0] for p in parts for s in (p.plain, p.flip) if s is not None}
         if len(n_rows) != 1:
             raise TransformError(
                 f"entries of one setting must have the same rows; got row counts {sorted(n_rows)}"
             )
-        total = sum(s.n_chunks for views in sources for s in views)
-        done = [0]
+        dims = []
+        for part in parts:
+            dim = _pooled_dim(part.plain, pool)
+            if flip:
+                if part.flip is None:
+                    raise TransformError(
+                        f"flipavg needs the flip view of entry {part.plain.key}; extract the layer "
+                        "with the flip view (featstore extract ... --flip) or drop flipavg"
+                    )
+                other = _pooled_dim(part.flip, pool)
+                if other != dim:
+                    n = part.plain.shape[0]
+                    raise TransformError(
+                        f"plain and flip views differ in shape: {(n, dim)} vs {(n, other)}"
+                    )
+            dims.append(dim)
+        return dims
 
-        def tick(n: int) -> None:
-            done[0] += n
-            if progress:
-                progress(done[0], total, {"stage": "read"})
+    def _derived(
+        self, part: Part, rows: np.ndarray | None, reader: _Reader
+    ) -> Iterator[tuple[Any, np.ndarray]]:
+        """``(where, block)`` over ``rows`` (all when None) of one part, one stored chunk at a
+        time: each view pooled and put through the steps before flipavg, the views averaged.
 
-        blocks = []
-        for views in sources:
-            arrays = []
-            for source in views:
-                x = _read_pooled(source, pool, rows, tick)
-                _check_finite(x, source)
-                for step in pre:
-                    x = _estimator(step, self.seed).fit_transform(x)
-                arrays.append(np.asarray(x, dtype=np.float32))
-            if len(arrays) == 2 and arrays[0].shape != arrays[1].shape:
-                raise TransformError(
-                    f"plain and flip views differ in shape: {arrays[0].shape} vs {arrays[1].shape}"
+        Non-finite values are refused once the pass is over, with the count of bad rows.
+        """
+        pool, pre, flip, _, _ = self._split()
+        views = [part.plain] + ([part.flip] if flip and part.flip is not None else [])
+        zero = np.zeros((1, _pooled_dim(part.plain, pool)), dtype=np.float32)
+        pre_steps = [_estimator(s).fit(zero) for s in pre]  # stateless: parse_spec sees to it
+        bad = [0] * len(views)
+        for where, block in reader.blocks(part.plain, rows):
+            subset = where if rows is None else rows[where]
+            xs = _pool_views(views, block, subset, pool, reader, bad)
+            del block  # the stored rows go before the next chunk is decoded
+            if any(bad):
+                continue  # nothing is computed from here on; the pass only counts bad rows
+            xs = [_apply(pre_steps, x) for x in xs]
+            yield where, xs[0] if len(xs) == 1 else (xs[0] + xs[1]) / 2.0
+        for source, count in zip(views, bad, strict=True):
+            if count:
+                raise _nonfinite_error(
+                    source, count, part.plain.shape[0] if rows is None else len(rows)
                 )
-            blocks.append(arrays[0] if len(arrays) == 1 else (arrays[0] + arrays[1]) / 2.0)
-        return blocks
 
-    def _fit_blocks(self, blocks: list[np.ndarray], train_rows: np.ndarray) -> None:
-        pool, pre, flip, per_part, post = self._split()
+    def _rows(self, part: Part, rows: np.ndarray, reader: _Reader) -> Iterator[np.ndarray]:
+        """A pass over ``rows`` of one part that only needs the values (a fitting pass)."""
+        return (x for _, x in self._derived(part, rows, reader))
+
+    def _fit_parts(self, parts: Sequence[Part], train_rows: np.ndarray, reader: _Reader) -> None:
+        """Check the parts and fit each one's own steps on the training rows."""
+        dims = self._check_parts(parts)
+        _, _, _, per_part, post = self._split()
         self.steps_ = parse_spec(self.spec)
         n_train = len(train_rows)
         if n_train == 0:
             raise TransformError("cannot fit a transform on an empty training split")
-        self.part_pipelines_ = []
-        outs = []
-        for i, x in enumerate(blocks):
-            where = f" (entry {i + 1} of {len(blocks)})" if len(blocks) > 1 else ""
-            _check_pca(per_part, x.shape[1], n_train, where)
-            pipe = _pipeline(per_part, self.seed)
+        self.part_pipelines_: list[Pipeline | None] = []
+        self.part_dims_: list[tuple[int, int]] = []
+        for i, (part, dim) in enumerate(zip(parts, dims, strict=True)):
+            where = f" (entry {i + 1} of {len(parts)})" if len(parts) > 1 else ""
+            _check_pca(per_part, dim, n_train, where)
+            pipe = _pipeline(per_part)
             if pipe is not None:
-                pipe.fit(x[train_rows])
+                _fit_stepwise(pipe, dim, functools.partial(self._rows, part, train_rows, reader))
             self.part_pipelines_.append(pipe)
-            outs.append(x[train_rows] if pipe is None else pipe.transform(x[train_rows]))
-        joined = np.concatenate(outs, axis=1)
-        _check_pca(post, joined.shape[1], n_train, " after concat")
-        self.post_pipeline_ = _pipeline(post, self.seed)
-        if self.post_pipeline_ is not None:
-            self.post_pipeline_.fit(joined)
-            joined = self.post_pipeline_.transform(joined[:1])
-        self.n_features_out_ = int(joined.shape[1])
+            self.part_dims_.append((dim, _out_dim(per_part, dim)))
+        joined = sum(out for _, out in self.part_dims_)
+        _check_pca(post, joined, n_train, " after concat")
+        self.post_pipeline_ = _pipeline(post)
+        if self.post_pipeline_ is not None and not self._post_fitted():
+            _fit_stepwise(self.post_pipeline_, joined, lambda: ())  # stateless: no pass
+        self.n_features_out_ = _out_dim(post, joined)
 
-    def _apply_blocks(self, blocks: list[np.ndarray]) -> np.ndarray:
-        if len(blocks) != len(self.part_pipelines_):
+    def _joined(
+        self, parts: Sequence[Part], rows: np.ndarray | None, reader: _Reader
+    ) -> np.ndarray:
+        """Every part's rows through its own steps, side by side, in one preallocated
+        (len(rows), sum of part outputs) float32 array filled one stored chunk at a time."""
+        if len(parts) != len(self.part_pipelines_):
             raise TransformError(
-                f"transform was fitted on {len(self.part_pipelines_)} entries, got {len(blocks)}"
+                f"transform was fitted on {len(self.part_pipelines_)} entries, got {len(parts)}"
             )
-        outs = [
-            x if pipe is None else pipe.transform(x)
-            for x, pipe in zip(blocks, self.part_pipelines_, strict=True)
-        ]
-        joined = np.concatenate(outs, axis=1)
-        if self.post_pipeline_ is not None:
-            joined = self.post_pipeline_.transform(joined)
-        return np.ascontiguousarray(joined, dtype=np.float32)
+        dims = self._check_parts(parts)
+        for part, dim, (fitted, _) in zip(parts, dims, self.part_dims_, strict=True):
+            if dim != fitted:
+                raise TransformError(
+                    f"transform was fitted on {fitted}-dim features; entry {part.plain.key} "
+                    f"gives {dim}-dim ones"
+                )
+        n = parts[0].plain.shape[0] if rows is None else len(rows)
+        out = np.empty((n, sum(d for _, d in self.part_dims_)), dtype=np.float32)
+        col = 0
+        for part, pipe, (_, dim) in zip(parts, self.part_pipelines_, self.part_dims_, strict=True):
+            for where, x in self._derived(part, rows, reader):
+                out[where, col : col + dim] = x if pipe is None else pipe.transform(x)
+            col += dim
+        return out
+
+    def _fit_post(self, joined: np.ndarray, train_rows: np.ndarray | None) -> None:
+        """Fit the steps after concat on the joined training rows (all of ``joined`` when
+        ``train_rows`` is None), block by block."""
+        if self.post_pipeline_ is None:
+            return
+        rows = np.arange(len(joined)) if train_rows is None else train_rows
+        _fit_stepwise(
+            self.post_pipeline_,
+            joined.shape[1],
+            lambda: (joined[rows[i : i + BLOCK_ROWS]] for i in range(0, len(rows), BLOCK_ROWS)),
+        )
+
+    def _apply_post(self, joined: np.ndarray) -> np.ndarray:
+        """The steps after concat, block by block: in place when they keep the columns."""
+        if self.post_pipeline_ is None:
+            return joined
+        out = joined
+        if self.n_features_out_ != joined.shape[1]:
+            out = np.empty((len(joined), self.n_features_out_), dtype=np.float32)
+        for i in range(0, len(joined), BLOCK_ROWS):
+            out[i : i + BLOCK_ROWS] = self.post_pipeline_.transform(joined[i : i + BLOCK_ROWS])
+        return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,13 +247,7 @@ class Entry(ABC):
         unchecked), and DamagedChunkError naming the chunk when its bytes do not match.
         """
         selection, needed = self._selection(rows)
-        records = self.markers(needed)
-        missing = [i for i in needed if records.get(i) is None]
-        if missing and not allow_incomplete:
-            raise IncompleteEntryError(
-                f"entry {self.key} is incomplete: {len(missing)} of its chunks are not written "
-                f"(first missing: {missing[:5]}); rerun the extraction to finish it"
-            )
+        records = self._needed_markers(needed, allow_incomplete)
         if isinstance(selection, slice):
             if not needed:
                 return self._read_rows(selection)
@@ -263,6 +257,52 @@ class Entry(ABC):
                 return block
             return block[selection.start - lo : selection.stop - lo].copy()
         return self._gather(selection, needed, records)
+
+    def read_blocks(
+        self, rows: Iterable[int] | slice | None = None, *, allow_incomplete: bool = False
+    ) -> Iterator[tuple[slice | np.ndarray, np.ndarray]]:
+        """The rows of :meth:`read`, one stored chunk at a time: ``(where, block)`` pairs
+        with ``block`` equal to ``read(rows)[where]``.
+
+        A reader that fills its own output from these never holds more than one decoded
+        chunk, however large the entry (an evaluation pooling stored maps, say). Each chunk
+        is decoded and checked once; every needed marker is checked before the first block,
+        so an incomplete entry is refused as :meth:`read` refuses it. ``where`` is a slice
+        of the output for a contiguous selection, else the output positions of the block's
+        rows (in the order given, repeats allowed).
+        """
+        selection, needed = self._selection(rows)
+        records = self._needed_markers(needed, allow_incomplete)
+        if isinstance(selection, slice):
+            for c in needed:
+                lo, hi = self.chunk_bounds(c)
+                a, b = max(lo, selection.start), min(hi, selection.stop)
+                block = self._read_block(lo, hi, records)
+                yield slice(a - selection.start, b - selection.start), block[a - lo : b - lo]
+                del block  # never hold this chunk while the next one is decoded
+            return
+        order = np.argsort(selection, kind="stable")
+        ordered = selection[order]
+        for c in needed:
+            lo, hi = self.chunk_bounds(c)
+            a, b = np.searchsorted(ordered, [lo, hi])
+            block = self._read_block(lo, hi, records)
+            yield order[a:b], block[ordered[a:b] - lo]
+            del block
+
+    def _needed_markers(
+        self, needed: list[int], allow_incomplete: bool
+    ) -> dict[int, dict[str, Any] | None]:
+        """The marker records of the chunks a read needs; IncompleteEntryError when one has
+        none (unless ``allow_incomplete``)."""
+        records = self.markers(needed)
+        missing = [i for i in needed if records.get(i) is None]
+        if missing and not allow_incomplete:
+            raise IncompleteEntryError(
+                f"entry {self.key} is incomplete: {len(missing)} of its chunks are not written "
+                f"(first missing: {missing[:5]}); rerun the extraction to finish it"
+            )
+        return records
 
     def _selection(
         self, rows: Iterable[int] | slice | None

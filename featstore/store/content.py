@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -177,22 +177,23 @@ class RowView:
         return not self.missing_chunks()
 
     # --- reading --------------------------------------------------------------------------
+    def _entry_rows(self, rows: Iterable[int] | slice | None) -> np.ndarray:
+        """The entry rows behind the view's ``rows`` (all when None), in that order."""
+        if rows is None:
+            return self.rows
+        if isinstance(rows, slice):
+            return self.rows[rows]
+        index = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.n_rows):
+            raise IndexError(
+                f"row index out of range for the {self.n_rows} rows read from entry {self.key}"
+            )
+        return self.rows[index]
+
     def read(
         self, rows: Iterable[int] | slice | None = None, *, allow_incomplete: bool = False
     ) -> np.ndarray:
-        if rows is None:
-            wanted = self.rows
-        elif isinstance(rows, slice):
-            wanted = self.rows[rows]
-        else:
-            index = np.asarray(
-                list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64
-            )
-            if index.size and (index.min() < 0 or index.max() >= self.n_rows):
-                raise IndexError(
-                    f"row index out of range for the {self.n_rows} rows read from entry {self.key}"
-                )
-            wanted = self.rows[index]
+        wanted = self._entry_rows(rows)
         if wanted.size == 0:
             return np.empty((0, *self.row_shape), dtype=self.dtype)
         unique, inverse = np.unique(wanted, return_inverse=True)
@@ -203,6 +204,21 @@ class RowView:
                 f"{exc} (the rows of this dataset are read from entry {self.key})"
             ) from exc
         return np.asarray(data)[inverse.reshape(-1)]
+
+    def read_blocks(
+        self, rows: Iterable[int] | slice | None = None, *, allow_incomplete: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The rows of :meth:`read` one *entry* chunk at a time (see ``Entry.read_blocks``):
+        the view's rows may lie anywhere in the entry, and each entry chunk is decoded once."""
+        wanted = self._entry_rows(rows)
+        try:
+            for where, block in self.entry.read_blocks(wanted, allow_incomplete=allow_incomplete):
+                yield np.asarray(where, dtype=np.int64), block
+                del block  # never hold this chunk while the next one is decoded
+        except IncompleteEntryError as exc:
+            raise IncompleteEntryError(
+                f"{exc} (the rows of this dataset are read from entry {self.key})"
+            ) from exc
 
     def read_chunk(self, index: int) -> np.ndarray:
         start, stop = self.chunk_bounds(index)

@@ -341,3 +341,11 @@ def test_a_layer_extracted_under_an_alias_is_found_by_its_module_name(store, blo
         store, "blobs", {"model": "othernet", "layer": "penultimate"}
     )
     assert by_module["features"] == by_alias["features"] == [entry.key]
+
+
+def test_the_record_says_where_its_time_went(store, blob_set):
+    record = evaluate_classification(store, "blobs", SEL, transform="pca=4,l2")
+    t = record["timings"]
+    assert set(t) == {"read_s", "transform_s", "fit_s", "predict_s", "total_s"}
+    assert all(v >= 0 for v in t.values()) and t["read_s"] > 0
+    assert t["read_s"] + t["transform_s"] + t["fit_s"] + t["predict_s"] <= t["total_s"] * 1.01

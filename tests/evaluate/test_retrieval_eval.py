@@ -51,6 +51,7 @@ def test_global_flat_holidays_map_by_hand(holidays: tuple[Any, Any]) -> None:
     assert record["task"] == "retrieve" and record["classifier"]["name"] == "global"
     assert record["queries"]["skipped"][0]["query"] == "100200"
     assert store.get_result(record["key"])["metrics"] == record["metrics"]
+    assert {"read_s", "transform_s", "features_s", "search_s"} <= set(record["timings"])
 
 
 def test_repeat_is_a_lookup_unless_forced(holidays: tuple[Any, Any]) -> None:

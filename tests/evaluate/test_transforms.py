@@ -13,6 +13,7 @@ from featstore.errors import SpecError, TransformError
 from featstore.evaluate.stored_pooling import pool_rows
 from featstore.evaluate.transform_spec import canonical_spec, parse_spec
 from featstore.evaluate.transforms import FeatureTransform, Part
+from featstore.specs import GEM_EPS
 from featstore.store import open_store
 
 
@@ -244,3 +245,96 @@ def test_transform_before_fit_is_refused(store):
     e = put(store, "feat-a", [[1.0]])
     with pytest.raises(TransformError, match="not fitted yet"):
         FeatureTransform("l2").transform([Part(e)])
+
+
+# --- chunk by chunk ---------------------------------------------------------------------
+
+
+def _maps(n=50, c=6, size=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.maximum(rng.standard_normal((n, c, size, size)), 0).astype(np.float32)
+
+
+def test_a_chain_read_chunk_by_chunk_equals_the_chain_on_the_whole_matrix(store):
+    from sklearn.preprocessing import normalize
+
+    maps = _maps()
+    e = put(store, "feat-maps", maps, pooling="none", chunk_rows=7)  # 8 chunks, last short
+    train = np.arange(0, 50, 2)
+    pooled = maps.mean(axis=(2, 3))
+    powered = np.sign(pooled) * np.abs(pooled) ** 0.5
+    pca = PCA(n_components=4, whiten=True, svd_solver="full").fit(powered[train])
+    expected = normalize(pca.transform(powered))
+    t = FeatureTransform("pool=avg,power=0.5,pca=4:whiten,l2")
+    np.testing.assert_allclose(t.fit_transform([Part(e)], train), expected, atol=1e-4)
+    rows = np.array([49, 3, 3, 20, 0])  # any order, repeats: each row lands where asked
+    again = FeatureTransform("pool=avg,power=0.5,pca=4:whiten,l2").fit([Part(e)], train)
+    np.testing.assert_allclose(again.transform([Part(e)], rows), expected[rows], atol=1e-4)
+
+
+def test_concat_of_entries_with_other_chunk_sizes_fits_the_shared_pca_on_training_rows(store):
+    from sklearn.preprocessing import normalize
+
+    rng = np.random.default_rng(3)
+    a_x, b_x = rng.normal(size=(30, 4)), rng.normal(size=(30, 5)) * 3
+    a = put(store, "feat-a", a_x, chunk_rows=7)
+    b = put(store, "feat-b", b_x, chunk_rows=4)
+    train = np.arange(20)
+    joined = np.concatenate([normalize(a_x), normalize(b_x)], axis=1)
+    pca = PCA(n_components=3, whiten=True, svd_solver="full").fit(joined[train])
+    t = FeatureTransform("l2,concat,pca=3:whiten")
+    np.testing.assert_allclose(
+        t.fit_transform([Part(a), Part(b)], train), pca.transform(joined), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        t.transform([Part(a), Part(b)], np.array([25, 1])),
+        pca.transform(joined[[25, 1]]),
+        atol=1e-4,
+    )
+
+
+def test_flipavg_over_chosen_rows_reads_the_same_rows_of_both_views(store):
+    plain = put(store, "feat-p", np.arange(20.0).reshape(10, 2), chunk_rows=3)
+    flip = put(store, "feat-f", -np.arange(20.0).reshape(10, 2) + 100, view="flip", chunk_rows=3)
+    t = FeatureTransform("flipavg").fit([Part(plain, flip)], np.arange(5))
+    assert t.transform([Part(plain, flip)], np.array([7, 2])).tolist() == [[50.0, 50.0]] * 2
+
+
+def test_non_finite_values_are_counted_over_every_chunk_before_refusing(store):
+    x = np.ones((20, 3), dtype=np.float32)
+    x[2, 0], x[17, 1] = np.nan, np.inf  # in two different chunks
+    e = put(store, "feat-nan", x, chunk_rows=5)
+    with pytest.raises(TransformError) as err:
+        FeatureTransform("l2").fit_transform([Part(e)], np.arange(10))
+    assert "entry feat-nan holds NaN or infinite values in 2 of 20 rows" in str(err.value)
+
+
+def test_progress_counts_every_pass_and_timings_say_where_the_time_went(store):
+    e = put(store, "feat-p", _maps(n=20).mean(axis=(2, 3)), chunk_rows=6)  # 4 chunks
+    seen = []
+    t = FeatureTransform("pca=2,l2")
+    t.fit_transform([Part(e)], np.arange(12), progress=lambda d, n, info: seen.append((d, n)))
+    assert t.n_reads([Part(e)]) == 8  # one pass to fit the PCA, one for the output
+    # the fitting pass reads only the 2 chunks holding training rows, then counts as done
+    assert seen == [(d, 8) for d in (1, 2, 4, 5, 6, 7, 8)]
+    assert set(t.timings_) == {"read_s", "transform_s"}
+    assert all(v >= 0 for v in t.timings_.values()) and t.timings_["read_s"] > 0
+
+
+def test_float16_rows_are_widened_bit_for_bit_and_pooled_a_few_rows_at_a_time(monkeypatch):
+    import featstore.evaluate.stored_pooling as sp
+    from featstore.evaluate.stored_pooling import _as_float32
+
+    every = np.arange(65536, dtype=np.uint16).view(np.float16)  # incl. inf, NaN, subnormals
+    wide = _as_float32(every.reshape(256, 256)[:, ::2])  # not contiguous, either
+    assert wide.dtype == np.float32 and wide.shape == (256, 128)
+    assert np.array_equal(
+        wide.view(np.uint32), every.reshape(256, 256)[:, ::2].astype(np.float32).view(np.uint32)
+    )
+    maps = np.abs(np.random.default_rng(0).normal(size=(30, 4, 3, 3))).astype(np.float16)
+    monkeypatch.setattr(sp, "POOL_BLOCK_BYTES", 4 * 36 * 7)  # 7 rows at a time
+    pooled = pool_rows(maps, parse_spec("pool=gem")[0], "none")
+    whole = np.power(
+        np.power(np.maximum(maps.astype(np.float32), GEM_EPS), 3.0).mean(axis=(2, 3)), 1 / 3
+    )
+    np.testing.assert_array_equal(pooled, whole)  # rows pooled apart: same as all at once

@@ -159,3 +159,60 @@ def test_float16_overflow_is_refused_not_stored_as_inf(store_url):
         rows[0, 0] = np.inf
         entry.write_chunk(1, rows)
         assert entry.read(rows=[4])[0, 0] == np.inf
+
+
+def _assembled(blocks, shape, dtype):
+    """The output a chunked reader builds from ``read_blocks``, and how many blocks it took."""
+    out = np.full(shape, np.nan, dtype=dtype)
+    n = 0
+    for where, block in blocks:
+        out[where] = block
+        n += 1
+    return out, n
+
+
+@pytest.mark.parametrize(
+    ("rows", "n_blocks"),
+    [(None, 3), (slice(2, 9), 3), ([9, 0, 5, 5, 2, 8], 3), ([5, 6], 1), (np.array([], int), 0)],
+    ids=["all", "slice", "unsorted-with-repeats", "one-chunk", "none"],
+)
+def test_read_blocks_gives_what_read_gives_one_chunk_at_a_time(store_url, rows, n_blocks):
+    with open_store(store_url) as store:
+        entry, data = _filled(store)  # 10 rows in chunks of 4: [0-4) [4-8) [8-10)
+        expected = entry.read(rows)
+        out, n = _assembled(entry.read_blocks(rows), expected.shape, expected.dtype)
+        np.testing.assert_array_equal(out, expected)
+        assert n == n_blocks  # one block per chunk holding a wanted row
+
+
+def test_read_blocks_refuses_an_incomplete_entry_before_any_block_and_checks_each_chunk(store_url):
+    with open_store(store_url) as store:
+        entry, _ = _filled(store)
+        entry.invalidate_chunk(2)
+        blocks = entry.read_blocks()
+        with pytest.raises(IncompleteEntryError, match="1 of its chunks are not written"):
+            next(blocks)  # refused before chunk 0 is served, as read() refuses it
+        assert [len(b) for _, b in entry.read_blocks([0, 5])] == [1, 1]  # chunks 0, 1 only
+        entry.write_chunk(2, np.zeros((2, 6)))
+        _flip_rows(entry, 1)
+        blocks = entry.read_blocks()
+        next(blocks)  # chunk 0 is fine
+        with pytest.raises(DamagedChunkError, match="chunk 1 .* is damaged"):
+            next(blocks)
+
+
+def test_row_view_blocks_follow_the_entry_chunks(tmp_path):
+    from featstore.store.content import RowView
+
+    with open_store(str(tmp_path / "s.zarr")) as store:
+        entry, data = _filled(store, rows=12, chunk_rows=3)
+        rows = np.array([11, 0, 7, 3, 10, 1, 6])  # a subset in another order
+        view = RowView(entry, rows)
+        seen = []
+        original = entry._read_block
+        entry._read_block = lambda lo, hi, records: seen.append(lo) or original(lo, hi, records)
+        out, n = _assembled(view.read_blocks(), view.shape, entry.dtype)
+        np.testing.assert_array_equal(out, data[rows])
+        assert seen == [0, 3, 6, 9] and n == 4  # each entry chunk decoded once, in order
+        out, _ = _assembled(view.read_blocks([6, 0, 0]), (3, 6), entry.dtype)
+        np.testing.assert_array_equal(out, data[[6, 11, 11]])
