@@ -194,3 +194,76 @@ def test_edge_warning_names_the_end_of_the_grid():
     X, y = problem(n=120)
     out = classify_arrays(X, y, splits_of(len(y)), ClassifierSpec(c_grid=(1e-6, 1e-5, 1e-4)))
     assert "grid_edge" in out["chosen"]  # tiny C all score alike: the first (edge) wins
+
+
+def test_validation_ties_go_to_the_lowest_log_loss():
+    from featstore.evaluate.classifiers import choose_on_validation, log_loss
+
+    assert choose_on_validation([0.5, 0.9, 0.9, 0.8], [0.1, 0.7, 0.4, 0.05]) == 2
+    assert choose_on_validation([0.9, 0.9], [0.3, 0.3]) == 0  # a full tie: the first
+    scores = np.array([[2.0, 0.0], [0.0, 1.0]])
+    expect = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0))])
+    assert log_loss(scores, np.array([3, 7]), np.array([3, 7])) == pytest.approx(expect)
+
+
+def test_flat_validation_accuracy_picks_the_same_lambda_in_both_solvers():
+    X, y = problem(n=300, k=3, noise=0.3)  # separable: validation accuracy flat over lambdas
+    spec = {"name": "logreg", "lambda_range": (1e-3, 1e2, 11)}
+    ref, new = _both(X, y, splits_of(len(y)), **spec)
+    flat = [v for v in new["chosen"]["val_scores"].values() if v == new["chosen"]["val_accuracy"]]
+    assert len(flat) > 1  # a tie that "first maximum" would settle by the grid's order
+    assert new["chosen"]["lambda"] == pytest.approx(ref["chosen"]["lambda"])
+    assert new["chosen"]["val_log_loss"] == pytest.approx(ref["chosen"]["val_log_loss"], abs=1e-3)
+
+
+@pytest.mark.parametrize("solver", ["torch", "sklearn"])
+def test_progress_names_each_grid_value_and_fold(solver):
+    X, y = problem(n=150, k=3)
+    seen = []
+    spec = ClassifierSpec(name="svm", c_grid=(0.1, 1.0, 10.0), cv=3, solver=solver)
+    classify_arrays(X, y, splits_of(len(y)), spec, progress=lambda d, t, i: seen.append((d, t, i)))
+    total = seen[0][1]
+    assert [d for d, _, _ in seen] == list(range(1, total + 1))  # one tick per solve, in order
+    assert {i["C"] for _, _, i in seen} == {0.1, 1.0, 10.0}
+    if solver == "sklearn":  # every (C, fold) fit, then the refit
+        assert total == 3 * 3 + 1 and {i.get("fold") for _, _, i in seen[:-1]} == {1, 2, 3}
+    else:  # each C solves all folds and classes at once
+        assert total == 3 + 1 and all(i["folds"] == 3 for _, _, i in seen[:-1])
+    assert seen[-1][2]["refit"] == "all"
+    lam = []
+    spec = ClassifierSpec(name="logreg", lambda_range=(1e-3, 1e1, 5), solver=solver)
+    classify_arrays(X, y, splits_of(len(y)), spec, progress=lambda d, t, i: lam.append(i))
+    assert [i["lambda"] for i in lam[:5]] == ["10", "1", "0.1", "0.01", "0.001"]
+    assert lam[-1]["refit"] == "train+val"
+
+
+def test_default_tolerances_are_in_the_key():
+    assert ClassifierSpec("svm").key()["tol"] == pytest.approx(1e-6)
+    assert ClassifierSpec("logreg").key()["tol"] == pytest.approx(1e-4)
+    assert ClassifierSpec("logreg", solver="sklearn").key()["tol"] == pytest.approx(1e-4)
+    assert ClassifierSpec("logreg", tol=1e-6).key() != ClassifierSpec("logreg").key()
+
+
+def test_solvers_run_on_the_device_asked_for():
+    X, y = problem(n=120, k=3)
+    out = classify_arrays(X, y, splits_of(len(y)), ClassifierSpec(device="cpu"))
+    assert out["metrics"]["accuracy"] > 0.5
+    from featstore.errors import FeatstoreError
+
+    if not torch.cuda.is_available():
+        with pytest.raises(FeatstoreError, match="(?i)cuda"):
+            classify_arrays(X, y, splits_of(len(y)), ClassifierSpec(device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["svm", "logreg"])
+def test_cuda_solvers_match_cpu(name):
+    X, y = problem(n=400, d=24, k=6, seed=5)
+    splits = splits_of(len(y), seed=5)
+    spec = {"name": name, "lambda_range": (1e-4, 1e1, 6)}
+    cpu = classify_arrays(X, y, splits, ClassifierSpec(device="cpu", **spec))
+    gpu = classify_arrays(X, y, splits, ClassifierSpec(device="cuda", **spec))
+    assert gpu["metrics"]["accuracy"] == pytest.approx(cpu["metrics"]["accuracy"], abs=0.005)
+    value = "lambda" if name == "logreg" else "C"
+    assert gpu["chosen"][value] == cpu["chosen"][value]
