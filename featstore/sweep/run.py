@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from featstore.devices import available_cpus
 from featstore.errors import ExtractionError, FeatstoreError
 from featstore.evaluate.tasks import get_task
 from featstore.progress import Progress
@@ -150,8 +151,16 @@ def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, An
 
 
 def _init_worker(threads: int) -> None:
-    """Each worker process gets its share of the cores (no oversubscription)."""
+    """Each worker process gets its share of the cores (no oversubscription).
+
+    The evaluations of the worker read ``FEATSTORE_EVAL_THREADS`` (see
+    :func:`featstore.evaluate.threads.resolve_threads`), so their BLAS, torch and FAISS pools
+    are this share too, not every free core of the machine.
+    """
+    from featstore.evaluate.threads import THREADS_ENV
+
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ[THREADS_ENV] = str(threads)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -284,7 +293,7 @@ def run_sweep(
     n_workers = max(1, min(int(workers), len(todo)))
     parallel = n_workers > 1 and store.reopenable  # workers open the store from its spec
     if parallel:
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        threads = max(1, available_cpus() // n_workers)  # the cores this process may use
         ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads started
         with cf.ProcessPoolExecutor(
             max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)

@@ -280,3 +280,20 @@ def test_pca_larger_than_a_layer_is_refused_before_extraction(store) -> None:
         r"layer 'l1' of netA gives 8 features per image",
     ):
         make_plan(store, _spec(transforms=["l2", "pca=16,l2"]), planner=factor_planner)
+
+
+def test_a_parallel_worker_evaluates_with_its_share_of_the_cores() -> None:
+    """Two workers on two cores: each worker's evaluations use 1 thread, not every free core."""
+    import subprocess
+    import sys
+
+    code = (
+        "from featstore.sweep.run import _init_worker\n"
+        "_init_worker(1)\n"
+        "from featstore.evaluate.threads import evaluation_threads\n"
+        "import torch\n"
+        "with evaluation_threads() as n:\n"
+        "    print(n, torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
