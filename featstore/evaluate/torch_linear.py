@@ -49,7 +49,10 @@ _TINY = 1e-30
 _LINE_RTOL = 1e-3  # a line search stops once |phi'(t)| <= _LINE_RTOL * |phi'(0)|
 _LINE_ITERS = 20
 _T_MAX = 256.0  # Newton directions want t ~ 1; a far longer step means the direction is noise
-_COMPACT = 0.75  # CG drops its finished columns once no more than this share still runs
+_COMPACT = 0.75
+_BLOCK_ELEMENTS = (
+    1 << 22
+)  # float64 temporaries of the design: 32 MB at a time  # CG drops its finished columns once no more than this share still runs
 
 
 @dataclass
@@ -91,27 +94,48 @@ class Design:
         intercept_scaling: float = 1.0,
         center: bool = False,
     ) -> None:
-        x = torch.as_tensor(np.ascontiguousarray(X), device=device).double()
-        self.shift = x.mean(dim=0) if center else torch.zeros_like(x[0])
-        x = x - self.shift
-        ones = torch.full((x.shape[0], 1), float(intercept_scaling), dtype=x.dtype, device=device)
-        X1 = torch.cat([x, ones], dim=1)  # float64: the basis and Z exact enough for any dtype
-        self.n, self.d1 = X1.shape
+        x = torch.as_tensor(np.ascontiguousarray(X), device=device)
+        n, d = x.shape
+        self.n, self.d1 = n, d + 1
         self.device, self.dtype = device, dtype
-        if center:  # block-diagonal Gram: features, then the intercept on its own
-            evals, basis = _gram_eigenbasis(x)
-            r = basis.shape[1]
-            evecs = torch.zeros((self.d1, r + 1), dtype=torch.float64, device=device)
-            evecs[:-1, :r] = basis
-            evecs[-1, r] = 1.0
-            evals = torch.cat([evals, evals.new_tensor([self.n * float(intercept_scaling) ** 2])])
-        else:
-            evals, evecs = _gram_eigenbasis(X1)
-        self.Z = (X1 @ evecs).to(dtype)  # (N, R)
+        shift = (
+            x.mean(dim=0, dtype=torch.float64)
+            if center
+            else torch.zeros(d, dtype=torch.float64, device=device)
+        )
+        scaling = float(intercept_scaling)
+
+        def rows(i: int, j: int) -> torch.Tensor:
+            """Rows i:j of ``X1`` in float64 (exact enough for the basis and ``Z`` of any dtype)."""
+            block = x[i:j].double() - shift
+            ones = torch.full((j - i, 1), scaling, dtype=torch.float64, device=device)
+            return torch.cat([block, ones], dim=1)
+
+        step = max(1, _BLOCK_ELEMENTS // self.d1)  # float64 copies of X1 a block at a time
+        blocks = [(i, min(i + step, n)) for i in range(0, n, step)]
+        if n >= self.d1:  # the Gram accumulated block by block
+            gram = torch.zeros((self.d1, self.d1), dtype=torch.float64, device=device)
+            for i, j in blocks:
+                g = rows(i, j)
+                gram += g.T @ g
+            if center:  # block-diagonal: the centred features, then the intercept on its own
+                feature_evals, basis = torch.linalg.eigh(gram[:-1, :-1])
+                evals, evecs = _with_intercept(feature_evals, basis, n * scaling**2)
+            else:
+                evals, evecs = torch.linalg.eigh(gram)
+        else:  # fewer rows than columns: the basis of the rows' span
+            g = rows(0, n)
+            if center:
+                evals, evecs = _with_intercept(*_span_eigenbasis(g[:, :-1]), n * scaling**2)
+            else:
+                evals, evecs = _span_eigenbasis(g)
+        self.r = evecs.shape[1]
+        self.Z = torch.empty((n, self.r), dtype=dtype, device=device)  # X1 V, (N, R)
+        for i, j in blocks:
+            self.Z[i:j] = (rows(i, j) @ evecs).to(dtype)
         self.evals = evals.clamp_min(0.0).to(dtype)  # (R,)
         self.evecs = evecs.to(dtype)  # (D1, R): R = D1, or the rank when there are fewer rows
-        self.shift = self.shift.to(dtype)
-        self.r = self.evecs.shape[1]
+        self.shift = shift.to(dtype)
         # 1 for an eigen-direction inside the features, 0 for the intercept's own (center=True)
         self.feature_dir = torch.ones(self.r, dtype=dtype, device=device)
         if center:
@@ -150,17 +174,23 @@ class Design:
         return out
 
 
-def _gram_eigenbasis(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues and eigenvectors (columns) of ``g^T g`` on its range, ``g`` (n, d) float64.
+def _with_intercept(
+    evals: torch.Tensor, basis: torch.Tensor, intercept_eval: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A features-only eigenbasis (D, R) extended by the intercept's own direction, last."""
+    r = basis.shape[1]
+    evecs = torch.zeros((basis.shape[0] + 1, r + 1), dtype=basis.dtype, device=basis.device)
+    evecs[:-1, :r] = basis
+    evecs[-1, r] = 1.0
+    return torch.cat([evals, evals.new_tensor([intercept_eval])]), evecs
 
-    With ``n >= d``: the full ``d x d`` eigendecomposition. With fewer rows, from the
-    ``n x n`` kernel ``g g^T = U L U^T``: the range's basis is ``g^T U L^-1/2`` (its
-    eigenvalues L), ``min(n, d)`` columns instead of ``d``, so the preconditioner costs
-    no more than a Hessian product.
+
+def _span_eigenbasis(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and eigenvectors of ``g^T g`` on the span of the rows of ``g`` (n < d).
+
+    From the ``n x n`` kernel ``g g^T = U L U^T``: the basis is ``g^T U L^-1/2`` (its
+    eigenvalues L), ``n`` columns instead of ``d``, so every product costs ``n``, not ``d``.
     """
-    n, d = g.shape
-    if n >= d:
-        return torch.linalg.eigh(g.T @ g)
     evals, U = torch.linalg.eigh(g @ g.T)
     keep = evals > evals.max().clamp_min(_TINY) * 1e-10
     evals, U = evals[keep], U[:, keep]
