@@ -36,6 +36,7 @@ from featstore.errors import (
 from featstore.keys import check_dataset_id, content_hash
 from featstore.store.checksum import chunk_checksum, marker_checksum, matches
 from featstore.store.geometry import entry_geometry
+from featstore.store.objects import ObjectFolder
 from featstore.store.spec import StoreSpec
 
 # 2: feature keys hold the images' content id (``images``), datasets keep per-image hashes,
@@ -74,19 +75,6 @@ def check_fits(values: np.ndarray, dtype: str, where: str) -> None:
             f"{where} has values up to {largest:.6g}, beyond float16's range (+-65504): stored as "
             "float16 they would become inf; extract with --dtype float32"
         )
-
-
-@dataclass(frozen=True)
-class ObjectFolder:
-    """A folder of small objects beside an entry (leases), reached through fsspec.
-
-    ``local``: plain files (atomic rename and link work); ``s3``: conditional PUTs work.
-    """
-
-    fs: Any
-    path: str
-    local: bool
-    s3: bool
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,8 @@ from featstore.errors import (
     StoreVersionError,
 )
 from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
-from featstore.store.base import (
-    FORMAT_VERSION,
-    Entry,
-    ObjectFolder,
-    Store,
-    store_not_found,
-)
+from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
+from featstore.store.objects import ObjectFolder, object_folder
 from featstore.store.spec import StoreSpec
 
 ZARR_CONFIG: ArrayConfigParams = {
@@ -126,14 +121,7 @@ class ZarrEntry(Entry):
         return self.chunk_rows, None
 
     def side_objects(self, folder: str) -> ObjectFolder:
-        fs = self._store.fs
-        protocols = np.atleast_1d(fs.protocol)
-        return ObjectFolder(
-            fs=fs,
-            path=self._store._path(f"{self._group_path}/{folder}"),
-            local=self._store.is_local,
-            s3=any(p in ("s3", "s3a") for p in protocols),
-        )
+        return self._store._object_folder(f"{self._group_path}/{folder}")
 
     def _write_marker(self, index: int, record: dict[str, Any]) -> None:
         record = {**record, "time": time.time()}
@@ -333,6 +321,10 @@ class ZarrStore(Store):
 
     def _path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
+
+    def _object_folder(self, relative: str) -> ObjectFolder:
+        """A folder of small plain objects (leases, name claims) outside the Zarr hierarchy."""
+        return object_folder(self.fs, self._path(relative), local=self.is_local)
 
     def _put_object(self, path: str, payload: bytes) -> None:
         """Write one small object atomically (local: temp file + rename; object stores: one PUT)."""
