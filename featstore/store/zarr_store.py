@@ -33,6 +33,7 @@ from featstore.errors import (
 )
 from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
 from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
+from featstore.store.names import NAMES_DIR, gc_names
 from featstore.store.objects import ObjectFolder, object_folder
 from featstore.store.spec import StoreSpec
 
@@ -440,6 +441,9 @@ class ZarrStore(Store):
     def dataset_ids(self) -> list[str]:
         return self._dataset_state()[0]
 
+    def _name_claims(self) -> ObjectFolder:
+        return self._object_folder(NAMES_DIR)  # names/<name>.json: see store/names.py
+
     def damaged_datasets(self) -> dict[str, str]:
         return self._dataset_state()[1]
 
@@ -651,7 +655,8 @@ class ZarrStore(Store):
 
     # --- maintenance --------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
-        """Remove temp files of interrupted writes and entries that never got a single chunk.
+        """Remove temp files of interrupted writes, entries that never got a single chunk and
+        name claims whose dataset never appeared (see store/names.py).
 
         Only leftovers whose every object is older than ``older_than_s`` are touched, so a
         run in progress elsewhere is left alone. An entry whose metadata cannot be read is
@@ -684,6 +689,12 @@ class ZarrStore(Store):
                 self._forget_consolidated(f"features/{key}")
         if removed and not dry_run:
             self.consolidate()
+        removed += gc_names(
+            self._name_claims(),
+            self._present_dataset_ids(),
+            older_than_s=older_than_s,
+            dry_run=dry_run,
+        )
         return removed
 
 
