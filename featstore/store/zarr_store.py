@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -450,9 +451,31 @@ class ZarrStore(Store):
     def _delete_dataset(self, dataset_id: str) -> None:
         self._check_writable()
         check_dataset_id(dataset_id)
-        self.fs.rm(self._path(f"datasets/{dataset_id}"), recursive=True)
+        self._remove_folder(f"datasets/{dataset_id}")
         self._forget_consolidated(f"datasets/{dataset_id}")
         self.consolidate()
+
+    def _remove_folder(self, relative: str) -> None:
+        """Remove a folder and everything in it; one already removed (by another process,
+        e.g. two ``--replace`` of one name at once) is no error.
+
+        A local folder is first renamed aside (atomic), so two removers never trip over one
+        half-deleted tree and readers see it whole or gone; a remover killed meanwhile leaves
+        a ``.partial`` folder, which is never listed and which `gc` removes.
+        """
+        path = self._path(relative)
+        if not self.is_local:
+            try:
+                self.fs.rm(path, recursive=True)
+            except FileNotFoundError:
+                pass
+            return
+        aside = f"{path}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+        try:
+            os.rename(path, aside)
+            shutil.rmtree(aside)
+        except FileNotFoundError:
+            return  # removed by another process (or, once aside, by a `gc` run)
 
     # --- format ----------------------------------------------------------------------------
     @property
@@ -665,11 +688,16 @@ class ZarrStore(Store):
         self._check_writable()
         now = time.time()
         removed: list[str] = []
-        for path in self.fs.find(self.root):
+        for path in self.fs.find(self.root, withdirs=True):  # folders: see _remove_folder
             if path.endswith(PARTIAL_SUFFIX) and now - _mtime(self.fs, path, now) > older_than_s:
+                if any(path.startswith(f"{r}/") for r in removed):
+                    continue  # inside a folder removed just before
                 removed.append(path)
                 if not dry_run:
-                    self.fs.rm(path)
+                    try:
+                        self.fs.rm(path, recursive=True)
+                    except FileNotFoundError:
+                        pass  # its writer (or remover) finished meanwhile
         for key in self._key_children("features"):
             base = self._path(f"features/{key}")
             if self.has_entry(key):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import socket
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 import s3_fixtures
 
-from featstore.datasets import Dataset, dataset_from_source
+from featstore.datasets import Dataset, add_dataset, dataset_from_source
 from featstore.errors import DatasetMismatchError, InvalidKeyError
 from featstore.store import open_store
 from featstore.store.names import CLAIM_SUFFIX, NAMES_DIR, STALE_CLAIM_S, read_claim
@@ -174,6 +176,23 @@ def test_gc_removes_stale_claims_only(tmp_path, two):
     assert read_claim(folder, "running") is not None and read_claim(folder, "same") is not None
 
 
+def test_a_dataset_half_removed_by_a_killed_remover_is_never_listed_and_gc_removes_it(
+    tmp_path, two
+):
+    url = str(tmp_path / "s.zarr")
+    store = open_store(url)
+    first, _ = two
+    store.put_dataset(first)
+    folder = Path(url, "datasets", first.id)
+    aside = folder.with_name(f"{first.id}.0badc0de.partial")  # renamed aside, rmtree never ran
+    folder.rename(aside)
+    old = time.time() - 7200
+    os.utime(aside, (old, old))
+    assert store.dataset_ids() == [] and store.list_datasets() == []
+    assert store.gc(dry_run=True) == [str(aside)] and aside.exists()
+    assert store.gc() == [str(aside)] and not aside.exists()
+
+
 def test_a_claim_name_never_leaves_the_names_folder(tmp_path):
     folder = open_store(str(tmp_path / "s.zarr"))._name_claims()
     for bad in ("../datasets/x", "a/b", "", ".hidden", "x" * 129):
@@ -188,3 +207,26 @@ def test_hdf5_stores_keep_no_claims(tmp_path, two):
         store.put_dataset(second, replace=True)
         assert [d["id"] for d in store.list_datasets()] == [second.id]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "src0", "src1"]
+
+
+def _add(path: str, source: str, replace: bool, barrier: object) -> str:
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        return add_dataset(open_store(path), "same", source, replace=replace).id
+    except DatasetMismatchError as exc:
+        return f"DatasetMismatchError: {exc}"
+
+
+def test_two_replacements_at_once_leave_one_dataset_its_writer_was_told_about(tmp_path):
+    sources = [_source(tmp_path / f"src{k}", k) for k in range(3)]
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as manager, ctx.Pool(2) as pool:
+        for trial in range(3):
+            path = str(tmp_path / f"s{trial}.zarr")
+            add_dataset(open_store(path), "same", sources[2])  # the one both replace
+            barrier = manager.Barrier(2)
+            results = pool.starmap(_add, [(path, s, True, barrier) for s in sources[:2]])
+            registered = [d["id"] for d in open_store(path, "r").list_datasets()]
+            # one of them stays; a replacement that finished first may be replaced by the other
+            assert len(registered) == 1 and registered[0] in results, results
+            assert read_claim(open_store(path)._name_claims(), "same").dataset_id == registered[0]
