@@ -62,7 +62,8 @@ def make_key(prefix: str, value: Any) -> str:
 # is that shape (a lowercase prefix, one dash, letters/digits/underscores) and nothing with a
 # slash, a dot-only part or an empty string can match it, so a key is always one path part.
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}-[A-Za-z0-9_]{1,64}")
-DATASET_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}-[0-9a-f]{8,64}")
+DATASET_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+DATASET_ID_PATTERN = re.compile(rf"{DATASET_NAME_PATTERN.pattern}-[0-9a-f]{{8,64}}")
 
 
 def check_key(key: object, what: str = "key") -> str:
@@ -83,3 +84,13 @@ def check_dataset_id(dataset_id: object) -> str:
             "flowers-0123456789ab); `featstore datasets list` shows the ids"
         )
     return dataset_id
+
+
+def check_dataset_name(name: object) -> str:
+    """``name`` if it can name a dataset's objects in a store (a name claim); InvalidKeyError otherwise."""
+    if not isinstance(name, str) or not DATASET_NAME_PATTERN.fullmatch(name):
+        raise InvalidKeyError(
+            f"dataset name {name!r} is not valid in a store: use up to 128 letters, digits, "
+            "'_', '-' and '.', starting with a letter or digit"
+        )
+    return name

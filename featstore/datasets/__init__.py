@@ -25,7 +25,6 @@ from featstore.datasets.retrieval import (
 )
 from featstore.datasets.retrieval_copydays import copydays_dataset, copydays_image
 from featstore.datasets.sources import dataset_from_source
-from featstore.errors import DatasetMismatchError
 from featstore.progress import Progress
 
 # --- the registry, filled here and only here ---------------------------------------------
@@ -74,9 +73,9 @@ def add_dataset(
     Nothing is written unless the whole source is valid (or ``skip_bad`` drops the bad
     images, which are then listed in ``dataset.skipped``). ``splits`` declares the split
     names a manifest may use. Two registrations of one name with different content at
-    once never leave two datasets of that name: a registration that finds another one
-    beside its own after writing removes its own and is refused. Registering the same
-    content again from another place (a moved folder) re-points the stored image
+    once never leave two datasets of that name: the store claims the name before writing,
+    so one is stored and the others are refused (see featstore/store/names.py). Registering
+    the same content again from another place (a moved folder) re-points the stored image
     locations; ``dataset.repointed`` says how many changed.
     """
     store._check_writable()
@@ -85,20 +84,9 @@ def add_dataset(
 
 
 def register_dataset(store: Any, dataset: Dataset, *, replace: bool = False) -> Dataset:
-    """Register a built dataset (see :func:`add_dataset`), refusing a concurrent rival."""
-    name = dataset.name
-    created = dataset.id not in store.dataset_ids()
-    before = None if created else store.get_dataset(dataset.id)
+    """Register a built dataset (see :func:`add_dataset`); sets ``dataset.repointed``."""
+    before = store.get_dataset(dataset.id) if dataset.id in store.dataset_ids() else None
     store.put_dataset(dataset, replace=replace)
-    rivals = [
-        info for info in store.list_datasets() if info["name"] == name and info["id"] != dataset.id
-    ]
-    if rivals and created:
-        store.delete_dataset(dataset.id)
-        raise DatasetMismatchError(
-            f"another process registered a different dataset as {name!r} at the same time "
-            f"(id {rivals[0]['id']}); pick another name, or run again with --replace"
-        )
     if before is not None:
         dataset.repointed = sum(a != b for a, b in zip(before.refs, dataset.refs, strict=False))
     return dataset

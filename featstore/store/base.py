@@ -36,6 +36,8 @@ from featstore.errors import (
 from featstore.keys import check_dataset_id, content_hash
 from featstore.store.checksum import chunk_checksum, marker_checksum, matches
 from featstore.store.geometry import entry_geometry
+from featstore.store.names import drop_name, holds_name, lost_name, release_names, take_name
+from featstore.store.objects import ObjectFolder
 from featstore.store.spec import StoreSpec
 
 # 2: feature keys hold the images' content id (``images``), datasets keep per-image hashes,
@@ -74,19 +76,6 @@ def check_fits(values: np.ndarray, dtype: str, where: str) -> None:
             f"{where} has values up to {largest:.6g}, beyond float16's range (+-65504): stored as "
             "float16 they would become inf; extract with --dtype float32"
         )
-
-
-@dataclass(frozen=True)
-class ObjectFolder:
-    """A folder of small objects beside an entry (leases), reached through fsspec.
-
-    ``local``: plain files (atomic rename and link work); ``s3``: conditional PUTs work.
-    """
-
-    fs: Any
-    path: str
-    local: bool
-    s3: bool
 
 
 @dataclass(frozen=True)
@@ -515,6 +504,11 @@ class Store(ABC):
     @abstractmethod
     def dataset_ids(self) -> list[str]: ...
 
+    def _name_claims(self) -> ObjectFolder | None:
+        """Where the dataset name claims live (see :mod:`featstore.store.names`), or None
+        when the backend needs none (HDF5: one writer holds the file)."""
+        return None
+
     def put_dataset(self, dataset: Any, *, replace: bool = False) -> str:
         """Register ``dataset`` (a featstore.datasets.Dataset); returns its id.
 
@@ -522,30 +516,62 @@ class Store(ABC):
         locations (and source) when they differ: the same files moved to another folder are
         registered again where they now are. A format-1 registration gains its per-image
         hashes the same way. A different dataset under a name already used is refused
-        unless ``replace``.
+        unless ``replace``. Two registrations of one name at once: the name's claim is
+        taken before anything is written, so exactly one of them is stored and told so
+        (:mod:`featstore.store.names`); the others get DatasetMismatchError.
         """
         self._check_writable()
-        for info in self.list_datasets():
-            if info["name"] == dataset.name and info["id"] != dataset.id:
-                if not replace:
-                    raise DatasetMismatchError(
-                        f"a different dataset is already registered as {dataset.name!r} "
-                        f"(id {info['id']}, {info['n']} images; the new one is {dataset.id}, "
-                        f"{dataset.n} images); pick another name or pass --replace"
-                    )
-                self._delete_dataset(info["id"])
+        name, dataset_id = dataset.name, check_dataset_id(dataset.id)
+        rivals = self._datasets_named(name, dataset_id)  # also finds datasets older than claims
+        if rivals and not replace:
+            info = rivals[0]
+            raise DatasetMismatchError(
+                f"a different dataset is already registered as {name!r} (id {info['id']}, "
+                f"{info['n']} images; the new one is {dataset_id}, {dataset.n} images); pick "
+                "another name or pass --replace"
+            )
+        claims = self._name_claims()
+        took = claims is not None and take_name(
+            claims, name, dataset_id, self._present_dataset_ids, replace=replace
+        )
+        try:
+            if replace:  # listed again: one may have been registered since the first look
+                for info in self._datasets_named(name, dataset_id):
+                    self._delete_dataset(info["id"])
+            created = self._write_dataset(dataset)
+        except BaseException:
+            if took and claims is not None:  # leave the name free, not claimed by a failure
+                drop_name(claims, name, dataset_id)
+            raise
+        if claims is not None and not holds_name(claims, name, dataset_id):
+            if created:  # a --replace (or a stale-claim takeover) took the name meanwhile
+                self._delete_dataset(dataset_id)
+            raise lost_name(claims, name)
+        return dataset_id
+
+    def _write_dataset(self, dataset: Any) -> bool:
+        """Write ``dataset``'s arrays unless the same are stored; True if it was not there."""
         attrs, arrays = dataset.to_arrays()
         if dataset.id not in self.dataset_ids():
             self._put_dataset_arrays(dataset.id, attrs, arrays)
-        else:
-            stored_attrs, stored = self._get_dataset_arrays(dataset.id)
-            if (
-                [str(r) for r in stored.get("refs", [])] != list(dataset.refs)
-                or stored_attrs.get("source") != dataset.source
-                or ("hashes" not in stored and "hashes" in arrays)
-            ):
-                self._put_dataset_arrays(dataset.id, attrs, arrays)
-        return str(dataset.id)
+            return True
+        stored_attrs, stored = self._get_dataset_arrays(dataset.id)
+        if (
+            [str(r) for r in stored.get("refs", [])] != list(dataset.refs)
+            or stored_attrs.get("source") != dataset.source
+            or ("hashes" not in stored and "hashes" in arrays)
+        ):
+            self._put_dataset_arrays(dataset.id, attrs, arrays)
+        return False
+
+    def _datasets_named(self, name: str, dataset_id: str) -> list[dict[str, Any]]:
+        """Listed datasets called ``name`` other than ``dataset_id``."""
+        return [i for i in self.list_datasets() if i["name"] == name and i["id"] != dataset_id]
+
+    def _present_dataset_ids(self) -> set[str]:
+        """Ids of the datasets in the store, readable or damaged (a damaged one keeps its
+        name claimed until `featstore datasets rm` removes it)."""
+        return set(self.dataset_ids()) | set(self.damaged_datasets())
 
     def get_dataset(self, name_or_id: str) -> Any:
         """The dataset registered under this name or id."""
@@ -589,6 +615,8 @@ class Store(ABC):
             except DamagedEntryError as exc:
                 out.append({"id": dataset_id, "name": None, "damaged": str(exc)})
                 continue
+            except EntryNotFoundError:
+                continue  # removed (by another process) since it was listed
             out.append({"id": dataset_id, **{k: attrs.get(k) for k in DATASET_SUMMARY}})
         for dataset_id, why in self.damaged_datasets().items():
             if all(info["id"] != dataset_id for info in out):
@@ -603,11 +631,16 @@ class Store(ABC):
     def _get_dataset_attrs(self, dataset_id: str) -> dict[str, Any]: ...
 
     def delete_dataset(self, name_or_id: str) -> None:
+        """Remove a dataset (by name or id, or a damaged one by id) and release its name."""
         self._check_writable()
         if name_or_id in self.damaged_datasets():
-            self._delete_dataset(check_dataset_id(name_or_id))
-            return
-        self._delete_dataset(self.resolve_dataset_id(name_or_id))
+            dataset_id = check_dataset_id(name_or_id)
+        else:
+            dataset_id = self.resolve_dataset_id(name_or_id)
+        self._delete_dataset(dataset_id)
+        claims = self._name_claims()
+        if claims is not None:
+            release_names(claims, dataset_id)
 
     @abstractmethod
     def _delete_dataset(self, dataset_id: str) -> None: ...

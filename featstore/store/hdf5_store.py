@@ -1,7 +1,8 @@
 """HDF5 backend: one ``.h5`` file, one writer at a time (HDF5's own file locking).
 
 Same layout as the Zarr store. With a single writer there is no concurrent update to
-fear, so each entry's done markers are one small dataset (``_done``, uint8 per chunk)
+fear (so no dataset name claims either: the name check cannot race), and each entry's done
+markers are one small dataset (``_done``, uint8 per chunk)
 and one checksum per chunk (``_checksum``, "<algorithm>:<hex>"; entries written before
 it have ``_sha256``), written after the chunk's rows.
 """

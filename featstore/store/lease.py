@@ -8,7 +8,8 @@ crashed holder stops renewing it). Done markers stay the truth: a lease only say
 working on a chunk, so a lost or duplicated lease can cost duplicated work (harmless:
 chunks are whole and a recomputed chunk has the same bytes) but never rows.
 
-How creation is made race-safe, by backend:
+How creation is made race-safe, by backend (creation itself: ObjectFolder.create in
+featstore/store/objects.py, shared with the dataset name claims):
 
 - local directory: the record is written to a temporary file and hard-linked to the lease
   path (``link`` fails if the path exists, atomically); an expired lease is taken over
@@ -28,48 +29,19 @@ Expiry compares wall clocks of different machines: keep ``ttl`` well above their
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from featstore._atomic import create_new, write_atomic
 from featstore.errors import DamagedEntryError, LeaseError
 from featstore.progress import Progress
-from featstore.store.base import Entry, ObjectFolder
+from featstore.store.base import Entry
+from featstore.store.objects import ObjectFolder, default_owner, owner_is_dead
 
 LEASE_DIR = "_lease"
 DEFAULT_TTL = 600.0
-
-
-def default_owner() -> str:
-    """A name unique to this process: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """Whether ``owner`` (see :func:`default_owner`) names a process of this host that has exited.
-
-    Only this host's processes can be checked; an owner elsewhere is alive until its lease
-    expires. A pid reused by another process reads as alive: the lease then waits for expiry.
-    """
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OSError):
-        return False  # it exists (another user's) or cannot be asked
-    return False
 
 
 @dataclass(frozen=True)
@@ -105,10 +77,8 @@ class _Backend:
         """Write the lease if none exists; False if another writer has one."""
         raise NotImplementedError
 
-    def replace(
-        self, index: int, record: dict[str, Any], old: dict[str, Any], version: Any
-    ) -> bool:
-        """Replace the lease ``old`` (read with ``version``) by ``record``; False if it changed."""
+    def replace(self, index: int, record: dict[str, Any], version: Any) -> bool:
+        """Replace the lease read with ``version`` by ``record``; False if it changed since."""
         raise NotImplementedError
 
     def delete(self, index: int) -> None:
@@ -128,9 +98,7 @@ class _NoLeases(_Backend):
     def create(self, index: int, record: dict[str, Any]) -> bool:
         return True
 
-    def replace(
-        self, index: int, record: dict[str, Any], old: dict[str, Any], version: Any
-    ) -> bool:
+    def replace(self, index: int, record: dict[str, Any], version: Any) -> bool:
         return True
 
     def delete(self, index: int) -> None:
@@ -141,113 +109,35 @@ class _NoLeases(_Backend):
 
 
 class _FsspecLeases(_Backend):
-    """Lease objects next to the entry's done markers, through the store's fsspec filesystem."""
+    """Lease objects next to the entry's done markers, in the entry's ObjectFolder."""
 
     def __init__(self, entry: Entry, folder: ObjectFolder) -> None:
         super().__init__(entry)
-        self.fs = folder.fs
-        self.base = folder.path
-        self.is_local = folder.local
-        self.is_s3 = folder.s3
+        self.folder = folder
 
-    def path(self, index: int) -> str:
-        return f"{self.base}/{index}"
-
-    # -- reading -------------------------------------------------------------------------
     def read(self, index: int) -> tuple[dict[str, Any], Any] | None:
-        path = self.path(index)
-        try:
-            if self.is_s3:
-                self.fs.invalidate_cache(path)
-                version = self.fs.info(path).get("ETag")  # before the body: see replace()
-            else:
-                version = None
-            raw = self.fs.cat_file(path, **({"max_concurrency": 1} if self.is_s3 else {}))
-        except FileNotFoundError:
+        found = self.folder.read_versioned(str(index))
+        if found is None:
             return None
+        raw, etag = found
         try:
-            return json.loads(raw), version
+            record = json.loads(raw)
         except ValueError:  # torn or foreign object: treat it as expired
-            return {"owner": "?", "expires": 0.0, "token": f"bad-{len(raw)}"}, version
+            record = {"owner": "?", "expires": 0.0, "token": f"bad-{len(raw)}"}
+        return record, (raw, etag)
 
     def held(self) -> list[int]:
-        try:
-            names = self.fs.ls(self.base, detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
-        tails = (str(n).rstrip("/").rsplit("/", 1)[-1] for n in names)
-        return sorted(int(t) for t in tails if t.isdigit())
+        return sorted(int(t) for t in self.folder.names() if t.isdigit())
 
-    # -- writing -------------------------------------------------------------------------
     def create(self, index: int, record: dict[str, Any]) -> bool:
-        payload = json.dumps(record).encode()
-        path = self.path(index)
-        if self.is_local:
-            return create_new(path, payload)
-        if self.is_s3:
-            try:
-                self.fs.pipe_file(path, payload, mode="create")  # If-None-Match: *
-            except FileExistsError:
-                return False
-            except OSError as exc:  # some servers answer 409/412 for a concurrent create
-                if "precondition" in str(exc).lower() or "conflict" in str(exc).lower():
-                    return False
-                raise
-            return True
-        if self.fs.exists(path):
-            return False
-        self.fs.pipe_file(path, payload)
-        return self._read_back_is(index, record)
+        return self.folder.create(str(index), json.dumps(record).encode())
 
-    def replace(
-        self, index: int, record: dict[str, Any], old: dict[str, Any], version: Any
-    ) -> bool:
-        payload = json.dumps(record).encode()
-        path = self.path(index)
-        if self.is_local:
-            # one takeover file per expired lease token: only one writer creates it
-            if not create_new(
-                f"{path}.takeover-{old.get('token', 'none')}", record["owner"].encode()
-            ):
-                return False
-            current = self.read(index)
-            if current is None or current[0].get("token") != old.get("token"):
-                return False  # it changed since we read it (released or renewed)
-            write_atomic(path, payload)
-            return True
-        if self.is_s3 and version:
-            try:
-                self.fs.pipe_file(path, payload, IfMatch=version)
-            except OSError as exc:
-                if "precondition" in str(exc).lower() or "conflict" in str(exc).lower():
-                    return False
-                raise
-            return True
-        current = self.read(index)
-        if current is None or current[0].get("token") != old.get("token"):
-            return False
-        self.fs.pipe_file(path, payload)
-        return self._read_back_is(index, record)
+    def replace(self, index: int, record: dict[str, Any], version: Any) -> bool:
+        raw, etag = version
+        return self.folder.replace(str(index), json.dumps(record).encode(), raw, etag)
 
     def delete(self, index: int) -> None:
-        path = self.path(index)
-        targets = [path]
-        if self.is_local:
-            folder = os.path.dirname(path)
-            prefix = f"{index}.takeover-"
-            if os.path.isdir(folder):
-                targets += [
-                    os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(prefix)
-                ]
-        for target in targets:
-            try:
-                self.fs.rm(target)
-            except FileNotFoundError:
-                pass
-
-    def _read_back_is(self, index: int, record: dict[str, Any]) -> bool:
-        current = self.read(index)
-        return current is not None and current[0].get("token") == record["token"]
+        self.folder.delete(str(index))
 
 
 def _backend(entry: Entry) -> _Backend:
@@ -293,7 +183,7 @@ def claim(
     current = _lease_from(record, entry, index)
     if current.owner != owner and not current.expired:
         return None
-    return lease if backend.replace(index, lease.to_record(), record, version) else None
+    return lease if backend.replace(index, lease.to_record(), version) else None
 
 
 def renew(entry: Entry, lease: Lease, ttl: float = DEFAULT_TTL) -> Lease:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,13 +33,9 @@ from featstore.errors import (
     StoreVersionError,
 )
 from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
-from featstore.store.base import (
-    FORMAT_VERSION,
-    Entry,
-    ObjectFolder,
-    Store,
-    store_not_found,
-)
+from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
+from featstore.store.names import NAMES_DIR, gc_names
+from featstore.store.objects import ObjectFolder, object_folder
 from featstore.store.spec import StoreSpec
 
 ZARR_CONFIG: ArrayConfigParams = {
@@ -126,14 +123,7 @@ class ZarrEntry(Entry):
         return self.chunk_rows, None
 
     def side_objects(self, folder: str) -> ObjectFolder:
-        fs = self._store.fs
-        protocols = np.atleast_1d(fs.protocol)
-        return ObjectFolder(
-            fs=fs,
-            path=self._store._path(f"{self._group_path}/{folder}"),
-            local=self._store.is_local,
-            s3=any(p in ("s3", "s3a") for p in protocols),
-        )
+        return self._store._object_folder(f"{self._group_path}/{folder}")
 
     def _write_marker(self, index: int, record: dict[str, Any]) -> None:
         record = {**record, "time": time.time()}
@@ -334,6 +324,10 @@ class ZarrStore(Store):
     def _path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
 
+    def _object_folder(self, relative: str) -> ObjectFolder:
+        """A folder of small plain objects (leases, name claims) outside the Zarr hierarchy."""
+        return object_folder(self.fs, self._path(relative), local=self.is_local)
+
     def _put_object(self, path: str, payload: bytes) -> None:
         """Write one small object atomically (local: temp file + rename; object stores: one PUT)."""
         if self.is_local:
@@ -448,15 +442,40 @@ class ZarrStore(Store):
     def dataset_ids(self) -> list[str]:
         return self._dataset_state()[0]
 
+    def _name_claims(self) -> ObjectFolder:
+        return self._object_folder(NAMES_DIR)  # names/<name>.json: see store/names.py
+
     def damaged_datasets(self) -> dict[str, str]:
         return self._dataset_state()[1]
 
     def _delete_dataset(self, dataset_id: str) -> None:
         self._check_writable()
         check_dataset_id(dataset_id)
-        self.fs.rm(self._path(f"datasets/{dataset_id}"), recursive=True)
+        self._remove_folder(f"datasets/{dataset_id}")
         self._forget_consolidated(f"datasets/{dataset_id}")
         self.consolidate()
+
+    def _remove_folder(self, relative: str) -> None:
+        """Remove a folder and everything in it; one already removed (by another process,
+        e.g. two ``--replace`` of one name at once) is no error.
+
+        A local folder is first renamed aside (atomic), so two removers never trip over one
+        half-deleted tree and readers see it whole or gone; a remover killed meanwhile leaves
+        a ``.partial`` folder, which is never listed and which `gc` removes.
+        """
+        path = self._path(relative)
+        if not self.is_local:
+            try:
+                self.fs.rm(path, recursive=True)
+            except FileNotFoundError:
+                pass
+            return
+        aside = f"{path}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+        try:
+            os.rename(path, aside)
+            shutil.rmtree(aside)
+        except FileNotFoundError:
+            return  # removed by another process (or, once aside, by a `gc` run)
 
     # --- format ----------------------------------------------------------------------------
     @property
@@ -659,7 +678,8 @@ class ZarrStore(Store):
 
     # --- maintenance --------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
-        """Remove temp files of interrupted writes and entries that never got a single chunk.
+        """Remove temp files of interrupted writes, entries that never got a single chunk and
+        name claims whose dataset never appeared (see store/names.py).
 
         Only leftovers whose every object is older than ``older_than_s`` are touched, so a
         run in progress elsewhere is left alone. An entry whose metadata cannot be read is
@@ -668,11 +688,16 @@ class ZarrStore(Store):
         self._check_writable()
         now = time.time()
         removed: list[str] = []
-        for path in self.fs.find(self.root):
+        for path in self.fs.find(self.root, withdirs=True):  # folders: see _remove_folder
             if path.endswith(PARTIAL_SUFFIX) and now - _mtime(self.fs, path, now) > older_than_s:
+                if any(path.startswith(f"{r}/") for r in removed):
+                    continue  # inside a folder removed just before
                 removed.append(path)
                 if not dry_run:
-                    self.fs.rm(path)
+                    try:
+                        self.fs.rm(path, recursive=True)
+                    except FileNotFoundError:
+                        pass  # its writer (or remover) finished meanwhile
         for key in self._key_children("features"):
             base = self._path(f"features/{key}")
             if self.has_entry(key):
@@ -692,6 +717,12 @@ class ZarrStore(Store):
                 self._forget_consolidated(f"features/{key}")
         if removed and not dry_run:
             self.consolidate()
+        removed += gc_names(
+            self._name_claims(),
+            self._present_dataset_ids(),
+            older_than_s=older_than_s,
+            dry_run=dry_run,
+        )
         return removed
 
 
