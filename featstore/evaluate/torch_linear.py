@@ -253,8 +253,8 @@ def _pcg(
     """
     if coupled:
 
-        def dot(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return (a * c).sum().expand(a.shape[-1])
+        def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return (a * b).sum().expand(a.shape[-1])
 
         def norm(t: torch.Tensor) -> torch.Tensor:
             return torch.linalg.vector_norm(t).expand(t.shape[-1])
