@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 from featstore.devices import resolve_device
 from featstore.errors import EvaluationError
 from featstore.evaluate import metrics
-from featstore.evaluate.torch_linear import Design, SolveInfo, logreg_newton, svm_newton
+from featstore.evaluate.torch_linear import Design, LogregPath, SolveInfo, logreg_newton, svm_newton
 
 __all__ = ["LinearModel", "edge_warning", "fit_logreg", "fit_svm", "multi_label", "solver_device"]
 
@@ -210,11 +210,11 @@ def fit_logreg(
     design = Design(X_tr, device=device, dtype=dtype, center=True)
     y_t = torch.as_tensor(np.searchsorted(classes, y_tr), device=device)
     s_tr = weights(y_tr)
-    W: torch.Tensor | None = None
+    solver = LogregPath(design, y_t, K, s_tr, tol=spec.tolerance)
     path, scores, losses = [], [], []
     info = SolveInfo()
     for lam in lambdas:
-        W, step = logreg_newton(design, y_t, K, float(lam), s_tr, W0=W, tol=spec.tolerance)
+        W, step = solver.solve(float(lam))
         info.add(step)
         raw = design.unshift(W)
         path.append(raw)

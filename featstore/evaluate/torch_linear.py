@@ -43,16 +43,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Design", "SolveInfo", "logreg_newton", "svm_newton"]
+__all__ = ["Design", "LogregPath", "SolveInfo", "logreg_newton", "svm_newton"]
 
 _TINY = 1e-30
 _LINE_RTOL = 1e-3  # a line search stops once |phi'(t)| <= _LINE_RTOL * |phi'(0)|
 _LINE_ITERS = 20
 _T_MAX = 256.0  # Newton directions want t ~ 1; a far longer step means the direction is noise
-_COMPACT = 0.75
-_BLOCK_ELEMENTS = (
-    1 << 22
-)  # float64 temporaries of the design: 32 MB at a time  # CG drops its finished columns once no more than this share still runs
+_COMPACT = 0.75  # CG drops its finished columns once no more than this share still runs
+_BLOCK_ELEMENTS = 1 << 22  # float64 temporaries of the design: 32 MB at a time
+# Scores are updated as S + t Z d with Z d from CG (no product of its own); round-off in
+# those updates would grow, so S is recomputed as Z U after this many of them.
+_REFRESH = 4
+_QUADRATIC_MOVE = 1e-3  # logreg: a step moving no score by this much needs no line search
 
 
 @dataclass
@@ -207,7 +209,14 @@ def _col_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _Operator:
-    """A Hessian for CG: ``H v`` and its preconditioner on the columns still being solved."""
+    """A Hessian for CG: ``H v`` and its preconditioner on the columns still being solved.
+
+    ``H = reg + Z^T C Z``: a call leaves ``Z v`` in ``last_q``, so CG returns ``Z x`` too and
+    the line search needs no extra product.
+    """
+
+    design: Design
+    last_q: torch.Tensor
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -229,7 +238,8 @@ class _SvmHessian(_Operator):
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         Z = self.design.Z
-        return v + 2.0 * (Z.T @ (self.ca * (Z @ v)))
+        self.last_q = Z @ v
+        return v + 2.0 * (Z.T @ (self.ca * self.last_q))
 
     def precondition(self, r: torch.Tensor) -> torch.Tensor:
         return self.design.precondition(r, reg=1.0, scale=self.scale)
@@ -244,9 +254,10 @@ def _pcg(
     rtol: torch.Tensor,
     max_iter: int,
     coupled: bool = False,
-) -> tuple[torch.Tensor, int]:
-    """Batched preconditioned CG for ``H x = b`` (D1, J), each column to ``||r|| <= rtol ||b||``.
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Batched preconditioned CG for ``H x = b`` (R, J), each column to ``||r|| <= rtol ||b||``.
 
+    Returns ``x``, ``Z x`` (accumulated from the products CG makes anyway) and the steps.
     Columns are independent problems, and the finished ones are dropped from the work as
     they finish, unless ``coupled`` (the multinomial Hessian couples its class columns:
     then the whole matrix is one vector and every reduction spans it).
@@ -261,9 +272,12 @@ def _pcg(
 
     else:
         dot, norm = _col_dot, _col_norm
+    Z = op.design.Z
     out = torch.zeros_like(b)
+    out_q = torch.zeros((Z.shape[0], b.shape[-1]), dtype=b.dtype, device=b.device)
     cols = torch.arange(b.shape[-1], device=b.device)
     x = torch.zeros_like(b)
+    xq = torch.zeros_like(out_q)
     r = b.clone()
     z = op.precondition(r)
     p = z.clone()
@@ -277,11 +291,13 @@ def _pcg(
             break
         if not coupled and n_live <= _COMPACT * len(cols):  # drop the finished columns
             out[:, cols[~live]] = x[:, ~live]
+            out_q[:, cols[~live]] = xq[:, ~live]
             keep = live.nonzero().squeeze(1)
             op.restrict(keep)
-            cols, x, r, p, rz, target = (
+            cols, x, xq, r, p, rz, target = (
                 cols[keep],
                 x[:, keep],
+                xq[:, keep],
                 r[:, keep],
                 p[:, keep],
                 rz[keep],
@@ -294,6 +310,7 @@ def _pcg(
         curved = php > 0
         alpha = torch.where(live & curved, rz / php.clamp_min(_TINY), torch.zeros_like(rz))
         x = x + alpha * p
+        xq = xq + alpha * op.last_q
         r = r - alpha * hp
         live = live & curved & (norm(r) > target)
         z = op.precondition(r)
@@ -302,7 +319,8 @@ def _pcg(
         p = z + beta * p
         rz = rz_new
     out[:, cols] = x
-    return out, steps
+    out_q[:, cols] = xq
+    return out, out_q, steps
 
 
 def _line_search(
@@ -405,6 +423,7 @@ def svm_newton(
     cols = (g0 > 0).nonzero().squeeze(1)
     Yl, cl, Wl, g0l = Yc[:, cols], costs[:, cols], W[:, cols], g0[cols]
     S = Z @ Wl  # (N, J_live)
+    updates = 0
     info = SolveInfo()
     for _ in range(max_newton + 1):
         gap = 1.0 - Yl * S
@@ -428,12 +447,12 @@ def svm_newton(
             break
         info.newton_steps += 1
         forcing = torch.clamp(torch.sqrt(gnorm / g0l), max=0.1)
-        d, steps = _pcg(_SvmHessian(design, ca), -grad, forcing, max_cg)
+        d, Q, steps = _pcg(_SvmHessian(design, ca), -grad, forcing, max_cg)
         info.cg_steps += steps
-        Q = Z @ d
         t = _svm_line_search(Wl, d, S, Q, Yl, cl, _col_dot(grad, d))
         Wl = Wl + t * d
-        S = S + t * Q
+        updates += 1
+        S = Z @ Wl if updates % _REFRESH == 0 else S + t * Q
     W[:, cols] = Wl
     info.unconverged = len(cols)
     return _from_columns(design.from_coords(W), P), info
@@ -450,15 +469,148 @@ class _LogregHessian(_Operator):
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         Z = self.design.Z
-        q = Z @ v
+        q = self.last_q = Z @ v
         r = self.sp * (q - (self.prob * q).sum(dim=1, keepdim=True))
         return Z.T @ r / self.design.n + self.lam * self.reg * v
 
     def precondition(self, r: torch.Tensor) -> torch.Tensor:
-        return self.design.precondition(r, reg=self.lam, scale=self.scale, reg_intercept=False)
+        z = self.design.precondition(r, reg=self.lam, scale=self.scale, reg_intercept=False)
+        return _without_shared_intercept(z, self.reg)
 
     def restrict(self, keep: torch.Tensor) -> None:  # pragma: no cover - coupled: never dropped
         raise AssertionError("the multinomial Hessian's columns are solved together")
+
+
+def _without_shared_intercept(v: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """``v`` (R, K) less its component along "the same intercept for every class".
+
+    Adding one constant to every class's score leaves the softmax unchanged and the
+    intercept is not penalised, so that direction is the multinomial Hessian's null space:
+    a round-off component there would make CG divide by ~0 and blow the step up.
+    """
+    free = reg[:, 0] == 0  # the intercept's own eigen-direction
+    out = v.clone()
+    out[free] = v[free] - v[free].mean(dim=1, keepdim=True)
+    return out
+
+
+@dataclass
+class _Point:
+    """An iterate of the logistic regression with what was computed at it."""
+
+    U: torch.Tensor  # (R, K) eigen-coordinates
+    S: torch.Tensor  # (N, K) scores Z U, updated as S + t Z d (see _REFRESH)
+    updates: int = 0  # steps since S was last computed as Z U
+    prob: torch.Tensor | None = None  # softmax(S)
+    data_grad: torch.Tensor | None = None  # Z^T (s (prob - onehot)) / N: the loss's gradient
+
+
+class LogregPath:
+    """Multinomial L2 logistic regression of one design along a sequence of lambdas.
+
+    Each :meth:`solve` starts from the previous solution (the warm-started path of
+    Kornblith et al.'s protocol) and from what was computed there: the loss gradient at a
+    point does not depend on lambda, so a new lambda's first gradient costs no product.
+    """
+
+    def __init__(
+        self,
+        design: Design,
+        y: torch.Tensor,
+        n_classes: int,
+        sample_weight: torch.Tensor | None = None,
+        W0: torch.Tensor | None = None,
+        tol: float = 1e-4,
+        max_newton: int = 100,
+        max_cg: int = 250,
+    ) -> None:
+        Z = design.Z  # the solve runs in eigen-coordinates: U = V^T w
+        self.design, self.tol, self.max_newton, self.max_cg = design, tol, max_newton, max_cg
+        N, K = design.n, int(n_classes)
+        self.onehot = torch.nn.functional.one_hot(y.long(), K).to(Z.dtype)
+        self.s = torch.ones((N, 1), dtype=Z.dtype, device=Z.device)
+        if sample_weight is not None:
+            self.s = sample_weight.to(Z.dtype).reshape(N, 1)
+        self.reg = design.feature_dir.reshape(-1, 1)  # the intercept's direction: no penalty
+        if W0 is None:
+            U = torch.zeros((design.r, K), dtype=Z.dtype, device=Z.device)
+        else:
+            U = design.to_coords(W0)
+        self.point = _Point(U, Z @ U)
+        self.g0 = float(torch.linalg.vector_norm(Z.T @ (self.s * (1.0 / K - self.onehot))) / N)
+
+    def _fill(self, point: _Point) -> _Point:
+        if point.updates >= _REFRESH:
+            point.S, point.updates = self.design.Z @ point.U, 0
+        if point.prob is None or point.data_grad is None:
+            point.prob = torch.softmax(point.S, dim=1)
+            residual = self.s * (point.prob - self.onehot)
+            point.data_grad = self.design.Z.T @ residual / self.design.n
+        return point
+
+    def solve(self, lam: float) -> tuple[torch.Tensor, SolveInfo]:
+        """Weights (D1, K) at ``lam`` in the design's coordinates (see :func:`logreg_newton`)."""
+        s, onehot, reg, N = self.s, self.onehot, self.reg, self.design.n
+        info = SolveInfo()
+        point = self.point
+        best, best_norm, since_best = point, float("inf"), 0
+        converged = self.g0 == 0.0
+        for _ in range(self.max_newton + 1):
+            if converged:
+                break
+            point = self._fill(point)
+            assert point.prob is not None and point.data_grad is not None
+            U, S, prob = point.U, point.S, point.prob
+            grad = _without_shared_intercept(point.data_grad + lam * reg * U, reg)
+            gnorm = float(torch.linalg.vector_norm(grad))
+            if gnorm <= self.tol * self.g0:
+                converged = True
+                break
+            if gnorm < best_norm:
+                since_best = since_best + 1 if gnorm > 0.9 * best_norm else 0
+                best, best_norm = point, gnorm
+            else:
+                since_best += 1
+            if since_best >= 3 or info.newton_steps == self.max_newton:
+                break  # no real progress in 3 steps: the round-off floor of the dtype
+            info.newton_steps += 1
+            op = _LogregHessian(self.design, s * prob, prob, lam, reg)
+            forcing = torch.tensor(
+                [min(0.1, (gnorm / self.g0) ** 0.5)], dtype=U.dtype, device=U.device
+            )
+            d, Q, steps = _pcg(op, -grad, forcing, self.max_cg, coupled=True)
+            info.cg_steps += steps
+            slope0 = (grad * d).sum()
+            if float(slope0) >= 0:  # no descent direction (round-off): use -grad
+                d, Q = -grad, self.design.Z @ -grad
+                slope0 = -(grad * grad).sum()
+            wd = (lam * reg * U * d).sum()
+            dd = (lam * reg * d * d).sum()
+
+            def derivs(
+                t: torch.Tensor, S: torch.Tensor = S, Q: torch.Tensor = Q, wd=wd, dd=dd
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+                p = torch.softmax(S + t * Q, dim=1)
+                pq = (p * Q).sum(dim=1, keepdim=True)
+                # accumulated in float64: the loss and penalty parts nearly cancel at the
+                # optimum, and a float32 sum of N x K terms would bury phi' in round-off
+                loss_part = (s * ((p - onehot) * Q)).sum(dtype=torch.float64) / N
+                d1 = (loss_part + wd.double() + t.double() * dd.double()).to(S.dtype)
+                d2 = (s * ((p * Q * Q).sum(dim=1, keepdim=True) - pq * pq)).sum() / N + dd
+                return d1.reshape(1), d2.reshape(1)
+
+            # Along d the loss is quadratic to ~1e-9 while the scores move < 1e-3: take the
+            # Newton step on the line from slope and curvature at 0 (float32 softmax could
+            # not resolve phi' at such small moves -- the strongest penalties' last steps)
+            pq0 = (prob * Q).sum(dim=1, keepdim=True)
+            curv0 = (s * ((prob * Q * Q).sum(dim=1, keepdim=True) - pq0 * pq0)).sum() / N + dd
+            t = (-slope0 / curv0.clamp_min(_TINY)).reshape(1)
+            if float(t.abs() * Q.abs().max()) >= _QUADRATIC_MOVE:
+                t = _line_search(derivs, slope0.reshape(1))
+            point = _Point(U + t * d, S + t * Q, updates=point.updates + 1)
+        info.unconverged = 0 if converged else 1
+        self.point = point if converged else best
+        return self.design.from_coords(self.point.U), info
 
 
 def logreg_newton(
@@ -477,65 +629,8 @@ def logreg_newton(
     ``W`` and ``W0`` are in the design's own coordinates (centred when ``design`` is); use
     :meth:`Design.unshift` for the weights of the raw features. Returns the iterate with
     the smallest gradient seen (so a solve that meets the dtype's round-off floor before
-    ``tol`` keeps its best point, and says so in ``unconverged``).
+    ``tol`` keeps its best point, and says so in ``unconverged``). A path of lambdas:
+    :class:`LogregPath`.
     """
-    Z = design.Z  # the solve runs in eigen-coordinates: W holds u = V^T w
-    N, K = design.n, int(n_classes)
-    onehot = torch.nn.functional.one_hot(y.long(), K).to(Z.dtype)
-    s = torch.ones((N, 1), dtype=Z.dtype, device=Z.device)
-    if sample_weight is not None:
-        s = sample_weight.to(Z.dtype).reshape(N, 1)
-    reg = design.feature_dir.reshape(-1, 1)  # the intercept's own direction is not penalised
-    if W0 is None:
-        W = torch.zeros((design.r, K), dtype=Z.dtype, device=Z.device)
-    else:
-        W = design.to_coords(W0)
-    g0 = float(torch.linalg.vector_norm(Z.T @ (s * (1.0 / K - onehot))) / N)
-
-    info = SolveInfo()
-    S = Z @ W
-    best, best_norm, since_best = W, float("inf"), 0
-    converged = g0 == 0.0
-    for _ in range(max_newton + 1):
-        if converged:
-            break
-        prob = torch.softmax(S, dim=1)
-        grad = Z.T @ (s * (prob - onehot)) / N + lam * reg * W
-        gnorm = float(torch.linalg.vector_norm(grad))
-        if gnorm <= tol * g0:
-            converged = True
-            break
-        if gnorm < best_norm:
-            since_best = since_best + 1 if gnorm > 0.9 * best_norm else 0
-            best, best_norm = W, gnorm
-        else:
-            since_best += 1
-        if since_best >= 3 or info.newton_steps == max_newton:
-            break  # no real progress in 3 steps: the round-off floor of the dtype
-        info.newton_steps += 1
-        op = _LogregHessian(design, s * prob, prob, lam, reg)
-        forcing = torch.tensor([min(0.1, (gnorm / g0) ** 0.5)], dtype=Z.dtype, device=Z.device)
-        d, steps = _pcg(op, -grad, forcing, max_cg, coupled=True)
-        info.cg_steps += steps
-        slope0 = (grad * d).sum()
-        if float(slope0) >= 0:  # no descent direction (round-off): use -grad
-            d = -grad
-            slope0 = -(grad * grad).sum()
-        Q = Z @ d
-        wd = (lam * reg * W * d).sum()
-        dd = (lam * reg * d * d).sum()
-
-        def derivs(
-            t: torch.Tensor, S: torch.Tensor = S, Q: torch.Tensor = Q, wd=wd, dd=dd
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            p = torch.softmax(S + t * Q, dim=1)
-            pq = (p * Q).sum(dim=1, keepdim=True)
-            d1 = (s * ((p - onehot) * Q)).sum() / N + wd + t * dd
-            d2 = (s * ((p * Q * Q).sum(dim=1, keepdim=True) - pq * pq)).sum() / N + dd
-            return d1.reshape(1), d2.reshape(1)
-
-        t = _line_search(derivs, slope0.reshape(1))
-        W = W + t * d
-        S = S + t * Q
-    info.unconverged = 0 if converged else 1
-    return design.from_coords(W if converged else best), info
+    path = LogregPath(design, y, n_classes, sample_weight, W0, tol, max_newton, max_cg)
+    return path.solve(lam)
