@@ -19,7 +19,11 @@ classes; L-BFGS at ``max|g| <= 1e-4 max|g0|``. For logistic regression the loop 
 scikit-learn's default ``tol=1e-4`` (absolute: what featstore ran before) is printed too,
 with its accuracy: it stops early on the small lambdas.
 
-Threads for both solvers are set by ``featstore.evaluate.threads.evaluation_threads``.
+Threads for both solvers are set by ``featstore.evaluate.threads.evaluation_threads``,
+1 by default: with 2, torch's OpenMP pool (which spins for a while after each call) and
+scikit-learn's BLAS / OpenMP pools compete inside this one process, and the reference
+suffers for it (measured: the flowers12 L-BFGS loop 18.4 s with 2 threads, 1.8 s with 1),
+which would flatter the ratio. liblinear is single-threaded either way.
 Run: ``python benchmarks/evaluate.py [--threads 2] [--skip-sklearn-svm-b]``.
 """
 
@@ -167,7 +171,7 @@ def main() -> None:
         action="store_true",
         help="time only the torch SVM on (b) (the scikit-learn loop takes ~30 minutes)",
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="solver threads (see above)")
     args = parser.parse_args()
     with evaluation_threads(args.threads) as threads:
         print(f"threads: {threads}", flush=True)

@@ -73,6 +73,7 @@ def render_summary(data: dict[str, Any], store: str = "") -> str:
         f"time: extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
         f"({data['workers']} worker(s))",
     ]
+    lines += [f"note: {n}" for n in data.get("notes", [])]
     for f in data["failed"]:
         lines.append(f"FAILED {f['label']}: {f['error']}")
     return "\n".join(lines)

@@ -150,6 +150,13 @@ def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, An
     }
 
 
+def _solvers_on_cuda() -> bool:
+    """Whether evaluations here run their solvers on CUDA (the default device is "auto")."""
+    from featstore.devices import resolve_device
+
+    return resolve_device("auto").startswith("cuda")
+
+
 def _init_worker(threads: int) -> None:
     """Each worker process gets its share of the cores (no oversubscription).
 
@@ -291,6 +298,14 @@ def run_sweep(
         else:
             todo.append(i)
     n_workers = max(1, min(int(workers), len(todo)))
+    notes = []
+    if n_workers > 1 and _solvers_on_cuda():
+        n_workers = 1
+        notes.append(
+            f"--workers {workers}: cells were evaluated one after another on the CUDA device "
+            "(each worker process would hold its own CUDA context and they would contend for "
+            "the one GPU; a batched solve already fills it)"
+        )
     parallel = n_workers > 1 and store.reopenable  # workers open the store from its spec
     if parallel:
         threads = max(1, available_cpus() // n_workers)  # the cores this process may use
@@ -322,6 +337,7 @@ def run_sweep(
         "forward_batches": forward_batches,
         "extractions": extractions,
         "workers": n_workers if parallel else 1,
+        "notes": notes,
         "baseline": spec.baseline,
         "timings": {
             "extract_s": round(t1 - t0, 2),

@@ -297,3 +297,19 @@ def test_a_parallel_worker_evaluates_with_its_share_of_the_cores() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_on_a_cuda_device_cells_share_it_from_one_process(
+    store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workers N with the solvers on CUDA: one process evaluates, and the summary says why."""
+    import featstore.sweep.run as sweep_run
+
+    monkeypatch.setattr(sweep_run, "_solvers_on_cuda", lambda: True)
+    spec = _spec(networks=[{"name": "netA", "layers": ["l1", "l3"]}], pooling=["avg"])
+    out = run_sweep(store, spec, workers=2, extract_fn=FakeExtractor(), planner=factor_planner)
+    assert out["workers"] == 1 and out["failed"] == []
+    assert any("CUDA" in n and "--workers 2" in n for n in out["notes"])
+    from featstore.cli.sweep_cmd import render_summary
+
+    assert "note: --workers 2" in render_summary(out)
