@@ -228,6 +228,10 @@ class _Operator:
         """From now on only the columns ``keep`` (indices into the current ones) are asked for."""
         raise NotImplementedError
 
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """``v`` without its component in the Hessian's null space (none by default)."""
+        return v
+
 
 class _SvmHessian(_Operator):
     """``I + 2 Z^T diag(c_active) Z`` per column, preconditioned by the scaled Gram."""
@@ -278,6 +282,7 @@ def _pcg(
     cols = torch.arange(b.shape[-1], device=b.device)
     x = torch.zeros_like(b)
     xq = torch.zeros_like(out_q)
+    b = op.project(b)
     r = b.clone()
     z = op.precondition(r)
     p = z.clone()
@@ -475,7 +480,10 @@ class _LogregHessian(_Operator):
 
     def precondition(self, r: torch.Tensor) -> torch.Tensor:
         z = self.design.precondition(r, reg=self.lam, scale=self.scale, reg_intercept=False)
-        return _without_shared_intercept(z, self.reg)
+        return self.project(z)
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        return _without_shared_intercept(v, self.reg)
 
     def restrict(self, keep: torch.Tensor) -> None:  # pragma: no cover - coupled: never dropped
         raise AssertionError("the multinomial Hessian's columns are solved together")

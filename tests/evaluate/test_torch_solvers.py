@@ -267,3 +267,37 @@ def test_cuda_solvers_match_cpu(name):
     assert gpu["metrics"]["accuracy"] == pytest.approx(cpu["metrics"]["accuracy"], abs=0.005)
     value = "lambda" if name == "logreg" else "C"
     assert gpu["chosen"][value] == cpu["chosen"][value]
+
+
+def test_logreg_cg_stays_out_of_the_shared_intercept_null_space():
+    """One constant on every class's intercept changes no softmax and has no penalty: CG must
+    neither step along it nor let round-off there blow the step up."""
+    from featstore.evaluate.torch_linear import _LogregHessian, _pcg, _without_shared_intercept
+
+    X, y = problem(n=200, k=4)
+    design = Design(X, dtype=torch.float64, center=True)
+    prob = torch.softmax(torch.as_tensor(np.random.default_rng(0).normal(size=(200, 4))), dim=1)
+    reg = design.feature_dir.reshape(-1, 1)
+    op = _LogregHessian(design, prob, prob, 1e-3, reg)
+    null = torch.zeros((design.r, 4), dtype=torch.float64)
+    null[-1] = 1.0  # the intercept's own eigen-direction, the same for every class
+    assert float(op(null).abs().max()) < 1e-12  # it is the Hessian's null space
+    b = torch.as_tensor(np.random.default_rng(1).normal(size=(design.r, 4))) + 5.0 * null
+    x, zx, _ = _pcg(op, b, torch.tensor([1e-10], dtype=torch.float64), 500, coupled=True)
+    assert float((x * null).sum().abs()) < 1e-8 * float(x.norm())  # no step along it
+    np.testing.assert_allclose(op(x).numpy(), _without_shared_intercept(b, reg).numpy(), atol=1e-6)
+    np.testing.assert_allclose(zx.numpy(), (design.Z @ x).numpy(), atol=1e-8)
+
+
+def test_logreg_path_with_reused_gradients_equals_cold_solves():
+    from featstore.evaluate.torch_linear import LogregPath
+
+    X, y = problem(n=300, k=5, seed=2)
+    design = Design(X, dtype=torch.float64, center=True)
+    path = LogregPath(design, torch.as_tensor(y), 5, tol=1e-10)
+    for lam in (1e2, 1.0, 1e-2, 1e-4):
+        warm, info = path.solve(lam)
+        cold, _ = logreg_newton(design, torch.as_tensor(y), 5, lam, tol=1e-10)
+        assert info.unconverged == 0
+        a, c = design.unshift(warm).numpy(), design.unshift(cold).numpy()
+        np.testing.assert_allclose(a[:-1], c[:-1], atol=1e-6 * max(1.0, np.abs(c).max()))
