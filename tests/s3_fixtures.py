@@ -92,3 +92,14 @@ def s3_store(s3_server: str, s3_env: dict[str, str]) -> tuple[str, dict[str, Any
     """(url, storage_options) of a store location in a fresh bucket; credentials from the env."""
     bucket = make_bucket(s3_server)
     return f"s3://{bucket}/team.zarr", {"client_kwargs": {"endpoint_url": s3_server}}
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def store_location(request: pytest.FixtureRequest, tmp_path) -> tuple[str, Any]:
+    """(url, storage_options) of a fresh store on each backend that keeps small objects
+    atomically (leases, name claims): a local folder, fsspec's memory://, and moto S3."""
+    if request.param == "local":
+        return str(tmp_path / "s.zarr"), None
+    if request.param == "memory":
+        return f"memory://objects-{uuid.uuid4().hex}/s.zarr", None
+    return request.getfixturevalue("s3_store")

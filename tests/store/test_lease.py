@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,7 @@ s3_server = s3_fixtures.s3_server
 s3_store = s3_fixtures.s3_store
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
-def location(request, tmp_path):
-    """(url, storage_options) on each backend that keeps lease objects."""
-    if request.param == "local":
-        return str(tmp_path / "s.zarr"), None
-    if request.param == "memory":
-        return f"memory://lease-{uuid.uuid4().hex}/s.zarr", None
-    return request.getfixturevalue("s3_store")
+location = s3_fixtures.store_location
 
 
 def test_claim_is_exclusive_renewable_and_released(location):

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,7 @@ s3_server = s3_fixtures.s3_server
 s3_store = s3_fixtures.s3_store
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
-def location(request, tmp_path):
-    """(url, storage_options) on each backend that keeps name claims."""
-    if request.param == "local":
-        return str(tmp_path / "s.zarr"), None
-    if request.param == "memory":
-        return f"memory://names-{uuid.uuid4().hex}/s.zarr", None
-    return request.getfixturevalue("s3_store")
+location = s3_fixtures.store_location
 
 
 def _source(root: Path, seed: int) -> str:
