@@ -243,6 +243,7 @@ def evaluate(**opts: Any) -> None:
           --task similarity --measure cka --split test
     """
     task = get_task(opts["task"])
+    _refuse_unused(click.get_current_context(), task, opts)
     if opts["transform"] is None:
         opts["transform"] = task.default_transform
     store = open_cli_store(opts["store_url"], create=False)  # evaluating needs a dataset in it
@@ -274,6 +275,36 @@ def evaluate(**opts: Any) -> None:
             **options,
         )
     emit(records, opts["as_json"], lambda recs: _render(recs, store_note(store)))
+
+
+# The classify options each classifier reads (the others belong to another classifier).
+CLASSIFIER_OPTIONS = {
+    "svm": {"c_grid", "cv", "class_weight", "solver"},
+    "logreg": {"class_weight", "solver"},
+    "knn": {"knn_k"},
+}
+
+
+def _refuse_unused(ctx: click.Context, task: Task, opts: dict[str, Any]) -> None:
+    """An option given on the command line that this task (or classifier) does not read is an
+    error, not silently dropped: ``--svm-c`` with ``--classifier logreg``, ``--measure`` with
+    ``--task classify``."""
+    task_options = {name for t in TASKS.values() for name in t.options}
+    unused = task_options - set(task.options)
+    if task.name == "classify":
+        choice = opts.get("classifier", "svm")
+        unused |= set().union(*CLASSIFIER_OPTIONS.values()) - CLASSIFIER_OPTIONS[choice]
+        what = f"--task classify --classifier {choice}"
+    else:
+        what = f"--task {task.name}"
+    for param in ctx.command.params:
+        if param.name in unused and ctx.get_parameter_source(param.name) in (
+            click.core.ParameterSource.COMMANDLINE,
+            click.core.ParameterSource.ENVIRONMENT,
+        ):
+            raise click.UsageError(
+                f"{param.opts[0]} does not apply to {what}; drop it (see featstore evaluate --help)"
+            )
 
 
 def _pooling(values: tuple[str, ...]) -> dict[str, list[str]] | None:

@@ -137,6 +137,36 @@ def test_bad_option_values_exit_2(store_path, layered):
     assert result.exit_code == 2
 
 
+def test_an_option_the_task_or_classifier_does_not_read_is_refused(store_path, layered):
+    base = ("-d", "blobs", "-m", "toynet", "-l", "l1")
+    for extra, what in (
+        (
+            ("--classifier", "logreg", "--svm-c", "1"),
+            "--svm-c does not apply to --task classify --classifier logreg",
+        ),
+        (
+            ("--classifier", "knn", "--solver", "sklearn"),
+            "--solver does not apply to --task classify --classifier knn",
+        ),
+        (
+            ("--task", "transferability", "--cv", "3"),
+            "--cv does not apply to --task transferability",
+        ),
+        (
+            (
+                "--measure",
+                "rsa",
+            ),
+            "--measure does not apply to --task classify --classifier svm",
+        ),
+    ):
+        result = run(store_path, *base, *extra)
+        assert result.exit_code == 2 and what in result.output, result.output
+    assert layered.result_keys() == []  # refused before anything was evaluated
+    ok = run(store_path, *base, "--classifier", "logreg", "--class-weight", "balanced")
+    assert ok.exit_code == 0, ok.output
+
+
 def test_incomplete_entry_one_class_and_no_test_split_through_the_cli(store_path):
     store = open_store(store_path)
     X, y = blobs([6, 6])
