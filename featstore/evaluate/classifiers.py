@@ -394,25 +394,43 @@ def _fit_logreg(
     }
 
 
-def _check_carve(n_classes: int, n_rows: int, fraction: float) -> None:
-    """Refuse, in words, a stratified validation split scikit-learn could not make.
+def carve_validation(
+    y: np.ndarray,
+    train: np.ndarray,
+    fraction: float,
+    seed: int,
+    chooses: str = "logistic regression chooses lambda",
+    single: str = "",
+    remedy: str = "use --classifier svm",
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified, seeded validation share of the ``train`` rows: (train, val).
 
-    ``train_test_split`` takes ``ceil(fraction * n)`` rows for validation and needs at least
-    one row per class on each side (else "test_size = 2 should be greater or equal to the
-    number of classes = 5").
+    Refuses, in words, a split scikit-learn could not make: a class with one training row,
+    or too few rows for one row of every class on each side (``train_test_split`` takes
+    ``ceil(fraction * n)`` rows and would say "test_size = 2 should be greater or equal to
+    the number of classes = 5"). ``chooses`` / ``single`` / ``remedy`` word the refusal for
+    the probe that needs the split.
     """
+    counts = np.bincount(y[train])
+    if counts[counts > 0].min() < 2:
+        raise EvaluationError(
+            f"cannot carve a stratified validation split{single}: a class has a single training "
+            f"sample; register a val split or {remedy}"
+        )
+    n_classes, n_rows = int(np.count_nonzero(counts)), len(train)
     n_val = math.ceil(fraction * n_rows)
-    if min(n_val, n_rows - n_val) >= n_classes:
-        return
-    need = n_rows + 1  # the fewest training rows that leave every class on both sides
-    while min(math.ceil(fraction * need), need - math.ceil(fraction * need)) < n_classes:
-        need += 1
-    raise EvaluationError(
-        f"logistic regression chooses lambda on a validation split carved from the training "
-        f"rows ({fraction:g} of {n_rows} = {n_val} rows), but a stratified split needs at least "
-        f"one row of each of the {n_classes} classes on each side; register a val split, use at "
-        f"least {need} training rows, or use --classifier svm"
-    )
+    if min(n_val, n_rows - n_val) < n_classes:
+        need = n_rows + 1  # the fewest training rows that leave every class on both sides
+        while min(math.ceil(fraction * need), need - math.ceil(fraction * need)) < n_classes:
+            need += 1
+        raise EvaluationError(
+            f"{chooses} on a validation split carved from the training "
+            f"rows ({fraction:g} of {n_rows} = {n_val} rows), but a stratified split needs at "
+            f"least one row of each of the {n_classes} classes on each side; register a val "
+            f"split, use at least {need} training rows, or {remedy}"
+        )
+    fit, val = train_test_split(train, test_size=fraction, stratify=y[train], random_state=seed)
+    return fit, val
 
 
 def _check_finite(X: np.ndarray) -> None:
@@ -459,16 +477,7 @@ def _single_label(
             sizes = {"n_train": len(fit_rows), "n_val": 0}
         else:
             if len(val) == 0:
-                counts = np.bincount(y[train])
-                if counts[counts > 0].min() < 2:
-                    raise EvaluationError(
-                        "cannot carve a stratified validation split: a class has a single training "
-                        "sample; register a val split or use --classifier svm"
-                    )
-                _check_carve(int(np.count_nonzero(counts)), len(train), spec.val_fraction)
-                train, val = train_test_split(
-                    train, test_size=spec.val_fraction, stratify=y[train], random_state=seed
-                )
+                train, val = carve_validation(y, train, spec.val_fraction, seed)
             model, chosen = fit_logreg(X[train], y[train], X[val], y[val], spec, seed, tick)
             sizes = {"n_train": len(train), "n_val": len(val)}
     t1 = time.perf_counter()

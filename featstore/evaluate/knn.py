@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import EvaluationError
 from featstore.evaluate import metrics
 
 __all__ = ["KNN_K_GRID", "KNN_TEMPERATURE", "knn_vote", "single_label"]
@@ -66,7 +65,7 @@ def single_label(
     tick: Callable[[], None],
 ) -> dict[str, Any]:
     """Score the kNN probe on one-label-per-image data (record parts like the linear probes)."""
-    from sklearn.model_selection import train_test_split
+    from featstore.evaluate.classifiers import carve_validation  # sklearn: lazy
 
     def labelled(rows: np.ndarray) -> np.ndarray:
         return rows[y[rows] >= 0]
@@ -81,14 +80,14 @@ def single_label(
         k = grid[0]
     else:
         if len(val) == 0:
-            counts = np.bincount(y[train])
-            if counts[counts > 0].min() < 2:
-                raise EvaluationError(
-                    "cannot carve a stratified validation split to choose k: a class has a single "
-                    "training sample; register a val split or give one k (e.g. --knn-k 20)"
-                )
-            train, val = train_test_split(
-                train, test_size=spec.val_fraction, stratify=y[train], random_state=seed
+            train, val = carve_validation(
+                y,
+                train,
+                spec.val_fraction,
+                seed,
+                chooses="the kNN probe chooses k",
+                single=" to choose k",
+                remedy="give one k (e.g. --knn-k 20)",
             )
         sims, ids = _neighbours(Xn[train], Xn[val], max(grid))
         nb = y[train][ids]

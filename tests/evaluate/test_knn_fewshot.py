@@ -87,3 +87,14 @@ def test_few_shot_trains_and_selects_on_shots_only_and_reports_mean_and_std():
         assert out["metrics"][f"accuracy@{k}shot"] == pytest.approx(np.mean(runs))
         assert out["metrics"][f"accuracy@{k}shot_std"] == pytest.approx(np.std(runs))
     assert out["metrics"]["accuracy@5shot"] >= out["metrics"]["accuracy@2shot"] - 0.1
+
+
+def test_knn_refuses_in_words_a_validation_split_too_small_to_stratify():
+    X = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    y = np.repeat(np.arange(5), 4)  # 5 classes, 2 training rows each: 2 validation rows
+    train, test = np.flatnonzero(np.arange(20) % 4 < 2), np.flatnonzero(np.arange(20) % 4 >= 2)
+    splits = Splits(train, np.zeros(0, dtype=np.int64), test, "train", None)
+    with pytest.raises(EvaluationError, match="kNN probe chooses k .* give one k"):
+        classify_arrays(X, y, splits, ClassifierSpec("knn"))
+    one_k = classify_arrays(X, y, splits, ClassifierSpec("knn", knn_k=(3,)))
+    assert one_k["chosen"]["k"] == 3
