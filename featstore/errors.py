@@ -120,5 +120,24 @@ class EvaluationError(FeatstoreError, ValueError):
     """An evaluation cannot run on the given data (one class, no test split ...)."""
 
 
+class ProtocolLimitError(EvaluationError):
+    """A protocol option (shots, kNN k, CV folds) asks for more than the data holds.
+
+    ``option`` is the keyword (``shots``, ``knn_k``, ``cv``), ``value`` what was asked and
+    ``limit`` the most the data allows; the message names all three and the fix.
+    """
+
+    def __init__(self, message: str, *, option: str = "", value: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.option, self.value, self.limit = option, int(value), int(limit)
+
+    def __reduce__(self) -> tuple[object, ...]:  # crosses process boundaries whole
+        return (_protocol_limit, (str(self), self.option, self.value, self.limit))
+
+
+def _protocol_limit(message: str, option: str, value: int, limit: int) -> ProtocolLimitError:
+    return ProtocolLimitError(message, option=option, value=value, limit=limit)
+
+
 class SpecError(FeatstoreError, ValueError):
     """A sweep or transform specification is malformed."""

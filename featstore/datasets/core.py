@@ -100,6 +100,42 @@ class Dataset:
             )
         return np.flatnonzero(self.splits == self.split_names.index(split))
 
+    def split_warnings(self) -> list[str]:
+        """What makes a test score mean less than it says, found from labels, splits and hashes:
+        test classes with no training image, and test images byte-identical to training ones."""
+        if "test" not in self.split_names:
+            return []
+        test = self.splits == self.split_names.index("test")
+        if test.all():
+            return []
+        out = []
+        y = np.asarray(self.labels)
+        if y.ndim == 2:
+            present_test = set(np.flatnonzero((y[test] == 1).any(axis=0)).tolist())
+            present_train = set(np.flatnonzero((y[~test] == 1).any(axis=0)).tolist())
+        else:
+            present_test = set(np.unique(y[test][y[test] >= 0]).tolist())
+            present_train = set(np.unique(y[~test][y[~test] >= 0]).tolist())
+        absent = sorted(present_test - present_train)
+        if absent:
+            names = [self.classes[c] if c < len(self.classes) else str(c) for c in absent]
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            out.append(
+                f"{len(absent)} test class(es) have no training image ({', '.join(names[:5])}{more}): "
+                "no classifier can predict them; add training images or drop them from the test split"
+            )
+        if self.image_hashes is not None:
+            seen = {h: i for i, h in zip(np.flatnonzero(~test), np.asarray(self.image_hashes)[~test])}
+            twins = [(int(i), seen[h]) for i, h in enumerate(self.image_hashes) if test[i] and h in seen]
+            if twins:
+                i, j = twins[0]
+                out.append(
+                    f"{len(twins)} test image(s) are byte-identical to training images (e.g. test "
+                    f"{self.ids[i]!r} = {self.split_names[self.splits[j]]} {self.ids[j]!r}): the "
+                    "test score counts images trained on; remove the duplicates from one split"
+                )
+        return out
+
     def split_counts(self) -> dict[str, int]:
         return {
             name: int((self.splits == code).sum()) for code, name in enumerate(self.split_names)
@@ -172,7 +208,7 @@ class Dataset:
             "images_id": self.images_id,
             "skipped": self.skipped,
             "repointed": self.repointed,
-            **({"warnings": list(self.warnings)} if self.warnings else {}),
+            **({"warnings": found} if (found := [*self.warnings, *self.split_warnings()]) else {}),
         }
 
 

@@ -32,8 +32,10 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.svm import LinearSVC
 
-from featstore.errors import EvaluationError
+from featstore.errors import EvaluationError, ProtocolLimitError
 from featstore.evaluate import metrics
+from featstore.evaluate.knn import KNN_K_GRID as KNN_DEFAULT_GRID
+from featstore.evaluate.limits import DEFAULT_CV
 from featstore.evaluate.selection import Splits
 from featstore.progress import Progress
 
@@ -74,7 +76,7 @@ class ClassifierSpec:
 
     name: str = "svm"
     c_grid: tuple[float, ...] = C_GRID
-    cv: int = 5
+    cv: int | None = None  # None: 5 folds, fewer when the smallest class has fewer images
     class_weight: str | None = None  # None or "balanced"
     lambda_range: tuple[float, float, int] = LAMBDA_RANGE
     val_fraction: float = 0.2
@@ -82,8 +84,14 @@ class ClassifierSpec:
     tol: float | None = None  # relative gradient tolerance; None: SVM_TOL / LOGREG_TOL
     dtype: str = "float32"  # torch solvers' compute dtype (float32 | float64)
     device: str = "auto"  # torch solvers' device (as extraction: auto = cuda when present)
-    knn_k: tuple[int, ...] = (10, 20, 50, 100)  # kNN: k grid chosen on val (one value: fixed)
+    # kNN: k grid chosen on val (one value: fixed); None: 10, 20, 50, 100 as the data holds
+    knn_k: tuple[int, ...] | None = None
     temperature: float = 0.07  # kNN: DINO vote weight exp(sim / T)
+
+    @property
+    def folds(self) -> int:
+        """The CV folds asked for (the default when none were given)."""
+        return DEFAULT_CV if self.cv is None else int(self.cv)
 
     @property
     def tolerance(self) -> float:
@@ -110,9 +118,10 @@ class ClassifierSpec:
                 f"tol={self.tol}, dtype={self.dtype!r}"
             )
         if self.name == "knn":
-            if not self.knn_k or any(int(k) < 1 for k in self.knn_k) or not self.temperature > 0:
+            bad_k = self.knn_k is not None and (not self.knn_k or any(int(k) < 1 for k in self.knn_k))
+            if bad_k or not self.temperature > 0:
                 raise EvaluationError(
-                    f"kNN needs k values >= 1 and a positive temperature, got k={list(self.knn_k)}, "
+                    f"kNN needs k values >= 1 and a positive temperature, got k={self.knn_k}, "
                     f"T={self.temperature}"
                 )
             return self
@@ -125,7 +134,7 @@ class ClassifierSpec:
                 raise EvaluationError(
                     f"the SVM C grid needs positive numbers, got {list(self.c_grid)}"
                 )
-            if int(self.cv) < 2:
+            if self.cv is not None and int(self.cv) < 2:
                 raise EvaluationError(f"cross-validation needs at least 2 folds, got cv={self.cv}")
         else:
             low, high, n = self.lambda_range
@@ -148,7 +157,7 @@ class ClassifierSpec:
                 "metric": "cosine",
                 "vote": "exp(sim/T)",
                 "temperature": float(self.temperature),
-                "k_grid": sorted({int(k) for k in self.knn_k}),
+                "k_grid": sorted({int(k) for k in (self.knn_k or KNN_DEFAULT_GRID)}),
             }
         if self.solver == "torch":
             return {**self._sklearn_key(), **self._torch_key()}
@@ -193,13 +202,15 @@ class ClassifierSpec:
     def protocol(self, splits: Splits, multilabel: bool) -> dict[str, Any]:
         """How rows are used (part of the result key)."""
         base = {"train": splits.train_name, "test": "test"}
+        if self.name == "svm" and len(self.c_grid) == 1:  # no search: no folds ran
+            return {**base, "val": splits.val_name, "fit_on": "train+val", "selection": "none"}
         if self.name == "svm":
             return {
                 **base,
                 "val": splits.val_name,
                 "fit_on": "train+val",
                 "selection": "stratified-kfold",
-                "cv_folds": int(self.cv),
+                "cv_folds": self.folds,
                 "selection_metric": "average_precision" if multilabel else "accuracy",
                 **({"difficult": "excluded from training, ignored in AP"} if multilabel else {}),
             }
@@ -215,20 +226,33 @@ class ClassifierSpec:
         }
 
 
-def _n_folds(y: np.ndarray, wanted: int, names: Sequence[str]) -> int:
-    """Folds for stratified CV: as asked, but no more than the rarest class has members.
+def _n_folds(y: np.ndarray, wanted: int | None, names: Sequence[str]) -> int:
+    """Folds for stratified CV: as asked (None: 5, or fewer when the rarest class has fewer).
 
-    A class with a single training sample cannot be stratified (EvaluationError).
+    More folds than the rarest class has members are refused (ProtocolLimitError), never
+    clamped; a class with a single training sample cannot be stratified (EvaluationError).
     """
     values, counts = np.unique(y, return_counts=True)
-    if counts.min() < 2:
-        label = int(values[np.argmin(counts)])
-        name = names[label] if label < len(names) else str(label)
+    label = int(values[np.argmin(counts)])
+    name = names[label] if label < len(names) else str(label)
+    have = int(counts.min())
+    if have < 2:
         raise EvaluationError(
             f"class {name!r} has a single training sample; choosing C by cross-validation needs at "
             "least 2 per class: give a single C (e.g. --svm-c 1) to skip the search"
         )
-    return int(min(wanted, counts.min()))
+    if wanted is None:
+        return min(DEFAULT_CV, have)
+    if int(wanted) > have:
+        raise ProtocolLimitError(
+            f"--cv {wanted} is more than the data allows: class {name!r} has {have} training "
+            f"images, and stratified {wanted}-fold cross-validation needs {wanted} of each; use "
+            f"--cv {have} or fewer",
+            option="cv",
+            value=int(wanted),
+            limit=have,
+        )
+    return int(wanted)
 
 
 class _Caught(list):  # type: ignore[type-arg]
@@ -571,7 +595,7 @@ def fit_steps(spec: ClassifierSpec, labels: np.ndarray) -> int:
         return grid + 1 if grid > 1 else 1
     if labels.ndim == 2:
         return int(labels.shape[1])
-    return grid * int(spec.cv) + 1 if grid > 1 else 1
+    return grid * spec.folds + 1 if grid > 1 else 1
 
 
 def classify_arrays(

@@ -25,6 +25,7 @@ from featstore.evaluate.classifiers import (
     fit_steps,
     lambda_grid,
 )
+from featstore.evaluate.limits import resolve_protocol
 from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.selection import (
     Splits,
@@ -142,15 +143,20 @@ def plan_classification(
     ds = resolve_dataset(store, dataset)
     splits = split_rows(ds)
     check_classes(ds, splits)
+    if shots is not None and np.asarray(ds.labels).ndim == 2:
+        raise EvaluationError(
+            f"few-shot draws K images per class; dataset {ds.name!r} is multi-label: "
+            "evaluate it without --shots"
+        )
+    # what the data allows: given values beyond it are refused, defaults adapt (limits.py)
+    spec, extra = resolve_protocol(spec, ds, splits, shots)
     parts = resolve_parts(store, ds, features, transform)
     protocol = spec.protocol(splits, np.asarray(ds.labels).ndim == 2)
     if shots is not None:
-        if np.asarray(ds.labels).ndim == 2:
-            raise EvaluationError(
-                f"few-shot draws K images per class; dataset {ds.name!r} is multi-label: "
-                "evaluate it without --shots"
-            )
-        protocol = {**protocol, "few_shot": fewshot_protocol(shots, draws)}
+        few = fewshot_protocol(shots, draws, extra.get("cv_folds"))
+        if "cv_folds" in few:  # the folds of each K, not one count for all
+            protocol = {k: v for k, v in protocol.items() if k != "cv_folds"}
+        protocol = {**protocol, "few_shot": few}
     keys = [k for p in parts for k in p.keys]
     key = make_result_key(
         keys, transform, "classify", spec.key(), protocol, seed, dataset=ds.fingerprint
@@ -266,5 +272,6 @@ def compute_classification(
         chosen=out["chosen"],
         timings={**fitted.timings_, **out["timings"], "total_s": time.perf_counter() - t0},
         sizes={**out["sizes"], "dim": int(X.shape[1])},
+        warnings=ds.split_warnings(),
     )
     return record

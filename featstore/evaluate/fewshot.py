@@ -1,12 +1,13 @@
 """Few-shot probes: K training images per class, seeded repeated draws, mean +- std.
 
-Each draw keeps ``K`` rows of every class of the training split (a class with fewer keeps
-all of them), chosen with ``numpy.random.default_rng([seed, K, draw])`` so a draw is
+Each draw keeps ``K`` rows of every class of the training split, chosen with ``numpy.random.default_rng([seed, K, draw])`` so a draw is
 reproducible and independent of the other shot counts. The drawn rows become the whole
 training split of that draw: the dataset's validation rows are not used, so the
 classifier's own selection (SVM cross-validation, the logreg / kNN validation share)
 happens inside the K shots. Test rows are never drawn, searched or used for selection.
 Rows come from the features already read from the cache (no new extraction).
+A ``K`` larger than the smallest class's training rows is refused (ProtocolLimitError),
+never clamped: ``accuracy@1000shot`` is never an 8-shot score.
 """
 
 from __future__ import annotations
@@ -17,25 +18,31 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
+from featstore.evaluate.limits import check_shots
 from featstore.evaluate.selection import Splits
 
 __all__ = ["draw_shots", "few_shot", "fewshot_protocol"]
 
 
 def draw_shots(y: np.ndarray, train: np.ndarray, shots: int, seed: int, draw: int) -> np.ndarray:
-    """Sorted row ids: ``shots`` random training rows of each class present in ``train``."""
+    """Sorted row ids: ``shots`` random training rows of each class present in ``train``
+    (ProtocolLimitError when a class has fewer)."""
+    check_shots(y, train, [shots], [], "the training rows")
     rng = np.random.default_rng([int(seed), int(shots), int(draw)])
     labels = y[train]
     picked = []
     for c in np.unique(labels[labels >= 0]):
         rows = train[labels == c]
-        picked.append(rng.choice(rows, size=min(int(shots), len(rows)), replace=False))
+        picked.append(rng.choice(rows, size=int(shots), replace=False))
     return np.sort(np.concatenate(picked))
 
 
-def fewshot_protocol(shots: Sequence[int], draws: int) -> dict[str, Any]:
-    """The few-shot part of a result key's protocol."""
+def fewshot_protocol(
+    shots: Sequence[int], draws: int, cv_folds: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The few-shot part of a result key's protocol (``cv_folds``: the SVM's folds per K)."""
     return {
+        **({"cv_folds": cv_folds} if cv_folds else {}),
         "shots": sorted({int(k) for k in shots}),
         "draws": int(draws),
         "draw_rng": "numpy default_rng([seed, shots, draw]) per class, from the train split",
@@ -77,6 +84,7 @@ def few_shot(
             "--shots"
         )
     check_fewshot(shots, draws)
+    check_shots(y, splits.train, shots, kwargs.get("classes") or [], f"the {splits.train_name} split")
     out_metrics: dict[str, float] = {}
     per_draw: dict[str, list[dict[str, Any]]] = {}
     timings = {"fit_s": 0.0, "predict_s": 0.0}

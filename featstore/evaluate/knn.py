@@ -7,22 +7,59 @@ each neighbour votes for its class with weight ``exp(similarity / T)`` (``T = 0.
 share of the training rows) from a small grid, searching the training rows only; the
 test rows are then classified against train+val. No test row is ever searched against
 or used to choose ``k``.
+
+A given ``k`` larger than the images searched is refused (:func:`knn_grid`); the default
+grid keeps the values the data holds, and the record's ``k_grid`` says which.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from featstore.errors import ProtocolLimitError
 from featstore.evaluate import metrics
 
-__all__ = ["KNN_K_GRID", "KNN_TEMPERATURE", "knn_vote", "single_label"]
+__all__ = ["KNN_K_GRID", "KNN_TEMPERATURE", "knn_grid", "knn_vote", "single_label"]
 
 KNN_K_GRID = (10, 20, 50, 100)
 KNN_TEMPERATURE = 0.07
+
+
+def knn_grid(wanted: Sequence[int] | None, n_database: int, n_select: int) -> tuple[int, ...]:
+    """The k values the probe runs: ``wanted`` when the data holds them, else refused.
+
+    ``n_database``: the rows a test image searches (train+val); ``n_select``: the rows a
+    validation image searches while k is chosen (several k only). The default grid
+    (``None``) keeps its values up to ``n_select``; with fewer than two left, one k:
+    ``min(10, n_database)``.
+    """
+    if wanted is None:
+        kept = tuple(k for k in KNN_K_GRID if k <= n_select)
+        return kept if len(kept) > 1 else (max(1, min(KNN_K_GRID[0], n_database)),)
+    grid = tuple(sorted({int(k) for k in wanted}))
+    if len(grid) == 1 and grid[0] > n_database:
+        raise ProtocolLimitError(
+            f"--knn-k {grid[0]} is more than the data allows: each test image searches "
+            f"{n_database} labelled training images; use --knn-k {n_database} or fewer",
+            option="knn_k",
+            value=grid[0],
+            limit=n_database,
+        )
+    if len(grid) > 1 and grid[-1] > n_select:
+        raise ProtocolLimitError(
+            f"--knn-k {grid[-1]} is more than the data allows: k is chosen by searching "
+            f"{n_select} training images (the others are the validation rows); give values up "
+            f"to {n_select}, or one k (e.g. --knn-k {min(grid[0], n_database)})",
+            option="knn_k",
+            value=grid[-1],
+            limit=n_select,
+        )
+    return grid
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -40,7 +77,12 @@ def _neighbours(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
     if gpu_count() > 0:
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(db)
-    sims, ids = index.search(queries, min(k, db.shape[0]))
+    if k > db.shape[0]:  # knn_grid refuses this first; never vote with fewer than asked
+        raise ProtocolLimitError(
+            f"k={k} neighbours asked of {db.shape[0]} images", option="knn_k", value=k,
+            limit=db.shape[0],
+        )
+    sims, ids = index.search(queries, k)
     return sims, ids.astype(np.int64)
 
 
@@ -71,7 +113,8 @@ def single_label(
         return rows[y[rows] >= 0]
 
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
-    grid = sorted({int(k) for k in spec.knn_k})
+    n_select = len(train) if len(val) else len(train) - math.ceil(spec.val_fraction * len(train))
+    grid = list(knn_grid(spec.knn_k, len(train) + len(val), n_select))
     t0 = time.perf_counter()
     Xn = _normalise(X)
     n_classes = max(len(classes), int(y.max()) + 1)
@@ -100,6 +143,7 @@ def single_label(
         chosen["val_scores"] = {str(g): float(s) for g, s in zip(grid, scores, strict=True)}
         chosen["val_accuracy"] = float(scores[best])
     chosen["k"] = k
+    chosen["k_grid"] = grid
     tick()
     db = np.concatenate([train, val])
     t1 = time.perf_counter()
