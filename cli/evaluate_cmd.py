@@ -20,7 +20,14 @@ from featstore.cli.common import (
     table,
 )
 
+from featstore.errors import ProtocolLimitError
 from featstore.evaluate.tasks import TASKS, Task, get_task
+
+
+class ProtocolRefused(click.ClickException):
+    """A protocol value beyond what the data allows: a usage error (exit 2), one line."""
+
+    exit_code = 2
 
 
 def _csv(value: str | None) -> list[str]:
@@ -142,7 +149,10 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
     help="SVM C grid searched by cross-validation [default: 0.01,0.1,1,10].",
 )
 @click.option(
-    "--cv", default=5, show_default=True, type=click.IntRange(min=2), help="CV folds (SVM)."
+    "--cv",
+    default=None,
+    type=click.IntRange(min=2),
+    help="CV folds (SVM) [default: 5, or the smallest class's training images when fewer].",
 )
 @click.option(
     "--class-weight",
@@ -264,16 +274,21 @@ def evaluate(**opts: Any) -> None:
         _evaluate_matrix(task, store, settings, opts, options)
         return
     with progress_bar(f"evaluate {opts['dataset']}", enabled=not opts["as_json"]) as progress:
-        records = evaluate_settings(
-            task.evaluate,
-            store,
-            opts["dataset"],
-            settings,
-            check=task.plan,
-            force=opts["force"],
-            progress=progress,
-            **options,
-        )
+        try:
+            records = evaluate_settings(
+                task.evaluate,
+                store,
+                opts["dataset"],
+                settings,
+                check=task.plan,
+                force=opts["force"],
+                progress=progress,
+                **options,
+            )
+        except ProtocolLimitError as exc:  # checked for every setting before any is evaluated
+            raise ProtocolRefused(str(exc)) from exc
+    asked = store.get_dataset(opts["dataset"]).name  # a record made under another name of
+    records = [{**r, "dataset_name": asked} for r in records]  # the same images: shown as asked
     emit(records, opts["as_json"], lambda recs: _render(recs, store_note(store)))
 
 
@@ -422,4 +437,6 @@ def _render(records: list[dict[str, Any]], store: str = "") -> str:
         rows.append(row)
     notes = sorted({r["not_saved"] for r in records if r.get("not_saved")})
     foot = "".join(f"\nnote: results were not saved to the store ({n})" for n in notes)
+    warned = dict.fromkeys(w for r in records for w in r.get("warnings") or [])
+    foot += "".join(f"\nwarning: {w}" for w in warned)
     return head + "\n" + table(rows, headers) + foot

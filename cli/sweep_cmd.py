@@ -17,7 +17,9 @@ from featstore.cli.common import (
     store_option,
 )
 
-from featstore.errors import StoreNotFoundError
+from featstore.cli.evaluate_cmd import ProtocolRefused
+
+from featstore.errors import ProtocolLimitError, StoreNotFoundError
 from featstore.store import open_store
 
 
@@ -161,6 +163,37 @@ def sweep(
         emit(plan.to_json(), as_json, lambda data: render_plan(data, note))
         return
     store = open_cli_store(store_url, mode="a")
+    try:
+        summary = _run(store, spec, workers, dask_address, as_json)
+    except ProtocolLimitError as exc:  # refused before anything was extracted or evaluated
+        raise ProtocolRefused(str(exc)) from exc
+    except KeyboardInterrupt as exc:  # Ctrl-C: nothing computed after it was written
+        from featstore.sweep.run import SweepInterrupted
+
+        done = f"{exc.done} of {exc.total} cells" if isinstance(exc, SweepInterrupted) else "no cells"
+        click.echo(f"interrupted; {done} done, rerun continues", err=True)
+        raise click.exceptions.Exit(130) from None
+    emit(summary, as_json, lambda data: render_summary(data, store_note(store)))
+    if show_report and not as_json:
+        from featstore.report import build_report, to_markdown
+        from featstore.sweep.study import study_records
+
+        keys = [k for r in summary["results"] for k in _keys(r.get("key"))]
+        records = study_records(store, spec, keys)  # this sweep's cells, no other runs
+        scope = f"Only the settings of sweep {spec.name}: {len(records)} result records."
+        rep = build_report(records, baseline=spec.baseline, orders=spec.orders(), scope=scope)
+        click.echo("")
+        click.echo(to_markdown(rep))
+    if summary["failed"]:
+        raise click.ClickException(
+            f"{len(summary['failed'])} of {summary['n_cells']} cells failed (see above)"
+        )
+
+
+def _run(store: Any, spec: Any, workers: int, dask_address: str | None, as_json: bool) -> Any:
+    """Extract and evaluate, drawing the two progress bars."""
+    from featstore.sweep.run import run_sweep
+
     with (
         progress_bar("extract", unit="img", enabled=not as_json) as ext_bar,
         progress_bar("cells", unit="cell", enabled=not as_json) as cell_bar,
@@ -177,18 +210,4 @@ def sweep(
             summary = run_sweep(
                 store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar
             )
-    emit(summary, as_json, lambda data: render_summary(data, store_note(store)))
-    if show_report and not as_json:
-        from featstore.report import build_report, to_markdown
-        from featstore.sweep.study import study_records
-
-        keys = [k for r in summary["results"] for k in _keys(r.get("key"))]
-        records = study_records(store, spec, keys)  # this sweep's cells, no other runs
-        scope = f"Only the settings of sweep {spec.name}: {len(records)} result records."
-        rep = build_report(records, baseline=spec.baseline, orders=spec.orders(), scope=scope)
-        click.echo("")
-        click.echo(to_markdown(rep))
-    if summary["failed"]:
-        raise click.ClickException(
-            f"{len(summary['failed'])} of {summary['n_cells']} cells failed (see above)"
-        )
+    return summary

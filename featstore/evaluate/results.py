@@ -260,17 +260,63 @@ def _matches(record: Mapping[str, Any], name: str, wanted: Any) -> bool:
     return to_json(value) == to_json(wanted)
 
 
+def _fingerprint_of(record: Mapping[str, Any]) -> str | None:
+    """The dataset fingerprint (12 hex digits) a record was computed on, from its dataset id
+    (``<name>-<fingerprint>``): the same for every name of the same images, labels, splits."""
+    dataset_id = str(record.get("dataset_id") or "")
+    _, _, tail = dataset_id.rpartition("-")
+    return tail or None
+
+
+def _dataset_names(store: Any, asked: Iterable[str]) -> dict[str, list[str]]:
+    """Fingerprint prefix -> the names asked for that registered dataset (name or id given)."""
+    from featstore.datasets.core import FINGERPRINT_LENGTH
+
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(asked):
+        try:
+            ds = store.get_dataset(name)
+        except (StoreError, LookupError, ValueError):
+            continue  # not registered (any more): matched by the name in the record
+        out.setdefault(ds.fingerprint[:FINGERPRINT_LENGTH], []).append(ds.name)
+    return out
+
+
+def _by_dataset(
+    store: Any, records: Iterable[dict[str, Any]], asked: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The records of the datasets ``asked``, found by content (the dataset's fingerprint),
+    not by the name stored in the record, and reported under the name asked for.
+
+    The same images registered as ``flowers`` and ``flowers12`` share result keys, so a
+    record computed under one name is the other's result too.
+    """
+    asked = list(asked)
+    names = _dataset_names(store, asked)
+    out = []
+    for r in records:
+        fp = _fingerprint_of(r)
+        if fp in names:
+            out.extend({**r, "dataset_name": n} for n in names[fp])
+        elif {r.get("dataset_name"), r.get("dataset_id")} & set(asked):
+            out.append(r)
+    return out
+
+
 def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
     """Records whose fields match every filter (None filters are ignored).
 
     A filter names a top-level field (task, dataset_id, dataset_name, transform, seed ...)
-    or a factor (model, layer, pooling, view ...); ``dataset`` matches name or id. A string
-    matches a dict-valued field by its ``name`` (``classifier="svm"``); a callable is used
-    as a predicate on the value. Records are returned sorted by creation time.
+    or a factor (model, layer, pooling, view ...); a string matches a dict-valued field by
+    its ``name`` (``classifier="svm"``); a callable is used as a predicate on the value.
+    ``dataset`` (a registered name or id) matches by content: the records of any name of
+    the same dataset, with ``dataset_name`` the name asked for. Records are returned sorted
+    by creation time.
     """
     wanted: dict[str, Any | Callable[[Any], bool]] = {
         k: v for k, v in filters.items() if v is not None
     }
+    dataset = wanted.pop("dataset", None)
     out = []
     for key in store.result_keys():
         record = load_result(store, key)
@@ -278,20 +324,23 @@ def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
             continue
         if all(_matches(record, name, value) for name, value in wanted.items()):
             out.append(record)
+    if dataset is not None:
+        out = (
+            [r for r in out if _matches(r, "dataset", dataset)]
+            if callable(dataset)
+            else _by_dataset(store, out, [str(dataset)])
+        )
     return sorted(out, key=lambda r: (str(r.get("created", "")), str(r.get("key", ""))))
 
 
 def collect_records(
     store: Any, *, datasets: Iterable[str] | None = None, tasks: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Result records of the store, optionally only of some datasets (name or id) and tasks."""
-    wanted_ds = set(datasets) if datasets is not None else None
+    """Result records of the store, optionally only of some datasets and tasks.
+
+    A dataset (name or id) is matched by content, as :func:`find_results` does: the
+    records of every name of the same dataset, reported under the name asked for.
+    """
     wanted_tasks = set(tasks) if tasks is not None else None
-    out = []
-    for r in find_results(store):
-        if wanted_ds is not None and not ({r.get("dataset_name"), r.get("dataset_id")} & wanted_ds):
-            continue
-        if wanted_tasks is not None and r.get("task") not in wanted_tasks:
-            continue
-        out.append(r)
-    return out
+    out = [r for r in find_results(store) if wanted_tasks is None or r.get("task") in wanted_tasks]
+    return out if datasets is None else _by_dataset(store, out, datasets)

@@ -467,9 +467,9 @@ def _cells_with_results(store: Any, plan: SweepPlan) -> int:
     except Exception:  # noqa: BLE001 - counting is informative only
         return 0
     have = set()
+    fps = {ds.fingerprint[:12] for ds in plan.datasets.values()}  # any name of the same data
     for r in records:
-        fp = {ds.id for ds in plan.datasets.values()}
-        if r.get("dataset_id") not in fp:
+        if str(r.get("dataset_id") or "").rpartition("-")[2] not in fps:
             continue
         setting = record_setting(r)
         have.add(cell_key(str(r.get("dataset_name")), str(r.get("task")), setting))

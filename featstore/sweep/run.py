@@ -6,6 +6,10 @@ parallel cells never touch the same object. Everything is a lookup on a rerun: c
 entries are not extracted again (extraction resumes an interrupted entry chunk by chunk)
 and a cell whose record exists is read back, so a rerun with everything cached makes no
 forward pass at all (``forward_batches == 0``) and reports the same numbers.
+
+Ctrl-C stops the sweep at once: queued cells are cancelled, the workers (which ignore
+SIGINT themselves) see a shared stop flag before any write and are terminated, and
+:class:`SweepInterrupted` says how many cells were done; a rerun continues from there.
 """
 
 from __future__ import annotations
@@ -13,20 +17,29 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from featstore.devices import available_cpus
-from featstore.errors import ExtractionError, FeatstoreError
+from featstore.errors import ExtractionError, FeatstoreError, ProtocolLimitError
 from featstore.evaluate.tasks import get_task
 from featstore.progress import Progress
 from featstore.store.spec import StoreSpec
 from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
 from featstore.sweep.spec import Cell, SweepSpec
 
-__all__ = ["cell_job", "evaluate_job", "run_sweep"]
+__all__ = ["SweepInterrupted", "cell_job", "evaluate_job", "run_sweep"]
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the sweep: ``done`` of ``total`` cells have their records."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"interrupted; {done} of {total} cells done, rerun continues")
+        self.done, self.total = done, total
 
 
 def _transform_for(view: str, transform: str) -> str:
@@ -77,11 +90,29 @@ def cell_job(
             "classifier": s.classifier,
             "estimators": list(spec.estimators),
             "seed": spec.seed,
+            **spec.classify,  # cv, knn_k, shots, draws (only the classify task takes them)
         },
     }
 
 
 _STORES: dict[str, Any] = {}
+_STOP: Any = None  # a worker's view of the sweep's stop flag (multiprocessing Event)
+
+
+class _StopAware:
+    """A worker's store: every write first checks the sweep's stop flag, so a cell
+    computed after Ctrl-C is never written."""
+
+    def __init__(self, store: Any, stop: Any) -> None:
+        self._store, self._stop = store, stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def put_result(self, key: str, record: Any) -> Any:
+        if self._stop is not None and self._stop.is_set():
+            raise KeyboardInterrupt  # the sweep was interrupted: not written
+        return self._store.put_result(key, record)
 
 
 def _open(spec: StoreSpec) -> Any:
@@ -90,7 +121,7 @@ def _open(spec: StoreSpec) -> Any:
 
     key = canonical_json([spec.url, spec.storage_options])
     if key not in _STORES:
-        _STORES[key] = spec.open(mode="a")
+        _STORES[key] = _StopAware(spec.open(mode="a"), _STOP)
     return _STORES[key]
 
 
@@ -157,8 +188,11 @@ def _solvers_on_cuda() -> bool:
     return resolve_device("auto").startswith("cuda")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, stop: Any = None) -> None:
     """Each worker process gets its share of the cores (no oversubscription).
+
+    Workers ignore SIGINT (Ctrl-C reaches the whole process group): the parent decides,
+    sets ``stop`` (checked before every write) and terminates them.
 
     The evaluations of the worker read ``FEATSTORE_EVAL_THREADS`` (see
     :func:`featstore.evaluate.threads.resolve_threads`), so their BLAS, torch and FAISS pools
@@ -166,6 +200,9 @@ def _init_worker(threads: int) -> None:
     """
     from featstore.evaluate.threads import THREADS_ENV
 
+    global _STOP
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _STOP = stop
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ[THREADS_ENV] = str(threads)
     try:
@@ -231,6 +268,52 @@ def _as_dict(result: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
+def check_protocols(spec: SweepSpec, plan: SweepPlan) -> None:
+    """ProtocolLimitError naming the first cell whose shots, k or folds the data cannot hold.
+
+    Reads labels and splits only, so an impossible spec is refused before any extraction.
+    """
+    from featstore.evaluate.classifiers import ClassifierSpec
+    from featstore.evaluate.limits import resolve_protocol
+    from featstore.evaluate.selection import split_rows
+
+    opts = spec.classify
+    seen: set[tuple[str, str]] = set()
+    for cell in plan.cells:
+        pair = (cell.dataset, cell.setting.classifier)
+        if cell.task != "classify" or pair in seen or cell.dataset not in plan.datasets:
+            continue
+        seen.add(pair)
+        knn_k = tuple(opts["knn_k"]) if "knn_k" in opts else None
+        try:
+            clf = ClassifierSpec(name=cell.setting.classifier, cv=opts.get("cv"), knn_k=knn_k)
+            ds = plan.datasets[cell.dataset]
+            resolve_protocol(clf.validate(), ds, split_rows(ds), opts.get("shots"))
+        except ProtocolLimitError as exc:
+            flag = "--" + exc.option.replace("_", "-") + " "
+            words = str(exc).replace(flag, f"classify.{exc.option}=")
+            raise ProtocolLimitError(
+                f"sweep spec: cell {cell.label}: {words}",
+                option=exc.option,
+                value=exc.value,
+                limit=exc.limit,
+            ) from None
+        except FeatstoreError:
+            continue  # the cell reports its own error when it is evaluated
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor, stop: Any) -> None:
+    """Ctrl-C: no write after this point, queued cells cancelled, workers ended now."""
+    stop.set()
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=2)
+
+
 def run_sweep(
     store: Any,
     spec: SweepSpec,
@@ -252,6 +335,7 @@ def run_sweep(
     """
     t0 = time.perf_counter()
     plan: SweepPlan = make_plan(store, spec, register=True, planner=planner)
+    check_protocols(spec, plan)  # before anything is extracted or evaluated
     extract_call = extract_fn or _call_extract
     options = dict(spec.extract)
     extractions = []
@@ -310,15 +394,27 @@ def run_sweep(
     if parallel:
         threads = max(1, available_cpus() // n_workers)  # the cores this process may use
         ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads started
-        with cf.ProcessPoolExecutor(
-            max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
-        ) as pool:
+        stop = ctx.Event()
+        pool = cf.ProcessPoolExecutor(
+            max_workers=n_workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(threads, stop),
+        )
+        try:
             futures = {pool.submit(evaluate_job, jobs[i]): i for i in todo}
             for fut in cf.as_completed(futures):
                 finished(futures[fut], fut.result())
+        except KeyboardInterrupt:
+            _stop_pool(pool, stop)
+            raise SweepInterrupted(done, len(jobs)) from None
+        pool.shutdown(wait=True)
     else:
-        for i in todo:
-            finished(i, evaluate_job(jobs[i], store=store))
+        try:
+            for i in todo:
+                finished(i, evaluate_job(jobs[i], store=store))
+        except KeyboardInterrupt:  # the cell being computed is not written
+            raise SweepInterrupted(done, len(jobs)) from None
     from featstore.sweep.similarity import run_similarity_cells  # one study per group of cells
 
     similar = run_similarity_cells(

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 TASKS = ("classify", "retrieve", "transferability", "similarity")
-CLASSIFIERS = ("svm", "logreg")
+CLASSIFIERS = ("svm", "logreg", "knn")
 ESTIMATORS = ("logme", "h_score", "gbc")
 VIEWS_PLAIN = ("plain", "flip", "flipavg")
 TOP_LEVEL = {
@@ -65,7 +65,10 @@ TOP_LEVEL = {
     "seed",
     "extract",
     "similarity",
+    "classify",
 }
+# classify: the protocol options of every classify cell (as featstore evaluate takes them)
+CLASSIFY_FIELDS = {"cv", "knn_k", "shots", "draws"}
 # similarity: {measure: cka|rbf_cka|rsa, split: all|NAME, debiased, sigma, distance, compare}
 SIMILARITY_FIELDS = {"measure", "split", "debiased", "sigma", "distance", "compare"}
 DATASET_FIELDS = {"name", "source", "task", "tasks", "subset"}
@@ -145,6 +148,7 @@ class SweepSpec:
     extract: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     similarity: dict[str, Any] = field(default_factory=dict)  # options of the similarity task
+    classify: dict[str, Any] = field(default_factory=dict)  # cv, knn_k, shots, draws
 
     def settings(self, task: str) -> list[Setting]:
         """The grid of settings evaluated for ``task`` (classifier '-' outside classify)."""
@@ -403,6 +407,32 @@ def _similarity(raw: Any) -> dict[str, Any]:
     return opts
 
 
+def _classify(raw: Any) -> dict[str, Any]:
+    """Protocol options of the classify cells: positive integers (lists for knn_k and shots)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(
+            f"sweep spec: field 'classify' must be a mapping such as {{cv: 5, shots: [1, 5]}}, "
+            f"got {raw!r}"
+        )
+    _unknown(raw, CLASSIFY_FIELDS, "classify")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        many = name in ("knn_k", "shots")
+        items = value if many and isinstance(value, list) else [value]
+        if not items or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in items):
+            raise SpecError(
+                f"sweep spec: classify: {name} must be "
+                + ("a positive integer or a list of them" if many else "a positive integer")
+                + f", got {value!r}"
+            )
+        out[name] = [int(v) for v in items] if many else int(items[0])
+    if out.get("cv") == 1:
+        raise SpecError("sweep spec: classify: cv must be at least 2, got 1")
+    return out
+
+
 def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a spec given as a mapping (the parsed YAML)."""
     if not isinstance(raw, Mapping):
@@ -440,6 +470,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {extract!r}")
     _unknown(extract, EXTRACT_FIELDS, "extract")
     similarity = _similarity(raw.get("similarity"))
+    classify = _classify(raw.get("classify"))
     name = str(raw.get("name") or "sweep")
     spec = SweepSpec(
         name=name,
@@ -454,6 +485,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         seed=seed,
         extract=dict(extract),
         similarity=similarity,
+        classify=classify,
     )
     baseline = _baseline(raw.get("baseline"), spec)
     return SweepSpec(**{**spec.__dict__, "baseline": baseline})
