@@ -16,7 +16,6 @@ from featstore.cli.common import (
     store_note,
     store_option,
 )
-
 from featstore.cli.evaluate_cmd import ProtocolRefused
 
 from featstore.errors import ProtocolLimitError, StoreNotFoundError
@@ -142,7 +141,6 @@ def sweep(
       featstore sweep examples/flowers_sweep.yaml --json
     """
     from featstore.sweep.plan import make_plan
-    from featstore.sweep.run import run_sweep
     from featstore.sweep.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -170,7 +168,9 @@ def sweep(
     except KeyboardInterrupt as exc:  # Ctrl-C: nothing computed after it was written
         from featstore.sweep.run import SweepInterrupted
 
-        done = f"{exc.done} of {exc.total} cells" if isinstance(exc, SweepInterrupted) else "no cells"
+        done = (
+            f"{exc.done} of {exc.total} cells" if isinstance(exc, SweepInterrupted) else "no cells"
+        )
         click.echo(f"interrupted; {done} done, rerun continues", err=True)
         raise click.exceptions.Exit(130) from None
     emit(summary, as_json, lambda data: render_summary(data, store_note(store)))

@@ -125,8 +125,15 @@ class Dataset:
                 "no classifier can predict them; add training images or drop them from the test split"
             )
         if self.image_hashes is not None:
-            seen = {h: i for i, h in zip(np.flatnonzero(~test), np.asarray(self.image_hashes)[~test])}
-            twins = [(int(i), seen[h]) for i, h in enumerate(self.image_hashes) if test[i] and h in seen]
+            seen = {
+                h: i
+                for i, h in zip(
+                    np.flatnonzero(~test), np.asarray(self.image_hashes)[~test], strict=True
+                )
+            }
+            twins = [
+                (int(i), seen[h]) for i, h in enumerate(self.image_hashes) if test[i] and h in seen
+            ]
             if twins:
                 i, j = twins[0]
                 out.append(

@@ -118,7 +118,9 @@ class ClassifierSpec:
                 f"tol={self.tol}, dtype={self.dtype!r}"
             )
         if self.name == "knn":
-            bad_k = self.knn_k is not None and (not self.knn_k or any(int(k) < 1 for k in self.knn_k))
+            bad_k = self.knn_k is not None and (
+                not self.knn_k or any(int(k) < 1 for k in self.knn_k)
+            )
             if bad_k or not self.temperature > 0:
                 raise EvaluationError(
                     f"kNN needs k values >= 1 and a positive temperature, got k={self.knn_k}, "

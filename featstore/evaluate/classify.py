@@ -153,10 +153,10 @@ def plan_classification(
     parts = resolve_parts(store, ds, features, transform)
     protocol = spec.protocol(splits, np.asarray(ds.labels).ndim == 2)
     if shots is not None:
-        few = fewshot_protocol(shots, draws, extra.get("cv_folds"))
-        if "cv_folds" in few:  # the folds of each K, not one count for all
+        drawn = fewshot_protocol(shots, draws, extra.get("cv_folds"))
+        if "cv_folds" in drawn:  # the folds of each K, not one count for all
             protocol = {k: v for k, v in protocol.items() if k != "cv_folds"}
-        protocol = {**protocol, "few_shot": few}
+        protocol = {**protocol, "few_shot": drawn}
     keys = [k for p in parts for k in p.keys]
     key = make_result_key(
         keys, transform, "classify", spec.key(), protocol, seed, dataset=ds.fingerprint

@@ -84,7 +84,9 @@ def few_shot(
             "--shots"
         )
     check_fewshot(shots, draws)
-    check_shots(y, splits.train, shots, kwargs.get("classes") or [], f"the {splits.train_name} split")
+    check_shots(
+        y, splits.train, shots, kwargs.get("classes") or [], f"the {splits.train_name} split"
+    )
     out_metrics: dict[str, float] = {}
     per_draw: dict[str, list[dict[str, Any]]] = {}
     timings = {"fit_s": 0.0, "predict_s": 0.0}

@@ -79,7 +79,9 @@ def _neighbours(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
     index.add(db)
     if k > db.shape[0]:  # knn_grid refuses this first; never vote with fewer than asked
         raise ProtocolLimitError(
-            f"k={k} neighbours asked of {db.shape[0]} images", option="knn_k", value=k,
+            f"k={k} neighbours asked of {db.shape[0]} images",
+            option="knn_k",
+            value=k,
             limit=db.shape[0],
         )
     sims, ids = index.search(queries, k)

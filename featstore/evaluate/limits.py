@@ -58,7 +58,9 @@ def check_shots(
         )
 
 
-def folds_limit_multilabel(Y: np.ndarray, fit_rows: np.ndarray, test: np.ndarray) -> tuple[int, int]:
+def folds_limit_multilabel(
+    Y: np.ndarray, fit_rows: np.ndarray, test: np.ndarray
+) -> tuple[int, int]:
     """(class, folds) of the scored class that allows the fewest stratified folds.
 
     A class is scored when it has at least 2 positive and 2 negative training rows (its
@@ -149,7 +151,13 @@ def resolve_protocol(
     extra: dict[str, Any] = {}
     y = np.asarray(ds.labels)
     if shots is not None and y.ndim == 1:
-        check_shots(y, splits.train, shots, ds.classes, f"the {splits.train_name} split of dataset {ds.name!r}")
+        check_shots(
+            y,
+            splits.train,
+            shots,
+            ds.classes,
+            f"the {splits.train_name} split of dataset {ds.name!r}",
+        )
     if spec.name == "svm":
         spec, folds = _resolve_cv(spec, ds, splits, shots)
         if folds is not None:

@@ -293,7 +293,7 @@ def _by_dataset(
     """
     asked = list(asked)
     names = _dataset_names(store, asked)
-    out = []
+    out: list[dict[str, Any]] = []
     for r in records:
         fp = _fingerprint_of(r)
         if fp in names:
