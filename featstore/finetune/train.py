@@ -141,19 +141,20 @@ def _prepare(plan: RunPlan, device: str) -> tuple[nn.Module, list[str]]:
     """The parent with its new head, frozen and re-initialised as the recipe says; returns
     the module and the names of frozen modules (kept in eval mode while training)."""
     recipe = plan.recipe
-    module = load_model(plan.spec, plan.weights).module
+    loaded = load_model(plan.spec, plan.weights)
+    if loaded.identity != plan.identity:
+        raise FinetuneError(
+            f"the weights of {plan.spec.name} changed since the run was keyed (a team network "
+            "whose function builds new random weights on every call?); make them deterministic"
+        )
+    module = loaded.module
     with torch_seeded(epoch_seed(recipe.seed, 0, "head")):
         replace_head(module, plan.head)
     names = [n for n, _ in module.named_modules() if n]
     frozen: list[str] = []
     if recipe.reinit_above:
         _, above = split_at(plan.spec, module, recipe.reinit_above)
-        with torch_seeded(epoch_seed(recipe.seed, 0, "reinit")):
-            fresh = replace_head(plan.spec.builder(), plan.head)
-        fresh_tensors = direct_tensors(fresh, above)
-        with torch.no_grad():
-            for name, tensor in direct_tensors(module, above).items():
-                tensor.copy_(fresh_tensors[name])
+        _reinitialise(module, above, epoch_seed(recipe.seed, 0, "reinit"), plan.spec.name)
     if recipe.train == "head":
         frozen = [n for n in names if n != plan.head.module and not n.startswith(plan.head.module + ".")]
     elif recipe.freeze:
@@ -163,6 +164,21 @@ def _prepare(plan: RunPlan, device: str) -> tuple[nn.Module, list[str]]:
         if isinstance(tensor, nn.Parameter):
             tensor.requires_grad_(False)
     return module.to(device), frozen
+
+
+def _reinitialise(module: nn.Module, names: list[str], seed: int, net: str) -> None:
+    """Fresh random weights (each module's own ``reset_parameters``, seeded) for ``names``."""
+    mods = dict(module.named_modules())
+    with torch_seeded(seed):
+        for name in names:
+            sub = mods[name]
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+            elif any(True for _ in sub.parameters(recurse=False)):
+                raise FinetuneError(
+                    f"module {name!r} of {net} ({type(sub).__name__}) has parameters but no "
+                    "reset_parameters(); it cannot be re-initialised: pick a later --reinit-above"
+                )
 
 
 def _train_mode(module: nn.Module, frozen: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 PREPROCESS = {"resize": 20, "crop": 16, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -26,4 +27,12 @@ class TinyCNN(nn.Module):
 
 
 def cnn() -> tuple[nn.Module, dict]:
-    return TinyCNN(), PREPROCESS
+    """The same weights on every call (seeded), as a team network's pretrained weights are."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        net = TinyCNN()
+        for bn in (net.bn1, net.bn2):  # statistics as a trained network has them
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.data.uniform_(0.5, 1.5)
+        return net, PREPROCESS
