@@ -246,7 +246,9 @@ def _stored_network(store: Any, name: str, weights: Any) -> Any:
 
     found = stored_network(store, name)
     if found is not None and weights is not None:
-        raise SpecError(f"{name} is a network of the store with its own weights; drop --weights for it")
+        raise SpecError(
+            f"{name} is a network of the store with its own weights; drop --weights for it"
+        )
     return found
 
 

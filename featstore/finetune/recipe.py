@@ -93,7 +93,9 @@ class Recipe:
         if self.train == "head" and (self.freeze or self.reinit_above):
             raise bad("train 'head' freezes every layer already; drop freeze and reinit_above")
         if int(self.keep_every) < 0:
-            raise bad(f"keep_every must be 0 (best only) or a number of epochs, got {self.keep_every}")
+            raise bad(
+                f"keep_every must be 0 (best only) or a number of epochs, got {self.keep_every}"
+            )
         if not 0 < float(self.val_fraction) < 1:
             raise bad(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
 
@@ -107,9 +109,7 @@ class Recipe:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SpecError(
-                f"unknown fine-tuning recipe fields {unknown}; known: {sorted(known)}"
-            )
+            raise SpecError(f"unknown fine-tuning recipe fields {unknown}; known: {sorted(known)}")
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data or data[f.name] is None:
@@ -121,9 +121,11 @@ class Recipe:
                 elif f.name in ("lr", "momentum", "weight_decay", "val_fraction"):
                     kwargs[f.name] = float(value)
                 else:
-                    kwargs[f.name] = str(value).strip().lower() if f.name not in (
-                        "freeze", "reinit_above"
-                    ) else str(value)
+                    kwargs[f.name] = (
+                        str(value).strip().lower()
+                        if f.name not in ("freeze", "reinit_above")
+                        else str(value)
+                    )
             except (TypeError, ValueError):
                 raise SpecError(f"fine-tuning recipe: {f.name} {value!r} is not valid") from None
         return cls(**kwargs)

@@ -114,9 +114,7 @@ def _parent(store: Any, model: str, weights: Any) -> tuple[ModelSpec, WeightsRef
     return spec, resolve_weights(spec, weights), spec.name
 
 
-def plan_run(
-    store: Any, dataset: Any, model: str, recipe: Recipe, weights: Any = None
-) -> RunPlan:
+def plan_run(store: Any, dataset: Any, model: str, recipe: Recipe, weights: Any = None) -> RunPlan:
     """The run a request means and its key (no weights loaded when their hash is cached)."""
     spec, ref, architecture = _parent(store, model, weights)
     identity = weights_identity(spec, ref)
@@ -156,7 +154,9 @@ def _prepare(plan: RunPlan, device: str) -> tuple[nn.Module, list[str]]:
         _, above = split_at(plan.spec, module, recipe.reinit_above)
         _reinitialise(module, above, epoch_seed(recipe.seed, 0, "reinit"), plan.spec.name)
     if recipe.train == "head":
-        frozen = [n for n in names if n != plan.head.module and not n.startswith(plan.head.module + ".")]
+        frozen = [
+            n for n in names if n != plan.head.module and not n.startswith(plan.head.module + ".")
+        ]
     elif recipe.freeze:
         frozen, _ = split_at(plan.spec, module, recipe.freeze)
     module.requires_grad_(True)

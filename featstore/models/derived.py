@@ -39,7 +39,9 @@ class Head:
         try:
             return cls(str(data["module"]), int(data["in_features"]), int(data["out_features"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"a head record needs module, in_features, out_features: {exc}") from None
+            raise ModelError(
+                f"a head record needs module, in_features, out_features: {exc}"
+            ) from None
 
 
 def find_head(module: nn.Module, name: str = "the network") -> tuple[str, nn.Linear]:

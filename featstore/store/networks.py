@@ -87,7 +87,9 @@ def _json(payload: bytes | None, what: str) -> dict[str, Any] | None:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise DamagedEntryError(f"{what} cannot be read (not a JSON record); remove it and run again")
+        raise DamagedEntryError(
+            f"{what} cannot be read (not a JSON record); remove it and run again"
+        )
     return data
 
 
@@ -96,7 +98,9 @@ def _dumps(data: dict[str, Any]) -> bytes:
 
 
 # --- weights blobs ---------------------------------------------------------------------
-def tensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+def tensors_bytes(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> bytes:
     """The safetensors bytes of ``tensors`` (contiguous CPU copies; no pickle)."""
     from safetensors.torch import save
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_nets import NET, make_images
 
 from featstore.datasets import dataset_from_source
 from featstore.datasets.core import Dataset
@@ -23,28 +24,11 @@ from featstore.finetune import Recipe, finetune, plan_run, training_rows
 from featstore.finetune import train as train_mod
 from featstore.models import load_model
 from featstore.models.weights import state_dict_sha256
-from featstore.store import open_store
 from featstore.store import networks as nets
+from featstore.store import open_store
 
 HERE = Path(__file__).resolve().parent
-NET = "tiny_nets:cnn"
 FAST = {"epochs": 2, "batch_size": 8}
-
-
-def make_images(root: Path) -> Path:
-    """3 classes x (8 train + 3 test) small JPEGs; each class has its own mean colour."""
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate(((200, 40, 40), (40, 200, 40), (40, 40, 200))):
-        for split, n in (("train", 8), ("test", 3)):
-            for k in range(n):
-                noise = rng.integers(-50, 50, size=(24, 24, 3))
-                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
-                path = root / split / f"c{c}" / f"{split}_{k}.jpg"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                from PIL import Image
-
-                Image.fromarray(pixels).save(path, quality=92)
-    return root
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +55,9 @@ def blob_tensors(store, name: str) -> dict[str, torch.Tensor]:  # type: ignore[n
 def test_finetune_registers_named_networks_with_provenance(tmp_path: Path, images: Path) -> None:
     store = new_store(tmp_path / "s.zarr", images)
     seen: list[dict] = []
-    out = finetune(store, "tiny", NET, "tiny-ft", keep_every=1, progress=lambda d, t, i: seen.append(i), **FAST)
+    out = finetune(
+        store, "tiny", NET, "tiny-ft", keep_every=1, progress=lambda d, t, i: seen.append(i), **FAST
+    )
     assert out["trained"] is True
     assert out["networks"] == ["tiny-ft", "tiny-ft@epoch1", "tiny-ft@epoch2"]
     assert [i["epoch"] for i in seen] == [1, 2]
@@ -107,7 +93,9 @@ def test_finetune_registers_named_networks_with_provenance(tmp_path: Path, image
     assert not np.allclose(feats, 0)
 
 
-def test_a_second_identical_request_trains_nothing(tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_identical_request_trains_nothing(
+    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = new_store(tmp_path / "s.zarr", images)
     first = finetune(store, "tiny", NET, "tiny-ft", **FAST)
 
@@ -126,12 +114,21 @@ def test_a_second_identical_request_trains_nothing(tmp_path: Path, images: Path,
         finetune(store, "tiny", NET, "tiny-ft", epochs=3, batch_size=8)
 
 
-def test_frozen_layers_keep_their_weights_reinitialised_ones_differ(tmp_path: Path, images: Path) -> None:
+def test_frozen_layers_keep_their_weights_reinitialised_ones_differ(
+    tmp_path: Path, images: Path
+) -> None:
     store = new_store(tmp_path / "s.zarr", images)
     parent = load_model(NET).module.state_dict()
     finetune(store, "tiny", NET, "frozen", freeze="bn1", lr=0.1, **FAST)
     got = blob_tensors(store, "frozen")
-    for key in ("conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"):
+    for key in (
+        "conv1.weight",
+        "conv1.bias",
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+    ):
         assert torch.equal(got[key], parent[key]), key
     assert not torch.equal(got["conv2.weight"], parent["conv2.weight"])
 
@@ -176,7 +173,14 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path: Path, im
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     store = open_store(str(killed))
     assert nets.list_networks(store) == []  # nothing named before the run finished
-    recipe = {"epochs": 4, "batch_size": 8, "keep_every": 3, "optimizer": "adam", "lr": 0.01, "augment": "flip+crop"}
+    recipe = {
+        "epochs": 4,
+        "batch_size": 8,
+        "keep_every": 3,
+        "optimizer": "adam",
+        "lr": 0.01,
+        "augment": "flip+crop",
+    }
     resumed = finetune(store, "tiny", NET, "ft", **recipe)
     assert resumed["resumed_from_epoch"] == 3 and resumed["trained"] is True
 
@@ -193,7 +197,9 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path: Path, im
     assert sorted(os.listdir(runs)) == [f"{resumed['run']}.json"]
 
 
-def test_the_test_split_is_never_read(tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_test_split_is_never_read(
+    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = new_store(tmp_path / "s.zarr", images)
     ds = store.get_dataset("tiny")
     test_rows = set(ds.split_indices("test").tolist())

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+NET = "tiny_nets:cnn"
 PREPROCESS = {"resize": 20, "crop": 16, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
@@ -36,3 +41,17 @@ def cnn() -> tuple[nn.Module, dict]:
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.data.uniform_(0.5, 1.5)
         return net, PREPROCESS
+
+
+def make_images(root: Path) -> Path:
+    """3 classes x (8 train + 3 test) small JPEGs; each class has its own mean colour."""
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate(((200, 40, 40), (40, 200, 40), (40, 40, 200))):
+        for split, n in (("train", 8), ("test", 3)):
+            for k in range(n):
+                noise = rng.integers(-50, 50, size=(24, 24, 3))
+                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+                path = root / split / f"c{c}" / f"{split}_{k}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path, quality=92)
+    return root
