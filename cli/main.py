@@ -51,6 +51,9 @@ cli.add_command(extract)
 from featstore.cli.upgrade_cmd import upgrade  # noqa: E402
 
 cli.add_command(upgrade)
+from featstore.cli.finetune_cmd import finetune  # noqa: E402
+
+cli.add_command(finetune)
 
 
 def main() -> None:

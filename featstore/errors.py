@@ -111,6 +111,10 @@ class ExtractionError(FeatstoreError, RuntimeError):
     """Feature extraction failed."""
 
 
+class FinetuneError(FeatstoreError, ValueError):
+    """A fine-tuning request cannot run as asked (nothing to train, a name in use ...)."""
+
+
 # --- evaluation -----------------------------------------------------------------------
 class TransformError(FeatstoreError, ValueError):
     """A post-learning transform does not fit the features it is applied to."""

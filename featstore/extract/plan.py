@@ -210,17 +210,23 @@ def model_plan(
     layers: Sequence[str] | None,
     weights: str | None,
     preprocess: Mapping[str, Any] | None,
+    store: Any = None,
 ) -> ModelPlan:
-    """Resolve a network, its weights identity and its layers at the effective input size."""
-    spec = get_spec(name)
+    """Resolve a network, its weights identity and its layers at the effective input size.
+
+    With ``store``, a network registered in that store (a fine-tuned one: see
+    :mod:`featstore.store.networks`) is found by its name too, with the store's weights.
+    """
+    stored = _stored_network(store, name, weights)
+    spec = base = stored.spec if stored is not None else get_spec(name)
     if preprocess:
         spec = spec.with_preprocess(spec.preprocess.override(**dict(preprocess)))
-        native = get_spec(name).input_size
+        native = base.input_size
         if spec.fixed_input and spec.input_size != native:
             raise SpecError(
                 f"{name} only takes {native[0]}x{native[1]} inputs; drop the crop override for it"
             )
-    ref = resolve_weights(spec, weights)
+    ref = stored.weights if stored is not None else resolve_weights(spec, weights)
     identity = weights_identity(spec, ref)
     wanted = list(layers) if layers else list(spec.default_layers)
     if not wanted:
@@ -229,6 +235,21 @@ def model_plan(
         )
     resolved = {layer: resolve_layer(spec, layer) for layer in dict.fromkeys(wanted)}
     return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved)
+
+
+def _stored_network(store: Any, name: str, weights: Any) -> Any:
+    """The store's network ``name`` (spec + verified weights), or None (the seam where store-
+    registered names join the registry's; see featstore.store.networks.stored_network)."""
+    if store is None:
+        return None
+    from featstore.store.networks import stored_network
+
+    found = stored_network(store, name)
+    if found is not None and weights is not None:
+        raise SpecError(
+            f"{name} is a network of the store with its own weights; drop --weights for it"
+        )
+    return found
 
 
 def entry_key(
@@ -449,7 +470,9 @@ def plan(
             if isinstance(preprocess, Mapping) and name in preprocess
             else preprocess
         )
-        mp = model_plan(name, _as_list(layer_list) or None, _per_model(weights, name, None), pre)
+        mp = model_plan(
+            name, _as_list(layer_list) or None, _per_model(weights, name, None), pre, store
+        )
         mplans.append(mp)
         for layer, info in mp.layers.items():
             shape = tuple(info.shape or ())

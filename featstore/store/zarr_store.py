@@ -445,6 +445,9 @@ class ZarrStore(Store):
     def _name_claims(self) -> ObjectFolder:
         return self._object_folder(NAMES_DIR)  # names/<name>.json: see store/names.py
 
+    def network_objects(self) -> ObjectFolder:
+        return self._object_folder("networks")  # see store/networks.py
+
     def damaged_datasets(self) -> dict[str, str]:
         return self._dataset_state()[1]
 

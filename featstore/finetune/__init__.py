@@ -1,0 +1,15 @@
+"""Fine-tuning as a factor: train a network on a registered dataset into a stored network.
+
+    from featstore.finetune import Recipe, finetune
+    finetune(store, "flowers", "efficientnet_lite0", "lite0-ft", Recipe(epochs=3, freeze="blocks.10"))
+
+The result is registered in the store under its name (see :mod:`featstore.store.networks`)
+and extracted from with ``-m NAME`` like any other network.
+"""
+
+from __future__ import annotations
+
+from featstore.finetune.recipe import Recipe
+from featstore.finetune.train import finetune, plan_run, training_rows
+
+__all__ = ["Recipe", "finetune", "plan_run", "training_rows"]
