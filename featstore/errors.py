@@ -7,6 +7,12 @@ what was wrong and how to fix it; the CLI shows them verbatim.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
+SHOWN_CHARS = 200  # a value echoed in a message is cut to this many characters
+
 
 class FeatstoreError(Exception):
     """Base class of every error featstore raises on purpose."""
@@ -82,6 +88,10 @@ class ManifestError(DatasetError):
     """A CSV/JSON manifest row is malformed."""
 
 
+class UnsafePickleError(DatasetError):
+    """A dataset's pickle names code (a callable beyond containers, numbers and arrays)."""
+
+
 class DatasetMismatchError(DatasetError):
     """Two objects that must refer to the same dataset do not."""
 
@@ -122,3 +132,41 @@ class EvaluationError(FeatstoreError, ValueError):
 
 class SpecError(FeatstoreError, ValueError):
     """A sweep or transform specification is malformed."""
+
+
+# --- echoing user values in messages ---------------------------------------------------
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (saying how long it was): a message stays a line."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A user value as a message shows it: scalars as their clipped repr (control characters
+    escaped), containers by type and size only (their repr can be gigabytes)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        if isinstance(value, int) and value.bit_length() > 600:  # str() refuses > 4300 digits
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return clip(repr(value), limit)
+    name = "mapping" if isinstance(value, Mapping) else type(value).__name__
+    kind = f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+    try:
+        return f"{kind} of {len(value)} items"
+    except TypeError:
+        return kind
+
+
+# userinfo runs to the first '@' (a secret may hold '/'): a path with '@' is over-redacted
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s@'\"]*@")
+_URL_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:key|secret|token|password|passwd|access_token|sig|signature|sas|"
+    r"x-amz-signature|x-amz-credential|x-amz-security-token|aws_secret_access_key)=)[^&#\s]*"
+)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``:
+    ``s3://KEY:SECRET@bucket/x`` -> ``s3://***@bucket/x``, ``?token=...`` -> ``?token=***``."""
+    text = _URL_USERINFO.sub(r"\1***@", str(text))
+    return _URL_SECRET_QUERY.sub(r"\1***", text)
