@@ -7,9 +7,12 @@ what was wrong and how to fix it; the CLI shows them verbatim.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 SHOWN_CHARS = 200  # a value echoed in a message is cut to this many characters
 
@@ -117,6 +120,10 @@ class WeightsNotFoundError(ModelError, FileNotFoundError):
     """Pretrained weights are not available offline."""
 
 
+class UnsafeWeightsError(ModelError):
+    """A weights file is a pickle that needs objects beyond tensors: it is never loaded."""
+
+
 class ExtractionError(FeatstoreError, RuntimeError):
     """Feature extraction failed."""
 
@@ -135,11 +142,15 @@ class SpecError(FeatstoreError, ValueError):
 
 
 # --- echoing user values in messages ---------------------------------------------------
-def clip(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` cut to ``limit`` characters (saying how long it was): a message stays a line."""
+def clip(text: str, limit: int = SHOWN_CHARS, tail: int = 0) -> str:
+    """``text`` cut to ``limit`` characters (saying how long it was): a message stays a line.
+    ``tail`` keeps that many characters of the end too (a message's hint)."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... ({len(text)} characters)"
+    end = text[len(text) - tail :] if tail else ""
+    return (
+        f"{text[: max(limit - tail, 0)]}... ({len(text)} characters){' ...' + end if end else ''}"
+    )
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
@@ -170,3 +181,20 @@ def redact_url(text: str) -> str:
     ``s3://KEY:SECRET@bucket/x`` -> ``s3://***@bucket/x``, ``?token=...`` -> ``?token=***``."""
     text = _URL_USERINFO.sub(r"\1***@", str(text))
     return _URL_SECRET_QUERY.sub(r"\1***", text)
+
+
+def redacting(func: F) -> F:
+    """Decorate a function whose errors may quote a URL (``open_store``): every FeatstoreError
+    it raises has the URL's credentials redacted (in place: its type and attributes stay)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FeatstoreError as exc:
+            exc.args = tuple(redact_url(a) if isinstance(a, str) else a for a in exc.args)
+            if isinstance(getattr(exc, "location", None), str):
+                exc.location = redact_url(exc.location)  # type: ignore[attr-defined]
+            raise
+
+    return wrapper  # type: ignore[return-value]

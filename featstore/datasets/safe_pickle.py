@@ -15,7 +15,7 @@ import io
 import os
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,12 +63,12 @@ def _numpy_helpers() -> dict[str, Callable[..., Any]]:
             raise pickle.UnpicklingError(
                 "_reconstruct asks for a seed array larger than numpy writes"
             )
-        return multiarray._reconstruct(np.ndarray, shape, dtype)
+        return cast(np.ndarray, multiarray._reconstruct(np.ndarray, shape, dtype))
 
     return {
         "multiarray._reconstruct": reconstruct,
         "multiarray.scalar": multiarray.scalar,
-        "numeric._frombuffer": numeric._frombuffer,
+        "numeric._frombuffer": numeric._frombuffer,  # type: ignore[attr-defined]
     }
 
 

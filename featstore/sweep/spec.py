@@ -480,8 +480,10 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
                 f"{list(ESTIMATORS)} (nce and leep need the source network's predictions)"
             )
     seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SpecError(f"sweep spec: field 'seed' must be an integer, got {shown(seed)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SpecError(
+            f"sweep spec: field 'seed' must be an integer from 0 to 2**32-1, got {shown(seed)}"
+        )
     extract = raw.get("extract") or {}
     if not isinstance(extract, Mapping):
         raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {shown(extract)}")
