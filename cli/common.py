@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from featstore.errors import FeatstoreError
+from featstore.errors import FeatstoreError, clip, redact_url
 from featstore.progress import Progress
 from featstore.store import DEFAULT_STORE, Store, open_store
 from featstore.store.spec import parse_storage_options
@@ -85,7 +85,9 @@ def open_cli_store(
 
 def store_note(store: Store) -> str:
     """Which store a command used, for its header line (never in --json output)."""
-    return f"store {store.location}" + (" (new: created by this command)" if store.created else "")
+    return f"store {redact_url(store.location)}" + (
+        " (new: created by this command)" if store.created else ""
+    )
 
 
 def handle_errors(func: F) -> F:
@@ -104,6 +106,34 @@ def handle_errors(func: F) -> F:
             raise click.ClickException(message) from exc
 
     return wrapper
+
+
+MESSAGE_CHARS = 600  # an error longer than this echoes a value in full: its middle is cut
+
+
+def clean_message(message: str) -> str:
+    """An error as the CLI prints it: credentials in URLs redacted, and cut to a few lines
+    (the start and the hint at the end kept) when it echoes a huge value."""
+    return clip(redact_url(message), MESSAGE_CHARS, tail=250)
+
+
+class FeatstoreGroup(click.Group):
+    """The command group; every usage or option error (click's own too) goes through
+    :func:`clean_message` before it is shown."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:
+            exc.message = clean_message(exc.message)  # type: ignore[misc]
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = clean_message(exc.message)  # type: ignore[misc]
+            raise
 
 
 def os_error_message(exc: OSError) -> str | None:

@@ -17,6 +17,7 @@ from featstore.cli.common import (
 )
 
 from featstore.datasets import dataset_from_source, register_dataset
+from featstore.errors import redact_url
 
 
 @click.group()
@@ -114,11 +115,11 @@ def _classes_line(classes: list[str], shown: int = 12) -> str:
 def _render_source(source: dict[str, Any]) -> str:
     """Where a dataset came from and, for a benchmark layout, its official protocol and fold."""
     if source.get("kind") != "benchmark":
-        return f"source: {source}"
+        return redact_url(f"source: {source}")
     options = {k: v for k, v in source.items() if k not in ("kind", "scheme", "root", "protocol")}
     lines = [f"source: {source['scheme']}:{source['root']}", f"protocol: {source['protocol']}"]
     lines += [f"{key}: {value}" for key, value in options.items()]
-    return "\n".join(lines)
+    return redact_url("\n".join(lines))
 
 
 @datasets.command("list")

@@ -229,7 +229,13 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
     show_default=True,
     help="Similarity: how RSA correlates two RDMs.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of CV folds and splits.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**32 - 1),  # what numpy and scikit-learn accept as a seed
+    help="Seed of CV folds and splits.",
+)
 @click.option("--force", is_flag=True, help="Recompute even when the result is stored.")
 @store_option
 @json_option

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import click
+from featstore.cli.common import FeatstoreGroup
 from featstore.cli.datasets_cmd import datasets
 from featstore.cli.store_cmd import gc, info, ls, repair, rm, verify
 
 from featstore import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=FeatstoreGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="featstore")
 def cli() -> None:
     """featstore: extract network features once, evaluate transfer from the cache.

@@ -111,6 +111,8 @@ def report(
     """
     from featstore.report import build_report, collect_records, render
 
+    if out is not None:
+        _check_out(out)
     spec, base, orders = _report_inputs(spec_path, baseline)
     store = open_cli_store(store_url, mode="r")
     if spec is not None:  # the study's settings only, not every run that shared the store
@@ -143,7 +145,12 @@ def report(
     if draw and fmt != "html":
         text += _write_pngs(rep, out)
     if out:
-        Path(out).write_text(text, encoding="utf-8")
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write the report to {out}: {exc.strerror}"
+            ) from None
         click.echo(
             f"wrote {out} ({len(rep.rows)} settings x {len(rep.columns)} tasks, "
             f"{rep.n_records} records)",
@@ -151,6 +158,16 @@ def report(
         )
     else:
         click.echo(text, nl=False)
+
+
+def _check_out(out: str) -> None:
+    """Refuse an --out whose folder does not exist before any work is done."""
+    folder = Path(out).parent
+    if not folder.is_dir():
+        raise click.BadParameter(
+            f"the folder {str(folder)!r} does not exist; create it or choose another file",
+            param_hint="--out",
+        )
 
 
 def _of(record: dict[str, Any], datasets: tuple[str, ...]) -> bool:
@@ -168,7 +185,10 @@ def _write_pngs(rep: Any, out: str | None) -> str:
         if png is None:
             continue
         path = Path(f"{stem}_{suffix}.png")
-        path.write_bytes(png)
+        try:
+            path.write_bytes(png)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the plot {path}: {exc.strerror}") from None
         lines.append(f"![{suffix}]({path.name})")
         click.echo(f"wrote {path}", err=True)
     return ("\n" + "\n".join(lines) + "\n") if lines else ""

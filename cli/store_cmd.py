@@ -16,6 +16,7 @@ from featstore.cli.common import (
     table,
 )
 
+from featstore.errors import redact_url
 from featstore.keys import check_key
 from featstore.store.maintenance import entry_summary, verify_store
 
@@ -34,7 +35,7 @@ def ls(show_all: bool, store_url: str, as_json: bool) -> None:
     """
     store = open_cli_store(store_url, "r")
     rows = [entry_summary(info) for info in store.entries()]
-    data: dict[str, Any] = {"store": store.url, "entries": rows}
+    data: dict[str, Any] = {"store": redact_url(store.url), "entries": rows}
     if show_all:
         data["results"] = store.result_keys()
     emit(data, as_json, _render_ls)
@@ -154,7 +155,7 @@ def verify(
     """
     for key in keys:
         check_key(key, "entry key")
-    store = open_cli_store(store_url, "a" if do_repair else "r")
+    store = open_cli_store(store_url, "a" if do_repair else "r", create=False)
     report = verify_store(store, list(keys) or None)
     if do_repair:
         report["repairs"] = []
@@ -194,7 +195,7 @@ def repair(key: str, weights: str | None, device: str, store_url: str, as_json: 
       featstore repair feat-0123456789abcdef0123
     """
     check_key(key, "entry key")
-    store = open_cli_store(store_url, "a")
+    store = open_cli_store(store_url, "a", create=False)
     with progress_bar(f"repair {key}", unit="img", enabled=not as_json) as progress:
         from featstore.extract.repair import repair_entry  # torch: only when repairing
 

@@ -33,7 +33,7 @@ def upgrade(store_url: str, as_json: bool) -> None:
     """
     from featstore.store.upgrade import upgrade_store
 
-    store = open_cli_store(store_url, "a")
+    store = open_cli_store(store_url, "a", create=False)
     with progress_bar("hashing images", unit="img", enabled=not as_json) as progress:
         summary = upgrade_store(store, progress=progress)
     emit(summary, as_json, _render)

@@ -7,6 +7,15 @@ what was wrong and how to fix it; the CLI shows them verbatim.
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SHOWN_CHARS = 200  # a value echoed in a message is cut to this many characters
+
 
 class FeatstoreError(Exception):
     """Base class of every error featstore raises on purpose."""
@@ -82,6 +91,10 @@ class ManifestError(DatasetError):
     """A CSV/JSON manifest row is malformed."""
 
 
+class UnsafePickleError(DatasetError):
+    """A dataset's pickle names code (a callable beyond containers, numbers and arrays)."""
+
+
 class DatasetMismatchError(DatasetError):
     """Two objects that must refer to the same dataset do not."""
 
@@ -105,6 +118,10 @@ class UnknownLayerError(ModelError, LookupError):
 
 class WeightsNotFoundError(ModelError, FileNotFoundError):
     """Pretrained weights are not available offline."""
+
+
+class UnsafeWeightsError(ModelError):
+    """A weights file is a pickle that needs objects beyond tensors: it is never loaded."""
 
 
 class ExtractionError(FeatstoreError, RuntimeError):
@@ -145,3 +162,62 @@ def _protocol_limit(message: str, option: str, value: int, limit: int) -> Protoc
 
 class SpecError(FeatstoreError, ValueError):
     """A sweep or transform specification is malformed."""
+
+
+# --- echoing user values in messages ---------------------------------------------------
+def clip(text: str, limit: int = SHOWN_CHARS, tail: int = 0) -> str:
+    """``text`` cut to ``limit`` characters (saying how long it was): a message stays a line.
+    ``tail`` keeps that many characters of the end too (a message's hint)."""
+    if len(text) <= limit:
+        return text
+    end = text[len(text) - tail :] if tail else ""
+    return (
+        f"{text[: max(limit - tail, 0)]}... ({len(text)} characters){' ...' + end if end else ''}"
+    )
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A user value as a message shows it: scalars as their clipped repr (control characters
+    escaped), containers by type and size only (their repr can be gigabytes)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        if isinstance(value, int) and value.bit_length() > 600:  # str() refuses > 4300 digits
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return clip(repr(value), limit)
+    name = "mapping" if isinstance(value, Mapping) else type(value).__name__
+    kind = f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+    try:
+        return f"{kind} of {len(value)} items"
+    except TypeError:
+        return kind
+
+
+# userinfo runs to the first '@' (a secret may hold '/'): a path with '@' is over-redacted
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s@'\"]*@")
+_URL_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:key|secret|token|password|passwd|access_token|sig|signature|sas|"
+    r"x-amz-signature|x-amz-credential|x-amz-security-token|aws_secret_access_key)=)[^&#\s]*"
+)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``:
+    ``s3://KEY:SECRET@bucket/x`` -> ``s3://***@bucket/x``, ``?token=...`` -> ``?token=***``."""
+    text = _URL_USERINFO.sub(r"\1***@", str(text))
+    return _URL_SECRET_QUERY.sub(r"\1***", text)
+
+
+def redacting(func: F) -> F:
+    """Decorate a function whose errors may quote a URL (``open_store``): every FeatstoreError
+    it raises has the URL's credentials redacted (in place: its type and attributes stay)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FeatstoreError as exc:
+            exc.args = tuple(redact_url(a) if isinstance(a, str) else a for a in exc.args)
+            if isinstance(getattr(exc, "location", None), str):
+                exc.location = redact_url(exc.location)  # type: ignore[attr-defined]
+            raise
+
+    return wrapper  # type: ignore[return-value]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from featstore.errors import BadImageError, DatasetError
+from featstore.errors import BadImageError, DatasetError, clip
 from featstore.keys import content_hash
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -36,12 +37,23 @@ IMAGES_PREFIX = "img-"
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name or ""):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):  # '$' lets a '\n' end it
         raise DatasetError(
-            f"dataset name {name!r} is not valid: use letters, digits, '_', '-' and '.', "
-            "starting with a letter or digit"
+            f"dataset name {clip(repr(name))} is not valid: use letters, digits, '_', '-' and "
+            "'.', starting with a letter or digit"
         )
     return name
+
+
+def check_class_names(classes: list[str]) -> None:
+    """Refuse a class name holding control characters (terminal escapes, newlines): it
+    would be printed by every command that shows the dataset."""
+    for c in classes:
+        if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in str(c)):
+            raise DatasetError(
+                f"class name {clip(repr(str(c)))} holds control characters (terminal escapes "
+                "or line breaks); rename that class (its folder or label) and register again"
+            )
 
 
 @dataclass
@@ -265,6 +277,7 @@ def build_dataset(
 ) -> Dataset:
     """Assemble a Dataset from per-sample lists, checking ids are unique."""
     check_name(name)
+    check_class_names(classes)
     if not ids:
         raise DatasetError(f"dataset {name!r} has no images")
     seen: dict[str, int] = {}
@@ -298,4 +311,12 @@ def build_dataset(
     )
 
 
-__all__ = ["Dataset", "build_dataset", "check_name", "fingerprint", "images_id", "BadImageError"]
+__all__ = [
+    "Dataset",
+    "build_dataset",
+    "check_class_names",
+    "check_name",
+    "fingerprint",
+    "images_id",
+    "BadImageError",
+]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ import numpy as np
 
 from featstore.datasets.core import Dataset, build_dataset
 from featstore.datasets.images import check_and_hash_all, is_image_file
-from featstore.errors import DatasetError, ManifestError
+from featstore.datasets.safe_pickle import load_pickle
+from featstore.errors import DatasetError, ManifestError, shown
 from featstore.progress import Progress
 
 __all__ = [
@@ -306,6 +306,29 @@ def load_oxford(
     )
 
 
+def _names(values: Any, gnd_file: str, key: str) -> list[str]:
+    """A ground-truth list of image names: strings only (an object's text could be huge)."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise DatasetError(
+            f"{gnd_file}: {key!r} must be a list of image names, got {shown(values)}"
+        )
+    return list(values)
+
+
+def _numbers(values: Any, where: str, kinds: str) -> list[Any]:
+    """A flat array or list of numbers (integers when ``kinds`` is "iu") as a list."""
+    if isinstance(values, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        values = np.asarray(values)
+    if not isinstance(values, np.ndarray) or (values.size and values.dtype.kind not in kinds):
+        want = "integer indices" if kinds == "iu" else "numbers"
+        raise DatasetError(f"{where} must be an array of {want}, got {shown(values)}")
+    return [int(v) if kinds == "iu" else float(v) for v in values.ravel()]
+
+
 def _find_gt_dir(root: str) -> str:
     if not os.path.isdir(root):
         raise DatasetError(f"{root} does not exist or is not a folder")
@@ -329,18 +352,26 @@ def load_revisited(
     (one ``{"bbx", "easy", "hard", "junk"}`` per query, indices into ``imlist``).
 
     Images are ``<images>/<name>.jpg`` (default: ``jpg/`` beside the file). The pickle
-    format is the official one; unpickling runs code, so load only files you trust.
+    format is the official one, read with the restricted unpickler: a file that names code
+    is refused (:mod:`featstore.datasets.safe_pickle`).
     """
     try:
-        with open(gnd_file, "rb") as handle:
-            cfg = pickle.load(handle)
+        cfg = load_pickle(gnd_file, what="ground-truth pickle")
     except FileNotFoundError:
         raise DatasetError(f"ground-truth file {gnd_file} does not exist") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as exc:
-        raise DatasetError(f"{gnd_file} is not a readable ground-truth pickle ({exc})") from None
+    except IsADirectoryError:
+        raise DatasetError(f"ground-truth file {gnd_file} is a folder, not a pickle") from None
     if not isinstance(cfg, dict) or not {"imlist", "qimlist", "gnd"} <= set(cfg):
         raise DatasetError(f"{gnd_file} must hold a dict with 'imlist', 'qimlist' and 'gnd'")
-    imlist, qimlist, gnd = list(cfg["imlist"]), list(cfg["qimlist"]), list(cfg["gnd"])
+    imlist, qimlist = (
+        _names(cfg["imlist"], gnd_file, "imlist"),
+        _names(cfg["qimlist"], gnd_file, "qimlist"),
+    )
+    gnd = cfg["gnd"]
+    if not isinstance(gnd, list) or not all(isinstance(g, dict) for g in gnd):
+        raise DatasetError(
+            f"{gnd_file}: 'gnd' must be a list of dicts (bbx, easy, hard, junk), got {shown(gnd)}"
+        )
     if len(gnd) != len(qimlist):
         raise DatasetError(
             f"{gnd_file}: {len(qimlist)} query names but {len(gnd)} ground-truth entries"
@@ -358,7 +389,7 @@ def load_revisited(
     for i, (qname, g) in enumerate(zip(qimlist, gnd, strict=True)):
         lists = {}
         for kind in ("easy", "hard", "junk"):
-            idx = [int(v) for v in np.asarray(g.get(kind, []), dtype=np.int64).ravel()]
+            idx = _numbers(g.get(kind, []), f"{gnd_file}: gnd[{i}][{kind!r}]", "iu")
             out_of_range = [v for v in idx if not 0 <= v < len(imlist)]
             if out_of_range:
                 raise DatasetError(
@@ -375,7 +406,9 @@ def load_revisited(
                 junk=lists["junk"],
                 easy=lists["easy"],
                 hard=lists["hard"],
-                bbox=[float(v) for v in np.asarray(bbx).ravel()] if bbx is not None else None,
+                bbox=_numbers(bbx, f"{gnd_file}: gnd[{i}]['bbx']", "iuf")
+                if bbx is not None
+                else None,
                 where=f"{gnd_file} gnd[{i}]",
             )
         )

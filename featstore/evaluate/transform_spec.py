@@ -30,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from featstore.errors import SpecError
+from featstore.errors import SpecError, shown
 from featstore.specs import DEFAULT_GEM_P
 
 __all__ = ["POOL_MODES", "STEP_NAMES", "Step", "canonical_spec", "parse_spec", "spec_uses"]
@@ -77,13 +77,18 @@ def _num(value: float | None) -> str:
     return str(int(v)) if v.is_integer() else repr(v)
 
 
+def _small_int(text: str) -> bool:
+    """ASCII digits that int() reads ('²' is a digit to isdigit(); 5000 digits exceed int())."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def _float(text: str, step: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise SpecError(f"transform step {step!r}: {text!r} is not a number") from None
+        raise SpecError(f"transform step {shown(step)}: {shown(text)} is not a number") from None
     if not math.isfinite(value):
-        raise SpecError(f"transform step {step!r}: {text!r} is not a finite number")
+        raise SpecError(f"transform step {shown(step)}: {shown(text)} is not a finite number")
     return value
 
 
@@ -91,27 +96,27 @@ def _parse_pool(arg: str, raw: str) -> Step:
     mode, _, rest = arg.partition(":")
     if mode not in POOL_MODES:
         raise SpecError(
-            f"transform step {raw!r}: pool must be one of avg, max, gem[:p], grid:KxK+..."
+            f"transform step {shown(raw)}: pool must be one of avg, max, gem[:p], grid:KxK+..."
         )
     if mode in ("avg", "max"):
         if rest:
-            raise SpecError(f"transform step {raw!r}: pool={mode} takes no argument")
+            raise SpecError(f"transform step {shown(raw)}: pool={mode} takes no argument")
         return Step("pool", mode=mode)
     if mode == "gem":
         p = _float(rest, raw) if rest else DEFAULT_GEM_P
         if p <= 0:
-            raise SpecError(f"transform step {raw!r}: the GeM exponent must be > 0")
+            raise SpecError(f"transform step {shown(raw)}: the GeM exponent must be > 0")
         return Step("pool", mode="gem", value=p)
     levels = []
     for part in rest.split("+"):
         a, sep, b = part.partition("x")
-        if not sep or not a.isdigit() or a != b or int(a) < 1:
+        if not sep or not _small_int(a) or a != b or int(a) < 1:
             raise SpecError(
-                f"transform step {raw!r}: grid levels are square cells like 1x1+2x2+3x3, not {part!r}"
+                f"transform step {shown(raw)}: grid levels are square cells like 1x1+2x2+3x3, not {shown(part)}"
             )
         levels.append(int(a))
     if len(set(levels)) != len(levels):
-        raise SpecError(f"transform step {raw!r}: a grid level is listed twice")
+        raise SpecError(f"transform step {shown(raw)}: a grid level is listed twice")
     return Step("pool", mode="grid", levels=tuple(levels))
 
 
@@ -120,28 +125,28 @@ def _parse_step(raw: str) -> Step:
     name, arg = name.strip().lower(), arg.strip()
     if name not in STEP_NAMES:
         raise SpecError(
-            f"unknown transform step {raw!r}; steps are pool=..., flipavg, power=a, l2, "
+            f"unknown transform step {shown(raw)}; steps are pool=..., flipavg, power=a, l2, "
             "pca=N[:whiten], std, concat"
         )
     if name in ("flipavg", "l2", "std", "concat"):
         if sep:
-            raise SpecError(f"transform step {raw!r}: {name} takes no value")
+            raise SpecError(f"transform step {shown(raw)}: {name} takes no value")
         return Step(name)
     if not arg:
-        raise SpecError(f"transform step {raw!r} needs a value, e.g. {name}=...")
+        raise SpecError(f"transform step {shown(raw)} needs a value, e.g. {name}=...")
     if name == "pool":
         return _parse_pool(arg.lower(), raw)
     if name == "power":
         alpha = _float(arg, raw)
         if alpha <= 0:
-            raise SpecError(f"transform step {raw!r}: the power must be > 0")
+            raise SpecError(f"transform step {shown(raw)}: the power must be > 0")
         return Step("power", value=alpha)
     # pca
     count, _, option = arg.partition(":")
-    if not count.isdigit() or int(count) < 1:
-        raise SpecError(f"transform step {raw!r}: pca needs a positive number of dimensions")
+    if not _small_int(count) or int(count) < 1:
+        raise SpecError(f"transform step {shown(raw)}: pca needs a positive number of dimensions")
     if option not in ("", "whiten"):
-        raise SpecError(f"transform step {raw!r}: the only pca option is ':whiten'")
+        raise SpecError(f"transform step {shown(raw)}: the only pca option is ':whiten'")
     return Step("pca", n=int(count), whiten=option == "whiten")
 
 
@@ -157,7 +162,9 @@ def parse_spec(spec: str | Sequence[Step] | None) -> tuple[Step, ...]:
             return ()
         raws = [r.strip() for r in text.split(",")]
         if any(not r for r in raws):
-            raise SpecError(f"transform spec {spec!r} has an empty step (two commas in a row?)")
+            raise SpecError(
+                f"transform spec {shown(spec)} has an empty step (two commas in a row?)"
+            )
         steps = tuple(_parse_step(r) for r in raws)
     names = [s.name for s in steps]
     for once in ("pool", "flipavg", "concat"):

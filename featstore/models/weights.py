@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,9 +19,13 @@ from typing import Any
 import torch
 
 from featstore._atomic import write_atomic
-from featstore.errors import ModelError, WeightsNotFoundError
+from featstore.errors import ModelError, UnsafeWeightsError, WeightsNotFoundError, clip
 
 _LOCK = threading.Lock()
+SAFE_WEIGHTS = (
+    "provide the weights as a .safetensors file, or as a state dict of tensors only saved with "
+    "torch.save(model.state_dict(), PATH)"
+)
 
 
 def cache_dir() -> Path:
@@ -87,8 +92,9 @@ def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state dict (or a checkpoint holding one) onto the CPU, safely.
 
-    Uses torch.load(weights_only=True): a file that needs arbitrary pickled objects is
-    refused with a hint rather than executed. ``.safetensors`` files load without pickle.
+    Uses torch's restricted loader (tensors and containers only): a file that needs other
+    pickled objects is refused in one line naming the safe ways to provide weights, never
+    executed. ``.safetensors`` files load without pickle.
     """
     p = Path(path)
     if not p.is_file():
@@ -100,12 +106,28 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:
             obj = torch.load(p, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not loadable"
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # a damaged or foreign file, not a refused one
+            raise ModelError(
+                f"cannot read weights from {p} ({_first_line(exc)}); {SAFE_WEIGHTS}"
+            ) from None
+        raise UnsafeWeightsError(  # it names objects beyond tensors: torch refused to run them
+            f"weights file {p} is refused: it needs code beyond tensors to load, and featstore "
+            f"never runs code from a file; {SAFE_WEIGHTS}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any other failure means "not loadable"
         raise ModelError(
-            f"cannot read weights from {p}: {exc}. Save a plain state dict with "
-            f"torch.save(model.state_dict(), PATH)"
-        ) from exc
+            f"cannot read weights from {p} ({_first_line(exc)}); {SAFE_WEIGHTS}"
+        ) from None
     return _unwrap(obj, str(p))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's text, clipped; torch's advice to load unsafely
+    (``weights_only=False``) is never passed on."""
+    text = str(exc).partition("WeightsUnpickler error:")[2] or str(exc)  # torch's own reason
+    first = clip(next((line.strip() for line in text.splitlines() if line.strip()), ""), 200)
+    return type(exc).__name__ if not first or "weights_only" in first else first
 
 
 def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
@@ -118,7 +140,7 @@ def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
     try:
         return _unwrap(load_file(str(p), device="cpu"), str(p))
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
-        raise ModelError(f"cannot read safetensors weights from {p}: {exc}") from exc
+        raise ModelError(f"cannot read safetensors weights from {p} ({_first_line(exc)})") from None
 
 
 def _cache_file() -> Path:

@@ -8,7 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from featstore.errors import DamagedEntryError, FeatstoreError, ReadOnlyError, StoreError
+from featstore.errors import (
+    DamagedEntryError,
+    FeatstoreError,
+    ReadOnlyError,
+    StoreError,
+    redacting,
+)
 from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
 from featstore.store.spec import StoreSpec
 
@@ -41,6 +47,7 @@ def is_hdf5_location(location: str | Path) -> bool:
     return str(location).lower().endswith(HDF5_SUFFIXES)
 
 
+@redacting
 def open_store(
     location: str | Path | Store | None = None,
     mode: str = "a",

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from featstore.errors import StoreError
+from featstore.errors import StoreError, redact_url
 
 if TYPE_CHECKING:
     from featstore.store.base import Store
@@ -84,7 +84,10 @@ class StoreSpec:
         return open_store(self.url, mode=mode, storage_options=self.storage_options or None)
 
     def __repr__(self) -> str:
-        return f"StoreSpec(url={self.url!r}, storage_options={redact(self.storage_options)!r})"
+        return (
+            f"StoreSpec(url={redact_url(self.url)!r}, "
+            f"storage_options={redact(self.storage_options)!r})"
+        )
 
     __str__ = __repr__
 

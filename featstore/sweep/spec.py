@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from featstore.errors import DatasetError, FeatstoreError, SpecError
+from featstore.errors import DatasetError, FeatstoreError, SpecError, clip, shown
 from featstore.keys import canonical_json
 from featstore.settings import setting_label
 from featstore.specs import parse_pooling
@@ -193,15 +193,49 @@ class SweepSpec:
 # --------------------------------------------------------------------------------------
 
 
+MAX_SPEC_BYTES = 1 << 20  # a sweep spec is a page of YAML; a bigger file is not one
+MAX_NAME_CHARS = 200
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases: ``*anchor`` would let a few hundred bytes expand
+    into gigabytes (the "billion laughs"), and a spec never needs one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise SpecError(
+                f"sweep spec: line {event.start_mark.line + 1} uses the YAML alias "
+                f"*{clip(str(event.anchor), 40)}; aliases are refused (they can expand a small "
+                "file into gigabytes): write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def _read_yaml(p: Path) -> Any:
+    if p.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"sweep spec {str(p)!r} is {p.stat().st_size} bytes; a spec is at most "
+            f"{MAX_SPEC_BYTES} bytes of YAML"
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"sweep spec {str(p)!r} is not UTF-8 text ({exc.reason})") from None
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise SpecError(f"sweep spec {str(p)!r} is not valid YAML: {clip(str(exc), 400)}") from None
+    except RecursionError:
+        raise SpecError(f"sweep spec {str(p)!r} nests its values too deeply to be a spec") from None
+
+
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate the YAML sweep spec at ``path``."""
+    """Read and validate the YAML sweep spec at ``path`` (aliases refused, size bounded)."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"sweep spec {str(p)!r} does not exist or is not a file")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"sweep spec {str(p)!r} is not valid YAML: {exc}") from exc
+    raw = _read_yaml(p)
     spec = parse_spec(raw, base_dir=p.parent)
     return SweepSpec(**{**spec.__dict__, "path": str(p.resolve())})
 
@@ -213,7 +247,7 @@ def _list(raw: Mapping[str, Any], name: str, default: Any = None) -> list[Any]:
     if isinstance(value, (str, int, float)):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise SpecError(f"sweep spec: field '{name}' must be a non-empty list, got {value!r}")
+        raise SpecError(f"sweep spec: field '{name}' must be a non-empty list, got {shown(value)}")
     return value
 
 
@@ -221,19 +255,20 @@ def _str_items(values: list[Any], name: str) -> tuple[str, ...]:
     out = []
     for i, v in enumerate(values):
         if v is None or isinstance(v, (dict, list)):
-            raise SpecError(f"sweep spec: {name}[{i}] must be a string, got {v!r}")
+            raise SpecError(f"sweep spec: {name}[{i}] must be a string, got {shown(v)}")
         out.append(str(v))
     if len(set(out)) != len(out):
         dupes = sorted({v for v in out if out.count(v) > 1})
-        raise SpecError(f"sweep spec: field '{name}' lists {dupes} more than once")
+        raise SpecError(f"sweep spec: field '{name}' lists {clip(str(dupes))} more than once")
     return tuple(out)
 
 
 def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    extra = sorted(set(raw) - allowed)
+    extra = sorted(shown(k) for k in raw if k not in allowed)
     if extra:
         raise SpecError(
-            f"sweep spec: unknown field(s) {extra} in {where}; allowed: {sorted(allowed)}"
+            f"sweep spec: unknown field(s) [{clip(', '.join(extra))}] in {where}; "
+            f"allowed: {sorted(allowed)}"
         )
 
 
@@ -259,7 +294,7 @@ def _dataset(raw: Any, i: int, base_dir: Path | None) -> DatasetSpec:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, Mapping):
-        raise SpecError(f"sweep spec: {where} must be a name or a mapping, got {raw!r}")
+        raise SpecError(f"sweep spec: {where} must be a name or a mapping, got {shown(raw)}")
     _unknown(raw, DATASET_FIELDS, where)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
@@ -272,11 +307,12 @@ def _dataset(raw: Any, i: int, base_dir: Path | None) -> DatasetSpec:
     for t in tasks:
         if t not in TASKS:
             raise SpecError(
-                f"sweep spec: {where}.tasks: unknown task {t!r}; choose from {list(TASKS)}"
+                f"sweep spec: {where}.tasks: unknown task {shown(t)}; choose from {list(TASKS)}"
             )
     source = raw.get("source")
+    if source is not None and not isinstance(source, str):
+        raise SpecError(f"sweep spec: {where}.source must be a path or URL, got {shown(source)}")
     if source is not None:
-        source = str(source)
         if not source.startswith("builtin:") and "://" not in source and base_dir is not None:
             candidate = (base_dir / source).expanduser()
             if not Path(source).expanduser().is_absolute() and candidate.exists():
@@ -286,7 +322,7 @@ def _dataset(raw: Any, i: int, base_dir: Path | None) -> DatasetSpec:
     if subset is not None and (
         isinstance(subset, bool) or not isinstance(subset, int) or subset < 2
     ):
-        raise SpecError(f"sweep spec: {where}.subset must be an integer >= 2, got {subset!r}")
+        raise SpecError(f"sweep spec: {where}.subset must be an integer >= 2, got {shown(subset)}")
     return DatasetSpec(name=name, tasks=tasks, source=source, subset=subset)
 
 
@@ -299,7 +335,7 @@ def _networks(raw: Mapping[str, Any]) -> tuple[NetworkSpec, ...]:
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping):
-            raise SpecError(f"sweep spec: {where} must be a name or a mapping, got {item!r}")
+            raise SpecError(f"sweep spec: {where} must be a name or a mapping, got {shown(item)}")
         _unknown(item, NETWORK_FIELDS, where)
         name = item.get("name")
         if not isinstance(name, str) or not name:
@@ -314,10 +350,14 @@ def _networks(raw: Mapping[str, Any]) -> tuple[NetworkSpec, ...]:
                 "top-level 'layers' list (see `featstore models layers NAME`)"
             )
         weights = item.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise SpecError(
+                f"sweep spec: {where}.weights must be a file path, got {shown(weights)}"
+            )
         out.append(NetworkSpec(name, layers, None if weights is None else str(weights)))
     names = [n.name for n in out]
     if len(set(names)) != len(names):
-        raise SpecError(f"sweep spec: field 'networks' lists a network twice: {names}")
+        raise SpecError(f"sweep spec: field 'networks' lists a network twice: {clip(str(names))}")
     return tuple(out)
 
 
@@ -328,7 +368,9 @@ def _check_pooling(values: tuple[str, ...]) -> tuple[str, ...]:
         try:
             out.append(str(parse_pooling(v)))
         except SpecError as exc:
-            raise SpecError(f"sweep spec: pooling {v!r} is not a stored pooling ({exc})") from None
+            raise SpecError(
+                f"sweep spec: pooling {shown(v)} is not a stored pooling ({clip(str(exc))})"
+            ) from None
     return tuple(dict.fromkeys(out))
 
 
@@ -336,7 +378,7 @@ def _check_views(values: tuple[str, ...]) -> None:
     for v in values:
         if v not in VIEWS_PLAIN and not v.startswith("crops:"):
             raise SpecError(
-                f"sweep spec: view {v!r} is unknown; use plain, flip, flipavg (mean of plain and "
+                f"sweep spec: view {shown(v)} is unknown; use plain, flip, flipavg (mean of plain and "
                 "flip) or crops:<scales>"
             )
 
@@ -350,7 +392,7 @@ def _check_transforms(values: tuple[str, ...]) -> tuple[str, ...]:
         try:
             out.append(canonical_spec(text) or "none")
         except SpecError as exc:
-            raise SpecError(f"sweep spec: transforms[{i}] {v!r}: {exc}") from exc
+            raise SpecError(f"sweep spec: transforms[{i}] {shown(v)}: {clip(str(exc))}") from None
     return tuple(out)
 
 
@@ -362,9 +404,12 @@ def _baseline(raw: Any, spec: SweepSpec) -> dict[str, str]:
         )
     if not isinstance(raw, Mapping) or not raw:
         raise SpecError(
-            f"sweep spec: field 'baseline' must be a mapping of factor: value, got {raw!r}"
+            f"sweep spec: field 'baseline' must be a mapping of factor: value, got {shown(raw)}"
         )
     _unknown(raw, BASELINE_FIELDS, "baseline")
+    for k, v in raw.items():
+        if v is None or isinstance(v, (Mapping, list)):
+            raise SpecError(f"sweep spec: baseline.{k} must be one value, got {shown(v)}")
     out = {str(k): str(v) for k, v in raw.items()}
     if "transform" in out:
         out["transform"] = _check_transforms((out["transform"],))[0]
@@ -379,7 +424,8 @@ def _baseline(raw: Any, spec: SweepSpec) -> dict[str, str]:
     for k, v in out.items():
         if v not in allowed[k]:
             raise SpecError(
-                f"sweep spec: baseline.{k} = {v!r} is not one of the sweep's values {allowed[k]}"
+                f"sweep spec: baseline.{k} = {shown(v)} is not one of the sweep's values "
+                f"{clip(str(allowed[k]))}"
             )
     return out
 
@@ -391,7 +437,7 @@ def _similarity(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise SpecError(
             f"sweep spec: field 'similarity' must be a mapping such as {{measure: cka, split: test}}, "
-            f"got {raw!r}"
+            f"got {shown(raw)}"
         )
     _unknown(raw, SIMILARITY_FIELDS, "similarity")
     from featstore.evaluate.similarity_task import measure_spec
@@ -403,7 +449,7 @@ def _similarity(raw: Any) -> dict[str, Any]:
             **{k: opts[k] for k in ("debiased", "sigma", "distance", "compare") if k in opts},
         )
     except FeatstoreError as exc:
-        raise SpecError(f"sweep spec: similarity: {exc}") from exc
+        raise SpecError(f"sweep spec: similarity: {clip(str(exc))}") from None
     return opts
 
 
@@ -442,7 +488,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     datasets = tuple(_dataset(d, i, base) for i, d in enumerate(_list(raw, "datasets")))
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
-        raise SpecError(f"sweep spec: field 'datasets' lists a dataset twice: {names}")
+        raise SpecError(f"sweep spec: field 'datasets' lists a dataset twice: {clip(str(names))}")
     networks = _networks(raw)
     pooling = _str_items(_list(raw, "pooling", ["avg"]), "pooling")
     pooling = _check_pooling(pooling)
@@ -453,25 +499,33 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     for c in classifiers:
         if c not in CLASSIFIERS:
             raise SpecError(
-                f"sweep spec: classifiers: unknown classifier {c!r}; choose from {list(CLASSIFIERS)}"
+                f"sweep spec: classifiers: unknown classifier {shown(c)}; choose from "
+                f"{list(CLASSIFIERS)}"
             )
     estimators = _str_items(_list(raw, "estimators", list(ESTIMATORS)), "estimators")
     for e in estimators:
         if e not in ESTIMATORS:
             raise SpecError(
-                f"sweep spec: estimators: {e!r} is not a feature-based estimator; choose from "
+                f"sweep spec: estimators: {shown(e)} is not a feature-based estimator; choose from "
                 f"{list(ESTIMATORS)} (nce and leep need the source network's predictions)"
             )
     seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SpecError(f"sweep spec: field 'seed' must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SpecError(
+            f"sweep spec: field 'seed' must be an integer from 0 to 2**32-1, got {shown(seed)}"
+        )
     extract = raw.get("extract") or {}
     if not isinstance(extract, Mapping):
-        raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {extract!r}")
+        raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {shown(extract)}")
     _unknown(extract, EXTRACT_FIELDS, "extract")
     similarity = _similarity(raw.get("similarity"))
     classify = _classify(raw.get("classify"))
-    name = str(raw.get("name") or "sweep")
+    name = raw.get("name") or "sweep"
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+        raise SpecError(
+            f"sweep spec: field 'name' must be a string of at most {MAX_NAME_CHARS} characters, "
+            f"got {shown(name)}"
+        )
     spec = SweepSpec(
         name=name,
         datasets=datasets,

@@ -4,14 +4,14 @@ Each image is stored as the ref ``builtin:cifar/<abs batch file>#<row>``, which 
 ``cifar`` image provider opens again at extraction time (the batch is unpickled once per
 process and kept). An image is hashed over its pixels like a generated image
 (:func:`featstore.datasets.registry.image_digest`), so two downloads hash the same.
-Unpickling runs code: load only batches you trust (the official ones).
+Batches are read with the restricted unpickler (:mod:`featstore.datasets.safe_pickle`):
+a batch that names code is refused, at registration and at extraction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -22,7 +22,8 @@ from PIL import Image
 from featstore.datasets.benchmarks.common import Entry, Progress, assemble, benchmark_source
 from featstore.datasets.core import Dataset
 from featstore.datasets.registry import ImageProvider, option_choice, provider_ref
-from featstore.errors import DatasetError
+from featstore.datasets.safe_pickle import load_pickle
+from featstore.errors import DatasetError, shown
 
 CIFAR10_LAYOUT = "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"
 CIFAR100_LAYOUT = "cifar-100-python/ with train, test and meta"
@@ -33,19 +34,25 @@ _lock = threading.Lock()
 
 def _unpickle(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="latin1")
+        batch = load_pickle(path, what="CIFAR pickle batch (download it again)", encoding="latin1")
     except FileNotFoundError:
         raise DatasetError(
             f"CIFAR batch {path} does not exist (was it moved? register it again)"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as exc:
-        raise DatasetError(
-            f"{path} is not a readable CIFAR pickle batch ({exc}); download it again"
-        ) from None
+    except IsADirectoryError:
+        raise DatasetError(f"CIFAR batch {path} is a folder, not a pickle batch") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{path} holds a {type(batch).__name__}, not a CIFAR batch dict")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _label_names(batch: dict[str, Any], key: str, path: str) -> list[str]:
+    """The class names of a meta batch: strings (or bytes) only, so a crafted meta file
+    cannot hand over an object whose text is gigabytes."""
+    names = batch.get(key, [])
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise DatasetError(f"{path}: {key!r} must be a list of names, got {shown(names)}")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def _batch(path: str) -> dict[str, Any]:
@@ -55,13 +62,27 @@ def _batch(path: str) -> dict[str, Any]:
             _cache.move_to_end(path)
             return _cache[path]
         batch = _unpickle(path)
-        if "data" not in batch:
-            raise DatasetError(f"{path} has no 'data' array: not a CIFAR python batch")
-        batch["data"] = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        data = batch.get("data")
+        if not isinstance(data, np.ndarray) or data.size % 3072 or data.dtype.kind not in "ui":
+            raise DatasetError(
+                f"{path} has no 'data' array of 32x32 RGB rows: not a CIFAR python batch"
+            )
+        batch["data"] = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
         _cache[path] = batch
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
         return batch
+
+
+def _labels(values: Any, path: str, key: str) -> np.ndarray:
+    """A batch's label list as int64: a flat list (or array) of integers, nothing else."""
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "ui":
+        return values.astype(np.int64)
+    if isinstance(values, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**31 for v in values
+    ):
+        return np.asarray(values, dtype=np.int64)
+    raise DatasetError(f"{path}: {key!r} must be a list of integer labels, got {shown(values)}")
 
 
 def _pixels(data: np.ndarray, row: int) -> np.ndarray:
@@ -123,7 +144,7 @@ def _load_cifar(
             raise DatasetError(
                 f"{path} has no {label_key!r} list: {scheme}: is this the python version?"
             )
-        data, labels = batch["data"], np.asarray(batch[label_key], dtype=np.int64)
+        data, labels = batch["data"], _labels(batch[label_key], path, label_key)
         if len(labels) != len(data) or (
             len(labels) and not 0 <= labels.min() <= labels.max() < len(classes)
         ):
@@ -153,8 +174,8 @@ def load_cifar10(
 ) -> Dataset:
     """CIFAR-10: 50000 train (data_batch_1..5) / 10000 test (test_batch), 10 classes."""
     root = _find(path, "cifar-10-batches-py", "batches.meta", "cifar10", CIFAR10_LAYOUT)
-    meta = _unpickle(os.path.join(root, "batches.meta"))
-    classes = [str(c) for c in meta.get("label_names", [])]
+    meta_path = os.path.join(root, "batches.meta")
+    classes = _label_names(_unpickle(meta_path), "label_names", meta_path)
     if not classes:
         raise DatasetError(
             f"{root}/batches.meta has no 'label_names': cifar10: expects {CIFAR10_LAYOUT}"
@@ -175,8 +196,8 @@ def load_cifar100(
     """CIFAR-100: 50000 train / 10000 test; 100 fine labels, or 20 coarse with ``label=coarse``."""
     level = option_choice(options, "label", ("fine", "coarse"), "cifar100")
     root = _find(path, "cifar-100-python", "meta", "cifar100", CIFAR100_LAYOUT)
-    meta = _unpickle(os.path.join(root, "meta"))
-    classes = [str(c) for c in meta.get(f"{level}_label_names", [])]
+    meta_path = os.path.join(root, "meta")
+    classes = _label_names(_unpickle(meta_path), f"{level}_label_names", meta_path)
     if not classes:
         raise DatasetError(
             f"{root}/meta has no '{level}_label_names': cifar100: expects {CIFAR100_LAYOUT}"
