@@ -10,6 +10,7 @@ reported as unbound and bound by `featstore upgrade`.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -34,7 +35,10 @@ BACKENDS = ["zarr", "hdf5"]
 
 def _run(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.output
+    code, out = result.exit_code, result.output
+    del result
+    gc.collect()  # an in-process command that exited 1 may still hold its HDF5 file open
+    return code, out
 
 
 def _one_line_error(code: int, out: str) -> None:
@@ -242,9 +246,8 @@ def test_a_chunk_swapped_with_its_marker_between_indices_is_damaged(made):
         np.testing.assert_array_equal(entry.read(slice(8, 16)), made["x"][8:16])
 
 
+@pytest.mark.parametrize("made", ["zarr"], indirect=True)  # HDF5 markers are array elements
 def test_a_marker_that_is_a_folder_or_nested_json_is_a_damaged_chunk(made):
-    if made["backend"] != "zarr":
-        pytest.skip("HDF5 keeps markers as array elements: no marker object to damage")
     url, a, b = made["url"], made["a"], made["b"]
     done = Path(url) / "features" / a / "_done"
     (done / "1").unlink()
@@ -308,9 +311,7 @@ def test_an_extracted_entry_copied_under_another_key(backend, tmp_path, image_fo
     code, out = _run(*base[:-1], "-l", "avgpool")
     _one_line_error(code, out)
     assert "cached" not in out and avgpool in out and f"featstore rm {avgpool}" in out
-    code, out = _run(
-        "evaluate", "-d", "flowers", "-m", "resnet18", "-l", "avgpool", "--store", url
-    )
+    code, out = _run("evaluate", "-d", "flowers", "-m", "resnet18", "-l", "avgpool", "--store", url)
     _one_line_error(code, out)
     assert "extract" in out
     # removing the copy, as the message says, lets extraction compute the real entry
