@@ -44,6 +44,11 @@ from featstore.store.spec import StoreSpec
 # 2: feature keys hold the images' content id (``images``), datasets keep per-image hashes,
 # image lists under images/; format-1 stores are read as they are (see store/content.py)
 # and converted in place by ``featstore upgrade`` (store/upgrade.py)
+# Objects also carry their own proof (store/proofs.py, store/checksum.py): markers
+# ``xxh3_128@key:`` (bound to entry key and chunk index), entries a ``key`` attribute,
+# records ``key`` and ``checksum``. Those written before are read as they are, listed by
+# `verify` as unbound (older format) and bound in place by `featstore upgrade`; the store
+# format number does not change for them.
 FORMAT_VERSION = 2
 DEFAULT_DTYPE = "float16"
 

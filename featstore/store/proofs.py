@@ -138,7 +138,8 @@ def record_state(key: str, record: Mapping[str, Any]) -> tuple[str, str | None]:
     stored = record.get(RECORD_CHECKSUM)
     if stored is None:
         return UNBOUND, (
-            f"result {key} carries no checksum (older format); `featstore upgrade` seals it"
+            f"result {key} carries no checksum (older format, written by an older featstore); "
+            "`featstore upgrade` seals it"
         )
     try:
         again = record_checksum(record)

@@ -69,7 +69,8 @@ def _evaluate(url: str, *extra: str) -> tuple[int, str]:
 def _evaluate_json(url: str, *extra: str) -> dict[str, Any]:
     code, out = _evaluate(url, "--json", *extra)
     assert code == 0, out
-    (record,) = json.loads(out[out.index("[") :])
+    lines = out.splitlines()  # a warning line (stderr) may come before the JSON
+    (record,) = json.loads("\n".join(lines[lines.index("[") :]))
     return record
 
 
