@@ -35,7 +35,7 @@ import numpy as np
 
 from featstore.errors import DamagedEntryError, EntryNotFoundError, EvaluationError, StoreError
 from featstore.keys import make_key
-from featstore.store.proofs import DAMAGED, OK, record_state, seal_record
+from featstore.store.proofs import DAMAGED, OK, RECORD_CHECKSUM, record_state, seal_record
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,8 @@ def stale_reason(store: Any, record: Mapping[str, Any]) -> str | None:
 def read_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str, str | None]:
     """(record, state, why) of the record under ``key``: state ``ok``, ``unbound`` (older
     format, no checksum: the record is returned) or ``damaged`` (torn, edited, or not the
-    record of ``key``: no record); (None, "missing", None) when there is none."""
+    record of ``key``: no record); (None, "missing", None) when there is none. The record
+    comes without its checksum field, as it was computed."""
     if not store.has_result(key):
         return None, "missing", None
     try:
@@ -238,7 +239,10 @@ def read_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str, str |
     except DamagedEntryError as exc:
         return None, DAMAGED, str(exc)
     state, why = record_state(key, record)
-    return (None if state == DAMAGED else record), state, why
+    if state == DAMAGED:
+        return None, state, why
+    record.pop(RECORD_CHECKSUM, None)  # a proof of the stored bytes, not part of the result
+    return record, state, why
 
 
 def load_result(store: Any, key: str) -> dict[str, Any] | None:
