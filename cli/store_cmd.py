@@ -18,7 +18,7 @@ from featstore.cli.common import (
 
 from featstore.errors import redact_url
 from featstore.keys import check_key
-from featstore.store.maintenance import entry_summary, verify_store
+from featstore.store.maintenance import entry_summary, repair_objects, verify_store
 
 
 @click.command()
@@ -128,7 +128,8 @@ def info(key: str, store_url: str, as_json: bool) -> None:
     "--repair",
     "do_repair",
     is_flag=True,
-    help="Recompute the damaged and missing chunks of the entries checked.",
+    help="Recompute the damaged and missing chunks of the entries checked and remove damaged "
+    "result records; every action is listed.",
 )
 @click.option("--weights", default=None, help="Weights file the entries were extracted with.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -143,10 +144,16 @@ def verify(
     store_url: str,
     as_json: bool,
 ) -> None:
-    """Check done markers against data and checksums; name missing and damaged chunks.
+    """Check that every stored object proves what it claims; name what does not.
 
-    Exits with status 1 when any chunk (or an entry's metadata) is damaged and was not
-    repaired. With --repair, damaged and missing chunks are recomputed (and nothing else).
+    Chunks against the checksums of their done markers (bound to entry and index), each
+    entry's key against its recorded factors, each dataset's fingerprint against its ids,
+    labels, splits and image hashes, each result record against its own key and checksum.
+    Objects of the older format (not bound) are listed; `featstore upgrade` binds them.
+    Exits with status 1 when anything is damaged and was not repaired. With --repair,
+    damaged and missing chunks are recomputed and damaged result records removed
+    (evaluating again recomputes them); damaged datasets and misplaced entries are listed
+    with their fix, never changed.
 
     \b
     Example:
@@ -169,10 +176,16 @@ def verify(
                     store, r["key"], weights=weights, device=device, check=r, progress=progress
                 )
             report["repairs"].append(fixed)
+        report["actions"] = repair_objects(store, report)
     emit(report, as_json, _render_verify)
     repaired = {f["key"] for f in report.get("repairs", []) if f["ok"]}
-    if any(
-        (r["damaged"] and r["key"] not in repaired) or r.get("error") for r in report["entries"]
+    removed = {a["object"] for a in report.get("actions", []) if a["action"] == "removed"}
+    if (
+        any(
+            (r["damaged"] and r["key"] not in repaired) or r.get("error") for r in report["entries"]
+        )
+        or report["damaged_datasets"]
+        or any(f"result {k}" not in removed for k in report["records"]["damaged"])
     ):
         raise SystemExit(1)
 
@@ -226,15 +239,49 @@ def _render_verify(report: dict[str, Any]) -> str:
             state += f"incomplete: chunks {r['missing']} not written "
         if r["damaged"]:
             state += f"DAMAGED chunks {r['damaged']} (checksum mismatch or unreadable)"
+        if r.get("unbound"):
+            state += f"; chunks {_spans(r['unbound'])} unbound (older format)"
+        if r.get("key_unbound"):
+            state += "; key unbound (older format)"
         lines.append(f"{r['key']}: {state.strip()} ({r['ok']} chunks verified)")
     for dataset_id, why in sorted(report.get("damaged_datasets", {}).items()):
         lines.append(f"dataset {dataset_id}: DAMAGED: {why}")
+    for dataset_id in sorted(report.get("unbound_datasets", {})):
+        lines.append(f"dataset {dataset_id}: unbound (older format): no per-image hashes")
+    records = report.get("records", {"checked": 0, "damaged": {}, "unbound": {}})
+    for key, why in sorted(records["damaged"].items()):
+        lines.append(f"{key}: DAMAGED record: {why}")
+    if records["unbound"]:
+        lines.append(
+            f"{len(records['unbound'])} result records unbound (older format, no checksum): "
+            "not served as cached until `featstore upgrade` seals them"
+        )
     lines.append(
         f"{len(report['entries'])} entries checked, {report['n_damaged']} damaged chunks, "
-        f"{report.get('n_unreadable', 0)} entries with unreadable metadata"
+        f"{report.get('n_unreadable', 0)} entries unreadable or misplaced; "
+        f"{len(report.get('damaged_datasets', {}))} damaged datasets; "
+        f"{records['checked']} result records checked, {len(records['damaged'])} damaged"
     )
+    if report.get("n_unbound"):
+        lines.append(
+            f"{report['n_unbound']} objects of the older format: run `featstore upgrade` to bind them"
+        )
     lines += [_render_repair(r) for r in report.get("repairs", [])]
+    lines += [
+        f"repair: {a['object']}: {a['action']} ({a['why']})" for a in report.get("actions", [])
+    ]
     return "\n".join(lines)
+
+
+def _spans(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5": a store of the older format lists every chunk."""
+    parts: list[str] = []
+    for i in indices:
+        if parts and parts[-1].split("-")[-1] == str(i - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{i}"
+        else:
+            parts.append(str(i))
+    return ", ".join(parts)
 
 
 @click.command()

@@ -23,7 +23,8 @@ def upgrade(store_url: str, as_json: bool) -> None:
     """Convert the store to the current format, keeping every feature.
 
     Format 1 keyed features by dataset name and labels; format 2 keys them by image
-    content. Each format-1 dataset's images are hashed again (they must be where they
+    content. Done markers, entries and result records written before they were bound to
+    their place are bound (markers after their chunk's bytes are checked). Each format-1 dataset's images are hashed again (they must be where they
     were registered and unchanged); its entries then serve every dataset of the same
     images. Safe to run twice. Format-1 stores are also read without upgrading.
 
@@ -50,4 +51,17 @@ def _render(s: dict[str, Any]) -> str:
             f"  {len(s['entries_left'])} entries keep their format-1 keys (their dataset is not "
             "upgraded): register it again and rerun `featstore upgrade`"
         )
+    bound = sum(s.get("markers_bound", {}).values())
+    if bound or s.get("keys_recorded") or s.get("records_sealed"):
+        lines.append(
+            f"  bound to their place (older format): {bound} done markers in "
+            f"{len(s.get('markers_bound', {}))} entries, {len(s.get('keys_recorded', []))} entry "
+            f"keys, {len(s.get('records_sealed', []))} result records"
+        )
+    for key, chunks in sorted(s.get("markers_damaged", {}).items()):
+        lines.append(
+            f"  entry {key}: chunks {chunks} fail their checksum, left unbound: "
+            "`featstore verify --repair` recomputes them"
+        )
+    lines += [f"  result {r['key']} not sealed: {r['reason']}" for r in s.get("records_left", [])]
     return "\n".join(lines)

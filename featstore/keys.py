@@ -26,6 +26,8 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _normalise(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
+        if all(type(v) is str for v in value):  # a dataset's ids or split names: as they are
+            return list(value)
         return [_normalise(v) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value

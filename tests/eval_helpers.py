@@ -52,8 +52,12 @@ def add_features(
     weights_source: str = "random",
     weights_sha256: str = "0" * 64,
     compute_dtype: str = "float32",
+    layer_target: str | None = None,
 ) -> Any:
-    """An entry with the attrs extraction writes, holding ``array``; ``complete=False`` leaves chunk 0 unwritten."""
+    """An entry with the attrs extraction writes, holding ``array``; ``complete=False`` leaves chunk 0 unwritten.
+
+    ``layer_target`` (the module a layer alias names) is one of the key's factors when given,
+    as extraction records it; an entry's key must follow from its recorded factors."""
     array = np.asarray(array, dtype=np.float32)
     identity = {
         "images": ds.images_id,
@@ -72,6 +76,8 @@ def add_features(
         "dtype": "float32",
         "compute_dtype": compute_dtype,
     }
+    if layer_target is not None:
+        identity["layer_target"] = layer_target
     key = make_key("feat", identity)
     attrs = {
         "kind": "features",

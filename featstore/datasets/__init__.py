@@ -25,6 +25,7 @@ from featstore.datasets.retrieval import (
 )
 from featstore.datasets.retrieval_copydays import copydays_dataset, copydays_image
 from featstore.datasets.sources import dataset_from_source
+from featstore.errors import DamagedEntryError
 from featstore.progress import Progress
 
 # --- the registry, filled here and only here ---------------------------------------------
@@ -85,7 +86,14 @@ def add_dataset(
 
 def register_dataset(store: Any, dataset: Dataset, *, replace: bool = False) -> Dataset:
     """Register a built dataset (see :func:`add_dataset`); sets ``dataset.repointed``."""
-    before = store.get_dataset(dataset.id) if dataset.id in store.dataset_ids() else None
+    before = None
+    if dataset.id in store.dataset_ids():
+        try:
+            before = store.get_dataset(dataset.id)
+        except DamagedEntryError:  # e.g. labels edited in the store: --replace rewrites it
+            if not replace:
+                raise
+            store.delete_dataset(dataset.id)
     store.put_dataset(dataset, replace=replace)
     if before is not None:
         dataset.repointed = sum(a != b for a, b in zip(before.refs, dataset.refs, strict=False))

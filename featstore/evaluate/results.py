@@ -14,11 +14,18 @@ read, the entry's content checksum (a digest of its chunks' checksums, see
 :meth:`featstore.store.Entry.content_checksum`). A lookup (:func:`load_current_result`)
 serves a record only while every entry still has that checksum, so an entry recomputed
 with other bytes, or a record computed before chunks were verified, is recomputed.
+
+``checksum`` seals the record itself (:func:`featstore.store.proofs.seal_record`: sha256 of
+every other field, ``key`` included): a record is served only when it says it is the
+record of the key it is stored under and its content still has that checksum. An edited
+record, or one copied over another key, is recomputed (never served); so is a record of
+the older format without a checksum, until ``featstore upgrade`` seals it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
@@ -28,6 +35,9 @@ import numpy as np
 
 from featstore.errors import DamagedEntryError, EntryNotFoundError, EvaluationError, StoreError
 from featstore.keys import make_key
+from featstore.store.proofs import DAMAGED, OK, RECORD_CHECKSUM, record_state, seal_record
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "REQUIRED_FIELDS",
@@ -177,7 +187,7 @@ def save_result(store: Any, record: Mapping[str, Any]) -> str:
     record = bind_record(store, record)
     record.pop("cached", None)
     record.pop("recomputed_because", None)
-    store.put_result(key, to_json(record))
+    store.put_result(key, seal_record(to_json(record)))
     return key
 
 
@@ -215,23 +225,43 @@ def stale_reason(store: Any, record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def load_result(store: Any, key: str) -> dict[str, Any] | None:
-    """The record under ``key``, or None when there is none (or it cannot be read)."""
+def read_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str, str | None]:
+    """(record, state, why) of the record under ``key``: state ``ok``, ``unbound`` (older
+    format, no checksum: the record is returned) or ``damaged`` (torn, edited, or not the
+    record of ``key``: no record); (None, "missing", None) when there is none. The record
+    comes without its checksum field, as it was computed."""
     if not store.has_result(key):
-        return None
+        return None, "missing", None
     try:
-        return dict(store.get_result(key))
-    except (EntryNotFoundError, DamagedEntryError):  # removed meanwhile, or torn
-        return None
+        record = dict(store.get_result(key))
+    except EntryNotFoundError:  # removed meanwhile
+        return None, "missing", None
+    except DamagedEntryError as exc:
+        return None, DAMAGED, str(exc)
+    state, why = record_state(key, record)
+    if state == DAMAGED:
+        return None, state, why
+    record.pop(RECORD_CHECKSUM, None)  # a proof of the stored bytes, not part of the result
+    return record, state, why
+
+
+def load_result(store: Any, key: str) -> dict[str, Any] | None:
+    """The record under ``key``, or None when there is none or it does not prove itself
+    (torn, edited, copied from another key: logged; `featstore verify` names it)."""
+    record, state, why = read_result(store, key)
+    if state == DAMAGED:
+        logger.warning("not using a damaged result record: %s", why)
+    return record
 
 
 def load_current_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) when the record under ``key`` may be served as cached; (None, why)
-    when it exists but its entries' bytes are not those it was computed from; (None, None)
-    when there is none. The cache lookup of every task."""
-    record = load_result(store, key)
-    if record is None:
-        return None, None
+    when it exists but does not prove itself (damaged, or older format without a checksum)
+    or its entries' bytes are not those it was computed from; (None, None) when there is
+    none. The cache lookup of every task: a (None, why) record is recomputed and replaced."""
+    record, state, why = read_result(store, key)
+    if state != OK or record is None:
+        return None, why
     why = stale_reason(store, record)
     return (None, why) if why else (record, None)
 

@@ -34,15 +34,21 @@ from featstore.errors import (
     StoreNotFoundError,
 )
 from featstore.keys import check_dataset_id, content_hash
-from featstore.store.checksum import chunk_checksum, marker_checksum, matches
+from featstore.store.checksum import chunk_checksum, is_bound, marker_checksum, matches
 from featstore.store.geometry import entry_geometry
 from featstore.store.names import drop_name, holds_name, lost_name, release_names, take_name
 from featstore.store.objects import ObjectFolder
+from featstore.store.proofs import DAMAGED, dataset_state, entry_key_state
 from featstore.store.spec import StoreSpec
 
 # 2: feature keys hold the images' content id (``images``), datasets keep per-image hashes,
 # image lists under images/; format-1 stores are read as they are (see store/content.py)
 # and converted in place by ``featstore upgrade`` (store/upgrade.py)
+# Objects also carry their own proof (store/proofs.py, store/checksum.py): markers
+# ``xxh3_128@key:`` (bound to entry key and chunk index), entries a ``key`` attribute,
+# records ``key`` and ``checksum``. Those written before are read as they are, listed by
+# `verify` as unbound (older format) and bound in place by `featstore upgrade`; the store
+# format number does not change for them.
 FORMAT_VERSION = 2
 DEFAULT_DTYPE = "float16"
 
@@ -191,8 +197,9 @@ class Entry(ABC):
     def write_chunk(self, index: int, data: np.ndarray) -> None:
         """Write the rows of chunk ``index`` and then its done marker.
 
-        The data is cast to the entry's dtype. The marker carries the chunk's checksum so
-        `verify` can find damaged chunks later.
+        The data is cast to the entry's dtype. The marker carries the chunk's checksum, bound
+        to this entry's key and this index, so `verify` and every read find damaged chunks
+        and chunks moved here from elsewhere.
         """
         self._check_writable()
         start, stop = self.chunk_bounds(index)
@@ -205,7 +212,8 @@ class Entry(ABC):
         check_fits(array, self.dtype, f"chunk {index} (rows {start}-{stop}) of entry {self.key}")
         array = np.ascontiguousarray(array.astype(self.dtype, copy=False))
         self._write_rows(start, stop, array)
-        self._write_marker(index, {"rows": [start, stop], "checksum": chunk_checksum(array)})
+        checksum = chunk_checksum(array, key=self.key, index=index)
+        self._write_marker(index, {"rows": [start, stop], "checksum": checksum})
 
     @abstractmethod
     def _write_rows(self, start: int, stop: int, data: np.ndarray) -> None: ...
@@ -362,8 +370,12 @@ class Entry(ABC):
             if expected is None:
                 raise self._damaged(c, "its done marker holds no readable checksum")
             start, stop = self.chunk_bounds(c)
-            if not matches(block[start - lo : stop - lo], expected):
-                raise self._damaged(c, "its data do not match the checksum in its done marker")
+            if not matches(block[start - lo : stop - lo], expected, self.key, c):
+                raise self._damaged(
+                    c,
+                    "its data do not match the checksum in its done marker (changed, or moved "
+                    "here with its marker from another entry or chunk)",
+                )
         return block
 
     def _damaged(self, index: int, why: str) -> DamagedChunkError:
@@ -381,13 +393,16 @@ class Entry(ABC):
     def verify(self) -> dict[str, Any]:
         """Check every marked chunk's data against its checksum.
 
-        Returns ``{"missing": [...], "damaged": [...], "ok": n}``; damaged chunks are those
-        whose stored bytes no longer match the marker, that cannot be decoded, or whose
-        marker holds no checksum (empty or torn).
+        Returns ``{"missing": [...], "damaged": [...], "ok": n, "unbound": [...]}``; damaged
+        chunks are those whose stored bytes no longer match the marker (or were moved here
+        with it), that cannot be decoded, or whose marker holds no checksum (empty or torn).
+        ``unbound`` lists verified chunks whose marker is of the older format that does not
+        bind the entry key and chunk index (``featstore upgrade`` binds them).
         """
         done = sorted(self.done_chunks())
         records = self.markers(done)
         damaged: list[int] = []
+        unbound: list[int] = []
         ok = 0
         for index in done:
             record = records.get(index)
@@ -400,7 +415,34 @@ class Entry(ABC):
                 damaged.append(index)
                 continue
             ok += 1
-        return {"missing": self.missing_chunks(), "damaged": damaged, "ok": ok}
+            expected = marker_checksum(record)
+            if expected is not None and not is_bound(expected):
+                unbound.append(index)
+        return {"missing": self.missing_chunks(), "damaged": damaged, "ok": ok, "unbound": unbound}
+
+    def bind_markers(self) -> dict[str, list[int]]:
+        """Rewrite the older-format markers of verified chunks bound to this key and index
+        (``featstore upgrade``); a chunk that fails its old checksum is left as it is.
+        Returns {"bound": [...], "damaged": [...]}."""
+        self._check_writable()
+        done = sorted(self.done_chunks())
+        records = self.markers(done)
+        out: dict[str, list[int]] = {"bound": [], "damaged": []}
+        for index in done:
+            record = records.get(index)
+            expected = marker_checksum(record)
+            if record is None or (expected is not None and is_bound(expected)):
+                continue
+            start, stop = self.chunk_bounds(index)
+            try:
+                block = self._read_block(start, stop, {index: record})
+            except DamagedChunkError:
+                out["damaged"].append(index)
+                continue
+            checksum = chunk_checksum(block, key=self.key, index=index)
+            self._write_marker(index, {"rows": [start, stop], "checksum": checksum})
+            out["bound"].append(index)
+        return out
 
     def side_objects(self, folder: str) -> ObjectFolder | None:
         """Where small per-entry objects named ``folder`` live (leases), or None when the
@@ -582,8 +624,19 @@ class Store(ABC):
         """The dataset registered under this name or id."""
         from featstore.datasets.core import Dataset
 
-        attrs, arrays = self._get_dataset_arrays(self.resolve_dataset_id(name_or_id))
-        return Dataset.from_arrays(attrs, arrays)
+        dataset_id = self.resolve_dataset_id(name_or_id)
+        attrs, arrays = self._get_dataset_arrays(dataset_id)
+        try:
+            dataset = Dataset.from_arrays(attrs, arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DamagedEntryError(
+                f"dataset {dataset_id}: its metadata lacks or garbles {exc}; remove it with "
+                f"`featstore datasets rm {dataset_id}` and register it again"
+            ) from exc
+        state, why = dataset_state(dataset_id, dataset)
+        if state == DAMAGED:  # a format-1 dataset (unbound) is read as it is: see upgrade
+            raise DamagedEntryError(why)
+        return dataset
 
     def resolve_dataset_id(self, name_or_id: str) -> str:
         if name_or_id in self.dataset_ids():
@@ -664,7 +717,17 @@ class Store(ABC):
 
     @abstractmethod
     def get_entry(self, key: str) -> Entry:
-        """The entry under ``key``; EntryNotFoundError if none."""
+        """The entry under ``key``; EntryNotFoundError if none, DamagedEntryError when its
+        metadata cannot be read or it does not belong under ``key`` (see :meth:`_proven`)."""
+
+    @staticmethod
+    def _proven(entry: Entry) -> Entry:
+        """``entry`` if its recorded factors (and recorded key) give the key it is read
+        under; DamagedEntryError otherwise (see :mod:`featstore.store.proofs`)."""
+        state, why = entry_key_state(entry.key, entry.attrs)
+        if state == DAMAGED:
+            raise DamagedEntryError(why)
+        return entry
 
     @abstractmethod
     def has_entry(self, key: str) -> bool: ...
@@ -712,7 +775,7 @@ class Store(ABC):
         if shard_rows is not None:
             shard_rows = max(chunk_rows, (int(shard_rows) // chunk_rows) * chunk_rows)
         full_attrs = dict(attrs)
-        full_attrs.update({"shape": list(shape), "dtype": dtype})
+        full_attrs.update({"shape": list(shape), "dtype": dtype, "key": key})
         return self._create_entry(key, full_attrs, shape, dtype, chunk_rows, shard_rows)
 
     def damaged_entries(self) -> dict[str, str]:

@@ -26,6 +26,7 @@ from featstore.errors import (
 )
 from featstore.keys import check_dataset_id, check_key
 from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
+from featstore.store.proofs import parse_result
 from featstore.store.spec import StoreSpec
 
 STR = h5py.string_dtype(encoding="utf-8")
@@ -280,12 +281,13 @@ class HDF5Store(Store):
                 f"no feature entry {key!r} in store {self.url}; `featstore ls` lists the entries"
             )
         try:
-            return HDF5Entry(self, key, self._file[f"features/{key}"])
+            entry = HDF5Entry(self, key, self._file[f"features/{key}"])
         except (KeyError, ValueError, TypeError, OSError) as exc:
             raise DamagedEntryError(
                 f"entry {key}: its metadata in {self.url} cannot be read ({exc}); remove it with "
                 f"`featstore rm {key}` and extract again"
             ) from exc
+        return self._proven(entry)
 
     def has_entry(self, key: str) -> bool:
         return f"features/{check_key(key, 'entry key')}/_done" in self._file
@@ -320,8 +322,15 @@ class HDF5Store(Store):
         path = f"results/{check_key(key, 'result key')}"
         if path not in self._file:
             raise EntryNotFoundError(f"no result {key!r} in store {self.url}")
-        raw = self._file[path][()]
-        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        try:
+            raw = self._file[path][()]
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        except (AttributeError, TypeError, ValueError, OSError, UnicodeDecodeError) as exc:
+            raise DamagedEntryError(
+                f"result {key}: its record in {self.url} cannot be read ({exc}); remove it with "
+                f"`featstore rm {key}` and evaluate again"
+            ) from exc
+        return parse_result(key, f"{self.url}:{path}", text)
 
     def has_result(self, key: str) -> bool:
         return f"results/{check_key(key, 'result key')}" in self._file

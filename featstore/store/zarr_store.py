@@ -36,6 +36,7 @@ from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
 from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
 from featstore.store.names import NAMES_DIR, gc_names
 from featstore.store.objects import ObjectFolder, object_folder
+from featstore.store.proofs import parse_result, record_fix
 from featstore.store.spec import StoreSpec
 
 ZARR_CONFIG: ArrayConfigParams = {
@@ -92,6 +93,8 @@ class ZarrEntry(Entry):
             raw = self._store.fs.cat_file(self._marker_path(index))
         except FileNotFoundError:
             return None
+        except OSError as exc:  # a folder where the marker should be, unreadable bytes ...
+            return {"unreadable": f"done marker cannot be read ({type(exc).__name__})"}
         return _parse_marker(raw)
 
     def markers(self, indices: Iterable[int]) -> dict[int, dict[str, Any] | None]:
@@ -130,8 +133,8 @@ class ZarrEntry(Entry):
         self._store._put_object(self._marker_path(index), json.dumps(record).encode())
 
     def _delete_marker(self, index: int) -> None:
-        try:
-            self._store.fs.rm(self._marker_path(index))
+        try:  # recursive: a damaged "marker" may be a folder
+            self._store.fs.rm(self._marker_path(index), recursive=True)
         except FileNotFoundError:
             pass
 
@@ -154,12 +157,14 @@ def _parse_marker(raw: bytes) -> dict[str, Any]:
     """A marker's record; an empty or torn marker becomes ``{"unreadable": why}``."""
     try:
         record = json.loads(raw)
-    except ValueError:
-        return {"unreadable": f"done marker of {len(raw)} bytes is not JSON"}
+    except (ValueError, RecursionError):
+        return {"unreadable": f"done marker of {len(raw)} bytes is not a JSON record"}
     return record if isinstance(record, dict) else {"unreadable": "done marker is not a record"}
 
 
-def _damaged_meta(what: str, path: str, exc: BaseException, fix: str) -> DamagedEntryError:
+def _damaged_meta(what: str, path: str, exc: object, fix: str) -> DamagedEntryError:
+    if isinstance(exc, RecursionError):
+        exc = "nested too deeply to be a featstore record"
     return DamagedEntryError(f"{what}: its metadata {path} cannot be read ({exc}); {fix}")
 
 
@@ -413,7 +418,7 @@ class ZarrStore(Store):
             meta = json.loads(self.fs.cat_file(path))
         except FileNotFoundError:
             return None
-        except ValueError as exc:
+        except (ValueError, RecursionError, IsADirectoryError) as exc:
             raise _damaged_meta(
                 f"dataset {name}",
                 path,
@@ -549,7 +554,7 @@ class ZarrStore(Store):
             )
         cached = self._entry_from_consolidated(key)
         if cached is not None:
-            return cached
+            return self._proven(cached)
         mode: Literal["r", "a"] = "r" if self.read_only else "a"
         try:
             group = zarr.open_group(self.zarr_store, path=f"features/{key}", mode=mode)
@@ -568,7 +573,7 @@ class ZarrStore(Store):
                 f"remove it with `featstore rm {key}` and extract again (its chunks are kept "
                 "until then; `featstore gc` never deletes them)",
             ) from exc
-        return ZarrEntry(self, key, array, attrs, chunk_rows)
+        return self._proven(ZarrEntry(self, key, array, attrs, chunk_rows))
 
     def _entry_from_consolidated(self, key: str) -> Entry | None:
         """The entry built from consolidated metadata without a request (None if not in it)."""
@@ -654,16 +659,14 @@ class ZarrStore(Store):
     def get_result(self, key: str) -> dict[str, Any]:
         path = self._result_path(key)
         try:
-            record = json.loads(self.fs.cat_file(path))
+            raw = self.fs.cat_file(path)
         except FileNotFoundError:
             raise EntryNotFoundError(f"no result {key!r} in store {self.url}") from None
-        except ValueError as exc:
-            raise _damaged_meta(
-                f"result {key}", path, exc, "evaluate again to replace it, or `featstore rm` it"
+        except OSError as exc:  # a folder where the record should be ...
+            raise DamagedEntryError(
+                f"result {key}: {path} cannot be read ({type(exc).__name__}); {record_fix(key)}"
             ) from exc
-        if not isinstance(record, dict):
-            raise DamagedEntryError(f"result {key}: {path} is not a record; evaluate again")
-        return record
+        return parse_result(key, path, raw)
 
     def has_result(self, key: str) -> bool:
         return self.fs.exists(self._result_path(key))

@@ -332,8 +332,10 @@ def test_a_layer_cached_with_other_pooling_says_what_is_cached(store, blob_set):
 
 def test_a_layer_extracted_under_an_alias_is_found_by_its_module_name(store, blob_set):
     ds, X, _ = blob_set
-    entry = add_features(store, ds, X, layer="penultimate", model="othernet")
-    entry.update_attrs(layer_target="_avg_pooling")  # extraction records the module an alias names
+    # extraction records the module an alias names (a factor of the key)
+    entry = add_features(
+        store, ds, X, layer="penultimate", model="othernet", layer_target="_avg_pooling"
+    )
     by_module = evaluate_classification(
         store, "blobs", {"model": "othernet", "layer": "_avg_pooling"}
     )

@@ -38,8 +38,8 @@ def test_markers_record_the_algorithm(store_url):
     with open_store(store_url) as store:
         entry, data = _filled(store)
         record = entry.marker(1)
-        assert record["checksum"] == chunk_checksum(data[4:8])
-        assert record["checksum"].startswith("xxh3_128:")
+        assert record["checksum"] == chunk_checksum(data[4:8], key=KEY, index=1)
+        assert record["checksum"].startswith("xxh3_128@key:")
         np.testing.assert_array_equal(entry.read(), data)
 
 
@@ -57,7 +57,7 @@ def test_changed_bytes_raise_naming_entry_chunk_rows_and_fix(store_url):
         np.testing.assert_array_equal(entry.read(rows=[0, 9, 2]), data[[0, 9, 2]])
         np.testing.assert_array_equal(entry.read(slice(8, 10)), data[8:10])
         report = entry.verify()
-        assert report == {"missing": [], "damaged": [1], "ok": 2}
+        assert report == {"missing": [], "damaged": [1], "ok": 2, "unbound": []}
 
 
 def test_deleted_chunk_object_is_not_read_as_zeros(tmp_path):
@@ -84,7 +84,7 @@ def test_empty_done_marker_counts_as_damaged(tmp_path):
         (tmp_path / "s.zarr" / "features" / KEY / "_done" / "1").write_bytes(b"")
         with pytest.raises(DamagedChunkError, match="holds no readable checksum"):
             entry.read()
-        assert entry.verify() == {"missing": [], "damaged": [1], "ok": 2}
+        assert entry.verify() == {"missing": [], "damaged": [1], "ok": 2, "unbound": []}
         np.testing.assert_array_equal(entry.read(rows=[0]), data[[0]])
 
 
@@ -97,6 +97,7 @@ def test_old_sha256_markers_still_verify(tmp_path):
             path = tmp_path / "s.zarr" / "features" / KEY / "_done" / str(i)
             path.write_text(json.dumps({"rows": [a, b], "sha256": sha}))
         np.testing.assert_array_equal(entry.read(), data)
+        assert entry.verify()["unbound"] == [0, 1, 2]  # verified, of the older format
         _flip_rows(entry, 0)
         with pytest.raises(DamagedChunkError, match="chunk 0"):
             entry.read()
@@ -120,7 +121,7 @@ def test_old_hdf5_sha256_dataset_still_verifies(tmp_path):
         np.testing.assert_array_equal(entry.read(), data)
         entry.invalidate_chunk(1)
         entry.write_chunk(1, data[4:8])  # a resume on the old layout writes the new checksum
-        assert entry.marker(1)["checksum"].startswith("xxh3_128:")
+        assert entry.marker(1)["checksum"].startswith("xxh3_128@key:")
         np.testing.assert_array_equal(entry.read(), data)
 
 
