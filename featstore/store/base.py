@@ -127,6 +127,15 @@ class EntryInfo:
         return self.damaged is None and self.n_done == self.n_chunks
 
 
+class GcResult(list[str]):
+    """What ``Store.gc`` removed (or would remove), and in ``held`` the leftovers it kept
+    because a live writer holds a lease on them: entry key -> who (host, pid, chunks)."""
+
+    def __init__(self, removed: Iterable[str] = (), held: dict[str, str] | None = None) -> None:
+        super().__init__(removed)
+        self.held = dict(held or {})
+
+
 class Entry(ABC):
     """One feature array (N rows, any trailing shape) with per-chunk done markers."""
 
@@ -566,9 +575,7 @@ class Store(ABC):
         claims = self._name_claims()
         if replace:
             return self._replace_dataset(dataset, claims)
-        took = claims is not None and take_name(
-            claims, name, dataset_id, self._present_dataset_ids
-        )
+        took = claims is not None and take_name(claims, name, dataset_id, self._present_dataset_ids)
         try:
             created = self._write_dataset(dataset)
         except BaseException:
@@ -892,8 +899,12 @@ class Store(ABC):
 
     # --- maintenance ------------------------------------------------------------------
     @abstractmethod
-    def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
-        """Remove leftovers of killed runs; returns what was (or would be) removed."""
+    def gc(
+        self, *, dry_run: bool = False, older_than_s: float = 3600.0, force: bool = False
+    ) -> list[str]:
+        """Remove leftovers of killed runs; returns what was (or would be) removed (a
+        :class:`GcResult` where a leftover was kept because a live writer leases it, unless
+        ``force``)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HDF5 file handles)."""

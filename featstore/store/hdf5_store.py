@@ -365,7 +365,9 @@ class HDF5Store(Store):
         del self._file[f"results/{key}"]
 
     # --- maintenance --------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
+    def gc(
+        self, *, dry_run: bool = False, older_than_s: float = 3600.0, force: bool = False
+    ) -> list[str]:
         """Remove entries without a single finished chunk (an HDF5 store has one writer)."""
         self._check_writable()
         removed = []

@@ -36,10 +36,12 @@ from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
 from featstore.store.base import (
     FORMAT_VERSION,
     Entry,
+    GcResult,
     Store,
     store_not_found,
     unfinished_dataset,
 )
+from featstore.store.lease import held_entries
 from featstore.store.names import NAMES_DIR, gc_names
 from featstore.store.objects import ObjectFolder, object_folder
 from featstore.store.spec import StoreSpec
@@ -709,17 +711,21 @@ class ZarrStore(Store):
             raise EntryNotFoundError(f"no result {key!r} in store {self.url}") from None
 
     # --- maintenance --------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
+    def gc(
+        self, *, dry_run: bool = False, older_than_s: float = 3600.0, force: bool = False
+    ) -> GcResult:
         """Remove temp files of interrupted writes, entries that never got a single chunk and
         name claims whose dataset never appeared (see store/names.py).
 
         Only leftovers whose every object is older than ``older_than_s`` are touched, so a
-        run in progress elsewhere is left alone. An entry whose metadata cannot be read is
-        never removed while it holds a data chunk or a done marker (`featstore rm` does that).
+        run in progress elsewhere is left alone; an entry a live writer holds a lease on is
+        kept whatever its age (named in ``held``), unless ``force``. An entry whose metadata
+        cannot be read is never removed while it holds a data chunk or a done marker
+        (`featstore rm` does that).
         """
         self._check_writable()
         now = time.time()
-        removed: list[str] = []
+        removed = GcResult()
         for path in self.fs.find(self.root, withdirs=True):  # folders: see _remove_folder
             if path.endswith(PARTIAL_SUFFIX) and now - _mtime(self.fs, path, now) > older_than_s:
                 if any(path.startswith(f"{r}/") for r in removed):
@@ -743,17 +749,23 @@ class ZarrStore(Store):
             objects = self.fs.find(base)
             if any(now - _mtime(self.fs, obj, now) <= older_than_s for obj in objects):
                 continue  # something in it is recent: a run may be creating or filling it
+            held = {} if force else held_entries(self, [key])
+            if held:
+                removed.held.update(held)  # a live writer is filling it: never removed here
+                continue
             removed.append(base)
             if not dry_run:
                 self.fs.rm(base, recursive=True)
                 self._forget_consolidated(f"features/{key}")
         if removed and not dry_run:
             self.consolidate()
-        removed += gc_names(
-            self._name_claims(),
-            self._present_dataset_ids(),
-            older_than_s=older_than_s,
-            dry_run=dry_run,
+        removed.extend(
+            gc_names(
+                self._name_claims(),
+                self._present_dataset_ids(),
+                older_than_s=older_than_s,
+                dry_run=dry_run,
+            )
         )
         return removed
 
