@@ -5,6 +5,7 @@ on from there. The kills come from tests/crash_worker.py (each write step, one a
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from featstore.datasets import Dataset, dataset_from_source
 from featstore.store import open_store
-from featstore.store.copy import copy_store, entries_equal, export_hdf5
+from featstore.store.copy import copy_store, entries_equal, export_hdf5, import_hdf5
 from featstore.store.upgrade import upgrade_store
 from tests.conftest import make_image
 
@@ -154,9 +155,8 @@ def _check_copy_target(src_url: str, dst_url: str) -> None:
 def test_copy_and_import_killed_at_every_write_leave_old_or_new(tmp_path, sources, kind):
     src_url = _entry_source(tmp_path, sources[0])
     template = tmp_path / "template"
+    template.mkdir()
     if kind == "copy":
-        import shutil
-
         shutil.copytree(src_url, template / "src.zarr")
     else:
         export_hdf5(open_store(src_url, mode="r"), template / "src.h5")
@@ -170,8 +170,6 @@ def test_copy_and_import_killed_at_every_write_leave_old_or_new(tmp_path, source
         if kind == "copy":
             summary = copy_store(open_store(src_url, mode="r"), open_store(dst_url))
         else:
-            from featstore.store.copy import import_hdf5
-
             summary = import_hdf5(case / "src.h5", open_store(dst_url))
         assert summary["ok"], (case.name, summary)
         src, dst = open_store(src_url, mode="r"), open_store(dst_url, mode="r")
@@ -220,3 +218,87 @@ def test_upgrade_killed_at_every_write_leaves_old_or_new(tmp_path, sources):
         assert store.get_dataset(ds.id).images_id == ds.images_id
         assert store.get_entry(key).attrs["images"] == ds.images_id
     assert 0 < hashed < len(cases)  # kills before and after the dataset's swap
+
+
+# --- what an older featstore left: a dataset listed with some of its attributes ------------
+def _half_made(url: str, ds: Dataset, kept: int) -> None:
+    """Register ``ds`` as featstore <= this change did when killed after writing ``kept``
+    attributes: the arrays, then zarr.json rewritten once per attribute."""
+    import zarr
+
+    store = open_store(url)
+    attrs, arrays = ds.to_arrays()
+    group = zarr.open_group(store.zarr_store, path=f"datasets/{ds.id}", mode="a")
+    for name, values in arrays.items():
+        group.create_array(
+            name, shape=values.shape, dtype=str if values.dtype.kind in "US" else values.dtype
+        )[...] = values
+    for name in list(attrs)[:kept]:
+        group.attrs[name] = attrs[name]
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+    from featstore.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def _one_line_error(result, start: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {start}"), result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_a_half_made_dataset_of_an_older_version_is_damaged_in_one_line(
+    tmp_path, sources, monkeypatch
+):
+    monkeypatch.setenv("FEATSTORE_CACHE_DIR", str(tmp_path / "fscache"))
+    good, half, _ = sources
+    url = str(tmp_path / "s.zarr")
+    open_store(url).put_dataset(good)
+    _half_made(url, half, kept=2)  # name and fingerprint: listed, with 0 classes, before
+    why = f"dataset {half.id}: its registration is incomplete (no n, classes, split_names;"
+
+    listed = _cli("datasets", "list", "--store", url)
+    assert listed.exit_code == 0, listed.output
+    assert good.id in listed.output and "DAMAGED" in listed.output and why in listed.output
+    _one_line_error(_cli("datasets", "show", half.id, "--store", url), why)
+    _one_line_error(_cli("datasets", "show", "same", "--store", url), "no dataset 'same' in store")
+    shown = _cli("datasets", "show", "other", "--store", url)
+    assert shown.exit_code == 0 and good.id in shown.output, shown.output
+
+    copied = _cli("copy", url, str(tmp_path / "copy.zarr"), "--all")
+    assert copied.exit_code == 0, copied.output
+    assert f"dataset {half.id}: not copied: DAMAGED in the source: {why}" in copied.output
+    assert _datasets(str(tmp_path / "copy.zarr")) == {_row(good)}
+    exported = _cli("export", str(tmp_path / "out.h5"), "--store", url)
+    assert exported.exit_code == 0, exported.output
+    assert f"dataset {half.id}: not copied: DAMAGED in the source" in exported.output
+    assert _datasets(str(tmp_path / "out.h5")) == {_row(good)}
+
+    extract = ["extract", "--store", url, "-d", "other", "-m", "resnet18", "-l", "penultimate"]
+    extract += ["--weights", "random", "--resize", "40", "--crop", "32", "--device", "cpu"]
+    extracted = _cli(*extract)
+    assert extracted.exit_code == 0 and "done: 1 entries complete" in extracted.output
+
+    again = _cli("datasets", "add", "same", half.source["root"], "--store", url)
+    assert again.exit_code == 0, again.output  # the same source repairs it
+    assert _datasets(url) == {_row(good), _row(half)}
+
+
+def test_a_half_made_hdf5_dataset_is_damaged_too(tmp_path, sources):
+    good, half, _ = sources
+    path = str(tmp_path / "s.h5")
+    with open_store(path) as store:
+        store.put_dataset(good)
+        attrs, arrays = half.to_arrays()
+        store._put_dataset_arrays(half.id, {"name": attrs["name"]}, arrays)
+    with open_store(path, mode="r") as store:
+        assert store.dataset_ids() == [good.id]
+        assert "registration is incomplete" in store.damaged_datasets()[half.id]
+        summary = copy_store(store, open_store(str(tmp_path / "t.zarr")))
+        assert list(summary["datasets"]["damaged"]) == [half.id]
+    with open_store(path) as store:
+        store.put_dataset(half)  # registering it again makes it whole
+        assert {d["id"] for d in store.list_datasets()} == {good.id, half.id}
