@@ -2,13 +2,13 @@
 
 Usage: python crash_worker.py SPEC_JSON
 
-SPEC: {"op": "add" | "copy" | "import" | "upgrade", "template": DIR, "work": DIR, ...}.
-For k = 0, 1, 2, ... the template folder is copied to WORK/<k> and a forked child runs the
-operation there with every write step counted (each zarr object written, each rename,
-link, replace, file and folder removal, each folder swap); at step k the child dies with
-os._exit (what kill -9 leaves: no cleanup, no flush). k = 0 runs it whole and counts the
-steps. The loop stops at the first k the operation survives. Prints the JSON list of the
-k that were cut (each WORK/<k> holds what that kill left).
+SPEC: {"op": "add" | "copy" | "import" | "upgrade", "template": DIR, "work": DIR,
+"every": STRIDE (default 1), ...}. The template folder is copied to WORK/<k> and a forked
+child runs the operation there with every write step counted (each zarr object written,
+each rename, link, replace, file and folder removal, each folder swap); at step k the child
+dies with os._exit (what kill -9 leaves: no cleanup, no flush). k = 0 runs it whole and
+counts its N steps (WORK/0/steps); then k = 1, 1 + STRIDE, ... and N. Prints the JSON list
+of the k that were cut (each WORK/<k> holds what that kill left).
 """
 
 from __future__ import annotations
@@ -91,6 +91,29 @@ def _install_hooks(limit: int, counter: Any) -> None:
     wrap(zarr_store, "exchange")  # the folder swap of a rewritten dataset
 
 
+def _run_cut(run: Callable[[Path], None], template: Path, work: Path, k: int) -> int:
+    """Run the operation on a fresh copy of the template, killed at step ``k`` (0: never);
+    returns the number of steps it took (k = 0) or k."""
+    case = work / str(k)
+    shutil.copytree(template, case)
+    pid = os.fork()
+    if pid == 0:  # the child: run the operation, killed at step k
+        counter = itertools.count(1)
+        _install_hooks(k, counter)
+        try:
+            run(case)
+        except BaseException as exc:  # noqa: BLE001 - the parent reports it
+            print(f"k={k}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            os._exit(1)
+        (case / "steps").write_text(str(next(counter) - 1))
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != (KILLED if k else 0):
+        raise SystemExit(f"the operation ended with exit {code} at k={k}, not killed there")
+    return int((case / "steps").read_text()) if k == 0 else k
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     template, work = Path(spec["template"]), Path(spec["work"])
@@ -99,31 +122,11 @@ def main() -> None:
     import featstore.store.hdf5_store  # noqa: F401
     import featstore.store.zarr_store  # noqa: F401
 
-    cut = []
-    for k in itertools.count():
-        case = work / str(k)
-        shutil.copytree(template, case)
-        pid = os.fork()
-        if pid == 0:  # the child: run the operation, killed at step k
-            counter = itertools.count(1)
-            _install_hooks(k, counter)
-            try:
-                run(case)
-            except BaseException as exc:  # noqa: BLE001 - the parent reports it
-                print(f"k={k}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                os._exit(1)
-            if k == 0:
-                (work / "steps").write_text(str(next(counter) - 1))
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code not in (0, KILLED):
-            raise SystemExit(f"the operation failed at k={k} (exit {code})")
-        if k and code == 0:
-            shutil.rmtree(case)
-            break
-        if k:
-            cut.append(k)
+    steps = _run_cut(run, template, work, 0)
+    every = int(spec.get("every", 1))
+    cut = sorted(set(range(1, steps + 1, every)) | {steps})
+    for k in cut:
+        _run_cut(run, template, work, k)
     print(json.dumps(cut))
 
 

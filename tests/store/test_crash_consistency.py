@@ -31,7 +31,7 @@ def _source(root: Path, seed: int) -> str:
 
 
 def _kill_at_every_write(spec: dict[str, Any]) -> tuple[list[Path], int]:
-    """Run the worker; returns the folders each kill left (k = 1..N) and N."""
+    """Run the worker; returns the folders each kill left (k = 1..N, by ``every``) and N."""
     done = subprocess.run(
         [sys.executable, str(WORKER), json.dumps(spec)],
         capture_output=True,
@@ -41,8 +41,9 @@ def _kill_at_every_write(spec: dict[str, Any]) -> tuple[list[Path], int]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     cut = json.loads(done.stdout)
-    steps = int((Path(spec["work"]) / "steps").read_text())
-    assert cut == list(range(1, steps + 1)), (cut, steps)
+    steps = int((Path(spec["work"]) / "0" / "steps").read_text())
+    every = spec.get("every", 1)
+    assert cut == sorted(set(range(1, steps + 1, every)) | {steps}), (cut, steps)
     return [Path(spec["work"]) / str(k) for k in cut], steps
 
 
@@ -161,7 +162,7 @@ def test_copy_and_import_killed_at_every_write_leave_old_or_new(tmp_path, source
     else:
         export_hdf5(open_store(src_url, mode="r"), template / "src.h5")
     open_store(str(template / "dst.zarr"))  # an empty target store
-    spec = {"op": kind, "template": str(template), "work": str(tmp_path / "work")}
+    spec = {"op": kind, "template": str(template), "work": str(tmp_path / "work"), "every": 3}
     cases, _ = _kill_at_every_write(spec)
     for case in cases:
         dst_url = str(case / "dst.zarr")
@@ -199,7 +200,7 @@ def test_upgrade_killed_at_every_write_leaves_old_or_new(tmp_path, sources):
     ds = sources[0]
     template = tmp_path / "template"
     key = _format_1_store(str(template / "s.zarr"), ds)
-    spec = {"op": "upgrade", "template": str(template), "work": str(tmp_path / "work")}
+    spec = {"op": "upgrade", "template": str(template), "work": str(tmp_path / "work"), "every": 2}
     cases, _ = _kill_at_every_write(spec)
     hashed = 0
     for case in cases:
