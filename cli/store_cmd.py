@@ -286,20 +286,30 @@ def _spans(indices: list[int]) -> str:
 
 @click.command()
 @click.argument("keys", nargs=-1, required=True)
+@click.option(
+    "--force", is_flag=True, help="Also remove an entry a running extraction holds a lease on."
+)
 @store_option
 @handle_errors
-def rm(keys: tuple[str, ...], store_url: str) -> None:
+def rm(keys: tuple[str, ...], force: bool, store_url: str) -> None:
     """Remove feature entries or result records.
+
+    An entry that a live writer holds a lease on (an extraction or copy filling it now) is
+    refused, naming the holder, unless --force.
 
     \b
     Example:
       featstore rm feat-0123456789abcdef0123
     """
+    from featstore.store.lease import check_not_held
+
     for key in keys:  # every key checked before the store is touched
         check_key(key)
     store = open_cli_store(store_url, "a", create=False)
     for key in keys:
         if store.has_entry(key) or not store.has_result(key):
+            if not force:
+                check_not_held(store, key)
             store.delete_entry(key)
         else:
             store.delete_result(key)
@@ -314,16 +324,20 @@ def rm(keys: tuple[str, ...], store_url: str) -> None:
     show_default=True,
     help="Seconds; younger leftovers may be a run in progress.",
 )
+@click.option("--force", is_flag=True, help="Also remove leftovers a live writer holds a lease on.")
 @store_option
 @json_option
 @handle_errors
 def gc(
     dry_run: bool,
     older_than: float,
+    force: bool,
     store_url: str,
     as_json: bool,
 ) -> None:
     """Remove leftovers of killed runs (temp files, entries that never finished a chunk, stale leases).
+
+    An entry a live writer holds a lease on is kept (and named) whatever its age, unless --force.
 
     \b
     Example:
@@ -332,13 +346,17 @@ def gc(
     from featstore.store.lease import gc_leases
 
     store = open_cli_store(store_url, "a", create=False)
-    removed = store.gc(dry_run=dry_run, older_than_s=older_than)
-    removed += gc_leases(store, dry_run=dry_run)
-    emit(
-        {"removed": removed, "dry_run": dry_run},
-        as_json,
-        lambda d: (
-            "\n".join([("would remove " if dry_run else "removed ") + p for p in d["removed"]])
-            or "nothing to remove"
-        ),
-    )
+    found = store.gc(dry_run=dry_run, older_than_s=older_than, force=force)
+    held = dict(getattr(found, "held", {}))
+    removed = list(found) + gc_leases(store, dry_run=dry_run)
+    emit({"removed": removed, "held": held, "dry_run": dry_run}, as_json, _render_gc)
+
+
+def _render_gc(d: dict[str, Any]) -> str:
+    verb = "would remove " if d["dry_run"] else "removed "
+    lines = [verb + p for p in d["removed"]]
+    lines += [
+        f"kept {key}: a live writer holds it, leased by {who}; `featstore gc --force` removes it"
+        for key, who in sorted(d["held"].items())
+    ]
+    return "\n".join(lines) or "nothing to remove"

@@ -7,6 +7,10 @@
   each worker opening the store from its :class:`~featstore.store.spec.StoreSpec`.
 
 Every mode fills the same entries with the same bytes; the summary says what was computed.
+Before it is returned, every entry it reports is opened again and must exist with a readable
+done marker on every chunk (a distributed run may leave chunks other live writers hold, and
+says so in ``incomplete``): an entry removed or damaged while the run wrote it (`featstore rm`
+meanwhile) is an ExtractionError naming it, never a run reported complete.
 """
 
 from __future__ import annotations
@@ -14,8 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from featstore.errors import ExtractionError
+from featstore.errors import (
+    DamagedChunkError,
+    DamagedEntryError,
+    EntryNotFoundError,
+    ExtractionError,
+    IncompleteEntryError,
+)
 from featstore.progress import Progress
+from featstore.store.base import Store
 
 __all__ = ["MODES", "choose_mode", "run_extraction"]
 
@@ -54,7 +65,7 @@ def run_extraction(
     if mode == "local":
         from featstore.extract.pipeline import extract
 
-        return extract(
+        summary = extract(
             store,
             dataset,
             models,
@@ -67,18 +78,44 @@ def run_extraction(
             plan_=plan_,
             **options,
         )
-    from featstore.extract.distributed import run_distributed
+    else:
+        from featstore.extract.distributed import run_distributed
 
-    return run_distributed(
-        store,
-        dataset,
-        models,
-        layers,
-        pooling,
-        views,
-        client=dask if mode == "dask" else None,
-        progress=progress,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        **options,
-    )
+        summary = run_distributed(
+            store,
+            dataset,
+            models,
+            layers,
+            pooling,
+            views,
+            client=dask if mode == "dask" else None,
+            progress=progress,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            **options,
+        )
+    if isinstance(store, Store):  # not a spec or URL: the run opened none here to ask
+        recheck(store, summary.get("keys", []), summary.get("incomplete") or {})
+    return summary
+
+
+def recheck(store: Any, keys: Sequence[str], held: Any = ()) -> None:
+    """Open each reported entry again: it must exist and every chunk must have a readable
+    done marker (``held``: keys whose missing chunks other live writers still lease).
+    ExtractionError naming the first entry that vanished or was damaged meanwhile."""
+    for key in keys:
+        try:
+            entry = store.get_entry(key)
+            if key in held:
+                continue  # reported as incomplete: other writers are filling it
+            entry.content_checksum()  # every marker present and holding its checksum
+        except EntryNotFoundError:
+            raise ExtractionError(
+                f"entry {key} was removed while this extraction wrote it (by `featstore rm` or "
+                "`featstore gc --force`?); nothing of it is kept: run the extraction again"
+            ) from None
+        except (IncompleteEntryError, DamagedChunkError, DamagedEntryError) as exc:
+            raise ExtractionError(
+                f"entry {key} was damaged while this extraction wrote it ({exc}); run the "
+                "extraction again to fill it"
+            ) from exc

@@ -36,7 +36,14 @@ from featstore.errors import (
 from featstore.keys import check_dataset_id, content_hash
 from featstore.store.checksum import chunk_checksum, is_bound, marker_checksum, matches
 from featstore.store.geometry import entry_geometry
-from featstore.store.names import drop_name, holds_name, lost_name, release_names, take_name
+from featstore.store.names import (
+    drop_name,
+    holds_name,
+    lost_name,
+    read_claim,
+    release_names,
+    take_name,
+)
 from featstore.store.objects import ObjectFolder
 from featstore.store.proofs import DAMAGED, dataset_state, entry_key_state
 from featstore.store.spec import StoreSpec
@@ -54,6 +61,29 @@ DEFAULT_DTYPE = "float16"
 
 # attrs that must agree when an existing entry is reopened for the same key
 DATASET_SUMMARY = ("name", "n", "classes", "split_counts", "source", "fingerprint", "skipped")
+# what a registration holds once written whole (its attributes are written in one go, last)
+DATASET_ATTRS = ("name", "fingerprint", "n", "classes", "split_names")
+DATASET_ARRAYS = ("ids", "refs", "labels", "split")
+_REGISTER_AGAIN = (
+    "register it again with `featstore datasets add` (the same source repairs it), or remove "
+    "it with `featstore datasets rm {id}`"
+)
+
+
+def unfinished_dataset(
+    dataset_id: str, attrs: dict[str, Any], arrays: dict[str, Any] | None = None
+) -> str | None:
+    """Why a stored registration is incomplete (None if it is whole): an older featstore wrote
+    a dataset's attributes one at a time, so a registration killed meanwhile was listed with
+    some of them."""
+    missing = [a for a in DATASET_ATTRS if a not in attrs]
+    missing += [f"array {a}" for a in DATASET_ARRAYS if arrays is not None and a not in arrays]
+    if not missing:
+        return None
+    return (
+        f"dataset {dataset_id}: its registration is incomplete (no {', '.join(missing)}; a "
+        f"registration killed while it was written); {_REGISTER_AGAIN.format(id=dataset_id)}"
+    )
 
 
 FLOAT16_MAX = 65504.0
@@ -101,6 +131,15 @@ class EntryInfo:
     @property
     def complete(self) -> bool:
         return self.damaged is None and self.n_done == self.n_chunks
+
+
+class GcResult(list[str]):
+    """What ``Store.gc`` removed (or would remove), and in ``held`` the leftovers it kept
+    because a live writer holds a lease on them: entry key -> who (host, pid, chunks)."""
+
+    def __init__(self, removed: Iterable[str] = (), held: dict[str, str] | None = None) -> None:
+        super().__init__(removed)
+        self.held = dict(held or {})
 
 
 class Entry(ABC):
@@ -566,6 +605,9 @@ class Store(ABC):
         unless ``replace``. Two registrations of one name at once: the name's claim is
         taken before anything is written, so exactly one of them is stored and told so
         (:mod:`featstore.store.names`); the others get DatasetMismatchError.
+
+        A dataset is listed only once its metadata is written whole (one write, after its
+        arrays), so a registration killed at any point leaves the old state or the new.
         """
         self._check_writable()
         name, dataset_id = dataset.name, check_dataset_id(dataset.id)
@@ -578,13 +620,10 @@ class Store(ABC):
                 "another name or pass --replace"
             )
         claims = self._name_claims()
-        took = claims is not None and take_name(
-            claims, name, dataset_id, self._present_dataset_ids, replace=replace
-        )
+        if replace:
+            return self._replace_dataset(dataset, claims)
+        took = claims is not None and take_name(claims, name, dataset_id, self._present_dataset_ids)
         try:
-            if replace:  # listed again: one may have been registered since the first look
-                for info in self._datasets_named(name, dataset_id):
-                    self._delete_dataset(info["id"])
             created = self._write_dataset(dataset)
         except BaseException:
             if took and claims is not None:  # leave the name free, not claimed by a failure
@@ -592,6 +631,30 @@ class Store(ABC):
             raise
         if claims is not None and not holds_name(claims, name, dataset_id):
             if created:  # a --replace (or a stale-claim takeover) took the name meanwhile
+                self._delete_dataset(dataset_id)
+            raise lost_name(claims, name)
+        return dataset_id
+
+    def _replace_dataset(self, dataset: Any, claims: ObjectFolder | None) -> str:
+        """``--replace``: the new dataset is written whole under its own id while the old one
+        stays registered (a dataset whose name's claim names another present dataset is not
+        listed); then the claim is swapped to it in one write, and only then is the old one
+        removed. A kill at any point leaves the old registration or the new one."""
+        name, dataset_id = dataset.name, dataset.id
+        previous = read_claim(claims, name) if claims is not None else None
+        created = self._write_dataset(dataset)
+        if claims is not None:
+            take_name(claims, name, dataset_id, self._present_dataset_ids, replace=True)
+        old = {info["id"] for info in self._datasets_named(name, dataset_id, every=True)}
+        if previous is not None and previous.dataset_id in self._present_dataset_ids():
+            old.add(previous.dataset_id)  # also a damaged (half-made) holder of the name
+        for old_id in sorted(old - {dataset_id}):
+            try:
+                self._delete_dataset(old_id)
+            except EntryNotFoundError:
+                pass  # removed by another process meanwhile
+        if claims is not None and not holds_name(claims, name, dataset_id):
+            if created:  # another --replace landed after ours: it keeps the name
                 self._delete_dataset(dataset_id)
             raise lost_name(claims, name)
         return dataset_id
@@ -604,16 +667,21 @@ class Store(ABC):
             return True
         stored_attrs, stored = self._get_dataset_arrays(dataset.id)
         if (
-            [str(r) for r in stored.get("refs", [])] != list(dataset.refs)
+            unfinished_dataset(dataset.id, stored_attrs, stored) is not None
+            or [str(r) for r in stored.get("refs", [])] != list(dataset.refs)
             or stored_attrs.get("source") != dataset.source
             or ("hashes" not in stored and "hashes" in arrays)
         ):
             self._put_dataset_arrays(dataset.id, attrs, arrays)
         return False
 
-    def _datasets_named(self, name: str, dataset_id: str) -> list[dict[str, Any]]:
-        """Listed datasets called ``name`` other than ``dataset_id``."""
-        return [i for i in self.list_datasets() if i["name"] == name and i["id"] != dataset_id]
+    def _datasets_named(
+        self, name: str, dataset_id: str, *, every: bool = False
+    ) -> list[dict[str, Any]]:
+        """Listed datasets called ``name`` other than ``dataset_id`` (``every``: also those
+        not listed because the name's claim names another one, see :meth:`list_datasets`)."""
+        listed = self._all_datasets() if every else self.list_datasets()
+        return [i for i in listed if i["name"] == name and i["id"] != dataset_id]
 
     def _present_dataset_ids(self) -> set[str]:
         """Ids of the datasets in the store, readable or damaged (a damaged one keeps its
@@ -621,17 +689,21 @@ class Store(ABC):
         return set(self.dataset_ids()) | set(self.damaged_datasets())
 
     def get_dataset(self, name_or_id: str) -> Any:
-        """The dataset registered under this name or id."""
+        """The dataset registered under this name or id; DamagedEntryError (one line) when
+        its stored attributes or arrays are incomplete (e.g. left by a killed registration)."""
         from featstore.datasets.core import Dataset
 
         dataset_id = self.resolve_dataset_id(name_or_id)
         attrs, arrays = self._get_dataset_arrays(dataset_id)
+        why = unfinished_dataset(dataset_id, attrs, arrays)
+        if why is not None:
+            raise DamagedEntryError(why)
         try:
             dataset = Dataset.from_arrays(attrs, arrays)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise DamagedEntryError(
-                f"dataset {dataset_id}: its metadata lacks or garbles {exc}; remove it with "
-                f"`featstore datasets rm {dataset_id}` and register it again"
+                f"dataset {dataset_id}: its stored registration cannot be read ({type(exc).__name__}"
+                f": {exc}); {_REGISTER_AGAIN.format(id=dataset_id)}"
             ) from exc
         state, why = dataset_state(dataset_id, dataset)
         if state == DAMAGED:  # a format-1 dataset (unbound) is read as it is: see upgrade
@@ -663,9 +735,30 @@ class Store(ABC):
     def list_datasets(self) -> list[dict[str, Any]]:
         """One summary per registered dataset: id, name, n, classes, split counts, source.
 
-        A dataset whose metadata cannot be read is listed with ``damaged`` (why) and no
-        other fields, so one damaged dataset never hides the others.
+        A dataset whose metadata cannot be read (or is incomplete) is listed with
+        ``damaged`` (why) and no other fields, so one damaged dataset never hides the
+        others. Of several datasets called one name, the one the name's claim names is
+        listed: the others are a ``--replace`` not finished (killed, or running now).
         """
+        out = self._all_datasets()
+        claims = self._name_claims()
+        names = [i["name"] for i in out if i["name"] is not None]
+        shared = {n for n in names if names.count(n) > 1}
+        if claims is None or not shared:
+            return out
+        holders = {n: read_claim(claims, n) for n in shared}
+        ids = {i["id"] for i in out}
+        return [
+            i
+            for i in out
+            if i["name"] not in shared
+            or (claim := holders[i["name"]]) is None
+            or claim.dataset_id not in ids
+            or claim.dataset_id == i["id"]
+        ]
+
+    def _all_datasets(self) -> list[dict[str, Any]]:
+        """:meth:`list_datasets` before datasets superseded by their name's claim are left out."""
         out = []
         for dataset_id in self.dataset_ids():
             try:
@@ -675,6 +768,10 @@ class Store(ABC):
                 continue
             except EntryNotFoundError:
                 continue  # removed (by another process) since it was listed
+            why = unfinished_dataset(dataset_id, attrs)
+            if why is not None:
+                out.append({"id": dataset_id, "name": None, "damaged": why})
+                continue
             out.append({"id": dataset_id, **{k: attrs.get(k) for k in DATASET_SUMMARY}})
         for dataset_id, why in self.damaged_datasets().items():
             if all(info["id"] != dataset_id for info in out):
@@ -863,8 +960,12 @@ class Store(ABC):
 
     # --- maintenance ------------------------------------------------------------------
     @abstractmethod
-    def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
-        """Remove leftovers of killed runs; returns what was (or would be) removed."""
+    def gc(
+        self, *, dry_run: bool = False, older_than_s: float = 3600.0, force: bool = False
+    ) -> list[str]:
+        """Remove leftovers of killed runs; returns what was (or would be) removed (a
+        :class:`GcResult` where a leftover was kept because a live writer leases it, unless
+        ``force``)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HDF5 file handles)."""

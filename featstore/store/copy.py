@@ -47,10 +47,16 @@ def copy_entry(
     chunk_rows, shard_rows = source.geometry
     if not dst.supports_shards:  # e.g. HDF5: one unit = the source's unit
         chunk_rows, shard_rows = source.chunk_rows, None
-    target = dst.create_entry(key, attrs, source.shape, source.dtype, chunk_rows, shard_rows)
-    changed = {name: value for name, value in attrs.items() if target.attrs.get(name) != value}
+    # the target says "writing" until its chunks are copied and verified: a copy killed
+    # meanwhile leaves an entry that resumes, never one whose attributes say complete
+    writing = {**attrs, "status": "writing"} if "status" in attrs else attrs
+    target = dst.create_entry(key, writing, source.shape, source.dtype, chunk_rows, shard_rows)
+    held = target.attrs.get("status")
+    changed = {name: value for name, value in writing.items() if target.attrs.get(name) != value}
+    if held == "complete" and target.is_complete:
+        changed.pop("status", None)
     if changed:
-        target.update_attrs(**changed)  # e.g. status and timings, written after the data
+        target.update_attrs(**changed)
     missing_before = target.missing_chunks()
     report: dict[str, Any] = {
         "key": key,
@@ -86,6 +92,9 @@ def copy_entry(
     check = target.verify()
     report["damaged_after_copy"] = check["damaged"]
     report["complete"] = not check["missing"]
+    final = {name: value for name, value in attrs.items() if target.attrs.get(name) != value}
+    if report["complete"] and not check["damaged"] and final:
+        target.update_attrs(**final)  # e.g. status and timings: one write, after the data
     return report
 
 

@@ -25,11 +25,18 @@ from featstore.errors import (
     StoreVersionError,
 )
 from featstore.keys import check_dataset_id, check_key
-from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
+from featstore.store.base import (
+    FORMAT_VERSION,
+    Entry,
+    Store,
+    store_not_found,
+    unfinished_dataset,
+)
 from featstore.store.proofs import parse_result
 from featstore.store.spec import StoreSpec
 
 STR = h5py.string_dtype(encoding="utf-8")
+STAGING = "_staging"  # datasets being written: moved into datasets/ once whole
 
 
 def _to_attr(value: Any) -> str:
@@ -181,11 +188,14 @@ class HDF5Store(Store):
     def _put_dataset_arrays(
         self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> None:
+        """Built whole under ``_staging/<id>``, then moved into ``datasets/`` (an old one of
+        this id is moved aside first and removed after), so it is listed whole or not at all."""
         self._check_writable()
-        path = f"datasets/{check_dataset_id(dataset_id)}"
-        if path in self._file:
-            del self._file[path]
-        group = self._file.require_group(path)
+        dataset_id = check_dataset_id(dataset_id)
+        path, staging = f"datasets/{dataset_id}", f"{STAGING}/{dataset_id}"
+        if staging in self._file:  # left by a killed write
+            del self._file[staging]
+        group = self._file.require_group(staging)
         for name, values in arrays.items():
             values = np.asarray(values)
             if values.dtype.kind in "US":
@@ -194,6 +204,12 @@ class HDF5Store(Store):
                 group.create_dataset(name, data=values)
         for name, value in attrs.items():
             group.attrs[name] = _to_attr(value)
+        self._file.require_group("datasets")
+        if path in self._file:
+            self._file.move(path, f"{STAGING}/{dataset_id}.old")
+        self._file.move(staging, path)
+        if f"{STAGING}/{dataset_id}.old" in self._file:
+            del self._file[f"{STAGING}/{dataset_id}.old"]
         self._file.flush()
 
     def _get_dataset_arrays(self, dataset_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -217,8 +233,21 @@ class HDF5Store(Store):
             raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}")
         return _from_attrs(self._file[path].attrs)
 
+    def _dataset_state(self) -> tuple[list[str], dict[str, str]]:
+        ids, damaged = [], {}
+        for name in sorted(self._file["datasets"].keys()) if "datasets" in self._file else []:
+            why = unfinished_dataset(name, _from_attrs(self._file[f"datasets/{name}"].attrs))
+            if why is None:
+                ids.append(name)
+            else:
+                damaged[name] = why
+        return ids, damaged
+
     def dataset_ids(self) -> list[str]:
-        return sorted(self._file["datasets"].keys()) if "datasets" in self._file else []
+        return self._dataset_state()[0]
+
+    def damaged_datasets(self) -> dict[str, str]:
+        return self._dataset_state()[1]
 
     def _delete_dataset(self, dataset_id: str) -> None:
         self._check_writable()
@@ -345,7 +374,9 @@ class HDF5Store(Store):
         del self._file[f"results/{key}"]
 
     # --- maintenance --------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
+    def gc(
+        self, *, dry_run: bool = False, older_than_s: float = 3600.0, force: bool = False
+    ) -> list[str]:
         """Remove entries without a single finished chunk (an HDF5 store has one writer)."""
         self._check_writable()
         removed = []

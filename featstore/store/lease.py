@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from featstore.errors import DamagedEntryError, LeaseError
+from featstore.errors import DamagedEntryError, EntryNotFoundError, LeaseError
 from featstore.progress import Progress
 from featstore.store.base import Entry
 from featstore.store.objects import ObjectFolder, default_owner, owner_is_dead
@@ -280,6 +280,56 @@ def fill_with_leases(
         if progress is not None:
             progress(len(written), total, {"chunk": lease.index})
     return written
+
+
+def live_leases(entry: Entry) -> list[Lease]:
+    """Leases of ``entry`` whose holder is still working: not expired, chunk not done."""
+    live = [lease for lease in leases(entry) if not lease.expired]
+    if not live:
+        return []
+    done = entry.done_chunks()
+    return [lease for lease in live if lease.index not in done]
+
+
+def describe_holders(held: list[Lease]) -> str:
+    """``host H pid P (chunks 0, 3; until 12:00:05 UTC)`` for each holder of ``held``."""
+    by_owner: dict[str, list[Lease]] = {}
+    for lease in held:
+        by_owner.setdefault(lease.owner, []).append(lease)
+    parts = []
+    for owner, owned in sorted(by_owner.items()):
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        who = f"host {host} pid {pid}" if pid.isdigit() else f"owner {owner}"
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(max(x.expires for x in owned)))
+        chunks = ", ".join(str(x.index) for x in sorted(owned, key=lambda x: x.index))
+        parts.append(f"{who} (chunks {chunks}; until {until})")
+    return "; ".join(parts)
+
+
+def held_entries(store: Any, keys: Iterable[str] | None = None) -> dict[str, str]:
+    """Entries (all, or ``keys``) a live writer holds a lease on: key -> who holds it."""
+    out = {}
+    for key in store.entry_keys() if keys is None else keys:
+        try:
+            entry = store.get_entry(key)
+        except (DamagedEntryError, EntryNotFoundError):
+            continue  # unreadable or gone: no lease to honour
+        held = live_leases(entry)
+        if held:
+            out[key] = describe_holders(held)
+    return out
+
+
+def check_not_held(store: Any, key: str) -> None:
+    """LeaseError naming the holder when a live writer holds a lease on entry ``key``: what
+    `featstore rm` asks before removing it (``--force`` skips the question)."""
+    holders = held_entries(store, [key])
+    if key in holders:
+        raise LeaseError(
+            f"entry {key} is being written: leased by {holders[key]}; wait for that run to "
+            "finish (or stop it), or pass --force to remove the entry anyway"
+        )
 
 
 def gc_leases(store: Any, *, dry_run: bool = False) -> list[str]:

@@ -11,9 +11,11 @@ both write), so ``Store.put_dataset`` first takes the name's claim ``names/<name
 - after writing, the writer reads the claim again (:func:`holds_name`); if it no longer
   names its dataset (a ``--replace`` or a stale-claim takeover elsewhere took it meanwhile),
   it removes what it wrote and is refused;
-- ``--replace`` overwrites the claim in one step (write_atomic, one PUT) and only then
-  removes the old dataset; of two replacements at once, the one whose claim landed last keeps
-  the name (the other sees that after writing and backs out);
+- ``--replace`` first writes the new dataset whole under its own id (not listed while the
+  claim names the old one, see Store.list_datasets), then overwrites the claim in one step
+  (write_atomic, one PUT) and only then removes the old dataset, so a kill at any point
+  leaves the old registration or the new; of two replacements at once, the one whose claim
+  landed last keeps the name (the other sees that after writing and backs out);
 - removing a dataset (``featstore datasets rm``) releases the claim that names it;
 - a claim whose dataset is not in the store is stale once its owner is a process of this host
   that has exited, or :data:`STALE_CLAIM_S` after it was taken (its writer was killed between

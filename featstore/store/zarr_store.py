@@ -25,7 +25,7 @@ from zarr.core.array_spec import ArrayConfigParams
 from zarr.errors import ContainsArrayError, ContainsGroupError
 from zarr.storage import FsspecStore, LocalStore
 
-from featstore._atomic import PARTIAL_SUFFIX, write_atomic
+from featstore._atomic import PARTIAL_SUFFIX, exchange, write_atomic
 from featstore.errors import (
     DamagedEntryError,
     EntryNotFoundError,
@@ -33,7 +33,15 @@ from featstore.errors import (
     StoreVersionError,
 )
 from featstore.keys import KEY_PATTERN, check_dataset_id, check_key
-from featstore.store.base import FORMAT_VERSION, Entry, Store, store_not_found
+from featstore.store.base import (
+    FORMAT_VERSION,
+    Entry,
+    GcResult,
+    Store,
+    store_not_found,
+    unfinished_dataset,
+)
+from featstore.store.lease import held_entries
 from featstore.store.names import NAMES_DIR, gc_names
 from featstore.store.objects import ObjectFolder, object_folder
 from featstore.store.proofs import parse_result, record_fix
@@ -148,7 +156,7 @@ class ZarrEntry(Entry):
     def update_attrs(self, **values: Any) -> None:
         self._check_writable()
         group = zarr.open_group(self._store.zarr_store, path=self._group_path, mode="a")
-        group.attrs.update(values)
+        group.update_attributes(values)  # one write of zarr.json, not one per attribute
         self.attrs.update(values)
         self._store.consolidate()
 
@@ -356,9 +364,30 @@ class ZarrStore(Store):
     def _put_dataset_arrays(
         self, dataset_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> None:
+        """Write a registration so that it appears whole or not at all.
+
+        Its arrays first, then every attribute in ONE write of the group's zarr.json (a
+        dataset is listed once its attributes are there). A registration already stored
+        under this id (images re-pointed, hashes added) is rebuilt aside in a local store and
+        swapped in with one rename (featstore._atomic.exchange); object stores rewrite it in
+        place (a kill meanwhile can leave it reported damaged, never read half).
+        """
         self._check_writable()
-        check_dataset_id(dataset_id)
-        group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="a")
+        final = f"datasets/{check_dataset_id(dataset_id)}"
+        if self.is_local and os.path.isdir(self._path(final)):
+            staging = f"{final}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+            self._write_dataset_group(staging, attrs, arrays)
+            old = exchange(self._path(staging), self._path(final))
+            shutil.rmtree(old, ignore_errors=True)  # a kill here: a .partial folder, gc's
+        else:
+            self._write_dataset_group(final, attrs, arrays)
+        self._forget_consolidated(final)
+        self.consolidate()
+
+    def _write_dataset_group(
+        self, path: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        group = zarr.open_group(self.zarr_store, path=path, mode="a")
         for name, values in arrays.items():
             values = np.asarray(values)
             dtype = str if values.dtype.kind in "US" else values.dtype
@@ -372,8 +401,8 @@ class ZarrStore(Store):
             )
             if values.size:
                 array[...] = values
-        group.attrs.update(attrs)  # attrs last: a dataset without them is not listed
-        self.consolidate()
+        # last, in one write (group.attrs.update would write zarr.json once per attribute)
+        group.update_attributes(attrs)
 
     def _get_dataset_arrays(self, dataset_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_dataset_id(dataset_id)
@@ -440,7 +469,13 @@ class ZarrStore(Store):
             except DamagedEntryError as exc:
                 damaged[name] = str(exc)
                 continue
-            if meta is not None and "name" in meta.get("attributes", {}):
+            attrs = {} if meta is None else meta.get("attributes", {})
+            if "name" not in attrs:
+                continue  # arrays of a registration whose attributes never landed: not there
+            why = unfinished_dataset(name, attrs)
+            if why is not None:
+                damaged[name] = why
+            else:
                 ids.append(name)
         return ids, damaged
 
@@ -526,9 +561,8 @@ class ZarrStore(Store):
         chunks = (chunk_rows, *shape[1:])
         shards = (shard_rows, *shape[1:]) if shard_rows else None
         unit_rows = shard_rows or chunk_rows
-        group.attrs.update(
-            {**attrs, "chunk_rows": unit_rows}
-        )  # attrs first: data/zarr.json marks existence
+        # attrs first, in one write: data/zarr.json marks existence
+        group.update_attributes({**attrs, "chunk_rows": unit_rows})
         try:
             array = group.create_array(
                 "data",
@@ -683,17 +717,21 @@ class ZarrStore(Store):
             raise EntryNotFoundError(f"no result {key!r} in store {self.url}") from None
 
     # --- maintenance --------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False, older_than_s: float = 3600.0) -> list[str]:
+    def gc(
+        self, *, dry_run: bool = False, older_than_s: float = 3600.0, force: bool = False
+    ) -> GcResult:
         """Remove temp files of interrupted writes, entries that never got a single chunk and
         name claims whose dataset never appeared (see store/names.py).
 
         Only leftovers whose every object is older than ``older_than_s`` are touched, so a
-        run in progress elsewhere is left alone. An entry whose metadata cannot be read is
-        never removed while it holds a data chunk or a done marker (`featstore rm` does that).
+        run in progress elsewhere is left alone; an entry a live writer holds a lease on is
+        kept whatever its age (named in ``held``), unless ``force``. An entry whose metadata
+        cannot be read is never removed while it holds a data chunk or a done marker
+        (`featstore rm` does that).
         """
         self._check_writable()
         now = time.time()
-        removed: list[str] = []
+        removed = GcResult()
         for path in self.fs.find(self.root, withdirs=True):  # folders: see _remove_folder
             if path.endswith(PARTIAL_SUFFIX) and now - _mtime(self.fs, path, now) > older_than_s:
                 if any(path.startswith(f"{r}/") for r in removed):
@@ -717,17 +755,23 @@ class ZarrStore(Store):
             objects = self.fs.find(base)
             if any(now - _mtime(self.fs, obj, now) <= older_than_s for obj in objects):
                 continue  # something in it is recent: a run may be creating or filling it
+            held = {} if force else held_entries(self, [key])
+            if held:
+                removed.held.update(held)  # a live writer is filling it: never removed here
+                continue
             removed.append(base)
             if not dry_run:
                 self.fs.rm(base, recursive=True)
                 self._forget_consolidated(f"features/{key}")
         if removed and not dry_run:
             self.consolidate()
-        removed += gc_names(
-            self._name_claims(),
-            self._present_dataset_ids(),
-            older_than_s=older_than_s,
-            dry_run=dry_run,
+        removed.extend(
+            gc_names(
+                self._name_claims(),
+                self._present_dataset_ids(),
+                older_than_s=older_than_s,
+                dry_run=dry_run,
+            )
         )
         return removed
 
