@@ -24,12 +24,16 @@ Threads for both solvers are set by ``featstore.evaluate.threads.evaluation_thre
 scikit-learn's BLAS / OpenMP pools compete inside this one process, and the reference
 suffers for it (measured: the flowers12 L-BFGS loop 18.4 s with 2 threads, 1.8 s with 1),
 which would flatter the ratio. liblinear is single-threaded either way.
-Run: ``python benchmarks/evaluate.py [--threads 2] [--skip-sklearn-svm-b]``.
+Run: ``python benchmarks/evaluate.py [--threads 2] [--skip-sklearn-svm-b]``;
+``--smoke`` runs every part in seconds on tiny data (generated images and a tiny network for (a), a
+600 x 64, 10-class problem for (b), a 2,000 x 64 database for (c)): it checks the script
+runs, it measures nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -43,8 +47,14 @@ from featstore.evaluate.threads import evaluation_threads
 FLOWERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
 
 
-def flowers(store_url: str) -> tuple[np.ndarray, np.ndarray, Splits]:
-    """L2-normalised flowers12 penultimate features (extracted into ``store_url`` if missing)."""
+def flowers(
+    store_url: str,
+    images: Path = FLOWERS,
+    model: str = "efficientnet_lite0",
+    layer: str = "penultimate",
+) -> tuple[np.ndarray, np.ndarray, Splits]:
+    """L2-normalised features of ``model``'s ``layer`` on the folder ``images`` (flowers12's
+    efficientnet_lite0 penultimate by default), extracted into ``store_url`` if missing."""
     from featstore.datasets import add_dataset
     from featstore.evaluate.selection import resolve_parts, split_rows
     from featstore.evaluate.transforms import FeatureTransform
@@ -53,11 +63,11 @@ def flowers(store_url: str) -> tuple[np.ndarray, np.ndarray, Splits]:
 
     store = open_store(store_url)
     if "flowers" not in {d["name"] for d in store.list_datasets()}:
-        add_dataset(store, "flowers", str(FLOWERS))
+        add_dataset(store, "flowers", str(images))
     ds = store.get_dataset("flowers")
-    extract(store, ds, ["efficientnet_lite0"], ["penultimate"], ["avg"])
+    extract(store, ds, [model], [layer], ["avg"])
     splits = split_rows(ds)
-    sel = {"model": "efficientnet_lite0", "layer": "penultimate"}
+    sel = {"model": model, "layer": layer}
     parts = resolve_parts(store, ds, sel, "l2")
     X = FeatureTransform("l2").fit_transform(parts, splits.train)
     return X, np.asarray(ds.labels), splits
@@ -172,19 +182,33 @@ def main() -> None:
         help="time only the torch SVM on (b) (the scikit-learn loop takes ~30 minutes)",
     )
     parser.add_argument("--threads", type=int, default=1, help="solver threads (see above)")
+    parser.add_argument("--smoke", action="store_true", help="every part on tiny data (seconds)")
     args = parser.parse_args()
+    if args.smoke:
+        from _smoke import TINY_NET, image_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            images = image_folder(Path(tmp) / "images", train=10, test=4, size=32)
+            net = (TINY_NET, "conv")
+            run(args, f"{tmp}/store.zarr", images, net, d=64, k=10, n=600, db=2000)
+        return
+    net = ("efficientnet_lite0", "penultimate")
+    run(args, args.store, FLOWERS, net, d=512, k=100, n=args.n, db=20000)
+
+
+def run(args, store, images: Path, net, *, d: int, k: int, n: int, db: int) -> None:
     with evaluation_threads(args.threads) as threads:
         print(f"threads: {threads}", flush=True)
-        print("(a) flowers12 efficientnet_lite0 penultimate, l2", flush=True)
-        X, y, splits = flowers(args.store)
+        print(f"(a) {images.name} {net[0]} {net[1]}, l2", flush=True)
+        X, y, splits = flowers(store, images, *net)
         for name in ("svm", "logreg"):
             run_both(X, y, splits, name, threads)
-        print(f"(b) generated {args.n} x 512, 100 classes, 80/20 split", flush=True)
-        X, y, splits = generated(args.n)
+        print(f"(b) generated {n} x {d}, {k} classes, 80/20 split", flush=True)
+        X, y, splits = generated(n, d, k)
         for name in ("logreg", "svm"):
             run_both(X, y, splits, name, threads, not (name == "svm" and args.skip_sklearn_svm_b))
         print("(c) exact retrieval search", flush=True)
-        retrieval()
+        retrieval(db, d, q=min(200, db // 100), k=min(100, db // 20))
 
 
 if __name__ == "__main__":

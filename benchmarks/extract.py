@@ -7,6 +7,7 @@ Prints, measured in the same run on a subset of flowers12:
   (c) k separate passes / one pass with k layers, wall time (for contrast).
 
 Usage:
+  python benchmarks/extract.py --smoke        # seconds: 8 generated images, a tiny network, 2 layers
   python benchmarks/extract.py --n 96
   python benchmarks/extract.py --n 160 --repeat 3
   python benchmarks/extract.py --n 480 --device cuda --batch-size 64 --json
@@ -51,6 +52,8 @@ def subset(ds: Dataset, n: int) -> Dataset:
         split_names=ds.split_names,
         classes=ds.classes,
         fingerprint=content_hash({"subset_of": ds.fingerprint, "rows": rows}, length=64),
+        # feature keys hold the images' content id (store format 2): keep their hashes
+        image_hashes=None if ds.image_hashes is None else [ds.image_hashes[i] for i in rows],
     )
 
 
@@ -133,7 +136,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--tmp", default=None, help="where temporary stores go")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="8 generated images, a tiny network, 2 layers, once (seconds)",
+    )
     args = ap.parse_args(argv)
+    if args.smoke:
+        return smoke(args)
+    return run(args)
+
+
+def smoke(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole benchmark on 8 generated images (checks it runs, not a measurement)."""
+    from _smoke import TINY_NET, image_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args.data = str(image_folder(Path(tmp) / "images", train=3, test=1))
+        args.n, args.repeat, args.model, args.layers = 8, 1, TINY_NET, "conv,flat"
+        args.batch_size, args.workers = args.batch_size or 4, args.workers or 0
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
 
     compute = resolve_compute(args.device)
     if compute.device_type == "cpu":

@@ -11,6 +11,7 @@ and the ratio hash / (read + prepare): the share the check adds to the loader's 
 counted, so the share of a whole run is smaller still).
 
 Usage:
+  python benchmarks/image_check.py --smoke     # seconds: 12 generated images, once
   python benchmarks/image_check.py
   python benchmarks/image_check.py --root /work/shared/data/flowers12 --repeat 3 --json
 """
@@ -63,8 +64,17 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="12 generated images (seconds)")
     args = parser.parse_args()
-    out = measure(args.root, args.repeat)
+    if args.smoke:
+        import tempfile
+
+        from _smoke import image_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = measure(image_folder(tmp, train=3, test=1), 1)
+    else:
+        out = measure(args.root, args.repeat)
     if args.json:
         print(json.dumps(out, indent=2))
         return

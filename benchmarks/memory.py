@@ -15,7 +15,8 @@ fresh process per case, runs ``FeatureTransform(spec).fit_transform`` on it (the
 - the seconds spent reading and transforming (``FeatureTransform.timings_``).
 
 The last case reads the whole entry at once and pools it (what a read without chunking
-costs), for comparison. Run: ``PYTHONPATH=. python benchmarks/memory.py [--n 16000]``.
+costs), for comparison. Run: ``PYTHONPATH=. python benchmarks/memory.py [--n 16000]``;
+``--smoke`` (seconds: 256 x 16 x 4 x 4, two cases) checks that it runs.
 
 Measured here (2 cores; traced peak / final matrix; 4 MB chunks, one of which costs
 ~10.5 MB traced to decode and pool, zarr's buffers included):
@@ -124,10 +125,17 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--size", type=int, default=7)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument(
+        "--smoke", action="store_true", help="256 x 16 x 4 x 4 maps, two cases (seconds)"
+    )
     args = parser.parse_args()
     if args.case is not None:
         print(json.dumps(measure(Path(args.store), args.case)))
         return
+    cases = CASES
+    if args.smoke:
+        args.n, args.channels, args.size = 256, 16, 4
+        cases = ("pool=avg,l2", "whole-read")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.store) if args.store else Path(tmp) / "memory.zarr"
         t0 = time.perf_counter()
@@ -143,7 +151,7 @@ def main() -> None:
             f"rows = {one['chunk'] / mb:.2f} MB; reading and pooling one chunk peaks at "
             f"{one['traced_peak'] / mb:.2f} MB traced (the fixed term below)"
         )
-        for case in CASES:
+        for case in cases:
             r = child(path, case)
             t = r["timings"]
             spent = f" (read {t['read_s']:.2f} s, transform {t['transform_s']:.2f} s)" if t else ""

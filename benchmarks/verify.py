@@ -11,6 +11,7 @@ and their ratio (unverified / verified, goal >= 0.8), for the checksum featstore
 sha256 and crc32c markers on the same data.
 
 Usage:
+  python benchmarks/verify.py --smoke          # seconds: 512 x 64 rows, once
   python benchmarks/verify.py
   python benchmarks/verify.py --rows 20000 --dim 2048 --repeat 5 --json
 """
@@ -95,7 +96,10 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="512 x 64 rows, once (seconds)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.dim, args.chunk_rows, args.repeat = 512, 64, 64, 1
     result = run(args.rows, args.dim, args.chunk_rows, args.repeat)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -66,6 +66,7 @@ def make_key(prefix: str, value: Any) -> str:
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9]{0,15}-[A-Za-z0-9_]{1,64}")
 DATASET_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 DATASET_ID_PATTERN = re.compile(rf"{DATASET_NAME_PATTERN.pattern}-[0-9a-f]{{8,64}}")
+IMAGES_ID_PATTERN = re.compile(r"img-[0-9a-f]{40}")  # datasets.core.images_id: img- + sha256[:40]
 
 
 def check_key(key: object, what: str = "key") -> str:
@@ -96,3 +97,14 @@ def check_dataset_name(name: object) -> str:
             "'_', '-' and '.', starting with a letter or digit"
         )
     return name
+
+
+def check_images_id(value: object) -> str:
+    """``value`` if it is an images id (``img-`` and 40 hex digits, the name of an image
+    list under ``images/``); InvalidKeyError otherwise."""
+    if not isinstance(value, str) or not IMAGES_ID_PATTERN.fullmatch(value):
+        raise InvalidKeyError(
+            f"{value!r} is not an images id (img- and 40 hex digits); take it from an entry's "
+            "'images' attribute or a dataset's images_id"
+        )
+    return value

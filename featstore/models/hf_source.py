@@ -25,8 +25,10 @@ from torch import nn
 
 from featstore.errors import ModelError, UnknownModelError, WeightsNotFoundError
 from featstore.models.adapter import SourceAdapter, TapNet, check_keys, to_nld
+from featstore.models.registry import register_source
 from featstore.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocess
 from featstore.models.tokens import TokenLayout
+from featstore.models.weights import hf_cached_file
 
 # model_type -> (class name, prefix tokens before patches, has a class token)
 TOWERS: dict[str, tuple[str, int, bool]] = {
@@ -174,7 +176,7 @@ class HFAdapter(SourceAdapter):
         p = Path(path)
         if p.is_dir():
             return super().weights_files(path)
-        found = _cached_file(path, ("model.safetensors", "pytorch_model.bin", "config.json"))
+        found = hf_cached_file(path, ("model.safetensors", "pytorch_model.bin", "config.json"))
         return [found] if found else [path]
 
     def load_default(self, path: str) -> nn.Module:
@@ -201,23 +203,11 @@ class HFAdapter(SourceAdapter):
         return model  # type: ignore[no-any-return]
 
 
-def _cached_file(repo_id: str, filenames: Sequence[str]) -> str | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - installed with transformers
-        return None
-    for filename in filenames:
-        found = try_to_load_from_cache(repo_id, filename)
-        if isinstance(found, str) and Path(found).is_file():
-            return found
-    return None
-
-
 def _preprocessor_config(location: str) -> dict[str, Any] | None:
     p = Path(location)
     path = p / "preprocessor_config.json" if p.is_dir() else None
     if path is None:
-        found = _cached_file(location, ("preprocessor_config.json",))
+        found = hf_cached_file(location, ("preprocessor_config.json",))
         path = Path(found) if found else None
     if path is None or not path.is_file():
         return None
@@ -299,3 +289,6 @@ def hf_spec(location: str) -> ModelSpec:
         description=f"Hugging Face {TOWERS[config.model_type][0]} from {location} ({note})",
         adapter=adapter,
     )
+
+
+register_source("hf", hf_spec, "a Hugging Face model as 'hf:DIR_OR_CACHED_ID'")

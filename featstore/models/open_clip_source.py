@@ -24,6 +24,7 @@ from torch import nn
 
 from featstore.errors import UnknownLayerError, UnknownModelError, WeightsNotFoundError
 from featstore.models.adapter import SourceAdapter, TapNet, to_nld
+from featstore.models.registry import register_source
 from featstore.models.spec import ModelSpec, Preprocess
 from featstore.models.tokens import TokenLayout
 
@@ -184,3 +185,6 @@ def open_clip_spec(arch: str) -> ModelSpec:
         description=f"OpenCLIP {arch} image tower (weights: --weights FILE or random)",
         adapter=adapter,
     )
+
+
+register_source("open_clip", open_clip_spec, "an OpenCLIP tower as 'open_clip:ARCH'")

@@ -1,8 +1,11 @@
 """The one registry of networks: every torchvision classifier, the bundled default,
-team networks given as ``module:function`` and timm models as ``timm:NAME``.
+team networks given as ``module:function`` and sources such as ``timm:NAME``.
 
-Registered specs are frozen; registering a name twice is refused. Lookups of
-``module:function`` and ``timm:NAME`` build a spec on demand.
+Two tables. Specs: registered specs are frozen; registering a name twice is refused.
+Sources: ``register_source(prefix, factory)`` makes ``<prefix>:NAME`` a network whose
+spec ``factory(NAME)`` builds on demand; timm_source, hf_source and open_clip_source each
+register theirs when imported (listed in ``SOURCE_MODULES``). Any other ``a:b`` name is a
+team network ``module:function``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import io
 import reprlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -169,6 +173,9 @@ def bundled_weights_path(spec: ModelSpec) -> str:
 
 def _populate() -> None:
     global _POPULATED
+    if _POPULATED:
+        return
+    _populate_sources()  # outside the lock: each source module takes it to register itself
     with _LOCK:
         if _POPULATED:
             return
@@ -267,25 +274,71 @@ def _module_spec(name: str) -> ModelSpec:
     )
 
 
+# --- sources: ``PREFIX:NAME`` networks built on demand ------------------------------------
+@dataclass(frozen=True)
+class ModelSource:
+    """A ``<prefix>:NAME`` network source: ``factory(NAME) -> ModelSpec``; ``usage`` is how
+    the unknown-network error names it (``a timm model as 'timm:NAME'``)."""
+
+    prefix: str
+    factory: Callable[[str], ModelSpec]
+    usage: str
+
+
+_SOURCES: dict[str, ModelSource] = {}
+# each module registers its own source when imported; _populate imports them all
+SOURCE_MODULES = (
+    "featstore.models.timm_source",
+    "featstore.models.hf_source",
+    "featstore.models.open_clip_source",
+)
+
+
+def register_source(prefix: str, factory: Callable[[str], ModelSpec], usage: str = "") -> None:
+    """Make ``<prefix>:NAME`` a network: ``factory(NAME)`` builds its spec (on first use,
+    then cached). A prefix registered with another factory is refused."""
+    if not prefix.isidentifier():
+        raise ModelError(f"a network source prefix is a word such as 'timm', not {prefix!r}")
+    with _LOCK:
+        known = _SOURCES.get(prefix)
+        if known is not None:
+            if known.factory is not factory:
+                raise ModelError(f"a network source '{prefix}:' is already registered")
+            return  # the same module imported again
+        _SOURCES[prefix] = ModelSource(prefix, factory, usage or f"'{prefix}:NAME'")
+
+
+def sources() -> dict[str, ModelSource]:
+    """The registered ``PREFIX:NAME`` sources, by prefix."""
+    _populate_sources()
+    return dict(_SOURCES)
+
+
+def _populate_sources() -> None:
+    for module in SOURCE_MODULES:  # cached after the first import: cheap
+        importlib.import_module(module)
+
+
+def _ordered_sources() -> list[ModelSource]:
+    """The sources in SOURCE_MODULES order (then any other), whatever imported them first."""
+    rank = {module: i for i, module in enumerate(SOURCE_MODULES)}
+    return sorted(
+        _SOURCES.values(),
+        key=lambda s: (rank.get(s.factory.__module__, len(rank)), s.prefix),
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def _dynamic_spec(name: str) -> ModelSpec:
-    if name.startswith("timm:"):
-        from featstore.models.timm_source import timm_spec
-
-        return timm_spec(name.split(":", 1)[1])
-    if name.startswith("hf:"):
-        from featstore.models.hf_source import hf_spec
-
-        return hf_spec(name.split(":", 1)[1])
-    if name.startswith("open_clip:"):
-        from featstore.models.open_clip_source import open_clip_spec
-
-        return open_clip_spec(name.split(":", 1)[1])
+    prefix, _, rest = name.partition(":")
+    source = _SOURCES.get(prefix)
+    if source is not None:
+        return source.factory(rest)
     return _module_spec(name)
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a registered network, a ``module:function`` or a ``timm:NAME``."""
+    """The spec of a registered network, a ``module:function`` or a ``PREFIX:NAME`` source."""
     _populate()
     spec = _REGISTRY.get(name)
     if spec is not None:
@@ -294,10 +347,10 @@ def get_spec(name: str) -> ModelSpec:
         return _dynamic_spec(name)
     close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    forms = ", ".join(source.usage for source in _ordered_sources())
     raise UnknownModelError(
         f"no network named {name!r}.{hint} See `featstore models list`; a team network is "
-        f"given as 'package.module:function', a timm model as 'timm:NAME', a Hugging Face "
-        f"model as 'hf:DIR_OR_CACHED_ID', an OpenCLIP tower as 'open_clip:ARCH'"
+        f"given as 'package.module:function', {forms}"
     )
 
 

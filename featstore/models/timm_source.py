@@ -19,7 +19,6 @@ import difflib
 import inspect
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,9 +26,10 @@ from torch import nn
 
 from featstore.errors import UnknownModelError, WeightsNotFoundError
 from featstore.models.adapter import SourceAdapter, TapNet, to_nld
+from featstore.models.registry import register_source
 from featstore.models.spec import ModelSpec, Preprocess
 from featstore.models.tokens import TokenLayout
-from featstore.models.weights import hub_checkpoint_path
+from featstore.models.weights import hf_cached_file, hub_checkpoint_path
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 FINAL_TAPS = ("features", "penultimate", "logits")
@@ -140,7 +140,7 @@ class TimmAdapter(SourceAdapter):
         cfg = self._pretrained_cfg()
         hub_id = cfg.get("hf_hub_id")
         if hub_id:
-            found = _hf_cached(str(hub_id), HF_WEIGHT_FILES)
+            found = hf_cached_file(str(hub_id), HF_WEIGHT_FILES)
             if found:
                 return "timm", found
         url = cfg.get("url") or ""
@@ -173,19 +173,6 @@ def _strip(state_dict: dict[str, torch.Tensor], prefixes: Sequence[str]) -> dict
         if state_dict and all(k.startswith(prefix) for k in state_dict):
             return {k[len(prefix) :]: v for k, v in state_dict.items()}
     return state_dict
-
-
-def _hf_cached(repo_id: str, filenames: Sequence[str]) -> str | None:
-    """A file of a Hugging Face repo already in the local cache (never downloads)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - installed with timm
-        return None
-    for filename in filenames:
-        found = try_to_load_from_cache(repo_id, filename)
-        if isinstance(found, str) and Path(found).is_file():
-            return found
-    return None
 
 
 def timm_preprocess(model: nn.Module) -> Preprocess:
@@ -240,3 +227,6 @@ def timm_spec(arch: str, name: str | None = None, **kwargs: Any) -> ModelSpec:
         description=f"timm {arch} (weights: local timm/HF cache, --weights FILE or random)",
         adapter=adapter,
     )
+
+
+register_source("timm", timm_spec, "a timm model as 'timm:NAME'")

@@ -12,7 +12,7 @@ import json
 import os
 import pickle
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,21 @@ def cache_dir() -> Path:
 def hub_checkpoint_path(filename: str) -> Path:
     """Where torch hub keeps a downloaded checkpoint of this file name."""
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def hf_cached_file(repo_id: str, filenames: Sequence[str]) -> str | None:
+    """The first of ``filenames`` of a Hugging Face repo already in the local cache, or
+    None (never downloads; None too without huggingface_hub, which timm and transformers
+    bring)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - installed with timm and transformers
+        return None
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str) and Path(found).is_file():
+            return found
+    return None
 
 
 def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:

@@ -8,13 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from featstore.errors import (
-    DamagedEntryError,
-    FeatstoreError,
-    ReadOnlyError,
-    StoreError,
-    redacting,
-)
+from featstore.errors import FeatstoreError, ReadOnlyError, StoreError, redacting
 from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
 from featstore.store.spec import StoreSpec
 
@@ -27,7 +21,6 @@ __all__ = [
     "StoreSpec",
     "is_hdf5_location",
     "open_store",
-    "find_entries",
     "default_store_url",
 ]
 
@@ -150,28 +143,3 @@ def _open(url: str, mode: str, storage_options: dict[str, Any] | None) -> Store:
     from featstore.store.zarr_store import ZarrStore
 
     return ZarrStore(url, mode=mode, storage_options=storage_options)
-
-
-def find_entries(store: Store, **factors: Any) -> list[Entry]:
-    """Entries whose attrs equal every given factor (None values are ignored).
-
-    An entry whose metadata cannot be read is left out (logged; `featstore verify` names
-    it), so one damaged entry never stops the search among the others.
-    """
-    wanted = {k: v for k, v in factors.items() if v is not None}
-    found = []
-    for key in store.entry_keys():
-        try:
-            entry = store.get_entry(key)
-        except DamagedEntryError as exc:
-            logger.warning("skipping a damaged entry: %s", exc)
-            continue
-        if all(_matches(entry.attrs, name, value) for name, value in wanted.items()):
-            found.append(entry)
-    return found
-
-
-def _matches(attrs: dict[str, Any], name: str, value: Any) -> bool:
-    if name == "model" and isinstance(value, str):  # a model given by name
-        return attrs.get("model_name") == value or attrs.get("model", {}).get("name") == value
-    return attrs.get(name) == value

@@ -21,7 +21,6 @@ of ``images``: they are found for the dataset with that fingerprint, row for row
 from __future__ import annotations
 
 import logging
-import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from featstore.datasets.core import images_id as compute_images_id
 from featstore.errors import DamagedEntryError, DatasetError, IncompleteEntryError, StoreError
+from featstore.keys import IMAGES_ID_PATTERN, check_images_id
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +47,6 @@ __all__ = [
     "FACTOR_FIELDS",
     "factor_signature",
 ]
-
-IMAGES_ID_PATTERN = re.compile(r"^img-[0-9a-f]{40}$")
-
-
-def check_images_id(value: str) -> str:
-    """An images id is ``img-`` and 40 hex digits; anything else never becomes a path."""
-    if not isinstance(value, str) or not IMAGES_ID_PATTERN.match(value):
-        raise StoreError(
-            f"{value!r} is not an images id (img- and 40 hex digits); take it from an entry's "
-            "'images' attribute or a dataset's images_id"
-        )
-    return value
 
 
 def pack_hashes(images_id: str, hashes: Sequence[str]) -> bytes:
