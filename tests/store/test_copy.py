@@ -103,7 +103,12 @@ def test_export_hdf5_and_import_back(tmp_path, image_folder):
     assert import_hdf5(tmp_path / "out.h5", back)["ok"]
     for key in data:
         assert entries_equal(src.get_entry(key), back.get_entry(key))
-    assert back.get_entry("feat-a").verify() == {"missing": [], "damaged": [], "ok": 5, "unbound": []}
+    assert back.get_entry("feat-a").verify() == {
+        "missing": [],
+        "damaged": [],
+        "ok": 5,
+        "unbound": [],
+    }
     with pytest.raises(StoreError, match="must end in .h5"):
         export_hdf5(src, tmp_path / "out.zarr")
 

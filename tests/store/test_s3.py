@@ -150,7 +150,12 @@ def test_verify_finds_tampered_and_deleted_chunks(s3_store):
     store.fs.pipe_file(f"{chunk}/1/0", store.fs.cat_file(f"{chunk}/0/0"))  # other valid bytes
     store.fs.rm(f"{chunk}/2/0")  # reads back as fill value zeros
     shared = open_store(url, mode="r", storage_options=options)
-    assert shared.get_entry("feat-v").verify() == {"missing": [], "damaged": [1, 2], "ok": 1, "unbound": []}
+    assert shared.get_entry("feat-v").verify() == {
+        "missing": [],
+        "damaged": [1, 2],
+        "ok": 1,
+        "unbound": [],
+    }
     result = CliRunner().invoke(
         cli,
         [
