@@ -215,7 +215,7 @@ def model_plan(
     """Resolve a network, its weights identity and its layers at the effective input size.
 
     With ``store``, a network registered in that store (a fine-tuned one: see
-    :mod:`featstore.store.networks`) is found by its name too, with the store's weights.
+    :mod:`featstore.store.trained`) is found by its name too, with the store's weights.
     """
     stored = _stored_network(store, name, weights)
     spec = base = stored.spec if stored is not None else get_spec(name)
@@ -239,10 +239,10 @@ def model_plan(
 
 def _stored_network(store: Any, name: str, weights: Any) -> Any:
     """The store's network ``name`` (spec + verified weights), or None (the seam where store-
-    registered names join the registry's; see featstore.store.networks.stored_network)."""
+    registered names join the registry's; see featstore.store.trained.stored_network)."""
     if store is None:
         return None
-    from featstore.store.networks import stored_network
+    from featstore.store.trained import stored_network
 
     found = stored_network(store, name)
     if found is not None and weights is not None:

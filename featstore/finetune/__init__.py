@@ -3,7 +3,7 @@
     from featstore.finetune import Recipe, finetune
     finetune(store, "flowers", "efficientnet_lite0", "lite0-ft", Recipe(epochs=3, freeze="blocks.10"))
 
-The result is registered in the store under its name (see :mod:`featstore.store.networks`)
+The result is registered in the store under its name (see :mod:`featstore.store.trained`)
 and extracted from with ``-m NAME`` like any other network.
 """
 

@@ -590,9 +590,9 @@ class Store(ABC):
         when the backend needs none (HDF5: one writer holds the file)."""
         return None
 
-    def network_objects(self) -> ObjectFolder | None:
+    def trained_objects(self) -> ObjectFolder | None:
         """Where stored networks (fine-tuned weights and their records) live (see
-        :mod:`featstore.store.networks`), or None when the backend keeps no side objects (HDF5)."""
+        :mod:`featstore.store.trained`), or None when the backend keeps no side objects (HDF5)."""
         return None
 
     def put_dataset(self, dataset: Any, *, replace: bool = False) -> str:

@@ -485,8 +485,8 @@ class ZarrStore(Store):
     def _name_claims(self) -> ObjectFolder:
         return self._object_folder(NAMES_DIR)  # names/<name>.json: see store/names.py
 
-    def network_objects(self) -> ObjectFolder:
-        return self._object_folder("networks")  # see store/networks.py
+    def trained_objects(self) -> ObjectFolder:
+        return self._object_folder("trained")  # see store/trained.py
 
     def damaged_datasets(self) -> dict[str, str]:
         return self._dataset_state()[1]

@@ -24,7 +24,7 @@ from featstore.finetune import Recipe, finetune, plan_run, training_rows
 from featstore.finetune import train as train_mod
 from featstore.models import load_model
 from featstore.models.weights import state_dict_sha256
-from featstore.store import networks as nets
+from featstore.store import trained as nets
 from featstore.store import open_store
 
 HERE = Path(__file__).resolve().parent
@@ -193,7 +193,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path: Path, im
         a, b = nets.get_network(store, name), nets.get_network(whole, name)
         assert a.weights_sha256 == b.weights_sha256 and a.blob == b.blob
     # the finished run left no in-progress state behind
-    runs = store.network_objects().path + "/runs"
+    runs = store.trained_objects().path + "/runs"
     assert sorted(os.listdir(runs)) == [f"{resumed['run']}.json"]
 
 
@@ -221,7 +221,7 @@ def test_a_damaged_blob_is_refused_when_read(tmp_path: Path, images: Path) -> No
     store = new_store(tmp_path / "s.zarr", images)
     finetune(store, "tiny", NET, "ft", **FAST)
     rec = nets.get_network(store, "ft")
-    path = Path(store.network_objects().path) / "blobs" / f"{rec.blob}.safetensors"
+    path = Path(store.trained_objects().path) / "blobs" / f"{rec.blob}.safetensors"
     raw = bytearray(path.read_bytes())
     raw[-5] ^= 0xFF
     path.write_bytes(bytes(raw))

@@ -1,12 +1,12 @@
 """Networks kept in a store: fine-tuned weights, their names and how they were made.
 
-Layout (plain objects beside the Zarr hierarchy, under ``networks/``)::
+Layout (plain objects beside the Zarr hierarchy, under ``trained/``)::
 
-    networks/blobs/<sha256>.safetensors   weights, named by the sha256 of the file's bytes
-    networks/names/<NAME>.json            a name: architecture, weights, preprocessing, provenance
-    networks/runs/<ft-key>.json           a finished fine-tuning run (what it kept)
-    networks/runs/<ft-key>.state.json     a run in progress: epoch, curve, best so far ...
-    networks/runs/<ft-key>.state-<E>.safetensors   ... and its tensors after epoch E
+    trained/blobs/<sha256>.safetensors   weights, named by the sha256 of the file's bytes
+    trained/names/<NAME>.json            a name: architecture, weights, preprocessing, provenance
+    trained/runs/<ft-key>.json           a finished fine-tuning run (what it kept)
+    trained/runs/<ft-key>.state.json     a run in progress: epoch, curve, best so far ...
+    trained/runs/<ft-key>.state-<E>.safetensors   ... and its tensors after epoch E
 
 Every object is written in one step (a temporary file renamed into place, or one PUT) and
 read back with proof: a blob's bytes must hash to its name, and the state dict they hold
@@ -65,7 +65,7 @@ def check_network_name(name: object) -> str:
 
 
 def _folders(store: Any) -> ObjectFolder:
-    folder = store.network_objects()
+    folder = store.trained_objects()
     if folder is None:
         raise StoreError(
             f"store {store.location} keeps no networks (an HDF5 store holds arrays only); "
@@ -215,7 +215,7 @@ def get_network(store: Any, name: str) -> NetworkRecord:
 
 def list_networks(store: Any) -> list[str]:
     """Names of the networks in the store (none for a store that keeps no networks)."""
-    if store.network_objects() is None:
+    if store.trained_objects() is None:
         return []
     return [n[: -len(".json")] for n in _sub(store, "names").names() if n.endswith(".json")]
 
@@ -253,7 +253,7 @@ def stored_network(store: Any, name: str) -> StoredNetwork | None:
     (registered networks, ``module:function`` and ``timm:`` names are never store names)."""
     if store is None or not NETWORK_NAME_PATTERN.fullmatch(name):
         return None
-    if store.network_objects() is None:
+    if store.trained_objects() is None:
         return None
     data = _json(_sub(store, "names").read(f"{name}.json"), f"network {name!r}")
     if data is None:
@@ -327,6 +327,6 @@ def get_run_state(
     if payload is None or hashlib.sha256(payload).hexdigest() != meta.get("tensors_sha256"):
         raise DamagedEntryError(
             f"the saved state of fine-tuning run {run_key} is damaged; delete "
-            f"networks/runs/{run_key}.state.json in the store to start the run over"
+            f"trained/runs/{run_key}.state.json in the store to start the run over"
         )
     return meta, load_tensors(payload)
