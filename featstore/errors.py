@@ -122,3 +122,7 @@ class EvaluationError(FeatstoreError, ValueError):
 
 class SpecError(FeatstoreError, ValueError):
     """A sweep or transform specification is malformed."""
+
+
+class AmbiguousSelectionError(EvaluationError):
+    """Several cached entries match a selection and no documented rule picks one."""

@@ -13,12 +13,13 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from featstore._atomic import write_atomic
 from featstore.errors import ModelError, WeightsNotFoundError
+
+if TYPE_CHECKING:  # torch is imported where tensors are read: the hash cache needs none
+    import torch
 
 _LOCK = threading.Lock()
 
@@ -34,6 +35,8 @@ def cache_dir() -> Path:
 
 def hub_checkpoint_path(filename: str) -> Path:
     """Where torch hub keeps a downloaded checkpoint of this file name."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -43,6 +46,8 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
     Independent of how the file was saved (pickle protocol, zip layout), so the same
     weights give the same hash wherever they come from.
     """
+    import torch
+
     h = hashlib.sha256()
     for key in sorted(state_dict):
         value = state_dict[key]
@@ -64,6 +69,8 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
 
 def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: a state dict, or {"state_dict"|"model": ...}."""
+    import torch
+
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, Mapping):
@@ -90,6 +97,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     Uses torch.load(weights_only=True): a file that needs arbitrary pickled objects is
     refused with a hint rather than executed. ``.safetensors`` files load without pickle.
     """
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise WeightsNotFoundError(f"weights file {p} does not exist")
