@@ -193,7 +193,11 @@ def _registered(model: str | None) -> bool:
 
 
 def _find_one(
-    store: Any, ds: Any, selector: FeatureSelector, pool: Step | None, catalog: Catalog | None = None
+    store: Any,
+    ds: Any,
+    selector: FeatureSelector,
+    pool: Step | None,
+    catalog: Catalog | None = None,
 ) -> Any:
     catalog = catalog or Catalog(store)
     found = catalog.find(

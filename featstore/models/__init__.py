@@ -57,7 +57,27 @@ _WHERE = {
     "weights_identity": "loading",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "DEFAULT_MODEL",
+    "LayerInfo",
+    "LoadedModel",
+    "ModelSpec",
+    "Preprocess",
+    "WeightsRef",
+    "build_meta",
+    "describe",
+    "get_spec",
+    "list_layers",
+    "list_specs",
+    "load_model",
+    "load_state_dict_file",
+    "meta_params",
+    "register",
+    "resolve_layer",
+    "resolve_weights",
+    "state_dict_sha256",
+    "weights_identity",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -35,6 +35,7 @@ from typing import Any
 
 from featstore.errors import (
     AmbiguousSelectionError,
+    EntryNotFoundError,
     EvaluationError,
     SpecError,
     WeightsNotFoundError,
@@ -50,6 +51,8 @@ __all__ = [
     "Selector",
     "WeightsChoice",
     "describe_entries",
+    "file_record",
+    "lookup",
     "parse_weights",
     "stored_poolings",
 ]
@@ -186,6 +189,16 @@ class Selector:
         return "features with " + (", ".join(bits) if bits else "any factors")
 
 
+def _preprocess_ok(wanted: Mapping[str, Any], recorded: Any) -> bool:
+    """Every preprocessing field given equals the recorded one (sizes as int or pair)."""
+    if not isinstance(recorded, Mapping):
+        return False
+    return all(
+        value is None or canonical_json(value) == canonical_json(recorded.get(name))
+        for name, value in wanted.items()
+    )
+
+
 def _network_of(attrs: Mapping[str, Any]) -> str | None:
     name = attrs.get("model_name") or _model(attrs).get("name")
     return None if name is None else str(name)
@@ -205,6 +218,14 @@ CLI_CHOOSERS = {
     "dtype": "--dtype",
     "view": "--view",
     "key": "--key KEY",
+}
+LOOKUP_CHOOSERS = {
+    "pooling": "pooling=",
+    "weights": "weights=",
+    "compute_dtype": "compute_dtype=",
+    "dtype": "dtype=",
+    "view": "view=",
+    "key": "keys=[KEY]",
 }
 SPEC_CHOOSERS = {
     "pooling": "pooling:",
@@ -395,9 +416,7 @@ class Catalog:
             value = getattr(sel, name)
             if value is not None and str(a.get(name)) != str(value):
                 return False
-        if sel.preprocess is not None and canonical_json(a.get("preprocess")) != canonical_json(
-            sel.preprocess
-        ):
+        if sel.preprocess is not None and not _preprocess_ok(sel.preprocess, a.get("preprocess")):
             return False
         if not all(_equal(a, k, v) for k, v in sel.attrs.items() if v is not None):
             return False
@@ -489,3 +508,52 @@ def _same_features(entry: Any) -> str:
     a = dict(entry.attrs)
     names = ("images", "model", "layer_target", "preprocess", "view", "pooling", "dtype")
     return canonical_json({k: a.get(k) for k in (*names, "compute_dtype")})
+
+
+def lookup(
+    store: Any,
+    dataset: Any,
+    model: str,
+    layer: str,
+    pooling: str | None = "avg",
+    view: str = "plain",
+    *,
+    weights: str | None = None,
+    preprocess: Mapping[str, Any] | None = None,
+    compute_dtype: str | None = None,
+    dtype: str | None = None,
+    keys: Sequence[str] = (),
+    device: str | None = None,
+) -> Any:
+    """The cached entry for one (network, layer, pooling, view) of a dataset, asked of the store.
+
+    Aliases and the stored form of ``pooling`` resolve as extraction writes them; weights,
+    preprocessing (fields given), compute and storage dtype select when given and match
+    any value when not (several matches are refused, listing them). ``device`` is accepted
+    for symmetry with ``plan`` and ignored: what was cached does not depend on the reader's
+    device. Imports no torch and loads no network. Raises EntryNotFoundError, with the
+    command that would create it, when absent; an entry holding the dataset's images among
+    others comes as a :class:`~featstore.store.content.RowView` in the dataset's order.
+    """
+    del device
+    ds = dataset if hasattr(dataset, "images_id") else store.get_dataset(str(dataset))
+    sel = Selector(
+        network=model,
+        layer=layer,
+        pooling=pooling,
+        view=view,
+        weights=parse_weights(weights),
+        preprocess=preprocess,
+        compute_dtype=compute_dtype,
+        dtype=dtype,
+        keys=tuple(keys),
+    )
+    found = Catalog(store).find(ds, sel, choosers=LOOKUP_CHOOSERS)
+    if found is None:
+        pool = sel.pooling or "avg"
+        raise EntryNotFoundError(
+            f"no cached features for {model} layer {layer} (pooling {pool}, view {view}) of "
+            f"dataset {ds.name}; create them with `featstore extract -d {ds.name} -m {model} "
+            f"-l {layer} --pool {pool}`"
+        )
+    return found

@@ -10,6 +10,7 @@ time from a table of measured CPU throughputs (DESIGN.md) unless the spec says o
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from featstore.evaluate.results import collect_records
 from featstore.keys import content_hash
 from featstore.settings import cell_key, record_setting
 from featstore.store.content import entries_for
+from featstore.store.select import SPEC_CHOOSERS, Catalog, Selector, parse_weights
 from featstore.sweep.spec import Cell, DatasetSpec, SweepSpec
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "entry_views",
     "make_plan",
     "resolve_datasets",
+    "store_planner",
 ]
 
 # images/s of a forward pass on this kind of CPU, 224 px, 2 threads (DESIGN.md); default 10
@@ -350,6 +353,65 @@ def extract_planner(
     return out
 
 
+def _spec_selector(
+    network: Any, layer: str, pooling: str, view: str, options: Mapping[str, Any]
+) -> Selector:
+    """The store selector of one entry a sweep needs: what the spec pins, nothing else."""
+    return Selector(
+        network=network.name,
+        layer=layer,
+        pooling=pooling,
+        view=view,
+        weights=parse_weights(getattr(network, "weights", None)),
+        compute_dtype=options.get("compute_dtype"),
+        dtype=options.get("dtype"),
+    )
+
+
+def store_planner(
+    store: Any,
+    ds: Dataset,
+    network: Any,
+    wanted: list[tuple[str, str, str]],
+    options: Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
+) -> list[EntryPlan]:
+    """Ask the store first (no network, no weights file, no torch); plan extraction (with
+    this machine's defaults for what the spec leaves unpinned) only for what is missing."""
+    catalog = catalog or Catalog(store)
+    found: dict[tuple[str, str, str], Any] = {}
+    for item in wanted:
+        entry = catalog.find(ds, _spec_selector(network, *item, options), choosers=SPEC_CHOOSERS)
+        if entry is not None and entry.is_complete:
+            found[item] = entry
+    missing = [w for w in wanted if w not in found]
+    computed = (
+        dict(zip(missing, extract_planner(store, ds, network, missing, options), strict=True))
+        if missing
+        else {}
+    )
+    out = []
+    for item in wanted:
+        entry = found.get(item)
+        if entry is None:
+            out.append(computed[item])
+            continue
+        out.append(
+            EntryPlan(
+                *item,
+                cached=True,
+                key=entry.key,
+                missing_chunks=0,
+                exists=True,
+                rows_to_compute=0,
+                dim=int(np.prod(entry.shape[1:], dtype=np.int64)),
+                nbytes=0,
+            )
+        )
+    return out
+
+
 def factor_planner(
     store: Any,
     ds: Dataset,
@@ -397,15 +459,16 @@ def make_plan(
 ) -> SweepPlan:
     """What the sweep needs, what the store already has, and what one pass per network adds.
 
-    ``planner`` finds the entries of one network on one dataset (default: extraction's
-    planner, exact keys; :func:`factor_planner` for networks outside the registry).
+    ``planner`` finds the entries of one network on one dataset (default:
+    :func:`store_planner`, the store's selection, then extraction's planner for what is
+    missing; :func:`factor_planner` for networks outside the registry).
     ``datasets`` (by spec name) replaces resolving them from the store or their sources.
     """
     if datasets is None:
         datasets, notes = resolve_datasets(store, spec, register=register)
     else:
         datasets, notes = dict(datasets), []
-    find = planner or extract_planner
+    find = planner or functools.partial(store_planner, catalog=Catalog(store))
     speeds = {**CPU_IMAGES_PER_S, **dict(images_per_s or {})}
     cells = spec.cells()
     groups: list[ExtractionGroup] = []
