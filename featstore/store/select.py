@@ -525,7 +525,8 @@ def lookup(
     keys: Sequence[str] = (),
     device: str | None = None,
 ) -> Any:
-    """The cached entry for one (network, layer, pooling, view) of a dataset, asked of the store.
+    """The cached entry for one (network, layer, pooling, view) of a dataset, asked of the store
+    (an open Store, or its path or URL, opened read-only).
 
     Aliases and the stored form of ``pooling`` resolve as extraction writes them; weights,
     preprocessing (fields given), compute and storage dtype select when given and match
@@ -536,6 +537,10 @@ def lookup(
     others comes as a :class:`~featstore.store.content.RowView` in the dataset's order.
     """
     del device
+    if isinstance(store, (str, os.PathLike)):
+        from featstore.store import open_store
+
+        store = open_store(store, mode="r")
     ds = dataset if hasattr(dataset, "images_id") else store.get_dataset(str(dataset))
     sel = Selector(
         network=model,
