@@ -540,7 +540,7 @@ def lookup(
     if isinstance(store, (str, os.PathLike)):
         from featstore.store import open_store
 
-        store = open_store(store, mode="r")
+        store = open_store(str(store), mode="r")
     ds = dataset if hasattr(dataset, "images_id") else store.get_dataset(str(dataset))
     sel = Selector(
         network=model,

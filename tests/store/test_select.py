@@ -226,3 +226,11 @@ def test_stored_pooling_agrees_with_extraction(shape, asked) -> None:
     except Refused:
         return  # extraction refuses it: nothing is ever stored for it
     assert stored in stored_poolings(asked, shape)
+
+
+def test_weights_named_by_sha256_cannot_compute_what_is_missing() -> None:
+    from featstore.errors import WeightsNotFoundError
+    from featstore.models import resolve_weights
+
+    with pytest.raises(WeightsNotFoundError, match="give the weights FILE"):
+        resolve_weights("resnet18", "sha256:abcdef")
