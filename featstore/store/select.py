@@ -305,6 +305,7 @@ class Catalog:
         self.hash_file = hash_file or _default_hash
         self._entries: list[Any] | None = None
         self._file_sha: dict[str, set[str]] = {}
+        self._named: dict[str, Any] = {}
 
     # --- what the store holds --------------------------------------------------------
     def entries(self) -> list[Any]:
@@ -471,6 +472,7 @@ class Catalog:
         match and no rule picks one. ``prefer`` keeps, among several, those it accepts."""
         if sel.key:
             return self._by_key(dataset, sel.key)
+        sel = self.expand(sel)
         found = self.narrow(self.candidates(dataset, sel), sel)
         if len(found) > 1 and prefer is not None:
             found = [e for e in found if prefer(e)] or found
@@ -478,6 +480,46 @@ class Catalog:
             self._check_weights_prefix(found, sel)
             raise ambiguous(found, f"{sel.describe()} for dataset {dataset.name!r}", choosers)
         return found[0] if found else None
+
+    def named(self, name: str | None) -> Any | None:
+        """The network recorded in the store under ``name`` (see :mod:`featstore.store.networks`)."""
+        if not name:
+            return None
+        if name not in self._named:
+            from featstore.store.networks import get_network
+
+            self._named[name] = get_network(self.store, name)
+        return self._named[name]
+
+    def expand(self, sel: Selector) -> Selector:
+        """A selector naming a store-registered network, as its architecture, weights identity
+        and preprocessing; a weights FILE given with it must be those weights."""
+        net = self.named(sel.network)
+        if net is None:
+            return sel
+        weights = WeightsChoice("sha256", net.weights_sha256)
+        if sel.weights is not None and sel.weights.kind == "file":
+            shas = self.file_identity(sel.weights.value, net.arch)
+            if net.weights_sha256 not in shas:
+                raise SpecError(
+                    f"weights {sel.weights.value} (sha256 {', '.join(sorted(s[:16] for s in shas))}) "
+                    f"are not the weights of network {net.name} (sha256 {net.weights_sha256[:16]}); "
+                    f"drop --weights or name the network {net.arch}"
+                )
+        elif (
+            sel.weights is not None
+            and str(sel.weights) != str(weights)
+            and not (
+                sel.weights.kind == "sha256" and net.weights_sha256.startswith(sel.weights.value)
+            )
+        ):
+            raise SpecError(
+                f"network {net.name} is {net.arch} with weights sha256:{net.weights_sha256[:16]}; "
+                f"weights {sel.weights} contradict it: drop them"
+            )
+        return sel.with_(
+            network=net.arch, weights=weights, preprocess=sel.preprocess or net.preprocess
+        )
 
     def _check_weights_prefix(self, found: Sequence[Any], sel: Selector) -> None:
         if sel.weights is None or sel.weights.kind != "sha256":
