@@ -23,7 +23,8 @@ Resolution rules (the same in every command):
   in a factor the user did not pin (compute dtype, storage dtype, weights, pooling ...),
   the selection is refused with every candidate's key and the differing factors, and the
   options that choose (``keys`` picks by key or prefix). Entries of exactly the dataset's
-  images are used before entries holding them among others.
+  images are used before entries holding them among others, and complete entries before
+  interrupted ones.
 """
 
 from __future__ import annotations
@@ -476,6 +477,8 @@ class Catalog:
         found = self.narrow(self.candidates(dataset, sel), sel)
         if len(found) > 1 and prefer is not None:
             found = [e for e in found if prefer(e)] or found
+        if len(found) > 1:  # a complete entry before an interrupted one of other factors
+            found = [e for e in found if e.is_complete] or found
         if len(found) > 1:
             self._check_weights_prefix(found, sel)
             raise ambiguous(found, f"{sel.describe()} for dataset {dataset.name!r}", choosers)

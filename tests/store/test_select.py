@@ -42,6 +42,7 @@ def put(
     source: str = "random",
     sha: str = "0" * 64,
     extra: dict[str, Any] | None = None,
+    complete: bool = True,
 ) -> Any:
     """An entry with every attr extraction writes, the recorded layer table included."""
     factors = {
@@ -64,8 +65,10 @@ def put(
         "layer_aliases": ALIASES,
         **(extra or {}),
     }
-    entry = store.create_entry(make_key("feat", factors), attrs, X.shape, dtype="float32")
-    for i in range(entry.n_chunks):
+    entry = store.create_entry(
+        make_key("feat", factors), attrs, X.shape, dtype="float32", chunk_rows=6
+    )
+    for i in range(entry.n_chunks if complete else 1):
         a, b = entry.chunk_bounds(i)
         entry.write_chunk(i, X[a:b])
     return entry
@@ -182,6 +185,17 @@ def test_several_matches_are_one_message_in_every_command(data, monkeypatch, com
     assert f"{bf16.key} (compute_dtype=bfloat16)" in text
     assert command(store, ds, "penultimate", "avg", "float32") == fp32.key
     assert command(store, ds, "penultimate", "avg", "bfloat16") == bf16.key
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda f: f.__name__)
+def test_an_interrupted_entry_gives_way_to_a_complete_one(data, monkeypatch, command):
+    """A run stopped on a GPU box (float16-amp) and the laptop's complete float32 entry: the
+    complete one is read, with nothing pinned."""
+    store, ds, X = data
+    monkeypatch.setattr(plan_mod, "extract_planner", _no_extraction)
+    put(store, ds, X, compute_dtype="float16-amp", complete=False)
+    fp32 = put(store, ds, X, compute_dtype="float32")
+    assert command(store, ds, "penultimate", "avg", None) == fp32.key
 
 
 def test_weights_by_sha256_prefix_and_the_errors(data) -> None:
