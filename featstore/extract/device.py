@@ -30,6 +30,7 @@ __all__ = [
     "resolve_compute",
 ]
 
+
 @dataclass(frozen=True)
 class Compute:
     """A resolved device and precision for extraction."""
