@@ -60,7 +60,12 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 
 @click.command()
 @click.option("-d", "--dataset", required=True, help="Dataset name or id.")
-@click.option("-m", "--model", required=True, help="Network name(s), comma-separated.")
+@click.option(
+    "-m",
+    "--model",
+    required=True,
+    help="Network name(s), comma-separated: registered, or named in the store (featstore models add).",
+)
 @click.option("-l", "--layer", required=True, help="Layer name(s), comma-separated: one row each.")
 @click.option(
     "--task",
@@ -80,8 +85,10 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @click.option(
     "--weights",
     default=None,
-    metavar="random|pretrained|FILE",
-    help="Entries of random-init, default pretrained, or this file's weights [default: any].",
+    metavar="random|pretrained|sha256:PREFIX|FILE",
+    help="Entries of random-init, default pretrained, these weights (sha256 prefix, as "
+    "featstore ls shows) or this file's weights (no file needed if an extraction recorded "
+    "its path) [default: any].",
 )
 @click.option(
     "--compute-dtype",
@@ -343,7 +350,7 @@ def _pooling(values: tuple[str, ...]) -> dict[str, list[str]] | None:
 def _compute_dtype(value: str | None) -> str | None:
     if value is None:
         return None
-    from featstore.extract.device import compute_dtype_name  # torch: lazy
+    from featstore.specs import compute_dtype_name
 
     return compute_dtype_name(value)
 

@@ -1,11 +1,18 @@
-"""`featstore models list | layers NAME`: what can be extracted, and from where."""
+"""`featstore models list | layers NAME | add NAME ARCH | named`: what can be extracted, and from where."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
-from featstore.cli.common import emit, handle_errors, json_option, table
+from featstore.cli.common import (
+    emit,
+    handle_errors,
+    json_option,
+    open_cli_store,
+    store_option,
+    table,
+)
 
 
 @click.group()
@@ -17,6 +24,8 @@ def models() -> None:
       featstore models list
       featstore models layers efficientnet_lite0
       featstore models layers resnet50 --nodes
+      featstore models add r18-places resnet18 --weights places365_r18.pth
+      featstore models named
     """
 
 
@@ -173,3 +182,62 @@ def _render_layers(data: dict[str, Any]) -> str:
         rows.append((layer["name"], layer["kind"], layer["type"], shape, note))
     parts.append(table(rows, ["layer", "kind", "type", "shape", "note"]))
     return "\n".join(parts)
+
+
+@models.command("add")
+@click.argument("name")
+@click.argument("arch")
+@click.option("--weights", required=True, metavar="FILE", help="The state dict (or checkpoint).")
+@click.option("--replace", is_flag=True, help="Replace another network recorded under NAME.")
+@store_option
+@json_option
+@handle_errors
+def add_cmd(
+    name: str, arch: str, weights: str, replace: bool, store_url: str, as_json: bool
+) -> None:
+    """Record in the store network NAME: architecture ARCH with the weights of FILE.
+
+    The store keeps the architecture, the sha256 of the file's state dict and the
+    preprocessing, so teammates write `-m NAME` (or `name: NAME` in a sweep spec) and read
+    its cached features without the file; only computing missing entries needs it.
+
+    \b
+    Example:
+      featstore models add r18-places resnet18 --weights /data/places365_r18.pth
+      featstore evaluate -d flowers -m r18-places -l penultimate
+    """
+    from featstore.store.networks import add_network
+
+    store = open_cli_store(store_url, mode="a")
+    net = add_network(store, name, arch, weights, replace=replace)
+    emit(
+        net.to_dict(),
+        as_json,
+        lambda d: (
+            f"network {d['name']}: {d['arch']} with weights sha256:{d['weights_sha256'][:16]} "
+            f"(from {d['weights_file'].get('path')}); use it with -m {d['name']}"
+        ),
+    )
+
+
+@models.command("named")
+@store_option
+@json_option
+@handle_errors
+def named_cmd(store_url: str, as_json: bool) -> None:
+    """List the networks recorded in the store by name (featstore models add)."""
+    from featstore.store.networks import list_networks
+
+    store = open_cli_store(store_url, mode="r")
+    rows = [n.to_dict() for n in list_networks(store)]
+    emit(
+        rows,
+        as_json,
+        lambda rs: table(
+            [[r["name"], r["arch"], "sha256:" + r["weights_sha256"][:16],
+              r["weights_file"].get("path", "")] for r in rs],
+            ["name", "architecture", "weights", "added from"],
+        )
+        if rs
+        else "no named networks in this store (add one with featstore models add NAME ARCH --weights FILE)",
+    )  # fmt: skip

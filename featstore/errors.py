@@ -164,6 +164,10 @@ class SpecError(FeatstoreError, ValueError):
     """A sweep or transform specification is malformed."""
 
 
+class AmbiguousSelectionError(EvaluationError):
+    """Several cached entries match a selection and no documented rule picks one."""
+
+
 # --- echoing user values in messages ---------------------------------------------------
 def clip(text: str, limit: int = SHOWN_CHARS, tail: int = 0) -> str:
     """``text`` cut to ``limit`` characters (saying how long it was): a message stays a line.

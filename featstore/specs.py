@@ -32,6 +32,7 @@ from featstore.errors import SpecError
 from featstore.keys import make_key
 
 __all__ = [
+    "COMPUTE_DTYPES",
     "DEFAULT_GEM_P",
     "TOKEN_VIEWS",
     "FeatureKey",
@@ -39,6 +40,7 @@ __all__ = [
     "Preprocess",
     "View",
     "WeightsIdentity",
+    "compute_dtype_name",
     "parse_pooling",
     "parse_view",
 ]
@@ -327,3 +329,26 @@ class FeatureKey:
     @property
     def key(self) -> str:
         return make_key("feat", self.to_dict())
+
+
+# --- compute dtype ---------------------------------------------------------------------------
+COMPUTE_DTYPES = ("float32", "float16-amp", "bfloat16")
+_COMPUTE_ALIASES = {
+    "fp32": "float32",
+    "float": "float32",
+    "float32": "float32",
+    "fp16": "float16-amp",
+    "float16": "float16-amp",
+    "float16-amp": "float16-amp",
+    "amp": "float16-amp",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+}
+
+
+def compute_dtype_name(value: str) -> str:
+    """The recorded name of a compute dtype given as fp32, bf16, fp16, amp ... (SpecError if unknown)."""
+    cd = _COMPUTE_ALIASES.get(str(value).strip().lower())
+    if cd is None:
+        raise SpecError(f"unknown compute dtype {value!r}; use one of {', '.join(COMPUTE_DTYPES)}")
+    return cd

@@ -30,8 +30,8 @@ from featstore.errors import (
 from featstore.evaluate.stored_pooling import pool_rows
 from featstore.evaluate.transform_spec import Step, parse_spec
 from featstore.evaluate.transforms import Part
-from featstore.keys import canonical_json
-from featstore.store.content import entries_for, view_for
+from featstore.store.content import entries_for
+from featstore.store.select import CLI_CHOOSERS, Catalog, Selector, parse_weights
 
 __all__ = [
     "FeatureSelector",
@@ -42,7 +42,7 @@ __all__ = [
     "resolve_dataset",
     "resolve_parts",
     "split_rows",
-    "weights_filter",
+    "store_selector",
 ]
 
 # attrs that make two entries of one dataset's images the same features up to the view
@@ -135,166 +135,80 @@ def _fits(entry: Any, pool: Step | None) -> bool:
     return True
 
 
-def weights_filter(model: str | None, weights: str | None) -> dict[str, str]:
-    """What an entry's ``model`` identity must hold for ``weights``: ``{"source": "random"}``,
-    ``{"weights_sha256": ...}`` of a file's state dict (cached per file, so no network is
-    built), or the source the network loads by default (``pretrained``/``default``)."""
-    if not weights:
-        return {}
-    value = str(weights).strip()
-    if value == "random":
-        return {"source": "random"}
-    from featstore.models import get_spec  # torch: only when weights are asked for
-    from featstore.models.loading import resolve_weights, weights_identity
-    from featstore.models.weights import file_sha256
-
-    spec = None
-    if model:
-        try:
-            spec = get_spec(model)
-        except FeatstoreError:
-            spec = None  # a network cached earlier and no longer registered
-    if value in ("pretrained", "default"):
-        if spec is None:
-            raise EvaluationError(
-                f"--weights {value} needs a registered network, and {model!r} is not one; give "
-                "--weights random or a weights FILE, or choose the entry with --key"
-            )
-        try:
-            return {"source": resolve_weights(spec, None).source}
-        except FeatstoreError:  # default weights not on this machine: their declared source
-            return {"source": spec.source}
-    if spec is not None:
-        return {
-            "weights_sha256": weights_identity(spec, resolve_weights(spec, value)).weights_sha256
-        }
-    return {"weights_sha256": file_sha256(value)}
+SELECTOR_FIELDS = ("compute_dtype", "dtype", "preprocess")
 
 
-def _weights_match(entry: Any, wanted: Mapping[str, str]) -> bool:
-    model = entry.attrs.get("model")
-    model = model if isinstance(model, Mapping) else {}
-    return all(model.get(k) == v for k, v in wanted.items())
-
-
-# factor shown in the "several entries match" message -> the option that chooses it
-_CHOOSERS = {
-    "pooling": "--pool LAYER=SPEC",
-    "weights": "--weights random|pretrained|FILE",
-    "compute_dtype": "--compute-dtype",
-    "view": "--view",
-}
-
-
-def _shown_factors(entry: Any) -> dict[str, str]:
-    """One entry's key factors as short text, preprocessing flattened field by field."""
-    a = entry.attrs
-    model = a.get("model") if isinstance(a.get("model"), Mapping) else {}
-    sha = str(model.get("weights_sha256") or "")
-    out = {
-        "model": str(a.get("model_name") or model.get("name")),
-        "weights": f"{model.get('source')}:{sha[:12]}" if sha else str(model.get("source")),
-        "layer": str(a.get("layer")),
-        "layer_target": str(a.get("layer_target")),
-        "pooling": str(a.get("pooling")),
-        "view": str(a.get("view")),
-        "compute_dtype": str(a.get("compute_dtype")),
-        "dtype": str(a.get("dtype")),
-    }
-    pre = a.get("preprocess")
-    if isinstance(pre, Mapping):
-        out.update({f"preprocess.{k}": canonical_json(v) for k, v in sorted(pre.items())})
-    images = a.get("images") or f"fingerprint {a.get('dataset_fingerprint')}"
-    out["images"] = f"{images} ({entry.shape[0]} rows)"
-    return out
-
-
-def _describe_entries(entries: Sequence[Any]) -> tuple[str, list[str]]:
-    """Per entry its key and the factors that differ between them; and the options to choose."""
-    shown = [_shown_factors(e) for e in entries]
-    names = [n for n in shown[0] if len({s.get(n) for s in shown}) > 1]
-    if not names:  # same factors under several keys (e.g. a format-1 copy): the images tell
-        names = ["images"]
-    text = "; ".join(
-        f"{e.key} ({', '.join(f'{n}={s.get(n)}' for n in names)})"
-        for e, s in zip(entries, shown, strict=True)
+def store_selector(selector: FeatureSelector) -> Selector:
+    """The store's :class:`~featstore.store.select.Selector` for an evaluation's selector."""
+    attrs = dict(selector.attrs)
+    pinned = {name: attrs.pop(name) for name in SELECTOR_FIELDS if attrs.get(name) is not None}
+    return Selector(
+        network=selector.model,
+        layer=selector.layer,
+        pooling=selector.pooling,
+        view=selector.view,
+        weights=parse_weights(selector.weights),
+        key=selector.key,
+        keys=selector.keys,
+        attrs=attrs,
+        **pinned,
     )
-    options = [_CHOOSERS[n] for n in names if n in _CHOOSERS] + ["--key KEY"]
-    return text, options
 
 
-def _chosen_by_key(found: Sequence[Any], keys: Sequence[str]) -> list[Any]:
-    return [e for e in found if any(e.key == k or e.key.startswith(k) for k in keys)]
-
-
-def _find_vectors(store: Any, ds: Any, factors: dict[str, Any], layer: str | None) -> list[Any]:
-    found = entries_for(store, ds, **factors)
-    if not found and layer:
-        found = entries_for(store, ds, **{**factors, "layer": None, "layer_target": layer})
-    return [e for e in found if len(e.shape) == 2]
-
-
-def _find_one(store: Any, ds: Any, selector: FeatureSelector, pool: Step | None) -> Any:
-    if selector.key:
-        entry = store.get_entry(selector.key)
-        view = view_for(store, ds, entry)
-        if view is None:
-            raise EvaluationError(
-                f"entry {selector.key} holds features of other images (extracted for dataset "
-                f"{entry.attrs.get('dataset_name')!r}), not those of {ds.name!r}; extract them "
-                f"with featstore extract -d {ds.name} or choose an entry of this dataset"
-            )
-        return view
-    factors = {
-        "model": selector.model,
-        "layer": selector.layer,
-        "pooling": selector.pooling,
-        "view": selector.view,
-        **dict(selector.attrs),
-    }
-    wanted_weights = weights_filter(selector.model, selector.weights)
-    found = entries_for(store, ds, **factors)
-    if not found and selector.layer:  # extracted under an alias ("penultimate") of this module
-        by_target = {**factors, "layer": None, "layer_target": selector.layer}
-        found = entries_for(store, ds, **by_target)
-    found = [e for e in found if _weights_match(e, wanted_weights)]
-    if not found and selector.pooling not in (None, "none"):
-        # a vector layer (penultimate) is stored unpooled whatever --pool extract was given,
-        # so `--pool avg` for every layer still reads it
-        unpooled = _find_vectors(store, ds, {**factors, "pooling": "none"}, selector.layer)
-        found = [e for e in unpooled if _weights_match(e, wanted_weights)]
-    if not found:
-        same_model = entries_for(store, ds, model=selector.model)
-        same_layer = [e for e in same_model if e.attrs.get("layer") == selector.layer]
-        hint = ""
-        if same_layer and selector.model:
-            stored = sorted(
-                {f"pooling={e.attrs.get('pooling')} view={e.attrs.get('view')}" for e in same_layer}
-            )
-            hint = f" (this layer is cached with {'; '.join(stored)})"
-        elif same_model and selector.model:
-            layers = sorted({str(e.attrs.get("layer")) for e in same_model})
-            hint = f" (cached layers of this model: {', '.join(layers)})"
-        raise EntryNotFoundError(
-            f"no cached {selector.describe()} for dataset {ds.name!r}{hint}; extract them first, e.g. "
-            f"featstore extract -d {ds.name} -m {selector.model or 'MODEL'} -l {selector.layer or 'LAYER'}"
+def _not_found(catalog: Catalog, ds: Any, selector: FeatureSelector) -> FeatstoreError:
+    choice = parse_weights(selector.weights)
+    if choice is not None and choice.kind == "pretrained" and not _registered(selector.model):
+        return EvaluationError(
+            f"--weights {choice.value} needs a registered network, and {selector.model!r} is not "
+            "one; give --weights random or a weights FILE, or choose the entry with --key"
         )
-    if len(found) == 1:
-        return found[0]
-    fitting = [e for e in found if _fits(e, pool)] or found
-    if len(fitting) == 1:
-        return fitting[0]
-    if selector.keys:
-        chosen = _chosen_by_key(fitting, selector.keys)
-        if len(chosen) == 1:
-            return chosen[0]
-        fitting = chosen or fitting
-    listed, options = _describe_entries(fitting)
-    raise EvaluationError(
-        f"{len(fitting)} cached entries match {selector.describe()} for dataset {ds.name!r}: "
-        f"{listed}; choose one with {', '.join(options[:-1]) + ' or ' if options[:-1] else ''}"
-        f"{options[-1]}"
+    same_model = entries_for(catalog.store, ds, catalog.entries(), model=selector.model)
+    same_layer = [e for e in same_model if e.attrs.get("layer") == selector.layer]
+    hint = ""
+    if same_layer and selector.model:
+        stored = sorted(
+            {f"pooling={e.attrs.get('pooling')} view={e.attrs.get('view')}" for e in same_layer}
+        )
+        hint = f" (this layer is cached with {'; '.join(stored)})"
+    elif same_model and selector.model:
+        layers = sorted({str(e.attrs.get("layer")) for e in same_model})
+        hint = f" (cached layers of this model: {', '.join(layers)})"
+    return EntryNotFoundError(
+        f"no cached {selector.describe()} for dataset {ds.name!r}{hint}; extract them first, e.g. "
+        f"featstore extract -d {ds.name} -m {selector.model or 'MODEL'} -l {selector.layer or 'LAYER'}"
     )
+
+
+def _registered(model: str | None) -> bool:
+    """Whether ``model`` names a registered network (imports the registry: failure path only)."""
+    if not model:
+        return False
+    from featstore.models import get_spec
+
+    try:
+        get_spec(model)
+    except FeatstoreError:
+        return False
+    return True
+
+
+def _find_one(
+    store: Any,
+    ds: Any,
+    selector: FeatureSelector,
+    pool: Step | None,
+    catalog: Catalog | None = None,
+) -> Any:
+    catalog = catalog or Catalog(store)
+    found = catalog.find(
+        ds,
+        store_selector(selector),
+        prefer=lambda e: _fits(e, pool),
+        choosers=CLI_CHOOSERS,
+    )
+    if found is None:
+        raise _not_found(catalog, ds, selector)
+    return found
 
 
 def _twin(store: Any, ds: Any, entry: Any, view: str) -> Any | None:
@@ -323,8 +237,9 @@ def resolve_parts(
     pool = steps[0] if steps and steps[0].name == "pool" else None
     need_flip = any(s.name == "flipavg" for s in steps)
     parts = []
+    catalog = Catalog(store)
     for selector in as_selectors(features):
-        entry = _find_one(store, ds, selector, pool)
+        entry = _find_one(store, ds, selector, pool, catalog)
         if entry.shape[0] != ds.n:
             raise EvaluationError(
                 f"entry {entry.key} has {entry.shape[0]} rows but dataset {ds.name!r} has {ds.n} images"

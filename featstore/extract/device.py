@@ -18,27 +18,17 @@ import torch
 
 from featstore.devices import available_cpus, resolve_device
 from featstore.errors import SpecError
+from featstore.specs import COMPUTE_DTYPES, compute_dtype_name
 
-COMPUTE_DTYPES = ("float32", "float16-amp", "bfloat16")
-_ALIASES = {
-    "fp32": "float32",
-    "float": "float32",
-    "float32": "float32",
-    "fp16": "float16-amp",
-    "float16": "float16-amp",
-    "float16-amp": "float16-amp",
-    "amp": "float16-amp",
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-}
-
-
-def compute_dtype_name(value: str) -> str:
-    """The recorded name of a compute dtype given as fp32, bf16, fp16, amp ... (SpecError if unknown)."""
-    cd = _ALIASES.get(str(value).strip().lower())
-    if cd is None:
-        raise SpecError(f"unknown compute dtype {value!r}; use one of {', '.join(COMPUTE_DTYPES)}")
-    return cd
+__all__ = [
+    "COMPUTE_DTYPES",
+    "Compute",
+    "compute_dtype_name",
+    "configure_threads",
+    "default_batch_size",
+    "default_workers",
+    "resolve_compute",
+]
 
 
 @dataclass(frozen=True)

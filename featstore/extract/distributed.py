@@ -391,7 +391,7 @@ class DaskExtractor:
         return run_distributed(
             store,
             dataset,
-            [group.network],
+            [getattr(group, "extraction_network", group.network)],
             list(dict.fromkeys(e.layer for e in missing)),
             list(dict.fromkeys(e.pooling for e in missing)),
             list(dict.fromkeys(e.view for e in missing)),

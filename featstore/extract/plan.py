@@ -36,6 +36,7 @@ from featstore.models import (
 )
 from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
 from featstore.store.content import ContentIndex, RowView
+from featstore.store.select import file_record
 
 DEFAULT_POOLING = "avg"
 STORAGE_DTYPES = ("float16", "float32", "float64")  # integer storage would truncate features
@@ -288,14 +289,20 @@ def _feature_key(
 
 
 def entry_attrs(dataset: Any, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]:
-    """The attrs an entry is created with: its factors plus what describes them for people."""
-    return {
+    """The attrs an entry is created with: its factors plus what describes them for people
+    and lets a reader select it without the network (see :mod:`featstore.store.select`):
+    the network's layer table (aliases) and the weights file it was read from."""
+    attrs = {
         "kind": "features",
         **fkey.to_dict(),
         "dataset_name": dataset.name,
         "model_name": mp.spec.name,
         "layer_shape": list(mp.layers[fkey.layer].shape or ()),
+        "layer_aliases": dict(mp.spec.aliases),
     }
+    if mp.weights.source == "file" and mp.weights.path and os.path.isfile(mp.weights.path):
+        attrs["weights_file"] = file_record(mp.weights.path)
+    return attrs
 
 
 def space_reserve(free_bytes: int) -> int:

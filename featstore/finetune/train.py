@@ -36,8 +36,8 @@ from featstore.models.spec import ModelSpec
 from featstore.models.weights import state_dict_sha256
 from featstore.progress import Progress, report
 from featstore.specs import WeightsIdentity
-from featstore.store import trained as nets
 from featstore.store import open_store
+from featstore.store import trained as nets
 
 __all__ = ["Rows", "finetune", "plan_run", "training_rows"]
 

@@ -67,6 +67,11 @@ def resolve_weights(
         return weights
     if weights is not None and str(weights) == "random":
         return WeightsRef("random")
+    if weights is not None and str(weights).lower().startswith("sha256:"):
+        raise WeightsNotFoundError(
+            f"weights {weights} of {spec.name} name cached features only: computing the entries "
+            "that are not cached needs the weights themselves; give the weights FILE"
+        )
     if weights is not None and str(weights) != "default":
         path = Path(weights).expanduser()
         if not path.is_file():

@@ -14,12 +14,13 @@ import pickle
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from featstore._atomic import write_atomic
 from featstore.errors import ModelError, UnsafeWeightsError, WeightsNotFoundError, clip
+
+if TYPE_CHECKING:  # torch is imported where tensors are read: the hash cache needs none
+    import torch
 
 _LOCK = threading.Lock()
 SAFE_WEIGHTS = (
@@ -39,6 +40,8 @@ def cache_dir() -> Path:
 
 def hub_checkpoint_path(filename: str) -> Path:
     """Where torch hub keeps a downloaded checkpoint of this file name."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -63,6 +66,8 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
     Independent of how the file was saved (pickle protocol, zip layout), so the same
     weights give the same hash wherever they come from.
     """
+    import torch
+
     h = hashlib.sha256()
     for key in sorted(state_dict):
         value = state_dict[key]
@@ -84,6 +89,8 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
 
 def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: a state dict, or {"state_dict"|"model": ...}."""
+    import torch
+
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, Mapping):
@@ -111,6 +118,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     pickled objects is refused in one line naming the safe ways to provide weights, never
     executed. ``.safetensors`` files load without pickle.
     """
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise WeightsNotFoundError(f"weights file {p} does not exist")

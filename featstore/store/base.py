@@ -938,6 +938,16 @@ class Store(ABC):
     def _get_image_blob(self, images_id: str) -> bytes | None:
         return None
 
+    # --- named networks (featstore.store.networks): small JSON objects networks/<name> ---
+    def _put_network_blob(self, name: str, payload: bytes) -> None:
+        raise ReadOnlyError(f"store {self.url} cannot hold named networks")
+
+    def _get_network_blob(self, name: str) -> bytes | None:
+        return None
+
+    def _network_blob_names(self) -> list[str]:
+        return []
+
     # --- results ----------------------------------------------------------------------
     @abstractmethod
     def put_result(self, key: str, record: dict[str, Any]) -> None: ...

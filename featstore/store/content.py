@@ -240,8 +240,13 @@ def _readable_entries(store: Any) -> list[Any]:
     return out
 
 
-def entries_for(store: Any, dataset: Any, **factors: Any) -> list[Any]:
+def entries_for(
+    store: Any, dataset: Any, entries: Sequence[Any] | None = None, **factors: Any
+) -> list[Any]:
     """The feature entries holding ``dataset``'s images whose attrs match ``factors``.
+
+    ``entries`` (already read, e.g. by :class:`featstore.store.select.Catalog`) replaces
+    scanning the store.
 
     Entries with exactly these images (and format-1 entries of this dataset's fingerprint)
     come as they are; when there are none, entries holding all of the
@@ -252,7 +257,7 @@ def entries_for(store: Any, dataset: Any, **factors: Any) -> list[Any]:
     own = dataset.images_id
     exact: list[Any] = []
     others: list[Any] = []
-    for entry in _readable_entries(store):
+    for entry in _readable_entries(store) if entries is None else entries:
         attrs = entry.attrs
         if attrs.get("kind", "features") != "features":
             continue

@@ -275,6 +275,22 @@ class HDF5Store(Store):
         path = f"images/{images_id}"
         return bytes(self._file[path][...].tobytes()) if path in self._file else None
 
+    # --- named networks: uint8 datasets networks/<name> --------------------------------------
+    def _put_network_blob(self, name: str, payload: bytes) -> None:
+        self._check_writable()
+        group = self._file.require_group("networks")
+        if name in group:
+            del group[name]
+        group.create_dataset(name, data=np.frombuffer(payload, dtype=np.uint8))
+        self._file.flush()
+
+    def _get_network_blob(self, name: str) -> bytes | None:
+        path = f"networks/{name}"
+        return bytes(self._file[path][...].tobytes()) if path in self._file else None
+
+    def _network_blob_names(self) -> list[str]:
+        return sorted(self._file["networks"]) if "networks" in self._file else []
+
     # --- entries ------------------------------------------------------------------------
     def _create_entry(
         self,

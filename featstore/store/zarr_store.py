@@ -543,6 +543,20 @@ class ZarrStore(Store):
         except FileNotFoundError:
             return None
 
+    # --- named networks: plain objects networks/<name>, outside the Zarr hierarchy --------
+    def _put_network_blob(self, name: str, payload: bytes) -> None:
+        self._check_writable()
+        self._put_object(self._path(f"networks/{name}"), payload)
+
+    def _get_network_blob(self, name: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self._path(f"networks/{name}")))
+        except FileNotFoundError:
+            return None
+
+    def _network_blob_names(self) -> list[str]:
+        return self._children("networks")
+
     # --- entries ------------------------------------------------------------------------
     def _create_entry(
         self,

@@ -10,6 +10,7 @@ time from a table of measured CPU throughputs (DESIGN.md) unless the spec says o
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,12 +20,13 @@ import numpy as np
 
 from featstore.datasets import Dataset, dataset_from_source
 from featstore.datasets.registry import parse_source
-from featstore.errors import DatasetError, EntryNotFoundError, SpecError
+from featstore.errors import DatasetError, EntryNotFoundError, SpecError, WeightsNotFoundError
 from featstore.evaluate.results import collect_records
 from featstore.keys import content_hash
 from featstore.settings import cell_key, record_setting
 from featstore.store.content import entries_for
-from featstore.sweep.spec import Cell, DatasetSpec, SweepSpec
+from featstore.store.select import SPEC_CHOOSERS, Catalog, Selector, parse_weights
+from featstore.sweep.spec import Cell, DatasetSpec, NetworkSpec, SweepSpec
 
 __all__ = [
     "EntryPlan",
@@ -33,6 +35,7 @@ __all__ = [
     "entry_views",
     "make_plan",
     "resolve_datasets",
+    "store_planner",
 ]
 
 # images/s of a forward pass on this kind of CPU, 224 px, 2 threads (DESIGN.md); default 10
@@ -76,6 +79,11 @@ class ExtractionGroup:
     entries: list[EntryPlan]
     weights: str | None = None
     est_seconds: float = 0.0
+    arch: str | None = None  # the registry network that computes a store-registered name
+
+    @property
+    def extraction_network(self) -> str:
+        return self.arch or self.network
 
     @property
     def layers(self) -> list[str]:
@@ -350,6 +358,91 @@ def extract_planner(
     return out
 
 
+def _spec_selector(
+    network: Any, layer: str, pooling: str, view: str, options: Mapping[str, Any]
+) -> Selector:
+    """The store selector of one entry a sweep needs: what the spec pins, nothing else."""
+    return Selector(
+        network=network.name,
+        layer=layer,
+        pooling=pooling,
+        view=view,
+        weights=parse_weights(getattr(network, "weights", None)),
+        compute_dtype=options.get("compute_dtype"),
+        dtype=options.get("dtype"),
+    )
+
+
+def extraction_network(catalog: Catalog, network: Any, n_missing: int = 1) -> Any:
+    """The network to compute with: a store-registered name becomes its architecture and
+    weights file (the one given, else where it was added), checked against its identity."""
+    named = catalog.named(network.name)
+    if named is None:
+        return network
+    given = parse_weights(network.weights)
+    path = given.value if given is not None and given.kind == "file" else None
+    path = path or str(named.weights_file.get("path") or "")
+    if not path or not os.path.isfile(path):
+        raise WeightsNotFoundError(
+            f"{n_missing} entries of network {named.name} are not cached, and computing them "
+            f"needs its weights ({named.arch}, sha256 {named.weights_sha256[:16]}), which are not "
+            f"at {path or 'the path they were added from'}; put the file there or give "
+            "weights: FILE for the network in the spec"
+        )
+    if named.weights_sha256 not in catalog.file_identity(path, None):
+        raise SpecError(
+            f"weights file {path} is not the weights of network {named.name} (sha256 "
+            f"{named.weights_sha256[:16]}); give the right file"
+        )
+    return NetworkSpec(named.arch, tuple(network.layers), weights=path)
+
+
+def store_planner(
+    store: Any,
+    ds: Dataset,
+    network: Any,
+    wanted: list[tuple[str, str, str]],
+    options: Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
+) -> list[EntryPlan]:
+    """Ask the store first (no network, no weights file, no torch); plan extraction (with
+    this machine's defaults for what the spec leaves unpinned) only for what is missing."""
+    catalog = catalog or Catalog(store)
+    found: dict[tuple[str, str, str], Any] = {}
+    for item in wanted:
+        entry = catalog.find(ds, _spec_selector(network, *item, options), choosers=SPEC_CHOOSERS)
+        if entry is not None and entry.is_complete:
+            found[item] = entry
+    missing = [w for w in wanted if w not in found]
+    if missing:
+        network = extraction_network(catalog, network, len(missing))
+    computed = (
+        dict(zip(missing, extract_planner(store, ds, network, missing, options), strict=True))
+        if missing
+        else {}
+    )
+    out = []
+    for item in wanted:
+        entry = found.get(item)
+        if entry is None:
+            out.append(computed[item])
+            continue
+        out.append(
+            EntryPlan(
+                *item,
+                cached=True,
+                key=entry.key,
+                missing_chunks=0,
+                exists=True,
+                rows_to_compute=0,
+                dim=int(np.prod(entry.shape[1:], dtype=np.int64)),
+                nbytes=0,
+            )
+        )
+    return out
+
+
 def factor_planner(
     store: Any,
     ds: Dataset,
@@ -397,15 +490,17 @@ def make_plan(
 ) -> SweepPlan:
     """What the sweep needs, what the store already has, and what one pass per network adds.
 
-    ``planner`` finds the entries of one network on one dataset (default: extraction's
-    planner, exact keys; :func:`factor_planner` for networks outside the registry).
+    ``planner`` finds the entries of one network on one dataset (default:
+    :func:`store_planner`, the store's selection, then extraction's planner for what is
+    missing; :func:`factor_planner` for networks outside the registry).
     ``datasets`` (by spec name) replaces resolving them from the store or their sources.
     """
     if datasets is None:
         datasets, notes = resolve_datasets(store, spec, register=register)
     else:
         datasets, notes = dict(datasets), []
-    find = planner or extract_planner
+    catalog = Catalog(store)
+    find = planner or functools.partial(store_planner, catalog=catalog)
     speeds = {**CPU_IMAGES_PER_S, **dict(images_per_s or {})}
     cells = spec.cells()
     groups: list[ExtractionGroup] = []
@@ -425,6 +520,9 @@ def make_plan(
             wanted = sorted(needed[net.name], key=lambda t: (order.get(t[0], 0), t[1], t[2]))
             entries = find(store, ds, net, wanted, spec.extract)
             group = ExtractionGroup(d.name, net.name, ds.n, entries, weights=net.weights)
+            if group.missing and planner is None:  # a store-registered name: its architecture
+                computed_by = extraction_network(catalog, net, len(group.missing))
+                group.arch, group.weights = computed_by.name, computed_by.weights
             if group.missing:  # images left per view (a resumed entry needs only its missing rows)
                 per_view: dict[str, int] = {}
                 for e in group.missing:

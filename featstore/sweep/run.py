@@ -242,7 +242,7 @@ def _call_extract(
     result = extract(
         store,
         ds,
-        [group.network],
+        [group.extraction_network],
         layers,
         poolings,
         views,

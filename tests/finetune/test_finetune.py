@@ -24,8 +24,8 @@ from featstore.finetune import Recipe, finetune, plan_run, training_rows
 from featstore.finetune import train as train_mod
 from featstore.models import load_model
 from featstore.models.weights import state_dict_sha256
-from featstore.store import trained as nets
 from featstore.store import open_store
+from featstore.store import trained as nets
 
 HERE = Path(__file__).resolve().parent
 FAST = {"epochs": 2, "batch_size": 8}

@@ -1,0 +1,137 @@
+"""Networks known to a store by name: an architecture, a weights identity, a preprocessing.
+
+``featstore models add NAME ARCH --weights FILE`` records under NAME the architecture, the
+sha256 of the file's state dict (the identity every feature key already holds), the
+architecture's preprocessing and where the file was when added. Teammates then write
+``-m NAME`` (or ``name: NAME`` in a sweep spec): reading selects the entries of ARCH with
+exactly those weights, with no file and no torch; computing a missing entry needs the
+file (the recorded path, or one given) and checks that its hash is NAME's. This is how
+Azizpour et al.'s "source task" factor (one architecture trained on ImageNet, Places or
+both) becomes networks with names.
+
+Each record is stored as canonical JSON with its own sha256, checked on every read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from featstore.errors import ModelError, SpecError, StoreError, WeightsNotFoundError
+from featstore.keys import canonical_json, content_hash
+
+__all__ = ["NamedNetwork", "add_network", "get_network", "list_networks", "put_network"]
+
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class NamedNetwork:
+    name: str
+    arch: str
+    weights_sha256: str
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    weights_file: dict[str, Any] = field(default_factory=dict)  # path, size, mtime_ns when added
+    source: str = "file"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "weights_sha256": self.weights_sha256,
+            "preprocess": dict(self.preprocess),
+            "weights_file": dict(self.weights_file),
+            "source": self.source,
+        }
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SpecError(
+            f"network name {name!r} is not valid: use up to 64 letters, digits, '_', '-' and '.', "
+            "starting with a letter"
+        )
+    return name
+
+
+def _payload(net: NamedNetwork) -> bytes:
+    record = net.to_dict()
+    return canonical_json({"network": record, "sha256": content_hash(record, length=64)}).encode()
+
+
+def get_network(store: Any, name: str) -> NamedNetwork | None:
+    """The network recorded under ``name``, or None; a damaged record is refused."""
+    if not NAME_PATTERN.fullmatch(str(name)):
+        return None
+    payload = store._get_network_blob(name)
+    if payload is None:
+        return None
+    try:
+        data = json.loads(payload)
+        record = data["network"]
+        ok = content_hash(record, length=64) == data["sha256"] and record["name"] == name
+        net = NamedNetwork(**record) if ok else None
+    except (ValueError, KeyError, TypeError):
+        net = None
+    if net is None:
+        raise StoreError(
+            f"the record of network {name!r} in store {store.url} is damaged (it no longer "
+            f"matches its checksum); add it again with featstore models add {name} ARCH "
+            "--weights FILE --replace"
+        )
+    return net
+
+
+def list_networks(store: Any) -> list[NamedNetwork]:
+    out = []
+    for name in store._network_blob_names():
+        net = get_network(store, name)
+        if net is not None:
+            out.append(net)
+    return out
+
+
+def put_network(store: Any, net: NamedNetwork, *, replace: bool = False) -> None:
+    """Record ``net``; another network already under its name is refused unless ``replace``."""
+    check_name(net.name)
+    old = get_network(store, net.name)
+    if old is not None and old.to_dict() != net.to_dict() and not replace:
+        raise SpecError(
+            f"a network named {net.name!r} is already in the store ({old.arch}, weights sha256 "
+            f"{old.weights_sha256[:16]}); choose another name or pass --replace"
+        )
+    store._put_network_blob(net.name, _payload(net))
+
+
+def add_network(
+    store: Any, name: str, arch: str, weights: str, *, replace: bool = False
+) -> NamedNetwork:
+    """Hash ``weights`` for ``arch`` (built and loaded once, so a file that does not fit is
+    refused now) and record it under ``name``."""
+    from featstore.models import get_spec, load_model
+    from featstore.store.select import file_record
+
+    check_name(name)
+    try:
+        get_spec(name)
+    except ModelError:
+        pass
+    else:
+        raise SpecError(
+            f"{name!r} is a network of featstore's registry already; give the weights another name"
+        )
+    spec = get_spec(arch)
+    loaded = load_model(spec, weights)  # ModelError when the file does not fit the architecture
+    if loaded.weights.path is None:
+        raise WeightsNotFoundError(f"give a weights FILE for {name}, not {weights!r}")
+    net = NamedNetwork(
+        name=name,
+        arch=spec.name,
+        weights_sha256=loaded.identity.weights_sha256,
+        preprocess=spec.preprocess.to_dict(),
+        weights_file=file_record(loaded.weights.path),
+    )
+    put_network(store, net, replace=replace)
+    return net
