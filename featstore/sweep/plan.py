@@ -361,13 +361,16 @@ def extract_planner(
 def _spec_selector(
     network: Any, layer: str, pooling: str, view: str, options: Mapping[str, Any]
 ) -> Selector:
-    """The store selector of one entry a sweep needs: what the spec pins, nothing else."""
+    """The store selector of one entry a sweep needs: what the spec pins, nothing else.
+    Weights the spec leaves unset are the network's default (pretrained) weights, the ones
+    the sweep computes missing entries with: a teammate's random-weights or weights-file
+    entries never stand in for them (name those with ``weights:``)."""
     return Selector(
         network=network.name,
         layer=layer,
         pooling=pooling,
         view=view,
-        weights=parse_weights(getattr(network, "weights", None)),
+        weights=parse_weights(getattr(network, "weights", None) or "pretrained"),
         compute_dtype=options.get("compute_dtype"),
         dtype=options.get("dtype"),
     )
