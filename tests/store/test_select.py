@@ -39,7 +39,7 @@ def put(
     pooling: str = "none",
     layer_shape: tuple[int, ...] = (8,),
     compute_dtype: str = "float32",
-    source: str = "random",
+    source: str = "torchvision",
     sha: str = "0" * 64,
     extra: dict[str, Any] | None = None,
     complete: bool = True,
@@ -248,3 +248,17 @@ def test_weights_named_by_sha256_cannot_compute_what_is_missing() -> None:
 
     with pytest.raises(WeightsNotFoundError, match="give the weights FILE"):
         resolve_weights("resnet18", "sha256:abcdef")
+
+
+def test_a_sweep_never_takes_random_weights_for_the_default(data, monkeypatch) -> None:
+    """Weights unset in a spec are the network's default weights (what the sweep would
+    compute): a teammate's random-weights entry is not used for them, only when named."""
+    store, ds, X = data
+    monkeypatch.setattr(plan_mod, "extract_planner", _no_extraction)
+    random_entry = put(store, ds, X, source="random")
+    with pytest.raises(Unplanned):
+        via_sweep(store, ds, "penultimate", "avg", None)
+    net = NetworkSpec("toynet", ("penultimate",), weights="random")
+    (e,) = store_planner(store, ds, net, [("penultimate", "avg", "plain")], {})
+    assert e.key == random_entry.key
+    assert via_lookup(store, ds, "penultimate", "avg", None) == random_entry.key  # any weights
