@@ -69,7 +69,7 @@ TOP_LEVEL = {
 # similarity: {measure: cka|rbf_cka|rsa, split: all|NAME, debiased, sigma, distance, compare}
 SIMILARITY_FIELDS = {"measure", "split", "debiased", "sigma", "distance", "compare"}
 DATASET_FIELDS = {"name", "source", "task", "tasks", "subset"}
-NETWORK_FIELDS = {"name", "layers", "weights"}
+NETWORK_FIELDS = {"name", "layers", "weights", "imagenet_top1"}
 BASELINE_FIELDS = {"network", "layer", "pooling", "view", "transform", "classifier"}
 EXTRACT_FIELDS = {"batch_size", "device", "compute_dtype", "dtype", "workers"}
 
@@ -89,6 +89,7 @@ class NetworkSpec:
     name: str
     layers: tuple[str, ...]
     weights: str | None = None
+    imagenet_top1: float | None = None  # % (the report's architecture-vs-transfer axis)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,10 @@ class SweepSpec:
             "transform": list(self.transforms),
             "classifier": list(self.classifiers),
         }
+
+    def imagenet_top1(self) -> dict[str, float]:
+        """The ImageNet top-1 (%) the spec gives its networks (overriding published values)."""
+        return {n.name: n.imagenet_top1 for n in self.networks if n.imagenet_top1 is not None}
 
     def baseline_matches(self, factors: Mapping[str, Any]) -> bool:
         """Whether a setting (dict of factor -> value) is the named baseline."""
@@ -310,7 +315,22 @@ def _networks(raw: Mapping[str, Any]) -> tuple[NetworkSpec, ...]:
                 "top-level 'layers' list (see `featstore models layers NAME`)"
             )
         weights = item.get("weights")
-        out.append(NetworkSpec(name, layers, None if weights is None else str(weights)))
+        top1 = item.get("imagenet_top1")
+        if top1 is not None and (
+            isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 < top1 < 100
+        ):
+            raise SpecError(
+                f"sweep spec: {where}.imagenet_top1 must be the ImageNet top-1 accuracy in % "
+                f"(between 0 and 100, e.g. 75.1), got {top1!r}"
+            )
+        out.append(
+            NetworkSpec(
+                name,
+                layers,
+                None if weights is None else str(weights),
+                None if top1 is None else float(top1),
+            )
+        )
     names = [n.name for n in out]
     if len(set(names)) != len(names):
         raise SpecError(f"sweep spec: field 'networks' lists a network twice: {names}")
