@@ -51,9 +51,7 @@ class Findings:
                 {"factor": f, "mean_effect": e, "tasks": n} for f, e, n in self.ranking
             ],
             "factor_effects": [te.to_json() for te in self.effects],
-            "best_per_task": [
-                {**b.to_json(), "distance": d} for b, d in self.ordered
-            ],
+            "best_per_task": [{**b.to_json(), "distance": d} for b, d in self.ordered],
             "task_order_rule": ORDER_RULE,
             "optimal_factors": {
                 "tasks": [b.column.label for b, _ in self.ordered],
@@ -65,9 +63,7 @@ class Findings:
         }
 
 
-def study_findings(
-    report: Report, imagenet_top1: Mapping[str, float] | None = None
-) -> Findings:
+def study_findings(report: Report, imagenet_top1: Mapping[str, float] | None = None) -> Findings:
     """The findings of ``report`` (``imagenet_top1``: a spec's network accuracies, in %)."""
     effects = factor_effects(report)
     ordered = order_tasks(best_settings(report), report.baseline)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from featstore.settings import FACTORS
 COLLAPSE_OVER = 40  # a table with more rows starts collapsed
 
 __all__ = ["to_html"]
+
 
 def _img(png: bytes | None, alt: str, ident: str) -> str:
     if png is None:
@@ -157,7 +157,15 @@ def _findings_section(f: Findings, plots: bool) -> str:
     out.append(
         _table(
             "best-per-task",
-            ["task", "best setting", "score", "baseline", "RER vs baseline", "settings", "distance"],
+            [
+                "task",
+                "best setting",
+                "score",
+                "baseline",
+                "RER vs baseline",
+                "settings",
+                "distance",
+            ],
             rows,
             caption="Best setting of each task (task order below)",
         )
@@ -251,7 +259,9 @@ def _transfer_tables(report: Report) -> str:
             for e, v in t["kendall_tau"].items()
         )
         out.append(
-            '<table class="transfer sortable" id="transfer-' + str(len(out)) + '"><thead><tr>'
+            '<table class="transfer sortable" id="transfer-'
+            + str(len(out))
+            + '"><thead><tr>'
             + "".join(f"<th>{html.escape(h)}</th>" for h in head)
             + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             + f"<p>Kendall's tau against the SVM ranking ({t['n_compared']} settings):</p>"

@@ -101,9 +101,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman's rank correlation (Pearson's r of the average ranks)."""
-    return pearson(
-        _ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float))
-    )
+    return pearson(_ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float)))
 
 
 def imagenet_top1(
@@ -136,7 +134,7 @@ def architecture_transfer(
     top1 = imagenet_top1(networks, overrides)
     out = []
     for col in report.columns:
-        points = []
+        points: list[dict[str, Any]] = []
         for net in networks:
             if net not in top1:
                 continue

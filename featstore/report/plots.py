@@ -229,7 +229,9 @@ def architecture_plot(a: Mapping[str, Any]) -> bytes | None:
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     ax.scatter(x, y, color="C0", zorder=3)
     for xi, yi, p in zip(x, y, points, strict=True):
-        ax.annotate(str(p["network"]), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            str(p["network"]), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
     if np.ptp(x) > 0:
         slope, icpt = np.polyfit(x, y, 1)
         xx = np.linspace(x.min(), x.max(), 20)
