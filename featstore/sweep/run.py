@@ -77,6 +77,7 @@ def cell_job(
             "classifier": s.classifier,
             "estimators": list(spec.estimators),
             "seed": spec.seed,
+            **spec.cell_options(cell.task, s.classifier),  # the spec's per-task options
         },
     }
 

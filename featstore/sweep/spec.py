@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 
 from featstore.errors import DatasetError, FeatstoreError, SpecError
+from featstore.evaluate.tasks import CLASSIFIER_OPTIONS, reading_options
+from featstore.evaluate.tasks import TASKS as TASK_REGISTRY
 from featstore.keys import canonical_json
 from featstore.settings import setting_label
 from featstore.specs import parse_pooling
@@ -46,8 +48,11 @@ __all__ = [
     "parse_spec",
 ]
 
-TASKS = ("classify", "retrieve", "transferability", "similarity")
-CLASSIFIERS = ("svm", "logreg")
+# the task registry's vocabulary (one list): tasks, classifiers and the options each reads
+TASKS = tuple(TASK_REGISTRY)
+CLASSIFIERS = tuple(CLASSIFIER_OPTIONS)
+# options the grid itself sets per cell (or its own fields do): never given under 'options'
+GRID_OPTIONS = {"transform", "classifier", "seed", "estimators", "labels"}
 ESTIMATORS = ("logme", "h_score", "gbc")
 VIEWS_PLAIN = ("plain", "flip", "flipavg")
 TOP_LEVEL = {
@@ -65,6 +70,7 @@ TOP_LEVEL = {
     "seed",
     "extract",
     "similarity",
+    "options",
 }
 # similarity: {measure: cka|rbf_cka|rsa, split: all|NAME, debiased, sigma, distance, compare}
 SIMILARITY_FIELDS = {"measure", "split", "debiased", "sigma", "distance", "compare"}
@@ -146,6 +152,15 @@ class SweepSpec:
     extract: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     similarity: dict[str, Any] = field(default_factory=dict)  # options of the similarity task
+    # options per task or classifier name: {"classify": {"shots": [1, 5]}, "svm": {"c_grid": ...}}
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def cell_options(self, task: str, classifier: str | None = None) -> dict[str, Any]:
+        """The options a cell of ``task`` (with ``classifier``) is given from ``options``."""
+        out = dict(self.options.get(task, {}))
+        if task == "classify" and classifier is not None:
+            out.update(self.options.get(classifier, {}))
+        return out
 
     def settings(self, task: str) -> list[Setting]:
         """The grid of settings evaluated for ``task`` (classifier '-' outside classify)."""
@@ -423,6 +438,70 @@ def _similarity(raw: Any) -> dict[str, Any]:
     return opts
 
 
+def _options(raw: Any, datasets: tuple[DatasetSpec, ...], classifiers: tuple[str, ...]) -> dict:
+    """``options``: per task (or classifier) name, the options its cells are given.
+
+    Each option must be one the registry says that task takes; one that a cell of the sweep
+    would be given but does not read (``c_grid`` under ``classify`` with a kNN cell) is
+    refused with that cell named, as ``featstore evaluate`` refuses it.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(
+            "sweep spec: field 'options' must map a task or classifier to its options, e.g. "
+            f"{{svm: {{c_grid: [0.1, 1, 10]}}, classify: {{shots: [1, 5]}}}}, got {raw!r}"
+        )
+    tasks = list(dict.fromkeys(t for d in datasets for t in d.tasks))
+    out: dict[str, dict[str, Any]] = {}
+    for name, opts in raw.items():
+        where = f"options.{name}"
+        if name in CLASSIFIERS:
+            task, chosen = "classify", [str(name)]
+            if name not in classifiers:
+                raise SpecError(
+                    f"sweep spec: {where}: no cell uses classifier {name!r} (classifiers: "
+                    f"{list(classifiers)}); add it to 'classifiers' or drop these options"
+                )
+        elif name in TASKS:
+            task, chosen = str(name), list(classifiers) if name == "classify" else [None]
+            if name == "similarity":
+                raise SpecError(f"sweep spec: {where}: give similarity options in 'similarity'")
+        else:
+            raise SpecError(
+                f"sweep spec: {where}: {name!r} is neither a task {list(TASKS)} nor a "
+                f"classifier {list(CLASSIFIERS)}"
+            )
+        if task not in tasks:
+            raise SpecError(
+                f"sweep spec: {where}: no dataset of the sweep has task {task!r}; add it to a "
+                "dataset's tasks or drop these options"
+            )
+        if not isinstance(opts, Mapping) or not opts:
+            raise SpecError(f"sweep spec: {where} must be a mapping of option: value, got {opts!r}")
+        takes = [o for o in get_options(task) if o not in GRID_OPTIONS]
+        for key in opts:
+            if key not in takes:
+                raise SpecError(
+                    f"sweep spec: {where}.{key}: task {task!r} takes no option {key!r}; its "
+                    f"options are {takes}"
+                )
+            for clf in chosen:
+                if key not in reading_options(task, clf):
+                    cell = next(d.name for d in datasets if task in d.tasks)
+                    raise SpecError(
+                        f"sweep spec: {where}.{key} does not apply to cell {cell}:{task} with "
+                        f"classifier {clf}: only {[c for c, o in CLASSIFIER_OPTIONS.items() if key in o]} "
+                        f"read it; move it under options.<classifier> or drop it"
+                    )
+        out[str(name)] = {str(k): v for k, v in opts.items()}
+    return out
+
+
+def get_options(task: str) -> tuple[str, ...]:
+    return TASK_REGISTRY[task].options
+
+
 def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a spec given as a mapping (the parsed YAML)."""
     if not isinstance(raw, Mapping):
@@ -460,6 +539,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {extract!r}")
     _unknown(extract, EXTRACT_FIELDS, "extract")
     similarity = _similarity(raw.get("similarity"))
+    options = _options(raw.get("options"), datasets, classifiers)
     name = str(raw.get("name") or "sweep")
     spec = SweepSpec(
         name=name,
@@ -474,6 +554,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         seed=seed,
         extract=dict(extract),
         similarity=similarity,
+        options=options,
     )
     baseline = _baseline(raw.get("baseline"), spec)
     return SweepSpec(**{**spec.__dict__, "baseline": baseline})
