@@ -175,10 +175,10 @@ def _top1(values: tuple[str, ...]) -> dict[str, float]:
             value = float(acc)
         except ValueError:
             value = -1.0
-        if not sep or not name.strip() or not 0 < value < 100:
+        if not sep or not name.strip() or not 1 < value < 100:
             raise click.BadParameter(
                 f"{text!r} is not NETWORK=ACC with ACC the top-1 accuracy in % (e.g. "
-                "resnet50=76.1)",
+                "resnet50=76.1, not a fraction)",
                 param_hint="--imagenet-top1",
             )
         out[name.strip()] = value

@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from featstore.evaluate.results import make_result_key
+
 __all__ = ["synthetic_records"]
 
 
@@ -40,14 +42,16 @@ def synthetic_records(
                             - 0.01 * t
                         )
                         score = min(0.99, max(0.01, score))
+                        features = [f"feat-{d}-{n}-{i}-{p}"]
+                        clf = {"name": classifier}
                         out.append(
                             {
-                                "key": f"res-synthetic-{d}-{n}-{i}-{p}-{t}",
+                                "key": make_result_key(features, tr, "classify", clf, {}, 0),
                                 "kind": "result",
                                 "task": "classify",
                                 "dataset_id": f"{ds}-id",
                                 "dataset_name": ds,
-                                "features": [f"feat-{d}-{n}-{i}-{p}"],
+                                "features": features,
                                 "factors": {
                                     "model": net,
                                     "layer": layer,
@@ -55,7 +59,7 @@ def synthetic_records(
                                     "view": "plain",
                                 },
                                 "transform": tr,
-                                "classifier": {"name": classifier},
+                                "classifier": clf,
                                 "protocol": {},
                                 "seed": 0,
                                 "metrics": {"accuracy": round(score, 4)},

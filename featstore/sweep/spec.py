@@ -332,11 +332,11 @@ def _networks(raw: Mapping[str, Any]) -> tuple[NetworkSpec, ...]:
         weights = item.get("weights")
         top1 = item.get("imagenet_top1")
         if top1 is not None and (
-            isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 < top1 < 100
+            isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 1 < top1 < 100
         ):
             raise SpecError(
                 f"sweep spec: {where}.imagenet_top1 must be the ImageNet top-1 accuracy in % "
-                f"(between 0 and 100, e.g. 75.1), got {top1!r}"
+                f"(between 1 and 100, e.g. 75.1; not a fraction), got {top1!r}"
             )
         out.append(
             NetworkSpec(
@@ -456,6 +456,7 @@ def _options(raw: Any, datasets: tuple[DatasetSpec, ...], classifiers: tuple[str
     out: dict[str, dict[str, Any]] = {}
     for name, opts in raw.items():
         where = f"options.{name}"
+        chosen: list[str | None]
         if name in CLASSIFIERS:
             task, chosen = "classify", [str(name)]
             if name not in classifiers:
@@ -464,7 +465,8 @@ def _options(raw: Any, datasets: tuple[DatasetSpec, ...], classifiers: tuple[str
                     f"{list(classifiers)}); add it to 'classifiers' or drop these options"
                 )
         elif name in TASKS:
-            task, chosen = str(name), list(classifiers) if name == "classify" else [None]
+            task = str(name)
+            chosen = list(classifiers) if name == "classify" else [None]
             if name == "similarity":
                 raise SpecError(f"sweep spec: {where}: give similarity options in 'similarity'")
         else:
