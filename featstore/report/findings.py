@@ -85,7 +85,10 @@ def fmt_r(a: Mapping[str, Any]) -> str:
         text += f" [95% bootstrap CI {ci[0]:+.2f}, {ci[1]:+.2f}]"
     rho = a.get("spearman_rho")
     text += ", Spearman rho = " + ("n/a" if rho is None else f"{rho:+.2f}")
-    return text + f", n = {a['n']} networks"
+    text += f", n = {a['n']} networks"
+    if a["n"] == 2:
+        text += " (with two networks r is +-1 by construction: add a third for a real test)"
+    return text
 
 
 def findings_markdown(f: Findings) -> str:

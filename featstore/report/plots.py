@@ -204,13 +204,15 @@ def factor_effects_plot(te: Any) -> bytes | None:
         ax.plot(xs, [lv.median for lv in f.levels], "_", color="#555", ms=12)
         ax.plot(xs, [lv.best for lv in f.levels], "o-", color="C0")
         ax.set_xticks(xs)
-        labels = [lv.level if len(lv.level) <= 14 else lv.level[:13] + "~" for lv in f.levels]
+        labels = [lv.level if len(lv.level) <= 20 else lv.level[:19] + "~" for lv in f.levels]
         ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
         ax.set_title(f"{f.factor}: {f.effect:.3f}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("score (fraction)")
     fig.suptitle(
-        f"{te.column.label}: best per level (dot), spread over the other factors (bar)", fontsize=9
+        f"{te.column.label}: best per level (dot), spread over the other factors (bar)",
+        fontsize=9,
+        y=1.04,
     )
     return _png(fig)
 
