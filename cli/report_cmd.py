@@ -79,6 +79,14 @@ def _report_inputs(spec_path: str | None, baseline: str | None) -> tuple[Any, di
     type=click.Choice(["classify", "retrieve", "transferability", "similarity"]),
     help="Only these tasks.",
 )
+@click.option(
+    "--imagenet-top1",
+    "top1",
+    multiple=True,
+    metavar="NETWORK=ACC",
+    help="A network's ImageNet top-1 accuracy in % (repeatable), for the architecture-vs-"
+    "transfer plot; overrides the spec's and the published value of a bundled network.",
+)
 @click.option("--title", default=None, help="Title of the HTML page.")
 @json_option
 @handle_errors
@@ -91,6 +99,7 @@ def report(
     baseline: str | None,
     datasets: tuple[str, ...],
     tasks: tuple[str, ...],
+    top1: tuple[str, ...],
     title: str | None,
     as_json: bool,
 ) -> None:
@@ -132,16 +141,20 @@ def report(
             "it; --spec SPEC shows one study's settings only."
         )
     rep = build_report(records, baseline=base, orders=orders, scope=scope)
+    accuracies = {**(spec.imagenet_top1() if spec is not None else {}), **_top1(top1)}
     if as_json:
         import json
 
-        click.echo(json.dumps(rep.to_json(), indent=2, sort_keys=True, default=str))
+        from featstore.report.findings import study_findings
+
+        data = {**rep.to_json(), "findings": study_findings(rep, accuracies).to_json()}
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
     draw = plot if plot is not None else fmt == "html"
     page_title = title or (
         f"featstore report: {spec.name}" if spec is not None else "featstore report"
     )
-    text = render(rep, fmt, title=page_title, plots=draw)
+    text = render(rep, fmt, title=page_title, plots=draw, imagenet_top1=accuracies)
     if draw and fmt != "html":
         text += _write_pngs(rep, out)
     if out:
@@ -168,6 +181,25 @@ def _check_out(out: str) -> None:
             f"the folder {str(folder)!r} does not exist; create it or choose another file",
             param_hint="--out",
         )
+
+
+def _top1(values: tuple[str, ...]) -> dict[str, float]:
+    """``("resnet50=76.1", ...)`` -> {network: accuracy in %}; a bad value is a usage error."""
+    out = {}
+    for text in values:
+        name, sep, acc = text.partition("=")
+        try:
+            value = float(acc)
+        except ValueError:
+            value = -1.0
+        if not sep or not name.strip() or not 1 < value < 100:
+            raise click.BadParameter(
+                f"{text!r} is not NETWORK=ACC with ACC the top-1 accuracy in % (e.g. "
+                "resnet50=76.1, not a fraction)",
+                param_hint="--imagenet-top1",
+            )
+        out[name.strip()] = value
+    return out
 
 
 def _of(record: dict[str, Any], datasets: tuple[str, ...]) -> bool:

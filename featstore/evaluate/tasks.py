@@ -22,7 +22,24 @@ from featstore.errors import EvaluationError, StoreError
 from featstore.evaluate.results import bind_record, load_current_result, save_result
 from featstore.progress import Progress
 
-__all__ = ["TASKS", "Plan", "Task", "get_task", "register", "run"]
+__all__ = [
+    "CLASSIFIER_OPTIONS",
+    "TASKS",
+    "Plan",
+    "Task",
+    "get_task",
+    "reading_options",
+    "register",
+    "run",
+]
+
+# The classify options only one classifier reads (the task's others, such as shots and
+# draws, are read by every classifier); the keys are the classifiers a caller may name.
+CLASSIFIER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "svm": ("c_grid", "cv", "class_weight", "solver"),
+    "logreg": ("class_weight", "solver"),
+    "knn": ("knn_k",),
+}
 
 
 class Plan(Protocol):
@@ -134,6 +151,17 @@ def run(
 
 
 TASKS: dict[str, Task] = {}
+
+
+def reading_options(task: str, classifier: str | None = None) -> tuple[str, ...]:
+    """The options a cell of ``task`` (and ``classifier``, for classify) reads: the task's,
+    less those that belong to another classifier."""
+    options = get_task(task).options
+    if task != "classify" or classifier is None:
+        return options
+    others = {o for c, opts in CLASSIFIER_OPTIONS.items() if c != classifier for o in opts}
+    mine = set(CLASSIFIER_OPTIONS.get(classifier, ()))
+    return tuple(o for o in options if o not in others or o in mine)
 
 
 def register(task: Task) -> Task:

@@ -3,12 +3,15 @@
 - :func:`score_vs_layer`: the layer-wise transfer curve: one panel per network, its layers
   in depth order, one line per task (the study's "which layer transfers best" figure);
 - :func:`heatmap`: tasks x settings, the colour being the score (the overview figure);
-- :func:`similarity_heatmap`: a CKA / RSA matrix, layers x layers within and across networks.
+- :func:`similarity_heatmap`: a CKA / RSA matrix, layers x layers within and across networks;
+- :func:`factor_effects_plot`: one task's factor effects, one small panel per factor;
+- :func:`architecture_plot`: ImageNet accuracy against transfer accuracy on log-odds axes.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
@@ -21,7 +24,16 @@ import numpy as np  # noqa: E402
 from featstore.report.tables import Report  # noqa: E402
 from featstore.settings import FACTORS  # noqa: E402
 
-__all__ = ["heatmap", "layer_curves", "score_vs_layer", "similarity_heatmap"]
+__all__ = [
+    "architecture_plot",
+    "factor_effects_plot",
+    "heatmap",
+    "layer_curves",
+    "score_vs_layer",
+    "similarity_heatmap",
+]
+
+MAX_LINES = 8  # more lines than this in a network's panel: one line per task, others at best
 
 
 def _png(fig: Any) -> bytes:
@@ -36,7 +48,8 @@ def layer_curves(report: Report) -> dict[str, tuple[list[str], dict[str, dict[st
 
     A line is a task column plus the other factors that vary within one layer (a factor
     that only differs between layers, such as the stored pooling of a penultimate "none"
-    beside "avg" maps, does not split the curve).
+    beside "avg" maps, does not split the curve). When that gives more than ``MAX_LINES``
+    lines, each task gets one line: per layer, its best score over the other factors.
     """
     from featstore.report.depth import depth_order
 
@@ -59,6 +72,16 @@ def layer_curves(report: Report) -> dict[str, tuple[list[str], dict[str, dict[st
                 if col in r.scores:
                     name = f"{col.dataset} {col.task}" + (f" {rest}" if rest else "")
                     lines.setdefault(name, {})[r.setting["layer"]] = r.scores[col]
+        if len(lines) > MAX_LINES:  # a large grid: each task's best over the other factors
+            lines = {}
+            for r in rows:
+                for col in report.columns:
+                    if col in r.scores:
+                        name = f"{col.dataset} {col.task} (best of the other factors)"
+                        line = lines.setdefault(name, {})
+                        line[r.setting["layer"]] = max(
+                            line.get(r.setting["layer"], -np.inf), r.scores[col]
+                        )
         out[net] = (layers, lines)
     return out
 
@@ -104,14 +127,15 @@ def heatmap(report: Report) -> bytes | None:
         for i, col in enumerate(report.columns):
             if col in r.scores:
                 data[i, j] = r.scores[col]
-    width = max(6.0, 0.35 * len(report.rows) + 3)
+    width = min(30.0, max(6.0, 0.35 * len(report.rows) + 3))
     height = max(2.5, 0.5 * len(report.columns) + 2.2)
     fig, ax = plt.subplots(figsize=(width, height))
     image = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap="viridis")
     ax.set_yticks(range(len(report.columns)))
     ax.set_yticklabels([c.label for c in report.columns], fontsize=8)
-    ax.set_xticks(range(len(report.rows)))
-    ax.set_xticklabels([f"S{j + 1}" for j in range(len(report.rows))], fontsize=7, rotation=90)
+    if len(report.rows) <= 80:
+        ax.set_xticks(range(len(report.rows)))
+        ax.set_xticklabels([f"S{j + 1}" for j in range(len(report.rows))], fontsize=7, rotation=90)
     ax.set_xlabel("setting (see the table)")
     fig.colorbar(image, ax=ax, label="score (fraction)")
     ax.set_title("Tasks x settings")
@@ -162,4 +186,64 @@ def similarity_heatmap(m: dict[str, Any]) -> bytes | None:
     name = str((m.get("measure") or {}).get("name", "similarity"))
     fig.colorbar(image, ax=ax, label=name, fraction=0.046, pad=0.04)
     ax.set_title(similarity_title(m), fontsize=9)
+    return _png(fig)
+
+
+def factor_effects_plot(te: Any) -> bytes | None:
+    """One task's factor effects (a :class:`~featstore.report.effects.TaskEffects`): a panel
+    per factor, largest effect first; per level, the best score (dot, line) and the spread
+    over the other factors (bar from min to max, tick at the median)."""
+    factors = list(te.ranked)
+    if not factors:
+        return None
+    n = len(factors)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.6, 3.0), squeeze=False, sharey=True)
+    for ax, f in zip(axes[0], factors, strict=True):
+        xs = np.arange(len(f.levels))
+        ax.vlines(xs, [lv.min for lv in f.levels], [lv.max for lv in f.levels], color="#bbb", lw=4)
+        ax.plot(xs, [lv.median for lv in f.levels], "_", color="#555", ms=12)
+        ax.plot(xs, [lv.best for lv in f.levels], "o-", color="C0")
+        ax.set_xticks(xs)
+        labels = [lv.level if len(lv.level) <= 20 else lv.level[:19] + "~" for lv in f.levels]
+        ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+        ax.set_title(f"{f.factor}: {f.effect:.3f}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("score (fraction)")
+    fig.suptitle(
+        f"{te.column.label}: best per level (dot), spread over the other factors (bar)",
+        fontsize=9,
+        y=1.04,
+    )
+    return _png(fig)
+
+
+def architecture_plot(a: Mapping[str, Any]) -> bytes | None:
+    """ImageNet top-1 against transfer score for one task, both on log-odds axes (ticks in
+    %), with the least-squares line of the log-odds and r in the title."""
+    from featstore.report.findings import fmt_r
+    from featstore.report.kornblith import logit
+
+    points = list(a.get("points") or [])
+    if len(points) < 2:
+        return None
+    x = logit(np.array([p["imagenet_top1"] / 100.0 for p in points]))
+    y = logit(np.array([p["score"] for p in points]))
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    ax.scatter(x, y, color="C0", zorder=3)
+    for xi, yi, p in zip(x, y, points, strict=True):
+        ax.annotate(
+            str(p["network"]), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
+    if np.ptp(x) > 0:
+        slope, icpt = np.polyfit(x, y, 1)
+        xx = np.linspace(x.min(), x.max(), 20)
+        ax.plot(xx, slope * xx + icpt, color="C1", lw=1)
+    for axis, values in ((ax.xaxis, x), (ax.yaxis, y)):
+        ticks = np.linspace(values.min(), values.max(), 4) if np.ptp(values) > 0 else values[:1]
+        axis.set_ticks(ticks)
+        axis.set_ticklabels([f"{100.0 / (1.0 + np.exp(-t)):.1f}%" for t in ticks], fontsize=7)
+    ax.set_xlabel("ImageNet top-1 (log-odds axis)")
+    ax.set_ylabel("transfer score (log-odds axis)")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{a['task']}\n{fmt_r(a)}", fontsize=8)
     return _png(fig)

@@ -25,7 +25,7 @@ from typing import Any
 
 from featstore.devices import available_cpus
 from featstore.errors import ExtractionError, FeatstoreError, ProtocolLimitError
-from featstore.evaluate.tasks import get_task
+from featstore.evaluate.tasks import CLASSIFIER_OPTIONS, get_task
 from featstore.progress import Progress
 from featstore.store.spec import StoreSpec
 from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
@@ -90,7 +90,7 @@ def cell_job(
             "classifier": s.classifier,
             "estimators": list(spec.estimators),
             "seed": spec.seed,
-            **spec.classify,  # cv, knn_k, shots, draws (only the classify task takes them)
+            **spec.cell_options(cell.task, s.classifier),  # the spec's per-task options
         },
     }
 
@@ -277,21 +277,27 @@ def check_protocols(spec: SweepSpec, plan: SweepPlan) -> None:
     from featstore.evaluate.limits import resolve_protocol
     from featstore.evaluate.selection import split_rows
 
-    opts = spec.classify
     seen: set[tuple[str, str]] = set()
     for cell in plan.cells:
-        pair = (cell.dataset, cell.setting.classifier)
+        classifier = cell.setting.classifier
+        pair = (cell.dataset, classifier)
         if cell.task != "classify" or pair in seen or cell.dataset not in plan.datasets:
             continue
         seen.add(pair)
-        knn_k = tuple(opts["knn_k"]) if "knn_k" in opts else None
+        opts = spec.cell_options("classify", classifier)
+        knn_k = opts.get("knn_k")
+        if knn_k is not None:
+            knn_k = tuple(knn_k) if isinstance(knn_k, (list, tuple)) else (knn_k,)
         try:
-            clf = ClassifierSpec(name=cell.setting.classifier, cv=opts.get("cv"), knn_k=knn_k)
+            clf = ClassifierSpec(name=classifier, cv=opts.get("cv"), knn_k=knn_k)
             ds = plan.datasets[cell.dataset]
             resolve_protocol(clf.validate(), ds, split_rows(ds), opts.get("shots"))
         except ProtocolLimitError as exc:
             flag = "--" + exc.option.replace("_", "-") + " "
-            words = str(exc).replace(flag, f"classify.{exc.option}=")
+            mine = exc.option in CLASSIFIER_OPTIONS.get(classifier, ())
+            words = str(exc).replace(
+                flag, f"options.{classifier if mine else 'classify'}.{exc.option}="
+            )
             raise ProtocolLimitError(
                 f"sweep spec: cell {cell.label}: {words}",
                 option=exc.option,

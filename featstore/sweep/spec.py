@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 
 from featstore.errors import DatasetError, FeatstoreError, SpecError, clip, shown
+from featstore.evaluate.tasks import CLASSIFIER_OPTIONS, reading_options
+from featstore.evaluate.tasks import TASKS as TASK_REGISTRY
 from featstore.keys import canonical_json
 from featstore.settings import setting_label
 from featstore.specs import parse_pooling
@@ -46,8 +48,11 @@ __all__ = [
     "parse_spec",
 ]
 
-TASKS = ("classify", "retrieve", "transferability", "similarity")
-CLASSIFIERS = ("svm", "logreg", "knn")
+# the task registry's vocabulary (one list): tasks, classifiers and the options each reads
+TASKS = tuple(TASK_REGISTRY)
+CLASSIFIERS = tuple(CLASSIFIER_OPTIONS)
+# options the grid itself sets per cell (or its own fields do): never given under 'options'
+GRID_OPTIONS = {"transform", "classifier", "seed", "estimators", "labels"}
 ESTIMATORS = ("logme", "h_score", "gbc")
 VIEWS_PLAIN = ("plain", "flip", "flipavg")
 TOP_LEVEL = {
@@ -65,14 +70,12 @@ TOP_LEVEL = {
     "seed",
     "extract",
     "similarity",
-    "classify",
+    "options",
 }
-# classify: the protocol options of every classify cell (as featstore evaluate takes them)
-CLASSIFY_FIELDS = {"cv", "knn_k", "shots", "draws"}
 # similarity: {measure: cka|rbf_cka|rsa, split: all|NAME, debiased, sigma, distance, compare}
 SIMILARITY_FIELDS = {"measure", "split", "debiased", "sigma", "distance", "compare"}
 DATASET_FIELDS = {"name", "source", "task", "tasks", "subset"}
-NETWORK_FIELDS = {"name", "layers", "weights"}
+NETWORK_FIELDS = {"name", "layers", "weights", "imagenet_top1"}
 BASELINE_FIELDS = {"network", "layer", "pooling", "view", "transform", "classifier"}
 EXTRACT_FIELDS = {"batch_size", "device", "compute_dtype", "dtype", "workers"}
 
@@ -92,6 +95,7 @@ class NetworkSpec:
     name: str
     layers: tuple[str, ...]
     weights: str | None = None
+    imagenet_top1: float | None = None  # % (the report's architecture-vs-transfer axis)
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,15 @@ class SweepSpec:
     extract: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     similarity: dict[str, Any] = field(default_factory=dict)  # options of the similarity task
-    classify: dict[str, Any] = field(default_factory=dict)  # cv, knn_k, shots, draws
+    # options per task or classifier name: {"classify": {"shots": [1, 5]}, "svm": {"c_grid": ...}}
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def cell_options(self, task: str, classifier: str | None = None) -> dict[str, Any]:
+        """The options a cell of ``task`` (with ``classifier``) is given from ``options``."""
+        out = dict(self.options.get(task, {}))
+        if task == "classify" and classifier is not None:
+            out.update(self.options.get(classifier, {}))
+        return out
 
     def settings(self, task: str) -> list[Setting]:
         """The grid of settings evaluated for ``task`` (classifier '-' outside classify)."""
@@ -182,6 +194,10 @@ class SweepSpec:
             "transform": list(self.transforms),
             "classifier": list(self.classifiers),
         }
+
+    def imagenet_top1(self) -> dict[str, float]:
+        """The ImageNet top-1 (%) the spec gives its networks (overriding published values)."""
+        return {n.name: n.imagenet_top1 for n in self.networks if n.imagenet_top1 is not None}
 
     def baseline_matches(self, factors: Mapping[str, Any]) -> bool:
         """Whether a setting (dict of factor -> value) is the named baseline."""
@@ -354,7 +370,22 @@ def _networks(raw: Mapping[str, Any]) -> tuple[NetworkSpec, ...]:
             raise SpecError(
                 f"sweep spec: {where}.weights must be a file path, got {shown(weights)}"
             )
-        out.append(NetworkSpec(name, layers, None if weights is None else str(weights)))
+        top1 = item.get("imagenet_top1")
+        if top1 is not None and (
+            isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 1 < top1 < 100
+        ):
+            raise SpecError(
+                f"sweep spec: {where}.imagenet_top1 must be the ImageNet top-1 accuracy in % "
+                f"(between 1 and 100, e.g. 75.1; not a fraction), got {shown(top1)}"
+            )
+        out.append(
+            NetworkSpec(
+                name,
+                layers,
+                None if weights is None else str(weights),
+                None if top1 is None else float(top1),
+            )
+        )
     names = [n.name for n in out]
     if len(set(names)) != len(names):
         raise SpecError(f"sweep spec: field 'networks' lists a network twice: {clip(str(names))}")
@@ -453,30 +484,72 @@ def _similarity(raw: Any) -> dict[str, Any]:
     return opts
 
 
-def _classify(raw: Any) -> dict[str, Any]:
-    """Protocol options of the classify cells: positive integers (lists for knn_k and shots)."""
+def _options(raw: Any, datasets: tuple[DatasetSpec, ...], classifiers: tuple[str, ...]) -> dict:
+    """``options``: per task (or classifier) name, the options its cells are given.
+
+    Each option must be one the registry says that task takes; one that a cell of the sweep
+    would be given but does not read (``c_grid`` under ``classify`` with a kNN cell) is
+    refused with that cell named, as ``featstore evaluate`` refuses it.
+    """
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise SpecError(
-            f"sweep spec: field 'classify' must be a mapping such as {{cv: 5, shots: [1, 5]}}, "
-            f"got {raw!r}"
+            "sweep spec: field 'options' must map a task or classifier to its options, e.g. "
+            f"{{svm: {{c_grid: [0.1, 1, 10]}}, classify: {{shots: [1, 5]}}}}, got {shown(raw)}"
         )
-    _unknown(raw, CLASSIFY_FIELDS, "classify")
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        many = name in ("knn_k", "shots")
-        items = value if many and isinstance(value, list) else [value]
-        if not items or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in items):
+    tasks = list(dict.fromkeys(t for d in datasets for t in d.tasks))
+    out: dict[str, dict[str, Any]] = {}
+    for name, opts in raw.items():
+        where = f"options.{name}"
+        chosen: list[str | None]
+        if name in CLASSIFIERS:
+            task, chosen = "classify", [str(name)]
+            if name not in classifiers:
+                raise SpecError(
+                    f"sweep spec: {where}: no cell uses classifier {name!r} (classifiers: "
+                    f"{list(classifiers)}); add it to 'classifiers' or drop these options"
+                )
+        elif name in TASKS:
+            task = str(name)
+            chosen = list(classifiers) if name == "classify" else [None]
+            if name == "similarity":
+                raise SpecError(f"sweep spec: {where}: give similarity options in 'similarity'")
+        else:
             raise SpecError(
-                f"sweep spec: classify: {name} must be "
-                + ("a positive integer or a list of them" if many else "a positive integer")
-                + f", got {value!r}"
+                f"sweep spec: {where}: {shown(name)} is neither a task {list(TASKS)} nor a "
+                f"classifier {list(CLASSIFIERS)}"
             )
-        out[name] = [int(v) for v in items] if many else int(items[0])
-    if out.get("cv") == 1:
-        raise SpecError("sweep spec: classify: cv must be at least 2, got 1")
+        if task not in tasks:
+            raise SpecError(
+                f"sweep spec: {where}: no dataset of the sweep has task {task!r}; add it to a "
+                "dataset's tasks or drop these options"
+            )
+        if not isinstance(opts, Mapping) or not opts:
+            raise SpecError(
+                f"sweep spec: {where} must be a mapping of option: value, got {shown(opts)}"
+            )
+        takes = [o for o in get_options(task) if o not in GRID_OPTIONS]
+        for key in opts:
+            if key not in takes:
+                raise SpecError(
+                    f"sweep spec: {where}.{key}: task {task!r} takes no option {shown(key)}; its "
+                    f"options are {takes}"
+                )
+            for clf in chosen:
+                if key not in reading_options(task, clf):
+                    cell = next(d.name for d in datasets if task in d.tasks)
+                    raise SpecError(
+                        f"sweep spec: {where}.{key} does not apply to cell {cell}:{task} with "
+                        f"classifier {clf}: only {[c for c, o in CLASSIFIER_OPTIONS.items() if key in o]} "
+                        f"read it; move it under options.<classifier> or drop it"
+                    )
+        out[str(name)] = {str(k): v for k, v in opts.items()}
     return out
+
+
+def get_options(task: str) -> tuple[str, ...]:
+    return TASK_REGISTRY[task].options
 
 
 def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
@@ -519,7 +592,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         raise SpecError(f"sweep spec: field 'extract' must be a mapping, got {shown(extract)}")
     _unknown(extract, EXTRACT_FIELDS, "extract")
     similarity = _similarity(raw.get("similarity"))
-    classify = _classify(raw.get("classify"))
+    options = _options(raw.get("options"), datasets, classifiers)
     name = raw.get("name") or "sweep"
     if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
         raise SpecError(
@@ -539,7 +612,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         seed=seed,
         extract=dict(extract),
         similarity=similarity,
-        classify=classify,
+        options=options,
     )
     baseline = _baseline(raw.get("baseline"), spec)
     return SweepSpec(**{**spec.__dict__, "baseline": baseline})

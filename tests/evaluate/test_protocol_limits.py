@@ -111,15 +111,15 @@ def test_a_sweep_spec_beyond_the_data_is_refused_naming_the_cell(
     spec.write_text(
         "name: s\ndatasets: [{name: blobs, tasks: [classify]}]\n"
         "networks: [{name: toynet, layers: [fc]}]\npooling: [avg]\ntransforms: [l2]\n"
-        "classifiers: [knn]\nclassify: {knn_k: [50]}\nbaseline: {layer: fc}\n"
+        "classifiers: [knn]\noptions: {knn: {knn_k: [50]}}\nbaseline: {layer: fc}\n"
     )
     monkeypatch.setattr(plan_mod, "extract_planner", factor_planner)  # toynet: not a real network
     res = CliRunner().invoke(cli, ["sweep", str(spec), "--store", store_path])
     assert res.exit_code == 2
     assert res.output.endswith(
-        "Error: sweep spec: cell blobs:classify:toynet/fc/avg/plain/l2/knn: classify.knn_k=50 "
+        "Error: sweep spec: cell blobs:classify:toynet/fc/avg/plain/l2/knn: options.knn.knn_k=50 "
         "is more than the data allows: each test image searches 27 labelled training images; "
-        "use classify.knn_k=27 or fewer\n"
+        "use options.knn.knn_k=27 or fewer\n"
     )
     assert open_store(store_path, mode="r").result_keys() == []
 

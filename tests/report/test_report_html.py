@@ -105,14 +105,13 @@ def test_html_report_renders_table_and_embedded_plots_in_chromium(tmp_path: Path
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
-    assert '<table id="results">' in html
-    assert (
-        len(re.findall(r"<tr[^>]*>", html.split('<table id="results">')[1].split("</table>")[0]))
-        == 4
-    )
+    assert '<table id="results" class="sortable">' in html
+    table = html.split('<table id="results" class="sortable">')[1].split("</table>")[0]
+    assert len(re.findall(r"<tr[^>]*>", table)) == 4
+    assert html.index("<h2>Findings</h2>") < html.index("<h2>Results</h2>")  # findings first
     assert 'class="num best"' in html and "(+75.0%)" in html  # head: (0.4 - 0.1) / 0.4
-    images = re.findall(r'<img id="(plot-[a-z]+)"[^>]*src="data:image/png;base64,', html)
-    assert images == ["plot-layers", "plot-heatmap"]
+    images = re.findall(r'<img id="(plot-[a-z0-9-]+)"[^>]*src="data:image/png;base64,', html)
+    assert images == ["plot-effects-1", "plot-layers", "plot-heatmap"]
     assert "Kendall" in html and "+1.000" in html
 
     shot = tmp_path / "shot.png"

@@ -143,7 +143,7 @@ def test_html_report_shows_cka_heatmap_and_layer_curve_in_chromium(study, tmp_pa
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     ids = re.findall(r'<img id="(plot-[a-z0-9-]+)"[^>]*src="data:image/png;base64,', html)
-    assert ids == ["plot-layers", "plot-heatmap", "plot-similarity-1"]
+    assert ids == ["plot-effects-1", "plot-layers", "plot-heatmap", "plot-similarity-1"]
     table = html.split('<table class="similarity" id="similarity-1">')[1].split("</table>")[0]
     assert len(re.findall(r"<tr>", table)) == 5  # header + 4 representations
     assert re.findall(r"<th>([^<]+)</th>", table)[:4] == [

@@ -60,7 +60,10 @@ def test_grid_counts_and_settings() -> None:
         ({"pooling": ["avg", "sum"]}, "pooling 'sum' is not a stored pooling"),
         ({"views": ["mirror"]}, "view 'mirror' is unknown"),
         ({"transforms": ["l2", "pca=x"]}, r"transforms\[1\] 'pca=x'"),
-        ({"classifiers": ["knn"]}, "unknown classifier 'knn'"),
+        (
+            {"classifiers": ["rbf"]},
+            r"unknown classifier 'rbf'; choose from \['svm', 'logreg', 'knn'\]",
+        ),
         ({"estimators": ["leep"]}, "estimators: 'leep' is not a feature-based estimator"),
         ({"baseline": None}, "field 'baseline' is required"),
         (
