@@ -359,18 +359,27 @@ def extract_planner(
 
 
 def _spec_selector(
-    network: Any, layer: str, pooling: str, view: str, options: Mapping[str, Any]
+    network: Any,
+    layer: str,
+    pooling: str,
+    view: str,
+    options: Mapping[str, Any],
+    *,
+    default_weights: bool = True,
 ) -> Selector:
     """The store selector of one entry a sweep needs: what the spec pins, nothing else.
     Weights the spec leaves unset are the network's default (pretrained) weights, the ones
     the sweep computes missing entries with: a teammate's random-weights or weights-file
-    entries never stand in for them (name those with ``weights:``)."""
+    entries never stand in for them (name those with ``weights:``). A network registered in
+    the store by name (``models add``) is its weights: no default is added for it."""
     return Selector(
         network=network.name,
         layer=layer,
         pooling=pooling,
         view=view,
-        weights=parse_weights(getattr(network, "weights", None) or "pretrained"),
+        weights=parse_weights(
+            getattr(network, "weights", None) or ("pretrained" if default_weights else None)
+        ),
         compute_dtype=options.get("compute_dtype"),
         dtype=options.get("dtype"),
     )
@@ -414,7 +423,9 @@ def store_planner(
     catalog = catalog or Catalog(store)
     found: dict[tuple[str, str, str], Any] = {}
     for item in wanted:
-        entry = catalog.find(ds, _spec_selector(network, *item, options), choosers=SPEC_CHOOSERS)
+        named = catalog.named(network.name) is not None  # its weights are its identity
+        selector = _spec_selector(network, *item, options, default_weights=not named)
+        entry = catalog.find(ds, selector, choosers=SPEC_CHOOSERS)
         if entry is not None and entry.is_complete:
             found[item] = entry
     missing = [w for w in wanted if w not in found]
