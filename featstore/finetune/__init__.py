@@ -10,6 +10,6 @@ and extracted from with ``-m NAME`` like any other network.
 from __future__ import annotations
 
 from featstore.finetune.recipe import Recipe
-from featstore.finetune.train import finetune, plan_run, training_rows
+from featstore.finetune.train import Request, finetune, plan_request, plan_run, training_rows
 
-__all__ = ["Recipe", "finetune", "plan_run", "training_rows"]
+__all__ = ["Recipe", "Request", "finetune", "plan_request", "plan_run", "training_rows"]
