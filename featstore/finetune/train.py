@@ -296,9 +296,7 @@ def finetune(
     if req.status == "done":
         done = nets.get_run(store, req.plan.key) or {}
         return _register_finished(store, req.plan, done, name, trained=False)
-    return _train(
-        store, req.dataset, req.plan, req.rows, name, req.compute, num_workers, progress
-    )
+    return _train(store, req.dataset, req.plan, req.rows, name, req.compute, num_workers, progress)
 
 
 @dataclass(frozen=True)

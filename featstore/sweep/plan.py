@@ -10,6 +10,7 @@ time from a table of measured CPU throughputs (DESIGN.md) unless the spec says o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -457,10 +458,12 @@ def pending_entries(
     parent's (same layers), with no key until its weights exist."""
     entry = network.finetuned
     parent = network if entry is None else NetworkSpec(entry.network, network.layers, entry.weights)
-    out = extract_planner(store, ds, parent, wanted, options)
-    for e in out:
-        e.cached, e.key, e.exists, e.missing_chunks, e.rows_to_compute = False, None, False, None, None
-    return out
+    return [
+        dataclasses.replace(
+            e, cached=False, key=None, exists=False, missing_chunks=None, rows_to_compute=None
+        )
+        for e in extract_planner(store, ds, parent, wanted, options)
+    ]
 
 
 def factor_planner(

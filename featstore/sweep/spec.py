@@ -534,14 +534,13 @@ def _finetune(
 ) -> tuple[FinetuneSpec, ...]:
     """The ``finetune:`` entries: each a parent network, its layers and a fine-tuning recipe
     (every field type-checked and the recipe validated here, before anything runs)."""
-    from dataclasses import fields as dc_fields
-
-    from featstore.finetune.recipe import Recipe
-    from featstore.store.trained import check_network_name
-
     items = raw.get("finetune")
     if items is None:
         return ()
+    from dataclasses import fields as dc_fields
+
+    from featstore.finetune.recipe import Recipe  # no torch: parsing stays light
+    from featstore.store.trained import check_network_name
     if not isinstance(items, list) or not items:
         raise SpecError(
             "sweep spec: field 'finetune' must be a non-empty list of {name, network, layers, "
@@ -561,9 +560,12 @@ def _finetune(
         for key in ("name", "network"):
             if not isinstance(item.get(key), str) or not item[key]:
                 raise SpecError(f"sweep spec: {where}.{key} is required (a network name)")
+        name = str(item["name"])
         for d in datasets:
             try:
-                check_network_name(FinetuneSpec(name, "", (), {}).stored_name(d.name, len(datasets)))
+                check_network_name(
+                    FinetuneSpec(name, "", (), {}).stored_name(d.name, len(datasets))
+                )
             except FeatstoreError as exc:
                 raise SpecError(f"sweep spec: {where}.name: {clip(str(exc))}") from None
         if "@" in name:
@@ -579,7 +581,9 @@ def _finetune(
             raise SpecError(f"sweep spec: {where} has no layers: give '{where}.layers'")
         weights = item.get("weights")
         if weights is not None and not isinstance(weights, str):
-            raise SpecError(f"sweep spec: {where}.weights must be a file path, got {shown(weights)}")
+            raise SpecError(
+                f"sweep spec: {where}.weights must be a file path, got {shown(weights)}"
+            )
         given = {k: v for k, v in item.items() if k in kinds and v is not None}
         for key, value in given.items():
             kind = str(kinds[key])
@@ -591,13 +595,15 @@ def _finetune(
                 else isinstance(value, (int, float))
             )
             if isinstance(value, bool) or not ok:
-                want = "a string" if "str" in kind else "an integer" if kind == "int" else "a number"
+                want = (
+                    "a string" if "str" in kind else "an integer" if kind == "int" else "a number"
+                )
                 raise SpecError(f"sweep spec: {where}.{key} must be {want}, got {shown(value)}")
         try:
             recipe = Recipe.from_dict(given)
         except FeatstoreError as exc:
             raise SpecError(f"sweep spec: {where}: {clip(str(exc))}") from None
-        out.append(FinetuneSpec(name, item["network"], layers, recipe.to_dict(), weights))
+        out.append(FinetuneSpec(name, str(item["network"]), layers, recipe.to_dict(), weights))
     return tuple(out)
 
 

@@ -66,7 +66,9 @@ def test_models_add_and_finetune_refuse_each_others_names(store_url: str, tmp_pa
     # the check sits where names are written, whichever caller writes them
     record = nets.get_network(store, "ft")
     with pytest.raises(SpecError, match="added to store"):
-        nets.put_network(open_store(store_url), nets.NetworkRecord(**{**record.__dict__, "name": "team"}))
+        nets.put_network(
+            open_store(store_url), nets.NetworkRecord(**{**record.__dict__, "name": "team"})
+        )
     with pytest.raises(SpecError, match="added to store"):
         nets.put_network(
             open_store(store_url), nets.NetworkRecord(**{**record.__dict__, "name": "team@epoch1"})
@@ -77,7 +79,8 @@ def test_models_named_lists_added_and_fine_tuned_networks(store_url: str, tmp_pa
     runner = CliRunner()
     assert (
         runner.invoke(
-            cli, ["models", "add", "team", NET, "--weights", _weights(tmp_path), "--store", store_url]
+            cli,
+            ["models", "add", "team", NET, "--weights", _weights(tmp_path), "--store", store_url],
         ).exit_code
         == 0
     )

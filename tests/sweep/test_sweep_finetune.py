@@ -14,6 +14,7 @@ from featstore.cli.main import cli
 from featstore.datasets import dataset_from_source
 from featstore.errors import SpecError
 from featstore.finetune import train as train_mod
+from featstore.settings import record_setting
 from featstore.store import open_store
 from featstore.store import trained as nets
 from featstore.sweep.spec import parse_spec
@@ -111,14 +112,18 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     assert "(baseline)" in rows[0]
     assert "### Fine-tuned networks" in table.output
     prov = [ln for ln in table.output.splitlines() if ln.startswith("| tiny-")]
-    assert any(ln.startswith(f"| tiny-frozen | {NET} | tiny | all | bn1 | 1 | best |") for ln in prov)
-    assert any(ln.startswith(f"| tiny-ft@epoch1 | {NET} | tiny | all | - | 1 | every |") for ln in prov)
+    assert any(
+        ln.startswith(f"| tiny-frozen | {NET} | tiny | all | bn1 | 1 | best |") for ln in prov
+    )
+    assert any(
+        ln.startswith(f"| tiny-ft@epoch1 | {NET} | tiny | all | - | 1 | every |") for ln in prov
+    )
 
     from featstore.sweep.spec import load_spec
     from featstore.sweep.study import study_records
 
     records = study_records(open_store(store_url, mode="r"), load_spec(spec))
-    by_net = {r["factors"]["model_name"] if "model_name" in r["factors"] else r["factors"]["model"]: r for r in records}
+    by_net = {record_setting(r)["network"]: r for r in records}
     assert by_net["tiny-frozen"]["finetune"]["freeze"] == "bn1"
     assert by_net["tiny-ft@epoch2"]["finetune"]["epoch"] == 2
     assert by_net["tiny-ft"]["finetune"]["parent"] == NET
@@ -128,9 +133,7 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
 def test_a_changed_recipe_under_a_used_name_is_refused_before_training(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small = SPEC.replace("keep_every: 1}", "keep_every: 0}").replace(
-        "  - {name: tiny-frozen", "#"
-    )
+    small = SPEC.replace("keep_every: 1}", "keep_every: 0}").replace("  - {name: tiny-frozen", "#")
     assert _sweep(store_url, _spec(tmp_path, small), "--json").exit_code == 0
 
     def no_training(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -167,9 +170,7 @@ def test_bad_finetune_fields_are_one_line_errors_naming_the_entry(
     assert "Traceback" not in res.output
 
 
-def test_an_unknown_layer_is_refused_before_any_run_trains(
-    store_url: str, tmp_path: Path
-) -> None:
+def test_an_unknown_layer_is_refused_before_any_run_trains(store_url: str, tmp_path: Path) -> None:
     text = SPEC.replace("freeze: bn1", "freeze: conv9")
     res = _sweep(store_url, _spec(tmp_path, text))
     assert res.exit_code == 1, res.output
