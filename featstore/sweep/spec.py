@@ -541,6 +541,7 @@ def _finetune(
 
     from featstore.finetune.recipe import Recipe  # no torch: parsing stays light
     from featstore.store.trained import check_network_name
+
     if not isinstance(items, list) or not items:
         raise SpecError(
             "sweep spec: field 'finetune' must be a non-empty list of {name, network, layers, "
