@@ -462,7 +462,7 @@ def _baseline(raw: Any, spec: SweepSpec) -> dict[str, str]:
         out["transform"] = _check_transforms((out["transform"],))[0]
     allowed = {
         "network": spec.orders()["network"],
-        "layer": sorted({la for la in spec.orders()["layer"]}),
+        "layer": sorted(set(spec.orders()["layer"])),
         "pooling": list(spec.pooling),
         "view": list(spec.views),
         "transform": list(spec.transforms),
