@@ -225,19 +225,28 @@ def add_cmd(
 @json_option
 @handle_errors
 def named_cmd(store_url: str, as_json: bool) -> None:
-    """List the networks recorded in the store by name (featstore models add)."""
-    from featstore.store.networks import list_networks
+    """List the networks the store knows by name: those added (featstore models add) and
+    the fine-tuned ones (featstore finetune, or a sweep's finetune:), with parent and epoch."""
+    from featstore.store.networks import named_networks
 
     store = open_cli_store(store_url, mode="r")
-    rows = [n.to_dict() for n in list_networks(store)]
-    emit(
-        rows,
-        as_json,
-        lambda rs: table(
-            [[r["name"], r["arch"], "sha256:" + r["weights_sha256"][:16],
-              r["weights_file"].get("path", "")] for r in rs],
-            ["name", "architecture", "weights", "added from"],
+    emit(named_networks(store), as_json, _render_named)
+
+
+def _render_named(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return (
+            "no named networks in this store (add one with featstore models add NAME ARCH "
+            "--weights FILE, or fine-tune one with featstore finetune)"
         )
-        if rs
-        else "no named networks in this store (add one with featstore models add NAME ARCH --weights FILE)",
-    )  # fmt: skip
+    out = []
+    for r in rows:
+        if r["kind"] == "added":
+            origin = "added from " + str(r["weights_file"].get("path", "?"))
+        else:
+            origin = (
+                f"fine-tuned on {r['dataset']}, epoch {r['epoch']} ({r['selected']}), "
+                f"freeze {(r.get('recipe') or {}).get('freeze') or '-'}, run {r['run']}"
+            )
+        out.append([r["name"], r["kind"], r["arch"], "sha256:" + r["weights_sha256"][:16], origin])
+    return table(out, ["name", "kind", "parent / architecture", "weights", "origin"])

@@ -36,6 +36,17 @@ def render_plan(data: dict[str, Any], store: str = "") -> str:
         f"{data['n_entries_to_extract']} to extract in {data['extraction_passes']} pass(es), "
         "one per network and dataset)",
     ]
+    for f in data.get("finetune") or []:
+        what = {
+            "done": "found (run finished: a lookup, nothing trained)",
+            "resume": f"resume from epoch {f['saved_epoch']} of {f['epochs']}",
+            "train": f"train {f['epochs']} epoch(s)",
+        }[f["status"]]
+        kept = f"; keeps {', '.join(f['kept'])}" if f["kept"] else ""
+        lines.append(
+            f"  finetune {f['network']}: {f['parent']} on {f['dataset']} (train {f['train']}, "
+            f"freeze {f['freeze'] or '-'}): {what}; run {f['run']}{kept}"
+        )
     for g in data["groups"]:
         head = (
             f"  {g['dataset']} x {g['network']}: {g['n_images']} images; layers {', '.join(g['layers'])}; "
@@ -70,6 +81,11 @@ def render_summary(data: dict[str, Any], store: str = "") -> str:
         f"sweep {data['sweep']}: {data['n_cells']} cells: {data['evaluated']} evaluated, "
         f"{data['cached_results']} cached, {len(data['failed'])} failed"
         + (f"; {store}" if store else ""),
+        *(
+            [f"fine-tuning: {len(data['finetune'])} run(s), {data['trained_runs']} trained"]
+            if data.get("finetune")
+            else []
+        ),
         f"extraction: {len(data['extractions'])} pass(es), forward_batches={data['forward_batches']}",
         f"time: extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
         f"({data['workers']} worker(s))",
@@ -176,6 +192,7 @@ def sweep(
     emit(summary, as_json, lambda data: render_summary(data, store_note(store)))
     if show_report and not as_json:
         from featstore.report import build_report, to_markdown
+        from featstore.sweep.finetune import finetune_markdown, finetune_rows
         from featstore.sweep.study import study_records
 
         keys = [k for r in summary["results"] for k in _keys(r.get("key"))]
@@ -183,7 +200,7 @@ def sweep(
         scope = f"Only the settings of sweep {spec.name}: {len(records)} result records."
         rep = build_report(records, baseline=spec.baseline, orders=spec.orders(), scope=scope)
         click.echo("")
-        click.echo(to_markdown(rep))
+        click.echo(to_markdown(rep) + finetune_markdown(finetune_rows(store, spec)))
     if summary["failed"]:
         raise click.ClickException(
             f"{len(summary['failed'])} of {summary['n_cells']} cells failed (see above)"
@@ -191,8 +208,16 @@ def sweep(
 
 
 def _run(store: Any, spec: Any, workers: int, dask_address: str | None, as_json: bool) -> Any:
-    """Extract and evaluate, drawing the two progress bars."""
+    """Fine-tune, extract and evaluate, drawing the progress bars (a line per epoch)."""
     from featstore.sweep.run import run_sweep
+
+    def epochs(done: int, total: int, info: dict[str, Any]) -> None:
+        if not as_json:
+            click.echo(
+                f"finetune {info['network']}: epoch {done}/{total}: train loss "
+                f"{info['train_loss']:.4f}, val accuracy {info['val_accuracy']:.4f}",
+                err=True,
+            )
 
     with (
         progress_bar("extract", unit="img", enabled=not as_json) as ext_bar,
@@ -204,10 +229,11 @@ def _run(store: Any, spec: Any, workers: int, dask_address: str | None, as_json:
             with DaskExtractor(dask_address) as on_dask:
                 summary = run_sweep(
                     store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar,
-                    extract_fn=on_dask,
+                    extract_fn=on_dask, finetune_progress=epochs,
                 )  # fmt: skip
         else:
             summary = run_sweep(
-                store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar
-            )
+                store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar,
+                finetune_progress=epochs,
+            )  # fmt: skip
     return summary

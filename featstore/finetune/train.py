@@ -39,7 +39,7 @@ from featstore.specs import WeightsIdentity
 from featstore.store import open_store
 from featstore.store import trained as nets
 
-__all__ = ["Rows", "finetune", "plan_run", "training_rows"]
+__all__ = ["Request", "Rows", "finetune", "plan_request", "plan_run", "training_rows"]
 
 
 @dataclass(frozen=True)
@@ -290,12 +290,46 @@ def finetune(
     ``name@epochK``. ``progress(epoch, epochs, info)`` follows each epoch (train_loss,
     val_accuracy). Returns the run: its key, whether it trained, the names and the curve.
     """
+    store = open_store(store)
+    recipe = (recipe or Recipe()).with_options(**recipe_options)
+    req = plan_request(store, dataset, model, name, recipe, weights=weights, device=device)
+    if req.status == "done":
+        done = nets.get_run(store, req.plan.key) or {}
+        return _register_finished(store, req.plan, done, name, trained=False)
+    return _train(store, req.dataset, req.plan, req.rows, name, req.compute, num_workers, progress)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A fine-tuning request, planned and checked, nothing trained: the run and its rows, the
+    device, and what the store holds of it (``done``: a lookup; ``resume``; ``train``)."""
+
+    plan: RunPlan
+    rows: Rows
+    compute: Any
+    dataset: Any
+    status: str
+    saved_epoch: int | None = None
+
+
+def plan_request(
+    store: Any,
+    dataset: Any,
+    model: str,
+    name: str,
+    recipe: Recipe,
+    *,
+    weights: Any = None,
+    device: str = "auto",
+) -> Request:
+    """Everything :func:`finetune` checks before it trains (the name free in both of the
+    store's registries, the recipe's layers in the parent, the rows), and the run's state."""
     from featstore.extract.device import resolve_compute
+    from featstore.models import resolve_layer
 
     store = open_store(store)
     if isinstance(dataset, str):
         dataset = store.get_dataset(dataset)
-    recipe = (recipe or Recipe()).with_options(**recipe_options)
     _check_new_name(store, name)
     compute = resolve_compute(
         device, None, None if recipe.compute_dtype == "auto" else recipe.compute_dtype
@@ -303,17 +337,23 @@ def finetune(
     recipe = recipe.with_options(compute_dtype=compute.compute_dtype)
     rows = training_rows(dataset, recipe)
     plan = plan_run(store, dataset, model, recipe, weights)
+    for layer in (recipe.freeze, recipe.reinit_above):
+        if layer:
+            resolve_layer(plan.spec, layer)  # an unknown layer is refused before training
     _check_name_free(store, name, plan.key)
-    done = nets.get_run(store, plan.key)
-    if done is not None:
-        return _register_finished(store, plan, done, name, trained=False)
-    return _train(store, dataset, plan, rows, name, compute, num_workers, progress)
+    if nets.get_run(store, plan.key) is not None:
+        return Request(plan, rows, compute, dataset, "done")
+    saved = nets.run_state_epoch(store, plan.key)
+    return Request(plan, rows, compute, dataset, "train" if saved is None else "resume", saved)
 
 
 def _check_new_name(store: Any, name: str) -> None:
+    from featstore.store.networks import check_name_free
+
     nets.check_network_name(name)
     if "@" in name:
         raise FinetuneError(f"{name!r}: '@epochK' is added to kept checkpoints; give a plain name")
+    check_name_free(store, name, "fine-tuned")  # a name `models add` holds is refused
     try:
         get_spec(name)
     except UnknownModelError:

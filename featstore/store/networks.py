@@ -22,7 +22,15 @@ from typing import Any
 from featstore.errors import ModelError, SpecError, StoreError, WeightsNotFoundError
 from featstore.keys import canonical_json, content_hash
 
-__all__ = ["NamedNetwork", "add_network", "get_network", "list_networks", "put_network"]
+__all__ = [
+    "NamedNetwork",
+    "add_network",
+    "check_name_free",
+    "get_network",
+    "list_networks",
+    "named_networks",
+    "put_network",
+]
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
@@ -93,9 +101,60 @@ def list_networks(store: Any) -> list[NamedNetwork]:
     return out
 
 
+def check_name_free(store: Any, name: str, kind: str) -> None:
+    """One name, one network across the store's two registries: a name taken by a fine-tuned
+    network (``trained/``) is refused to ``models add`` (``kind="added"``), and a name taken
+    by ``models add`` (``networks/``) is refused to fine-tuning (``kind="fine-tuned"``)."""
+    if kind == "added":
+        from featstore.store import trained
+
+        if trained.has_network(store, name):
+            raise SpecError(
+                f"{name!r} is the name of a fine-tuned network in store {store.url} (see "
+                "`featstore models named`); give the added network another name"
+            )
+        return
+    held = get_network(store, name)
+    if held is not None:
+        raise SpecError(
+            f"{name!r} is the name of a network added to store {store.url} with featstore "
+            f"models add ({held.arch}, weights sha256 {held.weights_sha256[:16]}); give the "
+            "fine-tuned network another name"
+        )
+
+
+def named_networks(store: Any) -> list[dict[str, Any]]:
+    """Every network the store knows by name: those added (``kind: added``) and the
+    fine-tuned ones (``kind: fine-tuned``, with parent, dataset, epoch and run)."""
+    from featstore.store import trained
+
+    rows = [{"kind": "added", **n.to_dict()} for n in list_networks(store)]
+    for name in sorted(trained.list_networks(store)):
+        rec = trained.get_network(store, name)
+        prov = rec.provenance
+        rows.append(
+            {
+                "kind": "fine-tuned",
+                "name": rec.name,
+                "arch": rec.parent,
+                "weights_sha256": rec.weights_sha256,
+                "parent": prov.get("parent"),
+                "dataset": (prov.get("dataset") or {}).get("name"),
+                "epoch": prov.get("epoch"),
+                "selected": prov.get("selected"),
+                "val_accuracy": prov.get("val_accuracy"),
+                "recipe": prov.get("recipe"),
+                "run": prov.get("run"),
+            }
+        )
+    return rows
+
+
 def put_network(store: Any, net: NamedNetwork, *, replace: bool = False) -> None:
-    """Record ``net``; another network already under its name is refused unless ``replace``."""
+    """Record ``net``; another network already under its name is refused unless ``replace``
+    (a fine-tuned network's name always)."""
     check_name(net.name)
+    check_name_free(store, net.name, "added")
     old = get_network(store, net.name)
     if old is not None and old.to_dict() != net.to_dict() and not replace:
         raise SpecError(
@@ -114,6 +173,7 @@ def add_network(
     from featstore.store.select import file_record
 
     check_name(name)
+    check_name_free(store, name, "added")  # before the weights are read
     try:
         get_spec(name)
     except ModelError:

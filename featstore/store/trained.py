@@ -22,14 +22,15 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from featstore._atomic import write_atomic
 from featstore.errors import DamagedEntryError, EntryNotFoundError, InvalidKeyError, StoreError
 from featstore.keys import check_key
 from featstore.store.objects import ObjectFolder
+
+if TYPE_CHECKING:  # torch only where tensors are read or written: names and records need none
+    import torch
 
 __all__ = [
     "NETWORK_NAME_PATTERN",
@@ -39,6 +40,7 @@ __all__ = [
     "get_network",
     "get_run",
     "get_run_state",
+    "has_network",
     "list_networks",
     "network_weights_path",
     "put_blob",
@@ -186,7 +188,10 @@ class NetworkRecord:
 def put_network(store: Any, record: NetworkRecord) -> None:
     """Register ``record`` under its name (its blob must be stored first). The same network
     again is a no-op; another network under a name in use is refused."""
+    from featstore.store.networks import check_name_free
+
     check_network_name(record.name)
+    check_name_free(store, record.name.partition("@")[0], "fine-tuned")
     read_blob(store, record.blob)  # the blob exists and is whole before a name points to it
     names = _sub(store, "names")
     old = _json(names.read(f"{record.name}.json"), f"network {record.name!r}")
@@ -211,6 +216,13 @@ def get_network(store: Any, name: str) -> NetworkRecord:
         hint = f"; it has {', '.join(have[:10])}" if have else ""
         raise EntryNotFoundError(f"store {store.location} has no network named {name!r}{hint}")
     return NetworkRecord.from_dict(data, f"network {name!r}")
+
+
+def has_network(store: Any, name: str) -> bool:
+    """Whether the store has a fine-tuned network named ``name`` (no record is parsed)."""
+    if not NETWORK_NAME_PATTERN.fullmatch(str(name)) or store.trained_objects() is None:
+        return False
+    return _sub(store, "names").read(f"{name}.json") is not None
 
 
 def list_networks(store: Any) -> list[str]:
@@ -312,6 +324,13 @@ def put_run_state(
     runs.put(f"{run_key}.state.json", _dumps(record))
     if old is not None and int(old.get("epoch", -1)) != epoch:
         runs.delete(f"{run_key}.state-{int(old['epoch'])}.safetensors")
+
+
+def run_state_epoch(store: Any, run_key: str) -> int | None:
+    """The last epoch an unfinished run saved (its state record only), or None."""
+    check_key(run_key, "fine-tuning run key")
+    meta = _json(_sub(store, "runs").read(f"{run_key}.state.json"), f"state of run {run_key}")
+    return None if meta is None else int(meta.get("epoch", 0))
 
 
 def get_run_state(

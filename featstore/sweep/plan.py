@@ -10,6 +10,7 @@ time from a table of measured CPU throughputs (DESIGN.md) unless the spec says o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from featstore.errors import DatasetError, EntryNotFoundError, SpecError, Weight
 from featstore.evaluate.results import collect_records
 from featstore.keys import content_hash
 from featstore.settings import cell_key, record_setting
+from featstore.store import trained
 from featstore.store.content import entries_for
 from featstore.store.select import SPEC_CHOOSERS, Catalog, Selector, parse_weights
 from featstore.sweep.spec import Cell, DatasetSpec, NetworkSpec, SweepSpec
@@ -129,6 +131,7 @@ class SweepPlan:
     datasets: dict[str, Dataset]
     results_cached: int = 0
     notes: list[str] = field(default_factory=list)
+    finetunes: list[Any] = field(default_factory=list)  # featstore.sweep.finetune.FinetuneJob
 
     def entry_key(
         self, dataset: str, network: str, layer: str, pooling: str, view: str
@@ -158,6 +161,7 @@ class SweepPlan:
             "est_bytes": None if any(e is None for e in est) else int(sum(e or 0 for e in est)),
             "est_seconds": round(sum(g.est_seconds for g in self.to_extract), 1),
             "groups": [g.to_json() for g in self.groups],
+            "finetune": [j.to_json() for j in self.finetunes],
             "baseline": self.spec.baseline,
             "notes": self.notes,
         }
@@ -457,6 +461,22 @@ def store_planner(
     return out
 
 
+def pending_entries(
+    store: Any, ds: Dataset, network: NetworkSpec, wanted: list[tuple[str, str, str]],
+    options: Mapping[str, Any],
+) -> list[EntryPlan]:  # fmt: skip
+    """The entries of a network the sweep has yet to fine-tune: all to extract, sized by its
+    parent's (same layers), with no key until its weights exist."""
+    entry = network.finetuned
+    parent = network if entry is None else NetworkSpec(entry.network, network.layers, entry.weights)
+    return [
+        dataclasses.replace(
+            e, cached=False, key=None, exists=False, missing_chunks=None, rows_to_compute=None
+        )
+        for e in extract_planner(store, ds, parent, wanted, options)
+    ]
+
+
 def factor_planner(
     store: Any,
     ds: Dataset,
@@ -527,14 +547,19 @@ def make_plan(
             s = cell.setting
             for v in entry_views(s.view):
                 needed.setdefault(s.network, set()).add((s.layer, s.pooling, v))
-        for net in spec.networks:
+        for net in spec.networks_for(d.name):
             if net.name not in needed:
                 continue
             order = {la: i for i, la in enumerate(net.layers)}
             wanted = sorted(needed[net.name], key=lambda t: (order.get(t[0], 0), t[1], t[2]))
-            entries = find(store, ds, net, wanted, spec.extract)
+            pending = planner is None and net.finetuned is not None
+            pending = pending and not trained.has_network(store, net.name)
+            if pending:  # to be fine-tuned first (a dry run): planned from its parent
+                entries = pending_entries(store, ds, net, wanted, spec.extract)
+            else:
+                entries = find(store, ds, net, wanted, spec.extract)
             group = ExtractionGroup(d.name, net.name, ds.n, entries, weights=net.weights)
-            if group.missing and planner is None:  # a store-registered name: its architecture
+            if group.missing and planner is None and not net.finetuned:  # a registered name
                 computed_by = extraction_network(catalog, net, len(group.missing))
                 group.arch, group.weights = computed_by.name, computed_by.weights
             if group.missing:  # images left per view (a resumed entry needs only its missing rows)
@@ -542,11 +567,16 @@ def make_plan(
                 for e in group.missing:
                     left = ds.n if e.rows_to_compute is None else e.rows_to_compute
                     per_view[e.view] = max(per_view.get(e.view, 0), left)
-                speed = speeds.get(net.name, DEFAULT_IMAGES_PER_S)
+                arch = net.finetuned.network if net.finetuned else net.name
+                speed = speeds.get(arch, DEFAULT_IMAGES_PER_S)
                 group.est_seconds = sum(per_view.values()) / speed
             groups.append(group)
     _check_pca(spec, groups)
     plan = SweepPlan(spec=spec, cells=cells, groups=groups, datasets=datasets, notes=notes)
+    if spec.finetune and planner is None:
+        from featstore.sweep.finetune import plan_finetunes
+
+        plan.finetunes = plan_finetunes(store, spec, datasets)
     plan.results_cached = _cells_with_results(store, plan)
     return plan
 

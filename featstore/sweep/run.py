@@ -329,8 +329,14 @@ def run_sweep(
     progress: Progress | None = None,
     extract_fn: Callable[..., Any] | None = None,
     planner: Planner | None = None,
+    finetune_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Extract what is missing, evaluate every cell, and return the JSON summary.
+    """Fine-tune what is missing, extract what is missing, evaluate every cell, and return
+    the JSON summary.
+
+    ``finetune`` lists the spec's fine-tuning runs (``trained``: False for a lookup), each
+    checked before the first is trained; ``finetune_progress(epoch, epochs, info)`` follows
+    their epochs.
 
     ``forward_batches`` sums the network forward calls of every extraction call (0 when
     everything was cached). ``results`` holds each cell's metrics in cell order; failed
@@ -340,6 +346,14 @@ def run_sweep(
     registry and tests.
     """
     t0 = time.perf_counter()
+    tuned: list[dict[str, Any]] = []
+    if spec.finetune:  # protocols checked, then every run checked, before any is trained
+        from featstore.sweep.finetune import run_finetunes
+        from featstore.sweep.plan import resolve_datasets
+
+        datasets, _ = resolve_datasets(store, spec, register=True)
+        check_protocols(spec, SweepPlan(spec, spec.cells(), [], datasets))
+        tuned = run_finetunes(store, spec, datasets, progress=finetune_progress)
     plan: SweepPlan = make_plan(store, spec, register=True, planner=planner)
     check_protocols(spec, plan)  # before anything is extracted or evaluated
     extract_call = extract_fn or _call_extract
@@ -437,12 +451,14 @@ def run_sweep(
         "cached_results": sum(1 for r in final if r.get("ok") and r.get("cached")),
         "failed": failed,
         "forward_batches": forward_batches,
+        "finetune": tuned,
+        "trained_runs": sum(1 for t in tuned if t["trained"]),
         "extractions": extractions,
         "workers": n_workers if parallel else 1,
         "notes": notes,
         "baseline": spec.baseline,
         "timings": {
-            "extract_s": round(t1 - t0, 2),
+            "extract_s": round(t1 - t0, 2),  # fine-tuning included
             "evaluate_s": round(t2 - t1, 2),
             "total_s": round(t2 - t0, 2),
         },

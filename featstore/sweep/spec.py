@@ -41,6 +41,7 @@ __all__ = [
     "TASKS",
     "Cell",
     "DatasetSpec",
+    "FinetuneSpec",
     "NetworkSpec",
     "Setting",
     "SweepSpec",
@@ -71,6 +72,7 @@ TOP_LEVEL = {
     "extract",
     "similarity",
     "options",
+    "finetune",
 }
 # similarity: {measure: cka|rbf_cka|rsa, split: all|NAME, debiased, sigma, distance, compare}
 SIMILARITY_FIELDS = {"measure", "split", "debiased", "sigma", "distance", "compare"}
@@ -96,6 +98,30 @@ class NetworkSpec:
     layers: tuple[str, ...]
     weights: str | None = None
     imagenet_top1: float | None = None  # % (the report's architecture-vs-transfer axis)
+    finetuned: FinetuneSpec | None = None  # a network the sweep fine-tunes (see `finetune:`)
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """A ``finetune:`` entry: ``network`` fine-tuned on each dataset of the sweep by
+    ``recipe`` (the fields of :class:`featstore.finetune.Recipe`), then extracted at
+    ``layers`` like any network. Stored as ``name`` when the sweep has one dataset, as
+    ``name-<dataset>`` on each of several."""
+
+    name: str
+    network: str
+    layers: tuple[str, ...]
+    recipe: dict[str, Any]
+    weights: str | None = None
+
+    def stored_name(self, dataset: str, n_datasets: int) -> str:
+        return self.name if n_datasets == 1 else f"{self.name}-{dataset}"
+
+    @property
+    def kept_epochs(self) -> tuple[int, ...]:
+        """Epochs kept beside the best (``keep_every: K``): each is a network NAME@epochK."""
+        every, epochs = int(self.recipe.get("keep_every") or 0), int(self.recipe["epochs"])
+        return tuple(range(every, epochs + 1, every)) if every else ()
 
 
 @dataclass(frozen=True)
@@ -162,14 +188,28 @@ class SweepSpec:
             out.update(self.options.get(classifier, {}))
         return out
 
-    def settings(self, task: str) -> list[Setting]:
-        """The grid of settings evaluated for ``task`` (classifier '-' outside classify)."""
+    finetune: tuple[FinetuneSpec, ...] = ()  # networks fine-tuned on each dataset first
+
+    def networks_for(self, dataset: str) -> tuple[NetworkSpec, ...]:
+        """The networks of ``dataset``'s cells: ``networks`` and the ones fine-tuned on it."""
+        n = len(self.datasets)
+        tuned = tuple(
+            NetworkSpec(name, f.layers, finetuned=f)
+            for f in self.finetune
+            for base in [f.stored_name(dataset, n)]
+            for name in [base, *(f"{base}@epoch{e}" for e in f.kept_epochs)]
+        )
+        return self.networks + tuned
+
+    def settings(self, task: str, dataset: str | None = None) -> list[Setting]:
+        """The grid of settings evaluated for ``task`` (classifier '-' outside classify);
+        with ``dataset``, the networks fine-tuned on it are in the grid too."""
         classifiers = self.classifiers if task == "classify" else ("-",)
         views = self.views
         if task == "retrieve":
             views = tuple(v for v in views if v != "flipavg") or views
         out = []
-        for net in self.networks:
+        for net in self.networks if dataset is None else self.networks_for(dataset):
             for layer, pool, view, tr, clf in itertools.product(
                 net.layers, self.pooling, views, self.transforms, classifiers
             ):
@@ -181,14 +221,22 @@ class SweepSpec:
             Cell(ds.name, task, setting)
             for ds in self.datasets
             for task in ds.tasks
-            for setting in self.settings(task)
+            for setting in self.settings(task, ds.name)
         ]
 
     def orders(self) -> dict[str, list[str]]:
         """Display order of each factor's values (layers in network order), for reports."""
+        nets = self.networks + tuple(n for d in self.datasets for n in self.networks_for(d.name))
+        names = [n.name for n in self.networks]
+        last: dict[str, str] = {}  # a fine-tuned network's row right after its parent's
+        for net in nets[len(self.networks) :]:
+            parent = net.finetuned.network if net.finetuned else ""
+            anchor = last.get(parent, parent)
+            names.insert(names.index(anchor) + 1 if anchor in names else len(names), net.name)
+            last[parent] = net.name
         return {
-            "network": [n.name for n in self.networks],
-            "layer": list(dict.fromkeys(la for n in self.networks for la in n.layers)),
+            "network": list(dict.fromkeys(names)),
+            "layer": list(dict.fromkeys(la for n in nets for la in n.layers)),
             "pooling": list(self.pooling),
             "view": list(self.views),
             "transform": list(self.transforms),
@@ -445,8 +493,8 @@ def _baseline(raw: Any, spec: SweepSpec) -> dict[str, str]:
     if "transform" in out:
         out["transform"] = _check_transforms((out["transform"],))[0]
     allowed = {
-        "network": [n.name for n in spec.networks],
-        "layer": sorted({la for n in spec.networks for la in n.layers}),
+        "network": spec.orders()["network"],
+        "layer": sorted(set(spec.orders()["layer"])),
         "pooling": list(spec.pooling),
         "view": list(spec.views),
         "transform": list(spec.transforms),
@@ -552,6 +600,88 @@ def get_options(task: str) -> tuple[str, ...]:
     return TASK_REGISTRY[task].options
 
 
+FINETUNE_FIELDS = {"name", "network", "layers", "weights"}  # and the recipe's fields
+
+
+def _finetune(
+    raw: Mapping[str, Any], datasets: tuple[DatasetSpec, ...], networks: tuple[NetworkSpec, ...]
+) -> tuple[FinetuneSpec, ...]:
+    """The ``finetune:`` entries: each a parent network, its layers and a fine-tuning recipe
+    (every field type-checked and the recipe validated here, before anything runs)."""
+    items = raw.get("finetune")
+    if items is None:
+        return ()
+    from dataclasses import fields as dc_fields
+
+    from featstore.finetune.recipe import Recipe  # no torch: parsing stays light
+    from featstore.store.trained import check_network_name
+
+    if not isinstance(items, list) or not items:
+        raise SpecError(
+            "sweep spec: field 'finetune' must be a non-empty list of {name, network, layers, "
+            f"epochs, freeze, ...}} entries, got {shown(items)}"
+        )
+    kinds = {f.name: f.type for f in dc_fields(Recipe)}
+    allowed = FINETUNE_FIELDS | set(kinds)
+    taken = {n.name for n in networks}
+    out: list[FinetuneSpec] = []
+    for i, item in enumerate(items):
+        where = f"finetune[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(f"sweep spec: {where} must be a mapping, got {shown(item)}")
+        name = item.get("name")
+        where = f"finetune[{i}] ({clip(str(name), 40)})" if isinstance(name, str) else where
+        _unknown(item, allowed, where)
+        for key in ("name", "network"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise SpecError(f"sweep spec: {where}.{key} is required (a network name)")
+        name = str(item["name"])
+        for d in datasets:
+            try:
+                check_network_name(
+                    FinetuneSpec(name, "", (), {}).stored_name(d.name, len(datasets))
+                )
+            except FeatstoreError as exc:
+                raise SpecError(f"sweep spec: {where}.name: {clip(str(exc))}") from None
+        if "@" in name:
+            raise SpecError(f"sweep spec: {where}.name: '@epochK' names kept epochs; drop it")
+        if name in taken:
+            raise SpecError(f"sweep spec: {where}.name {shown(name)} names another network")
+        taken.add(name)
+        if "layers" in item:
+            layers = _str_items(_list(item, "layers"), f"{where}.layers")
+        elif raw.get("layers") is not None:
+            layers = _str_items(_list(raw, "layers"), "layers")
+        else:
+            raise SpecError(f"sweep spec: {where} has no layers: give '{where}.layers'")
+        weights = item.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise SpecError(
+                f"sweep spec: {where}.weights must be a file path, got {shown(weights)}"
+            )
+        given = {k: v for k, v in item.items() if k in kinds and v is not None}
+        for key, value in given.items():
+            kind = str(kinds[key])
+            ok = (
+                isinstance(value, str)
+                if "str" in kind
+                else isinstance(value, int)
+                if kind == "int"
+                else isinstance(value, (int, float))
+            )
+            if isinstance(value, bool) or not ok:
+                want = (
+                    "a string" if "str" in kind else "an integer" if kind == "int" else "a number"
+                )
+                raise SpecError(f"sweep spec: {where}.{key} must be {want}, got {shown(value)}")
+        try:
+            recipe = Recipe.from_dict(given)
+        except FeatstoreError as exc:
+            raise SpecError(f"sweep spec: {where}: {clip(str(exc))}") from None
+        out.append(FinetuneSpec(name, str(item["network"]), layers, recipe.to_dict(), weights))
+    return tuple(out)
+
+
 def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a spec given as a mapping (the parsed YAML)."""
     if not isinstance(raw, Mapping):
@@ -563,6 +693,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
     if len(set(names)) != len(names):
         raise SpecError(f"sweep spec: field 'datasets' lists a dataset twice: {clip(str(names))}")
     networks = _networks(raw)
+    finetune = _finetune(raw, datasets, networks)
     pooling = _str_items(_list(raw, "pooling", ["avg"]), "pooling")
     pooling = _check_pooling(pooling)
     views = _str_items(_list(raw, "views", ["plain"]), "views")
@@ -613,6 +744,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         extract=dict(extract),
         similarity=similarity,
         options=options,
+        finetune=finetune,
     )
     baseline = _baseline(raw.get("baseline"), spec)
     return SweepSpec(**{**spec.__dict__, "baseline": baseline})

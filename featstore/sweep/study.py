@@ -17,6 +17,7 @@ from typing import Any
 from featstore.errors import DatasetError, EntryNotFoundError, FeatstoreError
 from featstore.evaluate.results import collect_records
 from featstore.evaluate.tasks import get_task
+from featstore.sweep.finetune import annotate_records
 from featstore.sweep.plan import check_registered_source, factor_planner, make_plan
 from featstore.sweep.run import cell_job
 from featstore.sweep.similarity import similarity_keys
@@ -66,7 +67,12 @@ def study_result_keys(store: Any, spec: SweepSpec) -> set[str]:
 def study_records(
     store: Any, spec: SweepSpec, keys: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
-    """The result records of the spec's settings only (``keys``: those a sweep just wrote)."""
+    """The result records of the spec's settings only (``keys``: those a sweep just wrote).
+
+    A record of a fine-tuned network carries a ``finetune`` field with its provenance
+    (parent, freeze, epoch ...; see :func:`featstore.sweep.finetune.annotate_records`).
+    """
     wanted = set(keys) if keys is not None else study_result_keys(store, spec)
     names = [d.name for d in spec.datasets]
-    return [r for r in collect_records(store, datasets=names) if r.get("key") in wanted]
+    records = [r for r in collect_records(store, datasets=names) if r.get("key") in wanted]
+    return annotate_records(store, records) if spec.finetune else records
