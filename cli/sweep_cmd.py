@@ -192,22 +192,13 @@ def sweep(
 
 def _run(store: Any, spec: Any, workers: int, dask_address: str | None, as_json: bool) -> Any:
     """Extract and evaluate, drawing the two progress bars."""
-    from featstore.sweep.run import run_sweep
+    from featstore.api import run_sweep  # what `featstore.run_sweep` runs
 
     with (
         progress_bar("extract", unit="img", enabled=not as_json) as ext_bar,
         progress_bar("cells", unit="cell", enabled=not as_json) as cell_bar,
     ):
-        if dask_address:
-            from featstore.extract.distributed import DaskExtractor
-
-            with DaskExtractor(dask_address) as on_dask:
-                summary = run_sweep(
-                    store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar,
-                    extract_fn=on_dask,
-                )  # fmt: skip
-        else:
-            summary = run_sweep(
-                store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar
-            )
-    return summary
+        return run_sweep(
+            store, spec, workers=workers, dask=dask_address, extract_progress=ext_bar,
+            progress=cell_bar,
+        )  # fmt: skip

@@ -21,6 +21,7 @@ from featstore.errors import EvaluationError
 
 if TYPE_CHECKING:
     import torch
+    from torch.utils.data import Dataset as TorchDataset
 
 __all__ = ["Block", "Features"]
 
@@ -28,10 +29,10 @@ BLOCK_ROWS = 256  # rows per block of blocks() and torch_dataset() when a transf
 
 
 class Block(NamedTuple):
-    """Rows of a :class:`Features` streamed by :meth:`Features.blocks`: ``index`` are their
-    positions in ``f.X`` (``X[index]`` equals the block's X)."""
+    """Rows of a :class:`Features` streamed by :meth:`Features.blocks`: ``positions`` are
+    their positions in ``f.X`` (``f.X[positions]`` equals the block's X)."""
 
-    index: np.ndarray
+    positions: np.ndarray
     X: np.ndarray
     y: np.ndarray
 
@@ -171,7 +172,7 @@ class Features:
             np.ascontiguousarray(self.y)
         )
 
-    def torch_dataset(self, rows_per_block: int = BLOCK_ROWS) -> torch.utils.data.Dataset[Any]:
+    def torch_dataset(self, rows_per_block: int = BLOCK_ROWS) -> TorchDataset[Any]:
         """A map-style torch Dataset of ``(x, y)`` pairs reading one block of rows at a time
         (every chunk verified), so a DataLoader walks an entry larger than memory."""
         from featstore.api.torch_data import FeatureDataset

@@ -48,9 +48,7 @@ def add_dataset(
     keeps a stratified, seeded subset of that many images, as a sweep spec's ``subset:``."""
     from featstore.datasets import dataset_from_source, register_dataset
 
-    dataset = dataset_from_source(
-        name, source, skip_bad=skip_bad, progress=progress, splits=splits
-    )
+    dataset = dataset_from_source(name, source, skip_bad=skip_bad, progress=progress, splits=splits)
     if subset is not None and subset < dataset.n:
         from featstore.sweep.plan import subset_dataset
 
@@ -112,8 +110,8 @@ def extract_features(
 def evaluate_features(
     store: Any,
     dataset: str,
-    network: str | Sequence[str],
-    layers: str | Sequence[str],
+    network: str | Sequence[str] | None = None,
+    layers: str | Sequence[str] | None = None,
     *,
     task: str = "classify",
     pooling: str | Mapping[str, Sequence[str]] | None = None,
@@ -123,6 +121,7 @@ def evaluate_features(
     weights: str | None = None,
     compute_dtype: str | None = None,
     keys: Sequence[str] = (),
+    settings: Sequence[Sequence[dict[str, Any]]] | None = None,
     force: bool = False,
     progress: Progress | None = None,
     **options: Any,
@@ -134,6 +133,9 @@ def evaluate_features(
     ``class_weight``, ``solver``, ``knn_k``, ``shots``, ``draws``; retrieve: ``method``,
     ``index``, ``whiten`` ...); an option the task does not take is refused. Every setting
     is checked before any is evaluated. Records come under the dataset name asked for.
+    ``settings`` (rows of feature selectors, as
+    :func:`featstore.evaluate.settings.settings_from_factors` makes them) replace the
+    factors (network, layers, pooling, view, concat, weights, compute_dtype, keys).
     """
     from featstore.evaluate.settings import evaluate_settings, settings_from_factors
     from featstore.evaluate.tasks import get_task
@@ -152,16 +154,17 @@ def evaluate_features(
             f"--task {chosen.name}` or a sweep"
         )
     st = as_store(store)
-    settings = settings_from_factors(
-        _names(network),
-        _names(layers),
-        pooling=pooling,
-        view=view,
-        concat=concat,
-        weights=weights,
-        compute_dtype=compute_dtype_name(compute_dtype) if compute_dtype else None,
-        keys=list(keys),
-    )
+    if settings is None:
+        settings = settings_from_factors(
+            _names(network),
+            _names(layers),
+            pooling=pooling,
+            view=view,
+            concat=concat,
+            weights=weights,
+            compute_dtype=compute_dtype_name(compute_dtype) if compute_dtype else None,
+            keys=list(keys),
+        )
     options = {
         **options,
         "transform": transform if transform is not None else chosen.default_transform,
@@ -170,7 +173,7 @@ def evaluate_features(
         chosen.evaluate,
         st,
         dataset,
-        settings,
+        [list(setting) for setting in settings],
         check=chosen.plan,
         force=force,
         progress=progress,
@@ -185,19 +188,31 @@ def run_sweep(
     spec: Any,
     *,
     workers: int = 1,
+    dask: str | None = None,
     extract_progress: Progress | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the factor sweep of ``spec`` (a YAML path or loaded spec) on the store
-    (``featstore sweep``): register its datasets, extract what is missing, evaluate every
-    cell in ``workers`` processes; returns the sweep's JSON summary."""
+    (``featstore sweep``): register its datasets, extract what is missing (on the Dask
+    cluster ``dask``, an address or ``local:N``, when given), evaluate every cell in
+    ``workers`` processes; returns the sweep's JSON summary (KeyboardInterrupt, as
+    :class:`featstore.sweep.run.SweepInterrupted`, when interrupted)."""
     from featstore.api.results import load_sweep_spec
     from featstore.sweep.run import run_sweep as _run
 
-    return _run(
-        as_store(store),
-        load_sweep_spec(spec),
-        workers=workers,
-        extract_progress=extract_progress,
-        progress=progress,
-    )
+    st, loaded = as_store(store), load_sweep_spec(spec)
+    if not dask:
+        return _run(
+            st, loaded, workers=workers, extract_progress=extract_progress, progress=progress
+        )
+    from featstore.extract.distributed import DaskExtractor
+
+    with DaskExtractor(dask) as on_dask:
+        return _run(
+            st,
+            loaded,
+            workers=workers,
+            extract_progress=extract_progress,
+            progress=progress,
+            extract_fn=on_dask,
+        )

@@ -33,7 +33,13 @@ def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     with featstore.open(url, create=True) as store:
         store.add_dataset("digits", "builtin:digits", subset=60)
         summary = featstore.extract_features(
-            store, "digits", [NET], ["layer2", "layer3"], weights=WEIGHTS, preprocess=SMALL, batch_size=64
+            store,
+            "digits",
+            [NET],
+            ["layer2", "layer3"],
+            weights=WEIGHTS,
+            preprocess=SMALL,
+            batch_size=64,
         )
         assert summary["entries"] == 2 and summary["forward_batches"] >= 1
     return url
@@ -102,9 +108,9 @@ def test_each_line_of_the_api(made: str) -> None:
     streamed = np.zeros_like(f.X)
     seen = 0
     for block in f.blocks():
-        streamed[block.index] = block.X
-        assert np.array_equal(block.y, f.y[block.index])
-        seen += len(block.index)
+        streamed[block.positions] = block.X
+        assert np.array_equal(block.y, f.y[block.positions])
+        seen += len(block.positions)
     assert seen == len(f) and np.array_equal(streamed, f.X)
     assert np.array_equal(np.concatenate([b.X for b in f.blocks(rows_per_block=7)]), f.X)
 
@@ -164,7 +170,8 @@ def test_missing_features_are_the_cli_error_with_the_command_to_create_them(made
     assert isinstance(caught.value, LookupError)  # EntryNotFoundError: also a builtin
     store.close()
     out = CliRunner().invoke(
-        cli, ["evaluate", "-d", "digits", "-m", NET, "-l", "layer4", "--pool", "avg", "--store", made]
+        cli,
+        ["evaluate", "-d", "digits", "-m", NET, "-l", "layer4", "--pool", "avg", "--store", made],
     )
     assert out.exit_code == 1 and message in out.output.replace("\n", " ")
 
@@ -179,7 +186,9 @@ def test_reads_import_no_torch(tmp_path: Path) -> None:
     url = str(tmp_path / "s.zarr")
     with featstore.open(url, create=True) as store:
         store.add_dataset("digits", "builtin:digits", subset=40)
-        featstore.extract_features(store, "digits", NET, "layer2", weights=WEIGHTS, preprocess=SMALL)
+        featstore.extract_features(
+            store, "digits", NET, "layer2", weights=WEIGHTS, preprocess=SMALL
+        )
         featstore.evaluate_features(store, "digits", NET, "layer2", cv=2)
     code = textwrap.dedent(
         f"""
@@ -190,7 +199,7 @@ def test_reads_import_no_torch(tmp_path: Path) -> None:
         assert len(store.entries(dataset="digits")) == 1
         f = store.features("digits", "{NET}", "layer2", split="test", transform="l2,pca=4")
         assert f.X.shape[1] == 4 and len(f.y) == len(f.ids)
-        assert sum(len(b.index) for b in f.blocks()) == len(f)
+        assert sum(len(b.positions) for b in f.blocks()) == len(f)
         table = store.results()
         assert len(table) == 1, table
         print("torch" in sys.modules)
