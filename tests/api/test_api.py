@@ -88,6 +88,7 @@ def test_each_line_of_the_api(made: str) -> None:
     assert sorted(r.layer for r in rows) == ["layer2", "layer3"]
     assert all(r.complete and r.dataset == "digits" and r.shape[0] == info.n for r in rows)
     assert [r.layer for r in store.entries(dataset="digits", layer="layer3")] == ["layer3"]
+    assert {r.key for r in store.entries(network=NET)} == {r.key for r in rows}  # all datasets
 
     by_layer = {r.layer: r for r in rows}
     f = store.features("digits", NET, "layer3", pooling="avg", split="train")
@@ -210,3 +211,25 @@ def test_reads_import_no_torch(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_every_read_is_verified_a_damaged_chunk_is_refused(tmp_path: Path) -> None:
+    url = str(tmp_path / "s.zarr")
+    with featstore.open(url, create=True) as store:
+        store.add_dataset("digits", "builtin:digits", subset=40)
+        featstore.extract_features(
+            store, "digits", NET, "layer2", weights=WEIGHTS, preprocess=SMALL
+        )
+        key = store.entries(dataset="digits")[0].key
+        chunk = tmp_path / "s.zarr" / "features" / key / "data" / "c" / "0" / "0"
+        chunk.unlink()  # rows 0.. of the entry are gone: never read as zeros
+        reads = {
+            "X": lambda: store.features("digits", NET, "layer2").X,
+            "blocks": lambda: list(store.features("digits", NET, "layer2").blocks()),
+            "transform": lambda: store.features("digits", NET, "layer2", transform="l2").X,
+            "rows": lambda: store.features("digits", NET, "layer2", rows=[0]).X,
+        }
+        for what, read in reads.items():
+            with pytest.raises(featstore.FeatstoreError, match=f"featstore repair {key}") as err:
+                read()
+            assert type(err.value).__name__ == "DamagedChunkError", what
