@@ -270,7 +270,7 @@ def evaluate(**opts: Any) -> None:
     if opts["transform"] is None:
         opts["transform"] = task.default_transform
     store = open_cli_store(opts["store_url"], create=False)  # evaluating needs a dataset in it
-    from featstore.evaluate.settings import evaluate_settings, settings_from_factors
+    from featstore.evaluate.settings import settings_from_factors
 
     settings = settings_from_factors(
         _csv(opts["model"]),
@@ -286,22 +286,16 @@ def evaluate(**opts: Any) -> None:
     if task.matrix:
         _evaluate_matrix(task, store, settings, opts, options)
         return
+    from featstore.api import evaluate_features  # what `featstore.evaluate_features` runs
+
     with progress_bar(f"evaluate {opts['dataset']}", enabled=not opts["as_json"]) as progress:
         try:
-            records = evaluate_settings(
-                task.evaluate,
-                store,
-                opts["dataset"],
-                settings,
-                check=task.plan,
-                force=opts["force"],
-                progress=progress,
-                **options,
-            )
+            records = evaluate_features(
+                store, opts["dataset"], settings=settings, task=task.name, force=opts["force"],
+                progress=progress, **options,
+            )  # fmt: skip
         except ProtocolLimitError as exc:  # checked for every setting before any is evaluated
             raise ProtocolRefused(str(exc)) from exc
-    asked = store.get_dataset(opts["dataset"]).name  # a record made under another name of
-    records = [{**r, "dataset_name": asked} for r in records]  # the same images: shown as asked
     emit(records, opts["as_json"], lambda recs: _render(recs, store_note(store)))
 
 

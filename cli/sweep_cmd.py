@@ -209,7 +209,7 @@ def sweep(
 
 def _run(store: Any, spec: Any, workers: int, dask_address: str | None, as_json: bool) -> Any:
     """Fine-tune, extract and evaluate, drawing the progress bars (a line per epoch)."""
-    from featstore.sweep.run import run_sweep
+    from featstore.api import run_sweep  # what `featstore.run_sweep` runs
 
     def epochs(done: int, total: int, info: dict[str, Any]) -> None:
         if not as_json:
@@ -223,17 +223,7 @@ def _run(store: Any, spec: Any, workers: int, dask_address: str | None, as_json:
         progress_bar("extract", unit="img", enabled=not as_json) as ext_bar,
         progress_bar("cells", unit="cell", enabled=not as_json) as cell_bar,
     ):
-        if dask_address:
-            from featstore.extract.distributed import DaskExtractor
-
-            with DaskExtractor(dask_address) as on_dask:
-                summary = run_sweep(
-                    store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar,
-                    extract_fn=on_dask, finetune_progress=epochs,
-                )  # fmt: skip
-        else:
-            summary = run_sweep(
-                store, spec, workers=workers, extract_progress=ext_bar, progress=cell_bar,
-                finetune_progress=epochs,
-            )  # fmt: skip
-    return summary
+        return run_sweep(
+            store, spec, workers=workers, dask=dask_address, extract_progress=ext_bar,
+            progress=cell_bar, finetune_progress=epochs,
+        )  # fmt: skip

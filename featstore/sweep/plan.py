@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from featstore.datasets import Dataset, dataset_from_source
+from featstore.datasets.core import fingerprint
 from featstore.datasets.registry import parse_source
 from featstore.errors import DatasetError, EntryNotFoundError, SpecError, WeightsNotFoundError
 from featstore.evaluate.results import collect_records
@@ -175,8 +176,8 @@ class SweepPlan:
 def subset_dataset(ds: Dataset, n: int, seed: int = SUBSET_SEED) -> Dataset:
     """``n`` images of ``ds`` (about), stratified by split and label, seeded: a smaller dataset.
 
-    Its fingerprint derives from the parent's and the chosen rows, so the same subset of the
-    same images is the same dataset everywhere; it keeps the chosen images' hashes, so it
+    Its fingerprint is that of its own ids, labels, splits and image hashes (what reading it
+    back checks), so the same subset of the same images is the same dataset everywhere; it keeps the chosen images' hashes, so it
     reads its rows from the parent's entries by index (no forward pass).
     """
     if n >= ds.n:
@@ -192,18 +193,26 @@ def subset_dataset(ds: Dataset, n: int, seed: int = SUBSET_SEED) -> Dataset:
         take = max(1, round(len(rows) * n / ds.n))
         keep.extend(rng.choice(rows, size=min(take, len(rows)), replace=False).tolist())
     rows = sorted(keep)
+    ids = [ds.ids[i] for i in rows]
+    splits = np.asarray(ds.splits)[rows]
+    hashes = None if ds.image_hashes is None else [ds.image_hashes[i] for i in rows]
+    if hashes is None:  # format 1: no hashes to bind, so named by the parent's rows
+        fp = content_hash({"parent": ds.fingerprint, "rows": rows}, length=64)
+    else:  # the fingerprint a registered dataset must prove when read back (store/proofs.py)
+        names = [str(ds.split_names[int(s)]) for s in splits]
+        fp = fingerprint(ids, labels[rows], names, hashes, {})
     return Dataset(
         name=ds.name,
-        ids=[ds.ids[i] for i in rows],
+        ids=ids,
         refs=[ds.refs[i] for i in rows],
         labels=labels[rows],
-        splits=np.asarray(ds.splits)[rows],
+        splits=splits,
         split_names=list(ds.split_names),
         classes=list(ds.classes),
-        fingerprint=content_hash({"parent": ds.fingerprint, "rows": rows}, length=64),
+        fingerprint=fp,
         source={**ds.source, "subset_of": ds.id, "subset": n, "subset_seed": seed},
         extra={},
-        image_hashes=None if ds.image_hashes is None else [ds.image_hashes[i] for i in rows],
+        image_hashes=hashes,
     )
 
 
