@@ -32,7 +32,6 @@ finetune:
 pooling: [avg]
 transforms: [l2]
 classifiers: [logreg]
-classify: {{cv: 2}}
 baseline: {{network: "{NET}"}}
 extract: {{batch_size: 8, device: cpu}}
 """
