@@ -12,6 +12,7 @@ Builds (once) the store of ``examples/quick_sweep.yaml`` (600 digits, EfficientN
 
 Usage:
   python benchmarks/readpath.py [--store DIR] [--repeat 3] [--json]
+  python benchmarks/readpath.py --smoke      # seconds: generated images, a tiny network
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ assert s["forward_batches"] == 0, s
 """
 READ_NEW = """
 import sys, featstore
-x = featstore.lookup({store!r}, "digits600", "efficientnet_lite0", "stage7").read()
+x = featstore.lookup({store!r}, {dataset!r}, {network!r}, {layer!r}).read()
 print("torch imported:", "torch" in sys.modules, x.shape)
 """
 READ_OLD = """
@@ -51,7 +52,7 @@ import sys
 from featstore.store import open_store
 from featstore.extract import plan
 s = open_store({store!r}, mode="r")
-p = plan(s, "digits600", ["efficientnet_lite0"], ["stage7"], "avg", ["plain"])
+p = plan(s, {dataset!r}, [{network!r}], [{layer!r}], "avg", ["plain"])
 x = s.get_entry(p.entries[0].key).read()
 print("torch imported:", "torch" in sys.modules, x.shape)
 """
@@ -61,13 +62,34 @@ cli.main(["report", "--store", {store!r}, "--spec", {spec!r}, "--json"], standal
 """
 
 
+TINY = "_smoke:tiny_net"
+
+
+def smoke_spec(work: str) -> str:
+    """A one-network, two-layer sweep over generated images (for ``--smoke``)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _smoke import image_folder
+
+    folder = image_folder(Path(work) / "imgs", train=6, test=3, size=40)
+    spec = Path(work) / "smoke.yaml"
+    spec.write_text(
+        f"name: readpath-smoke\ndatasets: [{{name: shapes, source: {folder}, tasks: [classify]}}]\n"
+        f'networks: [{{name: "{TINY}", layers: [flat, conv]}}]\npooling: [avg]\n'
+        "transforms: [l2]\nclassifiers: [logreg]\nbaseline: {layer: flat}\nseed: 0\n"
+    )
+    return str(spec)
+
+
 def timed(code: str, repeat: int, **values: str) -> tuple[float, str]:
     """Median wall seconds of ``code`` in a fresh interpreter, and its last output line."""
     times, last = [], ""
     for _ in range(repeat):
         t0 = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-c", code.format(**values)], capture_output=True, text=True
+            [sys.executable, "-c", code.format(**values)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
         )
         times.append(time.perf_counter() - t0)
         if done.returncode != 0:
@@ -82,13 +104,24 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="Store folder (default: a temporary one).")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="a tiny network on generated images")
     args = ap.parse_args()
-    store = args.store or os.path.join(tempfile.mkdtemp(prefix="readpath-"), "s.zarr")
-    values = {"store": store, "spec": SPEC}
+    work = tempfile.mkdtemp(prefix="readpath-")
+    store = args.store or os.path.join(work, "s.zarr")
+    values = {"store": store, "spec": SPEC, "dataset": "digits600",
+              "network": "efficientnet_lite0", "layer": "stage7"}  # fmt: skip
+    if args.smoke:
+        args.repeat = 1
+        values.update(spec=smoke_spec(work), dataset="shapes", network=TINY, layer="flat")
     t0 = time.perf_counter()
-    subprocess.run(  # first run: extraction and evaluation (not timed as a read)
-        [sys.executable, "-c", SWEEP_NEW.format(**values)], check=True, capture_output=True
+    built = subprocess.run(  # first run: extraction and evaluation (not timed as a read)
+        [sys.executable, "-c", SWEEP_NEW.format(**values)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
     )
+    if built.returncode != 0:
+        raise SystemExit(f"building the store failed:\n{built.stderr[-2000:]}")
     build_s = time.perf_counter() - t0
     rows = []
     for name, new, old in (
@@ -111,6 +144,8 @@ def main() -> None:
         old = "-" if r["old_s"] is None else f"{r['old_s']:.2f}"
         note = "; ".join(x for x in (r["new_note"], r["old_note"] and "old " + r["old_note"]) if x)
         print(f"{r['figure']:<40} {r['new_s']:>7.2f} {old:>7}  {note}")
+        if r["old_s"]:
+            print(f"  {r['figure']}: old / new = {r['old_s'] / max(r['new_s'], 1e-9):.2f}")
 
 
 if __name__ == "__main__":

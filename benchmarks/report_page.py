@@ -31,7 +31,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=25)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="2 networks x 3 layers, one load")
     args = ap.parse_args()
+    if args.smoke:
+        args.networks, args.layers, args.runs = 2, 3, 1
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("chromium is not on PATH (apt-get install -y chromium)")

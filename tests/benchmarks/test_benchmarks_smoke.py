@@ -34,6 +34,11 @@ RATIO_LINES: dict[str, tuple[str, ...]] = {
         r"^  pool=avg,l2 .* = +[\d.]+x final",
         r"^  whole-read .* = +[\d.]+x final",
     ),
+    "readpath.py": (
+        r"^  cached sweep .*: old / new = [\d.]+",
+        r"^  read one cached entry .*: old / new = [\d.]+",
+    ),
+    "report_page.py": (r"^median load: \d+ ms",),
     "similarity.py": (r"^Gram form / feature form wall time at N=300 = [\d.]+",),
     "verify.py": (r"verified-read ratio \(unverified / verified\) = [\d.]+",),
 }
