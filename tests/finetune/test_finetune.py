@@ -154,12 +154,29 @@ def test_unknown_freeze_layer_is_refused_in_words(tmp_path: Path, images: Path) 
         finetune(store, "tiny", NET, "x", freeze="conv9", **FAST)
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path: Path, images: Path) -> None:
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(
+    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # float32 reductions are bitwise reproducible at one thread count: the killed process,
+    # the resumed run and the straight run all use one thread (other tests change it)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # nothing changes it midway
+    try:
+        _resume_after_sigkill(tmp_path, images)
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(threads)
+
+
+def _resume_after_sigkill(tmp_path: Path, images: Path) -> None:
     killed = tmp_path / "killed.zarr"
     new_store(killed, images)
     script = textwrap.dedent(
         f"""
         import os, signal
+        import torch
+        torch.set_num_threads(1)  # bitwise equality holds for one thread count
         from featstore.finetune import finetune
         def progress(done, total, info):
             if done == 2:
