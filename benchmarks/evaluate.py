@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.evaluate.classifiers import ClassifierSpec, classify_arrays, lambda_grid
-from featstore.evaluate.selection import Splits
+from featstore.evaluate.features.selection import Splits
+from featstore.evaluate.probes.protocol import ClassifierSpec, classify_arrays, lambda_grid
 from featstore.evaluate.threads import evaluation_threads
 
 FLOWERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
@@ -56,8 +56,8 @@ def flowers(
     """L2-normalised features of ``model``'s ``layer`` on the folder ``images`` (flowers12's
     efficientnet_lite0 penultimate by default), extracted into ``store_url`` if missing."""
     from featstore.datasets import add_dataset
-    from featstore.evaluate.selection import resolve_parts, split_rows
-    from featstore.evaluate.transforms import FeatureTransform
+    from featstore.evaluate.features.selection import resolve_parts, split_rows
+    from featstore.evaluate.features.transforms import FeatureTransform
     from featstore.extract.pipeline import extract
     from featstore.store import open_store
 
@@ -143,7 +143,7 @@ def sklearn_default_logreg(X, y, splits, threads: int) -> dict:
     """The logreg loop at scikit-learn's default tolerance (featstore's loop before 2026-12)."""
     from unittest import mock
 
-    from featstore.evaluate import classifiers
+    from featstore.evaluate.probes import protocol as classifiers
 
     with warnings.catch_warnings(), mock.patch.object(classifiers, "_lbfgs_tol", lambda *_a: 1e-4):
         warnings.simplefilter("ignore")
@@ -153,7 +153,7 @@ def sklearn_default_logreg(X, y, splits, threads: int) -> dict:
 
 
 def retrieval(n: int = 20000, d: int = 512, q: int = 200, k: int = 100) -> None:
-    from featstore.evaluate.index import FlatIPIndex
+    from featstore.evaluate.retrieval.index import FlatIPIndex
 
     rng = np.random.default_rng(0)
     db = rng.normal(size=(n, d)).astype(np.float32)

@@ -75,9 +75,9 @@ def rss_bytes() -> int:
 
 def measure(path: Path, case: str) -> dict:
     """One case in this process: peak allocations and peak RSS increase of the call."""
-    from featstore.evaluate.stored_pooling import pool_rows
-    from featstore.evaluate.transform_spec import parse_spec
-    from featstore.evaluate.transforms import FeatureTransform, Part
+    from featstore.evaluate.features.stored_pooling import pool_rows
+    from featstore.evaluate.features.transform_spec import parse_spec
+    from featstore.evaluate.features.transforms import FeatureTransform, Part
     from featstore.store import open_store
 
     entry = open_store(str(path), mode="r").get_entry(KEY)

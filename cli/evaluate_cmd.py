@@ -270,7 +270,7 @@ def evaluate(**opts: Any) -> None:
     if opts["transform"] is None:
         opts["transform"] = task.default_transform
     store = open_cli_store(opts["store_url"], create=False)  # evaluating needs a dataset in it
-    from featstore.evaluate.settings import settings_from_factors
+    from featstore.evaluate.features.settings import settings_from_factors
 
     settings = settings_from_factors(
         _csv(opts["model"]),

@@ -67,7 +67,7 @@ def main() -> None:
         pairs = [[k, c] for u in summary["units"] for k, cs in u["chunks"].items() for c in cs]
         print(json.dumps({"chunks": pairs, "incomplete": summary["incomplete"]}))
     elif mode == "evaluate":
-        from featstore.evaluate.classify import evaluate_classification
+        from featstore.evaluate.probes.task import evaluate_classification
 
         store = open_store(url, storage_options=storage_options)
         key = next(

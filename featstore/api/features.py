@@ -5,7 +5,7 @@ A :class:`Features` is lazy: nothing is read until ``X`` (or ``blocks``, ``read`
 raises :class:`~featstore.errors.DamagedChunkError`), and torch is imported only by
 :meth:`Features.torch` and :meth:`Features.torch_dataset`. A ``transform`` is fitted on the
 dataset's training split exactly as evaluation fits it
-(:class:`featstore.evaluate.transforms.FeatureTransform` over the same entries), so ``X`` is
+(:class:`featstore.evaluate.features.transforms.FeatureTransform` over the same entries), so ``X`` is
 the matrix an evaluation of that setting scores.
 """
 
@@ -117,8 +117,8 @@ class Features:
         """The transform fitted on the training split, as evaluation fits it (None: no transform)."""
         if self.transform in ("", "none"):
             return None
-        from featstore.evaluate.selection import split_rows
-        from featstore.evaluate.transforms import FeatureTransform
+        from featstore.evaluate.features.selection import split_rows
+        from featstore.evaluate.features.transforms import FeatureTransform
 
         train = split_rows(self.dataset).train
         return FeatureTransform(self.transform, seed=self.seed).fit(self.parts, train)

@@ -134,10 +134,10 @@ def evaluate_features(
     ``index``, ``whiten`` ...); an option the task does not take is refused. Every setting
     is checked before any is evaluated. Records come under the dataset name asked for.
     ``settings`` (rows of feature selectors, as
-    :func:`featstore.evaluate.settings.settings_from_factors` makes them) replace the
+    :func:`featstore.evaluate.features.settings.settings_from_factors` makes them) replace the
     factors (network, layers, pooling, view, concat, weights, compute_dtype, keys).
     """
-    from featstore.evaluate.settings import evaluate_settings, settings_from_factors
+    from featstore.evaluate.features.settings import evaluate_settings, settings_from_factors
     from featstore.evaluate.tasks import get_task
     from featstore.specs import compute_dtype_name
 

@@ -198,8 +198,8 @@ class FeatureStore:
         keeps the stored dtype (float16 by default); else X is cast (float32 by default).
         Several layers (or networks) need a transform with ``concat``.
         """
-        from featstore.evaluate.selection import resolve_parts
-        from featstore.evaluate.transform_spec import canonical_spec
+        from featstore.evaluate.features.selection import resolve_parts
+        from featstore.evaluate.features.transform_spec import canonical_spec
 
         ds = self.store.get_dataset(dataset)
         spec = canonical_spec(transform or "")

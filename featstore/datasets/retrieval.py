@@ -1,7 +1,7 @@
 """Instance-retrieval datasets: database images, queries and ground truth.
 
 Each loader returns a :class:`~featstore.datasets.Dataset` whose ``extra["retrieval"]``
-holds the protocol (read by :mod:`featstore.evaluate.retrieve`)::
+holds the protocol (read by :mod:`featstore.evaluate.retrieval.task`)::
 
     {"protocol": "oxford"|"revisited"|"holidays"|"ukbench"|"generic",
      "queries": [row, ...], "query_names": [...], "database": [row, ...],

@@ -13,9 +13,9 @@ from typing import Any
 __all__ = ["ClassifierSpec", "classify_arrays", "evaluate_classification"]
 
 _LAZY = {
-    "ClassifierSpec": "featstore.evaluate.classify",
-    "classify_arrays": "featstore.evaluate.classify",
-    "evaluate_classification": "featstore.evaluate.classify",
+    "ClassifierSpec": "featstore.evaluate.probes.task",
+    "classify_arrays": "featstore.evaluate.probes.task",
+    "evaluate_classification": "featstore.evaluate.probes.task",
 }
 
 

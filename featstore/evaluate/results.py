@@ -82,7 +82,7 @@ def make_result_key(
 ) -> str:
     """The content key of an evaluation (``res-<hash>``).
 
-    ``transform`` should be canonical (e.g. ``featstore.evaluate.transforms.canonical_spec``) so
+    ``transform`` should be canonical (e.g. ``featstore.evaluate.features.transforms.canonical_spec``) so
     that equal chains give equal keys; feature order is kept (it is the column order of a
     concatenation). ``dataset`` is the evaluated dataset's fingerprint (its ids, labels,
     splits and images): feature keys hold only the images, so a relabelled, re-split or

@@ -184,8 +184,8 @@ def get_task(name: str) -> Task:
 register(
     Task(
         "classify",
-        "featstore.evaluate.classify:plan_classification",
-        "featstore.evaluate.classify:compute_classification",
+        "featstore.evaluate.probes.task:plan_classification",
+        "featstore.evaluate.probes.task:compute_classification",
         ("transform", "classifier", "cv", "seed", "c_grid", "class_weight")
         + ("solver", "knn_k", "shots", "draws"),
         "linear SVM (C by k-fold CV), logistic regression (lambda on val) or kNN; few-shot draws",
@@ -194,8 +194,8 @@ register(
 register(
     Task(
         "retrieve",
-        "featstore.evaluate.retrieve:plan_retrieval",
-        "featstore.evaluate.retrieve:compute_retrieval",
+        "featstore.evaluate.retrieval.task:plan_retrieval",
+        "featstore.evaluate.retrieval.task:compute_retrieval",
         (
             "transform",
             "seed",
@@ -213,8 +213,8 @@ register(
 register(
     Task(
         "transferability",
-        "featstore.evaluate.transferability:plan_transferability",
-        "featstore.evaluate.transferability:compute_transferability",
+        "featstore.evaluate.transferability.task:plan_transferability",
+        "featstore.evaluate.transferability.task:compute_transferability",
         ("transform", "seed", "estimators"),
         "transferability estimators (LogME, H-score, GBC) on the training split",
     )
@@ -222,13 +222,13 @@ register(
 register(
     Task(
         "similarity",
-        "featstore.evaluate.similarity_task:plan_similarity",
+        "featstore.evaluate.similarity.task:plan_similarity",
         None,
         ("transform", "seed", "measure", "split", "debiased", "sigma", "distance", "compare")
         + ("labels",),
         "representational similarity (CKA, RBF CKA, RSA) between every pair of settings",
         matrix=True,
         default_transform="none",
-        run_path="featstore.evaluate.similarity_task:run_similarity",
+        run_path="featstore.evaluate.similarity.task:run_similarity",
     )
 )

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from featstore.evaluate.estimators import kendall_tau
+from featstore.evaluate.transferability.estimators import kendall_tau
 from featstore.report.similarity import similarity_markdown, similarity_matrices
 from featstore.settings import (
     FACTORS,

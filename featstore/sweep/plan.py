@@ -592,7 +592,7 @@ def make_plan(
 
 def _check_pca(spec: SweepSpec, groups: list[ExtractionGroup]) -> None:
     """Refuse, before any extraction, a PCA larger than a layer's feature size."""
-    from featstore.evaluate.transform_spec import parse_spec as parse_transform
+    from featstore.evaluate.features.transform_spec import parse_spec as parse_transform
 
     for i, text in enumerate(spec.transforms):
         steps = parse_transform("" if text == "none" else text)

@@ -2,7 +2,7 @@
 
 A sweep's grid gives one cell per setting; similarity compares settings, so the cells of a
 dataset that share pooling, view and transform form one study over every (network, layer)
-of the grid, run through :func:`~featstore.evaluate.similarity_task.evaluate_similarity`.
+of the grid, run through :func:`~featstore.evaluate.similarity.task.evaluate_similarity`.
 Its pair records are looked up when stored, so a rerun computes nothing; the report shows
 the matrices beside the accuracies of the same layers.
 """

@@ -463,7 +463,7 @@ def _check_views(values: tuple[str, ...]) -> None:
 
 
 def _check_transforms(values: tuple[str, ...]) -> tuple[str, ...]:
-    from featstore.evaluate.transform_spec import canonical_spec
+    from featstore.evaluate.features.transform_spec import canonical_spec
 
     out = []
     for i, v in enumerate(values):
@@ -519,7 +519,7 @@ def _similarity(raw: Any) -> dict[str, Any]:
             f"got {shown(raw)}"
         )
     _unknown(raw, SIMILARITY_FIELDS, "similarity")
-    from featstore.evaluate.similarity_task import measure_spec
+    from featstore.evaluate.similarity.task import measure_spec
 
     opts = dict(raw)
     try:

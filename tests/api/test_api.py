@@ -139,7 +139,7 @@ def test_each_line_of_the_api(made: str) -> None:
 def test_x_with_a_transform_is_the_matrix_evaluation_scores(
     made: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import featstore.evaluate.classify as classify
+    import featstore.evaluate.probes.task as classify
 
     seen: list[np.ndarray] = []
     real = classify.classify_arrays

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from eval_helpers import add_dataset, add_features, blobs, interleave_splits
 from featstore.cli.main import cli
 
-from featstore.evaluate.settings import evaluate_settings, settings_from_factors
+from featstore.evaluate.features.settings import evaluate_settings, settings_from_factors
 from featstore.store import open_store
 
 

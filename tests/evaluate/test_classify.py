@@ -16,13 +16,13 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
-from featstore.evaluate.classify import (
+from featstore.evaluate.features.selection import split_rows
+from featstore.evaluate.probes.task import (
     ClassifierSpec,
     classify_arrays,
     evaluate_classification,
     lambda_grid,
 )
-from featstore.evaluate.selection import split_rows
 from featstore.store import open_store
 
 SEL = {"model": "toynet", "layer": "fc"}

@@ -1,4 +1,4 @@
-"""Tests of featstore.evaluate.estimators on cases whose answer is known or worked by hand."""
+"""Tests of featstore.evaluate.transferability.estimators on cases whose answer is known or worked by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import scipy.optimize
 import scipy.stats
 
 from featstore.errors import EvaluationError
-from featstore.evaluate import estimators as T
+from featstore.evaluate.transferability import estimators as T
 
 
 def _blobs(separation: float, n: int = 240, d: int = 6, k: int = 3, seed: int = 0):

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from featstore.errors import EvaluationError, FeatstoreError
-from featstore.evaluate.index import (
+from featstore.evaluate.metrics import subpatch_distance
+from featstore.evaluate.retrieval.index import (
     FlatIPIndex,
     IVFPQIndex,
     L2PCAWhitening,
     SubpatchIndex,
     l2_normalize,
 )
-from featstore.evaluate.metrics import subpatch_distance
 
 
 def _clustered(seed: int = 0, n: int = 1500, d: int = 16, k: int = 40) -> np.ndarray:
@@ -135,7 +135,7 @@ def test_whitening_drops_directions_without_variance() -> None:
 
 
 def test_flat_index_moves_to_gpus_only_when_faiss_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    import featstore.evaluate.index as fi
+    import featstore.evaluate.retrieval.index as fi
 
     x = np.eye(4, dtype=np.float32)
     assert FlatIPIndex().fit(x).on_gpu_ is (fi.gpu_count() > 0)

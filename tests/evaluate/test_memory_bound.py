@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from featstore import open_store
-from featstore.evaluate.transforms import FeatureTransform, Part
+from featstore.evaluate.features.transforms import FeatureTransform, Part
 from featstore.store.content import RowView
 
 N, C, S, CHUNK_ROWS = 1200, 64, 7, 64

@@ -7,7 +7,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 from featstore.errors import TransformError
-from featstore.evaluate.pca import CovariancePCA
+from featstore.evaluate.features.pca import CovariancePCA
 
 
 def _data(n: int = 300, d: int = 12, offset: float = 0.0, seed: int = 0) -> np.ndarray:

@@ -19,7 +19,7 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
-from featstore.evaluate.retrieve import evaluate_retrieval, retrieval_metrics
+from featstore.evaluate.retrieval.task import evaluate_retrieval, retrieval_metrics
 from featstore.store import open_store
 
 SELECT = {"model": "toy", "layer": "fc"}

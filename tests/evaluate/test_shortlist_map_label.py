@@ -6,7 +6,7 @@ from typing import Any
 
 from test_retrieval_eval import SELECT, holidays  # noqa: F401 - the fixture
 
-from featstore.evaluate.retrieve import evaluate_retrieval
+from featstore.evaluate.retrieval.task import evaluate_retrieval
 
 
 def test_a_cut_ranking_reports_shortlist_map(holidays: tuple[Any, Any]) -> None:  # noqa: F811

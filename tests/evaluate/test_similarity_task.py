@@ -12,7 +12,7 @@ from featstore.cli.main import cli
 
 from featstore.errors import EvaluationError, TransformError
 from featstore.evaluate.results import find_results
-from featstore.evaluate.similarity_task import evaluate_similarity, plan_similarity
+from featstore.evaluate.similarity.task import evaluate_similarity, plan_similarity
 from featstore.similarity import linear_cka, rbf_cka, rsa
 from featstore.store import open_store
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from featstore.evaluate import classify_arrays
-from featstore.evaluate.classifiers import ClassifierSpec, lambda_grid
-from featstore.evaluate.selection import Splits
+from featstore.evaluate.features.selection import Splits
+from featstore.evaluate.probes.protocol import ClassifierSpec, lambda_grid
 from tests.conftest import FLOWERS12
 
 
@@ -45,8 +45,8 @@ def flowers_features(tmp_path_factory: pytest.TempPathFactory):
     """L2-normalised penultimate features of 15 train + 8 test images per flowers12 class."""
     assert FLOWERS12.exists(), f"the flowers12 images must be at {FLOWERS12}"
     from featstore.datasets import add_dataset
-    from featstore.evaluate.selection import resolve_parts, split_rows
-    from featstore.evaluate.transforms import FeatureTransform
+    from featstore.evaluate.features.selection import resolve_parts, split_rows
+    from featstore.evaluate.features.transforms import FeatureTransform
     from featstore.extract import extract
     from featstore.store import open_store
 
@@ -105,8 +105,8 @@ def test_wide_design_uses_a_thin_basis_and_solves_the_same_problem(tmp_path: Pat
     import torch
     from sklearn.svm import LinearSVC
 
-    from featstore.evaluate.torch_classify import _svm_costs, _svm_targets
-    from featstore.evaluate.torch_linear import Design, svm_newton
+    from featstore.evaluate.probes.torch_linear import Design, svm_newton
+    from featstore.evaluate.probes.torch_solver import _svm_costs, _svm_targets
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 40)

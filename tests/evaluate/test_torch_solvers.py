@@ -11,10 +11,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from featstore.evaluate import classify_arrays
-from featstore.evaluate.classifiers import ClassifierSpec
-from featstore.evaluate.selection import Splits
-from featstore.evaluate.torch_classify import _svm_costs, _svm_targets, edge_warning
-from featstore.evaluate.torch_linear import Design, logreg_newton, svm_newton
+from featstore.evaluate.features.selection import Splits
+from featstore.evaluate.probes.protocol import ClassifierSpec
+from featstore.evaluate.probes.torch_linear import Design, logreg_newton, svm_newton
+from featstore.evaluate.probes.torch_solver import _svm_costs, _svm_targets, edge_warning
 
 
 def problem(n=240, d=16, k=4, noise=2.0, seed=0):
@@ -197,7 +197,7 @@ def test_edge_warning_names_the_end_of_the_grid():
 
 
 def test_validation_ties_go_to_the_lowest_log_loss():
-    from featstore.evaluate.classifiers import choose_on_validation, log_loss
+    from featstore.evaluate.probes.protocol import choose_on_validation, log_loss
 
     assert choose_on_validation([0.5, 0.9, 0.9, 0.8], [0.1, 0.7, 0.4, 0.05]) == 2
     assert choose_on_validation([0.9, 0.9], [0.3, 0.3]) == 0  # a full tie: the first
@@ -272,7 +272,11 @@ def test_cuda_solvers_match_cpu(name):
 def test_logreg_cg_stays_out_of_the_shared_intercept_null_space():
     """One constant on every class's intercept changes no softmax and has no penalty: CG must
     neither step along it nor let round-off there blow the step up."""
-    from featstore.evaluate.torch_linear import _LogregHessian, _pcg, _without_shared_intercept
+    from featstore.evaluate.probes.torch_linear import (
+        _LogregHessian,
+        _pcg,
+        _without_shared_intercept,
+    )
 
     X, y = problem(n=200, k=4)
     design = Design(X, dtype=torch.float64, center=True)
@@ -290,7 +294,7 @@ def test_logreg_cg_stays_out_of_the_shared_intercept_null_space():
 
 
 def test_logreg_path_with_reused_gradients_equals_cold_solves():
-    from featstore.evaluate.torch_linear import LogregPath
+    from featstore.evaluate.probes.torch_linear import LogregPath
 
     X, y = problem(n=300, k=5, seed=2)
     design = Design(X, dtype=torch.float64, center=True)

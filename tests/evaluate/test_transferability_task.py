@@ -9,8 +9,8 @@ import pytest
 
 from featstore.datasets import build_dataset
 from featstore.errors import EvaluationError
-from featstore.evaluate.estimators import h_score, logme
-from featstore.evaluate.transferability import evaluate_transferability, transferability_scores
+from featstore.evaluate.transferability.estimators import h_score, logme
+from featstore.evaluate.transferability.task import evaluate_transferability, transferability_scores
 from featstore.keys import make_key
 from featstore.store import open_store
 

@@ -10,9 +10,9 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from featstore.errors import SpecError, TransformError
-from featstore.evaluate.stored_pooling import pool_rows
-from featstore.evaluate.transform_spec import canonical_spec, parse_spec
-from featstore.evaluate.transforms import FeatureTransform, Part
+from featstore.evaluate.features.stored_pooling import pool_rows
+from featstore.evaluate.features.transform_spec import canonical_spec, parse_spec
+from featstore.evaluate.features.transforms import FeatureTransform, Part
 from featstore.specs import GEM_EPS
 from featstore.store import open_store
 
@@ -322,8 +322,8 @@ def test_progress_counts_every_pass_and_timings_say_where_the_time_went(store):
 
 
 def test_float16_rows_are_widened_bit_for_bit_and_pooled_a_few_rows_at_a_time(monkeypatch):
-    import featstore.evaluate.stored_pooling as sp
-    from featstore.evaluate.stored_pooling import _as_float32
+    import featstore.evaluate.features.stored_pooling as sp
+    from featstore.evaluate.features.stored_pooling import _as_float32
 
     every = np.arange(65536, dtype=np.uint16).view(np.float16)  # incl. inf, NaN, subnormals
     wide = _as_float32(every.reshape(256, 256)[:, ::2])  # not contiguous, either

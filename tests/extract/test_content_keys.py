@@ -22,8 +22,8 @@ from featstore.cli.main import cli
 
 from featstore.datasets import add_dataset, dataset_from_source
 from featstore.errors import DatasetError, EvaluationError, ImageChangedError
-from featstore.evaluate.classify import plan_classification
-from featstore.evaluate.selection import resolve_parts
+from featstore.evaluate.features.selection import resolve_parts
+from featstore.evaluate.probes.task import plan_classification
 from featstore.extract import extract, lookup, plan
 from featstore.keys import make_key
 from featstore.store import open_store

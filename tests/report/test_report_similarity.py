@@ -23,7 +23,7 @@ from featstore.cli.main import cli
 from PIL import Image
 
 from featstore.evaluate.results import build_record, make_result_key, save_result
-from featstore.evaluate.similarity_task import evaluate_similarity
+from featstore.evaluate.similarity.task import evaluate_similarity
 from featstore.report import build_report, collect_records, to_markdown
 from featstore.report.depth import depth_order
 from featstore.report.plots import layer_curves

@@ -17,7 +17,7 @@ import pytest
 from eval_helpers import add_dataset, blobs, interleave_splits
 
 from featstore.errors import AmbiguousSelectionError, EntryNotFoundError, SpecError
-from featstore.evaluate.selection import resolve_parts
+from featstore.evaluate.features.selection import resolve_parts
 from featstore.keys import make_key
 from featstore.store import open_store
 from featstore.store.select import Catalog, Selector, lookup, parse_weights, stored_poolings

@@ -11,7 +11,7 @@ from test_sweep_run import FakeExtractor, _dataset
 
 from featstore.datasets.retrieval import load_holidays
 from featstore.errors import SpecError
-from featstore.evaluate.classifiers import CLASSIFIERS as CLASSIFIER_NAMES
+from featstore.evaluate.probes.protocol import CLASSIFIERS as CLASSIFIER_NAMES
 from featstore.evaluate.tasks import CLASSIFIER_OPTIONS, TASKS, reading_options
 from featstore.report import build_report
 from featstore.report.findings import study_findings

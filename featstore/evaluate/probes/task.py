@@ -1,7 +1,7 @@
 """Classification from cached features: plan a setting, compute or look up its record.
 
 :func:`evaluate_classification` ties the classifiers of
-:mod:`featstore.evaluate.classifiers` to the store: resolve complete entries, check the
+:mod:`featstore.evaluate.probes.protocol` to the store: resolve complete entries, check the
 dataset (two classes, a test split), transform (fitted on the training split only), fit,
 score, and save the result record, or return the stored one when the setting was already
 evaluated.
@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
-from featstore.evaluate.classifiers import (
+from featstore.evaluate.features.selection import (
+    Splits,
+    merge_factors,
+    resolve_dataset,
+    resolve_parts,
+    split_rows,
+)
+from featstore.evaluate.features.transform_spec import canonical_spec
+from featstore.evaluate.features.transforms import FeatureTransform, Part
+from featstore.evaluate.probes.limits import resolve_protocol
+from featstore.evaluate.probes.protocol import (
     C_GRID,
     LAMBDA_RANGE,
     ClassifierSpec,
@@ -25,18 +35,8 @@ from featstore.evaluate.classifiers import (
     fit_steps,
     lambda_grid,
 )
-from featstore.evaluate.limits import resolve_protocol
 from featstore.evaluate.results import build_record, make_result_key
-from featstore.evaluate.selection import (
-    Splits,
-    merge_factors,
-    resolve_dataset,
-    resolve_parts,
-    split_rows,
-)
 from featstore.evaluate.tasks import run
-from featstore.evaluate.transform_spec import canonical_spec
-from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
 
 __all__ = [
@@ -93,7 +93,7 @@ class ClassificationPlan:
     protocol: dict[str, Any]
     key: str
     shots: tuple[int, ...] | None = (
-        None  # few-shot: K images per class (featstore.evaluate.fewshot)
+        None  # few-shot: K images per class (featstore.evaluate.probes.fewshot)
     )
     draws: int = 5
 
@@ -136,7 +136,7 @@ def plan_classification(
     if knn_k is not None:
         overrides["knn_k"] = tuple(int(k) for k in knn_k)
     spec = replace(spec, **overrides).validate()
-    from featstore.evaluate.fewshot import check_fewshot, fewshot_protocol
+    from featstore.evaluate.probes.fewshot import check_fewshot, fewshot_protocol
 
     check_fewshot(shots, draws)
     transform = canonical_spec(transform)
@@ -188,7 +188,7 @@ def evaluate_classification(
     """Classify a dataset from cached features; the result record is stored under its key.
 
     ``features`` is an entry key, a dict of factors (``{"model": ..., "layer": ...,
-    "pooling": ..., "view": ...}``), a :class:`~featstore.evaluate.selection.FeatureSelector`,
+    "pooling": ..., "view": ...}``), a :class:`~featstore.evaluate.features.selection.FeatureSelector`,
     or a list of them (their concatenation). A second call with the same setting returns
     the stored record (``record["cached"]`` is True) unless ``force``. Bad input (incomplete
     entry, one class, no test split, a transform that does not fit) raises before anything
@@ -235,7 +235,7 @@ def compute_classification(
     if plan.shots is None:
         out = classify_arrays(X, ds.labels, splits, spec, seed, ds.classes, fit_cb)
     else:  # K shots per class from the training rows, repeated draws (fewshot.py)
-        from featstore.evaluate.fewshot import few_shot
+        from featstore.evaluate.probes.fewshot import few_shot
 
         steps = [0]
 

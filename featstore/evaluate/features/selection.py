@@ -27,9 +27,9 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
-from featstore.evaluate.stored_pooling import pool_rows
-from featstore.evaluate.transform_spec import Step, parse_spec
-from featstore.evaluate.transforms import Part
+from featstore.evaluate.features.stored_pooling import pool_rows
+from featstore.evaluate.features.transform_spec import Step, parse_spec
+from featstore.evaluate.features.transforms import Part
 from featstore.store.content import entries_for
 from featstore.store.select import CLI_CHOOSERS, Catalog, Selector, parse_weights
 

@@ -34,9 +34,9 @@ from sklearn.svm import LinearSVC
 
 from featstore.errors import EvaluationError, ProtocolLimitError
 from featstore.evaluate import metrics
-from featstore.evaluate.knn import KNN_K_GRID as KNN_DEFAULT_GRID
-from featstore.evaluate.limits import DEFAULT_CV
-from featstore.evaluate.selection import Splits
+from featstore.evaluate.features.selection import Splits
+from featstore.evaluate.probes.knn import KNN_K_GRID as KNN_DEFAULT_GRID
+from featstore.evaluate.probes.limits import DEFAULT_CV
 from featstore.progress import Progress
 
 __all__ = [
@@ -52,7 +52,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 LAMBDA_RANGE = (1e-6, 1e5, 45)
 Tick = Callable[..., None]  # tick(info=None): one fit step done, info says which (C, fold, ...)
 CLASSIFIERS = ("svm", "logreg", "knn")
-SOLVERS = ("torch", "sklearn")  # torch: featstore.evaluate.torch_linear (batched Newton-CG)
+SOLVERS = ("torch", "sklearn")  # torch: featstore.evaluate.probes.torch_linear (batched Newton-CG)
 # Solver tolerances (part of the key): torch stops at ||grad|| <= tol * ||grad at W=0||.
 # SVM 1e-6: liblinear's primal rule, 1e-4 * min(pos, neg) / n, for 100 balanced classes.
 # Logreg 1e-4: Newton converges quadratically, so the test accuracy at 1e-4 equalled that at
@@ -490,8 +490,8 @@ def _single_label(
     t0 = time.perf_counter()
     if (
         spec.solver == "torch"
-    ):  # the batched solvers, same protocol (featstore.evaluate.torch_classify)
-        from featstore.evaluate import torch_classify
+    ):  # the batched solvers, same protocol (featstore.evaluate.probes.torch_solver)
+        from featstore.evaluate.probes import torch_solver as torch_classify
 
         fit_svm, fit_logreg = torch_classify.fit_svm, torch_classify.fit_logreg
     else:
@@ -641,9 +641,9 @@ def classify_arrays(
                 "the kNN probe votes for one class per image; this dataset is multi-label: use "
                 "--classifier svm"
             )
-        from featstore.evaluate.knn import single_label as run
+        from featstore.evaluate.probes.knn import single_label as run
     elif multilabel and spec.solver == "torch":
-        from featstore.evaluate.torch_classify import multi_label as run
+        from featstore.evaluate.probes.torch_solver import multi_label as run
     from featstore.evaluate.threads import evaluation_threads
 
     X = np.asarray(X, dtype=np.float32)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from featstore.errors import TransformError
-from featstore.evaluate.transform_spec import Step
+from featstore.evaluate.features.transform_spec import Step
 from featstore.specs import DEFAULT_GEM_P, GEM_EPS, Pooling, parse_pooling
 
 __all__ = ["POOL_BLOCK_BYTES", "pool_rows"]

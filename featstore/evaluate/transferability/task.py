@@ -1,6 +1,6 @@
 """`--task transferability`: score cached features with transferability estimators.
 
-The estimators of :mod:`featstore.evaluate.estimators` (LogME, H-score, GBC) read the cached
+The estimators of :mod:`featstore.evaluate.transferability.estimators` (LogME, H-score, GBC) read the cached
 features of the *training* split after the setting's transform (fitted on those rows), and
 the target labels; no classifier is trained and no network runs. The scores are stored as
 a result record with task "transferability", so a report can rank settings by each
@@ -17,12 +17,17 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
-from featstore.evaluate.estimators import gbc, h_score, logme
+from featstore.evaluate.features.selection import (
+    merge_factors,
+    resolve_dataset,
+    resolve_parts,
+    split_rows,
+)
+from featstore.evaluate.features.transform_spec import canonical_spec
+from featstore.evaluate.features.transforms import FeatureTransform
 from featstore.evaluate.results import build_record, make_result_key
-from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts, split_rows
 from featstore.evaluate.tasks import run
-from featstore.evaluate.transform_spec import canonical_spec
-from featstore.evaluate.transforms import FeatureTransform
+from featstore.evaluate.transferability.estimators import gbc, h_score, logme
 from featstore.progress import Progress
 
 __all__ = [

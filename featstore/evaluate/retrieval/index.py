@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 from featstore.errors import EvaluationError
-from featstore.evaluate.pca import CovariancePCA
+from featstore.evaluate.features.pca import CovariancePCA
 
 __all__ = [
     "FlatIPIndex",

@@ -1,8 +1,8 @@
 """The classification protocols on the batched torch solvers (``ClassifierSpec(solver="torch")``).
 
 Same protocols, folds and selection rules as the scikit-learn path of
-:mod:`featstore.evaluate.classifiers` (so the two agree to solver tolerance), computed as
-few matrix problems as possible with :mod:`featstore.evaluate.torch_linear`:
+:mod:`featstore.evaluate.probes.protocol` (so the two agree to solver tolerance), computed as
+few matrix problems as possible with :mod:`featstore.evaluate.probes.torch_linear`:
 
 - SVM: every fold x every one-vs-rest class is one column of one problem; the C grid is
   walked from the smallest C up, each C warm-started from the previous one; the refit at
@@ -29,7 +29,13 @@ from sklearn.model_selection import StratifiedKFold
 from featstore.devices import resolve_device
 from featstore.errors import EvaluationError
 from featstore.evaluate import metrics
-from featstore.evaluate.torch_linear import Design, LogregPath, SolveInfo, logreg_newton, svm_newton
+from featstore.evaluate.probes.torch_linear import (
+    Design,
+    LogregPath,
+    SolveInfo,
+    logreg_newton,
+    svm_newton,
+)
 
 __all__ = ["LinearModel", "edge_warning", "fit_logreg", "fit_svm", "multi_label", "solver_device"]
 
@@ -128,7 +134,7 @@ def fit_svm(
     tick: Callable[..., None] = lambda info=None: None,
 ) -> tuple[LinearModel, dict[str, Any]]:
     """One-vs-rest LinearSVC-equivalent with C by stratified k-fold CV (folds, classes batched)."""
-    from featstore.evaluate.classifiers import _n_folds
+    from featstore.evaluate.probes.protocol import _n_folds
 
     device = solver_device(getattr(spec, "device", "auto"))
     design = Design(X, device=device, dtype=_dtype(spec))
@@ -192,7 +198,7 @@ def fit_logreg(
     tick: Callable[..., None],
 ) -> tuple[LinearModel, dict[str, Any]]:
     """Lambda chosen on the validation rows along a warm-started path, refit on train+val."""
-    from featstore.evaluate.classifiers import choose_on_validation, lambda_grid, log_loss
+    from featstore.evaluate.probes.protocol import choose_on_validation, lambda_grid, log_loss
 
     device = solver_device(getattr(spec, "device", "auto"))
     dtype = _dtype(spec)
@@ -260,7 +266,7 @@ def multi_label(
     """VOC-style multi-label SVM: one binary problem per class, difficult rows left out, batched."""
     import time
 
-    from featstore.evaluate.classifiers import _metric_labels, _n_folds
+    from featstore.evaluate.probes.protocol import _metric_labels, _n_folds
 
     t0 = time.perf_counter()
     fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test

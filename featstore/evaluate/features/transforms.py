@@ -1,9 +1,9 @@
 """Post-learning transforms derived from cached feature entries, never from a forward pass.
 
-A chain is parsed by :mod:`featstore.evaluate.transform_spec` (``pool=max,pca=256,l2``,
+A chain is parsed by :mod:`featstore.evaluate.features.transform_spec` (``pool=max,pca=256,l2``,
 ``flipavg,power=0.5,l2,pca=128:whiten,l2``, ``l2,concat,pca=512:whiten``); ``pool=`` steps
-run on stored maps (:mod:`featstore.evaluate.stored_pooling`); the vector steps are
-estimators (:class:`~featstore.evaluate.pca.CovariancePCA`, StandardScaler, Normalizer) in a
+run on stored maps (:mod:`featstore.evaluate.features.stored_pooling`); the vector steps are
+estimators (:class:`~featstore.evaluate.features.pca.CovariancePCA`, StandardScaler, Normalizer) in a
 scikit-learn ``Pipeline``. :class:`FeatureTransform` follows scikit-learn's conventions
 (``fit`` returns self, learned state ends in ``_``).
 
@@ -30,9 +30,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from featstore.errors import SpecError, TransformError
-from featstore.evaluate.pca import BLOCK_ROWS, CovariancePCA
-from featstore.evaluate.stored_pooling import pool_rows
-from featstore.evaluate.transform_spec import Step, canonical_spec, parse_spec
+from featstore.evaluate.features.pca import BLOCK_ROWS, CovariancePCA
+from featstore.evaluate.features.stored_pooling import pool_rows
+from featstore.evaluate.features.transform_spec import Step, canonical_spec, parse_spec
 from featstore.progress import Progress
 
 __all__ = ["ArraySource", "FeatureTransform", "Part", "SignedPower"]

@@ -2,8 +2,8 @@
 
 A *representation* is one setting of classification (a network's layer with its stored
 pooling and view, or a concatenation), read through the same selection and transform
-machinery (:func:`~featstore.evaluate.selection.resolve_parts`,
-:class:`~featstore.evaluate.transforms.FeatureTransform`), so any pooling / token view / transform
+machinery (:func:`~featstore.evaluate.features.selection.resolve_parts`,
+:class:`~featstore.evaluate.features.transforms.FeatureTransform`), so any pooling / token view / transform
 chain works. The rows compared are one split (or every image); a fitted step (PCA,
 standardisation) is fitted on those rows: the analysis uses no labels, so nothing leaks.
 
@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
-from featstore.evaluate import similarity as sim
+from featstore.evaluate.features.selection import merge_factors, resolve_dataset, resolve_parts
+from featstore.evaluate.features.stored_pooling import pool_rows
+from featstore.evaluate.features.transform_spec import canonical_spec, parse_spec
+from featstore.evaluate.features.transforms import FeatureTransform, Part
 from featstore.evaluate.results import (
     bind_record,
     build_record,
@@ -31,10 +34,7 @@ from featstore.evaluate.results import (
     make_result_key,
     save_result,
 )
-from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts
-from featstore.evaluate.stored_pooling import pool_rows
-from featstore.evaluate.transform_spec import canonical_spec, parse_spec
-from featstore.evaluate.transforms import FeatureTransform, Part
+from featstore.evaluate.similarity import measures as sim
 from featstore.keys import content_hash
 from featstore.progress import Progress
 

@@ -33,15 +33,7 @@ import numpy as np
 from featstore.datasets.retrieval import retrieval_info
 from featstore.errors import EntryNotFoundError, EvaluationError, TransformError
 from featstore.evaluate import metrics as M
-from featstore.evaluate.index import (
-    FlatIPIndex,
-    IVFPQIndex,
-    L2PCAWhitening,
-    SubpatchIndex,
-    l2_normalize,
-)
-from featstore.evaluate.results import build_record, make_result_key
-from featstore.evaluate.selection import (
+from featstore.evaluate.features.selection import (
     TWIN_ATTRS,
     FeatureSelector,
     as_selectors,
@@ -49,9 +41,17 @@ from featstore.evaluate.selection import (
     resolve_dataset,
     resolve_parts,
 )
+from featstore.evaluate.features.transform_spec import canonical_spec, parse_spec
+from featstore.evaluate.features.transforms import FeatureTransform, Part
+from featstore.evaluate.results import build_record, make_result_key
+from featstore.evaluate.retrieval.index import (
+    FlatIPIndex,
+    IVFPQIndex,
+    L2PCAWhitening,
+    SubpatchIndex,
+    l2_normalize,
+)
 from featstore.evaluate.tasks import run
-from featstore.evaluate.transform_spec import canonical_spec, parse_spec
-from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
 from featstore.store.content import entries_for
 

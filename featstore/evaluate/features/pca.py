@@ -4,7 +4,7 @@ scikit-learn's ``PCA(svd_solver="full")`` takes an SVD of the whole centred trai
 matrix: it needs the matrix in memory and as much again for the factors. Here the
 training rows only feed a float64 mean and scatter matrix (d x d), one block at a time,
 so the rows can come straight from a store chunk by chunk (see
-:mod:`featstore.evaluate.transforms`) and the fit costs d x d memory, never n x d. The
+:mod:`featstore.evaluate.features.transforms`) and the fit costs d x d memory, never n x d. The
 projection equals scikit-learn's within float error, with the same conventions: the
 components are the covariance's leading eigenvectors, the entry of largest magnitude of
 each is positive (scikit-learn's ``svd_flip``), and whitening divides by the square root

@@ -127,7 +127,7 @@ def _resolve_cv(spec: Any, ds: Any, splits: Any, shots: Sequence[int] | None) ->
 
 
 def _resolve_knn(spec: Any, ds: Any, splits: Any, shots: Sequence[int] | None) -> Any:
-    from featstore.evaluate.knn import knn_grid
+    from featstore.evaluate.probes.knn import knn_grid
 
     y = np.asarray(ds.labels)
     if shots is not None:  # a draw: K images of every training class, no val split

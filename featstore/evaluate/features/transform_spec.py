@@ -20,8 +20,8 @@ Steps, in the order they may appear:
   step runs per entry and the results are concatenated at the end.
 
 :func:`canonical_spec` gives the form used in keys. The steps run in
-:mod:`featstore.evaluate.transforms` (fitted ones as scikit-learn estimators) and
-:mod:`featstore.evaluate.stored_pooling` (``pool=``, on stored maps).
+:mod:`featstore.evaluate.features.transforms` (fitted ones as scikit-learn estimators) and
+:mod:`featstore.evaluate.features.stored_pooling` (``pool=``, on stored maps).
 """
 
 from __future__ import annotations

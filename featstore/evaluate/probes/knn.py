@@ -71,7 +71,7 @@ def _neighbours(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
     """Top-``k`` cosine similarities and row ids (FAISS flat inner product, GPUs when present)."""
     import faiss
 
-    from featstore.evaluate.index import gpu_count
+    from featstore.evaluate.retrieval.index import gpu_count
 
     index: Any = faiss.IndexFlatIP(db.shape[1])
     if gpu_count() > 0:
@@ -109,7 +109,7 @@ def single_label(
     tick: Callable[[], None],
 ) -> dict[str, Any]:
     """Score the kNN probe on one-label-per-image data (record parts like the linear probes)."""
-    from featstore.evaluate.classifiers import carve_validation  # sklearn: lazy
+    from featstore.evaluate.probes.protocol import carve_validation  # sklearn: lazy
 
     def labelled(rows: np.ndarray) -> np.ndarray:
         return rows[y[rows] >= 0]

@@ -1,0 +1,1 @@
+"""Features an evaluation reads: entry selection, stored pooling, transform chains, PCA."""

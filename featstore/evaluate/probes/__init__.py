@@ -1,0 +1,1 @@
+"""Probes: classifiers trained on cached features (one protocol, sklearn / torch / kNN back ends)."""

@@ -1,0 +1,1 @@
+"""Instance retrieval from cached features: FAISS indexes and the retrieve task."""

@@ -1,0 +1,1 @@
+"""Representational similarity: CKA / RSA measures and the similarity task."""

@@ -1,0 +1,1 @@
+"""Transferability: estimators scored without training, and the transferability task."""
