@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.evaluate.features.selection import Splits
-from featstore.evaluate.probes.protocol import ClassifierSpec, classify_arrays, lambda_grid
+from featstore.evaluate.probes.arrays import classify_arrays
+from featstore.evaluate.probes.protocol import ClassifierSpec, Splits, lambda_grid
 from featstore.evaluate.threads import evaluation_threads
 
 FLOWERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
@@ -56,8 +56,9 @@ def flowers(
     """L2-normalised features of ``model``'s ``layer`` on the folder ``images`` (flowers12's
     efficientnet_lite0 penultimate by default), extracted into ``store_url`` if missing."""
     from featstore.datasets import add_dataset
-    from featstore.evaluate.features.selection import resolve_parts, split_rows
+    from featstore.evaluate.features.selection import resolve_parts
     from featstore.evaluate.features.transforms import FeatureTransform
+    from featstore.evaluate.probes.protocol import split_rows
     from featstore.extract.pipeline import extract
     from featstore.store import open_store
 
@@ -143,9 +144,12 @@ def sklearn_default_logreg(X, y, splits, threads: int) -> dict:
     """The logreg loop at scikit-learn's default tolerance (featstore's loop before 2026-12)."""
     from unittest import mock
 
-    from featstore.evaluate.probes import protocol as classifiers
+    from featstore.evaluate.probes import sklearn_solver
 
-    with warnings.catch_warnings(), mock.patch.object(classifiers, "_lbfgs_tol", lambda *_a: 1e-4):
+    with (
+        warnings.catch_warnings(),
+        mock.patch.object(sklearn_solver, "_lbfgs_tol", lambda *_a: 1e-4),
+    ):
         warnings.simplefilter("ignore")
         return classify_arrays(
             X, y, splits, ClassifierSpec("logreg", solver="sklearn"), threads=threads

@@ -117,8 +117,8 @@ class Features:
         """The transform fitted on the training split, as evaluation fits it (None: no transform)."""
         if self.transform in ("", "none"):
             return None
-        from featstore.evaluate.features.selection import split_rows
         from featstore.evaluate.features.transforms import FeatureTransform
+        from featstore.evaluate.probes.protocol import split_rows
 
         train = split_rows(self.dataset).train
         return FeatureTransform(self.transform, seed=self.seed).fit(self.parts, train)

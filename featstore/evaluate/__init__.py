@@ -13,8 +13,8 @@ from typing import Any
 __all__ = ["ClassifierSpec", "classify_arrays", "evaluate_classification"]
 
 _LAZY = {
-    "ClassifierSpec": "featstore.evaluate.probes.task",
-    "classify_arrays": "featstore.evaluate.probes.task",
+    "ClassifierSpec": "featstore.evaluate.probes.protocol",
+    "classify_arrays": "featstore.evaluate.probes.arrays",
     "evaluate_classification": "featstore.evaluate.probes.task",
 }
 

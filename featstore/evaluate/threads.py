@@ -18,7 +18,7 @@ from typing import Any
 
 from featstore.devices import available_cpus
 
-__all__ = ["THREADS_ENV", "evaluation_threads", "free_cpus", "resolve_threads"]
+__all__ = ["THREADS_ENV", "evaluation_threads", "free_cpus", "gpu_count", "resolve_threads"]
 
 THREADS_ENV = "FEATSTORE_EVAL_THREADS"
 
@@ -87,3 +87,13 @@ def evaluation_threads(n: int | None = None) -> Iterator[int]:
         if faiss_mod is not None:
             faiss_mod.omp_set_num_threads(faiss_before)
         torch.set_num_threads(torch_before)
+
+
+def gpu_count() -> int:
+    """Number of GPUs faiss can use (0 with the faiss-cpu build)."""
+    import faiss
+
+    try:
+        return int(faiss.get_num_gpus())
+    except AttributeError:  # very old builds
+        return 0

@@ -54,8 +54,7 @@ class Rows:
 
 def training_rows(dataset: Any, recipe: Recipe) -> Rows:
     """The train and validation rows of ``dataset``, disjoint from its test rows (checked)."""
-    from featstore.evaluate.features.selection import split_rows
-    from featstore.evaluate.probes.protocol import carve_validation
+    from featstore.evaluate.probes.protocol import carve_validation, split_rows
 
     if dataset.multilabel:
         raise FinetuneError(

@@ -273,9 +273,8 @@ def check_protocols(spec: SweepSpec, plan: SweepPlan) -> None:
 
     Reads labels and splits only, so an impossible spec is refused before any extraction.
     """
-    from featstore.evaluate.features.selection import split_rows
     from featstore.evaluate.probes.limits import resolve_protocol
-    from featstore.evaluate.probes.protocol import ClassifierSpec
+    from featstore.evaluate.probes.protocol import ClassifierSpec, split_rows
 
     seen: set[tuple[str, str]] = set()
     for cell in plan.cells:

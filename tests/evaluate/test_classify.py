@@ -16,13 +16,9 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
-from featstore.evaluate.features.selection import split_rows
-from featstore.evaluate.probes.task import (
-    ClassifierSpec,
-    classify_arrays,
-    evaluate_classification,
-    lambda_grid,
-)
+from featstore.evaluate.probes.arrays import classify_arrays
+from featstore.evaluate.probes.protocol import ClassifierSpec, lambda_grid, split_rows
+from featstore.evaluate.probes.task import evaluate_classification
 from featstore.store import open_store
 
 SEL = {"model": "toynet", "layer": "fc"}

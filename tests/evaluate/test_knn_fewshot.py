@@ -7,10 +7,9 @@ import pytest
 
 from featstore.errors import EvaluationError
 from featstore.evaluate import classify_arrays
-from featstore.evaluate.features.selection import Splits
 from featstore.evaluate.probes import knn
 from featstore.evaluate.probes.fewshot import draw_shots, few_shot
-from featstore.evaluate.probes.protocol import ClassifierSpec
+from featstore.evaluate.probes.protocol import ClassifierSpec, Splits
 
 
 def blobs(n=300, k=4, d=8, seed=0):

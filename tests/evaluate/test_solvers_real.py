@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from featstore.evaluate import classify_arrays
-from featstore.evaluate.features.selection import Splits
-from featstore.evaluate.probes.protocol import ClassifierSpec, lambda_grid
+from featstore.evaluate.probes.protocol import ClassifierSpec, Splits, lambda_grid
 from tests.conftest import FLOWERS12
 
 
@@ -45,8 +44,9 @@ def flowers_features(tmp_path_factory: pytest.TempPathFactory):
     """L2-normalised penultimate features of 15 train + 8 test images per flowers12 class."""
     assert FLOWERS12.exists(), f"the flowers12 images must be at {FLOWERS12}"
     from featstore.datasets import add_dataset
-    from featstore.evaluate.features.selection import resolve_parts, split_rows
+    from featstore.evaluate.features.selection import resolve_parts
     from featstore.evaluate.features.transforms import FeatureTransform
+    from featstore.evaluate.probes.protocol import split_rows
     from featstore.extract import extract
     from featstore.store import open_store
 

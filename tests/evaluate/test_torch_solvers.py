@@ -11,10 +11,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from featstore.evaluate import classify_arrays
-from featstore.evaluate.features.selection import Splits
-from featstore.evaluate.probes.protocol import ClassifierSpec
+from featstore.evaluate.probes.protocol import ClassifierSpec, Splits, edge_warning
 from featstore.evaluate.probes.torch_linear import Design, logreg_newton, svm_newton
-from featstore.evaluate.probes.torch_solver import _svm_costs, _svm_targets, edge_warning
+from featstore.evaluate.probes.torch_solver import _svm_costs, _svm_targets
 
 
 def problem(n=240, d=16, k=4, noise=2.0, seed=0):

@@ -1,4 +1,4 @@
-"""Which cached entries an evaluation reads, and which rows are train, validation and test.
+"""Which cached entries an evaluation reads.
 
 Shared by every evaluation task: a :class:`FeatureSelector` names entries by their factors
 (model, layer, stored pooling, view, weights, compute dtype) or by key; :func:`resolve_parts`
@@ -35,13 +35,11 @@ from featstore.store.select import CLI_CHOOSERS, Catalog, Selector, parse_weight
 
 __all__ = [
     "FeatureSelector",
-    "Splits",
     "as_selectors",
     "entry_factors",
     "merge_factors",
     "resolve_dataset",
     "resolve_parts",
-    "split_rows",
     "store_selector",
 ]
 
@@ -282,53 +280,3 @@ def merge_factors(parts: Sequence[Part]) -> dict[str, Any]:
     if len(parts) > 1:
         merged["parts"] = per
     return merged
-
-
-# --------------------------------------------------------------------------------------
-# splits
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Row indices (store order) of the training, validation (may be empty) and test rows."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    train_name: str
-    val_name: str | None
-
-
-TRAIN_NAMES = ("train", "trainval")
-VAL_NAMES = ("val", "valid", "validation")
-
-
-def split_rows(ds: Any) -> Splits:
-    """Find the train/val/test splits of ``ds``; EvaluationError with a fix if one is missing."""
-    names = list(ds.split_names)
-    counts = {n: int((np.asarray(ds.splits) == i).sum()) for i, n in enumerate(names)}
-    if counts.get("test", 0) == 0:
-        raise EvaluationError(
-            f"dataset {ds.name!r} has no test split (its splits: {', '.join(names) or 'none'}); register "
-            "it with one, e.g. a folder with train/ and test/ subfolders or a manifest with a split column"
-        )
-    train_name = next((n for n in TRAIN_NAMES if counts.get(n, 0) > 0), None)
-    if train_name is None:
-        raise EvaluationError(
-            f"dataset {ds.name!r} has no training split (its splits: {', '.join(names)}); register it "
-            "with a 'train' split"
-        )
-    val_name = (
-        next((n for n in VAL_NAMES if counts.get(n, 0) > 0), None)
-        if train_name == "train"
-        else None
-    )
-    val = ds.split_indices(val_name) if val_name else np.zeros(0, dtype=np.int64)
-    return Splits(
-        train=ds.split_indices(train_name),
-        val=val,
-        test=ds.split_indices("test"),
-        train_name=train_name,
-        val_name=val_name,
-    )

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
-from featstore.evaluate.features.selection import Splits
 from featstore.evaluate.probes.limits import check_shots
+from featstore.evaluate.probes.protocol import Splits
 
 __all__ = ["draw_shots", "few_shot", "fewshot_protocol"]
 

@@ -9,7 +9,8 @@ test rows are then classified against train+val. No test row is ever searched ag
 or used to choose ``k``.
 
 A given ``k`` larger than the images searched is refused (:func:`knn_grid`); the default
-grid keeps the values the data holds, and the record's ``k_grid`` says which.
+grid keeps the values the data holds, and the record's ``k_grid`` says which. A back end
+of :mod:`featstore.evaluate.probes.protocol` with its own selection rule (k on val).
 """
 
 from __future__ import annotations
@@ -23,43 +24,13 @@ import numpy as np
 
 from featstore.errors import ProtocolLimitError
 from featstore.evaluate import metrics
+from featstore.evaluate.probes.limits import knn_grid
+from featstore.evaluate.probes.protocol import carve_validation
+from featstore.evaluate.threads import gpu_count
 
-__all__ = ["KNN_K_GRID", "KNN_TEMPERATURE", "knn_grid", "knn_vote", "single_label"]
+__all__ = ["KNN_TEMPERATURE", "knn_vote", "single_label"]
 
-KNN_K_GRID = (10, 20, 50, 100)
 KNN_TEMPERATURE = 0.07
-
-
-def knn_grid(wanted: Sequence[int] | None, n_database: int, n_select: int) -> tuple[int, ...]:
-    """The k values the probe runs: ``wanted`` when the data holds them, else refused.
-
-    ``n_database``: the rows a test image searches (train+val); ``n_select``: the rows a
-    validation image searches while k is chosen (several k only). The default grid
-    (``None``) keeps its values up to ``n_select``; with fewer than two left, one k:
-    ``min(10, n_database)``.
-    """
-    if wanted is None:
-        kept = tuple(k for k in KNN_K_GRID if k <= n_select)
-        return kept if len(kept) > 1 else (max(1, min(KNN_K_GRID[0], n_database)),)
-    grid = tuple(sorted({int(k) for k in wanted}))
-    if len(grid) == 1 and grid[0] > n_database:
-        raise ProtocolLimitError(
-            f"--knn-k {grid[0]} is more than the data allows: each test image searches "
-            f"{n_database} labelled training images; use --knn-k {n_database} or fewer",
-            option="knn_k",
-            value=grid[0],
-            limit=n_database,
-        )
-    if len(grid) > 1 and grid[-1] > n_select:
-        raise ProtocolLimitError(
-            f"--knn-k {grid[-1]} is more than the data allows: k is chosen by searching "
-            f"{n_select} training images (the others are the validation rows); give values up "
-            f"to {n_select}, or one k (e.g. --knn-k {min(grid[0], n_database)})",
-            option="knn_k",
-            value=grid[-1],
-            limit=n_select,
-        )
-    return grid
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -70,8 +41,6 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def _neighbours(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine similarities and row ids (FAISS flat inner product, GPUs when present)."""
     import faiss
-
-    from featstore.evaluate.retrieval.index import gpu_count
 
     index: Any = faiss.IndexFlatIP(db.shape[1])
     if gpu_count() > 0:
@@ -109,7 +78,6 @@ def single_label(
     tick: Callable[[], None],
 ) -> dict[str, Any]:
     """Score the kNN probe on one-label-per-image data (record parts like the linear probes)."""
-    from featstore.evaluate.probes.protocol import carve_validation  # sklearn: lazy
 
     def labelled(rows: np.ndarray) -> np.ndarray:
         return rows[y[rows] >= 0]

@@ -22,9 +22,50 @@ import numpy as np
 
 from featstore.errors import EvaluationError, ProtocolLimitError
 
-__all__ = ["DEFAULT_CV", "check_shots", "class_name", "resolve_protocol", "smallest_class"]
+__all__ = [
+    "DEFAULT_CV",
+    "KNN_K_GRID",
+    "check_shots",
+    "class_name",
+    "knn_grid",
+    "resolve_protocol",
+    "smallest_class",
+]
 
 DEFAULT_CV = 5
+KNN_K_GRID = (10, 20, 50, 100)  # the kNN probe's default k grid
+
+
+def knn_grid(wanted: Sequence[int] | None, n_database: int, n_select: int) -> tuple[int, ...]:
+    """The k values the probe runs: ``wanted`` when the data holds them, else refused.
+
+    ``n_database``: the rows a test image searches (train+val); ``n_select``: the rows a
+    validation image searches while k is chosen (several k only). The default grid
+    (``None``) keeps its values up to ``n_select``; with fewer than two left, one k:
+    ``min(10, n_database)``.
+    """
+    if wanted is None:
+        kept = tuple(k for k in KNN_K_GRID if k <= n_select)
+        return kept if len(kept) > 1 else (max(1, min(KNN_K_GRID[0], n_database)),)
+    grid = tuple(sorted({int(k) for k in wanted}))
+    if len(grid) == 1 and grid[0] > n_database:
+        raise ProtocolLimitError(
+            f"--knn-k {grid[0]} is more than the data allows: each test image searches "
+            f"{n_database} labelled training images; use --knn-k {n_database} or fewer",
+            option="knn_k",
+            value=grid[0],
+            limit=n_database,
+        )
+    if len(grid) > 1 and grid[-1] > n_select:
+        raise ProtocolLimitError(
+            f"--knn-k {grid[-1]} is more than the data allows: k is chosen by searching "
+            f"{n_select} training images (the others are the validation rows); give values up "
+            f"to {n_select}, or one k (e.g. --knn-k {min(grid[0], n_database)})",
+            option="knn_k",
+            value=grid[-1],
+            limit=n_select,
+        )
+    return grid
 
 
 def class_name(classes: Sequence[str], label: int) -> str:
@@ -127,8 +168,6 @@ def _resolve_cv(spec: Any, ds: Any, splits: Any, shots: Sequence[int] | None) ->
 
 
 def _resolve_knn(spec: Any, ds: Any, splits: Any, shots: Sequence[int] | None) -> Any:
-    from featstore.evaluate.probes.knn import knn_grid
-
     y = np.asarray(ds.labels)
     if shots is not None:  # a draw: K images of every training class, no val split
         n_classes = len(np.unique(y[splits.train][y[splits.train] >= 0]))

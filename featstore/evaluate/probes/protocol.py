@@ -1,58 +1,69 @@
-"""The classifiers: one-vs-rest linear SVM and multinomial logistic regression on arrays.
+"""The probe protocol, written once: which rows, folds, grids and classes a probe uses.
 
-Both are scikit-learn estimators; this module only chooses their hyper-parameters the way
-the studies did and scores them:
+Every classifier of ``featstore evaluate`` follows this module, whichever back end fits it
+(:mod:`~featstore.evaluate.probes.sklearn_solver`, the reference loop;
+:mod:`~featstore.evaluate.probes.torch_solver`, batched; :mod:`~featstore.evaluate.probes.knn`):
 
-- SVM (Azizpour et al.): ``LinearSVC`` (one-vs-rest), C chosen by stratified k-fold
-  cross-validation on the training rows from a grid. Multi-label targets (+1 present,
-  0 absent, -1 difficult) get one binary SVM per class, trained without that class's
-  difficult samples, scored by VOC07 11-point and all-point AP with difficult ignored.
-- Logistic regression (Kornblith et al. 2019): L-BFGS, L2 penalty ``lambda`` from 45
-  log-spaced values in [1e-6, 1e5] chosen on a validation split (the dataset's, or a
-  stratified, seeded share of the training rows), then refitted on train+val. The penalty
-  is per sample: scikit-learn's ``C = 1 / (lambda * n_samples)``, so one lambda means the
-  same strength before and after the refit on more rows.
+- splits: train / val / test rows of a dataset (:func:`split_rows`), labelled rows only;
+- grids: SVM ``C`` by stratified k-fold CV (:func:`n_folds`, refused beyond the data),
+  logistic-regression ``lambda`` on the val rows or a carved, stratified share of the
+  training rows (:func:`carve_validation`), ties to the lowest val log-loss;
+- multi-label (VOC: +1 present, 0 absent, -1 difficult): one-vs-rest per class, difficult
+  rows of a class left out of its training, a class without positives (or negatives) to
+  train on or without a positive test row skipped and listed (:func:`eligible_classes`);
+- a chosen C or lambda at an end of its grid is a warning in ``chosen.grid_edge``;
+- the report: ``{"metrics", "per_class", "chosen", "sizes", "timings"}``.
+
+Array-only: nothing here reads a store (import contract "pure" in pyproject.toml).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
-from sklearn.svm import LinearSVC
+from sklearn.model_selection import train_test_split
 
 from featstore.errors import EvaluationError, ProtocolLimitError
 from featstore.evaluate import metrics
-from featstore.evaluate.features.selection import Splits
-from featstore.evaluate.probes.knn import KNN_K_GRID as KNN_DEFAULT_GRID
-from featstore.evaluate.probes.limits import DEFAULT_CV
-from featstore.progress import Progress
+from featstore.evaluate.probes.limits import DEFAULT_CV, KNN_K_GRID
 
 __all__ = [
     "C_GRID",
     "LAMBDA_RANGE",
+    "ClassJob",
     "ClassifierSpec",
-    "classify_arrays",
-    "fit_steps",
+    "MultiLabelFit",
+    "Solver",
+    "Splits",
+    "carve_validation",
+    "check_finite",
+    "check_probe",
+    "choose_on_validation",
+    "edge_warning",
+    "eligible_classes",
     "lambda_grid",
+    "log_loss",
+    "metric_labels",
+    "multi_label",
+    "n_folds",
+    "single_label",
+    "split_rows",
 ]
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 LAMBDA_RANGE = (1e-6, 1e5, 45)
 Tick = Callable[..., None]  # tick(info=None): one fit step done, info says which (C, fold, ...)
 CLASSIFIERS = ("svm", "logreg", "knn")
-SOLVERS = ("torch", "sklearn")  # torch: featstore.evaluate.probes.torch_linear (batched Newton-CG)
+SOLVERS = ("torch", "sklearn")  # torch: featstore.evaluate.probes.torch_solver, sklearn_solver
 # Solver tolerances (part of the key): torch stops at ||grad|| <= tol * ||grad at W=0||.
 # SVM 1e-6: liblinear's primal rule, 1e-4 * min(pos, neg) / n, for 100 balanced classes.
 # Logreg 1e-4: Newton converges quadratically, so the test accuracy at 1e-4 equalled that at
@@ -61,6 +72,9 @@ SVM_TOL = 1e-6
 LOGREG_TOL = 1e-4
 SVM_MAX_ITER = 10000
 LOGREG_MAX_ITER = 1000
+
+
+log = logging.getLogger(__name__)
 
 
 def lambda_grid(
@@ -159,7 +173,7 @@ class ClassifierSpec:
                 "metric": "cosine",
                 "vote": "exp(sim/T)",
                 "temperature": float(self.temperature),
-                "k_grid": sorted({int(k) for k in (self.knn_k or KNN_DEFAULT_GRID)}),
+                "k_grid": sorted({int(k) for k in (self.knn_k or KNN_K_GRID)}),
             }
         if self.solver == "torch":
             return {**self._sklearn_key(), **self._torch_key()}
@@ -228,7 +242,52 @@ class ClassifierSpec:
         }
 
 
-def _n_folds(y: np.ndarray, wanted: int | None, names: Sequence[str]) -> int:
+@dataclass(frozen=True)
+class Splits:
+    """Row indices (store order) of the training, validation (may be empty) and test rows."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    train_name: str
+    val_name: str | None
+
+
+TRAIN_NAMES = ("train", "trainval")
+VAL_NAMES = ("val", "valid", "validation")
+
+
+def split_rows(ds: Any) -> Splits:
+    """Find the train/val/test splits of ``ds``; EvaluationError with a fix if one is missing."""
+    names = list(ds.split_names)
+    counts = {n: int((np.asarray(ds.splits) == i).sum()) for i, n in enumerate(names)}
+    if counts.get("test", 0) == 0:
+        raise EvaluationError(
+            f"dataset {ds.name!r} has no test split (its splits: {', '.join(names) or 'none'}); register "
+            "it with one, e.g. a folder with train/ and test/ subfolders or a manifest with a split column"
+        )
+    train_name = next((n for n in TRAIN_NAMES if counts.get(n, 0) > 0), None)
+    if train_name is None:
+        raise EvaluationError(
+            f"dataset {ds.name!r} has no training split (its splits: {', '.join(names)}); register it "
+            "with a 'train' split"
+        )
+    val_name = (
+        next((n for n in VAL_NAMES if counts.get(n, 0) > 0), None)
+        if train_name == "train"
+        else None
+    )
+    val = ds.split_indices(val_name) if val_name else np.zeros(0, dtype=np.int64)
+    return Splits(
+        train=ds.split_indices(train_name),
+        val=val,
+        test=ds.split_indices("test"),
+        train_name=train_name,
+        val_name=val_name,
+    )
+
+
+def n_folds(y: np.ndarray, wanted: int | None, names: Sequence[str]) -> int:
     """Folds for stratified CV: as asked (None: 5, or fewer when the rarest class has fewer).
 
     More folds than the rarest class has members are refused (ProtocolLimitError), never
@@ -278,57 +337,6 @@ def _quiet() -> Iterator[_Caught]:
             caught.extend(recorded or [])
 
 
-def _fit_svm(
-    X: np.ndarray,
-    y: np.ndarray,
-    spec: ClassifierSpec,
-    seed: int,
-    scoring: str,
-    names: Sequence[str],
-    tick: Tick = lambda info=None: None,
-) -> tuple[LinearSVC, dict[str, Any]]:
-    """LinearSVC with C chosen by stratified k-fold CV (no CV when the grid has one value).
-
-    The search is GridSearchCV's (same folds, mean fold score, first maximum = smallest C),
-    written out so that every (C, fold) fit reports progress.
-    """
-    base = LinearSVC(
-        C=float(spec.c_grid[0]),
-        class_weight=spec.class_weight,
-        random_state=seed,
-        max_iter=SVM_MAX_ITER,
-    )
-    grid = sorted(float(c) for c in spec.c_grid)
-    if len(grid) == 1:
-        model = base.fit(X, y)
-        tick({"C": grid[0]})
-        return model, {"C": grid[0]}
-    folds = _n_folds(y, spec.cv, names)
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    held = list(splitter.split(X, y))
-    scores = []
-    for c in grid:
-        fold_scores = []
-        for f, (fit, test) in enumerate(held):
-            model = clone(base).set_params(C=c).fit(X[fit], y[fit])
-            if scoring == "average_precision":
-                fold_scores.append(
-                    average_precision_score(y[test], model.decision_function(X[test]))
-                )
-            else:
-                fold_scores.append(metrics.accuracy(y[test], model.predict(X[test])))
-            tick({"C": c, "fold": f + 1})
-        scores.append(float(np.mean(fold_scores)))
-    best = int(np.argmax(scores))  # first maximum: the smallest C among ties
-    model = clone(base).set_params(C=grid[best]).fit(X, y)
-    tick({"C": grid[best], "refit": "all"})
-    return model, {
-        "C": grid[best],
-        "cv_folds": folds,
-        "cv_scores": {str(c): s for c, s in zip(grid, scores, strict=True)},
-    }
-
-
 def log_loss(scores: np.ndarray, y: np.ndarray, classes: np.ndarray) -> float:
     """Mean cross-entropy of softmax(``scores``) (N, K) at the labels ``y`` (values of ``classes``)."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -348,76 +356,6 @@ def choose_on_validation(accuracies: Sequence[float], losses: Sequence[float]) -
     acc = np.asarray(accuracies, dtype=np.float64)
     tied = np.flatnonzero(acc == acc.max())
     return int(tied[np.argmin(np.asarray(losses, dtype=np.float64)[tied])])
-
-
-def _binary_scores(scores: np.ndarray) -> np.ndarray:
-    """A two-class decision function (N,) as the scores of both classes (N, 2)."""
-    return np.stack([np.zeros_like(scores), scores], axis=1) if scores.ndim == 1 else scores
-
-
-def _lbfgs_tol(X: np.ndarray, y: np.ndarray, spec: ClassifierSpec) -> float:
-    """The L-BFGS ``tol`` (max-abs gradient) that is ``spec.tolerance`` of the gradient at 0.
-
-    scikit-learn's objective is the mean log-loss plus the penalty; at ``W = 0`` its
-    gradient is ``[X, 1]^T (w (1/K - onehot)) / sum(w)`` (w: the class weights of the rows).
-    """
-    classes = np.unique(y)
-    onehot = (y[:, None] == classes[None, :]).astype(np.float64)
-    w = np.ones(len(y))
-    if spec.class_weight == "balanced":
-        counts = onehot.sum(axis=0)
-        w = (len(y) / (len(classes) * counts))[np.searchsorted(classes, y)]
-    r = w[:, None] * (1.0 / len(classes) - onehot)
-    g0 = max(float(np.abs(X.T.astype(np.float64) @ r).max()), float(np.abs(r.sum(axis=0)).max()))
-    return spec.tolerance * g0 / float(w.sum())
-
-
-def _logreg(C: float, spec: ClassifierSpec, seed: int, tol: float) -> LogisticRegression:
-    return LogisticRegression(
-        C=C,
-        solver="lbfgs",
-        tol=tol,
-        max_iter=LOGREG_MAX_ITER,
-        class_weight=spec.class_weight,
-        random_state=seed,
-        warm_start=True,
-    )
-
-
-def _fit_logreg(
-    X_tr: np.ndarray,
-    y_tr: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
-    spec: ClassifierSpec,
-    seed: int,
-    tick: Tick,
-) -> tuple[LogisticRegression, dict[str, Any]]:
-    """Choose lambda on the validation rows (strongest first, warm-started), refit on train+val."""
-    lambdas = sorted(lambda_grid(*spec.lambda_range), reverse=True)
-    model = _logreg(1.0, spec, seed, _lbfgs_tol(X_tr, y_tr, spec))
-    scores, losses = [], []
-    for lam in lambdas:
-        model.set_params(C=1.0 / (lam * len(y_tr)))
-        model.fit(X_tr, y_tr)
-        scores.append(metrics.accuracy(y_val, model.predict(X_val)))
-        losses.append(
-            log_loss(_binary_scores(model.decision_function(X_val)), y_val, model.classes_)
-        )
-        tick({"lambda": f"{lam:.3g}"})
-    best = choose_on_validation(scores, losses)
-    lam = float(lambdas[best])
-    X_all, y_all = np.concatenate([X_tr, X_val]), np.concatenate([y_tr, y_val])
-    final = _logreg(1.0 / (lam * len(y_all)), spec, seed, _lbfgs_tol(X_all, y_all, spec))
-    final.fit(X_all, y_all)
-    tick({"lambda": f"{lam:.3g}", "refit": "train+val"})
-    return final, {
-        "lambda": lam,
-        "C": 1.0 / (lam * len(y_all)),
-        "val_accuracy": float(scores[best]),
-        "val_log_loss": float(losses[best]),
-        "val_scores": {f"{v:.6g}": float(s) for v, s in zip(lambdas, scores, strict=True)},
-    }
 
 
 def carve_validation(
@@ -459,7 +397,7 @@ def carve_validation(
     return fit, val
 
 
-def _check_finite(X: np.ndarray) -> None:
+def check_finite(X: np.ndarray) -> None:
     """NaN or infinite features (an overflowed float16 entry) would stop scikit-learn."""
     bad = ~np.isfinite(X)
     if bad.any():
@@ -471,12 +409,116 @@ def _check_finite(X: np.ndarray) -> None:
         )
 
 
-def _metric_labels(column: np.ndarray) -> np.ndarray:
+def metric_labels(column: np.ndarray) -> np.ndarray:
     """Dataset multi-label codes (+1 present, 0 absent, -1 difficult) -> metrics' (+1, -1, 0 ignored)."""
     return np.where(column == 1, 1, np.where(column == 0, -1, 0)).astype(np.int8)
 
 
-def _single_label(
+def edge_warning(what: str, value: float, grid: Sequence[float]) -> str | None:
+    """A one-line warning when the chosen value is at an end of a grid of 3 or more values."""
+    values = sorted(float(v) for v in grid)
+    if len(values) < 3 or value not in (values[0], values[-1]):
+        return None
+    end = "smallest" if value == values[0] else "largest"
+    return (
+        f"the chosen {what}={value:.3g} is the {end} value of its grid "
+        f"[{values[0]:.3g} .. {values[-1]:.3g}]; widen the grid to be sure the best is inside"
+    )
+
+
+def _warn_edge(chosen: dict[str, Any], warning: str | None) -> None:
+    if warning:
+        chosen["grid_edge"] = warning
+        log.warning(warning)
+
+
+@dataclass(frozen=True)
+class ClassJob:
+    """One scored class of a multi-label problem: its training rows and 0/1 targets."""
+
+    name: str
+    rows: np.ndarray  # training rows, this class's difficult rows left out
+    target: np.ndarray  # 1 present, 0 absent, one per row of ``rows``
+    folds: int | None  # stratified CV folds (None: a single C, no search)
+
+
+@dataclass
+class MultiLabelFit:
+    """What a back end's multi-label fit gives the protocol, by class index."""
+
+    scores: dict[int, np.ndarray] = field(default_factory=dict)  # decision values on test rows
+    chosen_c: dict[int, float] = field(default_factory=dict)
+    cv_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    unconverged: int = 0
+    predict_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A back end of the protocol: how it fits. The protocol decides what is fitted on what.
+
+    ``fit_svm(X, y, spec, seed, scoring, names, tick)`` and ``fit_logreg(X_tr, y_tr, X_val,
+    y_val, spec, seed, tick)`` return ``(model, chosen)`` (a model with ``predict``; ``chosen``
+    may hold ``unconverged``); ``multi_label(X, jobs, names, test, spec, seed, tick)`` returns
+    a :class:`MultiLabelFit`.
+    """
+
+    name: str
+    fit_svm: Callable[..., tuple[Any, dict[str, Any]]]
+    fit_logreg: Callable[..., tuple[Any, dict[str, Any]]]
+    multi_label: Callable[..., MultiLabelFit]
+
+
+def check_probe(spec: ClassifierSpec, multilabel: bool) -> None:
+    """EvaluationError when the probe cannot read this kind of labels."""
+    if multilabel and spec.name == "logreg":  # one check for every back end
+        raise EvaluationError(
+            "logistic regression here is multinomial (one label per image); this dataset is "
+            "multi-label: use --classifier svm"
+        )
+    if multilabel and spec.name == "knn":
+        raise EvaluationError(
+            "the kNN probe votes for one class per image; this dataset is multi-label: use "
+            "--classifier svm"
+        )
+
+
+def class_names(classes: Sequence[str], n: int) -> list[str]:
+    return [classes[k] if k < len(classes) else str(k) for k in range(n)]
+
+
+def eligible_classes(
+    Y: np.ndarray,
+    fit_rows: np.ndarray,
+    test: np.ndarray,
+    names: Sequence[str],
+    spec: ClassifierSpec,
+) -> tuple[dict[int, ClassJob], dict[str, str]]:
+    """The classes a multi-label SVM scores (by index), and why each other one is skipped."""
+    several = len(spec.c_grid) > 1
+    jobs: dict[int, ClassJob] = {}
+    skipped: dict[str, str] = {}
+    for k, name in enumerate(names):
+        keep = fit_rows[Y[fit_rows, k] != -1]  # difficult samples of this class are not trained on
+        target = (Y[keep, k] == 1).astype(np.int64)
+        if len(np.unique(target)) < 2:
+            skipped[name] = "no positive or no negative training sample"
+            continue
+        if not np.any(metric_labels(Y[test, k]) == 1):
+            skipped[name] = "no positive test sample"
+            continue
+        folds = None
+        if several:
+            try:
+                folds = n_folds(target, spec.cv, ["absent", "present"])
+            except EvaluationError as exc:  # one positive: no stratified CV for this class
+                skipped[name] = str(exc)
+                continue
+        jobs[k] = ClassJob(name, keep, target, folds)
+    return jobs, skipped
+
+
+def single_label(
     X: np.ndarray,
     y: np.ndarray,
     splits: Splits,
@@ -484,32 +526,33 @@ def _single_label(
     seed: int,
     classes: Sequence[str],
     tick: Tick,
+    solver: Solver,
 ) -> dict[str, Any]:
+    """A linear probe on one-label-per-image data (label -1: no label, not used)."""
     labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label (-1 = none)
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
     t0 = time.perf_counter()
-    if (
-        spec.solver == "torch"
-    ):  # the batched solvers, same protocol (featstore.evaluate.probes.torch_solver)
-        from featstore.evaluate.probes import torch_solver as torch_classify
-
-        fit_svm, fit_logreg = torch_classify.fit_svm, torch_classify.fit_logreg
-    else:
-        fit_svm, fit_logreg = _fit_svm, _fit_logreg  # type: ignore[assignment]
     with _quiet() as caught:
         if spec.name == "svm":
             fit_rows = np.concatenate([train, val])
-            model, chosen = fit_svm(X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes, tick)
+            model, chosen = solver.fit_svm(
+                X[fit_rows], y[fit_rows], spec, seed, "accuracy", classes, tick
+            )
             sizes = {"n_train": len(fit_rows), "n_val": 0}
+            edge = edge_warning("C", chosen["C"], spec.c_grid)
         else:
             if len(val) == 0:
                 train, val = carve_validation(y, train, spec.val_fraction, seed)
-            model, chosen = fit_logreg(X[train], y[train], X[val], y[val], spec, seed, tick)
+            model, chosen = solver.fit_logreg(X[train], y[train], X[val], y[val], spec, seed, tick)
             sizes = {"n_train": len(train), "n_val": len(val)}
+            edge = edge_warning(
+                "lambda", chosen["lambda"], lambda_grid(*spec.lambda_range).tolist()
+            )
     t1 = time.perf_counter()
     pred = model.predict(X[test])
     t2 = time.perf_counter()
     chosen["convergence_warnings"] = caught.n + int(chosen.pop("unconverged", 0))
+    _warn_edge(chosen, edge)
     n_classes = max(len(classes), int(y.max()) + 1)
     scores, per_class = metrics.single_label_report(y[test], pred, classes, n_classes)
     return {
@@ -521,7 +564,7 @@ def _single_label(
     }
 
 
-def _multi_label(
+def multi_label(
     X: np.ndarray,
     Y: np.ndarray,
     splits: Splits,
@@ -529,127 +572,50 @@ def _multi_label(
     seed: int,
     classes: Sequence[str],
     tick: Tick,
+    solver: Solver,
 ) -> dict[str, Any]:
+    """VOC-style multi-label SVM: one-vs-rest per class, scored by VOC07 11-point and all-point AP."""
+    t0 = time.perf_counter()
     fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test
-    names = [classes[k] if k < len(classes) else str(k) for k in range(Y.shape[1])]
-    ap07: dict[str, float | None] = {}
-    ap_all: dict[str, float | None] = {}
-    chosen_c: dict[str, float | None] = {}
-    t0, predict_s = time.perf_counter(), 0.0
-    skipped: dict[str, str] = {}
-    with _quiet() as caught:
-        for k, name in enumerate(names):
-            # difficult samples of this class are not trained on
-            keep = fit_rows[Y[fit_rows, k] != -1]
-            target = (Y[keep, k] == 1).astype(np.int64)
-            test_labels = _metric_labels(Y[test, k])
-            ap07[name] = ap_all[name] = chosen_c[name] = None
-            tick({"class": name})
-            if len(np.unique(target)) < 2:
-                skipped[name] = "no positive or no negative training sample"
-                continue
-            if not np.any(test_labels == 1):
-                skipped[name] = "no positive test sample"
-                continue
-            try:
-                model, info = _fit_svm(
-                    X[keep], target, spec, seed, "average_precision", ["absent", "present"]
-                )
-            except EvaluationError as exc:  # one positive: no stratified CV for this class
-                skipped[name] = str(exc)
-                continue
-            p0 = time.perf_counter()
-            scores = model.decision_function(X[test])
-            predict_s += time.perf_counter() - p0
-            ap07[name] = metrics.voc07_ap(scores, test_labels)
-            ap_all[name] = metrics.average_precision(scores, test_labels)
-            chosen_c[name] = info["C"]
-    scored = [v for v in ap07.values() if v is not None]
-    if not scored:
+    names = class_names(classes, Y.shape[1])
+    jobs, skipped = eligible_classes(Y, fit_rows, test, names, spec)
+    if not jobs:
         raise EvaluationError(
             "no class has positives in both the training and the test rows; cannot compute mAP"
         )
+    with _quiet() as caught:
+        fit = solver.multi_label(X, jobs, names, test, spec, seed, tick)
+    ap07: dict[str, float | None] = {name: None for name in names}
+    ap_all: dict[str, float | None] = {name: None for name in names}
+    c_of: dict[str, float | None] = {name: None for name in names}
+    for k, scores in fit.scores.items():
+        labels = metric_labels(Y[test, k])
+        ap07[names[k]] = metrics.voc07_ap(scores, labels)
+        ap_all[names[k]] = metrics.average_precision(scores, labels)
+        c_of[names[k]] = fit.chosen_c[k]
+    chosen: dict[str, Any] = {
+        "C": c_of,
+        "skipped_classes": skipped,
+        "convergence_warnings": caught.n + fit.unconverged,
+    }
+    grid = sorted(float(c) for c in spec.c_grid)
+    at_edge = [c for c in fit.chosen_c.values() if c in (grid[0], grid[-1])]
+    if len(grid) >= 3 and at_edge:
+        _warn_edge(
+            chosen,
+            f"the chosen C of {len(at_edge)} of {len(jobs)} classes is at an end of the grid "
+            f"[{grid[0]:.3g} .. {grid[-1]:.3g}]; widen the grid to be sure the best is inside",
+        )
+    if fit.cv_scores:
+        chosen["cv_scores"] = fit.cv_scores
+    scored = [v for v in ap07.values() if v is not None]
     return {
         "metrics": {
             "map_voc07": float(np.mean(scored)),
             "map": float(np.mean([v for v in ap_all.values() if v is not None])),
         },
         "per_class": {"ap_voc07": ap07, "ap": ap_all},
-        "chosen": {"C": chosen_c, "skipped_classes": skipped, "convergence_warnings": caught.n},
+        "chosen": chosen,
         "sizes": {"n_train": len(fit_rows), "n_val": 0, "n_test": len(test)},
-        "timings": {"fit_s": time.perf_counter() - t0 - predict_s, "predict_s": predict_s},
+        "timings": {"fit_s": time.perf_counter() - t0 - fit.predict_s, "predict_s": fit.predict_s},
     }
-
-
-def fit_steps(spec: ClassifierSpec, labels: np.ndarray) -> int:
-    """Progress steps of fitting, one per solve the user waits for.
-
-    Logistic regression: each lambda + the refit. SVM with a C grid: each (C, fold) fit +
-    the refit with scikit-learn (per class when multi-label); each C (all folds and
-    classes at once) + the refit with torch. kNN, or a single C: one.
-    """
-    if spec.name == "logreg":
-        return int(spec.lambda_range[2]) + 1
-    if spec.name == "knn":
-        return 1
-    grid = len(spec.c_grid)
-    if spec.solver == "torch":
-        return grid + 1 if grid > 1 else 1
-    if labels.ndim == 2:
-        return int(labels.shape[1])
-    return grid * spec.folds + 1 if grid > 1 else 1
-
-
-def classify_arrays(
-    X: np.ndarray,
-    labels: np.ndarray,
-    splits: Splits,
-    spec: ClassifierSpec | str = "svm",
-    seed: int = 0,
-    classes: Sequence[str] = (),
-    progress: Progress | None = None,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Fit and score a classifier on in-memory features (rows in the same order as ``labels``).
-
-    ``threads`` (default: the CPUs this process may use) bounds BLAS, torch and FAISS
-    threads for the fit; the numbers do not depend on it.
-
-    Returns ``{"metrics", "per_class", "chosen", "sizes", "timings"}``. Used by
-    :func:`evaluate_classification`; also handy on features that never touched a store.
-    """
-    spec = (ClassifierSpec(name=spec) if isinstance(spec, str) else spec).validate()
-    labels = np.asarray(labels)
-    multilabel = labels.ndim == 2
-    total = fit_steps(spec, labels)
-    done = [0]
-
-    def tick(info: dict[str, Any] | None = None) -> None:
-        done[0] = min(done[0] + 1, total)  # fewer folds than asked (a rare class): fewer ticks
-        if progress:
-            progress(done[0], total, {"stage": "fit", "classifier": spec.name, **(info or {})})
-
-    run = _multi_label if multilabel else _single_label
-    if multilabel and spec.name == "logreg":  # one check for both solvers' multi-label paths
-        raise EvaluationError(
-            "logistic regression here is multinomial (one label per image); this dataset is "
-            "multi-label: use --classifier svm"
-        )
-    if spec.name == "knn":
-        if multilabel:
-            raise EvaluationError(
-                "the kNN probe votes for one class per image; this dataset is multi-label: use "
-                "--classifier svm"
-            )
-        from featstore.evaluate.probes.knn import single_label as run
-    elif multilabel and spec.solver == "torch":
-        from featstore.evaluate.probes.torch_solver import multi_label as run
-    from featstore.evaluate.threads import evaluation_threads
-
-    X = np.asarray(X, dtype=np.float32)
-    _check_finite(X)
-    with evaluation_threads(threads):  # BLAS, torch and FAISS threads set together
-        out = run(X, labels, splits, spec, seed, list(classes), tick)
-    if progress and done[0] < total:
-        progress(total, total, {"stage": "fit", "classifier": spec.name})
-    return out

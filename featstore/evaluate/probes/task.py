@@ -1,7 +1,8 @@
 """Classification from cached features: plan a setting, compute or look up its record.
 
 :func:`evaluate_classification` ties the classifiers of
-:mod:`featstore.evaluate.probes.protocol` to the store: resolve complete entries, check the
+:mod:`featstore.evaluate.probes.protocol` (run by
+:func:`~featstore.evaluate.probes.arrays.classify_arrays`) to the store: resolve complete entries, check the
 dataset (two classes, a test split), transform (fitted on the training split only), fit,
 score, and save the result record, or return the stored one when the setting was already
 evaluated.
@@ -17,37 +18,20 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
-from featstore.evaluate.features.selection import (
-    Splits,
-    merge_factors,
-    resolve_dataset,
-    resolve_parts,
-    split_rows,
-)
+from featstore.evaluate.features.selection import merge_factors, resolve_dataset, resolve_parts
 from featstore.evaluate.features.transform_spec import canonical_spec
 from featstore.evaluate.features.transforms import FeatureTransform, Part
+from featstore.evaluate.probes.arrays import classify_arrays, fit_steps
 from featstore.evaluate.probes.limits import resolve_protocol
-from featstore.evaluate.probes.protocol import (
-    C_GRID,
-    LAMBDA_RANGE,
-    ClassifierSpec,
-    classify_arrays,
-    fit_steps,
-    lambda_grid,
-)
+from featstore.evaluate.probes.protocol import ClassifierSpec, Splits, split_rows
 from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.tasks import run
 from featstore.progress import Progress
 
 __all__ = [
-    "C_GRID",
-    "LAMBDA_RANGE",
     "ClassificationPlan",
-    "ClassifierSpec",
     "check_classes",
-    "classify_arrays",
     "evaluate_classification",
-    "lambda_grid",
     "plan_classification",
     "compute_classification",
 ]

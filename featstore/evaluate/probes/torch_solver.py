@@ -1,8 +1,8 @@
-"""The classification protocols on the batched torch solvers (``ClassifierSpec(solver="torch")``).
+"""The batched torch back end of the probe protocol (``ClassifierSpec(solver="torch")``).
 
-Same protocols, folds and selection rules as the scikit-learn path of
-:mod:`featstore.evaluate.probes.protocol` (so the two agree to solver tolerance), computed as
-few matrix problems as possible with :mod:`featstore.evaluate.probes.torch_linear`:
+The protocol (:mod:`featstore.evaluate.probes.protocol`) decides rows, folds, classes and
+grids, as for the scikit-learn back end (so the two agree to solver tolerance); this module
+fits them as few matrix problems as possible with :mod:`featstore.evaluate.probes.torch_linear`:
 
 - SVM: every fold x every one-vs-rest class is one column of one problem; the C grid is
   walked from the smallest C up, each C warm-started from the previous one; the refit at
@@ -17,7 +17,7 @@ few matrix problems as possible with :mod:`featstore.evaluate.probes.torch_linea
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,8 +27,16 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 
 from featstore.devices import resolve_device
-from featstore.errors import EvaluationError
 from featstore.evaluate import metrics
+from featstore.evaluate.probes.protocol import (
+    ClassJob,
+    MultiLabelFit,
+    Solver,
+    choose_on_validation,
+    lambda_grid,
+    log_loss,
+    n_folds,
+)
 from featstore.evaluate.probes.torch_linear import (
     Design,
     LogregPath,
@@ -37,9 +45,7 @@ from featstore.evaluate.probes.torch_linear import (
     svm_newton,
 )
 
-__all__ = ["LinearModel", "edge_warning", "fit_logreg", "fit_svm", "multi_label", "solver_device"]
-
-log = logging.getLogger(__name__)
+__all__ = ["SOLVER", "LinearModel", "fit_logreg", "fit_svm", "multi_label", "solver_device"]
 
 
 def solver_device(device: str = "auto") -> str:
@@ -70,18 +76,6 @@ class LinearModel:
 def _model(W: torch.Tensor, classes: np.ndarray) -> LinearModel:
     w = W.detach().cpu().double().numpy()  # (D1, K)
     return LinearModel(w[:-1].T.copy(), w[-1].copy(), classes)
-
-
-def edge_warning(what: str, value: float, grid: Sequence[float]) -> str | None:
-    """A one-line warning when the chosen value is at an end of a grid of 3 or more values."""
-    values = sorted(float(v) for v in grid)
-    if len(values) < 3 or value not in (values[0], values[-1]):
-        return None
-    end = "smallest" if value == values[0] else "largest"
-    return (
-        f"the chosen {what}={value:.3g} is the {end} value of its grid "
-        f"[{values[0]:.3g} .. {values[-1]:.3g}]; widen the grid to be sure the best is inside"
-    )
 
 
 def _dtype(spec: Any) -> torch.dtype:
@@ -134,8 +128,6 @@ def fit_svm(
     tick: Callable[..., None] = lambda info=None: None,
 ) -> tuple[LinearModel, dict[str, Any]]:
     """One-vs-rest LinearSVC-equivalent with C by stratified k-fold CV (folds, classes batched)."""
-    from featstore.evaluate.probes.protocol import _n_folds
-
     device = solver_device(getattr(spec, "device", "auto"))
     design = Design(X, device=device, dtype=_dtype(spec))
     classes = np.unique(y)
@@ -149,7 +141,7 @@ def fit_svm(
         info.add(step)
         tick({"C": grid[0]})
         return _model(W1[0], classes), {"C": grid[0], "unconverged": info.unconverged}
-    folds = _n_folds(y, spec.cv, names)
+    folds = n_folds(y, spec.cv, names)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     held = [test for _, test in splitter.split(X, y)]
     base = np.stack(
@@ -181,10 +173,6 @@ def fit_svm(
         "cv_scores": {str(c): s for c, s in zip(grid, scores, strict=True)},
         "unconverged": info.unconverged,
     }
-    warning = edge_warning("C", grid[best], grid)
-    if warning:
-        chosen["grid_edge"] = warning
-        log.warning(warning)
     return _model(W[0], classes), chosen
 
 
@@ -198,8 +186,6 @@ def fit_logreg(
     tick: Callable[..., None],
 ) -> tuple[LinearModel, dict[str, Any]]:
     """Lambda chosen on the validation rows along a warm-started path, refit on train+val."""
-    from featstore.evaluate.probes.protocol import choose_on_validation, lambda_grid, log_loss
-
     device = solver_device(getattr(spec, "device", "auto"))
     dtype = _dtype(spec)
     classes = np.unique(np.concatenate([y_tr, y_val]))
@@ -247,62 +233,31 @@ def fit_logreg(
         "val_scores": {f"{v:.6g}": float(s) for v, s in zip(lambdas, scores, strict=True)},
         "unconverged": info.unconverged,
     }
-    warning = edge_warning("lambda", lam, lambdas)
-    if warning:
-        chosen["grid_edge"] = warning
-        log.warning(warning)
     return _model(full.unshift(W), classes), chosen
 
 
 def multi_label(
     X: np.ndarray,
-    Y: np.ndarray,
-    splits: Any,
+    jobs: dict[int, ClassJob],
+    names: Sequence[str],
+    test: np.ndarray,
     spec: Any,
     seed: int,
-    classes: Sequence[str],
     tick: Callable[..., None],
-) -> dict[str, Any]:
-    """VOC-style multi-label SVM: one binary problem per class, difficult rows left out, batched."""
-    import time
-
-    from featstore.evaluate.probes.protocol import _metric_labels, _n_folds
-
-    t0 = time.perf_counter()
-    fit_rows, test = np.concatenate([splits.train, splits.val]), splits.test
-    n, K = Y.shape
-    names = [classes[k] if k < len(classes) else str(k) for k in range(K)]
+) -> MultiLabelFit:
+    """The scored classes as one batched problem: a column per class (and per fold)."""
+    n = X.shape[0]
+    live = sorted(jobs)
     grid = sorted(float(c) for c in spec.c_grid)
-    skipped: dict[str, str] = {}
-    live: list[int] = []
     folds_of: dict[int, list[np.ndarray]] = {}
-    kept: dict[int, np.ndarray] = {}
-    for k, name in enumerate(names):
-        keep = fit_rows[Y[fit_rows, k] != -1]  # difficult samples of this class are not trained on
-        target = (Y[keep, k] == 1).astype(np.int64)
-        if len(np.unique(target)) < 2:
-            skipped[name] = "no positive or no negative training sample"
-            continue
-        if not np.any(_metric_labels(Y[test, k]) == 1):
-            skipped[name] = "no positive test sample"
-            continue
-        if len(grid) > 1:
-            try:
-                nf = _n_folds(target, spec.cv, ["absent", "present"])
-            except EvaluationError as exc:  # one positive: no stratified CV for this class
-                skipped[name] = str(exc)
-                continue
-            splitter = StratifiedKFold(nf, shuffle=True, random_state=seed)
-            folds_of[k] = [keep[h] for _, h in splitter.split(keep, target)]
-        kept[k] = keep
-        live.append(k)
-    if not live:
-        raise EvaluationError(
-            "no class has positives in both the training and the test rows; cannot compute mAP"
-        )
+    for k in live:
+        job = jobs[k]
+        if job.folds is not None:
+            splitter = StratifiedKFold(job.folds, shuffle=True, random_state=seed)
+            folds_of[k] = [job.rows[h] for _, h in splitter.split(job.rows, job.target)]
     device = solver_device(getattr(spec, "device", "auto"))
     design = Design(X, device=device, dtype=_dtype(spec))
-    targets = np.where(Y[:, live] == 1, 1.0, -1.0)  # (N, L)
+    targets = np.where(Y_of(jobs, live, n), 1.0, -1.0)  # (N, L)
     Yt = _as(targets, design)
 
     def costs(rows_of: Sequence[np.ndarray]) -> np.ndarray:
@@ -318,7 +273,7 @@ def multi_label(
     info = SolveInfo()
     chosen_c = np.full(len(live), grid[0])
     warm = None
-    cv_scores: dict[str, dict[str, float]] = {}
+    fit = MultiLabelFit()
     if len(grid) > 1:
         F = max(len(folds_of[k]) for k in live)
         base = np.zeros((F, n, len(live)))
@@ -327,7 +282,9 @@ def multi_label(
             for k in live:
                 fk = folds_of[k]
                 train_rows.append(
-                    np.setdiff1d(kept[k], fk[f]) if f < len(fk) else np.zeros(0, dtype=np.int64)
+                    np.setdiff1d(jobs[k].rows, fk[f])
+                    if f < len(fk)
+                    else np.zeros(0, dtype=np.int64)
                 )
             base[f] = costs(train_rows)
         base_t = _as(base, design)
@@ -349,8 +306,10 @@ def multi_label(
         chosen_c = np.array([grid[b] for b in best])
         warm = torch.stack([per_c[b][:, :, j].mean(dim=0) for j, b in enumerate(best)], dim=-1)
         for j, k in enumerate(live):
-            cv_scores[names[k]] = {str(c): float(score_table[ci, j]) for ci, c in enumerate(grid)}
-    cost = _as(costs([kept[k] for k in live]) * chosen_c[None, :], design)[None]
+            fit.cv_scores[names[k]] = {
+                str(c): float(score_table[ci, j]) for ci, c in enumerate(grid)
+            }
+    cost = _as(costs([jobs[k].rows for k in live]) * chosen_c[None, :], design)[None]
     W0 = None if warm is None else warm[None]
     W, step = svm_newton(design, Yt, cost, W0=W0, tol=spec.tolerance)
     info.add(step)
@@ -358,39 +317,20 @@ def multi_label(
     p0 = time.perf_counter()
     rows = torch.as_tensor(test, device=device)
     S = (design.Z[rows] @ design.to_coords(W[0])).detach().cpu().double().numpy()
-    predict_s = time.perf_counter() - p0
-    ap07: dict[str, float | None] = {name: None for name in names}
-    ap_all: dict[str, float | None] = {name: None for name in names}
-    c_of: dict[str, float | None] = {name: None for name in names}
+    fit.predict_s = time.perf_counter() - p0
     for j, k in enumerate(live):
-        labels = _metric_labels(Y[test, k])
-        ap07[names[k]] = metrics.voc07_ap(S[:, j], labels)
-        ap_all[names[k]] = metrics.average_precision(S[:, j], labels)
-        c_of[names[k]] = float(chosen_c[j])
-    scored = [v for v in ap07.values() if v is not None]
-    chosen: dict[str, Any] = {
-        "C": c_of,
-        "skipped_classes": skipped,
-        "unconverged": info.unconverged,
-        "convergence_warnings": info.unconverged,
-    }
-    if len(grid) >= 3:
-        at_edge = [names[k] for j, k in enumerate(live) if chosen_c[j] in (grid[0], grid[-1])]
-        if at_edge:
-            chosen["grid_edge"] = (
-                f"the chosen C of {len(at_edge)} of {len(live)} classes is at an end of the grid "
-                f"[{grid[0]:.3g} .. {grid[-1]:.3g}]; widen the grid to be sure the best is inside"
-            )
-            log.warning(chosen["grid_edge"])
-    if cv_scores:
-        chosen["cv_scores"] = cv_scores
-    return {
-        "metrics": {
-            "map_voc07": float(np.mean(scored)),
-            "map": float(np.mean([v for v in ap_all.values() if v is not None])),
-        },
-        "per_class": {"ap_voc07": ap07, "ap": ap_all},
-        "chosen": chosen,
-        "sizes": {"n_train": len(fit_rows), "n_val": 0, "n_test": len(test)},
-        "timings": {"fit_s": time.perf_counter() - t0 - predict_s, "predict_s": predict_s},
-    }
+        fit.scores[k] = S[:, j]
+        fit.chosen_c[k] = float(chosen_c[j])
+    fit.unconverged = info.unconverged
+    return fit
+
+
+def Y_of(jobs: dict[int, ClassJob], live: Sequence[int], n: int) -> np.ndarray:
+    """(N, L) booleans: row i is a positive of live class j (only its training rows matter)."""
+    out = np.zeros((n, len(live)), dtype=bool)
+    for j, k in enumerate(live):
+        out[jobs[k].rows, j] = jobs[k].target == 1
+    return out
+
+
+SOLVER = Solver("torch", fit_svm, fit_logreg, multi_label)

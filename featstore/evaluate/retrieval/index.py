@@ -26,25 +26,17 @@ import numpy as np
 
 from featstore.errors import EvaluationError
 from featstore.evaluate.features.pca import CovariancePCA
+from featstore.evaluate.threads import gpu_count
 
 __all__ = [
     "FlatIPIndex",
     "IVFPQIndex",
     "L2PCAWhitening",
     "SubpatchIndex",
-    "gpu_count",
     "l2_normalize",
 ]
 
 _EPS = 1e-12
-
-
-def gpu_count() -> int:
-    """Number of GPUs faiss can use (0 with the faiss-cpu build)."""
-    try:
-        return int(faiss.get_num_gpus())
-    except AttributeError:  # very old builds
-        return 0
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:

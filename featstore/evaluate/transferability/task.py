@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
-from featstore.evaluate.features.selection import (
-    merge_factors,
-    resolve_dataset,
-    resolve_parts,
-    split_rows,
-)
+from featstore.evaluate.features.selection import merge_factors, resolve_dataset, resolve_parts
 from featstore.evaluate.features.transform_spec import canonical_spec
 from featstore.evaluate.features.transforms import FeatureTransform
+from featstore.evaluate.probes.protocol import split_rows
 from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.tasks import run
 from featstore.evaluate.transferability.estimators import gbc, h_score, logme
