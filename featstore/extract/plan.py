@@ -216,7 +216,8 @@ def model_plan(
     """Resolve a network, its weights identity and its layers at the effective input size.
 
     With ``store``, a network registered in that store (a fine-tuned one: see
-    :mod:`featstore.store.trained`) is found by its name too, with the store's weights.
+    :mod:`featstore.store.trained`; or one added with ``models add``: see
+    :mod:`featstore.store.networks`) is found by its name too, with the store's weights.
     """
     stored = _stored_network(store, name, weights)
     spec = base = stored.spec if stored is not None else get_spec(name)
@@ -240,13 +241,19 @@ def model_plan(
 
 def _stored_network(store: Any, name: str, weights: Any) -> Any:
     """The store's network ``name`` (spec + verified weights), or None (the seam where store-
-    registered names join the registry's; see featstore.store.trained.stored_network)."""
+    registered names join the registry's): a fine-tuned one (featstore.store.trained.
+    stored_network) or one added with ``models add`` (featstore.store.networks.added_network,
+    which takes a weights FILE proven to be its weights)."""
     if store is None:
         return None
     from featstore.store.trained import stored_network
 
     found = stored_network(store, name)
-    if found is not None and weights is not None:
+    if found is None:
+        from featstore.store.networks import added_network
+
+        return added_network(store, name, weights)
+    if weights is not None:
         raise SpecError(
             f"{name} is a network of the store with its own weights; drop --weights for it"
         )
