@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import InsufficientSpaceError, SpecError
+from featstore.errors import InsufficientSpaceError, SpecError, UnknownModelError
 from featstore.extract.device import Compute, resolve_compute
 from featstore.extract.pooling import effective_pooling, parse_pooling, parse_view, row_shape
 from featstore.models import (
@@ -220,7 +220,7 @@ def model_plan(
     :mod:`featstore.store.networks`) is found by its name too, with the store's weights.
     """
     stored = _stored_network(store, name, weights)
-    spec = base = stored.spec if stored is not None else get_spec(name)
+    spec = base = stored.spec if stored is not None else _registry_spec(name, store)
     if preprocess:
         spec = spec.with_preprocess(spec.preprocess.override(**dict(preprocess)))
         native = base.input_size
@@ -237,6 +237,23 @@ def model_plan(
         )
     resolved = {layer: resolve_layer(spec, layer) for layer in dict.fromkeys(wanted)}
     return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved)
+
+
+def _registry_spec(name: str, store: Any) -> ModelSpec:
+    """``name`` from the registry; an unknown name also lists the store's named networks."""
+    try:
+        return get_spec(name)
+    except UnknownModelError as exc:
+        if store is None:
+            raise
+        from featstore.store.networks import named_networks
+
+        names = sorted(str(n["name"]) for n in named_networks(store))
+        held = f"store {store.url} names {', '.join(names)}" if names else "the store names none"
+        raise UnknownModelError(
+            f"{exc}; {held} (featstore models named; add one with featstore models add NAME "
+            "ARCH --weights FILE)"
+        ) from None
 
 
 def _stored_network(store: Any, name: str, weights: Any) -> Any:
@@ -487,7 +504,15 @@ def plan(
         mp = model_plan(
             name, _as_list(layer_list) or None, _per_model(weights, name, None), pre, store
         )
+        twin = next((m for m in mplans if m.spec.name == mp.spec.name), None)
+        if twin is not None:  # a run's entries are computed by the network of that name
+            raise SpecError(
+                f"{name} is {mp.spec.name} (weights {mp.identity.weights_sha256[:12]}), like "
+                f"another network of this request (weights {twin.identity.weights_sha256[:12]}); "
+                "extract them in two runs"
+            )
         mplans.append(mp)
+        name = mp.spec.name  # a store name (models add) is its architecture with its weights
         for layer, info in mp.layers.items():
             shape = tuple(info.shape or ())
             for pool_spec in _poolings_for(pooling, layer):
