@@ -244,9 +244,10 @@ def _registry_spec(name: str, store: Any) -> ModelSpec:
     try:
         return get_spec(name)
     except UnknownModelError as exc:
-        if store is None:
+        from featstore.store.networks import NAME_PATTERN, named_networks
+
+        if store is None or not NAME_PATTERN.fullmatch(name):  # module:function, timm: ...
             raise
-        from featstore.store.networks import named_networks
 
         names = sorted(str(n["name"]) for n in named_networks(store))
         held = f"store {store.url} names {', '.join(names)}" if names else "the store names none"
