@@ -211,8 +211,8 @@ def _help(role: str) -> dict[str, str]:
             "LAYER=SPEC for one layer; repeatable. [default: avg]",
             "view": "View(s) to store: plain, flip, crops:1x1,2x2,3x3 (retrieval); "
             "comma-separated or repeated. [default: plain]",
-            "weights": "random, FILE (state dict or checkpoint), or NET=W for one network; "
-            "default: offline pretrained.",
+            "weights": "pretrained (offline), random, FILE (state dict or checkpoint), or NET=W "
+            "for one network. [default: pretrained]",
             "compute_dtype": "float32, bfloat16 or float16-amp (part of the key) "
             "[default: float16-amp on CUDA, float32 on CPU].",
             "dtype": "Storage dtype. [default: float16]",

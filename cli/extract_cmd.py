@@ -110,7 +110,7 @@ def extract(
         if v is not None
     }
     options: dict[str, Any] = dict(
-        weights=dict(choice.weights) if choice.weights else None,
+        weights=_weights(choice.weights),
         preprocess=preprocess or None,
         device=device,
         amp=amp,
@@ -164,6 +164,13 @@ def extract(
                 f"{len(summary['incomplete'])} entries are still incomplete (chunks leased by other "
                 "writers); run the command again when they finish, or `featstore gc` to clear stale leases"
             )
+
+
+def _weights(chosen: Any) -> dict[str, str] | None:
+    """The weights per network as plan takes them; ``pretrained`` is the network's default."""
+    if not chosen:
+        return None
+    return {net: "default" if w == "pretrained" else w for net, w in chosen.items()}
 
 
 def render_plan(data: dict[str, Any], store: str = "") -> str:

@@ -221,3 +221,31 @@ def test_ls_rm_export_choose_entries_by_what_they_hold(blob_store, tmp_path) -> 
         "Error: give KEYs or the options that choose entries, not both"
     )
     assert {e["key"] for e in _ls(url)} == {mx.key, fc.key, other.key}
+
+
+@pytest.mark.parametrize(
+    ("values", "views"),
+    [
+        (("plain,flip",), ("plain", "flip")),
+        (("plain", "flip", "plain"), ("plain", "flip")),
+        (("plain,crops:1x1,2x2,3x3", "flip"), ("plain", "crops:1x1,2x2,3x3", "flip")),
+        (("crops:1x1,2x2", "3x3"), ("crops:1x1,2x2", "3x3")),  # scales join only their own value
+        (("crops,2x2",), ("crops:2x2",)),
+    ],
+)
+def test_views_split_on_commas_keeping_the_scales_of_crops(values, views) -> None:
+    from featstore.cli.choose import split_views
+
+    assert split_views(values) == views
+
+
+def test_extract_weights_pretrained_is_the_default_weights(image_folder, tmp_path) -> None:
+    url = str(tmp_path / "s.zarr")
+    assert invoke("datasets", "add", "tiny", str(image_folder), "--store", url).exit_code == 0
+    base = ["extract", "--store", url, "-d", "tiny", "-m", "efficientnet_lite0", "-l", "stage5",
+            "--device", "cpu", "--dry-run", "--json"]  # fmt: skip
+    plain = invoke(*base)
+    named = invoke(*base, "--weights", "pretrained")
+    assert plain.exit_code == 0 and named.exit_code == 0, named.output
+    keys = [[e["key"] for e in json.loads(r.output)["entries"]] for r in (plain, named)]
+    assert keys[0] == keys[1] and len(keys[0]) == 1
