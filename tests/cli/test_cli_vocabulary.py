@@ -249,3 +249,23 @@ def test_extract_weights_pretrained_is_the_default_weights(image_folder, tmp_pat
     assert plain.exit_code == 0 and named.exit_code == 0, named.output
     keys = [[e["key"] for e in json.loads(r.output)["entries"]] for r in (plain, named)]
     assert keys[0] == keys[1] and len(keys[0]) == 1
+
+
+def test_ls_choosing_entries_imports_no_torch(blob_store) -> None:
+    """Selecting is reading: the options go through the store's Catalog, never a network."""
+    import subprocess
+    import sys
+
+    url, store, ds, X = blob_store
+    entry = add_features(store, ds, X, layer="stage5", pooling="avg", layer_target="blocks.5")
+    code = (
+        "import sys, json\n"
+        "from click.testing import CliRunner\n"
+        "from featstore.cli.main import cli\n"
+        f"r = CliRunner().invoke(cli, ['ls', '--store', {url!r}, '-d', 'blobs', '-m', 'toynet',"
+        " '-l', 'blocks.5', '--pool', 'avg', '--compute-dtype', 'float32', '--json'])\n"
+        "keys = [e['key'] for e in json.loads(r.output)['entries']]\n"
+        "print(json.dumps({'keys': keys, 'torch': 'torch' in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"keys": [entry.key], "torch": False}
