@@ -153,7 +153,7 @@ class Choice:
                                 weights=parse_weights(weights),
                                 compute_dtype=self.compute_dtype,
                                 dtype=self.dtype,
-                            )  # fmt: skip
+                            )
                         )
         return out
 
