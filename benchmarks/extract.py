@@ -130,7 +130,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--layers", default=DEFAULT_LAYERS, help="the k layers (comma-separated)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--loader-workers",
+        dest="workers",
+        type=int,
+        default=None,
+        help="image loader processes (as featstore extract --loader-workers)",
+    )
+    ap.add_argument("--workers", dest="old_workers", default=None, help=argparse.SUPPRESS)
     ap.add_argument(
         "--repeat", type=int, default=2, help="alternate the timings this often; best of each"
     )
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="8 generated images, a tiny network, 2 layers, once (seconds)",
     )
     args = ap.parse_args(argv)
+    if args.old_workers is not None:
+        ap.error("--workers is now --loader-workers (image loader processes)")
     if args.smoke:
         return smoke(args)
     return run(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from featstore.cli.choose import Choice, choose_options, chosen_entries, describe_choice
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -118,6 +119,7 @@ def _render_summary(summary: dict[str, Any]) -> str:
 @click.command(name="export")
 @click.argument("file")
 @click.argument("keys", nargs=-1)
+@choose_options("store")
 @click.option(
     "--format",
     "fmt",
@@ -132,18 +134,30 @@ def _render_summary(summary: dict[str, Any]) -> str:
 def export_cmd(
     file: str,
     keys: tuple[str, ...],
+    choice: Choice,
     fmt: str,
     store_url: str,
     as_json: bool,
 ) -> None:
-    """Export entries (all, or KEYs), their datasets and results to one HDF5 FILE.
+    """Export entries (all, KEYs, or those the options choose, as in ls), their datasets and
+    results to one HDF5 FILE.
 
     \b
     Example:
       featstore export --format hdf5 flowers-features.h5
+      featstore export flowers-r18.h5 -d flowers -m resnet18 -l penultimate
     """
     _ = fmt  # one format for now; the option keeps scripts explicit
+    if keys and choice.given():
+        raise click.UsageError("give KEYs or the options that choose entries, not both")
     source = open_cli_store(store_url, "r")
+    if choice.given():
+        keys = tuple(e.key for e in chosen_entries(source, choice))
+        if not keys:
+            raise click.ClickException(
+                f"no feature entries match {describe_choice(choice)}; see `featstore ls` with "
+                "the same options"
+            )
     with progress_bar("export", unit="entry", enabled=not as_json) as progress:
         summary = export_hdf5(source, file, list(keys) or None, progress=progress)
     emit(summary, as_json, _render_summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from featstore.cli.choose import Choice, choose_options
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -59,41 +60,13 @@ def _c_grid(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 
 
 @click.command()
-@click.option("-d", "--dataset", required=True, help="Dataset name or id.")
-@click.option(
-    "-m",
-    "--model",
-    required=True,
-    help="Network name(s), comma-separated: registered, or named in the store (featstore models add).",
-)
-@click.option("-l", "--layer", required=True, help="Layer name(s), comma-separated: one row each.")
+@choose_options("evaluate")
 @click.option(
     "--task",
     type=click.Choice(sorted(TASKS)),
     default="classify",
     show_default=True,
     help="What to evaluate.",
-)
-@click.option(
-    "--pool",
-    "pooling",
-    multiple=True,
-    help="Stored pooling of the entries, as extract takes it: SPEC[,SPEC] for every layer, "
-    "LAYER=SPEC for one (a row per pooling) [default: any].",
-)
-@click.option("--view", default="plain", show_default=True, help="Stored view of the entries.")
-@click.option(
-    "--weights",
-    default=None,
-    metavar="random|pretrained|sha256:PREFIX|FILE",
-    help="Entries of random-init, default pretrained, these weights (sha256 prefix, as "
-    "featstore ls shows) or this file's weights (no file needed if an extraction recorded "
-    "its path) [default: any].",
-)
-@click.option(
-    "--compute-dtype",
-    default=None,
-    help="Entries computed in float32, bfloat16 or float16-amp [default: any].",
 )
 @click.option(
     "--key",
@@ -265,23 +238,14 @@ def evaluate(**opts: Any) -> None:
       featstore evaluate -d flowers -m efficientnet_lite0 -l stage3,stage5,penultimate \\
           --task similarity --measure cka --split test
     """
+    choice: Choice = opts.pop("choice")
     task = get_task(opts["task"])
     _refuse_unused(click.get_current_context(), task, opts)
     if opts["transform"] is None:
         opts["transform"] = task.default_transform
+    settings = _settings(choice, opts["concat"], [k for value in opts["keys"] for k in _csv(value)])
+    opts["dataset"] = choice.dataset
     store = open_cli_store(opts["store_url"], create=False)  # evaluating needs a dataset in it
-    from featstore.evaluate.features.settings import settings_from_factors
-
-    settings = settings_from_factors(
-        _csv(opts["model"]),
-        _csv(opts["layer"]),
-        pooling=_pooling(opts["pooling"]),
-        view=opts["view"],
-        concat=opts["concat"],
-        weights=opts["weights"],
-        compute_dtype=_compute_dtype(opts["compute_dtype"]),
-        keys=[k for value in opts["keys"] for k in _csv(value)],
-    )
     options = task.select(opts)
     if task.matrix:
         _evaluate_matrix(task, store, settings, opts, options)
@@ -327,6 +291,24 @@ def _refuse_unused(ctx: click.Context, task: Task, opts: dict[str, Any]) -> None
             raise click.UsageError(
                 f"{param.opts[0]} does not apply to {what}; drop it (see featstore evaluate --help)"
             )
+
+
+def _settings(choice: Choice, concat: bool, keys: list[str]) -> list[Any]:
+    """A row per (network, view, layer, pooling) chosen, or one concatenated row: every
+    repeated option is used, none is silently dropped."""
+    from featstore.evaluate.features.settings import settings_from_factors
+
+    rows: list[Any] = []
+    for model in choice.models:
+        for view in choice.views or ("plain",):
+            rows += settings_from_factors(
+                [model], list(choice.layers), pooling=_pooling(choice.pools), view=view,
+                weights=choice.weights_for(model),
+                compute_dtype=_compute_dtype(choice.compute_dtype), keys=keys,
+            )  # fmt: skip
+    if choice.dtype:
+        rows = [[{**sel, "dtype": choice.dtype} for sel in setting] for setting in rows]
+    return [[sel for setting in rows for sel in setting]] if concat else rows
 
 
 def _pooling(values: tuple[str, ...]) -> dict[str, list[str]] | None:

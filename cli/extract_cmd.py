@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from featstore.cli.choose import Choice, choose_options, renamed
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -18,57 +19,8 @@ from featstore.cli.common import (
 )
 
 
-def split_required(values: tuple[str, ...], option: str, what: str) -> list[str]:
-    """Like split_names, but an option given with only commas (``-l ,``) is refused, not dropped."""
-    from featstore.extract.options import split_names
-
-    items = split_names(values)
-    if values and not items:
-        raise click.BadParameter(
-            f"{values[-1]!r} names no {what}; give comma-separated names", param_hint=option
-        )
-    return items
-
-
 @click.command("extract")
-@click.option(
-    "-d", "--dataset", required=True, help="Dataset name or id (see `featstore datasets list`)."
-)
-@click.option(
-    "-m",
-    "--model",
-    "models",
-    multiple=True,
-    default=("efficientnet_lite0",),
-    show_default=True,
-    help="Network(s), comma-separated or repeated.",
-)
-@click.option(
-    "-l",
-    "--layer",
-    "layers",
-    multiple=True,
-    help="Layer(s), comma-separated or repeated (default: each network's penultimate).",
-)
-@click.option(
-    "--pool",
-    "pools",
-    multiple=True,
-    help="Stored pooling: none, avg, max, gem[:p], grid:max:G, map:avg:S; LAYER=SPEC for one layer. [default: avg]",
-)
-@click.option("--flip", is_flag=True, help="Also store the horizontally flipped view.")
-@click.option(
-    "--crops",
-    default=None,
-    metavar="SCALES",
-    help="Also store multi-scale sub-patches, e.g. 1x1,2x2,3x3 (retrieval).",
-)
-@click.option(
-    "--weights",
-    "weights",
-    multiple=True,
-    help="FILE (state dict or checkpoint), 'random', or NET=FILE; default: offline pretrained.",
-)
+@choose_options("extract")
 @click.option(
     "--resize", type=click.IntRange(min=1), default=None, help="Override the resize (shorter side)."
 )
@@ -89,25 +41,15 @@ def split_required(values: tuple[str, ...], option: str, what: str) -> list[str]
     help="Images per batch (default 32 on CPU, 64 on CUDA).",
 )
 @click.option(
-    "--workers",
+    "--loader-workers",
     type=click.IntRange(min=0),
     default=None,
-    help="Decoding worker processes (0: a decoding thread; default 0 on CPU, up to 8 on CUDA).",
+    help="Image loader processes (0: a decoding thread; default 0 on CPU, up to 8 on CUDA).",
 )
 @click.option(
     "--amp/--no-amp",
     default=None,
     help="Autocast (default: float16 on CUDA, off on CPU; --amp on CPU means bfloat16).",
-)
-@click.option(
-    "--compute-dtype", default=None, help="float32, bfloat16 or float16-amp (part of the key)."
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(["float16", "float32", "float64"]),
-    default="float16",
-    show_default=True,
-    help="Storage dtype.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
 @click.option(
@@ -122,26 +64,21 @@ def split_required(values: tuple[str, ...], option: str, what: str) -> list[str]
     is_flag=True,
     help="Lease whole-chunk units, so several processes filling one shared store split the work.",
 )
+@renamed("--flip", "--view: give --view plain,flip", flag=True)
+@renamed("--crops", "--view: give --view plain,crops:{value}")
+@renamed("--workers", "--loader-workers (image loader processes)")
 @store_option
 @json_option
 @handle_errors
 def extract(
-    dataset: str,
-    models: tuple[str, ...],
-    layers: tuple[str, ...],
-    pools: tuple[str, ...],
-    flip: bool,
-    crops: str | None,
-    weights: tuple[str, ...],
+    choice: Choice,
     resize: int | None,
     crop: int | None,
     interpolation: str | None,
     device: str,
     batch_size: int | None,
-    workers: int | None,
+    loader_workers: int | None,
     amp: bool | None,
-    compute_dtype: str | None,
-    dtype: str,
     dry_run: bool,
     dask_address: str | None,
     share: bool,
@@ -157,39 +94,40 @@ def extract(
 
     \b
     Example:
-      featstore extract -d flowers -m efficientnet_lite0 -l stage6,last_conv,penultimate --flip
-      featstore extract -d flowers -m alexnet,resnet50 -l penultimate --pool grid:max:6
-      featstore extract -d holidays -m efficientnet_lite0 -l last_conv --pool max --crops 1x1,2x2,3x3
+      featstore extract -d flowers -m efficientnet_lite0 -l stage6,last_conv,penultimate --view plain,flip
+      featstore extract -d flowers -m alexnet -m resnet50 -l penultimate --pool grid:max:6
+      featstore extract -d holidays -m efficientnet_lite0 -l last_conv --pool max \\
+          --view crops:1x1,2x2,3x3
+      featstore extract -d flowers -m r18-places -l penultimate   # a name from featstore models add
       featstore extract -d flowers -m resnet50 --store s3://team/feats.zarr --dask local:4
     """
-    from featstore.extract.options import pooling_by_layer, weights_by_model  # torch: lazy
+    from featstore.extract.options import pooling_by_layer  # torch: lazy
 
-    model_list = split_required(models, "-m/--model", "network")
-    views = ["plain"] + (["flip"] if flip else []) + ([f"crops:{crops}"] if crops else [])
+    model_list = list(choice.models)
     preprocess = {
         k: v
         for k, v in (("resize", resize), ("crop", crop), ("interpolation", interpolation))
         if v is not None
     }
     options: dict[str, Any] = dict(
-        weights=weights_by_model(weights, model_list),
+        weights=_weights(choice.weights),
         preprocess=preprocess or None,
         device=device,
         amp=amp,
-        compute_dtype=compute_dtype,
-        dtype=dtype,
+        compute_dtype=choice.compute_dtype,
+        dtype=choice.dtype or "float16",
     )
     from featstore.extract import plan as make_plan  # torch: imported only when used
     from featstore.extract.run import choose_mode, run_extraction
 
     request = (
-        split_required(layers, "-l/--layer", "layer") or None,
-        pooling_by_layer(pools),
-        views,
+        list(choice.layers) or None,
+        pooling_by_layer(choice.pools),
+        list(choice.views) or ["plain"],
     )
     # a dry run never writes; a real run needs the dataset registered, so never creates a store
     store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
-    p = make_plan(store, dataset, model_list, *request, **options)
+    p = make_plan(store, choice.dataset, model_list, *request, **options)
     if not as_json:
         click.echo(render_plan(p.to_dict(), store_note(store)))
     if dry_run:
@@ -212,7 +150,7 @@ def extract(
     with progress_bar("extracting", unit=unit, enabled=not as_json) as progress:
         summary = run_extraction(
             store, p.dataset, model_list, *request, mode=mode, dask=dask_address,
-            plan_=p if mode == "local" else None, batch_size=batch_size, num_workers=workers,
+            plan_=p if mode == "local" else None, batch_size=batch_size, num_workers=loader_workers,
             progress=progress, **options,
         )  # fmt: skip
     if mode == "local":
@@ -226,6 +164,13 @@ def extract(
                 f"{len(summary['incomplete'])} entries are still incomplete (chunks leased by other "
                 "writers); run the command again when they finish, or `featstore gc` to clear stale leases"
             )
+
+
+def _weights(chosen: Any) -> dict[str, str] | None:
+    """The weights per network as plan takes them; ``pretrained`` is the network's default."""
+    if not chosen:
+        return None
+    return {net: "default" if w == "pretrained" else w for net, w in chosen.items()}
 
 
 def render_plan(data: dict[str, Any], store: str = "") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from featstore.cli.choose import Choice, choose_options, chosen_entries, describe_choice
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -19,23 +20,37 @@ from featstore.cli.common import (
 from featstore.errors import redact_url
 from featstore.keys import check_key
 from featstore.store.maintenance import entry_summary, repair_objects, verify_store
+from featstore.store.select import entry_factors
 
 
 @click.command()
+@choose_options("store")
 @click.option("--all", "show_all", is_flag=True, help="Also list result records.")
 @store_option
 @json_option
 @handle_errors
-def ls(show_all: bool, store_url: str, as_json: bool) -> None:
-    """List feature entries: factors, size, complete or not.
+def ls(choice: Choice, show_all: bool, store_url: str, as_json: bool) -> None:
+    """List feature entries: factors, size, complete or not; the options choose which.
+
+    The choosing options are extract's and evaluate's (an alias and its module name find
+    the same entries; a pooling finds what extraction stores for it); left out, they
+    match any value. --json gives each entry's factors as selectors match them.
 
     \b
     Example:
       featstore ls --store stores/default.zarr
+      featstore ls -d flowers -m efficientnet_lite0 -l penultimate --view flip
+      featstore ls -m r18-places --compute-dtype bfloat16 --json
     """
     store = open_cli_store(store_url, "r")
-    rows = [entry_summary(info) for info in store.entries()]
+    infos = store.entries()
+    if choice.given():
+        keys = {e.key for e in chosen_entries(store, choice)}
+        infos = [info for info in infos if info.key in keys]
+    rows = [{**entry_summary(info), "factors": entry_factors(info.attrs)} for info in infos]
     data: dict[str, Any] = {"store": redact_url(store.url), "entries": rows}
+    if choice.given():
+        data["chosen"] = describe_choice(choice)
     if show_all:
         data["results"] = store.result_keys()
     emit(data, as_json, _render_ls)
@@ -44,7 +59,9 @@ def ls(show_all: bool, store_url: str, as_json: bool) -> None:
 def _render_ls(data: dict[str, Any]) -> str:
     rows = data["entries"]
     if not rows:
-        text = f"store {data['store']}: no feature entries"
+        text = f"store {data['store']}: no feature entries" + (
+            f" match {data['chosen']}" if data.get("chosen") else ""
+        )
     else:
         text = table(
             [
@@ -285,28 +302,52 @@ def _spans(indices: list[int]) -> str:
 
 
 @click.command()
-@click.argument("keys", nargs=-1, required=True)
+@click.argument("keys", nargs=-1)
+@choose_options("store")
 @click.option(
     "--force", is_flag=True, help="Also remove an entry a running extraction holds a lease on."
 )
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @store_option
 @handle_errors
-def rm(keys: tuple[str, ...], force: bool, store_url: str) -> None:
-    """Remove feature entries or result records.
+def rm(keys: tuple[str, ...], choice: Choice, force: bool, dry_run: bool, store_url: str) -> None:
+    """Remove feature entries or result records: by KEY, or every entry the options choose.
 
+    The choosing options are those of ls (list first with the same options); with -d only
+    entries of exactly that dataset's images are removed, never one other datasets read.
     An entry that a live writer holds a lease on (an extraction or copy filling it now) is
     refused, naming the holder, unless --force.
 
     \b
     Example:
       featstore rm feat-0123456789abcdef0123
+      featstore rm -d flowers -m efficientnet_lite0 -l stage5 --view flip --dry-run
     """
     from featstore.store.lease import check_not_held
 
+    if keys and choice.given():
+        raise click.UsageError("give KEYs or the options that choose entries, not both")
+    if not keys and not choice.given():
+        raise click.UsageError(
+            "name the KEYs to remove, or choose entries with -d/-m/-l/--pool/--view/--weights/"
+            "--compute-dtype/--dtype (see featstore ls)"
+        )
     for key in keys:  # every key checked before the store is touched
         check_key(key)
-    store = open_cli_store(store_url, "a", create=False)
+    store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
+    if choice.given():
+        keys = tuple(e.key for e in chosen_entries(store, choice, whole=True))
+        if not keys:
+            raise click.ClickException(
+                f"no feature entries match {describe_choice(choice)}; see `featstore ls` with "
+                "the same options"
+            )
     for key in keys:
+        if dry_run:
+            if not (store.has_entry(key) or store.has_result(key)):
+                raise click.ClickException(f"store has no entry or result record {key}")
+            click.echo(f"would remove {key}")
+            continue
         if store.has_entry(key) or not store.has_result(key):
             if not force:
                 check_not_held(store, key)

@@ -101,11 +101,14 @@ def cell_key(dataset: str, task: str, setting: Mapping[str, Any]) -> str:
     return f"{dataset}:{task}:{setting_label(setting)}"
 
 
-def selector_label(selectors: Sequence[Mapping[str, Any]], with_model: bool = False) -> str:
-    """A row label of ``featstore evaluate``: the layer (``model:layer`` when several models),
-    ``+``-joined for a concatenation."""
+def selector_label(
+    selectors: Sequence[Mapping[str, Any]], with_model: bool = False, with_view: bool = False
+) -> str:
+    """A row label of ``featstore evaluate``: the layer (``model:layer`` when several models,
+    ``layer@view`` when several views), ``+``-joined for a concatenation."""
     names = []
     for sel in selectors:
         layer = str(sel.get("layer") or sel.get("key") or "?")
-        names.append(f"{sel.get('model')}:{layer}" if with_model else layer)
+        name = f"{sel.get('model')}:{layer}" if with_model else layer
+        names.append(f"{name}@{sel.get('view')}" if with_view else name)
     return "+".join(names)

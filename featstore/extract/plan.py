@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import InsufficientSpaceError, SpecError
+from featstore.errors import InsufficientSpaceError, SpecError, UnknownModelError
 from featstore.extract.device import Compute, resolve_compute
 from featstore.extract.pooling import effective_pooling, parse_pooling, parse_view, row_shape
 from featstore.models import (
@@ -216,10 +216,11 @@ def model_plan(
     """Resolve a network, its weights identity and its layers at the effective input size.
 
     With ``store``, a network registered in that store (a fine-tuned one: see
-    :mod:`featstore.store.trained`) is found by its name too, with the store's weights.
+    :mod:`featstore.store.trained`; or one added with ``models add``: see
+    :mod:`featstore.store.networks`) is found by its name too, with the store's weights.
     """
     stored = _stored_network(store, name, weights)
-    spec = base = stored.spec if stored is not None else get_spec(name)
+    spec = base = stored.spec if stored is not None else _registry_spec(name, store)
     if preprocess:
         spec = spec.with_preprocess(spec.preprocess.override(**dict(preprocess)))
         native = base.input_size
@@ -238,15 +239,39 @@ def model_plan(
     return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved)
 
 
+def _registry_spec(name: str, store: Any) -> ModelSpec:
+    """``name`` from the registry; an unknown name also lists the store's named networks."""
+    try:
+        return get_spec(name)
+    except UnknownModelError as exc:
+        from featstore.store.networks import NAME_PATTERN, named_networks
+
+        if store is None or not NAME_PATTERN.fullmatch(name):  # module:function, timm: ...
+            raise
+
+        names = sorted(str(n["name"]) for n in named_networks(store))
+        held = f"store {store.url} names {', '.join(names)}" if names else "the store names none"
+        raise UnknownModelError(
+            f"{exc}; {held} (featstore models named; add one with featstore models add NAME "
+            "ARCH --weights FILE)"
+        ) from None
+
+
 def _stored_network(store: Any, name: str, weights: Any) -> Any:
     """The store's network ``name`` (spec + verified weights), or None (the seam where store-
-    registered names join the registry's; see featstore.store.trained.stored_network)."""
+    registered names join the registry's): a fine-tuned one (featstore.store.trained.
+    stored_network) or one added with ``models add`` (featstore.store.networks.added_network,
+    which takes a weights FILE proven to be its weights)."""
     if store is None:
         return None
     from featstore.store.trained import stored_network
 
     found = stored_network(store, name)
-    if found is not None and weights is not None:
+    if found is None:
+        from featstore.store.networks import added_network
+
+        return added_network(store, name, weights)
+    if weights is not None:
         raise SpecError(
             f"{name} is a network of the store with its own weights; drop --weights for it"
         )
@@ -480,7 +505,15 @@ def plan(
         mp = model_plan(
             name, _as_list(layer_list) or None, _per_model(weights, name, None), pre, store
         )
+        twin = next((m for m in mplans if m.spec.name == mp.spec.name), None)
+        if twin is not None:  # a run's entries are computed by the network of that name
+            raise SpecError(
+                f"{name} is {mp.spec.name} (weights {mp.identity.weights_sha256[:12]}), like "
+                f"another network of this request (weights {twin.identity.weights_sha256[:12]}); "
+                "extract them in two runs"
+            )
         mplans.append(mp)
+        name = mp.spec.name  # a store name (models add) is its architecture with its weights
         for layer, info in mp.layers.items():
             shape = tuple(info.shape or ())
             for pool_spec in _poolings_for(pooling, layer):

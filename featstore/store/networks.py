@@ -15,6 +15,7 @@ Each record is stored as canonical JSON with its own sha256, checked on every re
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,10 @@ from featstore.errors import ModelError, SpecError, StoreError, WeightsNotFoundE
 from featstore.keys import canonical_json, content_hash
 
 __all__ = [
+    "AddedNetwork",
     "NamedNetwork",
     "add_network",
+    "added_network",
     "check_name_free",
     "get_network",
     "list_networks",
@@ -195,3 +198,62 @@ def add_network(
     )
     put_network(store, net, replace=replace)
     return net
+
+
+@dataclass(frozen=True)
+class AddedNetwork:
+    """An added network resolved for extraction (the hook of featstore.extract.plan): the
+    architecture's spec with the recorded preprocessing, and a weights file proven to be
+    the recorded weights."""
+
+    spec: Any  # featstore.models.ModelSpec
+    weights: Any  # featstore.models.WeightsRef (source "file")
+    network: NamedNetwork
+
+
+def added_network(store: Any, name: str, weights: str | None = None) -> AddedNetwork | None:
+    """Network ``name`` of ``store`` (added with ``models add``) as extraction computes it, or
+    None when the store has no such name.
+
+    The weights file is the one given (``weights``: a FILE), else where the network was
+    added from; its state dict must hash to the recorded sha256. Keys are those of ARCH
+    with that file, so ``-m NAME`` and ``-m ARCH --weights FILE`` share entries.
+    """
+    net = get_network(store, name)
+    if net is None:
+        return None
+    from featstore.models import Preprocess, WeightsRef, get_spec
+    from featstore.models.weights import file_sha256
+
+    given = str(weights).strip() if weights is not None else ""
+    if given.lower().startswith("sha256:"):
+        if not net.weights_sha256.startswith(given[len("sha256:") :].lower()):
+            raise SpecError(
+                f"network {name} has weights sha256:{net.weights_sha256[:16]}; weights {given} "
+                "contradict it: drop them"
+            )
+        given = ""
+    elif given in ("random", "pretrained", "default"):
+        raise SpecError(
+            f"{name} is a network of the store with its own weights ({net.arch}, sha256 "
+            f"{net.weights_sha256[:16]}); drop --weights {given} for it, or name {net.arch}"
+        )
+    path = given or str(net.weights_file.get("path") or "")
+    if not path or not os.path.isfile(os.path.expanduser(path)):
+        where = f"at {path}" if path else "where it was added from"
+        raise WeightsNotFoundError(
+            f"extracting network {name} needs its weights file ({net.arch}, sha256 "
+            f"{net.weights_sha256[:16]}), which is not {where}; put the file there or give "
+            f"--weights FILE (the same weights) for {name}"
+        )
+    path = os.path.abspath(os.path.expanduser(path))
+    sha = file_sha256(path)
+    if sha != net.weights_sha256:
+        raise SpecError(
+            f"weights file {path} (sha256 {sha[:16]}) is not the weights of network {name} "
+            f"(sha256 {net.weights_sha256[:16]}); give the file it was added from"
+        )
+    spec = get_spec(net.arch)
+    if net.preprocess:
+        spec = spec.with_preprocess(Preprocess.from_dict(net.preprocess))
+    return AddedNetwork(spec=spec, weights=WeightsRef("file", path), network=net)

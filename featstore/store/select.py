@@ -52,6 +52,7 @@ __all__ = [
     "Selector",
     "WeightsChoice",
     "describe_entries",
+    "entry_factors",
     "file_record",
     "lookup",
     "parse_weights",
@@ -524,6 +525,18 @@ class Catalog:
             network=net.arch, weights=weights, preprocess=sel.preprocess or net.preprocess
         )
 
+    def select(self, sel: Selector, dataset: Any = None) -> list[Any]:
+        """Every entry ``sel`` names (holding ``dataset``'s images when given), with no
+        tie-break: what ``featstore ls`` lists and ``featstore rm`` removes."""
+        if sel.key:
+            return [e for e in self.entries() if e.key == sel.key]
+        sel = self.expand(sel)
+        if dataset is not None:
+            return self.candidates(dataset, sel)
+        table = self.layer_table(sel.network) if sel.network else {}
+        weights_ok = self._weights_filter(sel.weights, sel.network)
+        return [e for e in self.entries() if self.matches(sel, e, table) and weights_ok(e.attrs)]
+
     def _check_weights_prefix(self, found: Sequence[Any], sel: Selector) -> None:
         if sel.weights is None or sel.weights.kind != "sha256":
             return
@@ -546,6 +559,30 @@ class Catalog:
                 f"them with featstore extract -d {dataset.name} or choose an entry of this dataset"
             )
         return view
+
+
+def entry_factors(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The factors a :class:`Selector` matches, as one entry records them (``featstore ls
+    --json``): what to pass to choose exactly this entry."""
+    model = _model(attrs)
+    return {
+        "network": _network_of(attrs),
+        "weights": {"source": model.get("source"), "sha256": model.get("weights_sha256")},
+        "layer": attrs.get("layer"),
+        "layer_target": attrs.get("layer_target"),
+        "layer_aliases": sorted(
+            k
+            for k, v in (attrs.get("layer_aliases") or {}).items()
+            if v == attrs.get("layer_target")
+        ),
+        "pooling": attrs.get("pooling"),
+        "view": attrs.get("view"),
+        "preprocess": attrs.get("preprocess"),
+        "compute_dtype": attrs.get("compute_dtype"),
+        "dtype": attrs.get("dtype"),
+        "images": attrs.get("images"),
+        "dataset": attrs.get("dataset_name"),
+    }
 
 
 def _same_features(entry: Any) -> str:

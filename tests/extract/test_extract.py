@@ -489,7 +489,8 @@ def test_cli_extract_then_nothing_to_compute(tiny) -> None:
         "72",
         "--crop",
         "64",
-        "--flip",
+        "--view",
+        "plain,flip",
         "--batch-size",
         "8",
     ]

@@ -249,7 +249,7 @@ def resolve_parts(
             if flip is None:
                 raise TransformError(
                     f"flipavg needs the flip view of entry {entry.key}; extract the layer with the "
-                    "flip view (featstore extract ... --flip) or drop flipavg"
+                    "flip view (featstore extract ... --view plain,flip) or drop flipavg"
                 )
             _check_complete(flip)
         parts.append(Part(entry, flip))

@@ -106,7 +106,10 @@ def evaluate_settings(
     if not settings:
         raise EvaluationError("no settings to evaluate")
     models = {sel.get("model") for setting in settings for sel in setting}
-    labels = [selector_label(s, with_model=len(models) > 1) for s in settings]
+    views = {sel.get("view") for setting in settings for sel in setting}
+    labels = [
+        selector_label(s, with_model=len(models) > 1, with_view=len(views) > 1) for s in settings
+    ]
     if check is not None:
         for setting in settings:
             check(store, dataset, list(setting), **options)

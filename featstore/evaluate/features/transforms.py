@@ -347,7 +347,7 @@ class FeatureTransform(BaseEstimator):
                 if part.flip is None:
                     raise TransformError(
                         f"flipavg needs the flip view of entry {part.plain.key}; extract the layer "
-                        "with the flip view (featstore extract ... --flip) or drop flipavg"
+                        "with the flip view (featstore extract ... --view plain,flip) or drop flipavg"
                     )
                 other = _pooled_dim(part.flip, pool)
                 if other != dim:

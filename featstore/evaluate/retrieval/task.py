@@ -177,7 +177,7 @@ def _subpatch_selectors(store: Any, ds: Any, features: Any) -> list[FeatureSelec
             raise EntryNotFoundError(
                 f"sub-patch matching needs a crops view of {sel.describe()} for dataset {ds.name!r}; "
                 f"extract it first, e.g. featstore extract -d {ds.name} -m {sel.model or 'MODEL'} "
-                f"-l {sel.layer or 'LAYER'} --crops 1x1,2x2,3x3"
+                f"-l {sel.layer or 'LAYER'} --view crops:1x1,2x2,3x3"
             )
         if len(views) > 1:
             raise EvaluationError(
