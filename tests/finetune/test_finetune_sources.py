@@ -76,7 +76,7 @@ def test_open_clip_towers_are_refused_before_training(store) -> None:  # type: i
     open_clip = pytest.importorskip("open_clip")
     tiny = {
         "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8},
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
         "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
     }
     folder = Path(store.location).parent / "oc"
