@@ -44,9 +44,13 @@ def test_learning_factors_are_columns_of_the_table_and_the_csv() -> None:
     }
     md = render(rep, "md")
     assert "| classifier | training | freeze | epoch | flowers12 classify (accuracy) |" in md
-    assert "| lite0-freeze5 | penultimate | avg | plain | l2 | svm | fine-tuned | stage5 | 2 |" in md
+    assert (
+        "| lite0-freeze5 | penultimate | avg | plain | l2 | svm | fine-tuned | stage5 | 2 |" in md
+    )
     csv = render(rep, "csv").splitlines()
-    assert csv[0].startswith("network,layer,pooling,view,transform,classifier,training,freeze,epoch")
+    assert csv[0].startswith(
+        "network,layer,pooling,view,transform,classifier,training,freeze,epoch"
+    )
     assert "<th>training</th>" in render(rep, "html", plots=False).replace(' class="sort"', "")
 
 

@@ -53,7 +53,11 @@ def test_a_timm_network_fine_tunes_with_frozen_blocks_and_is_extracted_by_name(s
     assert out["trained"] is True and out["networks"] == ["vit-ft"]
     rec = nets.get_network(store, "vit-ft")
     # the head is timm's own classifier (get_classifier), now with the dataset's 3 classes
-    assert rec.parent == VIT and rec.head == {"module": "head", "in_features": 192, "out_features": 3}
+    assert rec.parent == VIT and rec.head == {
+        "module": "head",
+        "in_features": 192,
+        "out_features": 3,
+    }
     tensors = nets.load_tensors(nets.read_blob(store, rec.blob))
     assert tensors["head.weight"].shape == (3, 192)
     # up to block0 (the embeddings, class token and position embedding too) kept the parent's
@@ -76,7 +80,13 @@ def test_open_clip_towers_are_refused_before_training(store) -> None:  # type: i
     open_clip = pytest.importorskip("open_clip")
     tiny = {
         "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+        },
         "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
     }
     folder = Path(store.location).parent / "oc"
