@@ -64,7 +64,7 @@ def network_rows(store: Any) -> list[dict[str, Any]]:
     if not _keeps(store):
         return []
     blobs = nets._sub(store, "blobs")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(nets.list_networks(store)):
         try:
             rec = nets.get_network(store, name)
