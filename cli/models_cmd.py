@@ -1,4 +1,4 @@
-"""`featstore models list | layers NAME | add NAME ARCH | named`: what can be extracted, and from where."""
+"""`featstore models list | layers | add | named | rm`: what can be extracted, and from where."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def models() -> None:
       featstore models layers resnet50 --nodes
       featstore models add r18-places resnet18 --weights places365_r18.pth
       featstore models named
+      featstore models rm lite0-ft
     """
 
 
@@ -250,3 +251,60 @@ def _render_named(rows: list[dict[str, Any]]) -> str:
             )
         out.append([r["name"], r["kind"], r["arch"], "sha256:" + r["weights_sha256"][:16], origin])
     return table(out, ["name", "kind", "parent / architecture", "weights", "origin"])
+
+
+@models.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--forget-run",
+    is_flag=True,
+    help="Also forget the fine-tuning runs that made them (and every name those runs made), "
+    "so that asking again trains again and `featstore gc` frees their weights.",
+)
+@store_option
+@json_option
+@handle_errors
+def rm_cmd(names: tuple[str, ...], forget_run: bool, store_url: str, as_json: bool) -> None:
+    """Remove fine-tuned networks NAMES from the store (every name is checked first).
+
+    Features already extracted from them stay (keyed by their weights). Their weights blobs
+    stay while the run that made them is recorded: asking for the same fine-tuning again
+    registers the name again without training. With --forget-run the runs go too, and
+    `featstore gc` then removes the weights nothing needs any more.
+
+    \b
+    Example:
+      featstore models rm lite0-ft
+      featstore models rm lite0-ft --forget-run && featstore gc --older-than 0
+    """
+    from featstore.errors import FeatstoreError
+    from featstore.store.networks import get_network as get_added
+    from featstore.store.trained import has_network
+    from featstore.store.trained_upkeep import remove_networks
+
+    store = open_cli_store(store_url, mode="a", create=False)
+    for name in names:
+        try:
+            added = None if has_network(store, name) else get_added(store, name)
+        except FeatstoreError:
+            added = None  # not a name `models add` takes: remove_networks words the error
+        if added is not None:
+            raise click.ClickException(
+                f"{name!r} was added with `featstore models add`, not fine-tuned; replace it "
+                "with `featstore models add NAME ARCH --weights FILE --replace`"
+            )
+    emit(remove_networks(store, list(names), forget_run=forget_run), as_json, _render_rm)
+
+
+def _render_rm(d: dict[str, Any]) -> str:
+    lines = [f"removed network {n}" for n in d["removed"]]
+    lines += [f"forgot fine-tuning run {k}" for k in d["runs_forgotten"]]
+    if d["blobs_kept_by_runs"]:
+        lines.append(
+            f"weights kept: run(s) {', '.join(d['blobs_kept_by_runs'])} still record them (the same "
+            "fine-tuning request registers the names again without training); --forget-run "
+            "forgets the runs, then `featstore gc` frees the weights"
+        )
+    else:
+        lines.append("`featstore gc` removes weights nothing needs any more")
+    return "\n".join(lines)

@@ -21,6 +21,12 @@ from featstore.errors import redact_url
 from featstore.keys import check_key
 from featstore.store.maintenance import entry_summary, repair_objects, verify_store
 from featstore.store.select import entry_factors
+from featstore.store.trained_upkeep import (
+    collect_blobs,
+    network_rows,
+    repair_networks,
+    verify_networks,
+)
 
 
 @click.command()
@@ -51,6 +57,7 @@ def ls(choice: Choice, show_all: bool, store_url: str, as_json: bool) -> None:
     data: dict[str, Any] = {"store": redact_url(store.url), "entries": rows}
     if choice.given():
         data["chosen"] = describe_choice(choice)
+    data["networks"] = network_rows(store)  # fine-tuned networks (trained/)
     if show_all:
         data["results"] = store.result_keys()
     emit(data, as_json, _render_ls)
@@ -94,9 +101,32 @@ def _render_ls(data: dict[str, Any]) -> str:
                 "status",
             ],
         )
+    if data.get("networks"):
+        text += "\n\n" + _render_networks(data["networks"])
     if "results" in data:
         text += f"\n{len(data['results'])} result records"
     return text
+
+
+def _render_networks(rows: list[dict[str, Any]]) -> str:
+    """The store's fine-tuned networks, one line each (`featstore models named` says more)."""
+    return table(
+        [
+            (r["name"], f"DAMAGED: {r['damaged']}", "", "", "", "", "")
+            if r.get("damaged")
+            else (
+                r["name"],
+                r["parent"],
+                r.get("dataset") or "",
+                str(r.get("epoch") or ""),
+                r.get("freeze") or ("head only" if r.get("train") == "head" else "-"),
+                "sha256:" + r["weights_sha256"][:12],
+                human_bytes(r["bytes"]) if r.get("bytes") is not None else "MISSING",
+            )
+            for r in rows
+        ],
+        ["network", "parent", "fine-tuned on", "epoch", "freeze", "weights", "size"],
+    )
 
 
 def _weights(r: dict[str, Any]) -> str:
@@ -165,12 +195,15 @@ def verify(
 
     Chunks against the checksums of their done markers (bound to entry and index), each
     entry's key against its recorded factors, each dataset's fingerprint against its ids,
-    labels, splits and image hashes, each result record against its own key and checksum.
+    labels, splits and image hashes, each result record against its own key and checksum,
+    each fine-tuned network's weights blob against its sha256 and the weights its name records.
     Objects of the older format (not bound) are listed; `featstore upgrade` binds them.
     Exits with status 1 when anything is damaged and was not repaired. With --repair,
     damaged and missing chunks are recomputed and damaged result records removed
-    (evaluating again recomputes them); damaged datasets and misplaced entries are listed
-    with their fix, never changed.
+    (evaluating again recomputes them); a damaged weights blob is removed with the names and
+    runs that need it, and a damaged name or run record removed (fine-tuning the same request
+    again makes them anew); damaged datasets and misplaced entries are listed with their fix,
+    never changed.
 
     \b
     Example:
@@ -181,6 +214,7 @@ def verify(
         check_key(key, "entry key")
     store = open_cli_store(store_url, "a" if do_repair else "r", create=False)
     report = verify_store(store, list(keys) or None)
+    report["networks"] = verify_networks(store)
     if do_repair:
         report["repairs"] = []
         for r in report["entries"]:
@@ -194,6 +228,7 @@ def verify(
                 )
             report["repairs"].append(fixed)
         report["actions"] = repair_objects(store, report)
+        report["actions"] += repair_networks(store, report["networks"])
     emit(report, as_json, _render_verify)
     repaired = {f["key"] for f in report.get("repairs", []) if f["ok"]}
     removed = {a["object"] for a in report.get("actions", []) if a["action"] == "removed"}
@@ -203,6 +238,7 @@ def verify(
         )
         or report["damaged_datasets"]
         or any(f"result {k}" not in removed for k in report["records"]["damaged"])
+        or (report["networks"]["damaged"] and not do_repair)
     ):
         raise SystemExit(1)
 
@@ -279,6 +315,15 @@ def _render_verify(report: dict[str, Any]) -> str:
         f"{len(report.get('damaged_datasets', {}))} damaged datasets; "
         f"{records['checked']} result records checked, {len(records['damaged'])} damaged"
     )
+    nets = report.get("networks")
+    if nets and (nets["names"] or nets["runs"] or nets["blobs"]):
+        lines += [f"{d['object']}: DAMAGED: {d['why']}" for d in nets["damaged"]]
+        lines.append(
+            f"{nets['names']} fine-tuned networks, {nets['runs']} runs, {nets['blobs']} weights "
+            f"blobs checked, {len(nets['damaged'])} damaged"
+            + ("; `featstore verify --repair` removes them (asking again makes them anew)"
+               if nets["damaged"] and "actions" not in report else "")
+        )  # fmt: skip
     if report.get("n_unbound"):
         lines.append(
             f"{report['n_unbound']} objects of the older format: run `featstore upgrade` to bind them"
@@ -378,6 +423,9 @@ def gc(
 ) -> None:
     """Remove leftovers of killed runs (temp files, entries that never finished a chunk, stale leases).
 
+    Weights blobs of fine-tuned networks are removed only when no name and no run (finished
+    or not) needs them: after `featstore models rm NAME --forget-run`, or superseded epochs.
+
     An entry a live writer holds a lease on is kept (and named) whatever its age, unless --force.
 
     \b
@@ -390,6 +438,7 @@ def gc(
     found = store.gc(dry_run=dry_run, older_than_s=older_than, force=force)
     held = dict(getattr(found, "held", {}))
     removed = list(found) + gc_leases(store, dry_run=dry_run)
+    removed += collect_blobs(store, older_than_s=older_than, dry_run=dry_run)
     emit({"removed": removed, "held": held, "dry_run": dry_run}, as_json, _render_gc)
 
 

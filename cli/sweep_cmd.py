@@ -215,7 +215,8 @@ def _run(store: Any, spec: Any, workers: int, dask_address: str | None, as_json:
         if not as_json:
             click.echo(
                 f"finetune {info['network']}: epoch {done}/{total}: train loss "
-                f"{info['train_loss']:.4f}, val accuracy {info['val_accuracy']:.4f}",
+                f"{info['train_loss']:.4f}, val accuracy {info['val_accuracy']:.4f} "
+                f"({info.get('seconds', 0):.0f} s)",
                 err=True,
             )
 

@@ -1,7 +1,8 @@
 """Which parameters a recipe freezes or re-initialises, by the network's layer names.
 
 ``--freeze LAYER`` keeps the weights of every module up to and including LAYER (in module
-order, LAYER's submodules included); ``--reinit-above LAYER`` gives every module after it
+order, LAYER's submodules included, and the parameters the root module holds itself: a
+ViT's class token and position embedding); ``--reinit-above LAYER`` gives every module after it
 fresh random weights. LAYER is any name or alias extraction accepts (``featstore models
 layers NET``) that is a module of the network.
 """

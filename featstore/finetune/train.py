@@ -29,7 +29,8 @@ from featstore.finetune.layers import direct_tensors, split_at
 from featstore.finetune.recipe import Recipe, parse_schedule
 from featstore.keys import make_key
 from featstore.models import WeightsRef, build_meta, get_spec, load_model, weights_identity
-from featstore.models.derived import Head, find_head, replace_head
+from featstore.models.adapter import TapNet
+from featstore.models.derived import Head, check_trainable, classifier_name, replace_head
 from featstore.models.loading import resolve_weights
 from featstore.models.registry import torch_seeded
 from featstore.models.spec import ModelSpec
@@ -105,11 +106,7 @@ def _parent(store: Any, model: str, weights: Any) -> tuple[ModelSpec, WeightsRef
             )
         return found.spec, found.weights, found.record.parent
     spec = get_spec(model)
-    if spec.adapter is not None:
-        raise FinetuneError(
-            f"{model} comes from {spec.source}; fine-tuning takes torchvision, bundled, team "
-            "(package.module:function) and stored networks"
-        )
+    check_trainable(spec)
     return spec, resolve_weights(spec, weights), spec.name
 
 
@@ -117,7 +114,7 @@ def plan_run(store: Any, dataset: Any, model: str, recipe: Recipe, weights: Any 
     """The run a request means and its key (no weights loaded when their hash is cached)."""
     spec, ref, architecture = _parent(store, model, weights)
     identity = weights_identity(spec, ref)
-    head_name, linear = find_head(build_meta(spec), spec.name)
+    head_name, linear = classifier_name(build_meta(spec), spec.name)
     head = Head(head_name, int(linear.in_features), len(dataset.classes))
     key = make_key(
         "ft",
@@ -145,24 +142,35 @@ def _prepare(plan: RunPlan, device: str) -> tuple[nn.Module, list[str]]:
             "whose function builds new random weights on every call?); make them deterministic"
         )
     module = loaded.module
+    lib = library_model(module)  # head and layer names are the library model's (timm)
     with torch_seeded(epoch_seed(recipe.seed, 0, "head")):
-        replace_head(module, plan.head)
-    names = [n for n, _ in module.named_modules() if n]
+        replace_head(lib, plan.head)
+    names = [n for n, _ in lib.named_modules() if n]
     frozen: list[str] = []
     if recipe.reinit_above:
-        _, above = split_at(plan.spec, module, recipe.reinit_above)
-        _reinitialise(module, above, epoch_seed(recipe.seed, 0, "reinit"), plan.spec.name)
+        _, above = split_at(plan.spec, lib, recipe.reinit_above)
+        _reinitialise(lib, above, epoch_seed(recipe.seed, 0, "reinit"), plan.spec.name)
     if recipe.train == "head":
         frozen = [
             n for n in names if n != plan.head.module and not n.startswith(plan.head.module + ".")
         ]
     elif recipe.freeze:
-        frozen, _ = split_at(plan.spec, module, recipe.freeze)
+        frozen, _ = split_at(plan.spec, lib, recipe.freeze)
     module.requires_grad_(True)
-    for tensor in direct_tensors(module, frozen).values():
+    for tensor in direct_tensors(lib, frozen).values():
         if isinstance(tensor, nn.Parameter):
             tensor.requires_grad_(False)
-    return module.to(device), frozen
+    if frozen:  # parameters of the root itself (a ViT's class token and position embedding)
+        for param in lib.parameters(recurse=False):  # are the input's: frozen with the first
+            param.requires_grad_(False)
+    prefix = "model." if lib is not module else ""
+    return module.to(device), [prefix + n for n in frozen]
+
+
+def library_model(module: nn.Module) -> nn.Module:
+    """The module whose state dict is the network's weights: a source's library model inside
+    its tap wrapper (timm), else the module itself."""
+    return module.model if isinstance(module, TapNet) else module
 
 
 def _reinitialise(module: nn.Module, names: list[str], seed: int, net: str) -> None:
@@ -450,7 +458,7 @@ def _seeded(seed: int, device: str) -> Iterator[None]:
 
 def _weights_of(store: Any, module: nn.Module) -> tuple[str, str]:
     """Store the module's weights as a blob; (blob sha256, state-dict sha256)."""
-    sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    sd = {k: v.detach().cpu() for k, v in library_model(module).state_dict().items()}
     return nets.put_blob(store, nets.tensors_bytes(sd)), state_dict_sha256(sd)
 
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from featstore.report.tables import Column, Report, Row
+from featstore.report.tables import LEARNING_FACTORS, Column, Report, Row
 from featstore.settings import FACTORS
 
 __all__ = [
@@ -125,9 +125,13 @@ def _level_order(rows: Sequence[Row], factor: str) -> list[str]:
 
 
 def factor_effects(
-    report: Report, factors: Sequence[str] = FACTORS, columns: Sequence[Column] | None = None
+    report: Report,
+    factors: Sequence[str] | None = None,
+    columns: Sequence[Column] | None = None,
 ) -> list[TaskEffects]:
-    """The factor effects of every task column (see the module docstring)."""
+    """The factor effects of every task column (see the module docstring); ``factors``:
+    the report's own (with how each network was trained, when one was fine-tuned)."""
+    factors = report.factors if factors is None else factors
     out = []
     for col in columns if columns is not None else report.columns:
         rows = _scored(report, col)
@@ -170,7 +174,7 @@ def overall_ranking(effects: Sequence[TaskEffects]) -> list[tuple[str, float, in
         for f in te.ranked:
             sums.setdefault(f.factor, []).append(f.effect)
     ranked = [(name, sum(v) / len(v), len(v)) for name, v in sums.items()]
-    order = list(FACTORS)
+    order = [*FACTORS, *LEARNING_FACTORS]
     return sorted(ranked, key=lambda t: (-t[1], order.index(t[0]) if t[0] in order else 99))
 
 
@@ -200,7 +204,8 @@ def best_settings(report: Report) -> list[BestSetting]:
 def _reference(best: Sequence[BestSetting], baseline: Mapping[str, str] | None) -> dict[str, str]:
     """The setting tasks are measured against: the baseline's levels, else the commonest optimum."""
     ref = {}
-    for factor in FACTORS:
+    factors = dict.fromkeys(f for b in best for f in b.setting)  # the report's factors
+    for factor in factors:
         if baseline and factor in baseline:
             ref[factor] = str(baseline[factor])
         else:

@@ -71,7 +71,7 @@ def study_findings(report: Report, imagenet_top1: Mapping[str, float] | None = N
         effects=effects,
         ranking=overall_ranking(effects),
         ordered=ordered,
-        optimal=optimal_factors([b for b, _ in ordered]),
+        optimal=optimal_factors([b for b, _ in ordered], report.factors),
         architecture=architecture_transfer(report, imagenet_top1),
     )
 

@@ -87,11 +87,11 @@ def _table(
 def _main_table(report: Report) -> str:
     if not report.rows:
         return "<p>No classification or retrieval results in the store yet.</p>"
-    head = ["setting", *FACTORS, *[c.label for c in report.columns]]
+    head = ["setting", *report.factors, *[c.label for c in report.columns]]
     body = []
     for i, r in enumerate(report.rows, 1):
         cells = [f'<td data-v="{i}">S{i}{" (baseline)" if r.baseline else ""}</td>']
-        cells += [_td(r.setting[k]) for k in FACTORS]
+        cells += [_td(r.setting[k]) for k in report.factors]
         for c in report.columns:
             cls = "num best" if c in r.best else "num"
             score = r.scores.get(c)

@@ -30,7 +30,16 @@ from featstore.settings import (
     setting_label,
 )
 
-__all__ = ["Column", "Report", "Row", "build_report", "to_csv", "to_markdown"]
+__all__ = [
+    "LEARNING_FACTORS",
+    "Column",
+    "Report",
+    "Row",
+    "build_report",
+    "learning_factors",
+    "to_csv",
+    "to_markdown",
+]
 
 # main metric per task, first one present wins
 MAIN_METRICS = {
@@ -69,6 +78,7 @@ class Report:
     n_records: int
     similarity: list[dict[str, Any]] = field(default_factory=list)  # CKA / RSA matrices
     scope: str | None = None  # which records the table holds (one study, or all of a store)
+    factors: tuple[str, ...] = FACTORS  # with LEARNING_FACTORS when a network was fine-tuned
 
     def to_json(self) -> dict[str, Any]:
         cols = [c.label for c in self.columns]
@@ -77,6 +87,7 @@ class Report:
             "baseline": self.baseline,
             "n_records": self.n_records,
             "scope": self.scope,
+            "factors": list(self.factors),
             "rows": [
                 {
                     "setting": r.setting,
@@ -139,6 +150,7 @@ def build_report(
     teammates) are averaged. ``scope`` says which records these are (shown with the table).
     """
     orders = orders or {}
+    learning = any(rec.get("finetune") for rec in records)
     cells: dict[tuple[str, Column], list[float]] = {}
     settings: dict[str, dict[str, str]] = {}
     transfer_records = []
@@ -157,6 +169,8 @@ def build_report(
             continue
         setting = record_setting(rec)
         label = setting_label(setting)
+        if learning:
+            setting.update(learning_factors(rec))
         settings[label] = setting
         col = Column(str(rec.get("dataset_name") or rec.get("dataset_id")), task, metric)
         cells.setdefault((label, col), []).append(float(metrics[metric]))
@@ -189,7 +203,28 @@ def build_report(
         n_records=len(records),
         similarity=similarity_matrices(similarity_records, orders),
         scope=scope,
+        factors=FACTORS + LEARNING_FACTORS if learning else FACTORS,
     )
+
+
+# how each network was trained, from a record's ``finetune`` provenance (a sweep's study)
+LEARNING_FACTORS = ("training", "freeze", "epoch")
+
+
+def learning_factors(record: Mapping[str, Any]) -> dict[str, str]:
+    """training (frozen, linear head, fine-tuned), the layer frozen up to (``all`` for the
+    network used as is, ``none`` when every layer trained) and the epoch of its weights."""
+    prov = record.get("finetune")
+    if not prov:
+        return {"training": "frozen", "freeze": "all", "epoch": "-"}
+    if prov.get("train") == "head":
+        return {"training": "linear head", "freeze": "all", "epoch": str(prov.get("epoch"))}
+    freeze = prov.get("freeze")
+    return {
+        "training": "fine-tuned",
+        "freeze": str(freeze) if freeze and freeze != "-" else "none",
+        "epoch": str(prov.get("epoch")),
+    }
 
 
 def _relative_error_reduction(rows: list[Row], columns: list[Column]) -> None:
@@ -310,10 +345,11 @@ def to_markdown(report: Report) -> str:
             + _transfer_markdown(report)
             + similarity_markdown(report.similarity)
         )
-    head = ["setting", *FACTORS, *[c.label for c in report.columns]]
+    factors = report.factors
+    head = ["setting", *factors, *[c.label for c in report.columns]]
     lines = [
         "| " + " | ".join(_md_escape(h) for h in head) + " |",
-        "|" + "|".join(["---"] * (1 + len(FACTORS)) + ["---:"] * len(report.columns)) + "|",
+        "|" + "|".join(["---"] * (1 + len(factors)) + ["---:"] * len(report.columns)) + "|",
     ]
     for i, r in enumerate(report.rows, 1):
         cells = []
@@ -327,7 +363,7 @@ def to_markdown(report: Report) -> str:
             cells.append(text)
         name = f"S{i}" + (" (baseline)" if r.baseline else "")
         lines.append(
-            "| " + " | ".join([name, *[_md_escape(r.setting[k]) for k in FACTORS], *cells]) + " |"
+            "| " + " | ".join([name, *[_md_escape(r.setting[k]) for k in factors], *cells]) + " |"
         )
     notes = ["", f"{SCORE_UNIT}; **bold** = best setting of the column."]
     if report.scope:
@@ -377,7 +413,7 @@ def to_csv(report: Report) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
         [
-            *FACTORS,
+            *report.factors,
             "baseline",
             "dataset",
             "task",
@@ -394,7 +430,7 @@ def to_csv(report: Report) -> str:
             rer = r.rer.get(c)
             w.writerow(
                 [
-                    *[r.setting[k] for k in FACTORS],
+                    *[r.setting[k] for k in report.factors],
                     int(r.baseline),
                     c.dataset,
                     c.task,

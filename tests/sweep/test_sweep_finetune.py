@@ -108,7 +108,8 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     rows = [ln for ln in table.output.splitlines() if ln.startswith("| S")]
     order = [ln.split(" | ")[1] for ln in rows]
     assert order == [NET, "tiny-ft", "tiny-ft@epoch1", "tiny-ft@epoch2", "tiny-frozen"]
-    assert "(baseline)" in rows[0]
+    assert "(baseline)" in rows[0] and "| frozen | all | - |" in rows[0]
+    assert "| fine-tuned | bn1 | 1 |" in rows[4]  # how each was trained: columns of the table
     assert "### Fine-tuned networks" in table.output
     prov = [ln for ln in table.output.splitlines() if ln.startswith("| tiny-")]
     assert any(
@@ -117,6 +118,15 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     assert any(
         ln.startswith(f"| tiny-ft@epoch1 | {NET} | tiny | all | - | 1 | every |") for ln in prov
     )
+
+    # `featstore report --spec`: the same columns, and "training" a factor of the effects
+    report = CliRunner().invoke(cli, ["report", "--spec", spec, "--store", store_url])
+    assert report.exit_code == 0, report.output
+    lines = report.output.splitlines()
+    assert any(ln.startswith("| S") and "| tiny-ft@epoch1 |" in ln and "| fine-tuned | none | 1 |" in ln
+               for ln in lines)  # fmt: skip
+    ranked = lines[lines.index("### Which factor matters (mean effect over tasks)") :]
+    assert any(ln.split(" | ")[1:2] == ["training"] for ln in ranked[:12])
 
     from featstore.sweep.spec import load_spec
     from featstore.sweep.study import study_records
