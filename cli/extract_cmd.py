@@ -171,7 +171,17 @@ def extract(
         for k, v in (("resize", resize), ("crop", crop), ("interpolation", interpolation))
         if v is not None
     }
-    options: dict[str, Any] = dict(
+    from featstore.extract import ExtractionRequest, plan  # torch: imported only when used
+    from featstore.extract.run import choose_mode, run_extraction
+
+    # a dry run never writes; a real run needs the dataset registered, so never creates a store
+    store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
+    request = ExtractionRequest.parse(
+        dataset,
+        model_list,
+        split_required(layers, "-l/--layer", "layer") or None,
+        pooling_by_layer(pools),
+        views,
         weights=weights_by_model(weights, model_list),
         preprocess=preprocess or None,
         device=device,
@@ -179,17 +189,8 @@ def extract(
         compute_dtype=compute_dtype,
         dtype=dtype,
     )
-    from featstore.extract import plan as make_plan  # torch: imported only when used
-    from featstore.extract.run import choose_mode, run_extraction
-
-    request = (
-        split_required(layers, "-l/--layer", "layer") or None,
-        pooling_by_layer(pools),
-        views,
-    )
-    # a dry run never writes; a real run needs the dataset registered, so never creates a store
-    store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
-    p = make_plan(store, dataset, model_list, *request, **options)
+    p = plan(store, request)
+    request = p.request  # the dataset as registered, for every mode
     if not as_json:
         click.echo(render_plan(p.to_dict(), store_note(store)))
     if dry_run:
@@ -198,7 +199,7 @@ def extract(
         return
     mode = choose_mode(share=share, dask=dask_address)
     if not p.todo:
-        summary = run_extraction(store, p.dataset, model_list, *request, plan_=p, **options)
+        summary = run_extraction(store, request, plan_=p)
         if as_json:
             emit(summary, as_json)
         else:
@@ -211,9 +212,8 @@ def extract(
     unit = "img" if mode == "local" else "unit"
     with progress_bar("extracting", unit=unit, enabled=not as_json) as progress:
         summary = run_extraction(
-            store, p.dataset, model_list, *request, mode=mode, dask=dask_address,
-            plan_=p if mode == "local" else None, batch_size=batch_size, num_workers=workers,
-            progress=progress, **options,
+            store, request, mode=mode, dask=dask_address, plan_=p if mode == "local" else None,
+            batch_size=batch_size, num_workers=workers, progress=progress,
         )  # fmt: skip
     if mode == "local":
         emit(summary, as_json, render_summary)
