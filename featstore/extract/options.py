@@ -2,7 +2,7 @@
 
 ``--pool SPEC[,SPEC]`` applies to every layer and ``--pool LAYER=SPEC[,SPEC]`` to one;
 ``--weights FILE|random`` applies to every network and ``--weights NET=FILE`` to one. These
-turn such strings into the mappings :func:`featstore.extract.plan` takes (``"*"`` = all).
+turn such strings into the mappings :meth:`ExtractionRequest.parse` takes (``"*"`` = all).
 """
 
 from __future__ import annotations

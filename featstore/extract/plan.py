@@ -1,5 +1,9 @@
 """Planning an extraction: which feature entries a request means, which exist, what is missing.
 
+The request is an :class:`~featstore.extract.request.ExtractionRequest` (every factor
+already parsed); a plan holds it, and its entries hold the stored :class:`Pooling` and
+the :class:`View` as objects.
+
 Planning loads no network weights when the weights hash is cached: a request whose
 entries are all complete costs a few metadata reads. Each entry's key is its
 :class:`~featstore.specs.FeatureKey`: the content id of the ordered images (never the
