@@ -106,7 +106,9 @@ def test_a_sweep_group_becomes_one_request() -> None:
         SimpleNamespace(layer="fc", pooling="avg", view="plain"),
         SimpleNamespace(layer="layer4", pooling="max", view="flip"),
     ]
-    group = SimpleNamespace(network="ft", arch="resnet18", weights="random", missing=missing)
+    group = SimpleNamespace(
+        network="ft", extraction_network="resnet18", weights="random", missing=missing
+    )
     r = group_request("tiny", group, {"dtype": "float32", "batch_size": 8, "workers": 2})
     assert r.models == ("resnet18",) and r.layers_for("resnet18") == ["fc", "layer4"]
     assert r.poolings_for("fc") == (Pooling("avg"), Pooling("max"))
@@ -152,7 +154,7 @@ def test_plan_entries_hold_typed_factors_and_text_plans_the_same(tmp_path, image
     store = open_store(str(tmp_path / "s.zarr"))
     store.put_dataset(dataset_from_source("tiny", str(image_folder)))
     loose = ExtractionRequest.parse(
-        "tiny", ["resnet18"], ["fc", "layer4"], "avg,max", "plain,flip", weights="random",
+        "tiny", ["resnet18"], ["fc", "layer3"], "avg,max", "plain,flip", weights="random",
         preprocess=SMALL,
     )  # fmt: skip
     typed = dataclasses.replace(
