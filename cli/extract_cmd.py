@@ -174,12 +174,13 @@ def extract(
     from featstore.extract import ExtractionRequest, plan  # torch: imported only when used
     from featstore.extract.run import choose_mode, run_extraction
 
+    layer_list = split_required(layers, "-l/--layer", "layer") or None
     # a dry run never writes; a real run needs the dataset registered, so never creates a store
     store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
     request = ExtractionRequest.parse(
         dataset,
         model_list,
-        split_required(layers, "-l/--layer", "layer") or None,
+        layer_list,
         pooling_by_layer(pools),
         views,
         weights=weights_by_model(weights, model_list),
