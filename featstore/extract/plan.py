@@ -396,6 +396,8 @@ def _check_grid(pool: Pooling, shape: tuple[int, ...], model: str, layer: str) -
 
 def plan(store: Any, request: ExtractionRequest) -> ExtractPlan:
     """What extracting ``request`` into ``store`` would do, without running a network."""
+    if not request.models:  # a request built field by field, not parsed
+        raise SpecError("no network given: name at least one with -m")
     dataset = request.dataset
     if isinstance(dataset, str):
         dataset = store.get_dataset(dataset)

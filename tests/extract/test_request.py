@@ -90,9 +90,12 @@ def test_bad_values_are_refused_when_parsed(kwargs: dict, message: str) -> None:
         ExtractionRequest.parse("tiny", ["resnet18"], **kwargs)
 
 
-def test_a_request_names_a_network() -> None:
+def test_a_request_names_a_network(tmp_path) -> None:
     with pytest.raises(SpecError, match="no network given: name at least one with -m"):
         ExtractionRequest.parse("tiny", " , ")
+    built = ExtractionRequest(dataset="tiny", models=())  # field by field, not parsed
+    with pytest.raises(SpecError, match="no network given"):
+        plan(open_store(str(tmp_path / "s.zarr")), built)
 
 
 def test_by_name_falls_back_to_every_name() -> None:
