@@ -60,13 +60,14 @@ def flowers(
     from featstore.evaluate.features.transforms import FeatureTransform
     from featstore.evaluate.probes.protocol import split_rows
     from featstore.extract.pipeline import extract
+    from featstore.extract.request import ExtractionRequest
     from featstore.store import open_store
 
     store = open_store(store_url)
     if "flowers" not in {d["name"] for d in store.list_datasets()}:
         add_dataset(store, "flowers", str(images))
     ds = store.get_dataset("flowers")
-    extract(store, ds, [model], [layer], ["avg"])
+    extract(store, ExtractionRequest.parse(ds, [model], [layer], ["avg"]))
     splits = split_rows(ds)
     sel = {"model": model, "layer": layer}
     parts = resolve_parts(store, ds, sel, "l2")

@@ -28,7 +28,7 @@ import torch
 
 from featstore.datasets import dataset_from_source
 from featstore.datasets.core import Dataset
-from featstore.extract import extract, plan, resolve_compute
+from featstore.extract import ExtractionRequest, extract, plan, resolve_compute
 from featstore.extract.device import configure_threads, default_batch_size, default_workers
 from featstore.extract.loader import RowImages, batches
 from featstore.keys import content_hash
@@ -101,21 +101,12 @@ def timed_extract(
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         store = open_store(str(Path(tmp) / "bench.zarr"))
         t0 = time.perf_counter()
-        summary = extract(
-            store,
-            ds,
-            [model],
-            layers,
-            pooling="avg",
-            views=["plain"],
-            device=args.device,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
+        request = ExtractionRequest.parse(
+            ds, [model], layers, pooling="avg", views=["plain"], device=args.device
         )
+        summary = extract(store, request, batch_size=args.batch_size, num_workers=args.workers)
         summary["wall_s"] = time.perf_counter() - t0
-        again = extract(
-            store, ds, [model], layers, pooling="avg", views=["plain"], device=args.device
-        )
+        again = extract(store, request)
         summary["rerun_forward_batches"] = again["forward_batches"]
     return summary
 
@@ -177,7 +168,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     layers = [s for s in args.layers.split(",") if s]
     full = dataset_from_source("flowers12", args.data)
     ds = subset(full, args.n)
-    p = plan(open_store("memory://bench-plan"), ds, [args.model], layers, device=args.device)
+    p = plan(
+        open_store("memory://bench-plan"),
+        ExtractionRequest.parse(ds, [args.model], layers, device=args.device),
+    )
     pre = p.models[0].spec.preprocess
     print(
         f"{args.model}, {len(layers)} layers {layers}, {ds.n} images, device {compute.device} "

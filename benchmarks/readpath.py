@@ -50,9 +50,9 @@ print("torch imported:", "torch" in sys.modules, x.shape)
 READ_OLD = """
 import sys
 from featstore.store import open_store
-from featstore.extract import plan
+from featstore.extract import ExtractionRequest, plan
 s = open_store({store!r}, mode="r")
-p = plan(s, {dataset!r}, [{network!r}], [{layer!r}], "avg", ["plain"])
+p = plan(s, ExtractionRequest.parse({dataset!r}, [{network!r}], [{layer!r}], "avg", ["plain"]))
 x = s.get_entry(p.entries[0].key).read()
 print("torch imported:", "torch" in sys.modules, x.shape)
 """

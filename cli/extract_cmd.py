@@ -109,25 +109,27 @@ def extract(
         for k, v in (("resize", resize), ("crop", crop), ("interpolation", interpolation))
         if v is not None
     }
-    options: dict[str, Any] = dict(
+    from featstore.extract import ExtractionRequest, plan  # torch: imported only when used
+    from featstore.extract.run import choose_mode, run_extraction
+    from featstore.specs import DEFAULT_STORAGE_DTYPE
+
+    # a dry run never writes; a real run needs the dataset registered, so never creates a store
+    store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
+    request = ExtractionRequest.parse(
+        choice.dataset,
+        model_list,
+        list(choice.layers) or None,
+        pooling_by_layer(choice.pools),
+        list(choice.views) or None,
         weights=_weights(choice.weights),
         preprocess=preprocess or None,
         device=device,
         amp=amp,
         compute_dtype=choice.compute_dtype,
-        dtype=choice.dtype or "float16",
+        dtype=choice.dtype or DEFAULT_STORAGE_DTYPE,
     )
-    from featstore.extract import plan as make_plan  # torch: imported only when used
-    from featstore.extract.run import choose_mode, run_extraction
-
-    request = (
-        list(choice.layers) or None,
-        pooling_by_layer(choice.pools),
-        list(choice.views) or ["plain"],
-    )
-    # a dry run never writes; a real run needs the dataset registered, so never creates a store
-    store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
-    p = make_plan(store, choice.dataset, model_list, *request, **options)
+    p = plan(store, request)
+    request = p.request  # the dataset as registered, for every mode
     if not as_json:
         click.echo(render_plan(p.to_dict(), store_note(store)))
     if dry_run:
@@ -136,7 +138,7 @@ def extract(
         return
     mode = choose_mode(share=share, dask=dask_address)
     if not p.todo:
-        summary = run_extraction(store, p.dataset, model_list, *request, plan_=p, **options)
+        summary = run_extraction(store, request, plan_=p)
         if as_json:
             emit(summary, as_json)
         else:
@@ -149,9 +151,8 @@ def extract(
     unit = "img" if mode == "local" else "unit"
     with progress_bar("extracting", unit=unit, enabled=not as_json) as progress:
         summary = run_extraction(
-            store, p.dataset, model_list, *request, mode=mode, dask=dask_address,
-            plan_=p if mode == "local" else None, batch_size=batch_size, num_workers=loader_workers,
-            progress=progress, **options,
+            store, request, mode=mode, dask=dask_address, plan_=p if mode == "local" else None,
+            batch_size=batch_size, num_workers=loader_workers, progress=progress,
         )  # fmt: skip
     if mode == "local":
         emit(summary, as_json, render_summary)

@@ -33,7 +33,11 @@ from featstore.keys import make_key
 
 __all__ = [
     "COMPUTE_DTYPES",
+    "DEFAULT_DEVICE",
     "DEFAULT_GEM_P",
+    "DEFAULT_POOLING",
+    "DEFAULT_STORAGE_DTYPE",
+    "DEFAULT_VIEW",
     "TOKEN_VIEWS",
     "FeatureKey",
     "Pooling",
@@ -190,6 +194,11 @@ class Pooling:
     def is_token_view(self) -> bool:
         return self.kind in TOKEN_VIEWS
 
+    @classmethod
+    def parse(cls, spec: str | Pooling) -> Pooling:
+        """The pooling a spec names (see :func:`parse_pooling`)."""
+        return parse_pooling(spec)
+
 
 def parse_pooling(spec: str | Pooling) -> Pooling:
     """Parse a pooling spec string into its canonical form; SpecError names the problem."""
@@ -241,6 +250,11 @@ class View:
     def n_patches(self) -> int:
         return sum(k * k for k in self.scales) if self.kind == "crops" else 1
 
+    @classmethod
+    def parse(cls, spec: str | View) -> View:
+        """The view a spec names (see :func:`parse_view`)."""
+        return parse_view(spec)
+
 
 def parse_view(spec: str | View) -> View:
     """'plain', 'flip' or 'crops:1x1,2x2,3x3' (a scale k means a k x k grid of patches)."""
@@ -263,6 +277,13 @@ def parse_view(spec: str | View) -> View:
             raise SpecError(f"view {spec!r} repeats a scale")
         return View("crops", tuple(scales))
     raise SpecError(f"unknown view {spec!r}; use plain, flip or crops:1x1,2x2,3x3")
+
+
+# --- defaults: each written once, for the extraction request and the read path ----------------
+DEFAULT_POOLING = Pooling("avg")  # what a layer is stored as when no pooling is asked
+DEFAULT_VIEW = View("plain")
+DEFAULT_STORAGE_DTYPE = "float16"  # features are stored in half precision unless asked
+DEFAULT_DEVICE = "auto"  # cuda when available, else cpu (featstore.extract.device)
 
 
 # --- weights -------------------------------------------------------------------------------

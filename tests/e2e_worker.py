@@ -14,6 +14,7 @@ import sys
 import time
 
 from featstore.extract.distributed import run_distributed
+from featstore.extract.request import ExtractionRequest
 from featstore.store import open_store
 
 REQUEST = {
@@ -25,16 +26,14 @@ REQUEST = {
     "preprocess": {"resize": 40, "crop": 32},
     "device": "cpu",
     "chunk_rows": 4,
-    "batch_size": 4,
-    "num_workers": 0,
-    "threads": 1,
 }
+RUN = {"batch_size": 4, "num_workers": 0, "threads": 1}  # how it runs: not part of the request
 
 
-def request_args() -> tuple[list, dict]:
+def extraction_request(dataset: object = "tiny") -> ExtractionRequest:
     r = dict(REQUEST)
     args = [r.pop("models"), r.pop("layers"), r.pop("pooling"), r.pop("views")]
-    return args, r
+    return ExtractionRequest.parse(dataset, *args, **r)
 
 
 def entry_digests(store) -> dict[str, str]:
@@ -49,7 +48,6 @@ def main() -> None:
     storage_options = json.loads(options) or None
     if mode == "extract":
         owner = sys.argv[4]
-        args, kwargs = request_args()
         pause = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 
         def slow_down(done: int, total: int, info: dict) -> None:
@@ -57,12 +55,11 @@ def main() -> None:
 
         summary = run_distributed(
             url,
-            "tiny",
-            *args,
+            extraction_request("tiny"),
             storage_options=storage_options,
             owner=owner,
             progress=slow_down,
-            **kwargs,
+            **RUN,
         )
         pairs = [[k, c] for u in summary["units"] for k, cs in u["chunks"].items() for c in cs]
         print(json.dumps({"chunks": pairs, "incomplete": summary["incomplete"]}))

@@ -22,6 +22,7 @@ from typing import Any
 from featstore.api.store import as_store
 from featstore.errors import EvaluationError
 from featstore.progress import Progress
+from featstore.specs import DEFAULT_DEVICE, DEFAULT_POOLING, DEFAULT_STORAGE_DTYPE, DEFAULT_VIEW
 
 __all__ = ["add_dataset", "evaluate_features", "extract_features", "run_sweep"]
 
@@ -61,15 +62,15 @@ def extract_features(
     dataset: str,
     models: str | Sequence[str],
     layers: str | Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-    pooling: str | Sequence[str] | Mapping[str, Any] = "avg",
-    views: Sequence[str] = ("plain",),
+    pooling: str | Sequence[str] | Mapping[str, Any] = str(DEFAULT_POOLING),
+    views: Sequence[str] = (str(DEFAULT_VIEW),),
     *,
     weights: str | Mapping[str, str] | None = None,
     preprocess: Mapping[str, Any] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     amp: bool | None = None,
     compute_dtype: str | None = None,
-    dtype: str = "float16",
+    dtype: str = DEFAULT_STORAGE_DTYPE,
     batch_size: int | None = None,
     num_workers: int | None = None,
     share: bool = False,
@@ -79,31 +80,32 @@ def extract_features(
     """Extract what is missing of ``dataset`` for each network's layers, poolings and views
     in one forward pass per batch (``featstore extract``); returns the run's summary
     (entries, computed and skipped chunks, forward batches, keys)."""
+    from featstore.extract.request import ExtractionRequest
     from featstore.extract.run import choose_mode, run_extraction
 
-    model_list = _names(models)
     if isinstance(layers, (str, list, tuple)):
         layers = _names(layers) or None
-    if isinstance(weights, str):
-        weights = {"*": weights}
-    return run_extraction(
-        as_store(store),
+    request = ExtractionRequest.parse(
         dataset,
-        model_list,
+        _names(models),
         layers,
         pooling,
         list(views),
-        mode=choose_mode(share=share, dask=dask),
-        dask=dask,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
         weights=weights,
         preprocess=preprocess,
         device=device,
         amp=amp,
         compute_dtype=compute_dtype,
         dtype=dtype,
+    )
+    return run_extraction(
+        as_store(store),
+        request,
+        mode=choose_mode(share=share, dask=dask),
+        dask=dask,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
     )
 
 
@@ -115,7 +117,7 @@ def evaluate_features(
     *,
     task: str = "classify",
     pooling: str | Mapping[str, Sequence[str]] | None = None,
-    view: str | None = "plain",
+    view: str | None = str(DEFAULT_VIEW),
     transform: str | None = None,
     concat: bool = False,
     weights: str | None = None,

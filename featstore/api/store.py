@@ -22,6 +22,7 @@ import numpy as np
 
 from featstore.api.features import Features
 from featstore.errors import DatasetError, EvaluationError
+from featstore.specs import DEFAULT_POOLING, DEFAULT_VIEW, Pooling, View
 from featstore.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -151,8 +152,8 @@ class FeatureStore:
             Selector(
                 network=network,
                 layer=layer,
-                pooling=pooling,
-                view=view,
+                pooling=None if pooling is None else Pooling.parse(pooling),
+                view=None if view is None else View.parse(view),
                 weights=parse_weights(weights),
             )
         )
@@ -175,10 +176,10 @@ class FeatureStore:
         dataset: str,
         network: str | Sequence[str] | None = None,
         layer: str | Sequence[str] | None = None,
-        pooling: str | None = "avg",
+        pooling: str | None = str(DEFAULT_POOLING),
         split: str | None = None,
         *,
-        view: str = "plain",
+        view: str = str(DEFAULT_VIEW),
         weights: str | None = None,
         transform: str | None = None,
         rows: slice | Sequence[int] | np.ndarray | None = None,

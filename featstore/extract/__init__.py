@@ -1,8 +1,9 @@
 """Extraction: capture many layers in one forward pass, pool them, and fill the store.
 
-from featstore.extract import extract, plan, lookup
-summary = extract(store, "flowers", ["efficientnet_lite0"], ["penultimate", "stage6"],
-                  pooling="avg", views=["plain", "flip"])
+from featstore.extract import ExtractionRequest, extract, plan, lookup
+request = ExtractionRequest.parse("flowers", ["efficientnet_lite0"], ["penultimate", "stage6"],
+                                  pooling="avg", views=["plain", "flip"])
+summary = extract(store, request)                   # or plan(store, request): what it would do
 entry = lookup(store, "flowers", "efficientnet_lite0", "penultimate")   # the cached entry
 
 ``lookup`` is :func:`featstore.store.select.lookup`; without torch: ``featstore.lookup``.
@@ -31,12 +32,14 @@ from featstore.extract.pooling import (
     parse_view,
     row_shape,
 )
+from featstore.extract.request import ExtractionRequest
 from featstore.store.select import lookup  # asked of the store: no plan, no network
 
 __all__ = [
     "Compute",
     "EntryPlan",
     "ExtractPlan",
+    "ExtractionRequest",
     "LayerCapture",
     "Pooling",
     "View",

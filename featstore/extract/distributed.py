@@ -13,8 +13,12 @@ whose repr hides secrets). Zarr settings are passed per array by the store code,
 zarr config set in the client process does not reach workers (DESIGN.md).
 
     from featstore.extract.distributed import run_distributed
-    run_distributed("s3://team/feats.zarr", "flowers", ["resnet50"], ["layer4"],
-                    client="local:4", storage_options={"profile": "team"})
+    request = ExtractionRequest.parse("flowers", ["resnet50"], ["layer4"])
+    run_distributed("s3://team/feats.zarr", request, client="local:4",
+                    storage_options={"profile": "team"})
+
+The :class:`~featstore.extract.request.ExtractionRequest` itself travels to the workers
+(frozen, picklable; its dataset as the registered id), and each plans it against its store.
 """
 
 from __future__ import annotations
@@ -22,54 +26,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from featstore.errors import ExtractionError, LeaseError, StoreError
+from featstore.extract.request import ExtractionRequest, group_request
 from featstore.progress import Progress
 from featstore.store.base import Store
 from featstore.store.lease import DEFAULT_TTL, Lease, claim, default_owner, release, renew
 from featstore.store.spec import StoreSpec
 
-# plan() arguments a unit forwards to the workers' own plan (the request, not its result)
-PLAN_OPTIONS = (
-    "weights",
-    "preprocess",
-    "device",
-    "amp",
-    "compute_dtype",
-    "dtype",
-    "chunk_rows",
-)
-RUN_OPTIONS = ("batch_size", "num_workers", "threads")
-
-
-@dataclass(frozen=True)
-class Request:
-    """One extraction request, as plain data that travels to Dask workers."""
-
-    dataset_id: str
-    models: tuple[str, ...]
-    layers: Any = None
-    pooling: Any = "avg"
-    views: Any = ("plain",)
-    plan_options: tuple[tuple[str, Any], ...] = ()
-    run_options: tuple[tuple[str, Any], ...] = ()
-
-    def plan(self, store: Store) -> Any:
-        from featstore.extract import plan
-
-        dataset = store.get_dataset(self.dataset_id)
-        return plan(
-            store,
-            dataset,
-            list(self.models),
-            self.layers,
-            self.pooling,
-            self.views,
-            **dict(self.plan_options),
-        )
+RUN_OPTIONS = ("batch_size", "num_workers", "threads")  # how a unit runs, not what it fills
 
 
 # --- units -----------------------------------------------------------------------------
@@ -150,7 +117,7 @@ def run_unit(
     renewer = _Renewer(leases, ttl)
     renewer.start()
     try:
-        summary = extract(store, p.dataset, plan_=p, work=allowed, **dict(run_options or {}))
+        summary = extract(store, p, work=allowed, **dict(run_options or {}))
     finally:
         renewer.stop()
         for entry, lease in renewer.leases:
@@ -189,12 +156,19 @@ class _Renewer(threading.Thread):
 
 
 def _unit_task(
-    spec: StoreSpec, request: Request, rows: tuple[int, int], owner: str, ttl: float
+    spec: StoreSpec,
+    request: ExtractionRequest,
+    run_options: Mapping[str, Any],
+    rows: tuple[int, int],
+    owner: str,
+    ttl: float,
 ) -> dict[str, Any]:
     """What a Dask worker runs: open the store itself, plan, and fill one unit."""
+    from featstore.extract.plan import plan
+
     store = spec.open("a")
-    p = request.plan(store)
-    options = dict(request.run_options)
+    p = plan(store, request)
+    options = dict(run_options)
     options["num_workers"] = 0  # Dask worker processes are daemonic: no loader children
     return run_unit(store, p, rows, owner=owner, ttl=ttl, run_options=options)
 
@@ -221,64 +195,43 @@ def connect(address: Any) -> tuple[Any, Any]:
     return Client(text), None
 
 
-def _request(
-    dataset_id: str,
-    models: str | Sequence[str],
-    layers: Any,
-    pooling: Any,
-    views: Any,
-    options: Mapping[str, Any],
-) -> Request:
-    unknown = set(options) - set(PLAN_OPTIONS) - set(RUN_OPTIONS)
-    if unknown:
-        raise ExtractionError(
-            f"unknown extraction options for a distributed run: {sorted(unknown)}"
-        )
-    model_list = (models,) if isinstance(models, str) else tuple(models)
-    return Request(
-        dataset_id=dataset_id,
-        models=model_list,
-        layers=layers,
-        pooling=pooling,
-        views=views,
-        plan_options=tuple((k, options[k]) for k in PLAN_OPTIONS if k in options),
-        run_options=tuple((k, options[k]) for k in RUN_OPTIONS if k in options),
-    )
-
-
 def run_distributed(
     store: Store | str,
-    dataset: Any,
-    models: str | Sequence[str],
-    layers: Any = None,
-    pooling: Any = "avg",
-    views: Any = ("plain",),
+    request: ExtractionRequest,
     *,
     client: Any = None,
     storage_options: Mapping[str, Any] | None = None,
     owner: str | None = None,
     ttl: float = DEFAULT_TTL,
     progress: Progress | None = None,
-    **options: Any,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Extract the request unit by unit: on Dask (``client``: address, "local:N", Client) or here.
 
     With ``client=None`` the units run in this process, leased one at a time: that is how
-    two teammates extracting into one shared store split the work. ``options`` are
-    extract()'s (weights, preprocess, device, compute_dtype, dtype, chunk_rows,
-    batch_size, num_workers, threads). Returns a summary like extract()'s, plus the units.
+    two teammates extracting into one shared store split the work. Returns a summary like
+    extract()'s, plus the units.
     """
+    from featstore.extract.plan import plan
     from featstore.store import open_store
 
     t0 = time.perf_counter()
     if not isinstance(store, Store):
         store = open_store(store, mode="a", storage_options=dict(storage_options or {}) or None)
+    dataset = request.dataset
     if isinstance(dataset, str):
         dataset = store.get_dataset(dataset)
     if dataset.id not in store.dataset_ids():
         store.put_dataset(dataset)  # workers load it from the store
-    request = _request(dataset.id, models, layers, pooling, views, options)
-    p = request.plan(store)
+    request = request.with_dataset(dataset.id)  # what travels: the id, not the images
+    run_options = {
+        k: v
+        for k, v in zip(RUN_OPTIONS, (batch_size, num_workers, threads), strict=True)
+        if v is not None
+    }
+    p = plan(store, request)
     summary: dict[str, Any] = {
         "dataset_id": dataset.id,
         "keys": [e.key for e in p.entries],
@@ -292,7 +245,7 @@ def run_distributed(
         ensure_entries(store, p)
         units = work_units(p)
         owner = owner or default_owner()
-        results = _run_units(store, request, p, units, client, owner, ttl, progress)
+        results = _run_units(store, request, run_options, p, units, client, owner, ttl, progress)
         summary["units"] = results
         summary["forward_batches"] = sum(r["forward_batches"] for r in results)
         summary["computed_chunks"] = sum(r["computed_chunks"] for r in results)
@@ -310,7 +263,8 @@ def run_distributed(
 
 def _run_units(
     store: Store,
-    request: Request,
+    request: ExtractionRequest,
+    run_options: Mapping[str, Any],
     p: Any,
     units: list[tuple[int, int]],
     client: Any,
@@ -328,7 +282,7 @@ def _run_units(
                     rows,
                     owner=owner,
                     ttl=ttl,
-                    run_options=dict(request.run_options),
+                    run_options=run_options,
                 )
             )
             if progress is not None:
@@ -341,7 +295,14 @@ def _run_units(
     try:
         futures = [
             dask_client.submit(
-                _unit_task, spec, request, rows, f"{owner}/unit{rows[0]}", ttl, pure=False
+                _unit_task,
+                spec,
+                request,
+                run_options,
+                rows,
+                f"{owner}/unit{rows[0]}",
+                ttl,
+                pure=False,
             )
             for rows in units
         ]
@@ -380,26 +341,14 @@ class DaskExtractor:
     ) -> dict[str, Any]:
         if self._client is None:
             self._client, self._cluster = connect(self.address)
-        missing = group.missing
-        run = {
-            k: v
-            for k, v in options.items()
-            if k in ("batch_size", "device", "compute_dtype", "dtype")
-        }
-        if "workers" in options:
-            run["num_workers"] = options["workers"]
         return run_distributed(
             store,
-            dataset,
-            [getattr(group, "extraction_network", group.network)],
-            list(dict.fromkeys(e.layer for e in missing)),
-            list(dict.fromkeys(e.pooling for e in missing)),
-            list(dict.fromkeys(e.view for e in missing)),
+            group_request(dataset, group, options),
             client=self._client,
             ttl=self.ttl,
             progress=progress,
-            weights=group.weights,
-            **run,
+            batch_size=options.get("batch_size"),
+            num_workers=options.get("workers"),
         )
 
     def close(self) -> None:

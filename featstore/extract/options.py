@@ -2,16 +2,16 @@
 
 ``--pool SPEC[,SPEC]`` applies to every layer and ``--pool LAYER=SPEC[,SPEC]`` to one;
 ``--weights FILE|random`` applies to every network and ``--weights NET=FILE`` to one. These
-turn such strings into the mappings :func:`featstore.extract.plan` takes (``"*"`` = all).
+turn such strings into the mappings :meth:`ExtractionRequest.parse` takes (``"*"`` = all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_POOL", "pooling_by_layer", "split_names", "weights_by_model"]
+from featstore.specs import DEFAULT_POOLING
 
-DEFAULT_POOL = "avg"
+__all__ = ["pooling_by_layer", "split_names", "weights_by_model"]
 
 
 def split_names(values: Sequence[str] | str | None) -> list[str]:
@@ -29,7 +29,7 @@ def pooling_by_layer(values: Sequence[str]) -> dict[str, list[str]]:
         layer, sep, specs = value.partition("=")
         key, body = (layer.strip(), specs) if sep else ("*", value)
         out.setdefault(key, []).extend(split_names(body))
-    out.setdefault("*", [DEFAULT_POOL])
+    out.setdefault("*", [str(DEFAULT_POOLING)])
     return out
 
 

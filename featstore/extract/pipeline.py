@@ -23,18 +23,12 @@ from featstore.errors import ExtractionError, ImageChangedError
 from featstore.extract.capture import LayerCapture
 from featstore.extract.device import configure_threads, default_batch_size, default_workers
 from featstore.extract.loader import RowImages, batches
-from featstore.extract.plan import (
-    DEFAULT_POOLING,
-    EntryPlan,
-    ExtractPlan,
-    ModelPlan,
-    check_space,
-    plan,
-)
-from featstore.extract.pooling import apply_pooling, parse_view
+from featstore.extract.plan import EntryPlan, ExtractPlan, ModelPlan, check_space, plan
+from featstore.extract.pooling import apply_pooling
+from featstore.extract.request import ExtractionRequest
 from featstore.models import LoadedModel, load_model
 from featstore.progress import Progress
-from featstore.specs import Preprocess
+from featstore.specs import Pooling, Preprocess, View
 from featstore.store.base import check_fits
 
 
@@ -109,9 +103,9 @@ class _Runner:
     loaded: LoadedModel
     capture: LayerCapture
     geometry_key: str
-    crops_keys: dict[str, str]  # view -> batch key of its patches
-    targets: dict[str, list[_Target]]  # view -> targets
-    masks: dict[str, np.ndarray]  # view -> bool mask of rows this view still needs
+    crops_keys: dict[View, str]  # view -> batch key of its patches
+    targets: dict[View, list[_Target]]  # view -> targets
+    masks: dict[View, np.ndarray]  # view -> bool mask of rows this view still needs
     mean: torch.Tensor
     std: torch.Tensor
     scale: float
@@ -125,52 +119,25 @@ def _normalise(x: torch.Tensor, r: _Runner, device: str, channels_last: bool) ->
 
 def extract(
     store: Any,
-    dataset: Any,
-    models: str | Sequence[str] = ("efficientnet_lite0",),
-    layers: Any = None,
-    pooling: Any = DEFAULT_POOLING,
-    views: Any = ("plain",),
+    request: ExtractionRequest | ExtractPlan,
     *,
-    weights: Any = None,
-    preprocess: Mapping[str, Any] | None = None,
-    device: str = "auto",
     batch_size: int | None = None,
     num_workers: int | None = None,
-    amp: bool | None = None,
-    compute_dtype: str | None = None,
-    dtype: str = "float16",
-    chunk_rows: int | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
-    plan_: ExtractPlan | None = None,
     work: Mapping[str, Collection[int]] | None = None,
 ) -> dict[str, Any]:
-    """Fill the feature entries of the request; returns a summary dict.
+    """Fill the feature entries of the request (or of a plan of it); returns a summary dict.
 
     ``work`` restricts the run to these chunks (units) per entry key, e.g. the chunks a
     leased unit holds; by default every chunk an entry is missing when the run starts.
 
     Summary: entries, complete_before, computed_chunks, skipped_chunks, forward_batches
     (network forward calls; 0 when everything was cached), images, images_per_s,
-    bytes_written, seconds, plan (as a dict). See :func:`featstore.extract.plan` for
-    the request arguments.
+    bytes_written, seconds, plan (as a dict).
     """
     t_start = time.perf_counter()
-    p = plan_ or plan(
-        store,
-        dataset,
-        models,
-        layers,
-        pooling,
-        views,
-        weights=weights,
-        preprocess=preprocess,
-        device=device,
-        amp=amp,
-        compute_dtype=compute_dtype,
-        dtype=dtype,
-        chunk_rows=chunk_rows,
-    )
+    p = request if isinstance(request, ExtractPlan) else plan(store, request)
     check_space(p)
     summary: dict[str, Any] = {
         "dataset_id": p.dataset.id,
@@ -246,12 +213,12 @@ def open_entries(store: Any, p: ExtractPlan, entries: Sequence[EntryPlan]) -> di
 
 def _prepare_runners(
     store: Any, p: ExtractPlan, work: Mapping[str, Collection[int]] | None
-) -> tuple[list[_Runner], list[Preprocess], list[tuple[Preprocess, Any]], list[_Target]]:
+) -> tuple[list[_Runner], list[Preprocess], list[tuple[Preprocess, View]], list[_Target]]:
     compute = p.compute
     todo_all = [e for e in p.todo if work is None or work.get(e.key)]
     entries = open_entries(store, p, todo_all)
     geometries: list[Preprocess] = []
-    crops: list[tuple[Preprocess, Any]] = []
+    crops: list[tuple[Preprocess, View]] = []
     runners: list[_Runner] = []
     all_targets: list[_Target] = []
     for mp in p.models:
@@ -270,9 +237,9 @@ def _prepare_runners(
         if geo is None:
             geometries.append(pre)
             geo = len(geometries) - 1
-        targets: dict[str, list[_Target]] = {}
-        masks: dict[str, np.ndarray] = {}
-        crops_keys: dict[str, str] = {}
+        targets: dict[View, list[_Target]] = {}
+        masks: dict[View, np.ndarray] = {}
+        crops_keys: dict[View, str] = {}
         for e in todo:
             entry = entries[e.key]
             missing = set(entry.missing_chunks())  # another writer may have filled some
@@ -283,9 +250,8 @@ def _prepare_runners(
             all_targets.append(t)
             mask = masks.setdefault(e.view, np.zeros(e.n_rows, dtype=bool))
             mask[e.rows_of(missing)] = True
-            view = parse_view(e.view)
-            if view.kind == "crops" and e.view not in crops_keys:
-                crops.append((pre, view))
+            if e.view.kind == "crops" and e.view not in crops_keys:
+                crops.append((pre, e.view))
                 crops_keys[e.view] = f"c{len(crops) - 1}"
         dev = compute.device
         runners.append(
@@ -312,7 +278,7 @@ def _forward(r: _Runner, x: torch.Tensor, compute: Any) -> dict[str, torch.Tenso
 
 def _deliver(
     r: _Runner,
-    view: str,
+    view: View,
     rows: np.ndarray,
     out: dict[str, torch.Tensor],
     lo: int,
@@ -321,7 +287,7 @@ def _deliver(
     n_patches: int = 1,
 ) -> None:
     """Pool the rows [lo, hi) of captured outputs and route them to this view's entries."""
-    pooled_cache: dict[tuple[str, str], np.ndarray] = {}
+    pooled_cache: dict[tuple[str, Pooling], np.ndarray] = {}
     for t in r.targets.get(view, []):
         if not t.missing:
             continue
@@ -330,7 +296,7 @@ def _deliver(
         if values is None:
             act = out[t.plan.target.name][lo * n_patches : hi * n_patches]
             pooled = apply_pooling(t.plan.pooling, act, t.plan.target.tokens)
-            if n_patches > 1 or parse_view(view).kind == "crops":
+            if n_patches > 1 or view.kind == "crops":
                 pooled = pooled.reshape(hi - lo, n_patches, -1)
             values = pooled_cache[key] = pooled.float().cpu().numpy()
         t.add(rows, values, submit)
@@ -467,7 +433,7 @@ def _run_batch(
 ) -> None:
     """All of one network's work on a batch: one forward for plain+flip, sub-batches for crops."""
     dev, cl = compute.device, compute.channels_last
-    segments: list[tuple[str, np.ndarray, torch.Tensor]] = []
+    segments: list[tuple[View, np.ndarray, torch.Tensor]] = []
     for view, mask in r.masks.items():
         sel = np.flatnonzero(mask[batch_rows])
         if sel.size == 0:
@@ -489,7 +455,7 @@ def _run_batch(
     parts = []
     for view, _, x in segments:
         xn = _normalise(x, r, dev, cl)
-        parts.append(torch.flip(xn, dims=[3]) if view == "flip" else xn)
+        parts.append(torch.flip(xn, dims=[3]) if view.kind == "flip" else xn)
     out = _forward(r, torch.cat(parts) if len(parts) > 1 else parts[0], compute)
     lo = 0
     for view, rows, _ in segments:

@@ -1,5 +1,9 @@
 """Planning an extraction: which feature entries a request means, which exist, what is missing.
 
+The request is an :class:`~featstore.extract.request.ExtractionRequest` (every factor
+already parsed); a plan holds it, and its entries hold the stored :class:`Pooling` and
+the :class:`View` as objects.
+
 Planning loads no network weights when the weights hash is cached: a request whose
 entries are all complete costs a few metadata reads. Each entry's key is its
 :class:`~featstore.specs.FeatureKey`: the content id of the ordered images (never the
@@ -24,7 +28,8 @@ import numpy as np
 
 from featstore.errors import InsufficientSpaceError, SpecError, UnknownModelError
 from featstore.extract.device import Compute, resolve_compute
-from featstore.extract.pooling import effective_pooling, parse_pooling, parse_view, row_shape
+from featstore.extract.pooling import effective_pooling, row_shape
+from featstore.extract.request import ExtractionRequest
 from featstore.models import (
     LayerInfo,
     ModelSpec,
@@ -38,8 +43,6 @@ from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
 from featstore.store.content import ContentIndex, RowView
 from featstore.store.select import file_record
 
-DEFAULT_POOLING = "avg"
-STORAGE_DTYPES = ("float16", "float32", "float64")  # integer storage would truncate features
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 RESERVE_ENV = "FEATSTORE_SPACE_RESERVE_MB"  # overrides the space kept free by check_space
 MAX_CHUNK_ROWS = 256  # resume granularity: a killed run loses at most this many rows per entry
@@ -59,8 +62,8 @@ class EntryPlan:
     model: str
     layer: str
     target: LayerInfo
-    view: str
-    pooling: str
+    view: View
+    pooling: Pooling  # as stored (the effective pooling for the layer's layout)
     row_shape: tuple[int, ...]
     dtype: str
     n_rows: int
@@ -106,8 +109,8 @@ class EntryPlan:
             "model": self.model,
             "layer": self.layer,
             "layer_target": self.target.name,
-            "view": self.view,
-            "pooling": self.pooling,
+            "view": str(self.view),
+            "pooling": str(self.pooling),
             "shape": [self.n_rows, *self.row_shape],
             "dtype": self.dtype,
             "chunks": self.n_chunks,
@@ -135,6 +138,7 @@ class ModelPlan:
 class ExtractPlan:
     """What a request means against a store: immutable; a run keeps its own state."""
 
+    request: ExtractionRequest
     dataset: Any
     compute: Compute
     dtype: str
@@ -172,38 +176,6 @@ class ExtractPlan:
             "free_bytes": self.free_bytes,
             "store": self.store_url,
         }
-
-
-# --- request normalisation ---------------------------------------------------------------------
-def _as_list(value: str | Sequence[str] | None) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return (
-            [v.strip() for v in value.split(",") if v.strip()]
-            if "crops" not in value
-            else [value.strip()]
-        )
-    return [str(v).strip() for v in value if str(v).strip()]
-
-
-def _per_model(value: Any, model: str, default: Any) -> Any:
-    """A per-model option: one value for all, or a dict keyed by model name."""
-    if isinstance(value, Mapping):
-        return value.get(model, value.get("*", default))
-    return default if value is None else value
-
-
-def _poolings_for(pooling: Any, layer: str) -> list[str]:
-    if isinstance(pooling, Mapping):
-        chosen = pooling.get(layer, pooling.get("*", DEFAULT_POOLING))
-    else:
-        chosen = DEFAULT_POOLING if pooling is None else pooling
-    items = [chosen] if isinstance(chosen, str) else list(chosen)
-    out: list[str] = []
-    for item in items:
-        out.extend(p for p in str(item).split(",") if p.strip())
-    return out or [DEFAULT_POOLING]
 
 
 def model_plan(
@@ -382,7 +354,7 @@ def _plan_entry(
     """One entry: its own key if stored, else an entry that already holds the dataset's
     images (format 1: that entry itself; a superset: read by index), else a new one."""
     common: dict[str, Any] = dict(
-        model=name, layer=layer, target=info, view=str(view), pooling=str(pool),
+        model=name, layer=layer, target=info, view=view, pooling=pool,
         row_shape=rshape, dtype=dtype, n_rows=int(dataset.n),
     )  # fmt: skip
     own = dataset.images_id is not None
@@ -425,25 +397,10 @@ def _mb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.2f} MB"
 
 
-def check_dtype(dtype: Any) -> str:
-    """The storage dtype's name; only float types keep features (int8 would truncate them)."""
-    try:
-        name = str(np.dtype(dtype))
-    except TypeError:
-        name = str(dtype)
-    if name not in STORAGE_DTYPES:
-        raise SpecError(
-            f"storage dtype {dtype!r} is not supported; use one of {', '.join(STORAGE_DTYPES)}"
-        )
-    return name
-
-
-def _check_pool_layers(pooling: Any, mplans: Sequence[ModelPlan]) -> None:
+def _check_pool_layers(request: ExtractionRequest, mplans: Sequence[ModelPlan]) -> None:
     """A per-layer pooling (LAYER=SPEC) must name a requested layer, never be dropped silently."""
-    if not isinstance(pooling, Mapping):
-        return
     requested = [layer for mp in mplans for layer in mp.layers]
-    unknown = [name for name in pooling if name != "*" and name not in requested]
+    unknown = [name for name in request.pooling.names if name not in requested]
     if unknown:
         raise SpecError(
             f"--pool names layer {unknown[0]!r}, which is not requested; requested layers: "
@@ -462,48 +419,27 @@ def _check_grid(pool: Pooling, shape: tuple[int, ...], model: str, layer: str) -
             )
 
 
-def plan(
-    store: Any,
-    dataset: Any,
-    models: str | Sequence[str],
-    layers: Any = None,
-    pooling: Any = DEFAULT_POOLING,
-    views: Any = ("plain",),
-    *,
-    weights: Any = None,
-    preprocess: Mapping[str, Any] | None = None,
-    device: str = "auto",
-    amp: bool | None = None,
-    compute_dtype: str | None = None,
-    dtype: str = "float16",
-    chunk_rows: int | None = None,
-) -> ExtractPlan:
-    """What ``extract`` would do, without running a network.
-
-    models: names (list or comma-separated); layers: names for every network, a dict
-    {model: [layers]}, or None for each network's defaults; pooling: a spec, a list of
-    specs, or {layer: spec(s), "*": default}; views: plain, flip, crops:<scales>;
-    weights: one choice for all networks or {model: choice}.
-    """
+def plan(store: Any, request: ExtractionRequest) -> ExtractPlan:
+    """What extracting ``request`` into ``store`` would do, without running a network."""
+    if not request.models:  # a request built field by field, not parsed
+        raise SpecError("no network given: name at least one with -m")
+    dataset = request.dataset
     if isinstance(dataset, str):
         dataset = store.get_dataset(dataset)
-    compute = resolve_compute(device, amp, compute_dtype)
-    dtype = check_dtype(dtype)
-    views_parsed = list(dict.fromkeys(parse_view(v) for v in (_as_list(views) or ["plain"])))
+    compute = resolve_compute(request.device, request.amp, request.compute_dtype)
+    dtype = request.dtype
     entries: list[EntryPlan] = []
     mplans: list[ModelPlan] = []
     seen: set[str] = set()
     own_images = dataset.images_id  # None: a format-1 registration (see _plan_entry)
     index = ContentIndex(store)
-    for name in dict.fromkeys(_as_list(models)):
-        layer_list = layers.get(name) if isinstance(layers, Mapping) else layers
-        pre = (
-            preprocess.get(name)
-            if isinstance(preprocess, Mapping) and name in preprocess
-            else preprocess
-        )
+    for name in request.models:
         mp = model_plan(
-            name, _as_list(layer_list) or None, _per_model(weights, name, None), pre, store
+            name,
+            request.layers_for(name),
+            request.weights_for(name),
+            request.preprocess_for(name),
+            store,
         )
         twin = next((m for m in mplans if m.spec.name == mp.spec.name), None)
         if twin is not None:  # a run's entries are computed by the network of that name
@@ -516,26 +452,25 @@ def plan(
         name = mp.spec.name  # a store name (models add) is its architecture with its weights
         for layer, info in mp.layers.items():
             shape = tuple(info.shape or ())
-            for pool_spec in _poolings_for(pooling, layer):
-                pool = effective_pooling(parse_pooling(pool_spec), shape, info.tokens)
+            for asked in request.poolings_for(layer):
+                pool = effective_pooling(asked, shape, info.tokens)
                 _check_grid(pool, shape, name, layer)
-                for view in views_parsed:
+                for view in request.views:
                     fkey = _feature_key(
                         own_images or "", mp, layer, view, pool, dtype, compute.compute_dtype
                     )
                     rshape = row_shape(pool, shape, view, info.tokens)
                     entry_plan = _plan_entry(
                         store, dataset, index, mp, name, layer, info, fkey, rshape, dtype,
-                        chunk_rows, view, pool,
+                        request.chunk_rows, view, pool,
                     )  # fmt: skip
                     if entry_plan.key in seen:
                         continue
                     seen.add(entry_plan.key)
                     entries.append(entry_plan)
-    if not mplans:
-        raise SpecError("no network given: name at least one with -m")
-    _check_pool_layers(pooling, mplans)
+    _check_pool_layers(request, mplans)
     return ExtractPlan(
+        request=request.with_dataset(dataset),
         dataset=dataset,
         compute=compute,
         dtype=dtype,

@@ -151,9 +151,15 @@ def _pool_tokens(pool: Pooling, x: torch.Tensor, tokens: TokenLayout) -> torch.T
 
 
 def apply_pooling(
-    pooling: str | Pooling, x: torch.Tensor, tokens: TokenLayout | None = None
+    pooling: Pooling, x: torch.Tensor, tokens: TokenLayout | None = None
 ) -> torch.Tensor:
-    """Pool a batch of activations (N, *layer_shape) in float32; returns (N, *row_shape)."""
+    """Pool a batch of activations (N, *layer_shape) in float32; returns (N, *row_shape).
+
+    ``pooling`` is a parsed :class:`Pooling` (a plan's entries hold the stored one); only
+    the layout rule of :func:`effective_pooling` is applied here, no text is parsed.
+    """
+    if not isinstance(pooling, Pooling):
+        raise TypeError(f"apply_pooling takes a Pooling (Pooling.parse({pooling!r})), not text")
     pool = effective_pooling(pooling, tuple(x.shape[1:]), tokens)
     x = x.float()
     n = x.shape[0]

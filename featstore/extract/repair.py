@@ -16,13 +16,16 @@ from typing import Any
 from featstore.errors import ExtractionError
 from featstore.extract.pipeline import extract
 from featstore.extract.plan import plan
+from featstore.extract.request import ExtractionRequest
 from featstore.progress import Progress
 
 __all__ = ["repair_entry", "request_of"]
 
 
-def request_of(store: Any, entry: Any, weights: str | None = None) -> dict[str, Any]:
-    """The extraction request (plan arguments) that an entry's attrs describe."""
+def request_of(
+    store: Any, entry: Any, weights: str | None = None, device: str | None = None
+) -> ExtractionRequest:
+    """The extraction request that an entry's attrs describe (computed on ``device``)."""
     attrs = entry.attrs
     missing = [
         name
@@ -38,17 +41,18 @@ def request_of(store: Any, entry: Any, weights: str | None = None) -> dict[str, 
     model = attrs.get("model") if isinstance(attrs.get("model"), dict) else {}
     if weights is None and model.get("source") == "random":
         weights = "random"
-    return {
-        "dataset": store.get_dataset(str(dataset_ref)),
-        "models": [str(attrs["model_name"])],
-        "layers": [str(attrs["layer"])],
-        "pooling": [str(attrs["pooling"])],
-        "views": [str(attrs["view"])],
-        "weights": weights,
-        "preprocess": dict(attrs["preprocess"]),
-        "dtype": str(attrs["dtype"]),
-        "compute_dtype": attrs.get("compute_dtype"),
-    }
+    return ExtractionRequest.parse(
+        store.get_dataset(str(dataset_ref)),
+        [str(attrs["model_name"])],
+        [str(attrs["layer"])],
+        [str(attrs["pooling"])],
+        [str(attrs["view"])],
+        weights=weights,
+        preprocess=dict(attrs["preprocess"]),
+        device=device,
+        compute_dtype=attrs.get("compute_dtype"),
+        dtype=str(attrs["dtype"]),
+    )
 
 
 def repair_entry(
@@ -78,9 +82,8 @@ def repair_entry(
     todo = sorted(set(damaged) | set(missing))
     if not todo:
         return out
-    request = request_of(store, entry, weights)
-    options = {k: request.pop(k) for k in ("weights", "preprocess", "dtype", "compute_dtype")}
-    first = plan(store, device=device, **request, **options)
+    request = request_of(store, entry, weights, device)
+    first = plan(store, request)
     keys = [e.key for e in first.entries]
     if keys != [key]:
         raise ExtractionError(
@@ -90,14 +93,8 @@ def repair_entry(
         )
     for index in damaged:
         entry.invalidate_chunk(index)  # damaged = missing from now on
-    summary = extract(
-        store,
-        device=device,
-        batch_size=batch_size,
-        progress=progress,
-        work={key: todo},
-        **request,
-        **options,
+    summary = extract(  # planned again: the damaged chunks are missing now
+        store, request, batch_size=batch_size, progress=progress, work={key: todo}
     )
     after = store.get_entry(key).verify()
     out.update(

@@ -16,7 +16,7 @@ meanwhile) is an ExtractionError naming it, never a run reported complete.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.errors import (
     DamagedChunkError,
@@ -27,6 +27,10 @@ from featstore.errors import (
 )
 from featstore.progress import Progress
 from featstore.store.base import Store
+
+if TYPE_CHECKING:
+    from featstore.extract.plan import ExtractPlan
+    from featstore.extract.request import ExtractionRequest
 
 __all__ = ["MODES", "choose_mode", "run_extraction"]
 
@@ -42,22 +46,17 @@ def choose_mode(*, share: bool = False, dask: Any = None) -> str:
 
 def run_extraction(
     store: Any,
-    dataset: Any,
-    models: str | Sequence[str],
-    layers: Any = None,
-    pooling: Any = "avg",
-    views: Any = ("plain",),
+    request: ExtractionRequest,
     *,
     mode: str = "local",
     dask: Any = None,
     batch_size: int | None = None,
     num_workers: int | None = None,
     progress: Progress | None = None,
-    plan_: Any = None,
-    **options: Any,
+    plan_: ExtractPlan | None = None,
 ) -> dict[str, Any]:
-    """Fill the request's entries in ``mode``; ``options`` are :func:`featstore.extract.plan`'s
-    (weights, preprocess, device, amp, compute_dtype, dtype, chunk_rows)."""
+    """Fill the request's entries in ``mode``; ``plan_``, a plan of this request already
+    made against ``store``, spares a local run planning it again."""
     if mode not in MODES:
         raise ExtractionError(f"unknown extraction mode {mode!r}; use one of {', '.join(MODES)}")
     if mode == "dask" and not dask:
@@ -67,32 +66,21 @@ def run_extraction(
 
         summary = extract(
             store,
-            dataset,
-            models,
-            layers,
-            pooling,
-            views,
+            plan_ if plan_ is not None else request,
             batch_size=batch_size,
             num_workers=num_workers,
             progress=progress,
-            plan_=plan_,
-            **options,
         )
     else:
         from featstore.extract.distributed import run_distributed
 
         summary = run_distributed(
             store,
-            dataset,
-            models,
-            layers,
-            pooling,
-            views,
+            request,
             client=dask if mode == "dask" else None,
             progress=progress,
             batch_size=batch_size,
             num_workers=num_workers,
-            **options,
         )
     if isinstance(store, Store):  # not a spec or URL: the run opened none here to ask
         recheck(store, summary.get("keys", []), summary.get("incomplete") or {})

@@ -42,7 +42,14 @@ from featstore.errors import (
     WeightsNotFoundError,
 )
 from featstore.keys import canonical_json
-from featstore.specs import compute_dtype_name, parse_pooling
+from featstore.specs import (
+    DEFAULT_POOLING,
+    DEFAULT_VIEW,
+    Pooling,
+    View,
+    compute_dtype_name,
+    parse_pooling,
+)
 from featstore.store.content import _readable_entries, entries_for
 
 __all__ = [
@@ -125,7 +132,7 @@ def _layout(shape: Sequence[int]) -> str:
     return {3: "map", 2: "tokens"}.get(len(shape), "other")
 
 
-def stored_poolings(asked: str, layer_shape: Sequence[int] | None) -> tuple[str, ...]:
+def stored_poolings(asked: str | Pooling, layer_shape: Sequence[int] | None) -> tuple[str, ...]:
     """What extraction stores for ``asked`` on a layer of ``layer_shape`` (the rule of
     :func:`featstore.extract.pooling.effective_pooling`, without its checks or torch)."""
     pool = str(parse_pooling(asked))
@@ -144,14 +151,15 @@ def stored_poolings(asked: str, layer_shape: Sequence[int] | None) -> tuple[str,
 class Selector:
     """Names feature entries of a dataset by their recorded factors (None = any), or by key.
 
-    ``keys`` (entry keys or prefixes) choose among several matches; ``attrs`` filters on
-    any other recorded attr by equality.
+    ``pooling`` and ``view`` are the extraction request's types (text given here is parsed
+    once, on construction); ``keys`` (entry keys or prefixes) choose among several
+    matches; ``attrs`` filters on any other recorded attr by equality.
     """
 
     network: str | None = None
     layer: str | None = None
-    pooling: str | None = None
-    view: str | None = "plain"
+    pooling: Pooling | None = None
+    view: View | None = DEFAULT_VIEW
     weights: WeightsChoice | None = None
     preprocess: Mapping[str, Any] | None = None
     compute_dtype: str | None = None
@@ -162,7 +170,9 @@ class Selector:
 
     def __post_init__(self) -> None:
         if self.pooling is not None:
-            object.__setattr__(self, "pooling", str(parse_pooling(self.pooling)))
+            object.__setattr__(self, "pooling", Pooling.parse(self.pooling))
+        if self.view is not None:
+            object.__setattr__(self, "view", View.parse(self.view))
         if self.compute_dtype is not None:
             object.__setattr__(self, "compute_dtype", compute_dtype_name(self.compute_dtype))
         if self.weights is not None and not isinstance(self.weights, WeightsChoice):
@@ -402,7 +412,7 @@ class Catalog:
         a = entry.attrs
         shape = a.get("layer_shape")
         stored = str(a.get("pooling"))
-        if stored == sel.pooling:
+        if stored == str(sel.pooling):
             return True
         if isinstance(shape, (list, tuple)) and shape:
             return stored in stored_poolings(sel.pooling, shape)
@@ -431,7 +441,7 @@ class Catalog:
         weights_ok = self._weights_filter(sel.weights, sel.network)
         chosen = [e for e in self.entries() if self.matches(sel, e, table) and weights_ok(e.attrs)]
         found = entries_for(self.store, dataset, entries=chosen)
-        if not found and sel.pooling not in (None, "none"):
+        if not found and sel.pooling is not None and sel.pooling.kind != "none":
             # no recorded layer shape (older writers): a vector entry stored unpooled still
             # serves a vector pooling, as extraction stores any pooling of a vector as none
             loose = [
@@ -597,8 +607,8 @@ def lookup(
     dataset: Any,
     model: str,
     layer: str,
-    pooling: str | None = "avg",
-    view: str = "plain",
+    pooling: str | Pooling | None = DEFAULT_POOLING,
+    view: str | View = DEFAULT_VIEW,
     *,
     weights: str | None = None,
     preprocess: Mapping[str, Any] | None = None,
@@ -627,8 +637,8 @@ def lookup(
     sel = Selector(
         network=model,
         layer=layer,
-        pooling=pooling,
-        view=view,
+        pooling=None if pooling is None else Pooling.parse(pooling),
+        view=View.parse(view),
         weights=parse_weights(weights),
         preprocess=preprocess,
         compute_dtype=compute_dtype,
@@ -637,9 +647,9 @@ def lookup(
     )
     found = Catalog(store).find(ds, sel, choosers=LOOKUP_CHOOSERS)
     if found is None:
-        pool = sel.pooling or "avg"
+        pool = sel.pooling or DEFAULT_POOLING
         raise EntryNotFoundError(
-            f"no cached features for {model} layer {layer} (pooling {pool}, view {view}) of "
+            f"no cached features for {model} layer {layer} (pooling {pool}, view {sel.view}) of "
             f"dataset {ds.name}; create them with `featstore extract -d {ds.name} -m {model} "
             f"-l {layer} --pool {pool}`"
         )

@@ -26,6 +26,7 @@ from featstore.errors import DatasetError, EntryNotFoundError, SpecError, Weight
 from featstore.evaluate.results import collect_records
 from featstore.keys import content_hash
 from featstore.settings import cell_key, record_setting
+from featstore.specs import Pooling, View
 from featstore.store import trained
 from featstore.store.content import entries_for
 from featstore.store.select import SPEC_CHOOSERS, Catalog, Selector, parse_weights
@@ -315,7 +316,6 @@ def resolve_datasets(
 Planner = Callable[
     [Any, Dataset, Any, list[tuple[str, str, str]], Mapping[str, Any]], list[EntryPlan]
 ]
-EXTRACT_PLAN_OPTIONS = ("device", "compute_dtype", "dtype")
 
 
 def extract_planner(
@@ -331,29 +331,26 @@ def extract_planner(
     the sweep keeps the asked name for the row but points at that entry.
     """
     from featstore.extract.plan import plan as extract_plan
-    from featstore.extract.pooling import effective_pooling, parse_pooling
+    from featstore.extract.pooling import effective_pooling
+    from featstore.extract.request import GROUP_OPTIONS, ExtractionRequest
 
-    layers = list(dict.fromkeys(w[0] for w in wanted))
-    poolings = list(dict.fromkeys(w[1] for w in wanted))
-    views = list(dict.fromkeys(w[2] for w in wanted))
-    kwargs = {k: options[k] for k in EXTRACT_PLAN_OPTIONS if k in options}
-    xp = extract_plan(
-        store,
+    request = ExtractionRequest.parse(
         ds,
         [network.name],
-        layers=layers,
-        pooling=poolings,
-        views=views,
+        list(dict.fromkeys(w[0] for w in wanted)),
+        list(dict.fromkeys(w[1] for w in wanted)),
+        list(dict.fromkeys(w[2] for w in wanted)),
         weights=network.weights,
-        **kwargs,
+        **{k: options[k] for k in GROUP_OPTIONS if k in options},
     )
+    xp = extract_plan(store, request)
     by = {(e.layer, e.pooling, e.view): e for e in xp.entries}
     infos = xp.models[0].layers
     out = []
     for layer, pooling, view in wanted:
         shape = tuple(infos[layer].shape or ())
-        eff = str(effective_pooling(parse_pooling(pooling), shape))
-        e = by[(layer, eff, view)]
+        eff = effective_pooling(Pooling.parse(pooling), shape)
+        e = by[(layer, eff, View.parse(view))]
         out.append(
             EntryPlan(
                 layer,
@@ -388,8 +385,8 @@ def _spec_selector(
     return Selector(
         network=network.name,
         layer=layer,
-        pooling=pooling,
-        view=view,
+        pooling=Pooling.parse(pooling),
+        view=View.parse(view),
         weights=parse_weights(
             getattr(network, "weights", None) or ("pretrained" if default_weights else None)
         ),

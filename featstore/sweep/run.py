@@ -228,27 +228,15 @@ def _call_extract(
     """One extraction call for every missing layer/pooling/view of one network on one dataset."""
     try:
         from featstore.extract.pipeline import extract
+        from featstore.extract.request import group_request
     except ImportError as exc:
         raise ExtractionError(f"featstore.extract is not available: {exc}") from exc
-    missing = group.missing
-    layers = list(dict.fromkeys(e.layer for e in missing))
-    poolings = list(dict.fromkeys(e.pooling for e in missing))
-    views = list(dict.fromkeys(e.view for e in missing))
-    kwargs = {
-        k: v for k, v in options.items() if k in ("batch_size", "device", "compute_dtype", "dtype")
-    }
-    if "workers" in options:
-        kwargs["num_workers"] = options["workers"]
     result = extract(
         store,
-        ds,
-        [group.extraction_network],
-        layers,
-        poolings,
-        views,
-        weights=group.weights,
+        group_request(ds, group, options),
+        batch_size=options.get("batch_size"),
+        num_workers=options.get("workers"),
         progress=progress,
-        **kwargs,
     )
     return _as_dict(result)
 

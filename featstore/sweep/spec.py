@@ -35,7 +35,7 @@ from featstore.evaluate.tasks import CLASSIFIER_OPTIONS, reading_options
 from featstore.evaluate.tasks import TASKS as TASK_REGISTRY
 from featstore.keys import canonical_json
 from featstore.settings import setting_label
-from featstore.specs import parse_pooling
+from featstore.specs import DEFAULT_POOLING, DEFAULT_VIEW, parse_pooling
 
 __all__ = [
     "TASKS",
@@ -694,9 +694,9 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None) -> SweepSpec:
         raise SpecError(f"sweep spec: field 'datasets' lists a dataset twice: {clip(str(names))}")
     networks = _networks(raw)
     finetune = _finetune(raw, datasets, networks)
-    pooling = _str_items(_list(raw, "pooling", ["avg"]), "pooling")
+    pooling = _str_items(_list(raw, "pooling", [str(DEFAULT_POOLING)]), "pooling")
     pooling = _check_pooling(pooling)
-    views = _str_items(_list(raw, "views", ["plain"]), "views")
+    views = _str_items(_list(raw, "views", [str(DEFAULT_VIEW)]), "views")
     _check_views(views)
     transforms = _check_transforms(_str_items(_list(raw, "transforms", ["none"]), "transforms"))
     classifiers = _str_items(_list(raw, "classifiers", ["svm"]), "classifiers")

@@ -47,7 +47,7 @@ def flowers_features(tmp_path_factory: pytest.TempPathFactory):
     from featstore.evaluate.features.selection import resolve_parts
     from featstore.evaluate.features.transforms import FeatureTransform
     from featstore.evaluate.probes.protocol import split_rows
-    from featstore.extract import extract
+    from featstore.extract import ExtractionRequest, extract
     from featstore.store import open_store
 
     base = tmp_path_factory.mktemp("flowers-subset")
@@ -61,7 +61,11 @@ def flowers_features(tmp_path_factory: pytest.TempPathFactory):
     store = open_store(str(base / "s.zarr"))
     add_dataset(store, "flowers", str(root))
     ds = store.get_dataset("flowers")
-    extract(store, ds, ["efficientnet_lite0"], ["penultimate"], ["avg"], batch_size=32)
+    extract(
+        store,
+        ExtractionRequest.parse(ds, ["efficientnet_lite0"], ["penultimate"], ["avg"]),
+        batch_size=32,
+    )
     splits = split_rows(ds)
     parts = resolve_parts(store, ds, {"model": "efficientnet_lite0", "layer": "penultimate"}, "l2")
     X = FeatureTransform("l2").fit_transform(parts, splits.train)

@@ -24,7 +24,7 @@ from featstore.datasets import add_dataset, dataset_from_source
 from featstore.errors import DatasetError, EvaluationError, ImageChangedError
 from featstore.evaluate.features.selection import resolve_parts
 from featstore.evaluate.probes.task import plan_classification
-from featstore.extract import extract, lookup, plan
+from featstore.extract import ExtractionRequest, extract, lookup, plan
 from featstore.keys import make_key
 from featstore.store import open_store
 from featstore.store.content import RowView
@@ -33,7 +33,8 @@ from featstore.sweep.plan import subset_dataset
 from tests.conftest import make_image
 
 SMALL = {"resize": 40, "crop": 32}
-KW = dict(weights="random", preprocess=SMALL, batch_size=6)
+KW = dict(weights="random", preprocess=SMALL)
+RUN = dict(batch_size=6)
 ARGS = (["resnet18"], ["fc"], "avg", ["plain"])
 
 
@@ -62,11 +63,11 @@ def _cli(*args: str) -> object:
 def test_two_names_and_a_relabelled_copy_share_every_entry(store_url, image_folder, tmp_path):
     store = open_store(store_url)
     flowers = add_dataset(store, "flowers", str(image_folder))
-    first = extract(store, "flowers", *ARGS, **KW)
+    first = extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)
     assert first["forward_batches"] > 0 and first["complete_before"] == 0
 
     add_dataset(store, "flowers12", str(image_folder))
-    again = extract(store, "flowers12", *ARGS, **KW)
+    again = extract(store, ExtractionRequest.parse("flowers12", *ARGS, **KW), **RUN)
     assert again["forward_batches"] == 0 and again["computed_chunks"] == 0
     assert again["keys"] == first["keys"] and again["complete_before"] == 1
 
@@ -76,7 +77,7 @@ def test_two_names_and_a_relabelled_copy_share_every_entry(store_url, image_fold
     relabelled = add_dataset(store, "relabelled", _manifest(tmp_path / "m.csv", rows))
     assert relabelled.fingerprint != flowers.fingerprint
     assert relabelled.images_id == flowers.images_id
-    third = extract(store, "relabelled", *ARGS, **KW)
+    third = extract(store, ExtractionRequest.parse("relabelled", *ARGS, **KW), **RUN)
     assert third["forward_batches"] == 0 and third["keys"] == first["keys"]
     assert store.entry_keys() == first["keys"]
 
@@ -107,7 +108,7 @@ def test_cli_says_cached_for_a_second_name(store_url, image_folder):
 def test_a_subset_reads_its_rows_by_index(store_url, image_folder, tmp_path):
     store = open_store(store_url)
     full = add_dataset(store, "full", str(image_folder))
-    (key,) = extract(store, "full", *ARGS, **KW)["keys"]
+    (key,) = extract(store, ExtractionRequest.parse("full", *ARGS, **KW), **RUN)["keys"]
     stored = store.get_entry(key).read()
 
     # a few-shot draw in another order: 2 train + 1 test image per class, reversed
@@ -117,11 +118,11 @@ def test_a_subset_reads_its_rows_by_index(store_url, image_folder, tmp_path):
         (full.refs[i], full.classes[int(full.labels[i])], full.ids[i].split("/")[0]) for i in chosen
     ]
     few = add_dataset(store, "few", _manifest(tmp_path / "few.csv", rows))
-    p = plan(store, "few", *ARGS, weights="random", preprocess=SMALL)
+    p = plan(store, ExtractionRequest.parse("few", *ARGS, weights="random", preprocess=SMALL))
     (e,) = p.entries
     assert e.by_index and e.source == key and e.complete
     assert p.to_dict()["n_by_index"] == 1 and p.to_dict()["images_to_compute"] == 0
-    summary = extract(store, "few", *ARGS, **KW)
+    summary = extract(store, ExtractionRequest.parse("few", *ARGS, **KW), **RUN)
     assert summary["forward_batches"] == 0 and store.entry_keys() == [key]
 
     view = lookup(store, "few", "resnet18", "fc", weights="random", preprocess=SMALL)
@@ -137,15 +138,17 @@ def test_a_subset_reads_its_rows_by_index(store_url, image_folder, tmp_path):
 
     # a sweep subset: the same, without registering anything
     sub = subset_dataset(full, 9)
-    (se,) = plan(store, sub, *ARGS, weights="random", preprocess=SMALL).entries
+    (se,) = plan(
+        store, ExtractionRequest.parse(sub, *ARGS, weights="random", preprocess=SMALL)
+    ).entries
     assert se.by_index and se.source == key
-    assert extract(store, sub, *ARGS, **KW)["forward_batches"] == 0
+    assert extract(store, ExtractionRequest.parse(sub, *ARGS, **KW), **RUN)["forward_batches"] == 0
 
 
 def test_an_entry_of_other_images_is_refused_by_key(store_url, image_folder, tmp_path):
     store = open_store(store_url)
     add_dataset(store, "full", str(image_folder))
-    (key,) = extract(store, "full", *ARGS, **KW)["keys"]
+    (key,) = extract(store, ExtractionRequest.parse("full", *ARGS, **KW), **RUN)["keys"]
     other = tmp_path / "other"
     for i in range(4):
         make_image(other / ("train" if i < 2 else "test") / f"c{i % 2}" / f"x{i}.jpg", 100 + i)
@@ -153,7 +156,10 @@ def test_an_entry_of_other_images_is_refused_by_key(store_url, image_folder, tmp
     with pytest.raises(EvaluationError, match="holds features of other images"):
         resolve_parts(store, ds, key)
     assert (
-        plan(store, "other", *ARGS, weights="random", preprocess=SMALL).entries[0].exists is False
+        plan(store, ExtractionRequest.parse("other", *ARGS, weights="random", preprocess=SMALL))
+        .entries[0]
+        .exists
+        is False
     )
 
 
@@ -165,18 +171,25 @@ def test_a_changed_image_stops_the_run_and_names_the_files(store_url, image_fold
     for n, path in enumerate(changed):
         make_image(Path(path), 999 + n)  # new bytes behind a registered name
     with pytest.raises(ImageChangedError) as info:
-        extract(store, "flowers", *ARGS, **{**KW, "batch_size": 4}, chunk_rows=4)
+        extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW, chunk_rows=4), batch_size=4)
     message = str(info.value)
     assert "2 images of dataset 'flowers' changed" in message
     assert changed[0] in message and changed[1] in message
     assert f"featstore datasets add flowers {image_folder} --replace" in message
     assert "\n" not in message
-    key = plan(store, "flowers", *ARGS, weights="random", preprocess=SMALL).entries[0].key
+    key = (
+        plan(store, ExtractionRequest.parse("flowers", *ARGS, weights="random", preprocess=SMALL))
+        .entries[0]
+        .key
+    )
     done = store.get_entry(key).done_chunks() if store.has_entry(key) else set()
     assert done == {0, 1}  # rows 0-7 were verified; the chunks of rows 10 and 16 never land
     # the advice works: register the current files, and the run completes
     add_dataset(store, "flowers", str(image_folder), replace=True)
-    assert extract(store, "flowers", *ARGS, **KW)["forward_batches"] > 0
+    assert (
+        extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)["forward_batches"]
+        > 0
+    )
 
 
 def test_cli_extract_refuses_a_changed_image(store_url, image_folder):
@@ -202,7 +215,7 @@ def test_registering_moved_files_repoints_them(store_url, image_folder, tmp_path
     moved = tmp_path / "moved"
     shutil.move(str(image_folder), str(moved))
     with pytest.raises(DatasetError, match="was the dataset moved"):
-        extract(store, "flowers", *ARGS, **KW)
+        extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)
     store.close()
     out = _cli("datasets", "add", "flowers", str(moved), "--store", store_url)
     assert out.exit_code == 0, out.output
@@ -211,7 +224,7 @@ def test_registering_moved_files_repoints_them(store_url, image_folder, tmp_path
     after = store.get_dataset("flowers")
     assert after.id == before.id and [info["id"] for info in store.list_datasets()] == [before.id]
     assert all(r.startswith(str(moved)) for r in after.refs)
-    assert extract(store, "flowers", *ARGS, **KW)["images"] == 18
+    assert extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)["images"] == 18
     # the same place again is a no-op
     assert add_dataset(store, "flowers", str(moved)).repointed == 0
 
@@ -243,7 +256,7 @@ def _as_format_1(store, ds, key) -> str:
 def test_a_format_1_store_keeps_working_and_upgrades(store_url, image_folder):
     store = open_store(store_url)
     ds = add_dataset(store, "flowers", str(image_folder))
-    (key,) = extract(store, "flowers", *ARGS, **KW)["keys"]
+    (key,) = extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)["keys"]
     stored = store.get_entry(key).read()
     old_key = _as_format_1(store, ds, key)
     store.close()
@@ -251,14 +264,21 @@ def test_a_format_1_store_keeps_working_and_upgrades(store_url, image_folder):
     store = open_store(store_url)
     assert store.format_version == 1 and store.get_dataset("flowers").image_hashes is None
     # read as it is: planning finds the old entry, evaluation reads it
-    p = plan(store, "flowers", *ARGS, weights="random", preprocess=SMALL)
+    p = plan(store, ExtractionRequest.parse("flowers", *ARGS, weights="random", preprocess=SMALL))
     assert [e.key for e in p.entries] == [old_key] and p.entries[0].complete
-    assert extract(store, "flowers", *ARGS, **KW)["forward_batches"] == 0
+    assert (
+        extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)["forward_batches"]
+        == 0
+    )
     (part,) = resolve_parts(store, "flowers", {"model": "resnet18", "layer": "fc"})
     np.testing.assert_array_equal(part.plain.read(), stored)
     # a new entry needs the images id: the error says how to get it
     with pytest.raises(DatasetError, match="run `featstore upgrade`"):
-        extract(store, "flowers", ["resnet18"], ["layer4"], "avg", ["plain"], **KW)
+        extract(
+            store,
+            ExtractionRequest.parse("flowers", ["resnet18"], ["layer4"], "avg", ["plain"], **KW),
+            **RUN,
+        )
     store.close()
 
     out = _cli("upgrade", "--store", store_url)
@@ -269,7 +289,7 @@ def test_a_format_1_store_keeps_working_and_upgrades(store_url, image_folder):
     assert store.get_entry(old_key).attrs["images"] == ds.images_id
     # the upgraded entry now serves every dataset of these images
     add_dataset(store, "second", str(image_folder))
-    again = extract(store, "second", *ARGS, **KW)
+    again = extract(store, ExtractionRequest.parse("second", *ARGS, **KW), **RUN)
     assert again["forward_batches"] == 0 and again["keys"] == [old_key]
     assert upgrade_store(store)["entries_upgraded"] == []  # twice: nothing more to do
 
@@ -277,7 +297,7 @@ def test_a_format_1_store_keeps_working_and_upgrades(store_url, image_folder):
 def test_upgrade_reports_changed_files_and_keeps_the_old_key(store_url, image_folder):
     store = open_store(store_url)
     ds = add_dataset(store, "flowers", str(image_folder))
-    (key,) = extract(store, "flowers", *ARGS, **KW)["keys"]
+    (key,) = extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)["keys"]
     old_key = _as_format_1(store, ds, key)
     make_image(Path(ds.refs[3]), 777)
     summary = upgrade_store(store)

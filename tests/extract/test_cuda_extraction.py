@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featstore.datasets import dataset_from_source
-from featstore.extract import extract
+from featstore.extract import ExtractionRequest, extract
 from featstore.store import open_store
 
 pytestmark = [
@@ -28,10 +28,7 @@ def test_cuda_features_match_cpu_fp32(tmp_path: Path, image_folder: Path) -> Non
     for device in ("cpu", "cuda"):
         store = open_store(str(tmp_path / f"{device}.zarr"))
         store.put_dataset(ds)
-        summary = extract(
-            store, "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain"],
-            weights="random", preprocess=SMALL, device=device, dtype="float32",
-        )  # fmt: skip
+        summary = extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain"], weights="random", preprocess=SMALL, device=device, dtype="float32"))  # fmt: skip
         assert summary["device"].startswith(device) and summary["forward_batches"] >= 1
         stores[device] = (store, summary)
     cpu_store, cpu = stores["cpu"]

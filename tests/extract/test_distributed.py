@@ -7,11 +7,11 @@ import hashlib
 
 import pytest
 import s3_fixtures
-from e2e_worker import request_args
+from e2e_worker import RUN, extraction_request
 
 from featstore.datasets.sources import dataset_from_source
 from featstore.errors import ExtractionError, StoreError
-from featstore.extract import extract, plan
+from featstore.extract import ExtractionRequest, extract, plan
 from featstore.extract.distributed import connect, run_distributed, work_units
 from featstore.store import open_store
 from featstore.store.lease import claim, release
@@ -34,17 +34,14 @@ def reference(tmp_path, image_folder):
     store = open_store(str(tmp_path / "ref.zarr"))
     dataset = dataset_from_source("tiny", str(image_folder))
     store.put_dataset(dataset)
-    args, kwargs = request_args()
-    extract(store, dataset, *args, **kwargs)
+    extract(store, extraction_request(dataset), **RUN)
     return dataset, digests(store)
 
 
 def test_units_cover_whole_chunks_of_every_entry(tmp_path, image_folder):
     store = open_store(str(tmp_path / "s.zarr"))
     dataset = dataset_from_source("tiny", str(image_folder))
-    args, kwargs = request_args()
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers", "threads")}
-    p = plan(store, dataset, *args, **kwargs)
+    p = plan(store, extraction_request(dataset))
     assert [e.chunk_rows for e in p.entries] == [4, 4]
     assert work_units(p) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 18)]
     first, second = p.entries  # plans are immutable: a changed plan is a new one
@@ -65,29 +62,23 @@ def test_leased_units_in_process_match_a_plain_run(tmp_path, reference):
     dataset, expected = reference
     store = open_store(str(tmp_path / "s.zarr"))
     store.put_dataset(dataset)
-    args, kwargs = request_args()
     # a teammate holds unit 2 (rows 8-12) of the penultimate entry: we leave it to them
-    p = plan(
-        store,
-        dataset,
-        *args,
-        **{k: kwargs[k] for k in ("weights", "preprocess", "device", "chunk_rows")},
-    )
+    p = plan(store, extraction_request(dataset))
     penultimate = next(e for e in p.entries if e.layer == "avgpool")
     key = penultimate.key
     entry = store.create_entry(
         key, dict(penultimate.attrs), (18, *penultimate.row_shape), chunk_rows=4
     )
     theirs = claim(entry, 2, "teammate", ttl=60)
-    summary = run_distributed(store, "tiny", *args, owner="me", **kwargs)
+    summary = run_distributed(store, extraction_request("tiny"), owner="me", **RUN)
     assert summary["incomplete"] == {key: [2]}
     assert summary["computed_chunks"] == 9
     release(entry, theirs)  # the teammate gave up; a rerun picks the chunk up
-    again = run_distributed(store, "tiny", *args, owner="me", **kwargs)
+    again = run_distributed(store, extraction_request("tiny"), owner="me", **RUN)
     assert again["computed_chunks"] == 1 and again["incomplete"] == {}
     assert digests(store) == expected
     assert all(store.get_entry(k).attrs["status"] == "complete" for k in expected)
-    done = run_distributed(store, "tiny", *args, owner="me", **kwargs)
+    done = run_distributed(store, extraction_request("tiny"), owner="me", **RUN)
     assert done["forward_batches"] == 0 and done["units"] == []
 
 
@@ -96,9 +87,8 @@ def test_dask_local_cluster_writes_byte_identical_features_to_s3(s3_store, refer
     """Two worker processes open the S3 store themselves from URL + options and write to it."""
     dataset, expected = reference
     url, options = s3_store
-    args, kwargs = request_args()
     summary = run_distributed(
-        url, dataset, *args, client="local:2", storage_options=options, **kwargs
+        url, extraction_request(dataset), client="local:2", storage_options=options, **RUN
     )
     assert summary["computed_chunks"] == 10 and summary["incomplete"] == {}
     owners = {u["owner"] for u in summary["units"]}
@@ -166,8 +156,10 @@ def test_sweep_extractor_runs_a_group_on_a_dask_client(tmp_path, image_folder):
 
     dataset = dataset_from_source("tiny", str(image_folder))
     plain = open_store(str(tmp_path / "plain.zarr"))
-    extract(plain, dataset, ["resnet18"], ["avgpool"], "avg", ["plain"], weights="random",
-            device="cpu", batch_size=4, num_workers=0)  # fmt: skip
+    request = ExtractionRequest.parse(
+        dataset, ["resnet18"], ["avgpool"], "avg", ["plain"], weights="random", device="cpu"
+    )
+    extract(plain, request, batch_size=4, num_workers=0)
     store = open_store(str(tmp_path / "s.zarr"))
     store.put_dataset(dataset)
     wanted = [SimpleNamespace(layer="avgpool", pooling="avg", view="plain")]

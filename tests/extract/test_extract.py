@@ -27,7 +27,7 @@ from featstore.errors import (
     SpecError,
     UnknownLayerError,
 )
-from featstore.extract import extract, lookup, plan, resolve_compute
+from featstore.extract import ExtractionRequest, extract, lookup, plan, resolve_compute
 from featstore.models import load_model
 from featstore.store import open_store
 
@@ -114,24 +114,26 @@ def test_cached_features_equal_fresh_forward(tiny, model, size, layer, module, p
     store = open_store(url)
     summary = extract(
         store,
-        "tiny",
-        [model],
-        [layer],
-        pool,
-        ["plain", "flip"],
-        weights="random",
-        preprocess=size or None,
+        ExtractionRequest.parse(
+            "tiny",
+            [model],
+            [layer],
+            pool,
+            ["plain", "flip"],
+            weights="random",
+            preprocess=size or None,
+            chunk_rows=4,
+        ),
         batch_size=5,
-        chunk_rows=4,
     )
     assert summary["forward_batches"] == 5  # ceil(24 / 5), plain and flip in the same forward
     for key in summary["keys"]:
         entry = store.get_entry(key)
         assert entry.attrs["status"] == "complete" and entry.dtype == "float16"
         act = _fresh(model, ds, module, size, flip=entry.attrs["view"] == "flip")
-        from featstore.extract import apply_pooling
+        from featstore.extract import Pooling, apply_pooling
 
-        _close_fp16(entry.read(), apply_pooling(entry.attrs["pooling"], act).numpy())
+        _close_fp16(entry.read(), apply_pooling(Pooling.parse(entry.attrs["pooling"]), act).numpy())
 
 
 def test_entry_attrs_and_keys_hold_every_factor(tiny) -> None:
@@ -139,13 +141,15 @@ def test_entry_attrs_and_keys_hold_every_factor(tiny) -> None:
     store = open_store(url)
     summary = extract(
         store,
-        "tiny",
-        ["resnet18"],
-        ["penultimate"],
-        "avg",
-        ["plain"],
-        weights="random",
-        preprocess=SMALL,
+        ExtractionRequest.parse(
+            "tiny",
+            ["resnet18"],
+            ["penultimate"],
+            "avg",
+            ["plain"],
+            weights="random",
+            preprocess=SMALL,
+        ),
     )
     attrs = store.get_entry(summary["keys"][0]).attrs
     for name in (
@@ -174,18 +178,40 @@ def test_entry_attrs_and_keys_hold_every_factor(tiny) -> None:
     assert attrs["preprocess"]["crop"] == 64 and attrs["compute_dtype"] == "float32"
     base = dict(weights="random", preprocess=SMALL)
     keys = {
-        plan(store, "tiny", ["resnet18"], ["penultimate"], **base).entries[0].key,
+        plan(store, ExtractionRequest.parse("tiny", ["resnet18"], ["penultimate"], **base))
+        .entries[0]
+        .key,
         plan(
-            store, "tiny", ["resnet18"], ["penultimate"], weights="random", preprocess={"crop": 56}
+            store,
+            ExtractionRequest.parse(
+                "tiny", ["resnet18"], ["penultimate"], weights="random", preprocess={"crop": 56}
+            ),
         )
         .entries[0]
         .key,
-        plan(store, "tiny", ["resnet18"], ["penultimate"], **base, dtype="float32").entries[0].key,
-        plan(store, "tiny", ["resnet18"], ["penultimate"], **base, compute_dtype="bfloat16")
+        plan(
+            store,
+            ExtractionRequest.parse("tiny", ["resnet18"], ["penultimate"], **base, dtype="float32"),
+        )
         .entries[0]
         .key,
-        plan(store, "tiny", ["resnet18"], ["avgpool"], **base).entries[0].key,
-        plan(store, "tiny", ["resnet18"], ["penultimate"], views=["flip"], **base).entries[0].key,
+        plan(
+            store,
+            ExtractionRequest.parse(
+                "tiny", ["resnet18"], ["penultimate"], **base, compute_dtype="bfloat16"
+            ),
+        )
+        .entries[0]
+        .key,
+        plan(store, ExtractionRequest.parse("tiny", ["resnet18"], ["avgpool"], **base))
+        .entries[0]
+        .key,
+        plan(
+            store,
+            ExtractionRequest.parse("tiny", ["resnet18"], ["penultimate"], views=["flip"], **base),
+        )
+        .entries[0]
+        .key,
     }
     assert summary["keys"][0] in keys and len(keys) == 6
 
@@ -193,22 +219,23 @@ def test_entry_attrs_and_keys_hold_every_factor(tiny) -> None:
 def test_rerun_computes_nothing_and_loads_no_network(tiny, monkeypatch) -> None:
     url, _ = tiny
     store = open_store(url)
-    args = (
-        store,
+    request = ExtractionRequest.parse(
         "tiny",
         ["resnet18", "alexnet"],
         ["penultimate"],
         ["avg", "max"],
         ["plain", "flip"],
+        weights="random",
+        preprocess=SMALL,
     )
-    first = extract(*args, weights="random", preprocess=SMALL)
+    first = extract(store, request)
     assert first["entries"] == 4 and first["computed_chunks"] > 0
 
     def no_load(*a, **k):
         raise AssertionError("a cached run must not load a network")
 
     monkeypatch.setattr("featstore.extract.pipeline.load_model", no_load)
-    again = extract(*args, weights="random", preprocess=SMALL)
+    again = extract(store, request)
     assert (again["forward_batches"], again["computed_chunks"], again["complete_before"]) == (
         0,
         0,
@@ -220,13 +247,21 @@ def test_rerun_computes_nothing_and_loads_no_network(tiny, monkeypatch) -> None:
 def test_only_missing_chunks_are_computed(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
-    kw = dict(weights="random", preprocess=SMALL, batch_size=4, chunk_rows=4)
-    first = extract(store, "tiny", ["resnet18"], ["layer2"], "avg", ["plain"], **kw)
+    kw = dict(weights="random", preprocess=SMALL, chunk_rows=4)
+    first = extract(
+        store,
+        ExtractionRequest.parse("tiny", ["resnet18"], ["layer2"], "avg", ["plain"], **kw),
+        batch_size=4,
+    )
     entry = store.get_entry(first["keys"][0])
     before = entry.read()
     entry.invalidate_chunk(1)
     entry.invalidate_chunk(4)
-    again = extract(store, "tiny", ["resnet18"], ["layer2"], "avg", ["plain"], **kw)
+    again = extract(
+        store,
+        ExtractionRequest.parse("tiny", ["resnet18"], ["layer2"], "avg", ["plain"], **kw),
+        batch_size=4,
+    )
     assert (again["computed_chunks"], again["forward_batches"], again["images"]) == (2, 2, 8)
     np.testing.assert_array_equal(store.get_entry(first["keys"][0]).read(), before)
 
@@ -234,13 +269,21 @@ def test_only_missing_chunks_are_computed(tiny) -> None:
 def test_worker_processes_give_the_same_features(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
-    kw = dict(weights="random", preprocess=SMALL, batch_size=6, chunk_rows=8)
+    kw = dict(weights="random", preprocess=SMALL, chunk_rows=8)
     threaded = extract(
-        store, "tiny", ["resnet18"], ["layer2"], "max", ["plain"], num_workers=0, **kw
+        store,
+        ExtractionRequest.parse("tiny", ["resnet18"], ["layer2"], "max", ["plain"], **kw),
+        num_workers=0,
+        batch_size=6,
     )
     reference = store.get_entry(threaded["keys"][0]).read()
     store.delete_entry(threaded["keys"][0])
-    forked = extract(store, "tiny", ["resnet18"], ["layer2"], "max", ["plain"], num_workers=2, **kw)
+    forked = extract(
+        store,
+        ExtractionRequest.parse("tiny", ["resnet18"], ["layer2"], "max", ["plain"], **kw),
+        num_workers=2,
+        batch_size=6,
+    )
     assert forked["keys"] == threaded["keys"] and forked["timings"]["workers"] == 2
     np.testing.assert_array_equal(store.get_entry(forked["keys"][0]).read(), reference)
 
@@ -249,9 +292,14 @@ def test_complete_entry_left_writing_is_marked_complete(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
     kw = dict(weights="random", preprocess=SMALL)
-    key = extract(store, "tiny", ["resnet18"], ["fc"], **kw)["keys"][0]
+    key = extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["fc"], **kw))["keys"][0]
     store.get_entry(key).update_attrs(status="writing")  # killed between last chunk and status
-    assert extract(store, "tiny", ["resnet18"], ["fc"], **kw)["forward_batches"] == 0
+    assert (
+        extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["fc"], **kw))[
+            "forward_batches"
+        ]
+        == 0
+    )
     assert store.get_entry(key).attrs["status"] == "complete"
 
 
@@ -264,13 +312,15 @@ def test_each_image_is_decoded_once_for_all_networks(tiny, monkeypatch) -> None:
     )
     summary = extract(
         open_store(url),
-        ds,
-        ["resnet18", "alexnet"],
-        ["penultimate"],
-        "avg",
-        ["plain", "flip"],
-        weights="random",
-        preprocess=SMALL,
+        ExtractionRequest.parse(
+            ds,
+            ["resnet18", "alexnet"],
+            ["penultimate"],
+            "avg",
+            ["plain", "flip"],
+            weights="random",
+            preprocess=SMALL,
+        ),
         batch_size=8,
     )
     assert sorted(calls) == list(range(ds.n))
@@ -284,13 +334,15 @@ def test_crops_view_patches(tiny) -> None:
     store = open_store(url)
     summary = extract(
         store,
-        "tiny",
-        ["resnet18"],
-        ["layer4"],
-        "max",
-        ["crops:1x1,2x2"],
-        weights="random",
-        preprocess=SMALL,
+        ExtractionRequest.parse(
+            "tiny",
+            ["resnet18"],
+            ["layer4"],
+            "max",
+            ["crops:1x1,2x2"],
+            weights="random",
+            preprocess=SMALL,
+        ),
         batch_size=4,
     )
     cached = store.get_entry(summary["keys"][0]).read()
@@ -321,26 +373,24 @@ def test_plan_refuses_when_disk_lacks_room(tiny, monkeypatch) -> None:
     store = open_store(url)
     p = plan(
         store,
-        "tiny",
-        ["resnet18"],
-        ["layer1"],
-        "none",
-        ["plain"],
-        weights="random",
-        preprocess=SMALL,
+        ExtractionRequest.parse(
+            "tiny", ["resnet18"], ["layer1"], "none", ["plain"], weights="random", preprocess=SMALL
+        ),
     )
     assert p.missing_bytes == 24 * 64 * 16 * 16 * 2 and len(p.todo) == 1
     monkeypatch.setattr(type(store), "free_bytes", lambda self: 1000)
     with pytest.raises(InsufficientSpaceError, match="free"):
         extract(
             store,
-            "tiny",
-            ["resnet18"],
-            ["layer1"],
-            "none",
-            ["plain"],
-            weights="random",
-            preprocess=SMALL,
+            ExtractionRequest.parse(
+                "tiny",
+                ["resnet18"],
+                ["layer1"],
+                "none",
+                ["plain"],
+                weights="random",
+                preprocess=SMALL,
+            ),
         )
     assert store.entry_keys() == []
 
@@ -350,7 +400,10 @@ def test_lookup_finds_what_extract_wrote(tiny) -> None:
     store = open_store(url)
     with pytest.raises(EntryNotFoundError, match="featstore extract -d tiny -m resnet18 -l fc"):
         lookup(store, "tiny", "resnet18", "fc", weights="random", preprocess=SMALL)
-    summary = extract(store, "tiny", ["resnet18"], ["fc"], weights="random", preprocess=SMALL)
+    summary = extract(
+        store,
+        ExtractionRequest.parse("tiny", ["resnet18"], ["fc"], weights="random", preprocess=SMALL),
+    )
     assert (
         lookup(store, "tiny", "resnet18", "fc", weights="random", preprocess=SMALL).key
         == summary["keys"][0]
@@ -361,12 +414,20 @@ def test_bad_requests_fail_before_anything_is_written(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
     with pytest.raises(UnknownLayerError, match="featstore models layers resnet18"):
-        extract(store, "tiny", ["resnet18"], ["layer9"], weights="random")
+        extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["layer9"], weights="random"))
     with pytest.raises(SpecError, match="only takes 224x224"):
-        extract(store, "tiny", ["efficientnet_lite0"], ["penultimate"], preprocess={"crop": 64})
+        extract(
+            store,
+            ExtractionRequest.parse(
+                "tiny", ["efficientnet_lite0"], ["penultimate"], preprocess={"crop": 64}
+            ),
+        )
     with pytest.raises(SpecError, match="pooling"):
         extract(
-            store, "tiny", ["resnet18"], ["layer4"], "grid:max:2", ["crops:2x2"], weights="random"
+            store,
+            ExtractionRequest.parse(
+                "tiny", ["resnet18"], ["layer4"], "grid:max:2", ["crops:2x2"], weights="random"
+            ),
         )
     assert store.entry_keys() == []
 
@@ -397,8 +458,13 @@ def test_bfloat16_compute_is_its_own_factor(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
     kw = dict(weights="random", preprocess=SMALL)
-    fp32 = extract(store, "tiny", ["resnet18"], ["penultimate"], **kw)
-    bf16 = extract(store, "tiny", ["resnet18"], ["penultimate"], compute_dtype="bfloat16", **kw)
+    fp32 = extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["penultimate"], **kw))
+    bf16 = extract(
+        store,
+        ExtractionRequest.parse(
+            "tiny", ["resnet18"], ["penultimate"], compute_dtype="bfloat16", **kw
+        ),
+    )
     assert fp32["keys"] != bf16["keys"]
     a = store.get_entry(fp32["keys"][0]).read().astype(np.float32)
     b = store.get_entry(bf16["keys"][0]).read().astype(np.float32)
@@ -410,7 +476,7 @@ def test_bfloat16_compute_is_its_own_factor(tiny) -> None:
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from featstore.extract import extract
+    from featstore.extract import ExtractionRequest, extract
     from featstore.store import open_store
 
     def progress(done, total, info):
@@ -418,9 +484,11 @@ CHILD = textwrap.dedent("""
         if done >= total // 2:
             time.sleep(60)  # wait here to be killed; the writer thread flushes meanwhile
 
-    extract(open_store(sys.argv[1]), "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"],
-            weights="random", preprocess={"resize": 72, "crop": 64}, batch_size=4, chunk_rows=4,
-            progress=progress)
+    request = ExtractionRequest.parse(
+        "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"], weights="random",
+        preprocess={"resize": 72, "crop": 64}, chunk_rows=4,
+    )
+    extract(open_store(sys.argv[1]), request, batch_size=4, progress=progress)
 """)
 
 
@@ -444,13 +512,21 @@ def test_killed_run_resumes_to_identical_features(tiny, tmp_path) -> None:
     assert proc.returncode == -signal.SIGKILL
     store = open_store(url)
     kw = dict(weights="random", preprocess=SMALL, chunk_rows=4)
-    p = plan(store, "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"], **kw)
-    kw["batch_size"] = 4
+    p = plan(
+        store,
+        ExtractionRequest.parse(
+            "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"], **kw
+        ),
+    )
     missing = [len(e.missing_chunks) for e in p.entries]
     assert all(e.exists for e in p.entries) and missing == [3, 3, 3, 3]  # 3 of 6 chunks left
     assert all(store.get_entry(e.key).attrs["status"] == "writing" for e in p.entries)
     resumed = extract(
-        store, "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"], **kw
+        store,
+        ExtractionRequest.parse(
+            "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"], **kw
+        ),
+        batch_size=4,
     )
     assert (resumed["computed_chunks"], resumed["forward_batches"], resumed["images"]) == (
         12,
@@ -461,7 +537,11 @@ def test_killed_run_resumes_to_identical_features(tiny, tmp_path) -> None:
     other = open_store(str(tmp_path / "uninterrupted.zarr"))
     other.put_dataset(ds)
     full = extract(
-        other, "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"], **kw
+        other,
+        ExtractionRequest.parse(
+            "tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain", "flip"], **kw
+        ),
+        batch_size=4,
     )
     assert full["keys"] == resumed["keys"]
     for key in full["keys"]:

@@ -9,6 +9,7 @@ import torch
 
 from featstore.errors import SpecError
 from featstore.extract.pooling import (
+    Pooling,
     apply_pooling,
     crop_boxes,
     effective_pooling,
@@ -64,40 +65,48 @@ def test_token_views_are_refused_on_conv_maps_and_undeclared_tokens(view: str) -
 
 
 def test_avg_max_by_hand() -> None:
-    assert apply_pooling("avg", X).tolist() == [[2.5, 1.75]]
-    assert apply_pooling("max", X).tolist() == [[4.0, 8.0]]
+    assert apply_pooling(Pooling.parse("avg"), X).tolist() == [[2.5, 1.75]]
+    assert apply_pooling(Pooling.parse("max"), X).tolist() == [[4.0, 8.0]]
 
 
 def test_gem_by_hand() -> None:
     # p = 2, channel 0: sqrt((1 + 4 + 9 + 16) / 4) = sqrt(7.5)
     # channel 1: negatives and zeros clamp to eps: sqrt((64 + 3 * 1e-12) / 4) ~= 4
-    got = apply_pooling("gem:2", X)[0]
+    got = apply_pooling(Pooling.parse("gem:2"), X)[0]
     assert got[0].item() == pytest.approx(math.sqrt(7.5), rel=1e-6)
     assert got[1].item() == pytest.approx(4.0, rel=1e-6)
 
 
 def test_none_flattens_in_c_order() -> None:
-    assert apply_pooling("none", X).tolist() == [[1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 0.0, 8.0]]
+    assert apply_pooling(Pooling.parse("none"), X).tolist() == [
+        [1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 0.0, 8.0]
+    ]
 
 
 def test_grid_and_map_by_hand() -> None:
     x = torch.arange(16.0).reshape(1, 1, 4, 4)  # rows 0-3, 4-7, 8-11, 12-15
-    assert apply_pooling("grid:max:2", x)[0, 0].tolist() == [[5.0, 7.0], [13.0, 15.0]]
-    assert apply_pooling("map:avg:2", x)[0, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
-    assert apply_pooling("grid:max:1", x).flatten().tolist() == [15.0]
+    assert apply_pooling(Pooling.parse("grid:max:2"), x)[0, 0].tolist() == [
+        [5.0, 7.0],
+        [13.0, 15.0],
+    ]
+    assert apply_pooling(Pooling.parse("map:avg:2"), x)[0, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+    assert apply_pooling(Pooling.parse("grid:max:1"), x).flatten().tolist() == [15.0]
 
 
 def test_coarser_max_grid_derives_from_finer() -> None:
     x = torch.randn(3, 5, 12, 12)
-    fine = apply_pooling("grid:max:6", x)
-    assert torch.equal(apply_pooling("grid:max:3", fine), apply_pooling("grid:max:3", x))
-    assert torch.equal(fine.amax(dim=(2, 3)), apply_pooling("max", x))
+    fine = apply_pooling(Pooling.parse("grid:max:6"), x)
+    assert torch.equal(
+        apply_pooling(Pooling.parse("grid:max:3"), fine),
+        apply_pooling(Pooling.parse("grid:max:3"), x),
+    )
+    assert torch.equal(fine.amax(dim=(2, 3)), apply_pooling(Pooling.parse("max"), x))
 
 
 def test_tokens_pool_over_tokens() -> None:
     tokens = torch.tensor([[[1.0, 10.0], [3.0, 20.0]]])  # (N=1, L=2, D=2)
-    assert apply_pooling("avg", tokens).tolist() == [[2.0, 15.0]]
-    assert apply_pooling("max", tokens).tolist() == [[3.0, 20.0]]
+    assert apply_pooling(Pooling.parse("avg"), tokens).tolist() == [[2.0, 15.0]]
+    assert apply_pooling(Pooling.parse("max"), tokens).tolist() == [[3.0, 20.0]]
     assert output_shape("avg", (2, 2)) == (2,)
     with pytest.raises(SpecError):
         output_shape("grid:max:2", (197, 768))
@@ -109,7 +118,7 @@ def test_vectors_and_1x1_maps_are_stored_as_they_are() -> None:
     assert str(effective_pooling("gem", (512, 1, 1))) == "none"
     assert str(effective_pooling("max", (512, 7, 7))) == "max"
     x = torch.randn(2, 8, 1, 1)
-    assert torch.equal(apply_pooling("avg", x), x.reshape(2, 8))
+    assert torch.equal(apply_pooling(Pooling.parse("avg"), x), x.reshape(2, 8))
 
 
 @pytest.mark.parametrize(
@@ -127,7 +136,7 @@ def test_output_shape_matches_apply(
     pool: str, shape: tuple[int, ...], expected: tuple[int, ...]
 ) -> None:
     assert output_shape(pool, shape) == expected
-    assert tuple(apply_pooling(pool, torch.randn(2, *shape)).shape[1:]) == expected
+    assert tuple(apply_pooling(Pooling.parse(pool), torch.randn(2, *shape)).shape[1:]) == expected
 
 
 def test_views_parse() -> None:

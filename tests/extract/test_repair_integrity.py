@@ -16,7 +16,7 @@ from featstore.cli.main import cli
 from featstore.datasets import dataset_from_source
 from featstore.errors import DamagedChunkError, DtypeOverflowError
 from featstore.evaluate.tasks import get_task
-from featstore.extract import extract
+from featstore.extract import ExtractionRequest, extract
 from featstore.store import open_store
 from tests.extract.test_extract import SMALL, make_images
 
@@ -165,12 +165,20 @@ def test_float16_overflow_is_refused_at_extraction(tmp_path):
         store.put_dataset(ds)
         huge = {**SMALL, "std": [1e-6] * 3}  # inputs of ~1e6: activations beyond 65504
         with pytest.raises(DtypeOverflowError, match=r"beyond float16.*--dtype float32"):
-            extract(store, ds, "resnet18", ["layer4"], weights="random", preprocess=huge)
+            extract(
+                store,
+                ExtractionRequest.parse(
+                    ds, "resnet18", ["layer4"], weights="random", preprocess=huge
+                ),
+            )
         (key,) = store.entry_keys()
         entry = store.get_entry(key)
         assert entry.done_chunks() == set() and entry.attrs["status"] == "writing"
         summary = extract(
-            store, ds, "resnet18", ["layer4"], weights="random", preprocess=huge, dtype="float32"
+            store,
+            ExtractionRequest.parse(
+                ds, "resnet18", ["layer4"], weights="random", preprocess=huge, dtype="float32"
+            ),
         )
         (key32,) = summary["keys"]
         values = store.get_entry(key32).read()

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from featstore.errors import InsufficientSpaceError, SpecError
-from featstore.extract.plan import RESERVE_ENV, check_dtype, check_space, space_reserve
+from featstore.extract.plan import RESERVE_ENV, check_space, space_reserve
+from featstore.extract.request import check_dtype
 
 MB = 1024 * 1024
 

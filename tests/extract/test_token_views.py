@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from featstore.errors import SpecError
-from featstore.extract import apply_pooling, effective_pooling, row_shape
+from featstore.extract import Pooling, apply_pooling, effective_pooling, row_shape
 from featstore.models.adapter import to_nld
 from featstore.models.tokens import TokenLayout
 
@@ -24,13 +24,13 @@ def _tokens() -> torch.Tensor:
 def test_patch_statistics_exclude_every_prefix_token() -> None:
     x = _tokens()
     patches = x[:, 5:]
-    assert torch.equal(apply_pooling("cls", x, REG), x[:, 0])
-    torch.testing.assert_close(apply_pooling("mean", x, REG), patches.mean(1))
-    torch.testing.assert_close(apply_pooling("max", x, REG), patches.amax(1))
-    assert apply_pooling("gem", x, REG).max() < 10
-    both = apply_pooling("cls+mean", x, REG)
+    assert torch.equal(apply_pooling(Pooling.parse("cls"), x, REG), x[:, 0])
+    torch.testing.assert_close(apply_pooling(Pooling.parse("mean"), x, REG), patches.mean(1))
+    torch.testing.assert_close(apply_pooling(Pooling.parse("max"), x, REG), patches.amax(1))
+    assert apply_pooling(Pooling.parse("gem"), x, REG).max() < 10
+    both = apply_pooling(Pooling.parse("cls+mean"), x, REG)
     assert both.shape == (2, 6) and torch.equal(both[:, :3], x[:, 0])
-    assert torch.equal(apply_pooling("tokens", x, REG), x)
+    assert torch.equal(apply_pooling(Pooling.parse("tokens"), x, REG), x)
 
 
 def test_stored_names_and_shapes() -> None:
@@ -51,7 +51,7 @@ def test_sequence_first_tokens_become_batch_first() -> None:
     lnd = torch.randn(9, 2, 3)  # (L, N, D) as a sequence-first transformer returns it
     got = to_nld(lnd, TokenLayout(prefix=1, layout="LND"))
     assert got.shape == (2, 9, 3) and got.is_contiguous()
-    assert torch.equal(apply_pooling("cls", got, REG)[1], lnd[0, 1])
+    assert torch.equal(apply_pooling(Pooling.parse("cls"), got, REG)[1], lnd[0, 1])
 
 
 def test_layout_validation() -> None:

@@ -19,7 +19,7 @@ from tiny_nets import NET, make_images
 from featstore.datasets import dataset_from_source
 from featstore.datasets.core import Dataset
 from featstore.errors import DamagedEntryError, FinetuneError, StoreError
-from featstore.extract import extract
+from featstore.extract import ExtractionRequest, extract
 from featstore.finetune import Recipe, finetune, plan_run, training_rows
 from featstore.finetune import train as train_mod
 from featstore.models import load_model
@@ -82,7 +82,7 @@ def test_finetune_registers_named_networks_with_provenance(tmp_path: Path, image
     assert nets.get_network(store, "tiny-ft@epoch2").provenance["epoch"] == 2
 
     # teammates extract from it by name; its weights sha256 keys the features
-    result = extract(store, "tiny", ["tiny-ft", NET], ["flat"])
+    result = extract(store, ExtractionRequest.parse("tiny", ["tiny-ft", NET], ["flat"]))
     entries = [store.get_entry(k) for k in result["keys"]]
     shas = {e.attrs["model_name"]: e.attrs["model"]["weights_sha256"] for e in entries}
     assert shas["tiny-ft"] == rec.weights_sha256 != shas[NET]
@@ -243,7 +243,7 @@ def test_a_damaged_blob_is_refused_when_read(tmp_path: Path, images: Path) -> No
     raw[-5] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(DamagedEntryError, match="is damaged"):
-        extract(store, "tiny", ["ft"], ["flat"])
+        extract(store, ExtractionRequest.parse("tiny", ["ft"], ["flat"]))
 
 
 def test_hdf5_stores_keep_no_networks(tmp_path: Path, images: Path) -> None:

@@ -56,7 +56,7 @@ def _independent_logits(
 def test_names_real_photos_and_equals_the_packages_forward(
     photos, tmp_path: Path, name: str
 ) -> None:  # type: ignore[no-untyped-def]
-    from featstore.extract import extract
+    from featstore.extract import ExtractionRequest, extract
     from featstore.store import open_store
 
     ds, root = photos
@@ -65,7 +65,9 @@ def test_names_real_photos_and_equals_the_packages_forward(
     assert spec.input_size == (size, size) and spec.fixed_input and spec.source == "bundled"
     assert resolve_layer(spec, "stage7").shape[0] == (320 if name.endswith("1") else 352)
     store = open_store(str(tmp_path / "s.zarr"))
-    summary = extract(store, ds, [name], ["logits", "penultimate"], views=["plain"])
+    summary = extract(
+        store, ExtractionRequest.parse(ds, [name], ["logits", "penultimate"], views=["plain"])
+    )
     assert summary["forward_batches"] == 1  # both layers from one pass
     logits, pooled = (store.get_entry(k).read().astype(np.float32) for k in summary["keys"])
     for i, sample in enumerate(ds.ids):

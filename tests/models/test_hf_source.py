@@ -9,7 +9,7 @@ import torch
 from token_refs import VIEWS, reference_view
 
 from featstore.errors import ModelError, SpecError, UnknownModelError
-from featstore.extract import LayerCapture, apply_pooling, effective_pooling
+from featstore.extract import LayerCapture, Pooling, apply_pooling, effective_pooling
 from featstore.models import get_spec, load_model, resolve_layer, state_dict_sha256
 
 transformers = pytest.importorskip("transformers")
@@ -66,7 +66,7 @@ def test_every_hidden_state_and_view_equals_output_hidden_states(towers, tower: 
     for i, info in enumerate(infos[:-1]):
         lib = ref.hidden_states[i] if i < 4 else ref.last_hidden_state
         for view in views:
-            got = apply_pooling(view, out[info.name], info.tokens)
+            got = apply_pooling(Pooling.parse(view), out[info.name], info.tokens)
             torch.testing.assert_close(got, reference_view(view, lib, prefix), rtol=1e-5, atol=1e-5)
 
 

@@ -195,7 +195,7 @@ def test_bundled_network_names_real_photos(tmp_path: Path) -> None:
     from PIL import Image
 
     from featstore.datasets import dataset_from_source
-    from featstore.extract import extract
+    from featstore.extract import ExtractionRequest, extract
     from featstore.store import open_store
 
     root = tmp_path / "photos"
@@ -205,7 +205,9 @@ def test_bundled_network_names_real_photos(tmp_path: Path) -> None:
             Image.fromarray(getattr(skimage.data, name)()).save(root / split / name / f"{name}.png")
     ds = dataset_from_source("photos", str(root))
     store = open_store(str(tmp_path / "s.zarr"))
-    summary = extract(store, ds, ["efficientnet_lite0"], ["logits"], views=["plain"])
+    summary = extract(
+        store, ExtractionRequest.parse(ds, ["efficientnet_lite0"], ["logits"], views=["plain"])
+    )
     logits = store.get_entry(summary["keys"][0]).read().astype(np.float32)
     top = {ds.ids[i].split("/")[-1]: int(np.argmax(logits[i])) for i in range(ds.n)}
     assert top["chelsea.png"] in (281, 282, 285)  # tabby, tiger cat, Egyptian cat

@@ -10,7 +10,7 @@ import torch
 from token_refs import VIEWS, reference_view
 
 from featstore.errors import ModelError, WeightsNotFoundError
-from featstore.extract import LayerCapture, apply_pooling
+from featstore.extract import LayerCapture, Pooling, apply_pooling
 from featstore.models import get_spec, load_model, resolve_layer, state_dict_sha256
 
 open_clip = pytest.importorskip("open_clip")
@@ -78,7 +78,7 @@ def test_every_block_and_view_equals_the_towers_blocks(spec, layout: str) -> Non
             )
             torch.testing.assert_close(ref, full, rtol=1e-5, atol=1e-5)
             for view in VIEWS:
-                got = apply_pooling(view, out[info.name], info.tokens)
+                got = apply_pooling(Pooling.parse(view), out[info.name], info.tokens)
                 torch.testing.assert_close(got, reference_view(view, ref, 1), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out["embedding"], visual(x))
     assert capture.forward_calls == 1

@@ -9,7 +9,7 @@ import torch
 from token_refs import VIEWS, reference_view
 
 from featstore.errors import ModelError, WeightsNotFoundError
-from featstore.extract import LayerCapture, apply_pooling
+from featstore.extract import LayerCapture, Pooling, apply_pooling
 from featstore.models import get_spec, list_layers, load_model, register, resolve_layer
 from featstore.models.registry import _REGISTRY
 from featstore.models.timm_source import timm_spec
@@ -56,7 +56,7 @@ def test_every_block_and_view_equals_forward_intermediates(vit, view: str) -> No
         out = capture(x)
         for i, info in enumerate(infos):
             ref = reference_view(view, _library_tokens(vit.module.model, x, i), prefix=3)
-            got = apply_pooling(view, out[info.name], info.tokens)
+            got = apply_pooling(Pooling.parse(view), out[info.name], info.tokens)
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     assert capture.forward_calls == 1
 

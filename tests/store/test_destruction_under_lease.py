@@ -143,6 +143,7 @@ def test_extract_fails_naming_an_entry_removed_under_it(tiny, monkeypatch):
 
 
 def test_extraction_library_call_reports_a_vanished_entry(tiny, monkeypatch):
+    from featstore.extract.request import ExtractionRequest
     from featstore.extract.run import run_extraction
 
     url, _ = tiny
@@ -151,12 +152,14 @@ def test_extraction_library_call_reports_a_vanished_entry(tiny, monkeypatch):
     with pytest.raises(ExtractionError, match="was removed while this extraction wrote it"):
         run_extraction(
             store,
-            store.get_dataset("tiny"),
-            "resnet18",
-            ["penultimate"],
-            weights="random",
-            preprocess={"resize": 40, "crop": 32},
-            device="cpu",
+            ExtractionRequest.parse(
+                store.get_dataset("tiny"),
+                "resnet18",
+                ["penultimate"],
+                weights="random",
+                preprocess={"resize": 40, "crop": 32},
+                device="cpu",
+            ),
             batch_size=4,
         )
     assert removed

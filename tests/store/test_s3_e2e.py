@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import s3_fixtures
-from e2e_worker import request_args
+from e2e_worker import RUN, extraction_request
 
 from featstore.datasets.sources import dataset_from_source
 from featstore.extract import extract
@@ -59,8 +59,7 @@ def test_extract_share_evaluate_copy_export(s3_store, image_folder, tmp_path):
     # meanwhile, the reference: one plain process, local store
     reference = open_store(str(tmp_path / "ref.zarr"))
     reference.put_dataset(dataset)
-    args, kwargs = request_args()
-    extract(reference, dataset, *args, **kwargs)
+    extract(reference, extraction_request(dataset), **RUN)
     expected = digests(reference)
     assert len(expected) == 2
     alice, bob = (finish(w) for w in writers)

@@ -30,6 +30,7 @@ from featstore.errors import (
 from featstore.evaluate.features.stored_pooling import pool_rows
 from featstore.evaluate.features.transform_spec import Step, parse_spec
 from featstore.evaluate.features.transforms import Part
+from featstore.specs import Pooling, View
 from featstore.store.content import entries_for
 from featstore.store.select import CLI_CHOOSERS, Catalog, Selector, parse_weights
 
@@ -143,8 +144,8 @@ def store_selector(selector: FeatureSelector) -> Selector:
     return Selector(
         network=selector.model,
         layer=selector.layer,
-        pooling=selector.pooling,
-        view=selector.view,
+        pooling=None if selector.pooling is None else Pooling.parse(selector.pooling),
+        view=None if selector.view is None else View.parse(selector.view),
         weights=parse_weights(selector.weights),
         key=selector.key,
         keys=selector.keys,
