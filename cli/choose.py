@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from featstore.specs import Pooling, View
 from featstore.store.select import Selector, parse_weights
 
 F = Callable[..., Any]
@@ -148,8 +149,8 @@ class Choice:
                             Selector(
                                 network=model,
                                 layer=layer,
-                                pooling=pool,
-                                view=view,
+                                pooling=Pooling.parse(pool) if pool else None,
+                                view=View.parse(view) if view else None,
                                 weights=parse_weights(weights),
                                 compute_dtype=self.compute_dtype,
                                 dtype=self.dtype,
