@@ -493,10 +493,14 @@ def factor_planner(
     wanted: list[tuple[str, str, str]],
     options: Mapping[str, Any],
 ) -> list[EntryPlan]:
-    """Entries found by their factors only (network by name): for networks outside the registry."""
+    """Entries found by their factors only (network by name): for networks outside the
+    registry. The store's entries are read once per call, not once per wanted entry."""
+    entries = Catalog(store).entries()
     out = []
     for layer, pooling, view in wanted:
-        found = entries_for(store, ds, model=network.name, layer=layer, pooling=pooling, view=view)
+        found = entries_for(
+            store, ds, entries, model=network.name, layer=layer, pooling=pooling, view=view
+        )
         entry = next((e for e in found if e.is_complete), found[0] if found else None)
         if entry is None:
             out.append(EntryPlan(layer, pooling, view, cached=False))
@@ -530,6 +534,7 @@ def make_plan(
     images_per_s: Mapping[str, float] | None = None,
     planner: Planner | None = None,
     datasets: Mapping[str, Dataset] | None = None,
+    count_results: bool = True,
 ) -> SweepPlan:
     """What the sweep needs, what the store already has, and what one pass per network adds.
 
@@ -537,6 +542,8 @@ def make_plan(
     :func:`store_planner`, the store's selection, then extraction's planner for what is
     missing; :func:`factor_planner` for networks outside the registry).
     ``datasets`` (by spec name) replaces resolving them from the store or their sources.
+    ``count_results=False`` leaves ``results_cached`` at 0 instead of reading every result
+    record of the datasets (a sweep and a report look up their cells' records themselves).
     """
     if datasets is None:
         datasets, notes = resolve_datasets(store, spec, register=register)
@@ -586,7 +593,8 @@ def make_plan(
         from featstore.sweep.finetune import plan_finetunes
 
         plan.finetunes = plan_finetunes(store, spec, datasets)
-    plan.results_cached = _cells_with_results(store, plan)
+    if count_results:
+        plan.results_cached = _cells_with_results(store, plan)
     return plan
 
 
