@@ -22,15 +22,9 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
-from sklearn.svm import LinearSVC
 
 from featstore.errors import EvaluationError, ProtocolLimitError
 from featstore.evaluate import metrics
@@ -38,6 +32,11 @@ from featstore.evaluate.knn import KNN_K_GRID as KNN_DEFAULT_GRID
 from featstore.evaluate.limits import DEFAULT_CV
 from featstore.evaluate.selection import Splits
 from featstore.progress import Progress
+
+if TYPE_CHECKING:  # scikit-learn is imported where a classifier is fitted: a cached
+    # lookup (the specs and keys of this module) never pays for it
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
 
 __all__ = [
     "C_GRID",
@@ -262,12 +261,16 @@ class _Caught(list):  # type: ignore[type-arg]
 
     @property
     def n(self) -> int:
+        from sklearn.exceptions import ConvergenceWarning
+
         return sum(issubclass(w.category, ConvergenceWarning) for w in self)
 
 
 @contextmanager
 def _quiet() -> Iterator[_Caught]:
     """Count scikit-learn's convergence warnings instead of letting them reach the user."""
+    from sklearn.exceptions import ConvergenceWarning
+
     caught = _Caught()
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -292,6 +295,11 @@ def _fit_svm(
     The search is GridSearchCV's (same folds, mean fold score, first maximum = smallest C),
     written out so that every (C, fold) fit reports progress.
     """
+    from sklearn.base import clone
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.svm import LinearSVC
+
     base = LinearSVC(
         C=float(spec.c_grid[0]),
         class_weight=spec.class_weight,
@@ -373,6 +381,8 @@ def _lbfgs_tol(X: np.ndarray, y: np.ndarray, spec: ClassifierSpec) -> float:
 
 
 def _logreg(C: float, spec: ClassifierSpec, seed: int, tol: float) -> LogisticRegression:
+    from sklearn.linear_model import LogisticRegression
+
     return LogisticRegression(
         C=C,
         solver="lbfgs",
@@ -455,6 +465,8 @@ def carve_validation(
             f"least one row of each of the {n_classes} classes on each side; register a val "
             f"split, use at least {need} training rows, or {remedy}"
         )
+    from sklearn.model_selection import train_test_split
+
     fit, val = train_test_split(train, test_size=fraction, stratify=y[train], random_state=seed)
     return fit, val
 

@@ -28,6 +28,7 @@ from featstore.evaluate.classifiers import (
 from featstore.evaluate.limits import resolve_protocol
 from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.selection import (
+    Part,
     Splits,
     merge_factors,
     resolve_dataset,
@@ -36,7 +37,6 @@ from featstore.evaluate.selection import (
 )
 from featstore.evaluate.tasks import run
 from featstore.evaluate.transform_spec import canonical_spec
-from featstore.evaluate.transforms import FeatureTransform, Part
 from featstore.progress import Progress
 
 __all__ = [
@@ -221,6 +221,8 @@ def compute_classification(
     feature_keys = plan.feature_keys
 
     # one monotonic progress count over reading (chunks, per pass) and fitting (classes or lambdas)
+    from featstore.evaluate.transforms import FeatureTransform  # scikit-learn: computing only
+
     fitted = FeatureTransform(transform, seed=seed)
     n_read = fitted.n_reads(parts)
     n_fits = 1 if plan.shots is None else len(plan.shots) * plan.draws

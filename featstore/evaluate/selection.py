@@ -27,14 +27,16 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
+from featstore.evaluate.parts import ArraySource, Part
 from featstore.evaluate.stored_pooling import pool_rows
 from featstore.evaluate.transform_spec import Step, parse_spec
-from featstore.evaluate.transforms import Part
 from featstore.store.content import entries_for
 from featstore.store.select import CLI_CHOOSERS, Catalog, Selector, parse_weights
 
 __all__ = [
+    "ArraySource",
     "FeatureSelector",
+    "Part",
     "Splits",
     "as_selectors",
     "entry_factors",

@@ -22,7 +22,6 @@ from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.selection import merge_factors, resolve_dataset, resolve_parts, split_rows
 from featstore.evaluate.tasks import run
 from featstore.evaluate.transform_spec import canonical_spec
-from featstore.evaluate.transforms import FeatureTransform
 from featstore.progress import Progress
 
 __all__ = [
@@ -174,6 +173,8 @@ def compute_transferability(
     """The record of a checked setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, spec, train, seed = plan.dataset, plan.transform, plan.train, plan.seed
     t0 = time.perf_counter()
+    from featstore.evaluate.transforms import FeatureTransform  # scikit-learn: computing only
+
     tr = FeatureTransform("" if spec == "none" else spec, seed=seed)
     tr.fit(plan.parts, train, progress=progress)
     x = tr.transform(plan.parts, train)
