@@ -133,6 +133,7 @@ class SweepPlan:
     results_cached: int = 0
     notes: list[str] = field(default_factory=list)
     finetunes: list[Any] = field(default_factory=list)  # featstore.sweep.finetune.FinetuneJob
+    catalog: Catalog | None = None  # the store's entries as the plan read them (store planner)
 
     def entry_key(
         self, dataset: str, network: str, layer: str, pooling: str, view: str
@@ -589,6 +590,8 @@ def make_plan(
             groups.append(group)
     _check_pca(spec, groups)
     plan = SweepPlan(spec=spec, cells=cells, groups=groups, datasets=datasets, notes=notes)
+    if planner is None:  # its one scan of the store serves the cells' lookups too
+        plan.catalog = catalog
     if spec.finetune and planner is None:
         from featstore.sweep.finetune import plan_finetunes
 

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from featstore.devices import available_cpus
@@ -185,11 +185,12 @@ class ReadOnce:
 
     Only for a phase in which nothing writes feature entries: a lookup that finds an
     entry changed later in the same run would have found it changed a moment earlier.
+    ``known``: entries read moments before in that phase (the plan's scan of the store).
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, known: Iterable[Any] = ()) -> None:
         self._store = store
-        self._entries: dict[str, _EntryOnce] = {}
+        self._entries: dict[str, _EntryOnce] = {e.key: _EntryOnce(e) for e in known}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -443,7 +444,8 @@ def run_sweep(
             progress(done, len(jobs), {"cell": jobs[i]["label"]})
 
     todo = []
-    lookups = ReadOnce(store)  # each entry read once for all the cells reading it
+    known = plan.catalog.entries() if plan.catalog is not None else ()  # read by the plan
+    lookups = ReadOnce(store, known)  # each entry read once for all the cells reading it
     for i, job in enumerate(jobs):  # cached cells are lookups here: no worker process needed
         hit = lookup_job(lookups, job, plan.datasets[job["dataset"]])
         if hit is not None:
