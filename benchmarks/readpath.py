@@ -22,7 +22,7 @@ old path's, the limit and whether the median meets it ((d): the median less the 
 
 Usage:
   python benchmarks/readpath.py [--store DIR] [--repeat 5] [--json]
-  python benchmarks/readpath.py --smoke      # seconds: generated images, tiny networks
+  python benchmarks/readpath.py --smoke      # seconds: (b, c, d) at 12 cells on 60 digits
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def featstore_cli() -> list[str]:
 
 
 def env() -> dict[str, str]:
-    """The team networks (``_deep_net``, ``_smoke``) importable, as a team's PYTHONPATH."""
+    """The team network ``_deep_net`` importable, as a team's PYTHONPATH would make it."""
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
@@ -101,21 +101,6 @@ def deep_spec(work: str, depth: int, subset: int | None, transforms: list[str]) 
         f"transforms: [{', '.join(repr(t) for t in transforms)}]\n"
         "classifiers: [knn]\noptions: {knn: {knn_k: [10]}}\n"
         f"baseline: {{layer: b{depth:02d}, pooling: avg, transform: l2}}\nseed: 0\n"
-    )
-    return str(spec)
-
-
-def smoke_spec(work: str) -> str:
-    """A one-network, two-layer sweep over generated images (for ``--smoke``)."""
-    sys.path.insert(0, str(HERE))
-    from _smoke import TINY_NET, image_folder
-
-    folder = image_folder(Path(work) / "imgs", train=6, test=3, size=40)
-    spec = Path(work) / "smoke.yaml"
-    spec.write_text(
-        f"name: readpath-smoke\ndatasets: [{{name: shapes, source: {folder}, tasks: [classify]}}]\n"
-        f'networks: [{{name: "{TINY_NET}", layers: [flat, conv]}}]\npooling: [avg]\n'
-        "transforms: [l2]\nclassifiers: [logreg]\nbaseline: {layer: flat}\nseed: 0\n"
     )
     return str(spec)
 
@@ -160,17 +145,20 @@ def main() -> None:
     where.mkdir(parents=True, exist_ok=True)
     quick_store, deep_store = str(where / "quick.zarr"), str(where / "deep480.zarr")
     cli = featstore_cli()
-    quick_spec, dataset, depth, subset = QUICK_SPEC, "digits", 40, None
+    dataset, depth, subset = "digits", 40, None
     transforms = ["none", "l2", "std", "pca=8,l2"]
     deep_env = {"READPATH_DEPTH": "40"}
-    if args.smoke:
+    if args.smoke:  # the 480-cell figures at 12 cells on 60 digits; (a) needs the bundled nets
         args.repeat = 1
-        quick_spec, depth, subset = smoke_spec(work), 2, 60
-        dataset, transforms, deep_env = "digits60", ["l2", "pca=4,l2"], {"READPATH_DEPTH": "2"}
+        depth, subset, dataset, transforms = 2, 60, "digits60", ["l2", "pca=4,l2"]
+        deep_env = {"READPATH_DEPTH": "2"}
     deep = deep_spec(work, depth, subset, transforms)
+    stores = {"deep": (deep_store, deep)}
+    if not args.smoke:
+        stores = {"quick": (quick_store, QUICK_SPEC), **stores}
     sweep = [*cli, "sweep", "--store"]  # as a user types it: the summary and the study table
     built = {}
-    for name, store, spec in (("quick", quick_store, quick_spec), ("deep", deep_store, deep)):
+    for name, (store, spec) in stores.items():
         t0 = time.perf_counter()  # the first run extracts and evaluates: not a read
         run([*sweep, store, spec, "--json", "--workers", "2"], f"building {store}", deep_env)
         built[name] = round(time.perf_counter() - t0, 1)
@@ -179,15 +167,16 @@ def main() -> None:
     py = [sys.executable, "-c"]
     read = {"store": deep_store, "dataset": dataset, "network": DEEP, "layer": layer}
     steps = (
-        ("quick", "a. cached sweep quick_sweep.yaml", [*sweep, quick_store, quick_spec],
-         [*py, SWEEP_OLD.format(store=quick_store, spec=quick_spec)]),
+        ("quick", "a. cached sweep quick_sweep.yaml", [*sweep, quick_store, QUICK_SPEC],
+         [*py, SWEEP_OLD.format(store=quick_store, spec=QUICK_SPEC)]),
         ("sweep480", f"b. cached sweep {n_cells} cells", [*sweep, deep_store, deep],
          [*py, SWEEP_OLD.format(store=deep_store, spec=deep)]),
         ("report480", f"c. report {n_cells} records",
          [*cli, "report", "--store", deep_store, "--spec", deep], None),
-        ("read", f"d. read one cached entry ({'1,797' if not subset else subset} x 16)",
+        ("read", f"d. read one cached entry ({'1,797' if not subset else f'subset {subset}'} x 16)",
          [*py, READ_NEW.format(**read)], [*py, READ_OLD.format(**read)]),
     )  # fmt: skip
+    steps = tuple(step for step in steps if step[0] != "quick" or "quick" in stores)
     rows = []
     for key, label, new, old in steps:
         row = {"figure": label, "limit_s": LIMIT_S[key], **timed(new, label, args.repeat, deep_env)}
@@ -199,8 +188,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({"stores": str(where), "build_s": built, "rows": rows}, indent=1))
         return
-    print(f"stores in {where} (built in {built['quick']} s and {built['deep']} s); "
-          f"best / median of {args.repeat} fresh processes")  # fmt: skip
+    made = ", ".join(f"{name} in {seconds} s" for name, seconds in built.items())
+    print(f"stores in {where} (built: {made}); best / median of {args.repeat} fresh processes")
     print(f"{'figure':<36} {'best':>6} {'median':>6} {'limit':>6}  {'old best':>8} {'median':>6}")
     for r in rows:
         old = r["old"]
