@@ -493,10 +493,13 @@ def factor_planner(
     network: Any,
     wanted: list[tuple[str, str, str]],
     options: Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
 ) -> list[EntryPlan]:
     """Entries found by their factors only (network by name): for networks outside the
-    registry. The store's entries are read once per call, not once per wanted entry."""
-    entries = Catalog(store).entries()
+    registry. The store's entries are read once per call (or once per ``catalog``), not
+    once per wanted entry."""
+    entries = (catalog or Catalog(store)).entries()
     out = []
     for layer, pooling, view in wanted:
         found = entries_for(

@@ -11,12 +11,14 @@ their factors (no network is loaded), so a report needs only the store.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from typing import Any
 
 from featstore.errors import DatasetError, EntryNotFoundError, FeatstoreError
 from featstore.evaluate.results import records_by_key
 from featstore.evaluate.tasks import get_task
+from featstore.store.select import Catalog
 from featstore.sweep.finetune import annotate_records
 from featstore.sweep.plan import check_registered_source, factor_planner, make_plan
 from featstore.sweep.run import ReadOnce, cell_job
@@ -45,9 +47,11 @@ def study_result_keys(store: Any, spec: SweepSpec) -> set[str]:
     sub = dataclasses.replace(
         spec, datasets=tuple(d for d in spec.datasets if d.name in registered)
     )
-    plan = make_plan(store, sub, datasets=registered, planner=factor_planner, count_results=False)
+    catalog = Catalog(store)  # one scan of the entries: the plan's and the cells'
+    planner = functools.partial(factor_planner, catalog=catalog)
+    plan = make_plan(store, sub, datasets=registered, planner=planner, count_results=False)
     keys: set[str] = set()
-    reads = ReadOnce(store)  # the cells of one entry read its metadata once
+    reads = ReadOnce(store, catalog.entries())  # the cells of one entry read it once
     for cell in plan.cells:
         if cell.task == "similarity":
             continue
