@@ -50,6 +50,7 @@ __all__ = [
     "load_result",
     "make_result_key",
     "package_versions",
+    "records_by_key",
     "save_result",
     "to_json",
 ]
@@ -374,3 +375,18 @@ def collect_records(
     wanted_tasks = set(tasks) if tasks is not None else None
     out = [r for r in find_results(store) if wanted_tasks is None or r.get("task") in wanted_tasks]
     return out if datasets is None else _by_dataset(store, out, datasets)
+
+
+def records_by_key(
+    store: Any, keys: Iterable[str], datasets: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The records under ``keys`` that belong to ``datasets``, as :func:`collect_records`
+    returns them (by content, under the name asked for, by creation time), reading only
+    those records instead of every record of the store."""
+    out = []
+    for key in dict.fromkeys(str(k) for k in keys):
+        record = load_result(store, key)
+        if record is not None and record.get("kind", "result") == "result":
+            out.append(record)
+    out.sort(key=lambda r: (str(r.get("created", "")), str(r.get("key", ""))))
+    return _by_dataset(store, out, datasets)

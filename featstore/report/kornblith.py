@@ -2,7 +2,7 @@
 
 Each network of a study may carry its ImageNet top-1 accuracy (published with its weights:
 the bundled EfficientNet-Lite0/1/2 declare theirs in
-:data:`featstore.models.bundled_lite.IMAGENET_TOP1`; a sweep spec may give or override one
+:data:`featstore.models.published.IMAGENET_TOP1`; a sweep spec may give or override one
 per network). Per task column, each network's transfer score is its best score with the
 other factors at their best (the factor-effect level of :mod:`featstore.report.effects`).
 
@@ -109,7 +109,7 @@ def imagenet_top1(
 ) -> dict[str, float]:
     """ImageNet top-1 (%) of each network that has one: ``overrides`` (a spec's) first,
     else the value its weights' publisher reports (bundled networks)."""
-    from featstore.models.bundled_lite import IMAGENET_TOP1
+    from featstore.models.published import IMAGENET_TOP1  # no torch: a report builds no network
 
     out = {}
     for net in networks:

@@ -316,6 +316,8 @@ class Catalog:
         self.store = store
         self.hash_file = hash_file or _default_hash
         self._entries: list[Any] | None = None
+        self._by_network: dict[str | None, list[Any]] | None = None
+        self._tables: dict[str, dict[str, str]] = {}
         self._file_sha: dict[str, set[str]] = {}
         self._named: dict[str, Any] = {}
 
@@ -329,13 +331,40 @@ class Catalog:
             ]
         return self._entries
 
+    def of_network(self, network: str | None) -> list[Any]:
+        """The entries of ``network`` (every entry when None), indexed on first use: a
+        sweep asks once per cell, and scanning every entry each time is its quadratic cost."""
+        if network is None:
+            return self.entries()
+        if self._by_network is None:
+            self._by_network = {}
+            for e in self.entries():
+                self._by_network.setdefault(_network_of(e.attrs), []).append(e)
+        return self._by_network.get(network, [])
+
+    def _of_layer(self, sel: Selector, table: Mapping[str, str]) -> list[Any]:
+        """The entries of ``sel``'s network that may hold its layer (by name or module),
+        in store order: the only ones :meth:`matches` can accept."""
+        entries = self.of_network(sel.network)
+        if sel.layer is None:
+            return entries
+        names = {sel.layer, table.get(sel.layer, sel.layer)}
+        return [
+            e
+            for e in entries
+            if e.attrs.get("layer") in names or e.attrs.get("layer_target") in names
+        ]
+
     def layer_table(self, network: str) -> dict[str, str]:
         """Alias -> module of ``network`` as the store records it (no model needed)."""
+        if network not in self._tables:
+            self._tables[network] = self._read_layer_table(network)
+        return dict(self._tables[network])
+
+    def _read_layer_table(self, network: str) -> dict[str, str]:
         table: dict[str, str] = {}
-        for e in self.entries():
+        for e in self.of_network(network):
             a = e.attrs
-            if _network_of(a) != network:
-                continue
             recorded = a.get("layer_aliases")
             if isinstance(recorded, Mapping):
                 table.update({str(k): str(v) for k, v in recorded.items()})
@@ -439,7 +468,11 @@ class Catalog:
         """Every entry (or row view of one) holding ``dataset``'s images that ``sel`` matches."""
         table = self.layer_table(sel.network) if sel.network else {}
         weights_ok = self._weights_filter(sel.weights, sel.network)
-        chosen = [e for e in self.entries() if self.matches(sel, e, table) and weights_ok(e.attrs)]
+        chosen = [
+            e
+            for e in self._of_layer(sel, table)
+            if self.matches(sel, e, table) and weights_ok(e.attrs)
+        ]
         found = entries_for(self.store, dataset, entries=chosen)
         if not found and sel.pooling is not None and sel.pooling.kind != "none":
             # no recorded layer shape (older writers): a vector entry stored unpooled still

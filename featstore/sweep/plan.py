@@ -134,6 +134,7 @@ class SweepPlan:
     results_cached: int = 0
     notes: list[str] = field(default_factory=list)
     finetunes: list[Any] = field(default_factory=list)  # featstore.sweep.finetune.FinetuneJob
+    catalog: Catalog | None = None  # the store's entries as the plan read them (store planner)
 
     def entry_key(
         self, dataset: str, network: str, layer: str, pooling: str, view: str
@@ -489,11 +490,18 @@ def factor_planner(
     network: Any,
     wanted: list[tuple[str, str, str]],
     options: Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
 ) -> list[EntryPlan]:
-    """Entries found by their factors only (network by name): for networks outside the registry."""
+    """Entries found by their factors only (network by name): for networks outside the
+    registry. The store's entries are read once per call (or once per ``catalog``), not
+    once per wanted entry."""
+    entries = (catalog or Catalog(store)).entries()
     out = []
     for layer, pooling, view in wanted:
-        found = entries_for(store, ds, model=network.name, layer=layer, pooling=pooling, view=view)
+        found = entries_for(
+            store, ds, entries, model=network.name, layer=layer, pooling=pooling, view=view
+        )
         entry = next((e for e in found if e.is_complete), found[0] if found else None)
         if entry is None:
             out.append(EntryPlan(layer, pooling, view, cached=False))
@@ -527,6 +535,7 @@ def make_plan(
     images_per_s: Mapping[str, float] | None = None,
     planner: Planner | None = None,
     datasets: Mapping[str, Dataset] | None = None,
+    count_results: bool = True,
 ) -> SweepPlan:
     """What the sweep needs, what the store already has, and what one pass per network adds.
 
@@ -534,6 +543,8 @@ def make_plan(
     :func:`store_planner`, the store's selection, then extraction's planner for what is
     missing; :func:`factor_planner` for networks outside the registry).
     ``datasets`` (by spec name) replaces resolving them from the store or their sources.
+    ``count_results=False`` leaves ``results_cached`` at 0 instead of reading every result
+    record of the datasets (a sweep and a report look up their cells' records themselves).
     """
     if datasets is None:
         datasets, notes = resolve_datasets(store, spec, register=register)
@@ -579,11 +590,14 @@ def make_plan(
             groups.append(group)
     _check_pca(spec, groups)
     plan = SweepPlan(spec=spec, cells=cells, groups=groups, datasets=datasets, notes=notes)
+    if planner is None:  # its one scan of the store serves the cells' lookups too
+        plan.catalog = catalog
     if spec.finetune and planner is None:
         from featstore.sweep.finetune import plan_finetunes
 
         plan.finetunes = plan_finetunes(store, spec, datasets)
-    plan.results_cached = _cells_with_results(store, plan)
+    if count_results:
+        plan.results_cached = _cells_with_results(store, plan)
     return plan
 
 

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from featstore.devices import available_cpus
@@ -31,7 +31,7 @@ from featstore.store.spec import StoreSpec
 from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
 from featstore.sweep.spec import Cell, SweepSpec
 
-__all__ = ["SweepInterrupted", "cell_job", "evaluate_job", "run_sweep"]
+__all__ = ["ReadOnce", "SweepInterrupted", "cell_job", "evaluate_job", "run_sweep"]
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -150,6 +150,55 @@ def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
         )
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+class _EntryOnce:
+    """An entry whose completion and content checksum are read once (see :class:`ReadOnce`)."""
+
+    def __init__(self, entry: Any) -> None:
+        self._entry = entry
+        self._missing: list[int] | None = None
+        self._checksum: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._entry, name)
+
+    def missing_chunks(self) -> list[int]:
+        if self._missing is None:
+            self._missing = self._entry.missing_chunks()
+        return list(self._missing)
+
+    @property
+    def is_complete(self) -> bool:
+        return not self.missing_chunks()
+
+    def content_checksum(self) -> str:
+        if self._checksum is None:
+            self._checksum = self._entry.content_checksum()
+        return self._checksum
+
+
+class ReadOnce:
+    """The store as a sweep's cached-cell lookups see it: each feature entry's metadata,
+    done markers and content checksum are read once, not once per cell (the transforms and
+    classifiers of one layer all read the same entry). Everything else passes through.
+
+    Only for a phase in which nothing writes feature entries: a lookup that finds an
+    entry changed later in the same run would have found it changed a moment earlier.
+    ``known``: entries read moments before in that phase (the plan's scan of the store).
+    """
+
+    def __init__(self, store: Any, known: Iterable[Any] = ()) -> None:
+        self._store = store
+        self._entries: dict[str, _EntryOnce] = {e.key: _EntryOnce(e) for e in known}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get_entry(self, key: str) -> Any:
+        if key not in self._entries:
+            self._entries[key] = _EntryOnce(self._store.get_entry(key))
+        return self._entries[key]
 
 
 def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, Any] | None:
@@ -341,7 +390,7 @@ def run_sweep(
         datasets, _ = resolve_datasets(store, spec, register=True)
         check_protocols(spec, SweepPlan(spec, spec.cells(), [], datasets))
         tuned = run_finetunes(store, spec, datasets, progress=finetune_progress)
-    plan: SweepPlan = make_plan(store, spec, register=True, planner=planner)
+    plan: SweepPlan = make_plan(store, spec, register=True, planner=planner, count_results=False)
     check_protocols(spec, plan)  # before anything is extracted or evaluated
     extract_call = extract_fn or _call_extract
     options = dict(spec.extract)
@@ -365,7 +414,7 @@ def run_sweep(
             }
         )
     if extractions:  # the new entries' keys
-        plan = make_plan(store, spec, register=False, planner=planner)
+        plan = make_plan(store, spec, register=False, planner=planner, count_results=False)
     t1 = time.perf_counter()
 
     jobs = [
@@ -382,8 +431,10 @@ def run_sweep(
             progress(done, len(jobs), {"cell": jobs[i]["label"]})
 
     todo = []
+    known = plan.catalog.entries() if plan.catalog is not None else ()  # read by the plan
+    lookups = ReadOnce(store, known)  # each entry read once for all the cells reading it
     for i, job in enumerate(jobs):  # cached cells are lookups here: no worker process needed
-        hit = lookup_job(store, job, plan.datasets[job["dataset"]])
+        hit = lookup_job(lookups, job, plan.datasets[job["dataset"]])
         if hit is not None:
             finished(i, hit)
         else:

@@ -11,15 +11,17 @@ their factors (no network is loaded), so a report needs only the store.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from typing import Any
 
 from featstore.errors import DatasetError, EntryNotFoundError, FeatstoreError
-from featstore.evaluate.results import collect_records
+from featstore.evaluate.results import records_by_key
 from featstore.evaluate.tasks import get_task
+from featstore.store.select import Catalog
 from featstore.sweep.finetune import annotate_records
 from featstore.sweep.plan import check_registered_source, factor_planner, make_plan
-from featstore.sweep.run import cell_job
+from featstore.sweep.run import ReadOnce, cell_job
 from featstore.sweep.similarity import similarity_keys
 from featstore.sweep.spec import SweepSpec
 
@@ -45,15 +47,18 @@ def study_result_keys(store: Any, spec: SweepSpec) -> set[str]:
     sub = dataclasses.replace(
         spec, datasets=tuple(d for d in spec.datasets if d.name in registered)
     )
-    plan = make_plan(store, sub, datasets=registered, planner=factor_planner)
+    catalog = Catalog(store)  # one scan of the entries: the plan's and the cells'
+    planner = functools.partial(factor_planner, catalog=catalog)
+    plan = make_plan(store, sub, datasets=registered, planner=planner, count_results=False)
     keys: set[str] = set()
+    reads = ReadOnce(store, catalog.entries())  # the cells of one entry read it once
     for cell in plan.cells:
         if cell.task == "similarity":
             continue
         job = cell_job(sub, cell, store.spec, plan)
         try:  # the features and options the sweep's evaluate_job evaluates for this cell
             planned = get_task(job["task"]).plan(
-                store, registered[cell.dataset], job["features"], **job["options"]
+                reads, registered[cell.dataset], job["features"], **job["options"]
             )
         except FeatstoreError:
             continue  # not extracted (or not evaluable): no record of this cell
@@ -74,5 +79,5 @@ def study_records(
     """
     wanted = set(keys) if keys is not None else study_result_keys(store, spec)
     names = [d.name for d in spec.datasets]
-    records = [r for r in collect_records(store, datasets=names) if r.get("key") in wanted]
+    records = records_by_key(store, sorted(wanted), names)  # only the study's records are read
     return annotate_records(store, records) if spec.finetune else records

@@ -48,7 +48,8 @@ out = io.StringIO()
 with contextlib.redirect_stdout(out):
     cli.main(["sweep", {spec!r}, "--store", {store!r}, "--json"], standalone_mode=False)
 summary = json.loads(out.getvalue())
-print(json.dumps({{"torch": "torch" in sys.modules, "key": entry.key, "rows": list(rows),
+heavy = sorted(m for m in ("torchvision", "sklearn", "scipy", "pandas") if m in sys.modules)
+print(json.dumps({{"torch": "torch" in sys.modules, "heavy": heavy, "key": entry.key, "rows": list(rows),
                   "forward_batches": summary["forward_batches"], "results": summary["results"]}}))
 """
 
@@ -114,6 +115,7 @@ def test_a_teammates_bf16_file_weights_cache_reruns_here_without_network(
     assert done.returncode == 0, done.stderr[-3000:]
     child = json.loads(done.stdout.strip().splitlines()[-1])
     assert child["torch"] is False
+    assert child["heavy"] == []  # a cached read scores nothing: no scikit-learn, scipy, pandas
     assert child["key"] == key and child["rows"][0] == 18
     assert child["forward_batches"] == 0
     assert [r["metrics"] for r in child["results"]] == [r["metrics"] for r in summary["results"]]

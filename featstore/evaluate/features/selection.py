@@ -27,14 +27,15 @@ from featstore.errors import (
     IncompleteEntryError,
     TransformError,
 )
+from featstore.evaluate.features.parts import ArraySource, Part
 from featstore.evaluate.features.stored_pooling import pool_rows
 from featstore.evaluate.features.transform_spec import Step, parse_spec
-from featstore.evaluate.features.transforms import Part
 from featstore.specs import Pooling, View
 from featstore.store.content import entries_for
 from featstore.store.select import CLI_CHOOSERS, Catalog, Selector, parse_weights
 
 __all__ = [
+    "ArraySource",
     "FeatureSelector",
     "as_selectors",
     "entry_factors",

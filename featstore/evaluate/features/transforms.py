@@ -21,8 +21,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -30,6 +29,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from featstore.errors import SpecError, TransformError
+from featstore.evaluate.features.parts import (  # no scikit-learn: lookups need them
+    ArraySource,
+    Part,
+)
 from featstore.evaluate.features.pca import BLOCK_ROWS, CovariancePCA
 from featstore.evaluate.features.stored_pooling import pool_rows
 from featstore.evaluate.features.transform_spec import Step, canonical_spec, parse_spec
@@ -123,33 +126,6 @@ def _apply(estimators: Sequence[Any], x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # the chain over entries
 # --------------------------------------------------------------------------------------
-
-
-class ArraySource(Protocol):
-    """What a transform reads: a feature entry (featstore.store.Entry), a RowView, or alike."""
-
-    key: str
-    attrs: dict[str, Any]
-    shape: tuple[int, ...]
-
-    @property
-    def n_chunks(self) -> int: ...
-
-    def read(self, rows: Any = None) -> np.ndarray: ...
-
-    def read_blocks(self, rows: Any = None) -> Iterator[tuple[Any, np.ndarray]]: ...
-
-
-@dataclass(frozen=True)
-class Part:
-    """One member of a setting: an entry, and its flip-view twin when flipavg needs one."""
-
-    plain: ArraySource
-    flip: ArraySource | None = None
-
-    @property
-    def keys(self) -> list[str]:
-        return [self.plain.key] + ([self.flip.key] if self.flip is not None else [])
 
 
 def _pooled_dim(source: ArraySource, pool: Step | None) -> int:

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 
 from featstore.errors import EvaluationError, ProtocolLimitError
 from featstore.evaluate import metrics
@@ -321,12 +319,16 @@ class _Caught(list):  # type: ignore[type-arg]
 
     @property
     def n(self) -> int:
+        from sklearn.exceptions import ConvergenceWarning
+
         return sum(issubclass(w.category, ConvergenceWarning) for w in self)
 
 
 @contextmanager
 def _quiet() -> Iterator[_Caught]:
     """Count scikit-learn's convergence warnings instead of letting them reach the user."""
+    from sklearn.exceptions import ConvergenceWarning
+
     caught = _Caught()
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -393,6 +395,8 @@ def carve_validation(
             f"least one row of each of the {n_classes} classes on each side; register a val "
             f"split, use at least {need} training rows, or {remedy}"
         )
+    from sklearn.model_selection import train_test_split
+
     fit, val = train_test_split(train, test_size=fraction, stratify=y[train], random_state=seed)
     return fit, val
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import EvaluationError
+from featstore.evaluate.features.parts import Part
 from featstore.evaluate.features.selection import merge_factors, resolve_dataset, resolve_parts
 from featstore.evaluate.features.transform_spec import canonical_spec
-from featstore.evaluate.features.transforms import FeatureTransform, Part
 from featstore.evaluate.probes.arrays import classify_arrays, fit_steps
 from featstore.evaluate.probes.limits import resolve_protocol
 from featstore.evaluate.probes.protocol import ClassifierSpec, Splits, split_rows
@@ -205,6 +205,10 @@ def compute_classification(
     feature_keys = plan.feature_keys
 
     # one monotonic progress count over reading (chunks, per pass) and fitting (classes or lambdas)
+    from featstore.evaluate.features.transforms import (
+        FeatureTransform,  # scikit-learn: computing only
+    )
+
     fitted = FeatureTransform(transform, seed=seed)
     n_read = fitted.n_reads(parts)
     n_fits = 1 if plan.shots is None else len(plan.shots) * plan.draws

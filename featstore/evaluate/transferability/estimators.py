@@ -20,8 +20,6 @@ Inputs are validated; problems raise :class:`~featstore.errors.EvaluationError`.
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
-import scipy.stats
 from numpy.typing import ArrayLike
 
 from featstore.errors import EvaluationError
@@ -152,6 +150,8 @@ def h_score(features: ArrayLike, labels: ArrayLike) -> float:
     n = f.shape[0]
     cov_f = f.T @ f / n
     cov_g = g.T @ g / n
+    import scipy.linalg  # scipy on first use: a cached lookup never pays for it
+
     return float(np.sum(scipy.linalg.pinvh(cov_f) * cov_g))  # trace of a product of symmetrics
 
 
@@ -202,6 +202,8 @@ def nce(source_labels: ArrayLike, target_labels: ArrayLike) -> float:
         raise EvaluationError(f"nce needs at least 2 target classes, got {n_classes}")
     joint = np.zeros((n_source, n_classes))
     np.add.at(joint, (z, y), 1.0)
+    import scipy.stats
+
     return min(
         0.0, float(scipy.stats.entropy(joint.sum(axis=1)) - scipy.stats.entropy(joint.ravel()))
     )
@@ -256,4 +258,6 @@ def kendall_tau(a: ArrayLike, b: ArrayLike) -> float:
         raise EvaluationError("kendall_tau needs at least 2 settings to rank")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(w))):
         raise EvaluationError("kendall_tau inputs contain NaN or infinity")
+    import scipy.stats
+
     return float(scipy.stats.kendalltau(x, w).statistic)

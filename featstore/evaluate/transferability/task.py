@@ -19,7 +19,6 @@ import numpy as np
 from featstore.errors import EvaluationError
 from featstore.evaluate.features.selection import merge_factors, resolve_dataset, resolve_parts
 from featstore.evaluate.features.transform_spec import canonical_spec
-from featstore.evaluate.features.transforms import FeatureTransform
 from featstore.evaluate.probes.protocol import split_rows
 from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.tasks import run
@@ -175,6 +174,10 @@ def compute_transferability(
     """The record of a checked setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, spec, train, seed = plan.dataset, plan.transform, plan.train, plan.seed
     t0 = time.perf_counter()
+    from featstore.evaluate.features.transforms import (
+        FeatureTransform,  # scikit-learn: computing only
+    )
+
     tr = FeatureTransform("" if spec == "none" else spec, seed=seed)
     tr.fit(plan.parts, train, progress=progress)
     x = tr.transform(plan.parts, train)
