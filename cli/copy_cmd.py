@@ -184,9 +184,18 @@ def render_distributed(s: dict[str, Any]) -> str:
         f"done: {s['entries']} entries; {len(s['units'])} units of work, {done} computed here, "
         f"{s['computed_chunks']} chunks in {s['forward_batches']} forward batches, {s['seconds']:.1f} s"
     )
+    if s.get("waited_s"):
+        text += f"; waited {s['waited_s']:.1f} s for other writers"
+    if s.get("dropped_chunks"):
+        text += f"; {s['dropped_chunks']} chunks dropped (their leases were taken over)"
     if s["incomplete"]:
-        held = ", ".join(f"{k}: {len(v)} chunks" for k, v in s["incomplete"].items())
+        held = s.get("held") or {}
+        lines = [
+            f"  {k}: chunks {', '.join(map(str, v))}" + (f" held by {held[k]}" if k in held else "")
+            for k, v in s["incomplete"].items()
+        ]
         text += (
-            f"\nleft to other writers (leased by them; run again to finish what they drop): {held}"
+            "\nleft to other writers (--no-wait; run again, or without --no-wait, to finish "
+            "what they drop):\n" + "\n".join(lines)
         )
     return text
