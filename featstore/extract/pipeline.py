@@ -416,8 +416,8 @@ def _run(
         "device": compute.device,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    for t in all_targets:
-        if t.entry.is_complete:
+    for t in all_targets:  # entries this run wrote to (a fenced writer may have written none)
+        if t.entry.key in writer.keys_written and t.entry.is_complete:
             t.entry.update_attrs(status="complete", timings=timings)
     return {
         "computed_chunks": writer.chunks_written,

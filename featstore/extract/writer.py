@@ -24,6 +24,7 @@ class ChunkWriter:
     def __init__(self, max_pending: int = 8, fence: Any = None) -> None:
         self.fence = fence
         self.chunks_dropped = 0
+        self.keys_written: set[str] = set()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_pending))
         self._error: BaseException | None = None
         self.chunks_written = 0
@@ -48,6 +49,7 @@ class ChunkWriter:
                     continue
                 self.write_seconds += time.perf_counter() - t0
                 self.chunks_written += 1
+                self.keys_written.add(entry.key)
                 self.bytes_written += int(np.asarray(data).nbytes)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
