@@ -6,7 +6,8 @@ SPEC: name; barrier (a folder); trials: [{"args": [...], "writers": n}]; first (
 of the first trial, 0 by default); unit_pause (s slept
 after each unit, so writers interleave as they would with a real network); hold (s: the
 first unit, holding its leases, writes ``<barrier>/holding.<name>`` and sleeps this long
-before it computes: the moment a test kills or pauses this writer).
+before it computes: the moment a test kills or pauses this writer); a trial's "after"
+names such a file: the trial starts once it exists.
 Prints one JSON line: per trial {"exit", "stdout", "output"}.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 def wait_for_all(barrier: Path, trial: int, name: str, writers: int) -> None:
     (barrier / f"{trial}.{name}").touch()
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 400
     while len(list(barrier.glob(f"{trial}.*"))) < writers:
         if time.monotonic() > deadline:
             raise SystemExit(f"{name}: the other writers of trial {trial} never came")
@@ -58,6 +59,10 @@ def main() -> None:
     results = []
     for n, trial in enumerate(spec["trials"], start=int(spec.get("first", 0))):
         wait_for_all(barrier, n, spec["name"], int(trial["writers"]))
+        if trial.get("after"):  # start once that writer holds its first unit
+            deadline = time.monotonic() + 400
+            while not (barrier / trial["after"]).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         result = CliRunner().invoke(cli, trial["args"])
         results.append(
             {"exit": result.exit_code, "stdout": result.stdout, "output": result.output[-4000:]}

@@ -99,7 +99,7 @@ def start(tmp_path: Path, name: str, trials: list[dict], **spec) -> subprocess.P
 
 
 def finish(proc: subprocess.Popen) -> list[dict]:
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -109,9 +109,7 @@ def computed(summary: dict) -> list[tuple[str, int]]:
 
 
 @pytest.mark.slow  # three processes that import torch, ten trials: ~20 s on 2 busy cores
-def test_three_share_writers_finish_together_locally_and_on_s3(
-    tmp_path, single_run, s3_store
-):
+def test_three_share_writers_finish_together_locally_and_on_s3(tmp_path, single_run, s3_store):
     dataset, expected = single_run
     s3_url, options = s3_store
     endpoint = options["client_kwargs"]["endpoint_url"]
@@ -123,7 +121,9 @@ def test_three_share_writers_finish_together_locally_and_on_s3(
     trials = []
     for url, opts, extra in locations:
         prepare(url, opts, dataset)
-        trials.append({"writers": 3, "args": [*REQUEST, "--share", "--json", "--store", url, *extra]})
+        trials.append(
+            {"writers": 3, "args": [*REQUEST, "--share", "--json", "--store", url, *extra]}
+        )
     writers = [start(tmp_path, name, trials, unit_pause=0.3) for name in ("ann", "bob", "cy")]
     results = [finish(w) for w in writers]
     for n, (url, opts, _) in enumerate(locations):
@@ -156,7 +156,11 @@ def test_a_killed_and_a_paused_writer_are_taken_over(tmp_path, single_run):
     for url in urls:
         prepare(url, None, dataset)
     args = [[*REQUEST, "--share", "--json", "--lease-ttl", str(ttl), "--store", u] for u in urls]
-    both = [{"writers": 3, "args": a} for a in args]
+    # the victims take the first unit; the others start once it is held
+    both = [
+        {"writers": 3, "args": a, "after": f"holding.{v}"}
+        for a, v in zip(args, ("killed", "paused"), strict=True)
+    ]
     steady = [start(tmp_path, name, both, unit_pause=0.2) for name in ("ann", "bob")]
     victims = {
         name: start(tmp_path, name, [{"writers": 3, "args": a}], first=n, hold=2)
@@ -165,7 +169,7 @@ def test_a_killed_and_a_paused_writer_are_taken_over(tmp_path, single_run):
     barrier = tmp_path / "barrier"
 
     def holding(name: str) -> dict:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 400
         while not (barrier / f"holding.{name}").exists():
             assert time.monotonic() < deadline, f"writer {name} never held a unit"
             time.sleep(0.05)
