@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from featstore.store.lease import DEFAULT_TTL
-
 from featstore.cli.common import (
     emit,
     handle_errors,
@@ -18,6 +16,8 @@ from featstore.cli.common import (
     store_option,
     table,
 )
+
+from featstore.store.lease import DEFAULT_TTL
 
 
 def split_required(values: tuple[str, ...], option: str, what: str) -> list[str]:

@@ -33,10 +33,10 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     barrier = Path(spec["barrier"])
     from click.testing import CliRunner
+    from featstore.cli.main import cli
 
     import featstore.extract as fx
     import featstore.extract.distributed as dist
-    from featstore.cli.main import cli
 
     real_unit, real_extract = dist.run_unit, fx.extract
     held = []

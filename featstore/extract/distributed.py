@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from featstore.errors import ExtractionError, LeaseError, StoreError
+from featstore.errors import ExtractionError, StoreError
 from featstore.progress import Progress
 from featstore.store.base import Store
 from featstore.store.lease import (
@@ -292,7 +292,10 @@ def run_distributed(
         ensure_entries(store, p)
         units = work_units(p)
         owner = owner or default_owner()
-        dask_client, cluster = connect(client) if client is not None else (None, None)
+        dask_client: Any = None
+        cluster: Any = None
+        if client is not None:
+            dask_client, cluster = connect(client)
         try:
             run = _Units(store, request, p, dask_client, owner, ttl, progress)
             results = run.units(units)

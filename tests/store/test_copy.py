@@ -136,7 +136,9 @@ def test_cli_copy_export_import(tmp_path, image_folder):
     assert "Error: no feature entry or result 'feat-nope' in store" in result.output
 
 
-def test_incremental_copy_moves_only_missing_and_changed_chunks(tmp_path, image_folder, monkeypatch):
+def test_incremental_copy_moves_only_missing_and_changed_chunks(
+    tmp_path, image_folder, monkeypatch
+):
     """Issue 24 item 5: a target that mostly holds the source gets only what it lacks or
     holds with another checksum; the markers alone decide; a second copy moves 0 bytes."""
     from featstore.store.zarr_store import ZarrEntry
@@ -158,6 +160,7 @@ def test_incremental_copy_moves_only_missing_and_changed_chunks(tmp_path, image_
     assert [e["changed"] for e in again["entries"]] == [[1], []]
     np.testing.assert_array_equal(dst.get_entry("feat-a").read(slice(4, 8)), new)
     assert dst.get_entry("feat-a").attrs["status"] == "complete"
+
     # nothing left to move: no data of either side is read, 0 bytes transferred
     def no_reads(self, rows):
         raise AssertionError(f"data of {self.key} read by a copy that had nothing to move")
@@ -173,7 +176,9 @@ def test_cli_copy_says_what_it_transferred(tmp_path, image_folder):
     a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
     first = CliRunner().invoke(cli, ["copy", a, b, "--all"])
     assert first.exit_code == 0, first.output
-    assert "transferred 10 chunks (1.2 KB, 0 of them changed); 0 chunks already there" in first.output
+    assert (
+        "transferred 10 chunks (1.2 KB, 0 of them changed); 0 chunks already there" in first.output
+    )
     second = CliRunner().invoke(cli, ["copy", a, b, "--all", "--json"])
     assert second.exit_code == 0, second.output
     summary = json.loads(second.output)
