@@ -217,8 +217,8 @@ def test_a_killed_and_a_paused_writer_are_taken_over(tmp_path, single):
     summaries = [json.loads(r[1]["stdout"]) for r in results]
     taken = [c for s in summaries for c in computed(s)]
     assert sorted(taken) == sorted((k, c) for k, cs in held.items() for c in cs)
-    waited = [s["waited_s"] for s in summaries]
-    assert max(waited) <= ttl + heartbeat_of(ttl), waited
+    takers = [s for s in summaries if computed(s)]  # the other one then waits on the taker
+    assert len(takers) == 1 and takers[0]["waited_s"] <= ttl + heartbeat_of(ttl), summaries
     # resumed past the TTL, it dropped the unit it had lost: not one byte of the store changed
     assert resumed["exit"] == 0, resumed["output"]
     summary = json.loads(resumed["stdout"])
