@@ -125,7 +125,8 @@ def run_unit(
     ttl: float = DEFAULT_TTL,
     run_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Lease the missing chunks of ``rows`` in every entry, extract them, release the leases.
+    """Lease the missing chunks of ``rows`` in every entry, extract them, release the leases;
+    ``chunks`` in the result: those this unit wrote.
 
     The leases are renewed every heartbeat and every write is fenced while the unit runs
     (:class:`~featstore.store.lease_keeper.LeaseKeeper`): a chunk whose lease was taken over
@@ -168,12 +169,10 @@ def run_unit(
     out["forward_batches"] = int(summary.get("forward_batches", 0))
     out["computed_chunks"] = int(summary.get("computed_chunks", 0))
     out["dropped_chunks"] = int(summary.get("dropped_chunks", 0))
-    if keeper.dropped:  # computed, not written here: the writer that took them over did
-        dropped = set(keeper.dropped)
-        out["chunks"] = {
-            k: [c for c in v if (k, c) not in dropped] for k, v in out["chunks"].items()
-        }
-        out["chunks"] = {k: v for k, v in out["chunks"].items() if v}
+    written: dict[str, list[int]] = {}  # not those another writer took over or finished
+    for key, index in sorted(keeper.written):
+        written.setdefault(key, []).append(index)
+    out["chunks"] = written
     return out
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from featstore.errors import DamagedChunkError, IncompleteEntryError, LeaseError
 from featstore.store.base import Entry
-from featstore.store.lease import Lease, read_lease, release, renew
+from featstore.store.lease import LEASE_DIR, Lease, read_lease, release, renew
 
 __all__ = ["LeaseKeeper", "heartbeat_of"]
 
@@ -45,6 +45,7 @@ class LeaseKeeper:
         }
         self.lost: set[tuple[str, int]] = set()
         self.dropped: list[tuple[str, int]] = []  # chunks not written: lease lost first
+        self.written: list[tuple[str, int]] = []  # chunks whose marker the fence let through
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="featstore-lease-heartbeat")
@@ -97,6 +98,9 @@ class LeaseKeeper:
     def confirm(self, entry: Entry, index: int) -> None:
         """Called after the rows, before the done marker: LeaseError if the lease is lost."""
         key = (entry.key, index)
+        if entry.side_objects(LEASE_DIR) is None:  # a single-writer backend (HDF5)
+            self.written.append(key)
+            return
         with self._lock:
             lease = self._held[key][1]
             alive = key not in self.lost and time.time() < lease.expires
@@ -108,6 +112,7 @@ class LeaseKeeper:
                 f"lease on chunk {index} of entry {entry.key} was taken over while it was "
                 "written; its done marker is left to the new holder"
             )
+        self.written.append(key)
 
     def after_lost(self, entry: Entry, index: int) -> None:
         """This writer wrote rows of a chunk whose lease it lost: if another writer's marker
