@@ -9,6 +9,7 @@ from featstore.cli.choose import Choice, choose_options, chosen_entries, describ
 from featstore.cli.common import (
     emit,
     handle_errors,
+    human_bytes,
     json_option,
     open_cli_store,
     progress_bar,
@@ -66,9 +67,11 @@ def copy(
 ) -> None:
     """Copy feature entries (with their datasets) and result records from SRC to DST.
 
-    What DST already has is skipped; every copied chunk is checked against its checksum
-    in SRC before it is written and verified in DST after. Exits with status 1 when a
-    chunk could not be copied intact.
+    Incremental: only what DST is missing, or holds with a checksum other than SRC's, is
+    transferred (done markers are compared; no data is read for the rest), and the summary
+    says how many chunks and bytes moved; a second copy moves 0 bytes. Every copied chunk
+    is checked against its checksum in SRC before it is written and verified in DST after.
+    Exits with status 1 when a chunk could not be copied intact.
 
     \b
     Example:
@@ -95,10 +98,10 @@ def _render_summary(summary: dict[str, Any]) -> str:
     lines = [f"{summary['source']} -> {summary['target']}"]
     for e in summary["entries"]:
         state = f"{len(e['copied'])} chunks copied, {e['skipped']} already there"
+        if e["changed"]:
+            state += f" ({len(e['changed'])} changed in the source: copied again: {e['changed']})"
         if e["unavailable"]:
             state += f"; chunks {e['unavailable']} missing or damaged in the source"
-        if e["mismatched"]:
-            state += f"; chunks {e['mismatched']} differ from the target's (left as they were)"
         if e["damaged_after_copy"]:
             state += f"; chunks {e['damaged_after_copy']} DAMAGED after the copy"
         if e.get("damaged"):
@@ -112,6 +115,11 @@ def _render_summary(summary: dict[str, Any]) -> str:
     for kind in ("datasets", "results"):
         for name, why in sorted(summary[kind].get("damaged", {}).items()):
             lines.append(f"  {kind[:-1]} {name}: not copied: DAMAGED in the source: {why}")
+    lines.append(
+        f"transferred {summary['n_chunks_copied']} chunks ({human_bytes(summary['bytes_copied'])}"
+        f", {summary['n_chunks_changed']} of them changed); {summary['n_chunks_skipped']} chunks "
+        "already there with the same checksum"
+    )
     lines.append("ok" if summary["ok"] else "INCOMPLETE: see above")
     return "\n".join(lines)
 
@@ -198,9 +206,18 @@ def render_distributed(s: dict[str, Any]) -> str:
         f"done: {s['entries']} entries; {len(s['units'])} units of work, {done} computed here, "
         f"{s['computed_chunks']} chunks in {s['forward_batches']} forward batches, {s['seconds']:.1f} s"
     )
+    if s.get("waited_s"):
+        text += f"; waited {s['waited_s']:.1f} s for other writers"
+    if s.get("dropped_chunks"):
+        text += f"; {s['dropped_chunks']} chunks dropped (their leases were taken over)"
     if s["incomplete"]:
-        held = ", ".join(f"{k}: {len(v)} chunks" for k, v in s["incomplete"].items())
+        held = s.get("held") or {}
+        lines = [
+            f"  {k}: chunks {', '.join(map(str, v))}" + (f" held by {held[k]}" if k in held else "")
+            for k, v in s["incomplete"].items()
+        ]
         text += (
-            f"\nleft to other writers (leased by them; run again to finish what they drop): {held}"
+            "\nleft to other writers (--no-wait; run again, or without --no-wait, to finish "
+            "what they drop):\n" + "\n".join(lines)
         )
     return text

@@ -18,6 +18,8 @@ from featstore.cli.common import (
     table,
 )
 
+from featstore.store.lease import DEFAULT_TTL
+
 
 @click.command("extract")
 @choose_options("extract")
@@ -62,7 +64,23 @@ from featstore.cli.common import (
 @click.option(
     "--share",
     is_flag=True,
-    help="Lease whole-chunk units, so several processes filling one shared store split the work.",
+    help="Lease whole-chunk units, so several processes filling one shared store split the "
+    "work; then wait for the chunks the others hold, and exit when every entry is complete.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    help="With --share/--dask: wait for chunks other writers hold (default), or return after "
+    "this process's share and say what they still hold.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TTL,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --share/--dask: a chunk whose writer stops renewing its lease (every TTL/3) "
+    "for this long is taken over by the writers still waiting.",
 )
 @renamed("--flip", "--view: give --view plain,flip", flag=True)
 @renamed("--crops", "--view: give --view plain,crops:{value}")
@@ -82,6 +100,8 @@ def extract(
     dry_run: bool,
     dask_address: str | None,
     share: bool,
+    wait: bool,
+    lease_ttl: float,
     store_url: str,
     as_json: bool,
 ) -> None:
@@ -152,7 +172,8 @@ def extract(
     with progress_bar("extracting", unit=unit, enabled=not as_json) as progress:
         summary = run_extraction(
             store, request, mode=mode, dask=dask_address, plan_=p if mode == "local" else None,
-            batch_size=batch_size, num_workers=loader_workers, progress=progress,
+            batch_size=batch_size, num_workers=loader_workers,
+            progress=waiting_notes(progress, enabled=not as_json), lease_ttl=lease_ttl, wait=wait,
         )  # fmt: skip
     if mode == "local":
         emit(summary, as_json, render_summary)
@@ -160,10 +181,10 @@ def extract(
         from featstore.cli.copy_cmd import render_distributed
 
         emit(summary, as_json, render_distributed)
-        if summary.get("incomplete"):
+        if summary.get("incomplete") and wait:  # waiting ends only when all is complete
             raise click.ClickException(
-                f"{len(summary['incomplete'])} entries are still incomplete (chunks leased by other "
-                "writers); run the command again when they finish, or `featstore gc` to clear stale leases"
+                f"{len(summary['incomplete'])} entries are still incomplete after waiting; run "
+                "the command again"
             )
 
 
@@ -172,6 +193,26 @@ def _weights(chosen: Any) -> dict[str, str] | None:
     if not chosen:
         return None
     return {net: "default" if w == "pretrained" else w for net, w in chosen.items()}
+
+
+def waiting_notes(progress: Any, enabled: bool = True, every_s: float = 15.0) -> Any:
+    """The progress callback, plus a line on stderr when a --share run starts waiting on other
+    writers, when what it waits on changes, and every ``every_s`` seconds while it waits."""
+    import re
+    import time
+
+    last: list[Any] = ["", 0.0]
+
+    def update(done: int, total: int, info: dict) -> None:
+        note = info.get("waiting")
+        if note and enabled:
+            what = re.sub(r"lease age \d+ s, ", "", note)
+            if what != last[0] or time.monotonic() - last[1] >= every_s:
+                click.echo(f"waiting for other writers: {note}", err=True)
+                last[:] = [what, time.monotonic()]
+        progress(done, total, {k: v for k, v in info.items() if k != "waiting"})
+
+    return update
 
 
 def render_plan(data: dict[str, Any], store: str = "") -> str:

@@ -24,16 +24,24 @@ The :class:`~featstore.extract.request.ExtractionRequest` itself travels to the 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from featstore.errors import ExtractionError, LeaseError, StoreError
+from featstore.errors import ExtractionError, StoreError
 from featstore.extract.request import ExtractionRequest, group_request
 from featstore.progress import Progress
 from featstore.store.base import Store
-from featstore.store.lease import DEFAULT_TTL, Lease, claim, default_owner, release, renew
+from featstore.store.lease import (
+    DEFAULT_TTL,
+    Lease,
+    claim,
+    default_owner,
+    describe_holders,
+    live_leases,
+    release,
+)
+from featstore.store.lease_keeper import LeaseKeeper, heartbeat_of
 from featstore.store.spec import StoreSpec
 
 RUN_OPTIONS = ("batch_size", "num_workers", "threads")  # how a unit runs, not what it fills
@@ -84,7 +92,13 @@ def run_unit(
     ttl: float = DEFAULT_TTL,
     run_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Lease the missing chunks of ``rows`` in every entry, extract them, release the leases."""
+    """Lease the missing chunks of ``rows`` in every entry, extract them, release the leases;
+    ``chunks`` in the result: those this unit wrote.
+
+    The leases are renewed every heartbeat and every write is fenced while the unit runs
+    (:class:`~featstore.store.lease_keeper.LeaseKeeper`): a chunk whose lease was taken over
+    meanwhile is dropped (``dropped_chunks``), never written over the new holder's.
+    """
     from featstore.extract import extract
 
     start, stop = rows
@@ -111,48 +125,20 @@ def run_unit(
         "held_elsewhere": held_elsewhere,
         "forward_batches": 0,
         "computed_chunks": 0,
+        "dropped_chunks": 0,
     }
     if not allowed:
         return out
-    renewer = _Renewer(leases, ttl)
-    renewer.start()
-    try:
-        summary = extract(store, p, work=allowed, **dict(run_options or {}))
-    finally:
-        renewer.stop()
-        for entry, lease in renewer.leases:
-            release(entry, lease)
+    with LeaseKeeper(leases, ttl) as keeper:
+        summary = extract(store, p, work=allowed, fence=keeper, **dict(run_options or {}))
     out["forward_batches"] = int(summary.get("forward_batches", 0))
     out["computed_chunks"] = int(summary.get("computed_chunks", 0))
+    out["dropped_chunks"] = int(summary.get("dropped_chunks", 0))
+    written: dict[str, list[int]] = {}  # not those another writer took over or finished
+    for key, index in sorted(keeper.written):
+        written.setdefault(key, []).append(index)
+    out["chunks"] = written
     return out
-
-
-class _Renewer(threading.Thread):
-    """Renews a unit's leases every ttl/3 while it computes, so a slow unit keeps them."""
-
-    def __init__(self, leases: list[tuple[Any, Lease]], ttl: float) -> None:
-        super().__init__(name="featstore-lease-renewer", daemon=True)
-        self.leases = list(leases)
-        self.ttl = ttl
-        self._stop_event = threading.Event()
-        self._lock = threading.Lock()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.ttl / 3):
-            with self._lock:
-                renewed = []
-                for entry, lease in self.leases:
-                    try:
-                        renewed.append((entry, renew(entry, lease, self.ttl)))
-                    except (LeaseError, OSError):
-                        renewed.append(
-                            (entry, lease)
-                        )  # taken over: the work is duplicated, not lost
-                self.leases = renewed
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
 
 
 def _unit_task(
@@ -203,6 +189,7 @@ def run_distributed(
     storage_options: Mapping[str, Any] | None = None,
     owner: str | None = None,
     ttl: float = DEFAULT_TTL,
+    wait: bool = True,
     progress: Progress | None = None,
     batch_size: int | None = None,
     num_workers: int | None = None,
@@ -211,12 +198,19 @@ def run_distributed(
     """Extract the request unit by unit: on Dask (``client``: address, "local:N", Client) or here.
 
     With ``client=None`` the units run in this process, leased one at a time: that is how
-    two teammates extracting into one shared store split the work. Returns a summary like
+    teammates extracting into one shared store split the work. When nothing is left to
+    take, ``wait`` (the default) waits for the chunks other live writers hold, taking over
+    any whose lease expires (``ttl``), until every entry is complete; ``wait=False`` returns
+    after this process's share, with ``incomplete`` (key -> chunks) and ``held`` (key -> who
+    holds them). ``batch_size``, ``num_workers`` and ``threads`` say how each unit runs.
+    Returns a summary like
     extract()'s, plus the units.
     """
     from featstore.extract.plan import plan
     from featstore.store import open_store
 
+    if not ttl > 0:
+        raise ExtractionError(f"the lease TTL must be a positive number of seconds, not {ttl}")
     t0 = time.perf_counter()
     if not isinstance(store, Store):
         store = open_store(store, mode="a", storage_options=dict(storage_options or {}) or None)
@@ -240,82 +234,152 @@ def run_distributed(
         "units": [],
         "forward_batches": 0,
         "computed_chunks": 0,
+        "dropped_chunks": 0,
+        "incomplete": {},
+        "held": {},
+        "waited_s": 0.0,
     }
     if p.todo:
         ensure_entries(store, p)
         units = work_units(p)
         owner = owner or default_owner()
-        results = _run_units(store, request, run_options, p, units, client, owner, ttl, progress)
+        dask_client: Any = None
+        cluster: Any = None
+        if client is not None:
+            dask_client, cluster = connect(client)
+        try:
+            run = _Units(store, request, run_options, p, dask_client, owner, ttl, progress)
+            results = run.units(units)
+            results += run.finish_together(wait)
+        finally:
+            if cluster is not None:
+                dask_client.close()
+                cluster.close()
         summary["units"] = results
-        summary["forward_batches"] = sum(r["forward_batches"] for r in results)
-        summary["computed_chunks"] = sum(r["computed_chunks"] for r in results)
-    missing = {}
+        summary["incomplete"], summary["held"] = run.left, run.held
+        summary["waited_s"] = round(run.waited_s, 3)
+        for name in ("forward_batches", "computed_chunks", "dropped_chunks"):
+            summary[name] = sum(r.get(name, 0) for r in results)
     for key in summary["keys"]:
         entry = store.get_entry(key)
-        if entry.missing_chunks():
-            missing[key] = entry.missing_chunks()
-        elif entry.attrs.get("status") != "complete":
-            entry.update_attrs(status="complete")
-    summary["incomplete"] = missing  # chunks other live writers still hold
+        if key not in summary["incomplete"] and entry.attrs.get("status") != "complete":
+            if entry.is_complete:
+                entry.update_attrs(status="complete")
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 
 
-def _run_units(
-    store: Store,
-    request: ExtractionRequest,
-    run_options: Mapping[str, Any],
-    p: Any,
-    units: list[tuple[int, int]],
-    client: Any,
-    owner: str,
-    ttl: float,
-    progress: Progress | None,
-) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    if client is None:
-        for n, rows in enumerate(units):
-            results.append(
-                run_unit(  # asks the entries what is missing when it leases, not the plan
-                    store,
-                    p,
-                    rows,
-                    owner=owner,
-                    ttl=ttl,
-                    run_options=run_options,
-                )
-            )
-            if progress is not None:
-                progress(n + 1, len(units), {"rows": f"{rows[0]}-{rows[1]}"})
-        return results
-    from dask.distributed import as_completed
+def waiting_poll(ttl: float) -> float:
+    """Seconds between two looks of a waiting writer at the leases it waits on: one heartbeat
+    (``ttl / 3``), at most 2 s, so a dead holder's chunks are taken over within TTL + this."""
+    return min(heartbeat_of(ttl), 2.0)
 
-    dask_client, cluster = connect(client)
-    spec = StoreSpec.of(store)
-    try:
+
+class _Units:
+    """Runs units here or on Dask, then waits with the other writers until all is done."""
+
+    def __init__(
+        self,
+        store: Store,
+        request: ExtractionRequest,
+        run_options: Mapping[str, Any],
+        p: Any,
+        client: Any,
+        owner: str,
+        ttl: float,
+        progress: Progress | None,
+    ) -> None:
+        self.store, self.request, self.p = store, request, p
+        self.run_options = dict(run_options)
+        self.client, self.owner, self.ttl, self.progress = client, owner, ttl, progress
+        self.left: dict[str, list[int]] = {}
+        self.held: dict[str, str] = {}
+        self.waited_s = 0.0
+        self.done = 0
+        self.total = 0
+
+    def _tick(self, info: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress(self.done, max(self.total, self.done), info)
+
+    def units(self, units: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        self.total += len(units)
+        if self.client is None:
+            results = []
+            for rows in units:
+                # asks the entries what is missing when it leases, not the plan
+                results.append(self._local(rows))
+                self.done += 1
+                self._tick({"rows": f"{rows[0]}-{rows[1]}"})
+            return results
+        from dask.distributed import as_completed
+
+        spec = StoreSpec.of(self.store)
         futures = [
-            dask_client.submit(
+            self.client.submit(
                 _unit_task,
                 spec,
-                request,
-                run_options,
+                self.request,
+                self.run_options,
                 rows,
-                f"{owner}/unit{rows[0]}",
-                ttl,
+                f"{self.owner}/unit{rows[0]}",
+                self.ttl,
                 pure=False,
             )
             for rows in units
-        ]
-        for n, future in enumerate(as_completed(futures)):
+        ]  # fmt: skip
+        results = []
+        for future in as_completed(futures):
             results.append(future.result())
-            if progress is not None:
-                progress(n + 1, len(units), {})
-    finally:
-        if cluster is not None:
-            dask_client.close()
-            cluster.close()
-    results.sort(key=lambda r: r["rows"][0])
-    return results
+            self.done += 1
+            self._tick({})
+        results.sort(key=lambda r: r["rows"][0])
+        return results
+
+    def _local(self, rows: tuple[int, int]) -> dict[str, Any]:
+        options = dict(self.run_options)
+        return run_unit(
+            self.store, self.p, rows, owner=self.owner, ttl=self.ttl, run_options=options
+        )
+
+    def look(self) -> list[tuple[int, int]]:
+        """Note what is left and who holds it; returns the units with chunks nobody holds."""
+        size, n_rows = unit_rows(self.p), int(self.p.dataset.n)
+        self.left, free = {}, set()
+        held: dict[str, list[Lease]] = {}
+        for e in self.p.todo:
+            entry = self.store.get_entry(e.key)
+            missing = entry.missing_chunks()
+            if not missing:
+                continue
+            self.left[e.key] = missing
+            live = {lease.index: lease for lease in live_leases(entry)}
+            if any(c in live for c in missing):
+                held[e.key] = [live[c] for c in missing if c in live]
+            free |= {c * entry.chunk_rows // size for c in missing if c not in live}
+        self.held = {key: describe_holders(leases) for key, leases in held.items()}
+        return [(u * size, min((u + 1) * size, n_rows)) for u in sorted(free)]
+
+    def finish_together(self, wait: bool) -> list[dict[str, Any]]:
+        """Take over what nobody holds; with ``wait``, wait for the rest until all is done."""
+        results: list[dict[str, Any]] = []
+        poll = waiting_poll(self.ttl)
+        while True:
+            free = self.look()
+            if not self.left:
+                return results
+            if free:
+                taken = self.units(free)
+                results += taken
+                if any(r["chunks"] for r in taken):
+                    continue  # something was done: look again at once
+            if not wait:
+                return results
+            note = "; ".join(f"{key}: {who}" for key, who in self.held.items())
+            self._tick({"waiting": note or "chunks being released"})
+            t = time.perf_counter()
+            time.sleep(poll)
+            self.waited_s += time.perf_counter() - t
 
 
 class DaskExtractor:

@@ -126,11 +126,14 @@ def extract(
     threads: int | None = None,
     progress: Progress | None = None,
     work: Mapping[str, Collection[int]] | None = None,
+    fence: Any = None,
 ) -> dict[str, Any]:
     """Fill the feature entries of the request (or of a plan of it); returns a summary dict.
 
     ``work`` restricts the run to these chunks (units) per entry key, e.g. the chunks a
     leased unit holds; by default every chunk an entry is missing when the run starts.
+    ``fence`` (a LeaseKeeper holding those chunks' leases) is asked before each chunk is
+    written; a chunk whose lease was lost is dropped (``dropped_chunks`` in the summary).
 
     Summary: entries, complete_before, computed_chunks, skipped_chunks, forward_batches
     (network forward calls; 0 when everything was cached), images, images_per_s,
@@ -158,7 +161,7 @@ def extract(
         _mark_complete(store, p)
         summary["seconds"] = time.perf_counter() - t_start
         return summary
-    stats = _run(store, p, work, batch_size, num_workers, threads, progress)
+    stats = _run(store, p, work, batch_size, num_workers, threads, progress, fence)
     summary.update(stats)
     _mark_complete(store, p)  # also entries another writer finished while this one ran
     summary["seconds"] = time.perf_counter() - t_start
@@ -310,6 +313,7 @@ def _run(
     num_workers: int | None,
     threads: int | None,
     progress: Progress | None,
+    fence: Any = None,
 ) -> dict[str, Any]:
     from featstore.extract.writer import ChunkWriter
 
@@ -326,7 +330,7 @@ def _run(
     workers = default_workers(compute) if num_workers is None else int(num_workers)
     data = RowImages(p.dataset, rows, geometries, crops)
     loader = batches(data, bs, workers, pin_memory=compute.device_type == "cuda")
-    writer = ChunkWriter(max_pending=max(4, 2 * len(all_targets)))
+    writer = ChunkWriter(max_pending=max(4, 2 * len(all_targets)), fence=fence)
     forward_s = wait_s = 0.0
     done = 0
     t0 = time.perf_counter()
@@ -378,11 +382,12 @@ def _run(
         "device": compute.device,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    for t in all_targets:
-        if t.entry.is_complete:
+    for t in all_targets:  # entries this run wrote to (a fenced writer may have written none)
+        if t.entry.key in writer.keys_written and t.entry.is_complete:
             t.entry.update_attrs(status="complete", timings=timings)
     return {
         "computed_chunks": writer.chunks_written,
+        "dropped_chunks": writer.chunks_dropped,
         "forward_batches": forward_batches,
         "images": int(len(rows)),
         "images_per_s": timings["images_per_s"] or 0.0,

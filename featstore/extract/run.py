@@ -3,6 +3,9 @@
 - ``local``: this process fills every missing chunk (:func:`featstore.extract.extract`);
 - ``leased``: this process works unit by unit, leasing each unit's chunks first, so
   teammates extracting into the same shared store split the work instead of repeating it;
+  when nothing is left to take it waits for the chunks the others hold (taking over any
+  whose lease, ``lease_ttl`` seconds, expires) and returns when every entry is complete,
+  or at once with ``wait=False`` (``incomplete`` and ``held`` then say what others hold);
 - ``dask``: the units run on a Dask cluster (``dask="tcp://host:8786"`` or ``"local:N"``),
   each worker opening the store from its :class:`~featstore.store.spec.StoreSpec`.
 
@@ -54,9 +57,12 @@ def run_extraction(
     num_workers: int | None = None,
     progress: Progress | None = None,
     plan_: ExtractPlan | None = None,
+    lease_ttl: float | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
     """Fill the request's entries in ``mode``; ``plan_``, a plan of this request already
-    made against ``store``, spares a local run planning it again."""
+    made against ``store``, spares a local run planning it again. ``lease_ttl`` and
+    ``wait``: the leased and Dask modes' (see :func:`~featstore.extract.distributed.run_distributed`)."""
     if mode not in MODES:
         raise ExtractionError(f"unknown extraction mode {mode!r}; use one of {', '.join(MODES)}")
     if mode == "dask" and not dask:
@@ -73,11 +79,14 @@ def run_extraction(
         )
     else:
         from featstore.extract.distributed import run_distributed
+        from featstore.store.lease import DEFAULT_TTL
 
         summary = run_distributed(
             store,
             request,
             client=dask if mode == "dask" else None,
+            ttl=DEFAULT_TTL if lease_ttl is None else lease_ttl,
+            wait=wait,
             progress=progress,
             batch_size=batch_size,
             num_workers=num_workers,

@@ -1,7 +1,9 @@
 """A background writer thread: whole chunks go to the store while the network computes.
 
 The queue is bounded, so a slow disk applies back-pressure instead of filling memory,
-and a write error is re-raised in the computing thread at the next submit or close.
+and a write error is re-raised in the computing thread at the next submit or close. With a
+``fence`` (a :class:`~featstore.store.lease_keeper.LeaseKeeper`), a chunk whose lease this
+writer lost is dropped, never written over the new holder's (see store/lease_keeper.py).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import ExtractionError, FeatstoreError
+from featstore.errors import ExtractionError, FeatstoreError, LeaseError
 
 
 class ChunkWriter:
     """Runs ``entry.write_chunk(index, data)`` calls on a separate thread, in order."""
 
-    def __init__(self, max_pending: int = 8) -> None:
+    def __init__(self, max_pending: int = 8, fence: Any = None) -> None:
+        self.fence = fence
+        self.chunks_dropped = 0
+        self.keys_written: set[str] = set()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_pending))
         self._error: BaseException | None = None
         self.chunks_written = 0
@@ -39,12 +44,30 @@ class ChunkWriter:
             entry, index, data = job
             try:
                 t0 = time.perf_counter()
-                entry.write_chunk(index, data)
+                if not self._write(entry, index, data):
+                    self.chunks_dropped += 1
+                    continue
                 self.write_seconds += time.perf_counter() - t0
                 self.chunks_written += 1
+                self.keys_written.add(entry.key)
                 self.bytes_written += int(np.asarray(data).nbytes)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
+
+    def _write(self, entry: Any, index: int, data: np.ndarray) -> bool:
+        """Write one chunk; False when the fence says its lease is no longer this writer's."""
+        fence = self.fence
+        if fence is None:
+            entry.write_chunk(index, data)
+            return True
+        if not fence.admit(entry, index):
+            return False
+        try:
+            entry.write_chunk(index, data, before_marker=lambda: fence.confirm(entry, index))
+        except LeaseError:
+            fence.after_lost(entry, index)
+            return False
+        return True
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,12 +233,15 @@ class Entry(ABC):
         return content_hash({"key": self.key, "shape": list(self.shape), "chunks": parts})
 
     # --- writing ----------------------------------------------------------------------
-    def write_chunk(self, index: int, data: np.ndarray) -> None:
+    def write_chunk(
+        self, index: int, data: np.ndarray, before_marker: Callable[[], None] | None = None
+    ) -> None:
         """Write the rows of chunk ``index`` and then its done marker.
 
         The data is cast to the entry's dtype. The marker carries the chunk's checksum, bound
         to this entry's key and this index, so `verify` and every read find damaged chunks
-        and chunks moved here from elsewhere.
+        and chunks moved here from elsewhere. ``before_marker`` runs between the two; if it
+        raises, no marker is written (a leased writer's fence: store/lease_keeper.py).
         """
         self._check_writable()
         start, stop = self.chunk_bounds(index)
@@ -252,6 +255,8 @@ class Entry(ABC):
         array = np.ascontiguousarray(array.astype(self.dtype, copy=False))
         self._write_rows(start, stop, array)
         checksum = chunk_checksum(array, key=self.key, index=index)
+        if before_marker is not None:
+            before_marker()
         self._write_marker(index, {"rows": [start, stop], "checksum": checksum})
 
     @abstractmethod

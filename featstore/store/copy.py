@@ -4,9 +4,14 @@ Copying works chunk by chunk and never trusts a byte it did not check: a source 
 copied only if its done marker exists and its data still match the marker's checksum (the
 verified read of :meth:`Entry.read`, each source chunk read once); the
 target writes its own marker after the data (so an interrupted copy resumes like an
-interrupted extraction) and is verified afterwards. What the target already has (complete
-chunks, datasets, result records) is skipped. Target chunks are leased while copied, so a
-copy into a shared store does not race a teammate extracting the same entry.
+interrupted extraction) and each chunk written is read back and verified.
+
+The copy is incremental: what the target already has (datasets, result records, chunks
+whose done marker holds the source's checksum) is skipped after reading the markers of
+both sides only, never their data; a target chunk whose checksum differs from the
+source's is forgotten and copied again. A second copy of the same stores transfers 0
+bytes. Target chunks are leased while copied, so a copy into a shared store does not race
+a teammate extracting the same entry.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from featstore.keys import check_key
 from featstore.progress import Progress
 from featstore.store.base import Entry, Store
 from featstore.store.checksum import marker_checksum
-from featstore.store.lease import DEFAULT_TTL, claim_missing, default_owner, release
+from featstore.store.lease import DEFAULT_TTL, claim, claim_missing, default_owner, release
 
 _GEOMETRY_ATTRS = ("shape", "dtype", "chunk_rows")
 
@@ -41,7 +46,8 @@ def copy_entry(
     owner: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Copy entry ``key`` from ``src`` to ``dst``; returns what was copied, skipped, refused."""
+    """Copy entry ``key`` from ``src`` to ``dst``: only the chunks the target is missing, and
+    those whose checksum differs from the source's; returns what was copied and skipped."""
     source = src.get_entry(key)
     attrs = {k: v for k, v in source.attrs.items() if k not in _GEOMETRY_ATTRS}
     chunk_rows, shard_rows = source.geometry
@@ -52,21 +58,32 @@ def copy_entry(
     writing = {**attrs, "status": "writing"} if "status" in attrs else attrs
     target = dst.create_entry(key, writing, source.shape, source.dtype, chunk_rows, shard_rows)
     held = target.attrs.get("status")
-    changed = {name: value for name, value in writing.items() if target.attrs.get(name) != value}
+    changed_attrs = {n: v for n, v in writing.items() if target.attrs.get(n) != v}
     if held == "complete" and target.is_complete:
-        changed.pop("status", None)
-    if changed:
-        target.update_attrs(**changed)
+        changed_attrs.pop("status", None)
+    if changed_attrs:
+        target.update_attrs(**changed_attrs)
     missing_before = target.missing_chunks()
+    changed = _changed_chunks(source, target)
     report: dict[str, Any] = {
         "key": key,
         "copied": [],
-        "skipped": target.n_chunks - len(missing_before),
+        "changed": changed,
+        "skipped": target.n_chunks - len(missing_before) - len(changed),
+        "bytes_copied": 0,
         "unavailable": [],
-        "mismatched": [],
     }
-    total = len(missing_before)
-    for lease in claim_missing(target, owner or default_owner(), DEFAULT_TTL, missing_before):
+    total = len(missing_before) + len(changed)
+    owner = owner or default_owner()
+    for index in changed:  # forgotten first: a copy killed meanwhile leaves it missing
+        lease = claim(target, index, owner)
+        if lease is None:
+            continue  # a teammate is rewriting it; it is theirs
+        try:
+            target.invalidate_chunk(index)
+        finally:
+            release(target, lease)
+    for lease in claim_missing(target, owner, DEFAULT_TTL, sorted(missing_before + changed)):
         start, stop = target.chunk_bounds(lease.index)
         try:
             try:
@@ -78,24 +95,37 @@ def copy_entry(
         finally:
             release(target, lease)
         report["copied"].append(lease.index)
+        report["bytes_copied"] += int(np.asarray(rows, dtype=target.dtype).nbytes)
         if progress is not None:
             progress(len(report["copied"]), total, {"entry": key})
-    if target.chunk_rows == source.chunk_rows:
-        # same write units: the markers' checksums must agree chunk for chunk
-        common = sorted(target.done_chunks() & source.done_chunks())
-        mine, theirs = target.markers(common), source.markers(common)
-        for index in common:
-            a, b = marker_checksum(mine.get(index)), marker_checksum(theirs.get(index))
-            # comparable only when both markers used the same algorithm
-            if a and b and a.partition(":")[0] == b.partition(":")[0] and a != b:
-                report["mismatched"].append(index)
-    check = target.verify()
-    report["damaged_after_copy"] = check["damaged"]
-    report["complete"] = not check["missing"]
+    damaged = []
+    for index in report["copied"]:  # read back what was written here, nothing else
+        try:
+            target.read_chunk(index)
+        except (DamagedChunkError, IncompleteEntryError):
+            damaged.append(index)
+    report["damaged_after_copy"] = damaged
+    report["complete"] = target.is_complete
     final = {name: value for name, value in attrs.items() if target.attrs.get(name) != value}
-    if report["complete"] and not check["damaged"] and final:
+    if report["complete"] and not damaged and final:
         target.update_attrs(**final)  # e.g. status and timings: one write, after the data
     return report
+
+
+def _changed_chunks(source: Entry, target: Entry) -> list[int]:
+    """Chunks done in both whose checksums differ (markers only, no data is read): the
+    target's copy is not the source's. Comparable only with the same chunk geometry and
+    checksum algorithm; other chunks count as unchanged."""
+    if target.chunk_rows != source.chunk_rows:
+        return []
+    common = sorted(target.done_chunks() & source.done_chunks())
+    mine, theirs = target.markers(common), source.markers(common)
+    out = []
+    for index in common:
+        a, b = marker_checksum(mine.get(index)), marker_checksum(theirs.get(index))
+        if a and b and a.partition(":")[0] == b.partition(":")[0] and a != b:
+            out.append(index)
+    return out
 
 
 def copy_store(
@@ -195,10 +225,14 @@ def copy_store(
     problems = [
         e
         for e in summary["entries"]
-        if e["unavailable"] or e["mismatched"] or e["damaged_after_copy"] or e.get("damaged")
+        if e["unavailable"] or e["damaged_after_copy"] or e.get("damaged")
     ]
     summary["ok"] = not problems and not summary["results"]["damaged"]
-    summary["n_chunks_copied"] = sum(len(e["copied"]) for e in summary["entries"])
+    entries = summary["entries"]
+    summary["n_chunks_copied"] = sum(len(e["copied"]) for e in entries)
+    summary["n_chunks_changed"] = sum(len(e["changed"]) for e in entries)
+    summary["n_chunks_skipped"] = sum(e["skipped"] for e in entries)
+    summary["bytes_copied"] = sum(e["bytes_copied"] for e in entries)
     return summary
 
 
@@ -207,9 +241,10 @@ def _damaged_report(key: str, why: str) -> dict[str, Any]:
     return {
         "key": key,
         "copied": [],
+        "changed": [],
         "skipped": 0,
+        "bytes_copied": 0,
         "unavailable": [],
-        "mismatched": [],
         "damaged_after_copy": [],
         "complete": False,
         "damaged": why,

@@ -23,7 +23,10 @@ featstore/store/objects.py, shared with the dataset name claims):
 - HDF5 stores take one writer per file, so every claim succeeds without an object.
 
 Expiry compares wall clocks of different machines: keep ``ttl`` well above their skew
-(the default is 10 minutes) and renew long units with ``renew``.
+(the default is 10 minutes) and renew long units with ``renew``, which extends a lease only
+while it still carries this writer's token (never re-creating one another writer released).
+:class:`featstore.store.lease_keeper.LeaseKeeper` renews a unit's leases every heartbeat
+(``ttl / 3``) and fences its writes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ class Lease:
     owner: str
     expires: float
     token: str
+    renewed: float = 0.0  # when the holder last wrote it (epoch s): the lease's age
+
+    @property
+    def age(self) -> float:
+        """Seconds since the holder took or last renewed the lease."""
+        return max(0.0, time.time() - self.renewed) if self.renewed else 0.0
 
     @property
     def expired(self) -> bool:
@@ -152,6 +161,7 @@ def _lease_from(record: dict[str, Any], entry: Entry, index: int) -> Lease:
         owner=str(record.get("owner", "?")),
         expires=float(record.get("expires", 0.0)),
         token=str(record.get("token", "")),
+        renewed=float(record.get("renewed", 0.0)),
     )
 
 
@@ -173,7 +183,8 @@ def claim(
     entry.chunk_bounds(index)  # IndexError for a chunk the entry does not have
     owner = owner or default_owner()
     backend = _backend(entry)
-    lease = Lease(entry.key, index, owner, time.time() + ttl, uuid.uuid4().hex)
+    now = time.time()
+    lease = Lease(entry.key, index, owner, now + ttl, uuid.uuid4().hex, now)
     if backend.create(index, lease.to_record()):
         return lease
     found = backend.read(index)
@@ -187,15 +198,25 @@ def claim(
 
 
 def renew(entry: Entry, lease: Lease, ttl: float = DEFAULT_TTL) -> Lease:
-    """Extend ``lease``; LeaseError if it was taken over by another writer meanwhile."""
-    renewed = claim(entry, lease.index, lease.owner, ttl)
-    if renewed is None:
-        holder = read_lease(entry, lease.index)
-        raise LeaseError(
-            f"lease on chunk {lease.index} of entry {entry.key} is now held by "
-            f"{holder.owner if holder else 'nobody'}; it expired before it was renewed"
-        )
-    return renewed
+    """Extend ``lease`` (a new token, a later expiry) if the lease object still carries its
+    token; LeaseError if it was taken over or released meanwhile (it is never re-created)."""
+    if ttl <= 0:
+        raise LeaseError(f"a lease needs a positive ttl in seconds, not {ttl}")
+    backend = _backend(entry)
+    now = time.time()
+    renewed = Lease(entry.key, lease.index, lease.owner, now + ttl, uuid.uuid4().hex, now)
+    if isinstance(backend, _NoLeases):
+        return renewed
+    found = backend.read(lease.index)
+    if found is not None and found[0].get("token") == lease.token:
+        if backend.replace(lease.index, renewed.to_record(), found[1]):
+            return renewed
+        found = backend.read(lease.index)
+    holder = None if found is None else _lease_from(found[0], entry, lease.index)
+    raise LeaseError(
+        f"lease on chunk {lease.index} of entry {entry.key} is now held by "
+        f"{holder.owner if holder else 'nobody'}; it expired before it was renewed"
+    )
 
 
 def release(entry: Entry, lease: Lease) -> bool:
@@ -292,7 +313,7 @@ def live_leases(entry: Entry) -> list[Lease]:
 
 
 def describe_holders(held: list[Lease]) -> str:
-    """``host H pid P (chunks 0, 3; until 12:00:05 UTC)`` for each holder of ``held``."""
+    """``host H pid P (chunks 0, 3; lease age 4 s, until 12:00:05 UTC)`` for each holder."""
     by_owner: dict[str, list[Lease]] = {}
     for lease in held:
         by_owner.setdefault(lease.owner, []).append(lease)
@@ -303,7 +324,9 @@ def describe_holders(held: list[Lease]) -> str:
         who = f"host {host} pid {pid}" if pid.isdigit() else f"owner {owner}"
         until = time.strftime("%H:%M:%S UTC", time.gmtime(max(x.expires for x in owned)))
         chunks = ", ".join(str(x.index) for x in sorted(owned, key=lambda x: x.index))
-        parts.append(f"{who} (chunks {chunks}; until {until})")
+        ages = [x.age for x in owned if x.renewed]
+        age = f"lease age {min(ages):.0f} s, " if ages else ""
+        parts.append(f"{who} (chunks {chunks}; {age}until {until})")
     return "; ".join(parts)
 
 

@@ -134,3 +134,55 @@ def test_cli_copy_export_import(tmp_path, image_folder):
     result = runner.invoke(cli, ["copy", a, str(tmp_path / "d.zarr"), "feat-nope"])
     assert result.exit_code == 1
     assert "Error: no feature entry or result 'feat-nope' in store" in result.output
+
+
+def test_incremental_copy_moves_only_missing_and_changed_chunks(
+    tmp_path, image_folder, monkeypatch
+):
+    """Issue 24 item 5: a target that mostly holds the source gets only what it lacks or
+    holds with another checksum; the markers alone decide; a second copy moves 0 bytes."""
+    from featstore.store.zarr_store import ZarrEntry
+
+    data = populate(str(tmp_path / "a.zarr"), image_folder)
+    src, dst = open_store(str(tmp_path / "a.zarr")), open_store(str(tmp_path / "b.zarr"))
+    assert copy_store(src, dst, ["feat-a"])["n_chunks_copied"] == 5
+    # the rest: feat-b's 5 chunks only, and it says how many bytes
+    rest = copy_store(src, dst)
+    assert rest["ok"] and rest["n_chunks_copied"] == 5 and rest["n_chunks_skipped"] == 5
+    assert rest["bytes_copied"] == data["feat-b"].nbytes and rest["n_chunks_changed"] == 0
+    # one chunk of the source is recomputed with other bytes: that chunk alone moves again
+    entry = src.get_entry("feat-a")
+    new = (data["feat-a"][4:8] + 1).astype("float16")
+    entry.write_chunk(1, new)
+    again = copy_store(src, dst)
+    assert again["ok"] and again["n_chunks_copied"] == 1 and again["n_chunks_changed"] == 1
+    assert again["bytes_copied"] == new.nbytes
+    assert [e["changed"] for e in again["entries"]] == [[1], []]
+    np.testing.assert_array_equal(dst.get_entry("feat-a").read(slice(4, 8)), new)
+    assert dst.get_entry("feat-a").attrs["status"] == "complete"
+
+    # nothing left to move: no data of either side is read, 0 bytes transferred
+    def no_reads(self, rows):
+        raise AssertionError(f"data of {self.key} read by a copy that had nothing to move")
+
+    monkeypatch.setattr(ZarrEntry, "_read_rows", no_reads)
+    last = copy_store(src, dst)
+    assert last["ok"] and last["n_chunks_copied"] == 0 and last["bytes_copied"] == 0
+    assert last["n_chunks_skipped"] == 10 and last["results"]["skipped"] == ["res-1"]
+
+
+def test_cli_copy_says_what_it_transferred(tmp_path, image_folder):
+    populate(str(tmp_path / "a.zarr"), image_folder)
+    a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
+    first = CliRunner().invoke(cli, ["copy", a, b, "--all"])
+    assert first.exit_code == 0, first.output
+    assert (
+        "transferred 10 chunks (1.2 KB, 0 of them changed); 0 chunks already there" in first.output
+    )
+    second = CliRunner().invoke(cli, ["copy", a, b, "--all", "--json"])
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.output)
+    assert summary["bytes_copied"] == 0 and summary["n_chunks_copied"] == 0
+    assert summary["n_chunks_skipped"] == 10
+    third = CliRunner().invoke(cli, ["copy", a, b, "--all"])
+    assert "transferred 0 chunks (0 B, 0 of them changed); 10 chunks already there" in third.output

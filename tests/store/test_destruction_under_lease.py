@@ -41,7 +41,7 @@ def _store_with_entry(tmp_path: Path, done: bool = False):
 
 
 def _holder() -> str:
-    return f"host {socket.gethostname()} pid {os.getpid()} (chunks 0; until "
+    return f"host {socket.gethostname()} pid {os.getpid()} (chunks 0; lease age "
 
 
 def test_rm_refuses_an_entry_under_a_live_lease_and_force_removes_it(tmp_path):
