@@ -23,12 +23,13 @@ import pytest
 import s3_fixtures
 from click.testing import CliRunner
 from conftest import make_image
-from e2e_worker import request_args
+from e2e_worker import REQUEST as E2E_REQUEST
+from e2e_worker import RUN
 from featstore.cli.main import cli
 
 from featstore.datasets.sources import dataset_from_source
 from featstore.devices import available_cpus
-from featstore.extract import extract, plan
+from featstore.extract import ExtractionRequest, extract, plan
 from featstore.extract.distributed import ensure_entries, waiting_poll
 from featstore.store import open_store
 from featstore.store.lease import claim, release, renew
@@ -46,11 +47,11 @@ REQUEST = [
 N_CHUNKS = 5  # one entry of 18 rows in chunks of 4
 
 
-def request() -> tuple[list, dict]:
-    """The tests' request as extract() arguments (the CLI's REQUEST above): e2e_worker's,
-    penultimate layer only."""
-    args, kwargs = request_args()
-    return [args[0], ["avgpool"], *args[2:]], kwargs
+def request(dataset: object) -> ExtractionRequest:
+    """The tests' request (the CLI's REQUEST above): e2e_worker's, penultimate layer only."""
+    r = {**E2E_REQUEST, "layers": ["avgpool"]}
+    args = [r.pop("models"), r.pop("layers"), r.pop("pooling"), r.pop("views")]
+    return ExtractionRequest.parse(dataset, *args, **r)
 
 
 def digests(store) -> dict[str, str]:
@@ -64,9 +65,7 @@ def prepare(url: str, options, dataset) -> None:
     """The dataset, and the request's entries created in chunks of 4 rows (5 units of work)."""
     store = open_store(url, storage_options=options)
     store.put_dataset(dataset)
-    args, kwargs = request()
-    keep = ("weights", "preprocess", "device", "chunk_rows")
-    ensure_entries(store, plan(store, dataset, *args, **{k: kwargs[k] for k in keep}))
+    ensure_entries(store, plan(store, request(dataset)))
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +82,7 @@ def single(tmp_path_factory):
     dataset = dataset_from_source("tiny", str(root))
     store = open_store(str(root.parent / "single.zarr"))
     store.put_dataset(dataset)
-    args, kwargs = request()
-    extract(store, dataset, *args, **{**kwargs, "threads": available_cpus()})
+    extract(store, request(dataset), **{**RUN, "threads": available_cpus()})
     return dataset, store
 
 
