@@ -105,14 +105,11 @@ def _check_datasets(store: Store) -> tuple[dict[str, str], dict[str, str]]:
 def _check_records(store: Store) -> dict[str, Any]:
     """Every result record read and checked against its own key and checksum."""
     out: dict[str, Any] = {"checked": 0, "damaged": {}, "unbound": {}}
-    for key in store.result_keys():
+    # one batch; a writable object store's result catalog is rebuilt if out of date
+    for key, record in store.get_results().items():
         out["checked"] += 1
-        try:
-            record = store.get_result(key)
-        except EntryNotFoundError:
-            continue
-        except DamagedEntryError as exc:
-            out["damaged"][key] = str(exc)
+        if isinstance(record, DamagedEntryError):
+            out["damaged"][key] = str(record)
             continue
         state, why = record_state(key, record)
         if state == DAMAGED:
