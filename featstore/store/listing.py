@@ -164,8 +164,10 @@ def _proves(tag: str, body: bytes) -> bool:
 def _load_catalog(store: ZarrStore) -> dict[str, tuple[str, bytes]]:
     """The catalog's {key: (tag, body)}; empty when there is none or it cannot be read
     (it is only a cache: the records are then read one by one)."""
+    # s3fs asks for the size first unless told not to split the download
+    extra = {"max_concurrency": 1} if "s3" in store.fs.protocol else {}
     try:
-        raw = store.fs.cat_file(store._path(CATALOG))
+        raw = store.fs.cat_file(store._path(CATALOG), **extra)
     except FileNotFoundError:
         return {}
     except OSError as exc:

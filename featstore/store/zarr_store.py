@@ -437,6 +437,9 @@ class ZarrStore(Store):
         if dataset_id not in self.dataset_ids():
             raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}")
         try:
+            known = self._dataset_from_consolidated(dataset_id)
+            if known is not None:
+                return known
             group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="r")
             with _ignore_foreign_objects():
                 names = [name for name, _ in group.arrays()]
@@ -457,6 +460,37 @@ class ZarrStore(Store):
                 f"remove it with `featstore datasets rm {dataset_id}` and register it again",
             ) from exc
         return attrs, arrays
+
+    def _dataset_from_consolidated(
+        self, dataset_id: str
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """Object stores: a dataset's attrs and arrays with their metadata taken from the
+        consolidated root (only the chunks are read); None when it is not in it. The
+        fingerprint check of ``get_dataset`` still proves what was read."""
+        prefix = f"datasets/{dataset_id}"
+        group = self._consolidated_meta(prefix)
+        if self._consolidated is None or group is None or "name" not in group.get("attributes", {}):
+            return None
+        arrays = {}
+        for path, meta in self._consolidated.items():
+            name = path[len(prefix) + 1 :]
+            if (
+                path.startswith(prefix + "/")
+                and "/" not in name
+                and meta.get("node_type") == "array"
+            ):
+                arrays[name] = np.asarray(self._array_from_meta(path, meta)[...])
+        return dict(group["attributes"]), arrays
+
+    def _array_from_meta(self, path: str, meta: dict[str, Any]) -> zarr.Array:
+        """The array at ``path`` built from its zarr.json record (no request)."""
+        from zarr.core.array import AsyncArray
+        from zarr.core.metadata import ArrayV3Metadata
+        from zarr.storage import StorePath
+
+        metadata = ArrayV3Metadata.from_dict(dict(meta))
+        where = StorePath(self.zarr_store, path)
+        return zarr.Array(AsyncArray(metadata, store_path=where, config=ZARR_CONFIG))
 
     def _get_dataset_attrs(self, dataset_id: str) -> dict[str, Any]:
         check_dataset_id(dataset_id)
@@ -662,15 +696,9 @@ class ZarrStore(Store):
     ) -> ZarrEntry:
         """The entry built from its group's and array's zarr.json records (no request);
         ValueError (or zarr's errors) when they are not an entry's."""
-        from zarr.core.array import AsyncArray
-        from zarr.core.metadata import ArrayV3Metadata
-        from zarr.storage import StorePath
-
         if not isinstance(group_meta, dict) or not isinstance(array_meta, dict):
             raise ValueError("zarr.json is not a JSON object")
-        path = StorePath(self.zarr_store, f"features/{key}/data")
-        metadata = ArrayV3Metadata.from_dict(dict(array_meta))
-        array = zarr.Array(AsyncArray(metadata, store_path=path, config=ZARR_CONFIG))
+        array = self._array_from_meta(f"features/{key}/data", array_meta)
         if not array.shape:
             raise ValueError("features/data is not an array of rows")
         attrs = group_meta.get("attributes", {})

@@ -18,8 +18,8 @@ import s3_fixtures
 
 from featstore.errors import DamagedEntryError
 from featstore.evaluate.results import find_results
-from featstore.store import open_store
 from featstore.store import listing as listing_mod
+from featstore.store import open_store
 from featstore.store.proofs import seal_record
 
 s3_env = s3_fixtures.s3_env
