@@ -130,7 +130,8 @@ def _keys(key: Any) -> list[str]:
     "dask_address",
     default=None,
     metavar="ADDRESS|local:N",
-    help="Run the extractions in whole-chunk units on Dask: a scheduler address or local:N.",
+    help="Run the extractions (in whole-chunk units) and the evaluation cells on Dask: a "
+    "scheduler address or local:N.",
 )
 @json_option
 @handle_errors

@@ -378,8 +378,7 @@ class DaskExtractor:
         options: Mapping[str, Any],
         progress: Progress | None,
     ) -> dict[str, Any]:
-        if self._client is None:
-            self._client, self._cluster = connect(self.address)
+        client = self.client()
         missing = group.missing
         run = {
             k: v
@@ -395,12 +394,18 @@ class DaskExtractor:
             list(dict.fromkeys(e.layer for e in missing)),
             list(dict.fromkeys(e.pooling for e in missing)),
             list(dict.fromkeys(e.view for e in missing)),
-            client=self._client,
+            client=client,
             ttl=self.ttl,
             progress=progress,
             weights=group.weights,
             **run,
         )
+
+    def client(self) -> Any:
+        """The Dask client, connected on first use (the sweep's cells share it)."""
+        if self._client is None:
+            self._client, self._cluster = connect(self.address)
+        return self._client
 
     def close(self) -> None:
         if self._client is not None and self._cluster is not None:
