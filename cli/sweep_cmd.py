@@ -88,7 +88,11 @@ def render_summary(data: dict[str, Any], store: str = "") -> str:
         ),
         f"extraction: {len(data['extractions'])} pass(es), forward_batches={data['forward_batches']}",
         f"time: extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
-        f"({data['workers']} worker(s))",
+        + (
+            "(cells on Dask)"
+            if data.get("cells_on") == "dask"
+            else f"({data['workers']} worker(s))"
+        ),
     ]
     lines += [f"note: {n}" for n in data.get("notes", [])]
     for f in data["failed"]:

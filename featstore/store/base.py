@@ -884,8 +884,8 @@ class Store(ABC):
     def list_entries(self) -> EntryListing:
         """Every entry (each proven, see :meth:`_proven`), the damaged ones (key -> why) and
         each one's stored bytes, read in as few requests as the backend can
-        (:mod:`featstore.store.listing`); this default asks entry by entry. A listed entry's
-        ``done_chunks()`` are those the listing saw (plus this process's writes since)."""
+        (:mod:`featstore.store.listing`); this default asks entry by entry. A listed entry
+        the listing saw complete answers ``done_chunks()`` from it; others ask again."""
         out = EntryListing(damaged=dict(self.damaged_entries()))
         for key in self.entry_keys():
             try:

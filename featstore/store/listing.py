@@ -120,10 +120,8 @@ def list_entries(store: ZarrStore) -> EntryListing:
         if isinstance(got[1], FileNotFoundError):
             continue  # removed since the listing
         try:
-            for value in got:
-                if isinstance(value, BaseException):
-                    raise value
-            metas[key] = (json.loads(got[0]), json.loads(got[1]))
+            texts = [v if isinstance(v, bytes) else _raise(v) for v in got]
+            metas[key] = (json.loads(texts[0]), json.loads(texts[1]))
         except Exception as exc:  # noqa: BLE001 - unreadable bytes, JSON or value errors
             out.damaged[key] = str(damaged_entry_meta(store, key, exc))
     for key, (group, array) in metas.items():
@@ -144,6 +142,10 @@ def list_entries(store: ZarrStore) -> EntryListing:
         out.nbytes[key] = sum(int(info.get("size") or 0) for info in files[key].values())
     out.entries.sort(key=lambda e: e.key)
     return out
+
+
+def _raise(exc: BaseException) -> bytes:
+    raise exc
 
 
 # --- result records --------------------------------------------------------------------

@@ -47,10 +47,20 @@ def verify_store(store: Store, keys: list[str] | None = None) -> dict[str, Any]:
     ``records["damaged"]``. Objects of the older format go to the ``unbound`` lists.
     """
     results = []
-    damaged_meta = store.damaged_entries() if keys is None else {}
-    for key in keys or store.entry_keys():
+    damaged_meta: dict[str, str] = {}
+    if keys:
+        entries: list[Any] = []
+        for key in keys:
+            try:
+                entries.append(store.get_entry(key))
+            except DamagedEntryError as exc:
+                damaged_meta[key] = str(exc)
+    else:  # the whole store: every entry's metadata and markers in one listing
+        listing = store.list_entries()
+        entries, damaged_meta = listing.entries, dict(listing.damaged)
+    for entry in entries:
+        key = entry.key
         try:
-            entry = store.get_entry(key)
             report = entry.verify()
         except DamagedEntryError as exc:
             damaged_meta[key] = str(exc)

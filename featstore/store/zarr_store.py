@@ -93,10 +93,12 @@ class ZarrEntry(Entry):
         return base if index is None else f"{base}/{index}"
 
     def done_chunks(self) -> set[int]:
-        """Chunks whose marker exists; for an entry of a store listing, those it listed
-        (with this process's writes since): a listing asks no object store per entry."""
-        if self._listed_done is not None:
-            return set(self._listed_done)
+        """Chunks whose marker exists. An entry of a store listing that saw it complete
+        answers from the listing (a listing asks nothing per entry; a complete entry stays
+        so, and every read still checks each chunk's marker); otherwise the store is asked."""
+        listed = self._listed_done
+        if listed is not None and len(listed) >= self.n_chunks:
+            return set(listed)
         fs = self._store.fs
         try:
             names = fs.ls(self._marker_path(), detail=False, refresh=True)

@@ -457,8 +457,10 @@ def run_sweep(
     similar = run_similarity_cells(
         store, spec, plan, [c for c in plan.cells if c.task == "similarity"]
     )
-    t2 = time.perf_counter()
     final = [r for r in results if r is not None] + similar
+    if any(r.get("ok") and not r.get("cached") for r in final):
+        store.refresh_catalog()  # object stores: the next listing reads the new records at once
+    t2 = time.perf_counter()
     failed = [r for r in final if not r.get("ok")]
     return {
         "sweep": spec.name,

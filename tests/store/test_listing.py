@@ -89,6 +89,15 @@ def test_a_listed_entry_follows_this_process_writes(tmp_path) -> None:
     assert entry.missing_chunks() == [0]
 
 
+def test_a_listed_incomplete_entry_sees_chunks_written_since(tmp_path) -> None:
+    store = open_store(str(tmp_path / "s.zarr"))
+    _fill(store)
+    listed = next(e for e in store.list_entries().entries if e.attrs["layer"] == "b")
+    other = open_store(str(tmp_path / "s.zarr")).get_entry(listed.key)  # another writer
+    other.write_chunk(2, np.zeros((2, 2), dtype="float32"))
+    assert listed.is_complete and listed.read().shape == (6, 2)
+
+
 def test_the_batched_listing_still_proves_every_object(tmp_path) -> None:
     """An entry moved under another key, an entry with unreadable metadata and a record
     copied over another key or edited are reported damaged, as when read alone."""
