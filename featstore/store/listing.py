@@ -27,11 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from featstore.errors import DamagedEntryError
 from featstore.keys import KEY_PATTERN, check_key
@@ -60,6 +63,8 @@ class EntryListing:
 def list_tree(fs: Any, base: str) -> dict[str, dict[str, Any]]:
     """Every object under ``base`` (one paginated listing on object stores): path relative
     to ``base`` -> the listing's info (size, ETag ...)."""
+    if "file" in np.atleast_1d(fs.protocol):
+        return _local_tree(base)
     try:
         found = fs.find(base, detail=True)
     except FileNotFoundError:
@@ -70,6 +75,25 @@ def list_tree(fs: Any, base: str) -> dict[str, dict[str, Any]]:
         if info.get("type") == "directory" or not path.startswith(prefix):
             continue
         out[path[len(prefix) :]] = info
+    return out
+
+
+def _local_tree(base: str) -> dict[str, dict[str, Any]]:
+    """:func:`list_tree` of a local folder (os.scandir: one stat per file, no more)."""
+    out: dict[str, dict[str, Any]] = {}
+    stack = [("", base)]
+    while stack:
+        rel, path = stack.pop()
+        try:
+            with os.scandir(path) as found:
+                for item in found:
+                    name = f"{rel}{item.name}"
+                    if item.is_dir(follow_symlinks=False):
+                        stack.append((name + "/", item.path))
+                    elif item.is_file(follow_symlinks=False):
+                        out[name] = {"size": item.stat().st_size, "type": "file"}
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed meanwhile
     return out
 
 

@@ -74,19 +74,29 @@ class ZarrEntry(Entry):
         self,
         store: ZarrStore,
         key: str,
-        array: zarr.Array,
+        array: zarr.Array | dict[str, Any],
         attrs: dict[str, Any],
         chunk_rows: int,
         listed_done: set[int] | None = None,
     ) -> None:
-        super().__init__(
-            key, attrs, tuple(array.shape), str(array.dtype), chunk_rows, store.read_only
-        )
+        if isinstance(array, dict):  # a listing's metadata: the array is built when first used
+            shape, dtype = _shape_dtype(array)
+            self._meta: dict[str, Any] | None = array
+            self._built: zarr.Array | None = None
+        else:
+            shape, dtype = tuple(array.shape), str(array.dtype)
+            self._meta, self._built = None, array
+        super().__init__(key, attrs, shape, dtype, chunk_rows, store.read_only)
         self._store = store
-        self._array = array
         self._group_path = f"features/{key}"
         # an entry from a store listing (store/listing.py): its done markers as listed then
         self._listed_done = None if listed_done is None else set(listed_done)
+
+    @property
+    def _array(self) -> zarr.Array:
+        if self._built is None:  # built from the listing's metadata on first use
+            self._built = self._store._array_from_meta(f"{self._group_path}/data", self._meta or {})
+        return self._built
 
     def _marker_path(self, index: int | None = None) -> str:
         base = self._store._path(f"{self._group_path}/{MARKER_DIR}")
@@ -178,6 +188,17 @@ class ZarrEntry(Entry):
         group.update_attributes(values)  # one write of zarr.json, not one per attribute
         self.attrs.update(values)
         self._store.consolidate()
+
+
+def _shape_dtype(meta: dict[str, Any]) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype) of an entry's array from its zarr.json record; ValueError when they
+    are not an array of rows of a plain numeric type."""
+    shape, dtype = meta.get("shape"), meta.get("data_type")
+    if not isinstance(shape, (list, tuple)) or not shape or not all(type(s) is int for s in shape):
+        raise ValueError("features/data is not an array of rows")
+    if not isinstance(dtype, str) or np.dtype(dtype).kind not in "fiub":
+        raise ValueError(f"features/data holds {dtype!r}, not numbers")
+    return tuple(shape), str(np.dtype(dtype))
 
 
 def _parse_marker(raw: bytes) -> dict[str, Any]:
@@ -700,14 +721,18 @@ class ZarrStore(Store):
         ValueError (or zarr's errors) when they are not an entry's."""
         if not isinstance(group_meta, dict) or not isinstance(array_meta, dict):
             raise ValueError("zarr.json is not a JSON object")
-        array = self._array_from_meta(f"features/{key}/data", array_meta)
-        if not array.shape:
-            raise ValueError("features/data is not an array of rows")
         attrs = group_meta.get("attributes", {})
         if not isinstance(attrs, dict):
             raise ValueError("the entry's attributes are not a JSON object")
         attrs = dict(attrs)
-        chunk_rows = int(attrs.get("chunk_rows", array.chunks[0]))
+        if "chunk_rows" in attrs:  # zarr builds the array when the entry is first read
+            return ZarrEntry(
+                self, key, dict(array_meta), attrs, int(attrs["chunk_rows"]), listed_done
+            )
+        array = self._array_from_meta(f"features/{key}/data", array_meta)
+        if not array.shape:
+            raise ValueError("features/data is not an array of rows")
+        chunk_rows = int(array.chunks[0])
         return ZarrEntry(self, key, array, attrs, chunk_rows, listed_done)
 
     def list_entries(self) -> EntryListing:
