@@ -88,7 +88,11 @@ def render_summary(data: dict[str, Any], store: str = "") -> str:
         ),
         f"extraction: {len(data['extractions'])} pass(es), forward_batches={data['forward_batches']}",
         f"time: extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
-        f"({data['workers']} worker(s))",
+        + (
+            "(cells on Dask)"
+            if data.get("cells_on") == "dask"
+            else f"({data['workers']} worker(s))"
+        ),
     ]
     lines += [f"note: {n}" for n in data.get("notes", [])]
     for f in data["failed"]:
@@ -130,7 +134,8 @@ def _keys(key: Any) -> list[str]:
     "dask_address",
     default=None,
     metavar="ADDRESS|local:N",
-    help="Run the extractions in whole-chunk units on Dask: a scheduler address or local:N.",
+    help="Run the extractions (in whole-chunk units) and the evaluation cells on Dask: a "
+    "scheduler address or local:N.",
 )
 @json_option
 @handle_errors

@@ -21,21 +21,17 @@ KEY_LENGTH = 20  # hex characters of sha256 kept in a key: 80 bits, no practical
 
 def _normalise(value: Any) -> Any:
     """Turn a value into plain JSON types with a canonical form (sorted, no NaN)."""
-    kind = type(value)  # plain JSON types first (a record read back is nothing else):
-    if kind is str or kind is bool or kind is int or value is None:  # the general rules
-        return value  # below give these same values, only slower
-    if kind is dict:
-        return {str(k): _normalise(v) for k, v in sorted(value.items(), key=_by_key)}
-    if kind is float and math.isfinite(value):
+    kind = type(value)  # the plain JSON types first: records of a listing are thousands
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is dict and all(type(k) is str for k in value):  # json.dumps sorts the keys
+        return {k: _normalise(v) for k, v in value.items()}
+    if kind is list and all(type(v) is str for v in value):
+        return list(value)
+    if kind is list:
+        return [_normalise(v) for v in value]
+    if kind is float and math.isfinite(value):  # repr round-trips: the float as it is
         return int(value) if value.is_integer() else value
-    return _normalise_any(value)
-
-
-def _by_key(item: tuple[Any, Any]) -> str:
-    return str(item[0])
-
-
-def _normalise_any(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _normalise(dataclasses.asdict(value))
     if isinstance(value, Mapping):

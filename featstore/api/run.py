@@ -197,9 +197,9 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run the factor sweep of ``spec`` (a YAML path or loaded spec) on the store
     (``featstore sweep``): register its datasets, fine-tune its ``finetune:`` networks
-    (``finetune_progress`` ticks per epoch), extract what is missing (on the Dask
-    cluster ``dask``, an address or ``local:N``, when given), evaluate every cell in
-    ``workers`` processes; returns the sweep's JSON summary (KeyboardInterrupt, as
+    (``finetune_progress`` ticks per epoch), extract what is missing and evaluate every
+    cell (on the Dask cluster ``dask``, an address or ``local:N``, when given; else cells
+    in ``workers`` processes); returns the sweep's JSON summary (KeyboardInterrupt, as
     :class:`featstore.sweep.run.SweepInterrupted`, when interrupted)."""
     from featstore.api.results import load_sweep_spec
     from featstore.sweep.run import run_sweep as _run
@@ -215,8 +215,9 @@ def run_sweep(
             finetune_progress=finetune_progress,
         )
     from featstore.extract.distributed import DaskExtractor
+    from featstore.sweep.distributed import dask_cells
 
-    with DaskExtractor(dask) as on_dask:
+    with DaskExtractor(dask) as on_dask:  # one client for the extractions and the cells
         return _run(
             st,
             loaded,
@@ -225,4 +226,5 @@ def run_sweep(
             progress=progress,
             extract_fn=on_dask,
             finetune_progress=finetune_progress,
+            cell_runner=dask_cells(on_dask.client),
         )

@@ -239,11 +239,32 @@ def read_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str, str |
         return None, "missing", None
     except DamagedEntryError as exc:
         return None, DAMAGED, str(exc)
+    return _checked(key, record)
+
+
+def _checked(key: str, record: dict[str, Any]) -> tuple[dict[str, Any] | None, str, str | None]:
+    """:func:`read_result`'s answer for a record just read: its key and seal checked."""
     state, why = record_state(key, record)
     if state == DAMAGED:
         return None, state, why
     record.pop(RECORD_CHECKSUM, None)  # a proof of the stored bytes, not part of the result
     return record, state, why
+
+
+def load_results(store: Any) -> dict[str, dict[str, Any]]:
+    """Every record of the store that proves itself (key and seal), read in a batch
+    (:meth:`featstore.store.Store.get_results`); the others are logged and left out."""
+    out = {}
+    for key, got in store.get_results().items():
+        if isinstance(got, DamagedEntryError):
+            logger.warning("not using a damaged result record: %s", got)
+            continue
+        record, state, why = _checked(key, dict(got))
+        if state == DAMAGED:
+            logger.warning("not using a damaged result record: %s", why)
+        if record is not None:
+            out[key] = record
+    return out
 
 
 def load_result(store: Any, key: str) -> dict[str, Any] | None:
@@ -349,9 +370,8 @@ def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
     }
     dataset = wanted.pop("dataset", None)
     out = []
-    for key in store.result_keys():
-        record = load_result(store, key)
-        if record is None or record.get("kind", "result") != "result":
+    for record in load_results(store).values():
+        if record.get("kind", "result") != "result":
             continue
         if all(_matches(record, name, value) for name, value in wanted.items()):
             out.append(record)

@@ -403,17 +403,22 @@ class DaskExtractor:
         options: Mapping[str, Any],
         progress: Progress | None,
     ) -> dict[str, Any]:
-        if self._client is None:
-            self._client, self._cluster = connect(self.address)
+        client = self.client()
         return run_distributed(
             store,
             group_request(dataset, group, options),
-            client=self._client,
+            client=client,
             ttl=self.ttl,
             progress=progress,
             batch_size=options.get("batch_size"),
             num_workers=options.get("workers"),
         )
+
+    def client(self) -> Any:
+        """The Dask client, connected on first use (the sweep's cells share it)."""
+        if self._client is None:
+            self._client, self._cluster = connect(self.address)
+        return self._client
 
     def close(self) -> None:
         if self._client is not None and self._cluster is not None:

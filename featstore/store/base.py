@@ -36,6 +36,7 @@ from featstore.errors import (
 from featstore.keys import check_dataset_id, content_hash
 from featstore.store.checksum import chunk_checksum, is_bound, marker_checksum, matches
 from featstore.store.geometry import entry_geometry
+from featstore.store.listing import EntryListing
 from featstore.store.names import (
     drop_name,
     holds_name,
@@ -885,25 +886,38 @@ class Store(ABC):
         (e.g. a folder of chunks whose array metadata is gone): key -> why, with the fix."""
         return {}
 
+    def list_entries(self) -> EntryListing:
+        """Every entry (each proven, see :meth:`_proven`), the damaged ones (key -> why) and
+        each one's stored bytes, read in as few requests as the backend can
+        (:mod:`featstore.store.listing`); this default asks entry by entry. A listed entry
+        the listing saw complete answers ``done_chunks()`` from it; others ask again."""
+        out = EntryListing(damaged=dict(self.damaged_entries()))
+        for key in self.entry_keys():
+            try:
+                out.entries.append(self.get_entry(key))
+            except DamagedEntryError as exc:
+                out.damaged[key] = str(exc)
+                continue
+            except EntryNotFoundError:
+                continue  # removed since it was listed
+            out.nbytes[key] = self.entry_nbytes(key)
+        return out
+
     def entries(self) -> list[EntryInfo]:
         """A summary of every entry, for listing; an unreadable entry is listed as damaged."""
         infos = []
-        damaged = dict(self.damaged_entries())
-        for key in self.entry_keys():
-            try:
-                entry = self.get_entry(key)
-            except DamagedEntryError as exc:
-                damaged[key] = str(exc)
-                continue
+        listing = self.list_entries()
+        damaged = dict(listing.damaged)
+        for entry in listing.entries:
             infos.append(
                 EntryInfo(
-                    key=key,
+                    key=entry.key,
                     kind=str(entry.attrs.get("kind", "features")),
                     shape=entry.shape,
                     dtype=entry.dtype,
                     n_chunks=entry.n_chunks,
                     n_done=len(entry.done_chunks()),
-                    nbytes_stored=self.entry_nbytes(key),
+                    nbytes_stored=listing.nbytes.get(entry.key),
                     attrs=dict(entry.attrs),
                 )
             )
@@ -972,6 +986,27 @@ class Store(ABC):
 
     def results(self) -> list[dict[str, Any]]:
         return [self.get_result(k) for k in self.result_keys()]
+
+    def get_results(
+        self, keys: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any] | DamagedEntryError]:
+        """The records under ``keys`` (all by default) as :meth:`get_result` reads them, or
+        the DamagedEntryError it raises; a key with no record is left out. Backends read
+        them in a batch (:mod:`featstore.store.listing`); this default reads one by one.
+        Callers still check each record's key and seal (:func:`proofs.record_state`)."""
+        out: dict[str, dict[str, Any] | DamagedEntryError] = {}
+        for key in self.result_keys() if keys is None else dict.fromkeys(keys):
+            try:
+                out[key] = self.get_result(key)
+            except EntryNotFoundError:
+                continue
+            except DamagedEntryError as exc:
+                out[key] = exc
+        return out
+
+    def refresh_catalog(self) -> None:  # noqa: B027 - optional hook
+        """Bring a listing accelerator up to date (object stores' result catalog, see
+        :mod:`featstore.store.listing`) after many records were written."""
 
     # --- maintenance ------------------------------------------------------------------
     @abstractmethod

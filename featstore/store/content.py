@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from featstore.datasets.core import images_id as compute_images_id
-from featstore.errors import DamagedEntryError, DatasetError, IncompleteEntryError, StoreError
+from featstore.errors import DatasetError, IncompleteEntryError, StoreError
 from featstore.keys import IMAGES_ID_PATTERN, check_images_id
 
 logger = logging.getLogger(__name__)
@@ -231,13 +231,10 @@ def _matches(attrs: dict[str, Any], name: str, value: Any) -> bool:
 def _readable_entries(store: Any) -> list[Any]:
     """Every entry whose metadata reads; a damaged one is logged and left out (`featstore
     verify` names it), so it never stops a lookup among the others."""
-    out = []
-    for key in store.entry_keys():
-        try:
-            out.append(store.get_entry(key))
-        except DamagedEntryError as exc:
-            logger.warning("skipping a damaged entry: %s", exc)
-    return out
+    listing = store.list_entries()  # in batches: see store/listing.py
+    for why in listing.damaged.values():
+        logger.warning("skipping a damaged entry: %s", why)
+    return list(listing.entries)
 
 
 def entries_for(

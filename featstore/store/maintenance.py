@@ -47,10 +47,20 @@ def verify_store(store: Store, keys: list[str] | None = None) -> dict[str, Any]:
     ``records["damaged"]``. Objects of the older format go to the ``unbound`` lists.
     """
     results = []
-    damaged_meta = store.damaged_entries() if keys is None else {}
-    for key in keys or store.entry_keys():
+    damaged_meta: dict[str, str] = {}
+    if keys:
+        entries: list[Any] = []
+        for key in keys:
+            try:
+                entries.append(store.get_entry(key))
+            except DamagedEntryError as exc:
+                damaged_meta[key] = str(exc)
+    else:  # the whole store: every entry's metadata and markers in one listing
+        listing = store.list_entries()
+        entries, damaged_meta = listing.entries, dict(listing.damaged)
+    for entry in entries:
+        key = entry.key
         try:
-            entry = store.get_entry(key)
             report = entry.verify()
         except DamagedEntryError as exc:
             damaged_meta[key] = str(exc)
@@ -105,14 +115,11 @@ def _check_datasets(store: Store) -> tuple[dict[str, str], dict[str, str]]:
 def _check_records(store: Store) -> dict[str, Any]:
     """Every result record read and checked against its own key and checksum."""
     out: dict[str, Any] = {"checked": 0, "damaged": {}, "unbound": {}}
-    for key in store.result_keys():
+    # one batch; a writable object store's result catalog is rebuilt if out of date
+    for key, record in store.get_results().items():
         out["checked"] += 1
-        try:
-            record = store.get_result(key)
-        except EntryNotFoundError:
-            continue
-        except DamagedEntryError as exc:
-            out["damaged"][key] = str(exc)
+        if isinstance(record, DamagedEntryError):
+            out["damaged"][key] = str(record)
             continue
         state, why = record_state(key, record)
         if state == DAMAGED:

@@ -42,6 +42,7 @@ from featstore.store.base import (
     unfinished_dataset,
 )
 from featstore.store.lease import held_entries
+from featstore.store.listing import EntryListing, list_entries, read_results
 from featstore.store.names import NAMES_DIR, gc_names
 from featstore.store.objects import ObjectFolder, object_folder
 from featstore.store.proofs import parse_result, record_fix
@@ -70,20 +71,44 @@ def _ignore_foreign_objects() -> Iterator[None]:
 
 class ZarrEntry(Entry):
     def __init__(
-        self, store: ZarrStore, key: str, array: zarr.Array, attrs: dict[str, Any], chunk_rows: int
+        self,
+        store: ZarrStore,
+        key: str,
+        array: zarr.Array | dict[str, Any],
+        attrs: dict[str, Any],
+        chunk_rows: int,
+        listed_done: set[int] | None = None,
     ) -> None:
-        super().__init__(
-            key, attrs, tuple(array.shape), str(array.dtype), chunk_rows, store.read_only
-        )
+        if isinstance(array, dict):  # a listing's metadata: the array is built when first used
+            shape, dtype = _shape_dtype(array)
+            self._meta: dict[str, Any] | None = array
+            self._built: zarr.Array | None = None
+        else:
+            shape, dtype = tuple(array.shape), str(array.dtype)
+            self._meta, self._built = None, array
+        super().__init__(key, attrs, shape, dtype, chunk_rows, store.read_only)
         self._store = store
-        self._array = array
         self._group_path = f"features/{key}"
+        # an entry from a store listing (store/listing.py): its done markers as listed then
+        self._listed_done = None if listed_done is None else set(listed_done)
+
+    @property
+    def _array(self) -> zarr.Array:
+        if self._built is None:  # built from the listing's metadata on first use
+            self._built = self._store._array_from_meta(f"{self._group_path}/data", self._meta or {})
+        return self._built
 
     def _marker_path(self, index: int | None = None) -> str:
         base = self._store._path(f"{self._group_path}/{MARKER_DIR}")
         return base if index is None else f"{base}/{index}"
 
     def done_chunks(self) -> set[int]:
+        """Chunks whose marker exists. An entry of a store listing that saw it complete
+        answers from the listing (a listing asks nothing per entry; a complete entry stays
+        so, and every read still checks each chunk's marker); otherwise the store is asked."""
+        listed = self._listed_done
+        if listed is not None and len(listed) >= self.n_chunks:
+            return set(listed)
         fs = self._store.fs
         try:
             names = fs.ls(self._marker_path(), detail=False, refresh=True)
@@ -139,8 +164,12 @@ class ZarrEntry(Entry):
     def _write_marker(self, index: int, record: dict[str, Any]) -> None:
         record = {**record, "time": time.time()}
         self._store._put_object(self._marker_path(index), json.dumps(record).encode())
+        if self._listed_done is not None:
+            self._listed_done.add(index)
 
     def _delete_marker(self, index: int) -> None:
+        if self._listed_done is not None:
+            self._listed_done.discard(index)
         try:  # recursive: a damaged "marker" may be a folder
             self._store.fs.rm(self._marker_path(index), recursive=True)
         except FileNotFoundError:
@@ -161,6 +190,17 @@ class ZarrEntry(Entry):
         self._store.consolidate()
 
 
+def _shape_dtype(meta: dict[str, Any]) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype) of an entry's array from its zarr.json record; ValueError when they
+    are not an array of rows of a plain numeric type."""
+    shape, dtype = meta.get("shape"), meta.get("data_type")
+    if not isinstance(shape, (list, tuple)) or not shape or not all(type(s) is int for s in shape):
+        raise ValueError("features/data is not an array of rows")
+    if not isinstance(dtype, str) or np.dtype(dtype).kind not in "fiub":
+        raise ValueError(f"features/data holds {dtype!r}, not numbers")
+    return tuple(shape), str(np.dtype(dtype))
+
+
 def _parse_marker(raw: bytes) -> dict[str, Any]:
     """A marker's record; an empty or torn marker becomes ``{"unreadable": why}``."""
     try:
@@ -174,6 +214,17 @@ def _damaged_meta(what: str, path: str, exc: object, fix: str) -> DamagedEntryEr
     if isinstance(exc, RecursionError):
         exc = "nested too deeply to be a featstore record"
     return DamagedEntryError(f"{what}: its metadata {path} cannot be read ({exc}); {fix}")
+
+
+def damaged_entry_meta(store: ZarrStore, key: str, exc: object) -> DamagedEntryError:
+    """The error for an entry whose metadata cannot be read, with its fix."""
+    return _damaged_meta(
+        f"entry {key}",
+        store._path(f"features/{key}"),
+        exc,
+        f"remove it with `featstore rm {key}` and extract again (its chunks are kept "
+        "until then; `featstore gc` never deletes them)",
+    )
 
 
 class ZarrStore(Store):
@@ -409,6 +460,9 @@ class ZarrStore(Store):
         if dataset_id not in self.dataset_ids():
             raise EntryNotFoundError(f"no dataset {dataset_id!r} in store {self.url}")
         try:
+            known = self._dataset_from_consolidated(dataset_id)
+            if known is not None:
+                return known
             group = zarr.open_group(self.zarr_store, path=f"datasets/{dataset_id}", mode="r")
             with _ignore_foreign_objects():
                 names = [name for name, _ in group.arrays()]
@@ -429,6 +483,37 @@ class ZarrStore(Store):
                 f"remove it with `featstore datasets rm {dataset_id}` and register it again",
             ) from exc
         return attrs, arrays
+
+    def _dataset_from_consolidated(
+        self, dataset_id: str
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """Object stores: a dataset's attrs and arrays with their metadata taken from the
+        consolidated root (only the chunks are read); None when it is not in it. The
+        fingerprint check of ``get_dataset`` still proves what was read."""
+        prefix = f"datasets/{dataset_id}"
+        group = self._consolidated_meta(prefix)
+        if self._consolidated is None or group is None or "name" not in group.get("attributes", {}):
+            return None
+        arrays = {}
+        for path, meta in self._consolidated.items():
+            name = path[len(prefix) + 1 :]
+            if (
+                path.startswith(prefix + "/")
+                and "/" not in name
+                and meta.get("node_type") == "array"
+            ):
+                arrays[name] = np.asarray(self._array_from_meta(path, meta)[...])
+        return dict(group["attributes"]), arrays
+
+    def _array_from_meta(self, path: str, meta: dict[str, Any]) -> zarr.Array:
+        """The array at ``path`` built from its zarr.json record (no request)."""
+        from zarr.core.array import AsyncArray
+        from zarr.core.metadata import ArrayV3Metadata
+        from zarr.storage import StorePath
+
+        metadata = ArrayV3Metadata.from_dict(dict(meta))
+        where = StorePath(self.zarr_store, path)
+        return zarr.Array(AsyncArray(metadata, store_path=where, config=ZARR_CONFIG))
 
     def _get_dataset_attrs(self, dataset_id: str) -> dict[str, Any]:
         check_dataset_id(dataset_id)
@@ -614,13 +699,7 @@ class ZarrStore(Store):
                 raise ValueError("features/data is not an array of rows")
             chunk_rows = int(attrs.get("chunk_rows", array.chunks[0]))  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - zarr raises JSON, key and value errors here
-            raise _damaged_meta(
-                f"entry {key}",
-                self._path(f"features/{key}"),
-                exc,
-                f"remove it with `featstore rm {key}` and extract again (its chunks are kept "
-                "until then; `featstore gc` never deletes them)",
-            ) from exc
+            raise damaged_entry_meta(self, key, exc) from exc
         return self._proven(ZarrEntry(self, key, array, attrs, chunk_rows))
 
     def _entry_from_consolidated(self, key: str) -> Entry | None:
@@ -629,15 +708,36 @@ class ZarrStore(Store):
         array_meta = self._consolidated_meta(f"features/{key}/data")
         if group_meta is None or array_meta is None:
             return None
-        from zarr.core.array import AsyncArray
-        from zarr.core.metadata import ArrayV3Metadata
-        from zarr.storage import StorePath
+        return self._entry_from_meta(key, group_meta, array_meta)
 
-        path = StorePath(self.zarr_store, f"features/{key}/data")
-        metadata = ArrayV3Metadata.from_dict(dict(array_meta))
-        array = zarr.Array(AsyncArray(metadata, store_path=path, config=ZARR_CONFIG))
-        attrs = dict(group_meta.get("attributes", {}))
-        return ZarrEntry(self, key, array, attrs, int(attrs.get("chunk_rows", array.chunks[0])))
+    def _entry_from_meta(
+        self,
+        key: str,
+        group_meta: dict[str, Any],
+        array_meta: dict[str, Any],
+        listed_done: set[int] | None = None,
+    ) -> ZarrEntry:
+        """The entry built from its group's and array's zarr.json records (no request);
+        ValueError (or zarr's errors) when they are not an entry's."""
+        if not isinstance(group_meta, dict) or not isinstance(array_meta, dict):
+            raise ValueError("zarr.json is not a JSON object")
+        attrs = group_meta.get("attributes", {})
+        if not isinstance(attrs, dict):
+            raise ValueError("the entry's attributes are not a JSON object")
+        attrs = dict(attrs)
+        if "chunk_rows" in attrs:  # zarr builds the array when the entry is first read
+            return ZarrEntry(
+                self, key, dict(array_meta), attrs, int(attrs["chunk_rows"]), listed_done
+            )
+        array = self._array_from_meta(f"features/{key}/data", array_meta)
+        if not array.shape:
+            raise ValueError("features/data is not an array of rows")
+        chunk_rows = int(array.chunks[0])
+        return ZarrEntry(self, key, array, attrs, chunk_rows, listed_done)
+
+    def list_entries(self) -> EntryListing:
+        """Every entry, its done markers and size, in about one listing (store/listing.py)."""
+        return list_entries(self)
 
     def _forget_consolidated(self, prefix: str) -> None:
         if self._consolidated is not None:
@@ -672,13 +772,17 @@ class ZarrStore(Store):
         for key in self._key_children("features"):
             if self.has_entry(key):
                 continue
-            base = self._path(f"features/{key}")
-            if _holds_data(self.fs, base):
-                out[key] = (
-                    f"entry {key}: {base} holds chunks or done markers but no array metadata "
-                    f"(data/zarr.json); restore it, or remove the entry with `featstore rm {key}`"
-                )
+            if _holds_data(self.fs, self._path(f"features/{key}")):
+                out[key] = self.orphan_chunks_why(key)
         return out
+
+    def orphan_chunks_why(self, key: str) -> str:
+        """Why an entry folder holding chunks or markers but no array metadata is damaged."""
+        base = self._path(f"features/{key}")
+        return (
+            f"entry {key}: {base} holds chunks or done markers but no array metadata "
+            f"(data/zarr.json); restore it, or remove the entry with `featstore rm {key}`"
+        )
 
     def delete_entry(self, key: str) -> None:
         self._check_writable()
@@ -718,6 +822,19 @@ class ZarrStore(Store):
 
     def has_result(self, key: str) -> bool:
         return self.fs.exists(self._result_path(key))
+
+    def get_results(
+        self, keys: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any] | DamagedEntryError]:
+        """Records in one batch: one listing, then the catalog and one concurrent read
+        on object stores (store/listing.py)."""
+        return read_results(self, keys)
+
+    def refresh_catalog(self) -> None:
+        """Bring the result catalog of an object store up to date (one listing, the new
+        records, one write when it changed); nothing to do on a local disk."""
+        if self.is_remote and not self.read_only:
+            read_results(self)
 
     def result_keys(self) -> list[str]:
         names = [n[: -len(".json")] for n in self._children("results") if n.endswith(".json")]
@@ -792,8 +909,12 @@ class ZarrStore(Store):
 
 def _holds_data(fs: fsspec.AbstractFileSystem, base: str) -> bool:
     """Whether an entry folder holds any data chunk or done marker (listing only)."""
-    for path in fs.find(base):
-        rel = path[len(base) :].lstrip("/")
+    return holds_data_files(path[len(base) :].lstrip("/") for path in fs.find(base))
+
+
+def holds_data_files(names: Iterable[str]) -> bool:
+    """Whether these paths (relative to an entry folder) hold a data chunk or done marker."""
+    for rel in names:
         if rel.startswith(f"{MARKER_DIR}/") and rel.rsplit("/", 1)[-1].isdigit():
             return True
         if rel.startswith("data/c/") or rel.startswith("data/c."):

@@ -366,6 +366,8 @@ def run_sweep(
     extract_fn: Callable[..., Any] | None = None,
     planner: Planner | None = None,
     finetune_progress: Progress | None = None,
+    cell_runner: Callable[[list[dict[str, Any]]], Iterable[tuple[int, dict[str, Any]]]]
+    | None = None,
 ) -> dict[str, Any]:
     """Fine-tune what is missing, extract what is missing, evaluate every cell, and return
     the JSON summary.
@@ -379,7 +381,9 @@ def run_sweep(
     cells are listed under ``failed`` and do not stop the others. ``extract_fn(store,
     dataset, group, options, progress)`` replaces the extraction call and ``planner`` the
     entry lookup (see :func:`featstore.sweep.plan.make_plan`), for networks outside the
-    registry and tests.
+    registry and tests. ``cell_runner(jobs)`` evaluates the cells that are not cached
+    elsewhere (a Dask cluster: :func:`featstore.sweep.distributed.dask_cells`), yielding
+    ``(position in jobs, cell summary)`` as each finishes.
     """
     t0 = time.perf_counter()
     tuned: list[dict[str, Any]] = []
@@ -449,7 +453,20 @@ def run_sweep(
             "the one GPU; a batched solve already fills it)"
         )
     parallel = n_workers > 1 and store.reopenable  # workers open the store from its spec
-    if parallel:
+    if cell_runner is not None and todo and not store.reopenable:
+        cell_runner = None
+        notes.append(
+            f"cells were evaluated here, not on the cluster: the cluster's workers cannot "
+            f"open store {store.url} (it lives in this process)"
+        )
+    remote = cell_runner is not None and bool(todo)
+    if cell_runner is not None and remote:
+        try:
+            for pos, result in cell_runner([jobs[i] for i in todo]):
+                finished(todo[pos], result)
+        except KeyboardInterrupt:  # the runner cancels what is still queued
+            raise SweepInterrupted(done, len(jobs)) from None
+    elif parallel:
         threads = max(1, available_cpus() // n_workers)  # the cores this process may use
         ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads started
         stop = ctx.Event()
@@ -478,8 +495,10 @@ def run_sweep(
     similar = run_similarity_cells(
         store, spec, plan, [c for c in plan.cells if c.task == "similarity"]
     )
-    t2 = time.perf_counter()
     final = [r for r in results if r is not None] + similar
+    if any(r.get("ok") and not r.get("cached") for r in final):
+        store.refresh_catalog()  # object stores: the next listing reads the new records at once
+    t2 = time.perf_counter()
     failed = [r for r in final if not r.get("ok")]
     return {
         "sweep": spec.name,
@@ -493,6 +512,7 @@ def run_sweep(
         "trained_runs": sum(1 for t in tuned if t["trained"]),
         "extractions": extractions,
         "workers": n_workers if parallel else 1,
+        "cells_on": "dask" if remote else "local",
         "notes": notes,
         "baseline": spec.baseline,
         "timings": {

@@ -30,6 +30,11 @@ RATIO_LINES: dict[str, tuple[str, ...]] = {
         r"^\(c\) 2 separate passes / one pass = [\d.]+",
     ),
     "image_check.py": (r"^hash check / loader work = [\d.]+%",),
+    "listing.py": (
+        r"^  s3 ls: requests = \d+, seconds = [\d.]+",
+        r"^  s3 sweep plan \(cached\): requests = \d+, seconds = [\d.]+",
+        r"^  s3 report: requests = \d+, seconds = [\d.]+",
+    ),
     "memory.py": (
         r"^  pool=avg,l2 .* = +[\d.]+x final",
         r"^  whole-read .* = +[\d.]+x final",
