@@ -64,7 +64,7 @@ def test_benchmark_runs_at_smoke_size(script: str, tmp_path: Path) -> None:
         [sys.executable, str(BENCHMARKS / script), "--smoke"],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
         env=env,
         cwd=tmp_path,
     )
