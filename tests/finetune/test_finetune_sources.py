@@ -12,7 +12,7 @@ from tiny_nets import make_images
 
 from featstore.datasets import dataset_from_source
 from featstore.errors import ModelError
-from featstore.extract import extract
+from featstore.extract import ExtractionRequest, extract
 from featstore.finetune import finetune
 from featstore.models import get_spec, load_model, register
 from featstore.models.registry import _REGISTRY
@@ -66,7 +66,9 @@ def test_a_timm_network_fine_tunes_with_frozen_blocks_and_is_extracted_by_name(s
     assert not torch.equal(tensors["blocks.1.mlp.fc1.weight"], parent["blocks.1.mlp.fc1.weight"])
 
     # extracted by name, keyed by the weights the record names, through timm's own taps
-    done = extract(store, "tiny", ["vit-ft"], ["penultimate", "block1"], device="cpu")
+    done = extract(
+        store, ExtractionRequest.parse("tiny", ["vit-ft"], ["penultimate", "block1"], device="cpu")
+    )
     attrs = [store.get_entry(k).attrs for k in done["keys"]]
     assert {a["layer"] for a in attrs} == {"penultimate", "block1"}
     assert all(json.dumps(a).count(rec.weights_sha256) for a in attrs)
