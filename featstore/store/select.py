@@ -59,6 +59,7 @@ __all__ = [
     "Selector",
     "WeightsChoice",
     "describe_entries",
+    "describe_selection",
     "entry_factors",
     "file_record",
     "lookup",
@@ -182,23 +183,26 @@ class Selector:
         return replace(self, **changes)
 
     def describe(self) -> str:
-        if self.key:
-            return f"entry {self.key}"
-        bits = [
-            f"{n}={v}"
-            for n, v in (
-                ("model", self.network),
-                ("layer", self.layer),
-                ("pooling", self.pooling),
-                ("view", self.view),
-                ("weights", self.weights),
-                ("compute_dtype", self.compute_dtype),
-                ("dtype", self.dtype),
-            )
-            if v
-        ]
-        bits += [f"{n}={v}" for n, v in self.attrs.items()]
-        return "features with " + (", ".join(bits) if bits else "any factors")
+        factors = (
+            ("model", self.network),
+            ("layer", self.layer),
+            ("pooling", self.pooling),
+            ("view", self.view),
+            ("weights", self.weights),
+            ("compute_dtype", self.compute_dtype),
+            ("dtype", self.dtype),
+        )
+        return describe_selection(self.key, factors, self.attrs)
+
+
+def describe_selection(
+    key: str | None, factors: Sequence[tuple[str, Any]], attrs: Mapping[str, Any]
+) -> str:
+    """How a selection reads in messages: its key, or the factors it pins (unset ones left out)."""
+    if key:
+        return f"entry {key}"
+    bits = [f"{n}={v}" for n, v in factors if v] + [f"{n}={v}" for n, v in attrs.items()]
+    return "features with " + (", ".join(bits) if bits else "any factors")
 
 
 def _preprocess_ok(wanted: Mapping[str, Any], recorded: Any) -> bool:

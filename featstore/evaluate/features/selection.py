@@ -32,7 +32,13 @@ from featstore.evaluate.features.stored_pooling import pool_rows
 from featstore.evaluate.features.transform_spec import Step, parse_spec
 from featstore.specs import Pooling, View
 from featstore.store.content import entries_for
-from featstore.store.select import CLI_CHOOSERS, Catalog, Selector, parse_weights
+from featstore.store.select import (
+    CLI_CHOOSERS,
+    Catalog,
+    Selector,
+    describe_selection,
+    parse_weights,
+)
 
 __all__ = [
     "ArraySource",
@@ -73,21 +79,14 @@ class FeatureSelector:
     keys: tuple[str, ...] = ()  # entry keys (or prefixes) that choose among several matches
 
     def describe(self) -> str:
-        if self.key:
-            return f"entry {self.key}"
-        bits = [
-            f"{n}={v}"
-            for n, v in (
-                ("model", self.model),
-                ("layer", self.layer),
-                ("pooling", self.pooling),
-                ("view", self.view),
-                ("weights", self.weights),
-            )
-            if v
-        ]
-        bits += [f"{n}={v}" for n, v in self.attrs.items()]
-        return "features with " + (", ".join(bits) if bits else "any factors")
+        factors = (
+            ("model", self.model),
+            ("layer", self.layer),
+            ("pooling", self.pooling),
+            ("view", self.view),
+            ("weights", self.weights),
+        )
+        return describe_selection(self.key, factors, self.attrs)
 
 
 def as_selectors(features: Any) -> list[FeatureSelector]:
