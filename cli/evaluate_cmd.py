@@ -413,7 +413,7 @@ def _render(records: list[dict[str, Any]], store: str = "") -> str:
         metric_names += [m for m in r.get("metrics", {}) if m not in metric_names]
     poolings = {str(r.get("factors", {}).get("pooling")) for r in records}
     headers = ["setting"] + (["pooling"] if len(poolings) > 1 else []) + ["dim"]
-    headers += metric_names + ["chosen", "cached", "seconds"]
+    headers += [*metric_names, "chosen", "cached", "seconds"]
     rows = []
     for r in records:
         row: list[Any] = [r.get("setting", r.get("key"))]

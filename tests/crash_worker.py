@@ -102,7 +102,7 @@ def _run_cut(run: Callable[[Path], None], template: Path, work: Path, k: int) ->
         _install_hooks(k, counter)
         try:
             run(case)
-        except BaseException as exc:  # noqa: BLE001 - the parent reports it
+        except BaseException as exc:
             print(f"k={k}: {type(exc).__name__}: {exc}", file=sys.stderr)
             os._exit(1)
         (case / "steps").write_text(str(next(counter) - 1))
@@ -119,7 +119,7 @@ def main() -> None:
     template, work = Path(spec["template"]), Path(spec["work"])
     run = _operation(spec)
     # imported once here, not in every child (open_store imports its backend lazily)
-    import featstore.store.hdf5_store  # noqa: F401
+    import featstore.store.hdf5_store
     import featstore.store.zarr_store  # noqa: F401
 
     steps = _run_cut(run, template, work, 0)

@@ -288,7 +288,7 @@ class FeatureStore:
         return run_sweep(self, spec, **options)
 
 
-def open(  # noqa: A001 - featstore.open, as the issue and README name it
+def open(
     location: str | os.PathLike[str] | Store | None = None,
     mode: str = "a",
     *,

@@ -53,9 +53,9 @@ __all__ = [
     "builtin_names",
     "dataset_from_source",
     "register_builtin_dataset",
+    "register_dataset",
     "register_provider",
     "schemes",
-    "register_dataset",
 ]
 
 

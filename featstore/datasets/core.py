@@ -311,11 +311,11 @@ def build_dataset(
 
 
 __all__ = [
+    "BadImageError",
     "Dataset",
     "build_dataset",
     "check_class_names",
     "check_name",
     "fingerprint",
     "images_id",
-    "BadImageError",
 ]

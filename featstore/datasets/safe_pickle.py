@@ -147,6 +147,6 @@ def _load(handle: Any, source: str, what: str, encoding: str) -> Any:
         raise DatasetError(
             f"{source} is not a readable {what} (it does not fit in memory)"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - a damaged pickle fails in many ways
+    except Exception as exc:
         reason = clip(f"{type(exc).__name__}: {exc}", 200)
         raise DatasetError(f"{source} is not a readable {what} ({reason})") from None

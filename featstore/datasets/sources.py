@@ -240,7 +240,7 @@ def _assign_split(samples: list[_Sample], test_fraction: float) -> None:
     for sample in samples:
         by_class.setdefault(sample.label, []).append(sample)
     for members in by_class.values():
-        n_test = int(round(len(members) * test_fraction))
+        n_test = round(len(members) * test_fraction)
         for i in rng.permutation(len(members))[:n_test]:
             members[i].split = "test"
 

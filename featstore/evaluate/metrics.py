@@ -25,7 +25,6 @@ from numpy.typing import ArrayLike
 from featstore.errors import EvaluationError
 
 __all__ = [
-    "single_label_report",
     "accuracy",
     "average_precision",
     "holidays_map",
@@ -36,6 +35,7 @@ __all__ = [
     "recall_at_k",
     "retrieval_ap",
     "revisited_map",
+    "single_label_report",
     "subpatch_distance",
     "subpatch_distances",
     "ukbench_score",

@@ -186,8 +186,18 @@ register(
         "classify",
         "featstore.evaluate.probes.task:plan_classification",
         "featstore.evaluate.probes.task:compute_classification",
-        ("transform", "classifier", "cv", "seed", "c_grid", "class_weight")
-        + ("solver", "knn_k", "shots", "draws"),
+        (
+            "transform",
+            "classifier",
+            "cv",
+            "seed",
+            "c_grid",
+            "class_weight",
+            "solver",
+            "knn_k",
+            "shots",
+            "draws",
+        ),
         "linear SVM (C by k-fold CV), logistic regression (lambda on val) or kNN; few-shot draws",
     )
 )
@@ -224,8 +234,17 @@ register(
         "similarity",
         "featstore.evaluate.similarity.task:plan_similarity",
         None,
-        ("transform", "seed", "measure", "split", "debiased", "sigma", "distance", "compare")
-        + ("labels",),
+        (
+            "transform",
+            "seed",
+            "measure",
+            "split",
+            "debiased",
+            "sigma",
+            "distance",
+            "compare",
+            "labels",
+        ),
         "representational similarity (CKA, RBF CKA, RSA) between every pair of settings",
         matrix=True,
         default_transform="none",

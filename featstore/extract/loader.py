@@ -124,7 +124,7 @@ class _ThreadBatches:
                         break
                     except queue.Full:
                         continue
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:
             self.queue.put(exc)
             return
         self.queue.put(self._END)

@@ -353,10 +353,10 @@ def _plan_entry(
 ) -> EntryPlan:
     """One entry: its own key if stored, else an entry that already holds the dataset's
     images (format 1: that entry itself; a superset: read by index), else a new one."""
-    common: dict[str, Any] = dict(
-        model=name, layer=layer, target=info, view=view, pooling=pool,
-        row_shape=rshape, dtype=dtype, n_rows=int(dataset.n),
-    )  # fmt: skip
+    common: dict[str, Any] = {
+        "model": name, "layer": layer, "target": info, "view": view, "pooling": pool,
+        "row_shape": rshape, "dtype": dtype, "n_rows": int(dataset.n),
+    }  # fmt: skip
     own = dataset.images_id is not None
     key = fkey.key
     if own and store.has_entry(key):

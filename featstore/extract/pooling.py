@@ -199,10 +199,10 @@ def crop_boxes(view: View, width: int, height: int) -> list[tuple[int, int, int,
                 left, top = col * pw / 2, row * ph / 2
                 boxes.append(
                     (
-                        int(round(left)),
-                        int(round(top)),
-                        max(int(round(left + pw)), int(round(left)) + 1),
-                        max(int(round(top + ph)), int(round(top)) + 1),
+                        round(left),
+                        round(top),
+                        max(round(left + pw), round(left) + 1),
+                        max(round(top + ph), round(top) + 1),
                     )
                 )
     return boxes

@@ -188,7 +188,7 @@ def _module_table(spec: ModelSpec, input_hw: tuple[int, int]) -> tuple[LayerInfo
         return tuple(spec.adapter.layer_table(input_hw))
     try:
         return tuple(probe_modules(build_meta(spec), input_hw, "meta"))
-    except Exception:  # noqa: BLE001 - some ops have no meta kernel: run it for real
+    except Exception:
         with torch_seeded(0):
             module = spec.builder().eval()
         return tuple(probe_modules(module, input_hw, "cpu"))
@@ -200,12 +200,12 @@ def _node_table(spec: ModelSpec, input_hw: tuple[int, int]) -> tuple[LayerInfo, 
         return ()
     try:
         return tuple(probe_nodes(build_meta(spec), input_hw, "meta"))
-    except Exception:  # noqa: BLE001
+    except Exception:
         try:
             with torch_seeded(0):
                 module = spec.builder().eval()
             return tuple(probe_nodes(module, input_hw, "cpu"))
-        except Exception:  # noqa: BLE001 - not traceable by torch.fx: modules only
+        except Exception:
             return ()
 
 

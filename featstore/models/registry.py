@@ -205,7 +205,7 @@ def _import_team_function(name: str) -> Callable[[], Any]:
         module = importlib.import_module(modname)
     except ImportError as exc:
         raise UnknownModelError(f"cannot import network {name!r}: {exc}; {TEAM_HINT}") from exc
-    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything on import
+    except Exception as exc:
         raise ModelError(
             f"importing module {modname!r} for network {name!r} failed: {type(exc).__name__}: "
             f"{_first_line(exc)}; fix the module (python -c 'import {modname}' shows the traceback)"
@@ -235,7 +235,7 @@ def _module_spec(name: str) -> ModelSpec:
     def call() -> tuple[nn.Module, Preprocess]:
         try:
             out = func()
-        except Exception as exc:  # noqa: BLE001 - the user's builder may raise anything
+        except Exception as exc:
             raise ModelError(
                 f"network function {name}() raised {type(exc).__name__}: {_first_line(exc)}; "
                 f"fix it so that, called with no arguments, it builds and returns the network"
@@ -357,8 +357,7 @@ def get_spec(name: str) -> ModelSpec:
 def list_specs() -> list[ModelSpec]:
     """Every registered spec, the bundled default first, then by name."""
     _populate()
-    specs = sorted(_REGISTRY.values(), key=lambda s: (s.name != DEFAULT_MODEL, s.name))
-    return specs
+    return sorted(_REGISTRY.values(), key=lambda s: (s.name != DEFAULT_MODEL, s.name))
 
 
 def torch_seeded(seed: int) -> contextlib.AbstractContextManager[Any]:

@@ -160,7 +160,7 @@ class TimmAdapter(SourceAdapter):
 
         try:
             cfg = timm.models.get_pretrained_cfg(self.arch)
-        except Exception:  # noqa: BLE001 - unknown tag: no pretrained config
+        except Exception:
             cfg = None
         return cfg.to_dict() if cfg is not None else {}
 
@@ -186,7 +186,7 @@ def timm_preprocess(model: nn.Module) -> Preprocess:
         size = int(built[-1] if isinstance(built, (tuple, list)) else built)
     crop_pct = float(cfg.get("crop_pct") or 0.875)
     return Preprocess(
-        resize=int(round(size / crop_pct)),
+        resize=round(size / crop_pct),
         crop=size,
         interpolation=str(cfg.get("interpolation") or "bicubic"),
         mean=tuple(float(m) for m in cfg["mean"]),

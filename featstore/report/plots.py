@@ -18,11 +18,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from featstore.report.tables import Report  # noqa: E402
-from featstore.settings import FACTORS  # noqa: E402
+from featstore.report.tables import Report
+from featstore.settings import FACTORS
 
 __all__ = [
     "architecture_plot",

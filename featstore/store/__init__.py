@@ -13,15 +13,15 @@ from featstore.store.base import FORMAT_VERSION, Entry, EntryInfo, Store
 from featstore.store.spec import StoreSpec
 
 __all__ = [
-    "FORMAT_VERSION",
     "DEFAULT_STORE",
+    "FORMAT_VERSION",
     "Entry",
     "EntryInfo",
     "Store",
     "StoreSpec",
+    "default_store_url",
     "is_hdf5_location",
     "open_store",
-    "default_store_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def open_store(
                 "s3:// (pip install 'featstore[s3]') or gs:// (pip install 'featstore[gcs]')"
             ) from None
         raise StoreError(_remote_failure(url, exc)) from None
-    except Exception as exc:  # noqa: BLE001 - fsspec backends raise their own kinds (botocore ...)
+    except Exception as exc:
         raise StoreError(_remote_failure(url, exc)) from None
 
 

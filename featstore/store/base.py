@@ -396,12 +396,12 @@ class Entry(ABC):
         first, last = lo // self.chunk_rows, (hi - 1) // self.chunk_rows
         try:
             block = self._read_rows(slice(lo, hi))
-        except Exception as exc:  # noqa: BLE001 - an undecodable chunk; find which one
+        except Exception as exc:
             for c in range(first, last + 1):
                 start, stop = self.chunk_bounds(c)
                 try:
                     self._read_rows(slice(start, stop))
-                except Exception as inner:  # noqa: BLE001
+                except Exception as inner:
                     raise self._damaged(c, f"its data cannot be decoded ({inner})") from inner
             raise DamagedChunkError(
                 f"entry {self.key}: rows {lo}-{hi} cannot be read ({exc}); "

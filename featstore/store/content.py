@@ -34,18 +34,18 @@ from featstore.keys import IMAGES_ID_PATTERN, check_images_id
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FACTOR_FIELDS",
     "IMAGES_ID_PATTERN",
+    "ContentIndex",
     "RowView",
     "check_images_id",
     "entries_for",
+    "factor_signature",
     "image_list",
     "pack_hashes",
     "row_map",
     "unpack_hashes",
     "view_for",
-    "ContentIndex",
-    "FACTOR_FIELDS",
-    "factor_signature",
 ]
 
 
@@ -85,7 +85,7 @@ def image_list(store: Any, images_id: str) -> list[str] | None:
     for dataset_id in store.dataset_ids():
         try:
             ds = store.get_dataset(dataset_id)
-        except Exception:  # noqa: BLE001 - a damaged dataset is reported elsewhere
+        except Exception:
             continue
         if ds.image_hashes is not None and ds.images_id == images_id:
             return list(ds.image_hashes)

@@ -340,7 +340,7 @@ class HDF5Store(Store):
     def entry_keys(self) -> list[str]:
         if "features" not in self._file:
             return []
-        return sorted(k for k in self._file["features"].keys() if self.has_entry(k))
+        return sorted(k for k in self._file["features"] if self.has_entry(k))
 
     def delete_entry(self, key: str) -> None:
         self._check_writable()

@@ -146,7 +146,7 @@ def list_entries(store: ZarrStore) -> EntryListing:
         try:
             texts = [v if isinstance(v, bytes) else _raise(v) for v in got]
             metas[key] = (json.loads(texts[0]), json.loads(texts[1]))
-        except Exception as exc:  # noqa: BLE001 - unreadable bytes, JSON or value errors
+        except Exception as exc:
             out.damaged[key] = str(damaged_entry_meta(store, key, exc))
     for key, (group, array) in metas.items():
         done = {
@@ -160,7 +160,7 @@ def list_entries(store: ZarrStore) -> EntryListing:
         except DamagedEntryError as exc:
             out.damaged[key] = str(exc)
             continue
-        except Exception as exc:  # noqa: BLE001 - metadata zarr cannot build an array from
+        except Exception as exc:
             out.damaged[key] = str(damaged_entry_meta(store, key, exc))
             continue
         out.nbytes[key] = sum(int(info.get("size") or 0) for info in files[key].values())

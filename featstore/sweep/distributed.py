@@ -53,7 +53,7 @@ def dask_cells(client: Callable[[], Any]) -> CellRunner:
                 i = futures[future]
                 try:
                     result = future.result()
-                except Exception as exc:  # noqa: BLE001 - a worker died or the task raised
+                except Exception as exc:
                     result = failed_cell(jobs[i], exc)
                 yield i, result
         finally:  # interrupted (Ctrl-C) or done: nothing left running for this sweep

@@ -287,7 +287,7 @@ def _read_yaml(p: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise SpecError(f"sweep spec {str(p)!r} is not UTF-8 text ({exc.reason})") from None
     try:
-        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_SpecLoader)
     except yaml.YAMLError as exc:
         raise SpecError(f"sweep spec {str(p)!r} is not valid YAML: {clip(str(exc), 400)}") from None
     except RecursionError:

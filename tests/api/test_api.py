@@ -41,7 +41,8 @@ def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             preprocess=SMALL,
             batch_size=64,
         )
-        assert summary["entries"] == 2 and summary["forward_batches"] >= 1
+        assert summary["entries"] == 2
+        assert summary["forward_batches"] >= 1
     return url
 
 
@@ -71,7 +72,8 @@ def test_public_names_are_listed_and_resolve() -> None:
         assert module.__name__ == f"featstore.{name}"
     from featstore.extract import plan
 
-    assert callable(plan) and callable(featstore.extract_features)
+    assert callable(plan)
+    assert callable(featstore.extract_features)
 
 
 def test_py_typed_ships() -> None:
@@ -81,8 +83,10 @@ def test_py_typed_ships() -> None:
 def test_each_line_of_the_api(made: str) -> None:
     store = featstore.open(made)
     info = store.datasets["digits"]
-    assert 55 <= info.n <= 65 and info.classes == tuple(str(i) for i in range(10))
-    assert sum(info.splits.values()) == info.n and set(info.splits) == {"train", "test"}
+    assert 55 <= info.n <= 65
+    assert info.classes == tuple(str(i) for i in range(10))
+    assert sum(info.splits.values()) == info.n
+    assert set(info.splits) == {"train", "test"}
 
     rows = store.entries(dataset="digits", network=NET)
     assert sorted(r.layer for r in rows) == ["layer2", "layer3"]
@@ -94,33 +98,39 @@ def test_each_line_of_the_api(made: str) -> None:
     f = store.features("digits", NET, "layer3", pooling="avg", split="train")
     ds = store.dataset("digits")
     train = ds.split_indices("train")
-    assert f.X.dtype == np.float32 and f.X.shape == (len(train), by_layer["layer3"].shape[1])
+    assert f.X.dtype == np.float32
+    assert f.X.shape == (len(train), by_layer["layer3"].shape[1])
     assert np.array_equal(f.y, ds.labels[train])
     assert f.ids == [ds.ids[i] for i in train]
     assert f.classes == list(info.classes)
     assert f.key == by_layer["layer3"].key
 
     raw = store.features("digits", NET, "layer3", split="train", dtype=None)
-    assert raw.X.dtype == np.float16 and np.array_equal(raw.X.astype(np.float32), f.X)
+    assert raw.X.dtype == np.float16
+    assert np.array_equal(raw.X.astype(np.float32), f.X)
 
     # row ranges and streamed blocks read the same rows as X
     part = store.features("digits", NET, "layer3", split="train", rows=slice(5, 17))
-    assert np.array_equal(part.X, f.X[5:17]) and part.ids == f.ids[5:17]
+    assert np.array_equal(part.X, f.X[5:17])
+    assert part.ids == f.ids[5:17]
     streamed = np.zeros_like(f.X)
     seen = 0
     for block in f.blocks():
         streamed[block.positions] = block.X
         assert np.array_equal(block.y, f.y[block.positions])
         seen += len(block.positions)
-    assert seen == len(f) and np.array_equal(streamed, f.X)
+    assert seen == len(f)
+    assert np.array_equal(streamed, f.X)
     assert np.array_equal(np.concatenate([b.X for b in f.blocks(rows_per_block=7)]), f.X)
 
     X, y = f.torch()
-    assert tuple(X.shape) == f.X.shape and np.array_equal(y.numpy(), f.y)
+    assert tuple(X.shape) == f.X.shape
+    assert np.array_equal(y.numpy(), f.y)
     data = f.torch_dataset(rows_per_block=8)
     assert len(data) == len(f)
     x9, y9 = data[9]
-    assert np.array_equal(x9.numpy(), f.X[9]) and int(y9) == int(f.y[9])
+    assert np.array_equal(x9.numpy(), f.X[9])
+    assert int(y9) == int(f.y[9])
 
     records = featstore.evaluate_features(store, "digits", NET, ["layer2", "layer3"], cv=2)
     assert [r["factors"]["layer"] for r in records] == ["layer2", "layer3"]
@@ -128,10 +138,13 @@ def test_each_line_of_the_api(made: str) -> None:
     assert set(table["key"]) >= {r["key"] for r in records}
     for r in records:
         row = table[table["key"] == r["key"]].iloc[0]
-        assert row["layer"] == r["factors"]["layer"] and row["network"] == NET
+        assert row["layer"] == r["factors"]["layer"]
+        assert row["network"] == NET
         assert row["score"] == pytest.approx(r["metrics"]["accuracy"])
-        assert row["metric"] == "accuracy" and row["classifier"] == "svm"
-        assert row["transform"] == "l2" and row["weights"] == "random"
+        assert row["metric"] == "accuracy"
+        assert row["classifier"] == "svm"
+        assert row["transform"] == "l2"
+        assert row["weights"] == "random"
     assert list(store.results(layer="layer2")["layer"]) == ["layer2"]
     store.close()
 
@@ -174,7 +187,8 @@ def test_missing_features_are_the_cli_error_with_the_command_to_create_them(made
         cli,
         ["evaluate", "-d", "digits", "-m", NET, "-l", "layer4", "--pool", "avg", "--store", made],
     )
-    assert out.exit_code == 1 and message in out.output.replace("\n", " ")
+    assert out.exit_code == 1
+    assert message in out.output.replace("\n", " ")
 
 
 def test_a_store_that_does_not_exist_is_refused_not_created(tmp_path: Path) -> None:

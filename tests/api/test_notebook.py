@@ -38,6 +38,7 @@ def test_the_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-    assert "test accuracy" in text and "rows streamed" in text
+    assert "test accuracy" in text
+    assert "rows streamed" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the results plot
     assert (tmp_path / "stores" / "notebook.zarr").is_dir()

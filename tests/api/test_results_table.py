@@ -62,7 +62,8 @@ def test_the_table_equals_the_report_csv_cell_by_cell(
     store = featstore.open(url, mode="r")
     table = store.results(sweep=spec) if scoped else store.results()
     lines = _report_csv(url, *(["--spec", str(spec)] if scoped else []))
-    assert lines and len(table) > 0
+    assert lines
+    assert len(table) > 0
     factors = ["network", "layer", "pooling", "view", "transform"]
     checked = 0
     for line in lines:
@@ -116,7 +117,8 @@ def test_columns_hold_factors_metrics_choices_and_the_key(swept: tuple[str, Path
         "metric",
         "score",
     ]
-    assert set(table["layer"]) == {"stage4"} and set(table["task"]) == {"classify"}
+    assert set(table["layer"]) == {"stage4"}
+    assert set(table["task"]) == {"classify"}
     assert len(table) == 2
     assert {"accuracy", "mean_class_accuracy", "chosen.C", "key", "seed"} <= set(table.columns)
     assert all(k.startswith("res-") for k in table["key"])
@@ -132,4 +134,5 @@ def test_a_second_sweep_is_all_lookups(swept: tuple[str, Path]) -> None:
     url, spec = swept
     with featstore.open(url) as store:
         again = store.sweep(spec)
-    assert again["forward_batches"] == 0 and not again["failed"]
+    assert again["forward_batches"] == 0
+    assert not again["failed"]

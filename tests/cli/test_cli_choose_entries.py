@@ -160,7 +160,8 @@ def test_weights_choose_random_or_a_files_state_dict(store_path, data, tmp_path)
     other = tmp_path / "other.pt"
     torch.save({"w": torch.zeros(2, 3)}, other)
     missing = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "fc", "--weights", str(other))
-    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert missing.exit_code == 1
+    assert "Traceback" not in missing.output
     assert missing.output.startswith(
         f"Error: no cached features with model=toynet, layer=fc, view=plain, weights={other} "
         "for dataset 'blobs'"

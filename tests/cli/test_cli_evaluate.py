@@ -51,7 +51,8 @@ def test_three_layers_print_one_table(store_path, layered):
     ]
     rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert list(rows) == ["l1", "l2", "l3"]
-    assert rows["l1"][1:4] == ["8", "1.0000", "1.0000"] and rows["l3"][2] == "1.0000"
+    assert rows["l1"][1:4] == ["8", "1.0000", "1.0000"]
+    assert rows["l3"][2] == "1.0000"
     assert float(rows["l2"][2]) < 0.8  # noise features
     assert all(r[-2] == "no" for r in rows.values())  # computed, not looked up
     assert len(layered.result_keys()) == 3
@@ -69,8 +70,11 @@ def test_json_output_and_logreg(store_path, layered):
     records = json.loads(result.output)
     assert len(records) == 1
     rec = records[0]
-    assert rec["setting"] == "l1" and rec["task"] == "classify" and rec["cached"] is False
-    assert rec["classifier"]["name"] == "logreg" and rec["metrics"]["accuracy"] == 1.0
+    assert rec["setting"] == "l1"
+    assert rec["task"] == "classify"
+    assert rec["cached"] is False
+    assert rec["classifier"]["name"] == "logreg"
+    assert rec["metrics"]["accuracy"] == 1.0
     assert rec["key"] in layered.result_keys()
 
 
@@ -92,8 +96,10 @@ def test_concat_is_one_row_and_svm_c_grid_is_used(store_path, layered):
     )
     assert result.exit_code == 0, result.output
     (rec,) = json.loads(result.output)
-    assert rec["setting"] == "l1+l3" and rec["sizes"]["dim"] == 16
-    assert rec["chosen"]["C"] == 0.5 and rec["classifier"]["C_grid"] == [0.5]
+    assert rec["setting"] == "l1+l3"
+    assert rec["sizes"]["dim"] == 16
+    assert rec["chosen"]["C"] == 0.5
+    assert rec["classifier"]["C_grid"] == [0.5]
     assert rec["factors"]["layer"] == ["l1", "l3"]
 
 

@@ -129,7 +129,8 @@ def test_extract_by_name_refuses_in_one_line(team: dict, case: str, message: str
     finally:
         shutil.copy2(saved, weights)
     assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert len(result.output.splitlines()) == 1
     assert result.output.startswith("Error: ")
     expected = message.format(sha=net.weights_sha256[:16], path=str(weights), url=url)
     assert expected in result.output, result.output
@@ -167,11 +168,14 @@ def test_one_selection_through_extract_evaluate_and_ls(
         assert _plan_keys(url, *choose[2:]) == {keys[extract]: True}  # cached: nothing to compute
     result = _run(url, "evaluate", *choose, "--svm-c", "1", "--json")
     if evaluate == AMBIGUOUS:
-        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.exit_code == 1
+        assert "Traceback" not in result.output
         line = result.output.strip()
         assert line.startswith("Error: 2 cached entries match")
-        assert keys[("fire7", "float32")] in line and keys[("fire7", "bfloat16")] in line
-        assert "compute_dtype=bfloat16" in line and "choose one with --compute-dtype" in line
+        assert keys[("fire7", "float32")] in line
+        assert keys[("fire7", "bfloat16")] in line
+        assert "compute_dtype=bfloat16" in line
+        assert "choose one with --compute-dtype" in line
     else:
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)[0]["features"] == [keys[evaluate]]

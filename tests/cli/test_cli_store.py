@@ -107,10 +107,13 @@ def test_ls_info_verify_rm_gc(tmp_path):
     status = {e["key"]: (e["complete"], e["chunks_done"]) for e in listing["entries"]}
     assert status == {"feat-one": (True, 3), "feat-two": (False, 1)}
     text = run("ls", "--store", url).output
-    assert "feat-one" in text and "complete" in text and "1/3 chunks" in text
+    assert "feat-one" in text
+    assert "complete" in text
+    assert "1/3 chunks" in text
 
     info = json.loads(run("info", "feat-one", "--store", url, "--json").output)
-    assert info["layer"] == "fc7" and info["missing_chunks"] == []
+    assert info["layer"] == "fc7"
+    assert info["missing_chunks"] == []
 
     assert run("verify", "--store", url).exit_code == 0
     entry._write_rows(2, 4, np.zeros((2, 4), dtype="float16"))  # tamper behind the marker
@@ -119,7 +122,8 @@ def test_ls_info_verify_rm_gc(tmp_path):
     assert "feat-one: DAMAGED chunks [1] (checksum mismatch or unreadable)" in damaged.output
 
     missing = CliRunner().invoke(cli, ["rm", "feat-nope", "--store", url])
-    assert missing.exit_code == 1 and "no feature entry 'feat-nope'" in missing.output
+    assert missing.exit_code == 1
+    assert "no feature entry 'feat-nope'" in missing.output
     assert run("rm", "feat-one", "--store", url).output == "removed feat-one\n"
     store.create_entry("feat-empty", {}, (4, 2), chunk_rows=2)
     gc = json.loads(run("gc", "--store", url, "--older-than", "-1", "--json").output)

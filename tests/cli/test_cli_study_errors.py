@@ -162,7 +162,8 @@ def test_commands_that_compute_name_their_store_but_not_in_json(tmp_path: Path) 
     again = CliRunner().invoke(cli, ["datasets", "add", "b", src, "--store", str(store)])
     assert again.output.splitlines()[-1] == f"store {store}"
     quiet = CliRunner().invoke(cli, ["datasets", "add", "c", src, "--store", str(store), "--json"])
-    assert str(store) not in quiet.output.replace(src, "") and json.loads(quiet.output)["n"] == 6
+    assert str(store) not in quiet.output.replace(src, "")
+    assert json.loads(quiet.output)["n"] == 6
 
 
 SPEC = (
@@ -229,5 +230,7 @@ def test_a_study_table_shows_only_the_study(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, ["sweep", str(spec), "--store", store])
     assert again.exit_code == 0, again.output
     table = [line for line in again.output.splitlines() if line.startswith("| S")]
-    assert len(table) == 1 and "| last_conv |" in table[0] and "| svm |" in table[0]
+    assert len(table) == 1
+    assert "| last_conv |" in table[0]
+    assert "| svm |" in table[0]
     assert "Only the settings of sweep study: 1 result records." in again.output

@@ -149,7 +149,8 @@ def test_evaluate_dtype_selects_the_storage_dtype(blob_store) -> None:
     assert found.exit_code == 0, found.output
     missing = invoke("evaluate", "--store", url, "-d", "blobs", "-m", "toynet", "-l", "fc",
                      "--dtype", "float16", "--svm-c", "1")  # fmt: skip
-    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert missing.exit_code == 1
+    assert "Traceback" not in missing.output
     assert "dtype=float16" in missing.output
 
 
@@ -172,8 +173,10 @@ def test_ls_rm_export_choose_entries_by_what_they_hold(blob_store, tmp_path) -> 
     by_layer = _ls(url, "-m", "toynet", "-l", "stage5")
     assert {e["key"] for e in by_layer} == {avg.key, mx.key}
     factors = {e["key"]: e["factors"] for e in by_layer}
-    assert factors[mx.key]["pooling"] == "max" and factors[mx.key]["layer_target"] == "blocks.5"
-    assert factors[avg.key]["network"] == "toynet" and factors[avg.key]["dataset"] == "blobs"
+    assert factors[mx.key]["pooling"] == "max"
+    assert factors[mx.key]["layer_target"] == "blocks.5"
+    assert factors[avg.key]["network"] == "toynet"
+    assert factors[avg.key]["dataset"] == "blobs"
     assert {e["key"] for e in _ls(url, "-l", "blocks.5", "--pool", "max")} == {mx.key}
     assert {e["key"] for e in _ls(url, "--pool", "stage5=max", "--pool", "fc=avg")} == {
         mx.key, fc.key, other.key,
@@ -194,7 +197,8 @@ def test_ls_rm_export_choose_entries_by_what_they_hold(blob_store, tmp_path) -> 
     with h5py.File(out, "r") as f:
         held = set()
         f.visit(held.add)
-    assert any(mx.key in name for name in held) and not any(avg.key in name for name in held)
+    assert any(mx.key in name for name in held)
+    assert not any(avg.key in name for name in held)
 
     dry = invoke("rm", "--store", url, "-l", "stage5", "--dry-run")
     assert dry.exit_code == 0, dry.output
@@ -208,7 +212,8 @@ def test_ls_rm_export_choose_entries_by_what_they_hold(blob_store, tmp_path) -> 
     assert {e["key"] for e in _ls(url)} == {mx.key, fc.key, other.key}
 
     none = invoke("rm", "--store", url, "-l", "stage9")
-    assert none.exit_code == 1 and "Traceback" not in none.output
+    assert none.exit_code == 1
+    assert "Traceback" not in none.output
     assert none.output == (
         "Error: no feature entries match -l stage9; see `featstore ls` with the same options\n"
     )
@@ -248,7 +253,8 @@ def test_extract_weights_pretrained_is_the_default_weights(image_folder, tmp_pat
     named = invoke(*base, "--weights", "pretrained")
     assert plain.exit_code == 0 and named.exit_code == 0, named.output
     keys = [[e["key"] for e in json.loads(r.output)["entries"]] for r in (plain, named)]
-    assert keys[0] == keys[1] and len(keys[0]) == 1
+    assert keys[0] == keys[1]
+    assert len(keys[0]) == 1
 
 
 def test_ls_choosing_entries_imports_no_torch(blob_store) -> None:

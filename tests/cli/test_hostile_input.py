@@ -104,7 +104,8 @@ def test_spec_values_are_cut_in_messages(tmp_path: Path) -> None:
     assert result.exit_code == 1
     line = _one_line(result)
     assert line.startswith(f"Error: sweep spec: view '{'x' * 100}")
-    assert "... (100002 characters) is unknown; use plain, flip" in line and len(line) < 600
+    assert "... (100002 characters) is unknown; use plain, flip" in line
+    assert len(line) < 600
 
 
 def test_deeply_nested_yaml_is_one_line(tmp_path: Path) -> None:
@@ -152,7 +153,8 @@ def test_store_url_credentials_are_never_echoed(tmp_path: Path) -> None:
         result = _run(*args)
         assert result.exit_code == 1
         line = _one_line(result)
-        assert "s3cr3t" not in result.output and "AKIAKEY" not in result.output
+        assert "s3cr3t" not in result.output
+        assert "AKIAKEY" not in result.output
         assert line.startswith("Error: no featstore store at memory://"), line
         assert "***" in line
 
@@ -170,7 +172,8 @@ def test_redact_url_forms() -> None:
 
 def test_value_helpers_bound_what_they_show() -> None:
     assert shown("a\x1bb") == "'a\\x1bb'"
-    assert shown([[1, 2]] * 7) == "a list of 7 items" and shown({"a": 1}) == "a mapping of 1 items"
+    assert shown([[1, 2]] * 7) == "a list of 7 items"
+    assert shown({"a": 1}) == "a mapping of 1 items"
     assert shown(10**5000) == "an integer of about 5001 digits"
     assert clip("y" * 1000) == "y" * 200 + "... (1000 characters)"
 
@@ -191,7 +194,8 @@ def test_huge_option_values_are_cut(small_store: Path, args: list[str]) -> None:
     result = _run(*args, "--store", str(small_store))
     assert result.exit_code in (1, 2)
     line = _one_line(result)
-    assert len(line) < 700 and "x" * 1000 not in line
+    assert len(line) < 700
+    assert "x" * 1000 not in line
     assert _snapshot(small_store) == before
 
 
@@ -231,7 +235,8 @@ def test_report_to_a_missing_folder_is_refused_first(tmp_path: Path) -> None:
         f"Error: Invalid value for --out: the folder {str(out.parent)!r} does not exist; create "
         "it or choose another file"
     )
-    assert not out.parent.exists() and not (tmp_path / "none.zarr").exists()
+    assert not out.parent.exists()
+    assert not (tmp_path / "none.zarr").exists()
 
 
 class NotATensor:

@@ -47,7 +47,8 @@ def test_evaluate_retrieve_prints_a_table(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [*args, "--method", "subpatch", "--whiten", "none", "--json"])
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.output)
-    assert record["classifier"]["name"] == "subpatch" and record["metrics"]["mAP"] == 1.0
+    assert record["classifier"]["name"] == "subpatch"
+    assert record["metrics"]["mAP"] == 1.0
     assert record["factors"]["view"] == "crops:1x1,2x2"
 
 
@@ -73,5 +74,6 @@ def test_evaluate_retrieve_errors_are_clean(tmp_path: Path) -> None:
         "Error: sub-patch matching compares all patches exhaustively; use index='flat'\n"
     )
     result = CliRunner().invoke(cli, [*args, "--whiten", "nosuchset"])
-    assert result.exit_code == 1 and "nosuchset" in result.output
+    assert result.exit_code == 1
+    assert "nosuchset" in result.output
     assert open_store(url).result_keys() == []

@@ -52,7 +52,8 @@ def test_voc2007_register_extract_multilabel_svm_map(tmp_path: Path) -> None:
     assert ap07["bottle"] is None
     assert record["chosen"]["skipped_classes"]["bottle"] == "no positive test sample"
     scored = [v for v in ap07.values() if v is not None]
-    assert len(scored) >= 10 and all(0.0 <= v <= 1.0 for v in scored)
+    assert len(scored) >= 10
+    assert all(0.0 <= v <= 1.0 for v in scored)
     assert abs(record["metrics"]["map_voc07"] - sum(scored) / len(scored)) < 1e-9
     # 11-point AP takes values k/11 * precision: each class is a real ranking, not a constant
     assert len({round(v, 6) for v in scored}) > 1
@@ -71,7 +72,8 @@ def test_cifar10_register_and_extract_from_pickle_batches(tmp_path: Path) -> Non
     features = s.get_entry(key).read()
     assert features.shape[0] == 23
     # every row came from its own array image (no row repeats another, none is empty)
-    assert len({row.tobytes() for row in features}) == 23 and float(abs(features).sum()) > 0
+    assert len({row.tobytes() for row in features}) == 23
+    assert float(abs(features).sum()) > 0
 
 
 def test_sweep_spec_names_a_scheme_source_relative_to_the_spec(tmp_path: Path) -> None:

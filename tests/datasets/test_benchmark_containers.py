@@ -25,12 +25,14 @@ def test_cifar10_batches(tmp_path: Path) -> None:
     ds = dataset_from_source("c10", f"cifar10:{folder}")
     assert ds.classes == ["airplane", "automobile", "bird"]
     assert ds.split_counts() == {"train": 20, "test": 3}
-    assert ds.ids[0] == "train/00000" and ds.ids[-1] == "test/00002"
+    assert ds.ids[0] == "train/00000"
+    assert ds.ids[-1] == "test/00002"
     assert ds.labels[:4].tolist() == [1, 2, 0, 1]  # batch 1: (1 + i) % 3
     assert ds.labels[ds.split_indices("test")].tolist() == [2, 1, 0]
     # the stored ref opens again, with the batch's pixels (row 2 of data_batch_3)
     row = ds.ids.index("train/00010")
-    assert ds.refs[row].startswith("builtin:cifar/") and ds.refs[row].endswith("data_batch_3#2")
+    assert ds.refs[row].startswith("builtin:cifar/")
+    assert ds.refs[row].endswith("data_batch_3#2")
     pixels = rep.cifar_pixels(3, 4)[2].reshape(3, 32, 32).transpose(1, 2, 0)
     image = load_image(ds.refs[row])
     np.testing.assert_array_equal(np.asarray(image), pixels)
@@ -48,7 +50,8 @@ def test_cifar100_fine_and_coarse(tmp_path: Path) -> None:
     assert fine.split_counts() == {"train": 5, "test": 2}
     assert fine.labels.tolist() == [0, 1, 2, 3, 0, 3, 2]
     coarse = dataset_from_source("c100", f"cifar100:{folder}?label=coarse")
-    assert coarse.classes == ["fruit", "people"] and coarse.labels.tolist() == [0, 0, 1, 1, 0, 1, 1]
+    assert coarse.classes == ["fruit", "people"]
+    assert coarse.labels.tolist() == [0, 0, 1, 1, 0, 1, 1]
     assert coarse.fingerprint != fine.fingerprint
 
 
@@ -92,13 +95,15 @@ def test_hf_save_to_disk(tmp_path: Path) -> None:
     ds = dataset_from_source("hfd", f"hf:{tmp_path / 'hfds'}")
     assert ds.classes == ["cat", "dog"]  # ClassLabel names
     assert ds.split_counts() == {"train": 4, "test": 2}
-    assert ds.labels.tolist() == [0, 1, 1, 0, 1, 0] and ds.ids[4] == "test/000000"
+    assert ds.labels.tolist() == [0, 1, 1, 0, 1, 0]
+    assert ds.ids[4] == "test/000000"
     expected = np.random.default_rng(5).integers(0, 256, (12, 10, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.asarray(load_image(ds.refs[4])), expected)  # PNG: lossless
     one = dataset_from_source(
         "hfd", f"hf:{tmp_path / 'hfds' / 'test'}?split=test"
     )  # a single Dataset
-    assert one.split_counts() == {"test": 2} and one.ids == ds.ids[4:]
+    assert one.split_counts() == {"test": 2}
+    assert one.ids == ds.ids[4:]
 
 
 def test_hf_parquet_with_named_columns(tmp_path: Path) -> None:
@@ -135,7 +140,8 @@ def test_hf_parquet_written_by_datasets_keeps_class_names(tmp_path: Path) -> Non
     for split, part in dd.items():
         part.to_parquet(str(tmp_path / "exp" / f"{split}.parquet"))
     ds = dataset_from_source("e", f"hf:{tmp_path / 'exp'}")
-    assert ds.classes == ["cat", "dog"] and ds.split_counts() == {"test": 2, "train": 4}
+    assert ds.classes == ["cat", "dog"]
+    assert ds.split_counts() == {"test": 2, "train": 4}
     saved = dataset_from_source("s", f"hf:{_saved(dd, tmp_path)}")
     # the same images and labels from either container: the same image hashes, so the same
     # features; fingerprints differ only by store order (test rows come first here)
@@ -166,7 +172,8 @@ def test_wds_shards(tmp_path: Path) -> None:
     assert ds.classes == ["0", "1"]
     assert ds.split_counts() == {"train": 6, "test": 2}
     assert ds.labels.tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
-    assert ds.ids[0] == "train-000_0000" and ds.refs[0].endswith("train-000.tar#train-000_0000.png")
+    assert ds.ids[0] == "train-000_0000"
+    assert ds.refs[0].endswith("train-000.tar#train-000_0000.png")
     assert load_image(ds.refs[7]).tobytes() == load_image(ds.refs[7]).tobytes()
     import io
 
@@ -203,4 +210,5 @@ def test_bad_image_inside_a_container_is_named_and_skippable(tmp_path: Path) -> 
     ):
         dataset_from_source("w", source)
     ds = dataset_from_source("w", source, skip_bad=True)
-    assert ds.ids == ["a"] and "b.png" in ds.skipped[0]["path"]
+    assert ds.ids == ["a"]
+    assert "b.png" in ds.skipped[0]["path"]

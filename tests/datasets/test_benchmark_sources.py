@@ -25,16 +25,21 @@ def labels_by_split(ds) -> dict[str, list[int]]:
 def test_voc2007_multilabel_with_difficult_flags(tmp_path: Path) -> None:
     voc = rep.voc2007(tmp_path)
     ds = dataset_from_source("voc", f"voc2007:{voc}")
-    assert ds.classes == list(VOC_CLASSES) and ds.multilabel and ds.labels.shape == (16, 20)
+    assert ds.classes == list(VOC_CLASSES)
+    assert ds.multilabel
+    assert ds.labels.shape == (16, 20)
     assert ds.split_counts() == {"trainval": 10, "test": 6}
     row = {image_id: ds.labels[i] for i, image_id in enumerate(ds.ids)}
     k = VOC_CLASSES.index
-    assert row["000001"][k("dog")] == 1 and row["000001"][k("cat")] == -1  # only difficult cats
+    assert row["000001"][k("dog")] == 1
+    assert row["000001"][k("cat")] == -1
     assert row["000003"][k("cat")] == 1  # one non-difficult cat is enough
-    assert row["000004"][k("bottle")] == -1 and row["000004"][k("person")] == 1
+    assert row["000004"][k("bottle")] == -1
+    assert row["000004"][k("person")] == 1
     assert ds.splits[ds.ids.index("000004")] == ds.split_names.index("test")
     assert int((row["000002"] != 0).sum()) == 3  # person, chair, bottle; the others absent
-    assert ds.source["scheme"] == "voc2007" and "difficult" in ds.source["protocol"]
+    assert ds.source["scheme"] == "voc2007"
+    assert "difficult" in ds.source["protocol"]
     # the folder above (VOCdevkit) is accepted too, and gives the same dataset
     assert dataset_from_source("voc", f"voc2007:{voc.parent}").id == ds.id
 
@@ -66,7 +71,8 @@ def test_cub200_split_file(tmp_path: Path) -> None:
 def test_mit67_lists_leave_unlisted_images_out(tmp_path: Path) -> None:
     ds = dataset_from_source("mit", f"mit67:{rep.mit67(tmp_path)}")
     assert ds.classes == ["airport_inside", "bar", "kitchen"]
-    assert ds.split_counts() == {"train": 6, "test": 3} and ds.n == 9  # 12 files, 9 listed
+    assert ds.split_counts() == {"train": 6, "test": 3}
+    assert ds.n == 9
     assert labels_by_split(ds)["test"] == [2, 1, 0]
 
 
@@ -74,12 +80,15 @@ def test_sun397_folds(tmp_path: Path) -> None:
     root = rep.sun397(tmp_path / "sun")
     first = dataset_from_source("sun", f"sun397:{root}")
     assert first.classes == ["abbey", "bakery/shop", "beach"]
-    assert first.split_counts() == {"train": 6, "test": 6} and first.source["fold"] == 1
+    assert first.split_counts() == {"train": 6, "test": 6}
+    assert first.source["fold"] == 1
     assert first.ids[0] == "a/abbey/sun_00.jpg"
     second = dataset_from_source("sun", f"sun397:{root}?fold=2")
-    assert second.source["fold"] == 2 and "partition 2 of 10" in second.source["protocol"]
+    assert second.source["fold"] == 2
+    assert "partition 2 of 10" in second.source["protocol"]
     train2 = {second.ids[i] for i in second.split_indices("train")}
-    assert "a/abbey/sun_02.jpg" in train2 and "a/abbey/sun_00.jpg" not in train2
+    assert "a/abbey/sun_02.jpg" in train2
+    assert "a/abbey/sun_00.jpg" not in train2
     assert second.fingerprint != first.fingerprint
     with pytest.raises(
         DatasetError, match=r"no Partitions/Training_03.txt under .*sun397: expects"
@@ -119,7 +128,8 @@ def test_caltech101_seeded_per_class_protocol(tmp_path: Path) -> None:
     )
     assert dataset_from_source("cal", f"caltech101:{root}?train=2").id == ds.id  # seeded
     bg = dataset_from_source("cal", f"caltech101:{root}?train=2&background=1")
-    assert bg.classes[0] == "BACKGROUND_Google" and bg.split_counts() == {"train": 8, "test": 10}
+    assert bg.classes[0] == "BACKGROUND_Google"
+    assert bg.split_counts() == {"train": 8, "test": 10}
 
     def faces(d) -> list[str]:
         return sorted(d.ids[i] for i in d.split_indices("train") if d.ids[i].startswith("Faces/"))
@@ -155,10 +165,8 @@ def test_aircraft_levels(tmp_path: Path) -> None:
     assert ds.split_counts() == {"train": 3, "val": 1, "test": 2}
     assert labels_by_split(ds) == {"train": [0, 1, 2], "val": [0], "test": [2, 1]}
     family = dataset_from_source("air", f"aircraft:{base}?level=family")
-    assert (
-        family.classes == ["A300", "Boeing 707", "Boeing 727"]
-        and family.source["level"] == "family"
-    )
+    assert family.classes == ["A300", "Boeing 707", "Boeing 727"]
+    assert family.source["level"] == "family"
     maker = dataset_from_source("air", f"aircraft:{tmp_path}?level=manufacturer")
     assert maker.classes == ["Airbus", "Boeing"]
     assert labels_by_split(maker) == {"train": [1, 1, 0], "val": [1], "test": [0, 1]}
@@ -174,7 +182,8 @@ def test_two_downloads_of_one_dataset_share_the_fingerprint(tmp_path: Path) -> N
     shutil.copytree(tmp_path / "mine", theirs)
     a = dataset_from_source("voc", f"voc2007:{mine}")
     b = dataset_from_source("voc", f"voc2007:{theirs / 'VOCdevkit' / 'VOC2007'}")
-    assert a.fingerprint == b.fingerprint and a.refs != b.refs
+    assert a.fingerprint == b.fingerprint
+    assert a.refs != b.refs
     rep.image(theirs / "VOCdevkit/VOC2007/JPEGImages/000002.jpg", seed=4242)  # other bytes
     assert dataset_from_source("voc", f"voc2007:{theirs}").fingerprint != a.fingerprint
 

@@ -22,7 +22,8 @@ def test_split_folders(image_folder):
     assert ds.ids[0] == "test/cat/cat_test_0.jpg"  # relative ids: location-independent
     assert ds.id == f"tiny-{ds.fingerprint[:12]}"
     train = ds.split_indices("train")
-    assert len(train) == 12 and all(ds.ids[i].startswith("train/") for i in train)
+    assert len(train) == 12
+    assert all(ds.ids[i].startswith("train/") for i in train)
     assert ds.load_image(0).mode == "RGB"
 
 
@@ -84,7 +85,8 @@ def test_csv_manifest_with_multilabel_and_errors(tmp_path):
         "img0.jpg,cat;dog,train,a\nimg1.jpg,dog,train,b\nimg2.jpg,cat;?dog,test,c\nimg3.jpg,cat,test,d\n"
     )
     ds = dataset_from_source("ml", str(tmp_path / "m.csv"))
-    assert ds.multilabel and ds.classes == ["cat", "dog"]
+    assert ds.multilabel
+    assert ds.classes == ["cat", "dog"]
     np.testing.assert_array_equal(ds.labels, [[1, 1], [0, 1], [1, -1], [1, 0]])
     assert ds.ids == ["a", "b", "c", "d"]
 
@@ -111,7 +113,8 @@ def test_json_manifest(tmp_path):
         )
     )
     ds = dataset_from_source("j", str(tmp_path / "m.json"))
-    assert ds.classes == ["x", "y"] and ds.split_counts() == {"train": 1, "test": 1}
+    assert ds.classes == ["x", "y"]
+    assert ds.split_counts() == {"train": 1, "test": 1}
     (tmp_path / "bad.json").write_text(json.dumps([{"label": "x"}]))
     with pytest.raises(ManifestError, match="item 0: missing the 'path' column"):
         dataset_from_source("j", str(tmp_path / "bad.json"))
@@ -119,10 +122,12 @@ def test_json_manifest(tmp_path):
 
 def test_builtin_digits_are_real_and_stable():
     ds = dataset_from_source("digits", "builtin:digits")
-    assert ds.n == 1797 and ds.classes == [str(d) for d in range(10)]
+    assert ds.n == 1797
+    assert ds.classes == [str(d) for d in range(10)]
     assert ds.split_counts() == {"train": 1347, "test": 450}
     image = ds.load_image(0)
-    assert image.size == (64, 64) and image.mode == "RGB"
+    assert image.size == (64, 64)
+    assert image.mode == "RGB"
     assert np.asarray(image).std() > 20  # real strokes, not a blank
     assert dataset_from_source("digits", "builtin:digits").fingerprint == ds.fingerprint
     with pytest.raises(DatasetError, match="no built-in dataset 'nope'"):
@@ -134,7 +139,9 @@ def test_registering_in_store_and_name_conflicts(store_url, image_folder, tmp_pa
         ds = add_dataset(store, "tiny", str(image_folder))
         assert add_dataset(store, "tiny", str(image_folder)).id == ds.id  # idempotent
         back = store.get_dataset("tiny")
-        assert back.id == ds.id and back.ids == ds.ids and back.refs == ds.refs
+        assert back.id == ds.id
+        assert back.ids == ds.ids
+        assert back.refs == ds.refs
         np.testing.assert_array_equal(back.labels, ds.labels)
         assert store.get_dataset(ds.id).name == "tiny"
         other = tmp_path / "other"
@@ -147,7 +154,8 @@ def test_registering_in_store_and_name_conflicts(store_url, image_folder, tmp_pa
 
 def test_flowers12_registers_960_images_in_12_classes(tmp_path, flowers12):
     ds = dataset_from_source("flowers", str(flowers12))
-    assert ds.n == 960 and len(ds.classes) == 12
+    assert ds.n == 960
+    assert len(ds.classes) == 12
     assert ds.split_counts() == {"test": 240, "train": 720}
     copy = tmp_path / "flowers-copy"
     shutil.copytree(flowers12, copy)

@@ -120,6 +120,7 @@ def test_a_name_that_is_not_utf8_is_refused_and_skippable(tmp_path: Path):
     with pytest.raises(BadImageError, match=r"caf\\xe9.png is not valid UTF-8; rename the file"):
         check_and_hash(bad)
     hashes, skipped = check_and_hash_all([str(good), bad], skip_bad=True)
-    assert hashes[0] is not None and hashes[1] is None
+    assert hashes[0] is not None
+    assert hashes[1] is None
     assert skipped[0]["path"].endswith("caf\\xe9.png")
     assert "not valid UTF-8" in skipped[0]["reason"]

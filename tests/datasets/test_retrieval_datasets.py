@@ -58,7 +58,8 @@ def _oxford(root: Path) -> Path:
 def test_oxford_layout(tmp_path: Path) -> None:
     ds = load_oxford("ox", str(_oxford(tmp_path / "oxford")))
     info = retrieval_info(ds)
-    assert ds.n == 6 and info["protocol"] == "oxford"
+    assert ds.n == 6
+    assert info["protocol"] == "oxford"
     assert ds.ids[:2] == ["all_souls_000001", "all_souls_000002"]
     assert info["query_names"] == ["all_souls_1"]
     assert info["queries"] == _rows(ds, "all_souls_000001")
@@ -114,7 +115,8 @@ def test_revisited_ground_truth(tmp_path: Path) -> None:
     info = retrieval_info(ds)
     assert ds.ids == ["d0", "d1", "d2", "d3", "q0", "q1"]
     assert info["protocol"] == "revisited"
-    assert info["queries"] == [4] and info["query_names"] == ["q0"]
+    assert info["queries"] == [4]
+    assert info["query_names"] == ["q0"]
     assert info["database"] == [0, 1, 2, 3]  # queries are not in the database
     assert info["gnd"][0] == {"positives": [0, 2], "junk": [1], "easy": [0], "hard": [2]}
     assert info["bbox"] == [[1.0, 2.0, 3.0, 4.0]]
@@ -194,8 +196,10 @@ def test_generic_json(tmp_path: Path) -> None:
     ds = load_retrieval_json("gen", str(gt))
     info = retrieval_info(ds)
     assert ds.ids == ["a", "b", "c", "d", "e"]
-    assert info["protocol"] == "generic" and info["queries"] == [0]
-    assert info["gnd"][0]["positives"] == [1, 2] and info["gnd"][0]["junk"] == [3]
+    assert info["protocol"] == "generic"
+    assert info["queries"] == [0]
+    assert info["gnd"][0]["positives"] == [1, 2]
+    assert info["gnd"][0]["junk"] == [3]
     assert info["bbox"] == [[0.0, 0.0, 10.0, 10.0]]
     assert info["skipped_queries"] == [{"query": "e", "reason": "no positives in the ground truth"}]
 
@@ -227,7 +231,8 @@ def test_copydays_is_deterministic(copydays: Dataset) -> None:
     first = copydays
     cd._original.cache_clear()  # regenerate everything from the packaged photos
     second = dataset_from_source("copydays", "builtin:copydays")
-    assert first.fingerprint == second.fingerprint and first.id == second.id
+    assert first.fingerprint == second.fingerprint
+    assert first.id == second.id
     assert np.array_equal(np.asarray(first.load_image(12)), np.asarray(cd.copydays_image(12)))
 
 
@@ -281,7 +286,8 @@ def test_copydays_transforms_are_what_they_claim() -> None:
     crop = image("astronaut", "crop:0.3")
     assert crop.shape == (154, 154, 3)  # round(0.3 * 512)
     y, x = _find_window(astro, crop)  # a true crop of the original
-    assert 0 <= y <= 512 - 154 and 0 <= x <= 512 - 154
+    assert 0 <= y <= 512 - 154
+    assert 0 <= x <= 512 - 154
     assert np.array_equal(image("astronaut", "flip"), astro[:, ::-1])
     assert np.array_equal(image("astronaut", "rotate:90"), np.rot90(astro))
     chelsea = image("chelsea", None)
@@ -289,7 +295,8 @@ def test_copydays_transforms_are_what_they_claim() -> None:
     assert image("chelsea", "scale:0.1").shape == (30, 45, 3)  # round(300 * .1), round(451 * .1)
     assert image("chelsea", "crop:0.6").shape == (180, 271, 3)
     jpeg = image("chelsea", "jpeg:3").astype(int)
-    assert jpeg.shape == chelsea.shape and 0 < np.abs(jpeg - chelsea).mean() < 25
+    assert jpeg.shape == chelsea.shape
+    assert 0 < np.abs(jpeg - chelsea).mean() < 25
     # occlude:0.6 paints a mid-grey block of round(sqrt(0.6) * side) pixels; the rest is intact
     occluded = image("chelsea", "occlude:0.6").astype(int)
     changed = np.any(occluded != chelsea, axis=2)

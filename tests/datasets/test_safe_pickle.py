@@ -76,7 +76,7 @@ def _global(module: str, name: str, stack: bool) -> bytes:
 
 @pytest.mark.parametrize("stack", [False, True], ids=["GLOBAL", "STACK_GLOBAL"])
 @pytest.mark.parametrize(
-    "module, name",
+    ("module", "name"),
     [
         ("os", "system"),
         ("posix", "system"),
@@ -107,7 +107,8 @@ def test_a_refused_module_is_never_imported(tmp_path: Path, monkeypatch) -> None
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(UnsafePickleError):
         loads_pickle(_global("sidefx_mod_for_safe_pickle", "run", False), source="x.pkl")
-    assert not marker.exists() and "sidefx_mod_for_safe_pickle" not in sys.modules
+    assert not marker.exists()
+    assert "sidefx_mod_for_safe_pickle" not in sys.modules
 
 
 def test_numpy_helpers_cannot_allocate_or_build_other_types() -> None:
@@ -144,11 +145,15 @@ def test_cifar_like_batches_load(protocol: int) -> None:
         "misc": (1 + 2j, {1, 2}, frozenset([3]), None, True, 2**70, 1.25),
     }
     loaded = loads_pickle(pickle.dumps(batch, protocol=protocol), source="b", encoding="latin1")
-    assert loaded[b"labels"] == [0, 2, 1, 1] and loaded[b"filenames"][3] == b"d.png"
-    assert loaded[b"data"].dtype == np.uint8 and np.array_equal(loaded[b"data"], data)
+    assert loaded[b"labels"] == [0, 2, 1, 1]
+    assert loaded[b"filenames"][3] == b"d.png"
+    assert loaded[b"data"].dtype == np.uint8
+    assert np.array_equal(loaded[b"data"], data)
     assert np.array_equal(loaded["fortran"], batch["fortran"])
-    assert loaded["scalar"] == np.float32(1.5) and type(loaded["scalar"]) is np.float32
-    assert loaded["objects"][0] == [1] and loaded["objects"][1] == "a"
+    assert loaded["scalar"] == np.float32(1.5)
+    assert type(loaded["scalar"]) is np.float32
+    assert loaded["objects"][0] == [1]
+    assert loaded["objects"][1] == "a"
     assert loaded["misc"] == batch["misc"]
 
 
@@ -165,7 +170,8 @@ PY2_BATCH = (
 def test_a_python2_batch_loads_with_latin1() -> None:
     batch = loads_pickle(PY2_BATCH, source="py2", encoding="latin1")
     assert batch["labels"] == [0, 1]
-    assert batch["data"].dtype == np.uint8 and batch["data"].tolist() == [[0, 1, 254], [3, 4, 5]]
+    assert batch["data"].dtype == np.uint8
+    assert batch["data"].tolist() == [[0, 1, 254], [3, 4, 5]]
     assert batch == {"data": batch["data"], "labels": [0, 1]}
     raw = loads_pickle(PY2_BATCH, source="py2", encoding="bytes")
     assert set(raw) == {b"data", b"labels"}
@@ -214,7 +220,8 @@ def test_cli_refuses_a_crafted_cifar_meta_at_registration(tmp_path: Path) -> Non
     result = _invoke("datasets", "add", "e", f"cifar10:{folder}", "--store", str(tmp_path / "s"))
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {folder / 'batches.meta'} is refused: its pickle")
-    assert len(result.output.splitlines()) == 1 and not marker.exists()
+    assert len(result.output.splitlines()) == 1
+    assert not marker.exists()
 
 
 def test_cli_refuses_a_crafted_cifar_batch_at_extraction(tmp_path: Path, monkeypatch) -> None:
@@ -235,7 +242,8 @@ def test_cli_refuses_a_crafted_cifar_batch_at_extraction(tmp_path: Path, monkeyp
         "which is code, not data (featstore loads only containers, numbers, strings and numpy "
         "arrays from a pickle); use the official, untouched files"
     )
-    assert "Traceback" not in result.output and not marker.exists()
+    assert "Traceback" not in result.output
+    assert not marker.exists()
     s = open_store(store, mode="r")
     assert not any(s.get_entry(key).is_complete for key in s.entry_keys())
 
@@ -253,7 +261,8 @@ def test_cli_refuses_crafted_revisited_ground_truth(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {gnd} is refused: its pickle asks for '")
     assert len(result.output.splitlines()) == 1
-    assert not marker.exists() and not store.exists()
+    assert not marker.exists()
+    assert not store.exists()
 
 
 def test_crafted_label_names_are_refused_not_expanded(tmp_path: Path) -> None:

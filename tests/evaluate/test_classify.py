@@ -44,7 +44,8 @@ def blob_set(store):
 def test_lambda_grid_has_45_log_spaced_values_from_1e_6_to_1e5():
     grid = lambda_grid()
     assert len(grid) == 45
-    assert grid[0] == pytest.approx(1e-6, rel=1e-12) and grid[-1] == pytest.approx(1e5, rel=1e-12)
+    assert grid[0] == pytest.approx(1e-6, rel=1e-12)
+    assert grid[-1] == pytest.approx(1e5, rel=1e-12)
     ratios = grid[1:] / grid[:-1]
     np.testing.assert_allclose(ratios, 10 ** (11 / 44), rtol=1e-9)  # 11 decades in 44 steps
 
@@ -59,18 +60,22 @@ def test_svm_separates_separable_blobs_and_stores_the_record(store, blob_set):
     assert record["cached"] is False
     assert store.result_keys() == [record["key"]]
     stored = store.get_result(record["key"])
-    assert stored["task"] == "classify" and stored["transform"] == "l2"
-    assert stored["factors"]["layer"] == "fc" and stored["factors"]["model"] == "toynet"
+    assert stored["task"] == "classify"
+    assert stored["transform"] == "l2"
+    assert stored["factors"]["layer"] == "fc"
+    assert stored["factors"]["model"] == "toynet"
     assert "cached" not in stored
 
 
 def test_asking_again_is_a_lookup_and_force_recomputes(store, blob_set):
     first = evaluate_classification(store, "blobs", SEL)
     again = evaluate_classification(store, "blobs", SEL, transform=" L2 ")  # same canonical spec
-    assert again["cached"] is True and again["key"] == first["key"]
+    assert again["cached"] is True
+    assert again["key"] == first["key"]
     assert again["created"] == first["created"]
     forced = evaluate_classification(store, "blobs", SEL, force=True)
-    assert forced["cached"] is False and forced["key"] == first["key"]
+    assert forced["cached"] is False
+    assert forced["key"] == first["key"]
     other = evaluate_classification(store, "blobs", SEL, class_weight="balanced")
     assert other["key"] != first["key"]
     assert len(store.result_keys()) == 2
@@ -98,7 +103,8 @@ def test_svm_c_is_chosen_by_cross_validation_on_training_rows_only():
     np.testing.assert_allclose(
         list(out["chosen"]["cv_scores"].values()), reference.cv_results_["mean_test_score"]
     )
-    assert out["chosen"]["cv_folds"] == 4 and out["sizes"]["n_test"] == 20
+    assert out["chosen"]["cv_folds"] == 4
+    assert out["sizes"]["n_test"] == 20
 
 
 class _FakeDataset:
@@ -120,9 +126,11 @@ def test_logreg_chooses_lambda_on_a_carved_validation_split_then_refits(store, b
     assert len(chosen["val_scores"]) == 45
     assert any(np.isclose(chosen["lambda"], lam) for lam in lambda_grid())
     # 45 training rows: 20% (9, stratified: 3 per class) become validation, refit on all 45
-    assert record["sizes"]["n_train"] == 36 and record["sizes"]["n_val"] == 9
+    assert record["sizes"]["n_train"] == 36
+    assert record["sizes"]["n_val"] == 9
     assert chosen["C"] == pytest.approx(1.0 / (chosen["lambda"] * 45))
-    assert record["protocol"]["val"] == "carved:0.2" and record["protocol"]["refit"] == "train+val"
+    assert record["protocol"]["val"] == "carved:0.2"
+    assert record["protocol"]["refit"] == "train+val"
     assert record["classifier"]["lambda_grid"] == {
         "low": 1e-6,
         "high": 1e5,
@@ -137,7 +145,8 @@ def test_logreg_uses_the_datasets_own_validation_split(store):
     add_features(store, ds, X)
     record = evaluate_classification(store, "withval", SEL, classifier="logreg")
     n_val = int((np.array(interleave_splits(y, 5, 3)) == "val").sum())
-    assert record["sizes"]["n_val"] == n_val and record["protocol"]["val"] == "val"
+    assert record["sizes"]["n_val"] == n_val
+    assert record["protocol"]["val"] == "val"
     assert record["metrics"]["accuracy"] == 1.0
 
 
@@ -150,7 +159,7 @@ def test_concatenating_two_layers_separates_what_neither_does_alone(store):
     ds = add_dataset(store, "xor", y, interleave_splits(y))
     add_features(store, ds, a, layer="A")
     add_features(store, ds, b, layer="B")
-    kw = dict(transform="none", c_grid=[1.0])
+    kw = {"transform": "none", "c_grid": [1.0]}
     alone = [
         evaluate_classification(store, "xor", {"model": "toynet", "layer": L}, **kw) for L in "AB"
     ]
@@ -159,8 +168,10 @@ def test_concatenating_two_layers_separates_what_neither_does_alone(store):
     )
     assert all(r["metrics"]["accuracy"] <= 0.8 for r in alone)
     assert both["metrics"]["accuracy"] == 1.0
-    assert both["factors"]["layer"] == ["A", "B"] and both["factors"]["concat"] is True
-    assert both["sizes"]["dim"] == 2 and len(both["features"]) == 2
+    assert both["factors"]["layer"] == ["A", "B"]
+    assert both["factors"]["concat"] is True
+    assert both["sizes"]["dim"] == 2
+    assert len(both["features"]) == 2
 
 
 def test_multilabel_svm_ignores_difficult_images_in_ap(store):
@@ -270,7 +281,8 @@ def test_several_matching_entries_are_disambiguated_by_the_pool_step(store, blob
         "2 cached entries match features with model=toynet, layer=fc, view=plain for dataset "
         "'blobs': "
     )
-    assert "(pooling=avg)" in message and "(pooling=max)" in message
+    assert "(pooling=avg)" in message
+    assert "(pooling=max)" in message
     assert "grid:max:2" not in message
     assert message.endswith("; choose one with --pool LAYER=SPEC or --key KEY")
     assert (
@@ -298,7 +310,8 @@ def test_a_class_with_one_training_sample_cannot_be_cross_validated():
         "per class: give a single C (e.g. --svm-c 1) to skip the search"
     )
     out = classify_arrays(X, y, splits, ClassifierSpec(c_grid=(1.0,)), classes=["daisy", "rose"])
-    assert out["chosen"]["C"] == 1.0 and out["metrics"]["accuracy"] == 1.0
+    assert out["chosen"]["C"] == 1.0
+    assert out["metrics"]["accuracy"] == 1.0
 
 
 def test_progress_counts_chunks_read_then_fitting_steps(store, blob_set):
@@ -345,5 +358,6 @@ def test_the_record_says_where_its_time_went(store, blob_set):
     record = evaluate_classification(store, "blobs", SEL, transform="pca=4,l2")
     t = record["timings"]
     assert set(t) == {"read_s", "transform_s", "fit_s", "predict_s", "total_s"}
-    assert all(v >= 0 for v in t.values()) and t["read_s"] > 0
+    assert all(v >= 0 for v in t.values())
+    assert t["read_s"] > 0
     assert t["read_s"] + t["transform_s"] + t["fit_s"] + t["predict_s"] <= t["total_s"] * 1.01

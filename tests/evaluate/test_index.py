@@ -76,7 +76,8 @@ def test_ivfpq_small_database_adapts_its_parameters() -> None:
     x = _clustered(n=60, d=8, k=4)
     index = IVFPQIndex(rerank=60).fit(x)
     assert index.params_["nbits"] == 5  # floor(log2(60)): 2**8 centroids need 256 vectors
-    assert 8 % index.params_["m"] == 0 and 8 // index.params_["m"] >= 2
+    assert 8 % index.params_["m"] == 0
+    assert 8 // index.params_["m"] >= 2
     _, ids = index.search(x[:5], 60)  # shortlist covers the database: exact ranking
     _, exact = FlatIPIndex().fit(x).search(x[:5], 60)
     np.testing.assert_array_equal(ids, exact)
@@ -148,6 +149,8 @@ def test_flat_index_moves_to_gpus_only_when_faiss_has_them(monkeypatch: pytest.M
     monkeypatch.setattr(fi, "gpu_count", lambda: 2)
     monkeypatch.setattr(fi.faiss, "index_cpu_to_all_gpus", fake_all_gpus, raising=False)
     index = FlatIPIndex().fit(x)
-    assert index.on_gpu_ and len(moved) == 1
+    assert index.on_gpu_
+    assert len(moved) == 1
     assert index.search(x[:1], 1)[1].tolist() == [[0]]
-    assert FlatIPIndex(use_gpu=False).fit(x).on_gpu_ is False and len(moved) == 1
+    assert FlatIPIndex(use_gpu=False).fit(x).on_gpu_ is False
+    assert len(moved) == 1

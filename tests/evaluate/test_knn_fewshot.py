@@ -50,7 +50,8 @@ def test_knn_never_searches_or_selects_with_test_rows(monkeypatch):
     final_db, final_q = calls[1]
     assert not test_rows & {r.tobytes() for r in final_db}
     assert len(final_q) == len(splits.test)
-    assert out["chosen"]["k"] in (1, 5, 15) and out["metrics"]["accuracy"] > 0.8
+    assert out["chosen"]["k"] in (1, 5, 15)
+    assert out["metrics"]["accuracy"] > 0.8
 
 
 def test_knn_refuses_multilabel():
@@ -81,7 +82,8 @@ def test_few_shot_trains_and_selects_on_shots_only_and_reports_mean_and_std():
     assert len(seen) == 6
     for drawn in seen:
         assert not np.intersect1d(drawn.train, splits.test).size
-        assert drawn.val.size == 0 and np.array_equal(drawn.test, splits.test)
+        assert drawn.val.size == 0
+        assert np.array_equal(drawn.test, splits.test)
     for k in (2, 5):
         runs = [r["metrics"]["accuracy"] for r in out["chosen"]["draws"][f"{k}shot"]]
         assert out["metrics"][f"accuracy@{k}shot"] == pytest.approx(np.mean(runs))

@@ -65,7 +65,8 @@ CASES: dict[str, Callable[[object], np.ndarray]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_peak_memory_is_the_output_and_about_one_chunk_never_the_entry(entry, case):
     out, peak = _peak(lambda: CASES[case](entry))
-    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.dtype == np.float32
+    assert np.isfinite(out).all()
     # zarr decodes a chunk through ~2.6x its size in buffers; pooling adds a float32 copy
     assert peak < 2.5 * out.nbytes + 6 * CHUNK_BYTES + 256 * 1024, (peak, out.nbytes)
     assert peak < MAPS_BYTES / 2  # reading the maps at once would take all of MAPS_BYTES

@@ -126,7 +126,7 @@ def test_negative_scores_and_integer_scores_work():
 
 @pytest.mark.parametrize("fn", [M.voc07_ap, M.average_precision])
 @pytest.mark.parametrize(
-    "scores, labels",
+    ("scores", "labels"),
     [
         ([0.1, 0.2], [0, 0]),  # all ignored
         ([0.1, 0.2], [-1, 0]),  # no positive
@@ -298,7 +298,8 @@ def test_revisited_map_hand_worked():
 
 def test_revisited_map_all_skipped_is_nan_and_bad_input():
     r = M.revisited_map([["a"]], [{"easy": ["a"], "hard": [], "junk": []}])
-    assert math.isnan(r["hard"]["mAP"]) and r["hard"]["skipped"] == 1
+    assert math.isnan(r["hard"]["mAP"])
+    assert r["hard"]["skipped"] == 1
     assert math.isnan(r["hard"]["mP@k"][10])
     with pytest.raises(EvaluationError, match="rankings"):
         M.revisited_map([["a"]], [])

@@ -63,23 +63,26 @@ def test_multi_label_skips_the_same_classes_in_the_same_words(solver: str) -> No
     assert skipped["c"] == "no positive test sample"
     assert "class 'present' has a single training sample" in skipped["b"]
     assert set(skipped) == {"b", "c"}
-    assert out["per_class"]["ap"]["b"] is None and out["per_class"]["ap"]["a"] is not None
+    assert out["per_class"]["ap"]["b"] is None
+    assert out["per_class"]["ap"]["a"] is not None
     assert out["chosen"]["C"]["a"] == 1e-6
     assert "the chosen C of 1 of 1 classes is at an end of the grid" in out["chosen"]["grid_edge"]
     assert set(out["chosen"]["cv_scores"]) == {"a"}
 
 
 def test_eligibility_is_one_function_for_both_back_ends() -> None:
-    X, Y, splits = _voc()
+    _X, Y, splits = _voc()
     fit_rows = np.concatenate([splits.train, splits.val])
     jobs, skipped = eligible_classes(Y, fit_rows, splits.test, ["a", "b", "c"], ClassifierSpec())
-    assert list(jobs) == [0] and set(skipped) == {"b", "c"}
+    assert list(jobs) == [0]
+    assert set(skipped) == {"b", "c"}
     assert not np.isin(jobs[0].rows, np.flatnonzero(Y[:, 0] == -1)).any()  # difficult left out
     assert jobs[0].folds == 5
     single, _ = eligible_classes(
         Y, fit_rows, splits.test, ["a", "b", "c"], ClassifierSpec(c_grid=(1.0,))
     )
-    assert sorted(single) == [0, 1] and single[1].folds is None  # one C: no folds to stratify
+    assert sorted(single) == [0, 1]
+    assert single[1].folds is None
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -70,7 +70,8 @@ def test_knn_k_beyond_the_images_searched_is_refused(store_path: str) -> None:
     ok = evaluate(store_path, "--classifier", "knn", "--json")
     assert ok.exit_code == 0, ok.output
     rec = json.loads(ok.output)[0]
-    assert rec["classifier"]["k_grid"] == [10, 20] and rec["chosen"]["k_grid"] == [10, 20]
+    assert rec["classifier"]["k_grid"] == [10, 20]
+    assert rec["chosen"]["k_grid"] == [10, 20]
 
 
 def test_cv_beyond_the_smallest_class_is_refused_and_folds_are_recorded(store_path: str) -> None:
@@ -84,7 +85,8 @@ def test_cv_beyond_the_smallest_class_is_refused_and_folds_are_recorded(store_pa
     ok = evaluate(store_path, "--cv", "9", "--json")
     assert ok.exit_code == 0, ok.output
     rec = json.loads(ok.output)[0]
-    assert rec["protocol"]["cv_folds"] == 9 and rec["chosen"]["cv_folds"] == 9
+    assert rec["protocol"]["cv_folds"] == 9
+    assert rec["chosen"]["cv_folds"] == 9
     single = evaluate(store_path, "--cv", "3", "--svm-c", "1")
     assert single.exit_code == 1
     assert "--cv 3 has no effect with a single C (--svm-c 1)" in single.output
@@ -101,7 +103,8 @@ def test_default_folds_adapt_to_a_small_class_and_the_key_says_so(tmp_path: Path
     )
     assert res.exit_code == 0, res.output
     rec = json.loads(res.output)[0]
-    assert rec["protocol"]["cv_folds"] == 3 and rec["chosen"]["cv_folds"] == 3
+    assert rec["protocol"]["cv_folds"] == 3
+    assert rec["chosen"]["cv_folds"] == 3
 
 
 def test_a_sweep_spec_beyond_the_data_is_refused_naming_the_cell(

@@ -28,14 +28,14 @@ def store(request, tmp_path):
 
 
 def record(key_seed: int = 0, **over):
-    base = dict(
-        features=[f"feat-{key_seed}"],
-        transform="l2",
-        task="classify",
-        classifier={"name": "svm", "C_grid": [0.1, 1.0]},
-        protocol={"train": "train", "test": "test"},
-        seed=0,
-    )
+    base = {
+        "features": [f"feat-{key_seed}"],
+        "transform": "l2",
+        "task": "classify",
+        "classifier": {"name": "svm", "C_grid": [0.1, 1.0]},
+        "protocol": {"train": "train", "test": "test"},
+        "seed": 0,
+    }
     base.update({k: over.pop(k) for k in list(over) if k in base})
     key = make_result_key(**base)
     return build_record(
@@ -52,16 +52,17 @@ def record(key_seed: int = 0, **over):
 
 
 def test_the_key_depends_on_every_part_and_nothing_else():
-    args = dict(
-        features=["feat-a"],
-        transform="l2",
-        task="classify",
-        classifier={"name": "svm"},
-        protocol={"cv_folds": 5},
-        seed=0,
-    )
+    args = {
+        "features": ["feat-a"],
+        "transform": "l2",
+        "task": "classify",
+        "classifier": {"name": "svm"},
+        "protocol": {"cv_folds": 5},
+        "seed": 0,
+    }
     key = make_result_key(**args)
-    assert key.startswith("res-") and len(key) == 24
+    assert key.startswith("res-")
+    assert len(key) == 24
     assert (
         make_result_key(**{**args, "classifier": {"name": "svm"}}) == key
     )  # equal content, equal key
@@ -95,7 +96,8 @@ def test_save_load_roundtrip_and_lookup_of_a_missing_key(store):
     loaded = load_result(store, rec["key"])
     assert loaded["per_class"] == {"ap": {"cat": None, "dog": 0.75}}
     assert loaded["metrics"] == {"accuracy": 0.5}
-    assert loaded["kind"] == "result" and loaded["versions"]["numpy"] == np.__version__
+    assert loaded["kind"] == "result"
+    assert loaded["versions"]["numpy"] == np.__version__
     assert load_result(store, "res-00000000000000000000") is None
 
 

@@ -39,7 +39,7 @@ def holidays(tmp_path: Path) -> tuple[Any, Any]:
 
 
 def test_global_flat_holidays_map_by_hand(holidays: tuple[Any, Any]) -> None:
-    store, ds = holidays
+    store, _ds = holidays
     record = evaluate_retrieval(store, "hol", SELECT, whiten="none")
     # q0 ranking without itself: 100001 (+), 100200, 100101, 100002 (+)
     # trapezoids: (1 + 1)/2 + (1/3 + 2/4)/2 over 2 positives = (1 + 0.41667) / 2 = 0.70833
@@ -48,7 +48,8 @@ def test_global_flat_holidays_map_by_hand(holidays: tuple[Any, Any]) -> None:
     assert record["metrics"]["mAP"] == pytest.approx((0.708333333 + 1.0) / 2)
     assert record["metrics"]["P@1"] == 1.0
     assert record["metrics"]["R@1"] == pytest.approx((0.5 + 1.0) / 2)
-    assert record["task"] == "retrieve" and record["classifier"]["name"] == "global"
+    assert record["task"] == "retrieve"
+    assert record["classifier"]["name"] == "global"
     assert record["queries"]["skipped"][0]["query"] == "100200"
     assert store.get_result(record["key"])["metrics"] == record["metrics"]
     assert {"read_s", "transform_s", "features_s", "search_s"} <= set(record["timings"])
@@ -58,13 +59,16 @@ def test_repeat_is_a_lookup_unless_forced(holidays: tuple[Any, Any]) -> None:
     store, _ = holidays
     first = evaluate_retrieval(store, "hol", SELECT, whiten="none")
     again = evaluate_retrieval(store, "hol", SELECT, whiten="none")
-    assert first["cached"] is False and again["cached"] is True
+    assert first["cached"] is False
+    assert again["cached"] is True
     strip = lambda r: {k: v for k, v in r.items() if k != "cached"}  # noqa: E731
     assert strip(again) == strip(first)  # same record, created time included: nothing recomputed
     forced = evaluate_retrieval(store, "hol", SELECT, whiten="none", force=True)
-    assert forced["key"] == first["key"] and forced["metrics"] == first["metrics"]
+    assert forced["key"] == first["key"]
+    assert forced["metrics"] == first["metrics"]
     other = evaluate_retrieval(store, "hol", SELECT, whiten="database")
-    assert other["key"] != first["key"] and len(store.result_keys()) == 2
+    assert other["key"] != first["key"]
+    assert len(store.result_keys()) == 2
 
 
 def test_ivfpq_with_full_shortlist_equals_flat(holidays: tuple[Any, Any]) -> None:
@@ -79,11 +83,12 @@ def test_ivfpq_with_full_shortlist_equals_flat(holidays: tuple[Any, Any]) -> Non
         index_params={"nlist": 2, "nprobe": 2, "rerank": 10},
     )
     assert ivf["metrics"] == pytest.approx(flat["metrics"])
-    assert ivf["classifier"]["index"] == "ivfpq" and ivf["key"] != flat["key"]
+    assert ivf["classifier"]["index"] == "ivfpq"
+    assert ivf["key"] != flat["key"]
 
 
 def test_whitening_on_another_dataset(holidays: tuple[Any, Any], tmp_path: Path) -> None:
-    store, ds = holidays
+    store, _ds = holidays
     other_dir = tmp_path / "other"
     for i, number in enumerate([200000, 200001, 200100, 200101, 200200, 200201]):
         make_image(other_dir / f"{number}.jpg", seed=80 + i)
@@ -183,7 +188,8 @@ def test_copydays_with_group_features(tmp_path: Path) -> None:
     record = evaluate_retrieval(store, "copydays", SELECT, whiten="database")
     assert record["metrics"]["mAP"] == pytest.approx(1.0)
     assert record["metrics"]["P@10"] == 1.0
-    assert record["protocol"]["queries"] == 14 and record["protocol"]["database"] == 18 * 13
+    assert record["protocol"]["queries"] == 14
+    assert record["protocol"]["database"] == 18 * 13
 
 
 def test_metrics_for_each_protocol() -> None:
@@ -219,4 +225,5 @@ def test_metrics_for_each_protocol() -> None:
     metrics, per = retrieval_metrics(uk, [[0, 1, 2, 3], [3, 0, 1]], ks=(1,))
     assert metrics["ukbench_score"] == pytest.approx((2 + 1) / 2)
     # AP and P@1 leave the query itself out: a -> [1 (+), 2, 3], c -> [3 (+), 0, 1]
-    assert per == {"a": 1.0, "c": 1.0} and metrics["P@1"] == 1.0
+    assert per == {"a": 1.0, "c": 1.0}
+    assert metrics["P@1"] == 1.0

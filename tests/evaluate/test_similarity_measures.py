@@ -165,7 +165,8 @@ def test_minibatch_cka_converges_to_the_full_value():
         acc.update([X[start : start + 200], Y[start : start + 200], 2 * X[start : start + 200]])
     mat = acc.matrix()
     assert mat[0, 1] == pytest.approx(minibatch_cka(X, Y, batch_size=200, seed=None), rel=1e-10)
-    assert mat[0, 2] == pytest.approx(1.0) and np.allclose(mat, mat.T)
+    assert mat[0, 2] == pytest.approx(1.0)
+    assert np.allclose(mat, mat.T)
 
 
 def test_similarity_matrix_matches_the_pairwise_functions(xy):
@@ -178,11 +179,13 @@ def test_similarity_matrix_matches_the_pairwise_functions(xy):
         ("rsa", lambda a, b: rsa(a, b)),
     ):
         mat = similarity_matrix(reps, measure)
-        assert np.allclose(mat, mat.T) and np.allclose(np.diag(mat), 1.0)
+        assert np.allclose(mat, mat.T)
+        assert np.allclose(np.diag(mat), 1.0)
         for i, j in ((0, 1), (0, 2), (1, 2)):
             assert mat[i, j] == pytest.approx(fn(reps[i], reps[j]), rel=1e-10)
     only = similarity_matrix(reps, "cka", pairs=[(2, 0)])
-    assert only[0, 2] == pytest.approx(linear_cka(X, Z)) and np.isnan(only[0, 1])
+    assert only[0, 2] == pytest.approx(linear_cka(X, Z))
+    assert np.isnan(only[0, 1])
 
 
 def test_bad_input_raises_featstore_errors(xy):

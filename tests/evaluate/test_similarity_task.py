@@ -73,10 +73,12 @@ def test_cli_prints_the_cka_matrix_and_stores_one_record_per_pair(store_path, ca
     assert list(rows) == ["l1", "l2", "l3"]
     assert rows["l1"][:2] == ["1.000", "1.000"]  # l2 is l1 rotated
     want = linear_cka(arrays["l1"], arrays["l3"])
-    assert float(rows["l1"][2]) == pytest.approx(want, abs=5e-4) and float(rows["l3"][0]) < 0.6
+    assert float(rows["l1"][2]) == pytest.approx(want, abs=5e-4)
+    assert float(rows["l3"][0]) < 0.6
     assert lines[-1].startswith("3 pair(s) computed, 0 read from the store")
     records = find_results(cached, task="similarity")
-    assert len(records) == 3 and all(set(r["metrics"]) == {"cka"} for r in records)
+    assert len(records) == 3
+    assert all(set(r["metrics"]) == {"cka"} for r in records)
     assert all(r["protocol"]["n_rows"] == 36 for r in records)
 
     again = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "l3,l2,l1")  # any order: lookups
@@ -88,13 +90,17 @@ def test_cli_prints_the_cka_matrix_and_stores_one_record_per_pair(store_path, ca
     assert more.exit_code == 0, more.output
     data = json.loads(more.output)
     assert data["labels"] == ["toynet:l1", "toynet:l2", "othernet:l1", "othernet:l2"]
-    assert data["computed"] == 5 and data["cached"] == 1  # only toynet l1-l2 was stored
+    assert data["computed"] == 5
+    assert data["cached"] == 1
     mat = np.array(data["matrix"], dtype=float)
-    assert np.allclose(mat, mat.T) and np.allclose(np.diag(mat), 1.0)
+    assert np.allclose(mat, mat.T)
+    assert np.allclose(np.diag(mat), 1.0)
     assert mat[0, 2] == pytest.approx(1.0, abs=1e-5)  # isotropic scaling across networks
     rec = data["records"][1]  # toynet:l1 vs othernet:l1
-    assert rec["task"] == "similarity" and rec["key"] in cached.result_keys()
-    assert rec["factors"]["model"] and len(rec["features"]) == 2
+    assert rec["task"] == "similarity"
+    assert rec["key"] in cached.result_keys()
+    assert rec["factors"]["model"]
+    assert len(rec["features"]) == 2
 
 
 def test_split_measure_and_transform_chain_change_the_key(store_path, cached, arrays):
@@ -129,8 +135,10 @@ def test_split_measure_and_transform_chain_change_the_key(store_path, cached, ar
     )
     assert chain.exit_code == 0, chain.output
     cdata = json.loads(chain.output)
-    assert cdata["transform"] == "pca=4,l2" and cdata["records"][0]["sizes"]["dims"] == [4, 4]
-    assert cdata["records"][0]["key"] not in before and cdata["computed"] == 1
+    assert cdata["transform"] == "pca=4,l2"
+    assert cdata["records"][0]["sizes"]["dims"] == [4, 4]
+    assert cdata["records"][0]["key"] not in before
+    assert cdata["computed"] == 1
 
 
 def test_stored_grids_are_pooled_by_the_transform(cached, arrays):
@@ -157,11 +165,14 @@ def test_stored_grids_are_pooled_by_the_transform(cached, arrays):
 
 def test_bad_requests_exit_with_a_one_line_fix(store_path, cached):
     one = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "l1")
-    assert one.exit_code != 0 and "at least two" in one.output
+    assert one.exit_code != 0
+    assert "at least two" in one.output
     missing = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "l1,nope")
-    assert missing.exit_code != 0 and "cached layers of this model" in missing.output
+    assert missing.exit_code != 0
+    assert "cached layers of this model" in missing.output
     split = run(store_path, "-d", "blobs", "-m", "toynet", "-l", "l1,l2", "--split", "val")
-    assert split.exit_code != 0 and "no images in split 'val'" in split.output
+    assert split.exit_code != 0
+    assert "no images in split 'val'" in split.output
     assert find_results(cached, task="similarity") == []  # nothing written by a refused request
     with pytest.raises(EvaluationError, match="same cached entries"):
         plan_similarity(cached, "blobs", [{"model": "toynet", "layer": "l1"}] * 2)

@@ -76,7 +76,8 @@ def flowers_features(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.parametrize("name", ["svm", "logreg"])
 def test_flowers12_bundled_network_torch_matches_sklearn(flowers_features, name: str) -> None:
     X, y, splits = flowers_features
-    assert X.shape == (276, 1280) and len(splits.train) == 180
+    assert X.shape == (276, 1280)
+    assert len(splits.train) == 180
     spec = ClassifierSpec(name=name)
     if name == "logreg":  # the lambdas that matter for these features; the full 45 is slow here
         spec = ClassifierSpec(name=name, lambda_range=(1e-4, 1e2, 13))

@@ -176,7 +176,8 @@ def test_threads_are_restored_after_an_evaluation():
 
 def test_solver_is_part_of_the_key_and_validated():
     torch_key = ClassifierSpec(solver="torch").key()
-    assert torch_key["solver"] == "torch" and torch_key["tol"] == pytest.approx(1e-6)
+    assert torch_key["solver"] == "torch"
+    assert torch_key["tol"] == pytest.approx(1e-6)
     assert ClassifierSpec(solver="sklearn").key() != torch_key
     assert ClassifierSpec(solver="torch", tol=1e-5).key() != torch_key
     from featstore.errors import EvaluationError
@@ -225,9 +226,11 @@ def test_progress_names_each_grid_value_and_fold(solver):
     assert [d for d, _, _ in seen] == list(range(1, total + 1))  # one tick per solve, in order
     assert {i["C"] for _, _, i in seen} == {0.1, 1.0, 10.0}
     if solver == "sklearn":  # every (C, fold) fit, then the refit
-        assert total == 3 * 3 + 1 and {i.get("fold") for _, _, i in seen[:-1]} == {1, 2, 3}
+        assert total == 3 * 3 + 1
+        assert {i.get("fold") for _, _, i in seen[:-1]} == {1, 2, 3}
     else:  # each C solves all folds and classes at once
-        assert total == 3 + 1 and all(i["folds"] == 3 for _, _, i in seen[:-1])
+        assert total == 3 + 1
+        assert all(i["folds"] == 3 for _, _, i in seen[:-1])
     assert seen[-1][2]["refit"] == "all"
     lam = []
     spec = ClassifierSpec(name="logreg", lambda_range=(1e-3, 1e1, 5), solver=solver)
@@ -277,7 +280,7 @@ def test_logreg_cg_stays_out_of_the_shared_intercept_null_space():
         _without_shared_intercept,
     )
 
-    X, y = problem(n=200, k=4)
+    X, _y = problem(n=200, k=4)
     design = Design(X, dtype=torch.float64, center=True)
     prob = torch.softmax(torch.as_tensor(np.random.default_rng(0).normal(size=(200, 4))), dim=1)
     reg = design.feature_dir.reshape(-1, 1)

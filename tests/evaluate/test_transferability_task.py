@@ -87,7 +87,8 @@ def test_scores_equal_the_estimators_on_the_train_rows_and_are_stored(toy) -> No
         transform="l2",
         estimators=["logme", "h_score"],
     )
-    assert rec["task"] == "transferability" and rec["cached"] is False
+    assert rec["task"] == "transferability"
+    assert rec["cached"] is False
     train = ds.split_indices("train")
     x = clean.read()[train].astype(np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -105,7 +106,8 @@ def test_scores_equal_the_estimators_on_the_train_rows_and_are_stored(toy) -> No
         transform="l2",
         estimators=["h_score", "logme"],
     )
-    assert again["cached"] is True and again["key"] == rec["key"]
+    assert again["cached"] is True
+    assert again["key"] == rec["key"]
 
 
 def test_informative_features_score_higher_on_every_estimator(toy) -> None:
@@ -130,7 +132,7 @@ def test_cli_evaluate_task_transferability(toy) -> None:
     from click.testing import CliRunner
     from featstore.cli.main import cli
 
-    store, ds, _, _ = toy
+    store, _ds, _, _ = toy
     args = ["evaluate", "--store", store.url, "-d", "toy", "-m", "toy", "-l", "clean,noisy"]
     res = CliRunner().invoke(
         cli, [*args, "--task", "transferability", "--estimators", "h_score", "--json"]

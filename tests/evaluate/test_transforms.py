@@ -318,7 +318,8 @@ def test_progress_counts_every_pass_and_timings_say_where_the_time_went(store):
     # the fitting pass reads only the 2 chunks holding training rows, then counts as done
     assert seen == [(d, 8) for d in (1, 2, 4, 5, 6, 7, 8)]
     assert set(t.timings_) == {"read_s", "transform_s"}
-    assert all(v >= 0 for v in t.timings_.values()) and t.timings_["read_s"] > 0
+    assert all(v >= 0 for v in t.timings_.values())
+    assert t.timings_["read_s"] > 0
 
 
 def test_float16_rows_are_widened_bit_for_bit_and_pooled_a_few_rows_at_a_time(monkeypatch):
@@ -327,7 +328,8 @@ def test_float16_rows_are_widened_bit_for_bit_and_pooled_a_few_rows_at_a_time(mo
 
     every = np.arange(65536, dtype=np.uint16).view(np.float16)  # incl. inf, NaN, subnormals
     wide = _as_float32(every.reshape(256, 256)[:, ::2])  # not contiguous, either
-    assert wide.dtype == np.float32 and wide.shape == (256, 128)
+    assert wide.dtype == np.float32
+    assert wide.shape == (256, 128)
     assert np.array_equal(
         wide.view(np.uint32), every.reshape(256, 256)[:, ::2].astype(np.float32).view(np.uint32)
     )

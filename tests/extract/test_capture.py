@@ -118,7 +118,8 @@ def test_unknown_layer_lists_close_matches() -> None:
     with pytest.raises(UnknownLayerError) as info:
         resolve_layer("resnet18", "layer5")
     message = str(info.value)
-    assert "layer4" in message and "featstore models layers resnet18" in message
+    assert "layer4" in message
+    assert "featstore models layers resnet18" in message
 
 
 def test_alias_resolves_to_module() -> None:

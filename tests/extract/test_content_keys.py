@@ -33,8 +33,8 @@ from featstore.sweep.plan import subset_dataset
 from tests.conftest import make_image
 
 SMALL = {"resize": 40, "crop": 32}
-KW = dict(weights="random", preprocess=SMALL)
-RUN = dict(batch_size=6)
+KW = {"weights": "random", "preprocess": SMALL}
+RUN = {"batch_size": 6}
 ARGS = (["resnet18"], ["fc"], "avg", ["plain"])
 
 
@@ -64,12 +64,15 @@ def test_two_names_and_a_relabelled_copy_share_every_entry(store_url, image_fold
     store = open_store(store_url)
     flowers = add_dataset(store, "flowers", str(image_folder))
     first = extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)
-    assert first["forward_batches"] > 0 and first["complete_before"] == 0
+    assert first["forward_batches"] > 0
+    assert first["complete_before"] == 0
 
     add_dataset(store, "flowers12", str(image_folder))
     again = extract(store, ExtractionRequest.parse("flowers12", *ARGS, **KW), **RUN)
-    assert again["forward_batches"] == 0 and again["computed_chunks"] == 0
-    assert again["keys"] == first["keys"] and again["complete_before"] == 1
+    assert again["forward_batches"] == 0
+    assert again["computed_chunks"] == 0
+    assert again["keys"] == first["keys"]
+    assert again["complete_before"] == 1
 
     # same files in the same order, other labels and splits: same images id, same entry
     files = [Path(r) for r in flowers.refs]
@@ -78,13 +81,15 @@ def test_two_names_and_a_relabelled_copy_share_every_entry(store_url, image_fold
     assert relabelled.fingerprint != flowers.fingerprint
     assert relabelled.images_id == flowers.images_id
     third = extract(store, ExtractionRequest.parse("relabelled", *ARGS, **KW), **RUN)
-    assert third["forward_batches"] == 0 and third["keys"] == first["keys"]
+    assert third["forward_batches"] == 0
+    assert third["keys"] == first["keys"]
     assert store.entry_keys() == first["keys"]
 
     # one entry, but a result per dataset: labels and splits are part of the result key
     a = plan_classification(store, "flowers", {"model": "resnet18", "layer": "fc"})
     b = plan_classification(store, "relabelled", {"model": "resnet18", "layer": "fc"})
-    assert a.feature_keys == b.feature_keys and a.key != b.key
+    assert a.feature_keys == b.feature_keys
+    assert a.key != b.key
 
 
 def test_cli_says_cached_for_a_second_name(store_url, image_folder):
@@ -95,13 +100,15 @@ def test_cli_says_cached_for_a_second_name(store_url, image_folder):
     base = ["extract", "--store", store_url, "-m", "resnet18", "-l", "fc", "--weights", "random"]
     base += ["--resize", "40", "--crop", "32"]
     first = _cli(*base, "-d", "flowers")
-    assert first.exit_code == 0 and "done: 1 entries complete" in first.output
+    assert first.exit_code == 0
+    assert "done: 1 entries complete" in first.output
     second = _cli(*base, "-d", "copy")
     assert second.exit_code == 0, second.output
     assert "plan: 1 entries for dataset copy (18 images), 1 cached" in second.output
     assert "nothing to compute: all 1 entries are cached" in second.output
     as_json = json.loads(_cli(*base, "-d", "copy", "--json").output)
-    assert as_json["forward_batches"] == 0 and as_json["dataset_id"].startswith("copy-")
+    assert as_json["forward_batches"] == 0
+    assert as_json["dataset_id"].startswith("copy-")
 
 
 # --- item 5: a subset or permutation reads rows by index -------------------------------------
@@ -120,13 +127,18 @@ def test_a_subset_reads_its_rows_by_index(store_url, image_folder, tmp_path):
     few = add_dataset(store, "few", _manifest(tmp_path / "few.csv", rows))
     p = plan(store, ExtractionRequest.parse("few", *ARGS, weights="random", preprocess=SMALL))
     (e,) = p.entries
-    assert e.by_index and e.source == key and e.complete
-    assert p.to_dict()["n_by_index"] == 1 and p.to_dict()["images_to_compute"] == 0
+    assert e.by_index
+    assert e.source == key
+    assert e.complete
+    assert p.to_dict()["n_by_index"] == 1
+    assert p.to_dict()["images_to_compute"] == 0
     summary = extract(store, ExtractionRequest.parse("few", *ARGS, **KW), **RUN)
-    assert summary["forward_batches"] == 0 and store.entry_keys() == [key]
+    assert summary["forward_batches"] == 0
+    assert store.entry_keys() == [key]
 
     view = lookup(store, "few", "resnet18", "fc", weights="random", preprocess=SMALL)
-    assert isinstance(view, RowView) and view.shape == (few.n, *stored.shape[1:])
+    assert isinstance(view, RowView)
+    assert view.shape == (few.n, *stored.shape[1:])
     np.testing.assert_array_equal(view.read(), stored[chosen])
     np.testing.assert_array_equal(view.read([2, 0]), stored[[chosen[2], chosen[0]]])
     np.testing.assert_array_equal(view.read(slice(1, 4)), stored[chosen[1:4]])
@@ -141,7 +153,8 @@ def test_a_subset_reads_its_rows_by_index(store_url, image_folder, tmp_path):
     (se,) = plan(
         store, ExtractionRequest.parse(sub, *ARGS, weights="random", preprocess=SMALL)
     ).entries
-    assert se.by_index and se.source == key
+    assert se.by_index
+    assert se.source == key
     assert extract(store, ExtractionRequest.parse(sub, *ARGS, **KW), **RUN)["forward_batches"] == 0
 
 
@@ -174,7 +187,8 @@ def test_a_changed_image_stops_the_run_and_names_the_files(store_url, image_fold
         extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW, chunk_rows=4), batch_size=4)
     message = str(info.value)
     assert "2 images of dataset 'flowers' changed" in message
-    assert changed[0] in message and changed[1] in message
+    assert changed[0] in message
+    assert changed[1] in message
     assert f"featstore datasets add flowers {image_folder} --replace" in message
     assert "\n" not in message
     key = (
@@ -222,7 +236,8 @@ def test_registering_moved_files_repoints_them(store_url, image_folder, tmp_path
     assert f"re-pointed 18 image locations to {moved}" in out.output
     store = open_store(store_url)
     after = store.get_dataset("flowers")
-    assert after.id == before.id and [info["id"] for info in store.list_datasets()] == [before.id]
+    assert after.id == before.id
+    assert [info["id"] for info in store.list_datasets()] == [before.id]
     assert all(r.startswith(str(moved)) for r in after.refs)
     assert extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)["images"] == 18
     # the same place again is a no-op
@@ -262,10 +277,12 @@ def test_a_format_1_store_keeps_working_and_upgrades(store_url, image_folder):
     store.close()
 
     store = open_store(store_url)
-    assert store.format_version == 1 and store.get_dataset("flowers").image_hashes is None
+    assert store.format_version == 1
+    assert store.get_dataset("flowers").image_hashes is None
     # read as it is: planning finds the old entry, evaluation reads it
     p = plan(store, ExtractionRequest.parse("flowers", *ARGS, weights="random", preprocess=SMALL))
-    assert [e.key for e in p.entries] == [old_key] and p.entries[0].complete
+    assert [e.key for e in p.entries] == [old_key]
+    assert p.entries[0].complete
     assert (
         extract(store, ExtractionRequest.parse("flowers", *ARGS, **KW), **RUN)["forward_batches"]
         == 0
@@ -285,12 +302,14 @@ def test_a_format_1_store_keeps_working_and_upgrades(store_url, image_folder):
     assert out.exit_code == 0, out.output
     assert "store format 1 -> 2: 1 datasets and 1 entries upgraded" in out.output
     store = open_store(store_url)
-    assert store.format_version == 2 and store.get_dataset("flowers").images_id == ds.images_id
+    assert store.format_version == 2
+    assert store.get_dataset("flowers").images_id == ds.images_id
     assert store.get_entry(old_key).attrs["images"] == ds.images_id
     # the upgraded entry now serves every dataset of these images
     add_dataset(store, "second", str(image_folder))
     again = extract(store, ExtractionRequest.parse("second", *ARGS, **KW), **RUN)
-    assert again["forward_batches"] == 0 and again["keys"] == [old_key]
+    assert again["forward_batches"] == 0
+    assert again["keys"] == [old_key]
     assert upgrade_store(store)["entries_upgraded"] == []  # twice: nothing more to do
 
 
@@ -301,9 +320,11 @@ def test_upgrade_reports_changed_files_and_keeps_the_old_key(store_url, image_fo
     old_key = _as_format_1(store, ds, key)
     make_image(Path(ds.refs[3]), 777)
     summary = upgrade_store(store)
-    assert summary["format"] == 1 and summary["entries_left"] == [old_key]
+    assert summary["format"] == 1
+    assert summary["entries_left"] == [old_key]
     (failed,) = summary["datasets_failed"]
-    assert failed["id"] == ds.id and "changed since it was registered" in failed["reason"]
+    assert failed["id"] == ds.id
+    assert "changed since it was registered" in failed["reason"]
     assert store.get_dataset("flowers").image_hashes is None  # left as it was
 
 

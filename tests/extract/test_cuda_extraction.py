@@ -29,11 +29,13 @@ def test_cuda_features_match_cpu_fp32(tmp_path: Path, image_folder: Path) -> Non
         store = open_store(str(tmp_path / f"{device}.zarr"))
         store.put_dataset(ds)
         summary = extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["layer3", "penultimate"], "avg", ["plain"], weights="random", preprocess=SMALL, device=device, dtype="float32"))  # fmt: skip
-        assert summary["device"].startswith(device) and summary["forward_batches"] >= 1
+        assert summary["device"].startswith(device)
+        assert summary["forward_batches"] >= 1
         stores[device] = (store, summary)
     cpu_store, cpu = stores["cpu"]
     gpu_store, gpu = stores["cuda"]
-    assert gpu["compute_dtype"] == "float16-amp" and cpu["compute_dtype"] == "float32"
+    assert gpu["compute_dtype"] == "float16-amp"
+    assert cpu["compute_dtype"] == "float32"
     assert set(cpu["keys"]).isdisjoint(gpu["keys"])  # the compute dtype is part of the key
     for k_cpu, k_gpu in zip(cpu["keys"], gpu["keys"], strict=True):
         a = cpu_store.get_entry(k_cpu).read().astype(np.float64)

@@ -76,11 +76,13 @@ def test_leased_units_in_process_match_a_plain_run(tmp_path, reference):
     assert summary["computed_chunks"] == 9
     release(entry, theirs)  # the teammate gave up; a rerun picks the chunk up
     again = run_distributed(store, extraction_request("tiny"), owner="me", **RUN)
-    assert again["computed_chunks"] == 1 and again["incomplete"] == {}
+    assert again["computed_chunks"] == 1
+    assert again["incomplete"] == {}
     assert digests(store) == expected
     assert all(store.get_entry(k).attrs["status"] == "complete" for k in expected)
     done = run_distributed(store, extraction_request("tiny"), owner="me", **RUN)
-    assert done["forward_batches"] == 0 and done["units"] == []
+    assert done["forward_batches"] == 0
+    assert done["units"] == []
 
 
 @pytest.mark.slow  # worker processes import torch: 25-45 s on 2 busy cores
@@ -91,9 +93,11 @@ def test_dask_local_cluster_writes_byte_identical_features_to_s3(s3_store, refer
     summary = run_distributed(
         url, extraction_request(dataset), client="local:2", storage_options=options, **RUN
     )
-    assert summary["computed_chunks"] == 10 and summary["incomplete"] == {}
+    assert summary["computed_chunks"] == 10
+    assert summary["incomplete"] == {}
     owners = {u["owner"] for u in summary["units"]}
-    assert len(summary["units"]) == 5 and len(owners) == 5  # one task per unit
+    assert len(summary["units"]) == 5
+    assert len(owners) == 5
     shared = open_store(url, mode="r", storage_options=options)
     assert digests(shared) == expected  # byte-identical to the single-process run
     for key in expected:
@@ -136,10 +140,12 @@ def test_cli_extract_share_and_dask_options(tmp_path, image_folder, reference):
     # chunk_rows is not a CLI option: the CLI's default chunking must give the same bytes
     result = CliRunner().invoke(cli, [*base, "--share"])
     assert result.exit_code == 0, result.output
-    assert "units of work" in result.output and "0 forward batches" not in result.output
+    assert "units of work" in result.output
+    assert "0 forward batches" not in result.output
     assert digests(open_store(url, "r")) == expected
     result = CliRunner().invoke(cli, [*base, "--dask", "local:two"])
-    assert result.exit_code == 0 and "nothing to compute" in result.output  # all cached
+    assert result.exit_code == 0
+    assert "nothing to compute" in result.output
     other = str(tmp_path / "other.zarr")
     open_store(other).put_dataset(dataset_from_source("tiny", str(image_folder)))
     result = CliRunner().invoke(cli, [*base[:-1], other, "--dask", "local:two"])
@@ -165,12 +171,16 @@ def test_sweep_extractor_runs_a_group_on_a_dask_client(tmp_path, image_folder):
     store.put_dataset(dataset)
     wanted = [SimpleNamespace(layer="avgpool", pooling="avg", view="plain")]
     group = SimpleNamespace(network="resnet18", weights="random", missing=wanted)
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-    ) as cluster:
-        with Client(cluster) as client, DaskExtractor(client) as on_dask:
-            summary = on_dask(store, dataset, group, {"batch_size": 4, "device": "cpu"}, None)
-    assert summary["forward_batches"] > 0 and summary["incomplete"] == {}
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+        DaskExtractor(client) as on_dask,
+    ):
+        summary = on_dask(store, dataset, group, {"batch_size": 4, "device": "cpu"}, None)
+    assert summary["forward_batches"] > 0
+    assert summary["incomplete"] == {}
     assert digests(store) == digests(plain)
 
 
@@ -187,7 +197,8 @@ def test_leases_of_a_running_unit_are_renewed(tmp_path):
     renewer = LeaseKeeper(mine, ttl=0.6)
     renewer.start()
     time.sleep(1.0)  # longer than the ttl: without renewal the leases would have expired
-    assert claim(entry, 0, "other", ttl=60) is None and claim(entry, 1, "other", ttl=60) is None
+    assert claim(entry, 0, "other", ttl=60) is None
+    assert claim(entry, 1, "other", ttl=60) is None
     held = renewer.leases
     assert all(lease.token != old.token for (_, lease), (_, old) in zip(held, mine, strict=True))
     renewer.stop()  # releases what it still holds

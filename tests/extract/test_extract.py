@@ -129,7 +129,8 @@ def test_cached_features_equal_fresh_forward(tiny, model, size, layer, module, p
     assert summary["forward_batches"] == 5  # ceil(24 / 5), plain and flip in the same forward
     for key in summary["keys"]:
         entry = store.get_entry(key)
-        assert entry.attrs["status"] == "complete" and entry.dtype == "float16"
+        assert entry.attrs["status"] == "complete"
+        assert entry.dtype == "float16"
         act = _fresh(model, ds, module, size, flip=entry.attrs["view"] == "flip")
         from featstore.extract import Pooling, apply_pooling
 
@@ -169,14 +170,16 @@ def test_entry_attrs_and_keys_hold_every_factor(tiny) -> None:
         "versions",
     ):
         assert name in attrs, name
-    assert attrs["model"]["source"] == "random" and len(attrs["model"]["weights_sha256"]) == 64
+    assert attrs["model"]["source"] == "random"
+    assert len(attrs["model"]["weights_sha256"]) == 64
     assert (attrs["layer"], attrs["layer_target"], attrs["pooling"]) == (
         "penultimate",
         "avgpool",
         "none",
     )
-    assert attrs["preprocess"]["crop"] == 64 and attrs["compute_dtype"] == "float32"
-    base = dict(weights="random", preprocess=SMALL)
+    assert attrs["preprocess"]["crop"] == 64
+    assert attrs["compute_dtype"] == "float32"
+    base = {"weights": "random", "preprocess": SMALL}
     keys = {
         plan(store, ExtractionRequest.parse("tiny", ["resnet18"], ["penultimate"], **base))
         .entries[0]
@@ -213,7 +216,8 @@ def test_entry_attrs_and_keys_hold_every_factor(tiny) -> None:
         .entries[0]
         .key,
     }
-    assert summary["keys"][0] in keys and len(keys) == 6
+    assert summary["keys"][0] in keys
+    assert len(keys) == 6
 
 
 def test_rerun_computes_nothing_and_loads_no_network(tiny, monkeypatch) -> None:
@@ -229,7 +233,8 @@ def test_rerun_computes_nothing_and_loads_no_network(tiny, monkeypatch) -> None:
         preprocess=SMALL,
     )
     first = extract(store, request)
-    assert first["entries"] == 4 and first["computed_chunks"] > 0
+    assert first["entries"] == 4
+    assert first["computed_chunks"] > 0
 
     def no_load(*a, **k):
         raise AssertionError("a cached run must not load a network")
@@ -247,7 +252,7 @@ def test_rerun_computes_nothing_and_loads_no_network(tiny, monkeypatch) -> None:
 def test_only_missing_chunks_are_computed(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
-    kw = dict(weights="random", preprocess=SMALL, chunk_rows=4)
+    kw = {"weights": "random", "preprocess": SMALL, "chunk_rows": 4}
     first = extract(
         store,
         ExtractionRequest.parse("tiny", ["resnet18"], ["layer2"], "avg", ["plain"], **kw),
@@ -269,7 +274,7 @@ def test_only_missing_chunks_are_computed(tiny) -> None:
 def test_worker_processes_give_the_same_features(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
-    kw = dict(weights="random", preprocess=SMALL, chunk_rows=8)
+    kw = {"weights": "random", "preprocess": SMALL, "chunk_rows": 8}
     threaded = extract(
         store,
         ExtractionRequest.parse("tiny", ["resnet18"], ["layer2"], "max", ["plain"], **kw),
@@ -284,14 +289,15 @@ def test_worker_processes_give_the_same_features(tiny) -> None:
         num_workers=2,
         batch_size=6,
     )
-    assert forked["keys"] == threaded["keys"] and forked["timings"]["workers"] == 2
+    assert forked["keys"] == threaded["keys"]
+    assert forked["timings"]["workers"] == 2
     np.testing.assert_array_equal(store.get_entry(forked["keys"][0]).read(), reference)
 
 
 def test_complete_entry_left_writing_is_marked_complete(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
-    kw = dict(weights="random", preprocess=SMALL)
+    kw = {"weights": "random", "preprocess": SMALL}
     key = extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["fc"], **kw))["keys"][0]
     store.get_entry(key).update_attrs(status="writing")  # killed between last chunk and status
     assert (
@@ -377,7 +383,8 @@ def test_plan_refuses_when_disk_lacks_room(tiny, monkeypatch) -> None:
             "tiny", ["resnet18"], ["layer1"], "none", ["plain"], weights="random", preprocess=SMALL
         ),
     )
-    assert p.missing_bytes == 24 * 64 * 16 * 16 * 2 and len(p.todo) == 1
+    assert p.missing_bytes == 24 * 64 * 16 * 16 * 2
+    assert len(p.todo) == 1
     monkeypatch.setattr(type(store), "free_bytes", lambda self: 1000)
     with pytest.raises(InsufficientSpaceError, match="free"):
         extract(
@@ -457,7 +464,7 @@ def test_device_and_precision_selection() -> None:
 def test_bfloat16_compute_is_its_own_factor(tiny) -> None:
     url, _ = tiny
     store = open_store(url)
-    kw = dict(weights="random", preprocess=SMALL)
+    kw = {"weights": "random", "preprocess": SMALL}
     fp32 = extract(store, ExtractionRequest.parse("tiny", ["resnet18"], ["penultimate"], **kw))
     bf16 = extract(
         store,
@@ -469,9 +476,8 @@ def test_bfloat16_compute_is_its_own_factor(tiny) -> None:
     a = store.get_entry(fp32["keys"][0]).read().astype(np.float32)
     b = store.get_entry(bf16["keys"][0]).read().astype(np.float32)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert (
-        cos.min() > 0.98 and store.get_entry(bf16["keys"][0]).attrs["compute_dtype"] == "bfloat16"
-    )
+    assert cos.min() > 0.98
+    assert store.get_entry(bf16["keys"][0]).attrs["compute_dtype"] == "bfloat16"
 
 
 CHILD = textwrap.dedent("""
@@ -511,7 +517,7 @@ def test_killed_run_resumes_to_identical_features(tiny, tmp_path) -> None:
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     store = open_store(url)
-    kw = dict(weights="random", preprocess=SMALL, chunk_rows=4)
+    kw = {"weights": "random", "preprocess": SMALL, "chunk_rows": 4}
     p = plan(
         store,
         ExtractionRequest.parse(
@@ -519,7 +525,8 @@ def test_killed_run_resumes_to_identical_features(tiny, tmp_path) -> None:
         ),
     )
     missing = [len(e.missing_chunks) for e in p.entries]
-    assert all(e.exists for e in p.entries) and missing == [3, 3, 3, 3]  # 3 of 6 chunks left
+    assert all(e.exists for e in p.entries)
+    assert missing == [3, 3, 3, 3]
     assert all(store.get_entry(e.key).attrs["status"] == "writing" for e in p.entries)
     resumed = extract(
         store,
@@ -601,10 +608,8 @@ def test_cli_extract_then_nothing_to_compute(tiny) -> None:
         ],
     )
     assert bad.exit_code == 1
-    assert (
-        "resnet18 has no layer 'layer9'" in bad.output
-        and "featstore models layers resnet18" in bad.output
-    )
+    assert "resnet18 has no layer 'layer9'" in bad.output
+    assert "featstore models layers resnet18" in bad.output
 
 
 def test_cli_option_parsing() -> None:
@@ -633,10 +638,13 @@ def test_cli_models_list_and_layers() -> None:
     listed = runner.invoke(cli, ["models", "list", "--json"])
     assert listed.exit_code == 0
     rows = {r["name"]: r for r in json.loads(listed.output)}
-    assert rows["efficientnet_lite0"]["weights_available"] is True and "vgg16" in rows
+    assert rows["efficientnet_lite0"]["weights_available"] is True
+    assert "vgg16" in rows
     layers = runner.invoke(cli, ["models", "layers", "alexnet"])
     assert layers.exit_code == 0
     assert "fc7          classifier.5  4096" in layers.output
-    assert "features.12" in layers.output and "256x6x6" in layers.output
+    assert "features.12" in layers.output
+    assert "256x6x6" in layers.output
     unknown = runner.invoke(cli, ["models", "layers", "resnet51"])
-    assert unknown.exit_code == 1 and "Did you mean: resnet50" in unknown.output
+    assert unknown.exit_code == 1
+    assert "Did you mean: resnet50" in unknown.output

@@ -162,11 +162,9 @@ def test_crop_boxes_by_hand() -> None:
     ]
     # scale 3: half-size patches (60 x 30) every quarter
     three = crop_boxes(parse_view("crops:3x3"), 120, 60)
-    assert (
-        three[0] == (0, 0, 60, 30)
-        and three[4] == (30, 15, 90, 45)
-        and three[8] == (60, 30, 120, 60)
-    )
+    assert three[0] == (0, 0, 60, 30)
+    assert three[4] == (30, 15, 90, 45)
+    assert three[8] == (60, 30, 120, 60)
 
 
 def test_row_shape_for_crops_needs_vectors() -> None:

@@ -85,17 +85,20 @@ def test_repair_recomputes_only_damaged_chunks_byte_identical(extracted):
         "--store",
         url,
     )
-    assert code == 1 and f"chunk 1 (rows 16-24) of entry {key} is damaged" in out
+    assert code == 1
+    assert f"chunk 1 (rows 16-24) of entry {key} is damaged" in out
     with open_store(url, mode="r") as store:
         assert store.result_keys() == []  # nothing scored, nothing stored
     marker0 = (entry_dir / "_done" / "0").read_bytes()
     code, out = _cli("repair", key, "--store", url, "--json")
     assert code == 0, out
-    assert '"recomputed": [\n    1\n  ]' in out and '"forward_batches": 1' in out
+    assert '"recomputed": [\n    1\n  ]' in out
+    assert '"forward_batches": 1' in out
     assert (entry_dir / "_done" / "0").read_bytes() == marker0  # chunk 0 untouched
     assert _chunk_files(Path(url), key) == _chunk_files(clean, key)
     code, out = _cli("verify", "--store", url)
-    assert code == 0 and f"{key}: ok (2 chunks verified)" in out
+    assert code == 0
+    assert f"{key}: ok (2 chunks verified)" in out
 
 
 def test_verify_repair_fixes_flipped_bytes_and_empty_markers(extracted):
@@ -108,10 +111,12 @@ def test_verify_repair_fixes_flipped_bytes_and_empty_markers(extracted):
         entry._write_rows(0, 16, rows)
     (entry_dir / "_done" / "1").write_bytes(b"")
     code, out = _cli("verify", "--store", url)
-    assert code == 1 and "DAMAGED chunks [0, 1]" in out
+    assert code == 1
+    assert "DAMAGED chunks [0, 1]" in out
     code, out = _cli("verify", "--repair", "--store", url)
     assert code == 0, out
-    assert "recomputed chunks [0, 1]" in out and "verified ok" in out
+    assert "recomputed chunks [0, 1]" in out
+    assert "verified ok" in out
     assert _chunk_files(Path(url), key) == _chunk_files(clean, key)
 
 
@@ -142,7 +147,8 @@ def test_results_are_bound_to_entry_bytes(extracted):
         del legacy["content"], legacy["checksum"]  # neither existed then
         store.put_result(res, legacy)
         old = task.evaluate(store, "tiny", {"layer": "layer4"})
-        assert old["cached"] is False and "older featstore" in old["recomputed_because"]
+        assert old["cached"] is False
+        assert "older featstore" in old["recomputed_because"]
 
 
 def test_resumed_entry_is_marked_complete(extracted):
@@ -173,7 +179,8 @@ def test_float16_overflow_is_refused_at_extraction(tmp_path):
             )
         (key,) = store.entry_keys()
         entry = store.get_entry(key)
-        assert entry.done_chunks() == set() and entry.attrs["status"] == "writing"
+        assert entry.done_chunks() == set()
+        assert entry.attrs["status"] == "writing"
         summary = extract(
             store,
             ExtractionRequest.parse(
@@ -182,7 +189,8 @@ def test_float16_overflow_is_refused_at_extraction(tmp_path):
         )
         (key32,) = summary["keys"]
         values = store.get_entry(key32).read()
-        assert np.isfinite(values).all() and np.abs(values).max() > 65504
+        assert np.isfinite(values).all()
+        assert np.abs(values).max() > 65504
         with pytest.raises(DamagedChunkError):  # and a damaged float32 entry is caught too
             e32 = store.get_entry(key32)
             e32._write_rows(0, e32.chunk_rows, np.zeros((e32.chunk_rows, *e32.row_shape)))

@@ -55,7 +55,8 @@ def test_loose_values_become_typed_factors_once() -> None:
 def test_defaults_are_the_shared_constants() -> None:
     r = ExtractionRequest.parse("tiny", ["resnet18"])
     assert r.poolings_for("anything") == (DEFAULT_POOLING,) == (Pooling.parse("avg"),)
-    assert r.views == (DEFAULT_VIEW,) and r.dtype == DEFAULT_STORAGE_DTYPE
+    assert r.views == (DEFAULT_VIEW,)
+    assert r.dtype == DEFAULT_STORAGE_DTYPE
     assert r.layers_for("resnet18") is None  # the network's own default layers
     # a per-layer pooling leaves every other layer at the default
     assert ExtractionRequest.parse("t", "m", pooling={"fc": "max"}).poolings_for("x") == (
@@ -63,7 +64,8 @@ def test_defaults_are_the_shared_constants() -> None:
     )
     # the read path speaks the same vocabulary: a selector parses text into the same objects
     sel = Selector(network="resnet18", pooling="avg", view="crops:1,2")
-    assert sel.pooling == DEFAULT_POOLING and sel.view == View("crops", (1, 2))
+    assert sel.pooling == DEFAULT_POOLING
+    assert sel.view == View("crops", (1, 2))
     assert Selector().view == DEFAULT_VIEW
 
 
@@ -72,8 +74,10 @@ def test_the_request_is_frozen_and_travels_by_pickle() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.dtype = "float64"  # type: ignore[misc]
     back = pickle.loads(pickle.dumps(r))  # what a Dask worker receives
-    assert back == r and back.poolings_for("fc") == (Pooling("gem", p=2.0),)
-    assert r.with_dataset("ds-id").dataset == "ds-id" and r.dataset == "tiny"
+    assert back == r
+    assert back.poolings_for("fc") == (Pooling("gem", p=2.0),)
+    assert r.with_dataset("ds-id").dataset == "ds-id"
+    assert r.dataset == "tiny"
 
 
 @pytest.mark.parametrize(
@@ -113,9 +117,11 @@ def test_a_sweep_group_becomes_one_request() -> None:
         network="ft", extraction_network="resnet18", weights="random", missing=missing
     )
     r = group_request("tiny", group, {"dtype": "float32", "batch_size": 8, "workers": 2})
-    assert r.models == ("resnet18",) and r.layers_for("resnet18") == ["fc", "layer4"]
+    assert r.models == ("resnet18",)
+    assert r.layers_for("resnet18") == ["fc", "layer4"]
     assert r.poolings_for("fc") == (Pooling("avg"), Pooling("max"))
-    assert r.views == (View("plain"), View("flip")) and r.dtype == "float32"
+    assert r.views == (View("plain"), View("flip"))
+    assert r.dtype == "float32"
 
 
 def test_apply_pooling_takes_a_parsed_pooling() -> None:
@@ -128,12 +134,12 @@ def test_apply_pooling_takes_a_parsed_pooling() -> None:
 def test_keys_derive_as_before() -> None:
     """Keys made from the typed factors are those of stores written before the request type
     (values computed by the previous release): an existing entry is still found."""
-    common = dict(
-        images="images-0123456789abcdef",
-        model=WeightsIdentity("resnet18", "random", "ab" * 32),
-        dtype="float16",
-        compute_dtype="float32",
-    )
+    common = {
+        "images": "images-0123456789abcdef",
+        "model": WeightsIdentity("resnet18", "random", "ab" * 32),
+        "dtype": "float16",
+        "compute_dtype": "float32",
+    }
     crops = FeatureKey(
         layer="layer4",
         layer_target="layer4",
@@ -166,7 +172,8 @@ def test_plan_entries_hold_typed_factors_and_text_plans_the_same(tmp_path, image
         views=(View("plain"), View("flip")),
     )
     p, q = plan(store, loose), plan(store, typed)
-    assert [e.key for e in p.entries] == [e.key for e in q.entries] and len(p.entries) == 6
+    assert [e.key for e in p.entries] == [e.key for e in q.entries]
+    assert len(p.entries) == 6
     fc = [e for e in p.entries if e.layer == "fc"]
     assert {e.pooling for e in fc} == {Pooling("none")}  # a vector layer is stored unpooled
     assert all(isinstance(e.view, View) for e in p.entries)

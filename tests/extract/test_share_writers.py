@@ -220,7 +220,8 @@ def test_a_killed_and_a_paused_writer_are_taken_over(tmp_path, single):
     # resumed past the TTL, it wrote nothing of the unit it had lost: not one byte changed
     assert resumed["exit"] == 0, resumed["output"]
     summary = json.loads(resumed["stdout"])  # it found the chunk done, or its fence refused
-    assert summary["computed_chunks"] == 0 and computed(summary) == []
+    assert summary["computed_chunks"] == 0
+    assert computed(summary) == []
     assert summary["incomplete"] == {}
     assert snapshot(root) == before
     store = open_store(urls[1], "r")
@@ -267,7 +268,8 @@ def test_share_waits_for_the_chunk_a_teammate_holds(tmp_path, single):
     note = f"waiting for other writers: {key}: owner teammate (chunks 2; lease age "
     assert note in result.stderr, result.output
     assert "4 chunks in" in result.stdout, result.stdout  # the teammate wrote the fifth
-    assert "waited" in result.stdout and "left to other writers" not in result.stdout
+    assert "waited" in result.stdout
+    assert "left to other writers" not in result.stdout
     assert digests(open_store(url, "r")) == expected
 
 
@@ -285,11 +287,15 @@ def test_share_no_wait_returns_after_its_share_and_names_the_holder(tmp_path, si
     assert store.get_entry(key).missing_chunks() == [4]
     release(store.get_entry(key), lease)  # the teammate gives up: a rerun finishes the entry
     result = CliRunner().invoke(cli, [*REQUEST, "--share", "--json", "--store", url])
-    assert result.exit_code == 0 and json.loads(result.stdout)["computed_chunks"] == 1
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["computed_chunks"] == 1
     assert digests(open_store(url, "r")) == expected
 
 
 def test_lease_ttl_is_checked_and_sets_the_waiting_pace(tmp_path):
     result = CliRunner().invoke(cli, [*REQUEST, "--share", "--lease-ttl", "0", "--store", "x"])
-    assert result.exit_code == 2 and "--lease-ttl" in result.output
-    assert heartbeat_of(3.0) == 1.0 and waiting_poll(3.0) == 1.0 and waiting_poll(600) == 2.0
+    assert result.exit_code == 2
+    assert "--lease-ttl" in result.output
+    assert heartbeat_of(3.0) == 1.0
+    assert waiting_poll(3.0) == 1.0
+    assert waiting_poll(600) == 2.0

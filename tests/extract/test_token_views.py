@@ -29,7 +29,8 @@ def test_patch_statistics_exclude_every_prefix_token() -> None:
     torch.testing.assert_close(apply_pooling(Pooling.parse("max"), x, REG), patches.amax(1))
     assert apply_pooling(Pooling.parse("gem"), x, REG).max() < 10
     both = apply_pooling(Pooling.parse("cls+mean"), x, REG)
-    assert both.shape == (2, 6) and torch.equal(both[:, :3], x[:, 0])
+    assert both.shape == (2, 6)
+    assert torch.equal(both[:, :3], x[:, 0])
     assert torch.equal(apply_pooling(Pooling.parse("tokens"), x, REG), x)
 
 
@@ -50,7 +51,8 @@ def test_stored_names_and_shapes() -> None:
 def test_sequence_first_tokens_become_batch_first() -> None:
     lnd = torch.randn(9, 2, 3)  # (L, N, D) as a sequence-first transformer returns it
     got = to_nld(lnd, TokenLayout(prefix=1, layout="LND"))
-    assert got.shape == (2, 9, 3) and got.is_contiguous()
+    assert got.shape == (2, 9, 3)
+    assert got.is_contiguous()
     assert torch.equal(apply_pooling(Pooling.parse("cls"), got, REG)[1], lnd[0, 1])
 
 

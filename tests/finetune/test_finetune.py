@@ -67,14 +67,20 @@ def test_finetune_registers_named_networks_with_provenance(tmp_path: Path, image
     rec = nets.get_network(store, "tiny-ft")
     parent = load_model(NET)
     prov = rec.provenance
-    assert rec.parent == NET and rec.head == {"module": "fc", "in_features": 16, "out_features": 3}
+    assert rec.parent == NET
+    assert rec.head == {"module": "fc", "in_features": 16, "out_features": 3}
     assert prov["parent"]["weights_sha256"] == parent.identity.weights_sha256
     ds = store.get_dataset("tiny")
-    assert prov["dataset"]["id"] == ds.id and prov["dataset"]["test_rows_read"] == 0
-    assert prov["recipe"] == out["recipe"] and prov["recipe"]["compute_dtype"] == "float32"
-    assert prov["seed"] == 0 and prov["torch"] == torch.__version__ and prov["featstore"]
+    assert prov["dataset"]["id"] == ds.id
+    assert prov["dataset"]["test_rows_read"] == 0
+    assert prov["recipe"] == out["recipe"]
+    assert prov["recipe"]["compute_dtype"] == "float32"
+    assert prov["seed"] == 0
+    assert prov["torch"] == torch.__version__
+    assert prov["featstore"]
     assert [p["epoch"] for p in prov["curve"]] == [1, 2]
-    assert prov["epoch"] == out["best"]["epoch"] and prov["selected"] == "best"
+    assert prov["epoch"] == out["best"]["epoch"]
+    assert prov["selected"] == "best"
     # the blob holds the weights its record names, with the new 3-class head
     tensors = blob_tensors(store, "tiny-ft")
     assert state_dict_sha256(tensors) == rec.weights_sha256
@@ -104,7 +110,8 @@ def test_a_second_identical_request_trains_nothing(
 
     monkeypatch.setattr(train_mod, "_train", no_training)
     again = finetune(store, "tiny", NET, "tiny-ft", **FAST)
-    assert again["trained"] is False and again["run"] == first["run"]
+    assert again["trained"] is False
+    assert again["run"] == first["run"]
     assert again["best"] == first["best"]
     other = finetune(store, "tiny", NET, "alias", **FAST)  # same run, a second name: no training
     assert nets.get_network(store, "alias").blob == nets.get_network(store, "tiny-ft").blob
@@ -199,7 +206,8 @@ def _resume_after_sigkill(tmp_path: Path, images: Path) -> None:
         "augment": "flip+crop",
     }
     resumed = finetune(store, "tiny", NET, "ft", **recipe)
-    assert resumed["resumed_from_epoch"] == 3 and resumed["trained"] is True
+    assert resumed["resumed_from_epoch"] == 3
+    assert resumed["trained"] is True
 
     whole = new_store(tmp_path / "whole.zarr", images)
     straight = finetune(whole, "tiny", NET, "ft", **recipe)
@@ -208,7 +216,8 @@ def _resume_after_sigkill(tmp_path: Path, images: Path) -> None:
     assert resumed["curve"] == straight["curve"]
     for name in ("ft", "ft@epoch3"):
         a, b = nets.get_network(store, name), nets.get_network(whole, name)
-        assert a.weights_sha256 == b.weights_sha256 and a.blob == b.blob
+        assert a.weights_sha256 == b.weights_sha256
+        assert a.blob == b.blob
     # the finished run left no in-progress state behind
     runs = store.trained_objects().path + "/runs"
     assert sorted(os.listdir(runs)) == [f"{resumed['run']}.json"]
@@ -231,7 +240,8 @@ def test_the_test_split_is_never_read(
     finetune(store, ds, NET, "honest", keep_every=1, **FAST)
     rows = training_rows(ds, Recipe())
     assert read == set(rows.train.tolist()) | set(rows.val.tolist())
-    assert not read & test_rows and len(rows.val) > 0
+    assert not read & test_rows
+    assert len(rows.val) > 0
 
 
 def test_a_damaged_blob_is_refused_when_read(tmp_path: Path, images: Path) -> None:
@@ -260,5 +270,7 @@ def test_recipe_is_validated_and_keyed() -> None:
     with pytest.raises(Exception, match="unknown fine-tuning recipe fields"):
         Recipe.from_dict({"epochs": 2, "lrr": 0.1})
     r = Recipe.from_dict({"epochs": "3", "lr": "0.05", "freeze": "layer2"})
-    assert r.epochs == 3 and r.lr == 0.05 and r.freeze == "layer2"
+    assert r.epochs == 3
+    assert r.lr == 0.05
+    assert r.freeze == "layer2"
     assert json.loads(json.dumps(r.to_dict())) == r.to_dict()

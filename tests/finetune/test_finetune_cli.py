@@ -31,13 +31,15 @@ def test_finetune_cli_trains_then_finds_the_run(store_url: str) -> None:
             "--epochs", "2", "--batch-size", "8", "--freeze", "conv1"]  # fmt: skip
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
-    assert "epoch 1/2: train loss " in first.output and "epoch 2/2: " in first.output
+    assert "epoch 1/2: train loss " in first.output
+    assert "epoch 2/2: " in first.output
     assert "ft: trained; run ft-" in first.output
     assert "networks: ft (extract with -m ft)" in first.output
     again = CliRunner().invoke(cli, [*args, "--json"])
     assert again.exit_code == 0, again.output
     data = json.loads(again.output)
-    assert data["trained"] is False and data["recipe"]["freeze"] == "conv1"
+    assert data["trained"] is False
+    assert data["recipe"]["freeze"] == "conv1"
     extracted = CliRunner().invoke(
         cli, ["extract", "--store", store_url, "-d", "tiny", "-m", "ft", "-l", "flat"]
     )

@@ -50,10 +50,12 @@ def test_a_timm_network_fine_tunes_with_frozen_blocks_and_is_extracted_by_name(s
     parent = load_model(spec, "random").module.model.state_dict()
     out = finetune(store, "tiny", VIT, "vit-ft", weights="random", epochs=1, batch_size=16,
                    freeze="block0", lr=0.05)  # fmt: skip
-    assert out["trained"] is True and out["networks"] == ["vit-ft"]
+    assert out["trained"] is True
+    assert out["networks"] == ["vit-ft"]
     rec = nets.get_network(store, "vit-ft")
     # the head is timm's own classifier (get_classifier), now with the dataset's 3 classes
-    assert rec.parent == VIT and rec.head == {
+    assert rec.parent == VIT
+    assert rec.head == {
         "module": "head",
         "in_features": 192,
         "out_features": 3,

@@ -49,7 +49,8 @@ def test_models_add_and_finetune_refuse_each_others_names(store_url: str, tmp_pa
     replace = runner.invoke(
         cli, ["models", "add", "ft", NET, "--weights", weights, "--replace", "--store", store_url]
     )
-    assert replace.exit_code == 1 and "fine-tuned network" in replace.output
+    assert replace.exit_code == 1
+    assert "fine-tuned network" in replace.output
 
     added = runner.invoke(
         cli, ["models", "add", "team", NET, "--weights", weights, "--store", store_url]
@@ -87,13 +88,18 @@ def test_models_named_lists_added_and_fine_tuned_networks(store_url: str, tmp_pa
     res = runner.invoke(cli, ["models", "named", "--store", store_url, "--json"])
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads(res.output)}
-    assert rows["team"]["kind"] == "added" and rows["team"]["arch"] == NET
+    assert rows["team"]["kind"] == "added"
+    assert rows["team"]["arch"] == NET
     ft = rows["ft"]
-    assert ft["kind"] == "fine-tuned" and ft["arch"] == NET and ft["epoch"] == 1
-    assert ft["dataset"] == "tiny" and ft["recipe"]["freeze"] == "bn1"
+    assert ft["kind"] == "fine-tuned"
+    assert ft["arch"] == NET
+    assert ft["epoch"] == 1
+    assert ft["dataset"] == "tiny"
+    assert ft["recipe"]["freeze"] == "bn1"
     assert ft["parent"]["weights_sha256"] == rows["team"]["weights_sha256"]  # same weights
     text = runner.invoke(cli, ["models", "named", "--store", store_url])
     assert text.exit_code == 0, text.output
     line = next(ln for ln in text.output.splitlines() if ln.startswith("ft "))
-    assert "fine-tuned" in line and "fine-tuned on tiny, epoch 1 (best), freeze bn1" in line
+    assert "fine-tuned" in line
+    assert "fine-tuned on tiny, epoch 1 (best), freeze bn1" in line
     assert any(ln.startswith("team ") and " added " in ln for ln in text.output.splitlines())

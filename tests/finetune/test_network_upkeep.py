@@ -45,33 +45,42 @@ def test_ls_lists_fine_tuned_networks(store_url: str) -> None:
     finetune(store_url, "tiny", NET, "tiny-ft", freeze="conv1", **FAST)
     text = run("ls", "--store", store_url).output
     line = next(ln for ln in text.splitlines() if ln.startswith("tiny-ft "))
-    assert NET in line and "tiny" in line and "conv1" in line and "sha256:" in line
+    assert NET in line
+    assert "tiny" in line
+    assert "conv1" in line
+    assert "sha256:" in line
     data = json.loads(run("ls", "--store", store_url, "--json").output)
     (row,) = data["networks"]
-    assert row["name"] == "tiny-ft" and row["parent"] == NET and row["bytes"] > 0
+    assert row["name"] == "tiny-ft"
+    assert row["parent"] == NET
+    assert row["bytes"] > 0
 
 
 def test_verify_finds_a_damaged_blob_and_repair_removes_what_needs_it(store_url: str) -> None:
     finetune(store_url, "tiny", NET, "tiny-ft", **FAST)
     clean = run("verify", "--store", store_url).output
-    assert "1 fine-tuned networks, 1 runs, " in clean and "0 damaged" in clean.splitlines()[-1]
+    assert "1 fine-tuned networks, 1 runs, " in clean
+    assert "0 damaged" in clean.splitlines()[-1]
 
     blob = _blob_path(store_url, "tiny-ft")
     payload = bytearray(blob.read_bytes())
     payload[-1] ^= 0xFF
     blob.write_bytes(bytes(payload))
     found = run("verify", "--store", store_url, code=1).output
-    assert "network tiny-ft: DAMAGED: weights blob " in found and "is damaged" in found
+    assert "network tiny-ft: DAMAGED: weights blob " in found
+    assert "is damaged" in found
     assert "`featstore verify --repair` removes them" in found
 
     fixed = run("verify", "--repair", "--store", store_url).output
     assert f"repair: blob {blob.stem[:12]}: removed (its bytes do not hash" in fixed
     assert "repair: network tiny-ft: removed (its record or weights are damaged" in fixed
     assert "repair: run ft-" in fixed
-    assert not blob.exists() and nets.list_networks(open_store(store_url)) == []
+    assert not blob.exists()
+    assert nets.list_networks(open_store(store_url)) == []
     run("verify", "--store", store_url)
     again = finetune(store_url, "tiny", NET, "tiny-ft", **FAST)  # made anew, the same weights
-    assert again["trained"] is True and _blob_path(store_url, "tiny-ft") == blob
+    assert again["trained"] is True
+    assert _blob_path(store_url, "tiny-ft") == blob
 
 
 def test_a_damaged_name_is_repaired_from_its_run_without_training(store_url: str) -> None:
@@ -82,7 +91,8 @@ def test_a_damaged_name_is_repaired_from_its_run_without_training(store_url: str
     found = run("verify", "--store", store_url, code=1).output
     assert "network tiny-ft: DAMAGED: network 'tiny-ft' cannot be read" in found
     fixed = run("verify", "--repair", "--store", store_url).output
-    assert "repair: network tiny-ft: removed" in fixed and "repair: run" not in fixed
+    assert "repair: network tiny-ft: removed" in fixed
+    assert "repair: run" not in fixed
     assert finetune(store_url, "tiny", NET, "tiny-ft", **FAST)["trained"] is False
 
 
@@ -93,22 +103,27 @@ def test_gc_frees_only_weights_that_nothing_needs(store_url: str) -> None:
     blobs = lambda: {p.stem for p in (Path(store_url) / "trained" / "blobs").glob("*.safetensors")}  # noqa: E731
     needed = blobs() - {orphan}
     out = run("gc", "--older-than", "0", "--store", store_url).output
-    assert orphan[:12] in out and blobs() == needed
+    assert orphan[:12] in out
+    assert blobs() == needed
 
     rm = run("models", "rm", "tiny-ft@epoch1", "--store", store_url).output
-    assert "removed network tiny-ft@epoch1" in rm and "still record them" in rm
+    assert "removed network tiny-ft@epoch1" in rm
+    assert "still record them" in rm
     run("gc", "--older-than", "0", "--store", store_url)
     assert blobs() == needed  # the run still records epoch 1: asking again re-registers it
     for name in ("tiny-ft", "tiny-ft@epoch2"):
         nets.stored_network(store, name)  # whole, extractable
 
     rm = run("models", "rm", "tiny-ft", "--forget-run", "--store", store_url).output
-    assert "removed network tiny-ft@epoch2" in rm and "forgot fine-tuning run ft-" in rm
+    assert "removed network tiny-ft@epoch2" in rm
+    assert "forgot fine-tuning run ft-" in rm
     run("gc", "--older-than", "0", "--store", store_url)
-    assert blobs() == set() and nets.list_networks(store) == []
+    assert blobs() == set()
+    assert nets.list_networks(store) == []
     assert finetune(store, "tiny", NET, "tiny-ft", keep_every=1, **FAST)["trained"] is True
 
 
 def test_models_rm_refuses_unknown_names_in_one_line(store_url: str) -> None:
     out = run("models", "rm", "nope", "--store", store_url, code=1).output
-    assert out.strip().startswith("Error: store ") and "has no network named 'nope'" in out
+    assert out.strip().startswith("Error: store ")
+    assert "has no network named 'nope'" in out

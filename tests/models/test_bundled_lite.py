@@ -62,7 +62,9 @@ def test_names_real_photos_and_equals_the_packages_forward(
     ds, root = photos
     size = VARIANTS[name]
     spec = get_spec(name)
-    assert spec.input_size == (size, size) and spec.fixed_input and spec.source == "bundled"
+    assert spec.input_size == (size, size)
+    assert spec.fixed_input
+    assert spec.source == "bundled"
     assert resolve_layer(spec, "stage7").shape[0] == (320 if name.endswith("1") else 352)
     store = open_store(str(tmp_path / "s.zarr"))
     summary = extract(

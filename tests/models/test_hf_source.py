@@ -13,7 +13,12 @@ from featstore.extract import LayerCapture, Pooling, apply_pooling, effective_po
 from featstore.models import get_spec, load_model, resolve_layer, state_dict_sha256
 
 transformers = pytest.importorskip("transformers")
-SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
+SMALL = {
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 def _save(tmp_path: Path, name: str, model: torch.nn.Module, processor: object = None) -> str:
@@ -93,8 +98,10 @@ def test_siglip_has_no_class_token_so_cls_is_refused(towers) -> None:  # type: i
 
 def test_preprocessing_from_the_image_processor_config(towers) -> None:  # type: ignore[no-untyped-def]
     pre = get_spec(f"hf:{towers['vit'][0]}").preprocess
-    assert pre.crop_hw == (32, 32) and pre.resize == (32, 32)
-    assert pre.mean == (0.5, 0.5, 0.5) and pre.interpolation == "bilinear"
+    assert pre.crop_hw == (32, 32)
+    assert pre.resize == (32, 32)
+    assert pre.mean == (0.5, 0.5, 0.5)
+    assert pre.interpolation == "bilinear"
 
 
 def test_task_checkpoint_loads_backbone_and_foreign_keys_are_refused(tmp_path: Path) -> None:

@@ -50,8 +50,10 @@ def test_the_three_sources_register_themselves() -> None:
 def test_a_registered_prefix_builds_its_spec_from_the_table(fake_source) -> None:
     _, calls = fake_source
     spec = get_spec("fakesrc:tiny")
-    assert spec.name == "fakesrc:tiny" and calls == ["tiny"]
-    assert get_spec("fakesrc:tiny") is spec and calls == ["tiny"]  # cached
+    assert spec.name == "fakesrc:tiny"
+    assert calls == ["tiny"]
+    assert get_spec("fakesrc:tiny") is spec
+    assert calls == ["tiny"]
 
 
 def test_a_duplicate_prefix_is_refused(fake_source) -> None:

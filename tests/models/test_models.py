@@ -106,16 +106,19 @@ def test_file_hash_is_cached_per_path_mtime_size(
     monkeypatch.setattr(weights_mod, "state_dict_sha256", lambda sd: calls.append(1) or real(sd))
     first = weights_mod.file_sha256(path)
     second = weights_mod.file_sha256(path)
-    assert first == second and len(calls) == 1
+    assert first == second
+    assert len(calls) == 1
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # another mtime: hashed again
-    assert weights_mod.file_sha256(path) == first and len(calls) == 2
+    assert weights_mod.file_sha256(path) == first
+    assert len(calls) == 2
     assert (tmp_path / "fscache" / "weights_sha256.json").is_file()
 
 
 def test_random_weights_are_explicit_and_deterministic() -> None:
     a = weights_identity("resnet18", resolve_weights("resnet18", "random"))
     b = load_model("resnet18", "random").identity
-    assert a == b and a.source == "random"
+    assert a == b
+    assert a.source == "random"
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
@@ -175,7 +178,8 @@ def test_team_network_from_module_function(tmp_path: Path, monkeypatch: pytest.M
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = get_spec("teamnets:tiny")
-    assert spec.source == "module" and spec.input_size == (32, 32)
+    assert spec.source == "module"
+    assert spec.input_size == (32, 32)
     net = load_model("teamnets:tiny")
     assert net.identity.source == "module"
     assert net.identity.weights_sha256 == state_dict_sha256(net.module.state_dict())

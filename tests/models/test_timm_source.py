@@ -18,8 +18,7 @@ timm = pytest.importorskip("timm")
 
 
 def _tiny(name: str, arch: str, **kwargs: object):  # type: ignore[no-untyped-def]
-    spec = _REGISTRY.get(name) or register(timm_spec(arch, name=name, **kwargs))
-    return spec
+    return _REGISTRY.get(name) or register(timm_spec(arch, name=name, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +39,11 @@ def test_layers_come_from_feature_info_with_token_shapes(vit) -> None:  # type: 
     spec = vit.spec
     assert spec.aliases["block2"] == "blocks.2"
     info = resolve_layer(spec, "block1")
-    assert info.kind == "tap" and info.shape == (3 + 4, 192)
-    assert info.tokens is not None and info.tokens.prefix == 3 and info.tokens.has_cls
+    assert info.kind == "tap"
+    assert info.shape == (3 + 4, 192)
+    assert info.tokens is not None
+    assert info.tokens.prefix == 3
+    assert info.tokens.has_cls
     names = [i.name for i in list_layers(spec)]
     assert names[:3] == ["blocks.0", "blocks.1", "blocks.2"]
     assert resolve_layer(spec, "penultimate").shape == (192,)

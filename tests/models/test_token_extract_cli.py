@@ -63,7 +63,8 @@ def test_timm_vit_from_a_safetensors_file(tmp_path: Path, image_folder: Path) ->
         "extract", "-d", "tiny", "-m", name, "-l", "block2,block5", "--pool", "cls,mean",
         "--weights", str(weights), "--store", url, "--json",
     )  # fmt: skip
-    assert summary["entries"] == 4 and summary["forward_batches"] == 1
+    assert summary["entries"] == 4
+    assert summary["forward_batches"] == 1
     got = _entries(url, summary)
     x = _inputs(image_folder, url, name)
     with torch.no_grad():
@@ -100,7 +101,8 @@ def test_hf_vit_from_a_save_pretrained_folder(tmp_path: Path, image_folder: Path
         "extract", "-d", "tiny", "-m", name, "-l", "hidden_1,hidden_3", "--pool", "cls,mean",
         "--store", url, "--json",
     )  # fmt: skip
-    assert summary["entries"] == 4 and summary["forward_batches"] == 1
+    assert summary["entries"] == 4
+    assert summary["forward_batches"] == 1
     got = _entries(url, summary)
     x = _inputs(image_folder, url, name)
     with torch.no_grad():
@@ -110,4 +112,5 @@ def test_hf_vit_from_a_save_pretrained_folder(tmp_path: Path, image_folder: Path
             ref = reference_view(view, hidden[int(layer[-1])], prefix=1).numpy()
             np.testing.assert_allclose(got[(layer, view)], ref, rtol=1e-2, atol=1e-2)
     layers = CliRunner().invoke(cli, ["models", "layers", name])
-    assert layers.exit_code == 0 and "17 tokens x 32 (1 prefix)" in layers.output
+    assert layers.exit_code == 0
+    assert "17 tokens x 32 (1 prefix)" in layers.output

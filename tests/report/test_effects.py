@@ -81,10 +81,13 @@ def test_factor_effects_match_the_hand_computed_table(report) -> None:
     assert l1.median == pytest.approx((0.55 + 0.60) / 2)
     assert (l2.best, l2.min, l2.max) == (0.90, 0.70, 0.90)
     assert l2.median == pytest.approx((0.75 + 0.80) / 2)
-    assert l2.best_setting["network"] == "b" and l2.best_setting["pooling"] == "avg"
+    assert l2.best_setting["network"] == "b"
+    assert l2.best_setting["pooling"] == "avg"
     net = {lv.level: lv for lv in t.ranked[2].levels}
-    assert net["a"].best == 0.80 and net["a"].median == pytest.approx(0.65)
-    assert net["b"].best == 0.90 and net["b"].median == pytest.approx(0.70)
+    assert net["a"].best == 0.80
+    assert net["a"].median == pytest.approx(0.65)
+    assert net["b"].best == 0.90
+    assert net["b"].median == pytest.approx(0.70)
 
     u = _by_task(report)["U"]
     assert [(f.factor, round(f.effect, 6), f.best_level) for f in u.ranked] == [
@@ -103,10 +106,12 @@ def test_overall_ranking_is_the_mean_effect_over_tasks(report) -> None:
 
 def test_best_setting_per_task_with_relative_error_reduction(report) -> None:
     best = {b.column.dataset: b for b in best_settings(report)}
-    assert best["T"].label == "b/l2/avg/plain/l2/svm" and best["T"].score == 0.90
+    assert best["T"].label == "b/l2/avg/plain/l2/svm"
+    assert best["T"].score == 0.90
     assert best["T"].baseline_score == 0.80
     assert best["T"].rer == pytest.approx((0.2 - 0.1) / 0.2)
-    assert best["U"].label == "a/l1/max/plain/l2/svm" and best["U"].score == 0.72
+    assert best["U"].label == "a/l1/max/plain/l2/svm"
+    assert best["U"].score == 0.72
     assert best["U"].rer == pytest.approx((0.40 - 0.28) / 0.40)
     assert best["T"].n_settings == 8
 

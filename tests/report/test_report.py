@@ -79,7 +79,8 @@ def test_table_shape_best_and_relative_error_reduction(store) -> None:
     assert rep.rows[2].rer[b] == pytest.approx(0.5)
     assert rep.rows[1].rer[b] == pytest.approx(-0.25)
     md = to_markdown(rep)
-    assert "**0.9000** (+50.0%)" in md and "S1 (baseline)" in md
+    assert "**0.9000** (+50.0%)" in md
+    assert "S1 (baseline)" in md
     assert (
         "| S3 | toy | l3 | avg | plain | l2 | svm | 0.7000 (-50.0%) | **0.8000** (+50.0%) |" in md
     )
@@ -88,7 +89,8 @@ def test_table_shape_best_and_relative_error_reduction(store) -> None:
 def test_estimator_rankings_beside_svm_with_kendall_tau(store) -> None:
     rep = build_report(collect_records(store))
     (t,) = rep.transfer
-    assert t["dataset"] == "A" and t["estimators"] == ["h_score", "logme"]
+    assert t["dataset"] == "A"
+    assert t["estimators"] == ["h_score", "logme"]
     assert t["kendall_tau"]["logme"] == pytest.approx(1.0)
     assert t["kendall_tau"]["h_score"] == pytest.approx(-1.0)
     ranks = {row["setting"]["layer"]: row["ranks"] for row in t["rows"]}
@@ -107,7 +109,8 @@ def test_csv_has_one_line_per_cell(store) -> None:
         )
     )
     cls = [r for r in rows if r["task"] == "classify"]
-    assert len(cls) == 6 and len([r for r in rows if r["task"] == "transferability"]) == 6
+    assert len(cls) == 6
+    assert len([r for r in rows if r["task"] == "transferability"]) == 6
     l2a = next(r for r in cls if r["layer"] == "l2" and r["dataset"] == "A")
     assert (l2a["score"], l2a["best"], l2a["relative_error_reduction"]) == (
         "0.900000",
@@ -140,7 +143,8 @@ def test_cli_report_json_md_and_filters(store) -> None:
     res = runner.invoke(
         cli, ["report", "--store", store.url, "--format", "csv", "--task", "classify"]
     )
-    assert res.exit_code == 0 and res.output.count("\n") == 7
+    assert res.exit_code == 0
+    assert res.output.count("\n") == 7
     res = runner.invoke(cli, ["report", "--store", store.url, "--baseline", "depth=1"])
     assert res.exit_code == 1
     assert "Error: baseline names unknown factor(s) ['depth']" in res.output
@@ -153,7 +157,8 @@ def test_cli_markdown_with_plots_writes_png_files(store, tmp_path: Path) -> None
     )
     assert res.exit_code == 0, res.output
     text = out.read_text()
-    assert "![layers](rep_layers.png)" in text and "![heatmap](rep_heatmap.png)" in text
+    assert "![layers](rep_layers.png)" in text
+    assert "![heatmap](rep_heatmap.png)" in text
     for name in ("rep_layers.png", "rep_heatmap.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -35,13 +35,15 @@ def test_json_carries_the_findings_with_the_given_accuracy(store_url: str) -> No
     f = json.loads(res.output)["findings"]
     assert f["factor_ranking"][0]["factor"] == "layer"
     (best,) = f["best_per_task"]
-    assert best["setting"]["network"] == "mynet" and best["setting"]["layer"] == "stage6"
+    assert best["setting"]["network"] == "mynet"
+    assert best["setting"]["layer"] == "stage6"
     (arch,) = f["architecture_vs_transfer"]
     assert {p["network"]: p["imagenet_top1"] for p in arch["points"]} == {
         "efficientnet_lite0": 75.1,
         "mynet": 80.0,
     }
-    assert arch["n"] == 2 and arch["pearson_ci"] is None  # two networks: r only, no interval
+    assert arch["n"] == 2
+    assert arch["pearson_ci"] is None
 
 
 def test_markdown_opens_with_the_findings(store_url: str) -> None:

@@ -81,7 +81,8 @@ def test_sorting_orders_the_rows_by_a_column(tmp_path: Path) -> None:
     table = _table(dom, "results")
     scores = [_score(r, col) for r in _rows(table)]
     assert len(scores) == 3 * 4 * 2 * 2
-    assert scores == sorted(scores, reverse=True) and scores != sorted(scores)
+    assert scores == sorted(scores, reverse=True)
+    assert scores != sorted(scores)
     assert 'aria-sort="descending"' in table
     dom = _dom(tmp_path, page, "#sort=results:1:asc")  # text column (network), ascending
     nets = [re.findall(r"<td>([^<]*)</td>", r)[0] for r in _rows(_table(dom, "results"))]
@@ -93,7 +94,8 @@ def test_filtering_hides_the_rows_without_every_word(tmp_path: Path) -> None:
     dom = _dom(tmp_path, page, "#filter=results:lite1%20stage7")
     rows = _rows(_table(dom, "results"))
     shown = [r for r in rows if 'style="display: none;"' not in r]
-    assert len(rows) == 48 and len(shown) == 4  # 2 poolings x 2 transforms
+    assert len(rows) == 48
+    assert len(shown) == 4
     assert all("efficientnet_lite1" in r and "stage7" in r for r in shown)
     assert "4 of 48 rows" in dom
     assert re.search(r'<input class="filter"[^>]*data-table="results"', dom)
@@ -105,7 +107,8 @@ def test_user_given_names_stay_text(tmp_path: Path) -> None:
         r["factors"]["layer"] = r["factors"]["layer"] + "&amp;'\""
     page = _page(tmp_path, records, plots=True)
     text = page.read_text(encoding="utf-8")
-    assert "<script>alert" not in text and "<img src=x" not in text
+    assert "<script>alert" not in text
+    assert "<img src=x" not in text
     assert (
         "flowers&lt;script&gt;alert(1)&lt;/script&gt; &quot;q&quot; &#x27;a&#x27; &amp; b" in text
     )
@@ -115,7 +118,8 @@ def test_user_given_names_stay_text(tmp_path: Path) -> None:
     assert "<img src=" not in dom.replace('<img id="plot-', "")  # only the report's plots
     assert "alert(1)" in dom  # shown as text
     shown = [r for r in _rows(_table(dom, "results")) if "display: none" not in r]
-    assert len(shown) == 16 and all("onerror=alert(2)" in r for r in shown)  # matched as text
+    assert len(shown) == 16
+    assert all("onerror=alert(2)" in r for r in shown)
 
 
 def test_a_5000_record_page_renders(tmp_path: Path) -> None:

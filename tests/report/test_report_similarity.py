@@ -97,7 +97,8 @@ def test_matrix_is_rebuilt_from_pair_records_in_depth_order(study):
     (m,) = rep.similarity
     assert m["labels"] == ["resnet18:layer1", "resnet18:layer4", "resnet18:fc", "toynet:fc"]
     mat = np.array(m["matrix"], dtype=float)
-    assert np.allclose(mat, mat.T) and np.allclose(np.diag(mat), 1.0)
+    assert np.allclose(mat, mat.T)
+    assert np.allclose(np.diag(mat), 1.0)
     assert mat[1, 2] == pytest.approx(linear_cka(arrays["layer4"], arrays["fc"]), abs=1e-5)
     assert mat[2, 3] == pytest.approx(1.0, abs=1e-5)  # toynet:fc is resnet18:fc scaled
     # the evaluation's own matrix (asked order) agrees with the report's (depth order)
@@ -155,10 +156,13 @@ def test_html_report_shows_cka_heatmap_and_layer_curve_in_chromium(study, tmp_pa
     for ident in ("plot-layers", "plot-similarity-1"):
         img = _png_of(html, ident)
         pixels = np.asarray(img, dtype=float)
-        assert img.width > 300 and img.height > 250 and pixels.std() > 20  # drawn, not blank
+        assert img.width > 300
+        assert img.height > 250
+        assert pixels.std() > 20
 
     shot = tmp_path / "shot.png"
     cap = run(f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri())
     assert cap.returncode == 0, cap.stderr[-2000:]
     data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000

@@ -46,23 +46,28 @@ def test_copy_all_then_nothing_twice(tmp_path, image_folder):
     data = populate(str(tmp_path / "a.zarr"), image_folder)
     src, dst = open_store(str(tmp_path / "a.zarr"), "r"), open_store(str(tmp_path / "b.zarr"))
     summary = copy_store(src, dst)
-    assert summary["ok"] and summary["n_chunks_copied"] == 10  # 5 chunks of 4 rows each, twice
-    assert len(summary["datasets"]["copied"]) == 1 and summary["results"]["copied"] == ["res-1"]
+    assert summary["ok"]
+    assert summary["n_chunks_copied"] == 10
+    assert len(summary["datasets"]["copied"]) == 1
+    assert summary["results"]["copied"] == ["res-1"]
     for key, values in data.items():
         assert entries_equal(src.get_entry(key), dst.get_entry(key))
         np.testing.assert_array_equal(dst.get_entry(key).read(), values)
         assert dst.get_entry(key).attrs["status"] == "complete"
     assert dst.get_dataset("tiny").fingerprint == src.get_dataset("tiny").fingerprint
     again = copy_store(src, dst)
-    assert again["n_chunks_copied"] == 0 and all(e["skipped"] == 5 for e in again["entries"])
-    assert again["results"]["skipped"] == ["res-1"] and again["datasets"]["copied"] == []
+    assert again["n_chunks_copied"] == 0
+    assert all(e["skipped"] == 5 for e in again["entries"])
+    assert again["results"]["skipped"] == ["res-1"]
+    assert again["datasets"]["copied"] == []
 
 
 def test_copy_some_keys_brings_their_dataset(tmp_path, image_folder):
     populate(str(tmp_path / "a.zarr"), image_folder)
     src, dst = open_store(str(tmp_path / "a.zarr"), "r"), open_store(str(tmp_path / "b.zarr"))
     summary = copy_store(src, dst, ["feat-b", "res-1"])
-    assert dst.entry_keys() == ["feat-b"] and dst.result_keys() == ["res-1"]
+    assert dst.entry_keys() == ["feat-b"]
+    assert dst.result_keys() == ["res-1"]
     assert summary["datasets"]["copied"] == src.dataset_ids()
     with pytest.raises(EntryNotFoundError, match="no feature entry or result 'feat-zz'"):
         copy_store(src, dst, ["feat-zz"])
@@ -82,8 +87,11 @@ def test_copy_resumes_a_partial_target_and_refuses_damaged_source_chunks(tmp_pat
     shutil.copy(tmp_path / "a.zarr" / "features" / "feat-b" / "data" / "c" / "1" / "0", chunk_file)
     summary = copy_store(src, dst, ["feat-b"])
     report = summary["entries"][0]
-    assert report["skipped"] == 1 and report["copied"] == [1, 3, 4] and report["unavailable"] == [2]
-    assert not summary["ok"] and not report["complete"]
+    assert report["skipped"] == 1
+    assert report["copied"] == [1, 3, 4]
+    assert report["unavailable"] == [2]
+    assert not summary["ok"]
+    assert not report["complete"]
     assert dst.get_entry("feat-b").missing_chunks() == [2]
     chunk_file.write_bytes(good)  # repaired source: the next copy finishes the entry
     assert copy_store(src, dst, ["feat-b"])["entries"][0]["copied"] == [2]
@@ -94,7 +102,8 @@ def test_export_hdf5_and_import_back(tmp_path, image_folder):
     data = populate(str(tmp_path / "a.zarr"), image_folder)
     src = open_store(str(tmp_path / "a.zarr"), "r")
     summary = export_hdf5(src, tmp_path / "out.h5")
-    assert summary["ok"] and summary["n_chunks_copied"] == 10
+    assert summary["ok"]
+    assert summary["n_chunks_copied"] == 10
     with open_store(str(tmp_path / "out.h5"), "r") as h5:
         assert sorted(h5.entry_keys()) == ["feat-a", "feat-b"]
         np.testing.assert_array_equal(h5.get_entry("feat-a").read(), data["feat-a"])
@@ -118,18 +127,21 @@ def test_cli_copy_export_import(tmp_path, image_folder):
     runner = CliRunner()
     a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
     result = runner.invoke(cli, ["copy", a, b])
-    assert result.exit_code == 2 and "name the KEYs to copy, or pass --all" in result.output
+    assert result.exit_code == 2
+    assert "name the KEYs to copy, or pass --all" in result.output
     result = runner.invoke(cli, ["copy", a, b, "--all", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["n_chunks_copied"] == 10
     result = runner.invoke(cli, ["copy", a, b, "feat-a"])
-    assert result.exit_code == 0 and "feat-a: 0 chunks copied, 5 already there" in result.output
+    assert result.exit_code == 0
+    assert "feat-a: 0 chunks copied, 5 already there" in result.output
     h5 = str(tmp_path / "x.h5")
     result = runner.invoke(cli, ["export", "--format", "hdf5", h5, "feat-a", "--store", b])
     assert result.exit_code == 0, result.output
     c = str(tmp_path / "c.zarr")
     result = runner.invoke(cli, ["import", h5, "--store", c])
-    assert result.exit_code == 0 and result.output.strip().endswith("ok")
+    assert result.exit_code == 0
+    assert result.output.strip().endswith("ok")
     np.testing.assert_array_equal(open_store(c, "r").get_entry("feat-a").read(), data["feat-a"])
     result = runner.invoke(cli, ["copy", a, str(tmp_path / "d.zarr"), "feat-nope"])
     assert result.exit_code == 1
@@ -148,14 +160,19 @@ def test_incremental_copy_moves_only_missing_and_changed_chunks(
     assert copy_store(src, dst, ["feat-a"])["n_chunks_copied"] == 5
     # the rest: feat-b's 5 chunks only, and it says how many bytes
     rest = copy_store(src, dst)
-    assert rest["ok"] and rest["n_chunks_copied"] == 5 and rest["n_chunks_skipped"] == 5
-    assert rest["bytes_copied"] == data["feat-b"].nbytes and rest["n_chunks_changed"] == 0
+    assert rest["ok"]
+    assert rest["n_chunks_copied"] == 5
+    assert rest["n_chunks_skipped"] == 5
+    assert rest["bytes_copied"] == data["feat-b"].nbytes
+    assert rest["n_chunks_changed"] == 0
     # one chunk of the source is recomputed with other bytes: that chunk alone moves again
     entry = src.get_entry("feat-a")
     new = (data["feat-a"][4:8] + 1).astype("float16")
     entry.write_chunk(1, new)
     again = copy_store(src, dst)
-    assert again["ok"] and again["n_chunks_copied"] == 1 and again["n_chunks_changed"] == 1
+    assert again["ok"]
+    assert again["n_chunks_copied"] == 1
+    assert again["n_chunks_changed"] == 1
     assert again["bytes_copied"] == new.nbytes
     assert [e["changed"] for e in again["entries"]] == [[1], []]
     np.testing.assert_array_equal(dst.get_entry("feat-a").read(slice(4, 8)), new)
@@ -167,8 +184,11 @@ def test_incremental_copy_moves_only_missing_and_changed_chunks(
 
     monkeypatch.setattr(ZarrEntry, "_read_rows", no_reads)
     last = copy_store(src, dst)
-    assert last["ok"] and last["n_chunks_copied"] == 0 and last["bytes_copied"] == 0
-    assert last["n_chunks_skipped"] == 10 and last["results"]["skipped"] == ["res-1"]
+    assert last["ok"]
+    assert last["n_chunks_copied"] == 0
+    assert last["bytes_copied"] == 0
+    assert last["n_chunks_skipped"] == 10
+    assert last["results"]["skipped"] == ["res-1"]
 
 
 def test_cli_copy_says_what_it_transferred(tmp_path, image_folder):
@@ -182,7 +202,8 @@ def test_cli_copy_says_what_it_transferred(tmp_path, image_folder):
     second = CliRunner().invoke(cli, ["copy", a, b, "--all", "--json"])
     assert second.exit_code == 0, second.output
     summary = json.loads(second.output)
-    assert summary["bytes_copied"] == 0 and summary["n_chunks_copied"] == 0
+    assert summary["bytes_copied"] == 0
+    assert summary["n_chunks_copied"] == 0
     assert summary["n_chunks_skipped"] == 10
     third = CliRunner().invoke(cli, ["copy", a, b, "--all"])
     assert "transferred 0 chunks (0 B, 0 of them changed); 10 chunks already there" in third.output

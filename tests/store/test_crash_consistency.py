@@ -55,7 +55,8 @@ def _datasets(url: str) -> set[tuple[str, str, int]]:
     out = set()
     for info in listed:
         ds = store.get_dataset(info["id"])
-        assert ds.id == info["id"] and len(ds.refs) == ds.n == info["n"]
+        assert ds.id == info["id"]
+        assert len(ds.refs) == ds.n == info["n"]
         out.add((ds.name, ds.id, ds.n))
     assert store.get_dataset(info["name"]).id == info["id"] if listed else True
     return out
@@ -137,7 +138,8 @@ def _check_copy_target(src_url: str, dst_url: str) -> None:
     """Old or new per object: datasets whole, entries honest (complete only if every chunk
     is there and equal), records whole."""
     src, dst = open_store(src_url, mode="r"), open_store(dst_url)
-    assert not dst.damaged_datasets() and not dst.damaged_entries()
+    assert not dst.damaged_datasets()
+    assert not dst.damaged_entries()
     for info in _datasets(dst_url):
         assert info in _datasets(src_url)
     for key in dst.entry_keys():
@@ -213,7 +215,8 @@ def test_upgrade_killed_at_every_write_leaves_old_or_new(tmp_path, sources):
         images = store.get_entry(key).attrs.get("images")
         assert images in (None, ds.images_id)
         if store.format_version == 2:
-            assert got.image_hashes is not None and images == ds.images_id
+            assert got.image_hashes is not None
+            assert images == ds.images_id
         again = upgrade_store(store)  # and running it again finishes the job
         assert again["format"] == 2 and not again["datasets_failed"], case.name
         assert store.get_dataset(ds.id).images_id == ds.images_id
@@ -248,7 +251,8 @@ def _cli(*args: str):
 def _one_line_error(result, start: str) -> None:
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: {start}"), result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
 
 
 def test_a_half_made_dataset_of_an_older_version_is_damaged_in_one_line(
@@ -263,7 +267,9 @@ def test_a_half_made_dataset_of_an_older_version_is_damaged_in_one_line(
 
     listed = _cli("datasets", "list", "--store", url)
     assert listed.exit_code == 0, listed.output
-    assert good.id in listed.output and "DAMAGED" in listed.output and why in listed.output
+    assert good.id in listed.output
+    assert "DAMAGED" in listed.output
+    assert why in listed.output
     _one_line_error(_cli("datasets", "show", half.id, "--store", url), why)
     _one_line_error(_cli("datasets", "show", "same", "--store", url), "no dataset 'same' in store")
     shown = _cli("datasets", "show", "other", "--store", url)
@@ -281,7 +287,8 @@ def test_a_half_made_dataset_of_an_older_version_is_damaged_in_one_line(
     extract = ["extract", "--store", url, "-d", "other", "-m", "resnet18", "-l", "penultimate"]
     extract += ["--weights", "random", "--resize", "40", "--crop", "32", "--device", "cpu"]
     extracted = _cli(*extract)
-    assert extracted.exit_code == 0 and "done: 1 entries complete" in extracted.output
+    assert extracted.exit_code == 0
+    assert "done: 1 entries complete" in extracted.output
 
     again = _cli("datasets", "add", "same", half.source["root"], "--store", url)
     assert again.exit_code == 0, again.output  # the same source repairs it

@@ -49,10 +49,14 @@ def test_truncated_entry_metadata(store_dir, which):
     root = Path(url) / "features" / str(o["a"])
     _truncate(root / "zarr.json" if which == "group" else root / "data" / "zarr.json")
     code, out = _run("ls", "--store", url)
-    assert code == 0 and "DAMAGED" in out and str(o["b"]) in out and "complete" in out
+    assert code == 0
+    assert "DAMAGED" in out
+    assert str(o["b"]) in out
+    assert "complete" in out
     code, out = _run("verify", "--store", url)
     assert code == 1
-    assert f"{o['a']}: DAMAGED entry" in out and f"featstore rm {o['a']}" in out
+    assert f"{o['a']}: DAMAGED entry" in out
+    assert f"featstore rm {o['a']}" in out
     assert f"{o['b']}: ok" in out
     with open_store(url, mode="r") as store:
         with pytest.raises(DamagedEntryError, match=str(o["a"])):
@@ -75,12 +79,14 @@ def test_truncated_entry_metadata(store_dir, which):
     # gc keeps it (its chunks and markers are data), even with --older-than 0
     chunks_before = sorted(p.name for p in root.rglob("*") if p.is_file())
     code, out = _run("gc", "--older-than", "0", "--store", url)
-    assert code == 0 and str(o["a"]) not in out
+    assert code == 0
+    assert str(o["a"]) not in out
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == chunks_before
     # copy goes on with the rest and names it
     dst = str(Path(url).parent / "dst.zarr")
     code, out = _run("copy", url, dst, "--all")
-    assert code == 1 and "DAMAGED in the source" in out
+    assert code == 1
+    assert "DAMAGED in the source" in out
     with open_store(dst, mode="r") as target:
         assert target.entry_keys() == [str(o["b"])]
         np.testing.assert_array_equal(
@@ -95,9 +101,12 @@ def test_array_metadata_gone_chunks_kept(store_dir):
     (root / "data" / "zarr.json").unlink()
     os.utime(root / "zarr.json", (time.time() - 7200, time.time() - 7200))
     code, out = _run("verify", "--store", url)
-    assert code == 1 and "no array metadata" in out
+    assert code == 1
+    assert "no array metadata" in out
     code, out = _run("gc", "--older-than", "0", "--store", url)
-    assert code == 0 and (root / "data" / "c").exists() and (root / "_done" / "0").exists()
+    assert code == 0
+    assert (root / "data" / "c").exists()
+    assert (root / "_done" / "0").exists()
 
 
 def test_gc_respects_older_than_for_entries_without_array(tmp_path):
@@ -107,11 +116,14 @@ def test_gc_respects_older_than_for_entries_without_array(tmp_path):
     young.mkdir(parents=True)
     (young / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group"}))
     code, out = _run("gc", "--store", url)  # default: an hour
-    assert code == 0 and young.exists() and "nothing to remove" in out
+    assert code == 0
+    assert young.exists()
+    assert "nothing to remove" in out
     old = time.time() - 7200
     os.utime(young / "zarr.json", (old, old))
     code, out = _run("gc", "--store", url)
-    assert code == 0 and not young.exists()
+    assert code == 0
+    assert not young.exists()
 
 
 def test_truncated_dataset_metadata(store_dir):
@@ -119,11 +131,17 @@ def test_truncated_dataset_metadata(store_dir):
     other = o["other"]
     _truncate(Path(url) / "datasets" / other.id / "zarr.json")  # type: ignore[attr-defined]
     code, out = _run("datasets", "list", "--store", url)
-    assert code == 0 and "good" in out and "DAMAGED" in out and other.id in out  # type: ignore[attr-defined]
+    assert code == 0
+    assert "good" in out
+    assert "DAMAGED" in out
+    assert other.id in out
     code, out = _run("datasets", "show", "good", "--store", url)
-    assert code == 0 and "good" in out
+    assert code == 0
+    assert "good" in out
     code, out = _run("datasets", "show", other.id, "--store", url)  # type: ignore[attr-defined]
-    assert code == 1 and "cannot be read" in out and "featstore datasets rm" in out
+    assert code == 1
+    assert "cannot be read" in out
+    assert "featstore datasets rm" in out
     code, out = _run("verify", "--store", url)
     assert f"dataset {other.id}: DAMAGED" in out  # type: ignore[attr-defined]
     with open_store(url) as store:
@@ -142,7 +160,9 @@ def test_empty_done_marker(store_dir):
     code, out = _run("ls", "--store", url)
     assert code == 0
     code, out = _run("verify", "--store", url)
-    assert code == 1 and f"{o['a']}: DAMAGED chunks [1]" in out and f"{o['b']}: ok" in out
+    assert code == 1
+    assert f"{o['a']}: DAMAGED chunks [1]" in out
+    assert f"{o['b']}: ok" in out
     code, out = _run(
         "evaluate",
         "-d",
@@ -156,6 +176,8 @@ def test_empty_done_marker(store_dir):
         "--store",
         url,
     )
-    assert code == 1 and "chunk 1 (rows 8-16)" in out and "damaged" in out
+    assert code == 1
+    assert "chunk 1 (rows 8-16)" in out
+    assert "damaged" in out
     with open_store(url, mode="r") as store:
         assert store.result_keys() == []  # nothing scored, nothing stored

@@ -52,12 +52,14 @@ def test_rm_refuses_an_entry_under_a_live_lease_and_force_removes_it(tmp_path):
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: entry {KEY} is being written: leased by {_holder()}")
     assert "pass --force to remove the entry anyway" in result.output
-    assert "Traceback" not in result.output and store.has_entry(KEY)
+    assert "Traceback" not in result.output
+    assert store.has_entry(KEY)
     with pytest.raises(LeaseError, match="leased by host"):
         check_not_held(store, KEY)
     forced = run("rm", KEY, "--force", "--store", url)
     assert forced.exit_code == 0, forced.output
-    assert forced.output == f"removed {KEY}\n" and not store.has_entry(KEY)
+    assert forced.output == f"removed {KEY}\n"
+    assert not store.has_entry(KEY)
 
 
 def test_rm_removes_an_entry_whose_lease_is_released_or_expired(tmp_path):
@@ -87,7 +89,8 @@ def test_gc_removes_the_same_entry_without_a_lease(tmp_path):
     """The control: what gc keeps above it does remove when nobody leases it."""
     url, store, _ = _store_with_entry(tmp_path)
     result = run("gc", "--older-than", "0", "--store", url)
-    assert result.exit_code == 0 and f"removed {store.root}/features/{KEY}" in result.output
+    assert result.exit_code == 0
+    assert f"removed {store.root}/features/{KEY}" in result.output
     assert not store.has_entry(KEY)
 
 
@@ -139,7 +142,9 @@ def test_extract_fails_naming_an_entry_removed_under_it(tiny, monkeypatch):
     assert "done: 1 entries complete" in again.output
     entry = open_store(url).get_entry(removed[0])
     check = entry.verify()
-    assert not check["missing"] and not check["damaged"] and check["ok"] == entry.n_chunks > 1
+    assert not check["missing"]
+    assert not check["damaged"]
+    assert check["ok"] == entry.n_chunks > 1
 
 
 def test_extraction_library_call_reports_a_vanished_entry(tiny, monkeypatch):

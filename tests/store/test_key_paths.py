@@ -66,7 +66,8 @@ def test_copy_to_a_bad_key_writes_nothing(world):
     before = _snapshot(root)
     for dst in (root / "dst.zarr", root / "dst.h5"):
         result = CliRunner().invoke(cli, ["copy", url, str(dst), "../../x"])
-        assert result.exit_code == 1 and "is not a well-formed featstore key" in result.output
+        assert result.exit_code == 1
+        assert "is not a well-formed featstore key" in result.output
         assert not dst.exists()
     assert _snapshot(root) == before
 

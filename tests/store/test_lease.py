@@ -43,17 +43,21 @@ def test_claim_is_exclusive_renewable_and_released(location):
     store = open_store(url, storage_options=options)
     entry = store.create_entry("feat-l", {}, (10, 2), chunk_rows=4)
     mine = claim(entry, 1, "alice", ttl=60)
-    assert mine is not None and mine.owner == "alice" and mine.index == 1
+    assert mine is not None
+    assert mine.owner == "alice"
+    assert mine.index == 1
     assert claim(entry, 1, "bob", ttl=60) is None  # held by a live owner
     assert read_lease(entry, 1).owner == "alice"
     again = renew(entry, mine, ttl=120)  # the holder renews: new token, later expiry
-    assert again.token != mine.token and again.expires > mine.expires
+    assert again.token != mine.token
+    assert again.expires > mine.expires
     assert not release(entry, mine)  # a stale handle cannot release the renewed lease
     assert claim(entry, 1, "bob", ttl=60) is None
     assert release(entry, again)
     assert read_lease(entry, 1) is None
     theirs = claim(entry, 1, "bob", ttl=60)
-    assert theirs is not None and read_lease(entry, 1).owner == "bob"
+    assert theirs is not None
+    assert read_lease(entry, 1).owner == "bob"
     with pytest.raises(LeaseError, match="now held by bob"):
         renew(entry, again)
 
@@ -67,7 +71,8 @@ def test_expired_lease_is_taken_over(location):
     assert claim(entry, 0, "bob", ttl=60) is None
     time.sleep(0.3)  # the crashed holder never renews
     taken = claim(entry, 0, "bob", ttl=60)
-    assert taken is not None and read_lease(entry, 0).owner == "bob"
+    assert taken is not None
+    assert read_lease(entry, 0).owner == "bob"
     assert claim(entry, 0, "carol", ttl=60) is None  # bob's is live
     assert not release(entry, crashed)  # the late holder cannot drop bob's lease
     assert read_lease(entry, 0).owner == "bob"
@@ -83,7 +88,8 @@ def test_claims_interleave_and_done_chunks_are_skipped(location):
     got_a = [next(alice).index]
     got_b = [next(bob).index]
     got_a.append(next(alice).index)
-    assert got_a == [1, 3] and got_b == [2]  # each skips what the other holds, and chunk 0
+    assert got_a == [1, 3]
+    assert got_b == [2]
     assert sorted(lease.index for lease in leases(entry)) == [1, 2, 3]
 
 
@@ -98,7 +104,8 @@ def test_fill_with_leases_leaves_others_chunks_and_clears_stale(location):
     assert written == [0, 2]  # chunk 1 is another live writer's; chunk 2's lease had expired
     assert entry.missing_chunks() == [1]
     assert [lease.index for lease in leases(entry)] == [1]  # ours were released
-    assert held is not None and stale is not None
+    assert held is not None
+    assert stale is not None
     assert clear_expired(entry) == []
     release(entry, held)
     assert fill_with_leases(entry, lambda a, b: expected_rows(a, b, (2,)), owner="me") == [1]
@@ -108,7 +115,8 @@ def test_fill_with_leases_leaves_others_chunks_and_clears_stale(location):
 def test_hdf5_single_writer_claims_always_succeed(tmp_path):
     store = open_store(str(tmp_path / "s.h5"))
     entry = store.create_entry("feat-h", {}, (4, 2), chunk_rows=2)
-    assert claim(entry, 0, "a") is not None and claim(entry, 0, "b") is not None
+    assert claim(entry, 0, "a") is not None
+    assert claim(entry, 0, "b") is not None
     assert leases(entry) == []
 
 

@@ -41,7 +41,8 @@ def test_a_dead_owners_lease_is_taken_over_before_it_expires(tmp_path: Path):
     live = f"{socket.gethostname()}:{subprocess.os.getpid()}:cafecafe"
     assert claim(entry, 1, live, ttl=600) is not None
     taken = claim(entry, 0, "bob", ttl=60)  # the ttl has 10 minutes left; the owner is gone
-    assert taken is not None and read_lease(entry, 0).owner == "bob"
+    assert taken is not None
+    assert read_lease(entry, 0).owner == "bob"
     assert claim(entry, 1, "bob", ttl=60) is None  # a live owner keeps its lease
 
 

@@ -26,7 +26,8 @@ def test_a_writer_paused_past_its_ttl_is_fenced_off(tmp_path):
     assert not late.admit(entry, 0)  # the renewal that admits a write proves the loss
     entry.write_chunk(0, np.ones((4, 2), dtype="float32"))
     release(entry, taker)
-    assert not late.admit(entry, 0) and read_lease(entry, 0) is None  # never re-created
+    assert not late.admit(entry, 0)
+    assert read_lease(entry, 0) is None
     np.testing.assert_array_equal(entry.read_chunk(0), np.ones((4, 2)))
 
 
@@ -45,5 +46,6 @@ def test_a_lease_lost_during_the_row_write_leaves_no_marker_of_the_late_writer(t
             1, np.full((4, 2), 2.0, dtype="float32"), before_marker=lambda: slow.confirm(entry, 1)
         )
     slow.after_lost(entry, 1)  # its rows no longer match the thief's marker: forgotten
-    assert entry.marker(1) is None and entry.missing_chunks() == [0, 1]
+    assert entry.marker(1) is None
+    assert entry.missing_chunks() == [0, 1]
     assert slow.dropped == [(entry.key, 1)]

@@ -95,7 +95,8 @@ def test_a_listed_incomplete_entry_sees_chunks_written_since(tmp_path) -> None:
     listed = next(e for e in store.list_entries().entries if e.attrs["layer"] == "b")
     other = open_store(str(tmp_path / "s.zarr")).get_entry(listed.key)  # another writer
     other.write_chunk(2, np.zeros((2, 2), dtype="float32"))
-    assert listed.is_complete and listed.read().shape == (6, 2)
+    assert listed.is_complete
+    assert listed.read().shape == (6, 2)
 
 
 def test_the_batched_listing_still_proves_every_object(tmp_path) -> None:
@@ -122,7 +123,9 @@ def test_the_batched_listing_still_proves_every_object(tmp_path) -> None:
     assert "cannot be read" in listed.damaged[b]
     assert {r["seed"] for r in find_results(store)} == {0, 3}  # the copy and the edit left out
     info = {i.key: i.damaged for i in store.entries()}
-    assert info[moved] and info[b] and info[c] is None
+    assert info[moved]
+    assert info[b]
+    assert info[c] is None
 
 
 def _catalog(url: str, options: dict[str, Any]) -> dict[str, Any]:

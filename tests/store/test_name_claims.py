@@ -155,7 +155,7 @@ def test_a_store_registered_before_claims_keeps_its_names(tmp_path, two):
 def test_gc_removes_stale_claims_only(tmp_path, two):
     url = str(tmp_path / "s.zarr")
     store = open_store(url)
-    first, second = two
+    first, _second = two
     store.put_dataset(first)  # registered: its claim stays, however old
     _write_claim(store, "killed", "killed-0123456789ab", "elsewhere:1:x", time.time() - 7200)
     _write_claim(store, "running", "running-0123456789ab", "elsewhere:1:y", time.time())
@@ -165,7 +165,8 @@ def test_gc_removes_stale_claims_only(tmp_path, two):
     assert store.gc() == [stale]
     folder = store._name_claims()
     assert read_claim(folder, "killed") is None
-    assert read_claim(folder, "running") is not None and read_claim(folder, "same") is not None
+    assert read_claim(folder, "running") is not None
+    assert read_claim(folder, "same") is not None
 
 
 def test_a_dataset_half_removed_by_a_killed_remover_is_never_listed_and_gc_removes_it(
@@ -180,9 +181,12 @@ def test_a_dataset_half_removed_by_a_killed_remover_is_never_listed_and_gc_remov
     folder.rename(aside)
     old = time.time() - 7200
     os.utime(aside, (old, old))
-    assert store.dataset_ids() == [] and store.list_datasets() == []
-    assert store.gc(dry_run=True) == [str(aside)] and aside.exists()
-    assert store.gc() == [str(aside)] and not aside.exists()
+    assert store.dataset_ids() == []
+    assert store.list_datasets() == []
+    assert store.gc(dry_run=True) == [str(aside)]
+    assert aside.exists()
+    assert store.gc() == [str(aside)]
+    assert not aside.exists()
 
 
 def test_a_claim_name_never_leaves_the_names_folder(tmp_path):

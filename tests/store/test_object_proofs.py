@@ -96,10 +96,13 @@ def test_labels_edited_under_an_unchanged_id_are_never_scored(made):
     for extra in ([], ["--force"]):
         code, out = _evaluate(url, "--classifier", "logreg", *extra)
         _one_line_error(code, out)
-        assert f"dataset {ds.id}" in out and "fingerprint" in out
+        assert f"dataset {ds.id}" in out
+        assert "fingerprint" in out
         assert "featstore datasets add good SOURCE --replace" in out
     code, out = _run("verify", "--store", url)
-    assert code == 1 and f"dataset {ds.id}: DAMAGED" in out and "fingerprint" in out
+    assert code == 1
+    assert f"dataset {ds.id}: DAMAGED" in out
+    assert "fingerprint" in out
     with open_store(url) as store:
         with pytest.raises(DamagedEntryError, match=ds.id):
             store.get_dataset("good")
@@ -145,11 +148,13 @@ def test_a_record_copied_over_another_key_is_not_served(made):
 
     copy_over()
     code, out = _run("verify", "--store", url)
-    assert code == 1 and f"{keys['svm']}: DAMAGED record" in out
+    assert code == 1
+    assert f"{keys['svm']}: DAMAGED record" in out
     assert f"says it is '{keys['logreg']}'" in out
     # not served: recomputed as an SVM, and the reason is said
     again = _evaluate_json(url, "--classifier", "svm", "--svm-c", "1")
-    assert again["cached"] is False and again["classifier"]["name"] == "svm"
+    assert again["cached"] is False
+    assert again["classifier"]["name"] == "svm"
     assert "says it is" in again["recomputed_because"]
     assert _run("verify", "--store", url)[0] == 0  # the recomputed record replaced it
 
@@ -161,9 +166,11 @@ def test_a_record_copied_over_another_key_is_not_served(made):
         report["actions"][0].items()
     )
     with open_store(url, mode="r") as store:
-        assert not store.has_result(keys["svm"]) and store.has_result(keys["logreg"])
+        assert not store.has_result(keys["svm"])
+        assert store.has_result(keys["logreg"])
     rerun = _evaluate_json(url, "--classifier", "svm", "--svm-c", "1")
-    assert rerun["cached"] is False and "recomputed_because" not in rerun
+    assert rerun["cached"] is False
+    assert "recomputed_because" not in rerun
     assert _evaluate_json(url, "--classifier", "svm", "--svm-c", "1")["cached"] is True
 
 
@@ -177,7 +184,8 @@ def test_an_edited_accuracy_is_not_served(made):
     with open_store(url, mode="r") as store:
         assert load_current_result(store, key)[0] is None
     code, out = _evaluate(url, "--classifier", "logreg")
-    assert code == 0 and "0.9999" not in out
+    assert code == 0
+    assert "0.9999" not in out
     again = _evaluate_json(url, "--classifier", "logreg")
     assert again["metrics"]["accuracy"] == first["metrics"]["accuracy"]
     code, out = _run("verify", "--store", url)
@@ -190,12 +198,15 @@ def test_a_deeply_nested_record_is_one_damaged_line(made):
     (key,) = _records(url).values()
     _put_raw_record(made, key, "[" * 100_000 + "]" * 100_000)
     code, out = _run("verify", "--store", url)
-    assert code == 1 and "Traceback" not in out
-    assert f"{key}: DAMAGED record" in out and "nested too deeply" in out
+    assert code == 1
+    assert "Traceback" not in out
+    assert f"{key}: DAMAGED record" in out
+    assert "nested too deeply" in out
     _one_line_error(*_run("info", key, "--store", url))
     assert "nested too deeply" in _run("info", key, "--store", url)[1]
     again = _evaluate_json(url, "--classifier", "logreg")  # recomputed, never a traceback
-    assert again["cached"] is False and "nested too deeply" in again["recomputed_because"]
+    assert again["cached"] is False
+    assert "nested too deeply" in again["recomputed_because"]
 
 
 # --- chunks and their done markers -----------------------------------------------------------
@@ -230,10 +241,13 @@ def test_a_chunk_swapped_with_its_marker_between_entries_is_damaged(made):
                 store.get_entry(key).read()
             assert store.get_entry(key).verify()["damaged"] == [1]
     code, out = _run("verify", "--store", url)
-    assert code == 1 and f"{a}: DAMAGED chunks [1]" in out and f"{b}: DAMAGED chunks [1]" in out
+    assert code == 1
+    assert f"{a}: DAMAGED chunks [1]" in out
+    assert f"{b}: DAMAGED chunks [1]" in out
     code, out = _evaluate(url, "--classifier", "logreg")
     _one_line_error(code, out)
-    assert "chunk 1 (rows 8-16)" in out and "damaged" in out
+    assert "chunk 1 (rows 8-16)" in out
+    assert "damaged" in out
 
 
 def test_a_chunk_swapped_with_its_marker_between_indices_is_damaged(made):
@@ -260,8 +274,10 @@ def test_a_marker_that_is_a_folder_or_nested_json_is_a_damaged_chunk(made):
         with pytest.raises(DamagedChunkError, match=rf"chunk 2 \(rows 16-24\) of entry {b}"):
             store.get_entry(b).read()
     code, out = _run("verify", "--store", url)
-    assert code == 1 and "Traceback" not in out
-    assert f"{a}: DAMAGED chunks [1]" in out and f"{b}: DAMAGED chunks [2]" in out
+    assert code == 1
+    assert "Traceback" not in out
+    assert f"{a}: DAMAGED chunks [1]" in out
+    assert f"{b}: DAMAGED chunks [2]" in out
     _one_line_error(*_evaluate(url, "--classifier", "logreg"))
     with open_store(url) as store:  # repairing forgets the folder like any marker
         store.get_entry(a).invalidate_chunk(1)
@@ -282,8 +298,11 @@ def test_an_entry_copied_under_another_key_is_never_served(made):
     other = "feat-0123456789abcdef0123"
     _copy_entry(url, made["backend"], a, other)
     code, out = _run("verify", "--store", url)
-    assert code == 1 and f"{other}: DAMAGED entry" in out and f"{a}: ok" in out
-    assert f"created as '{a}'" in out and f"featstore rm {other}" in out
+    assert code == 1
+    assert f"{other}: DAMAGED entry" in out
+    assert f"{a}: ok" in out
+    assert f"created as '{a}'" in out
+    assert f"featstore rm {other}" in out
     with open_store(url, mode="r") as store:
         with pytest.raises(DamagedEntryError, match=other):
             store.get_entry(other)
@@ -307,18 +326,22 @@ def test_an_extracted_entry_copied_under_another_key(backend, tmp_path, image_fo
     _copy_entry(url, backend, fc, avgpool)
 
     code, out = _run("verify", "--store", url)
-    assert code == 1 and f"{avgpool}: DAMAGED entry" in out
+    assert code == 1
+    assert f"{avgpool}: DAMAGED entry" in out
     assert f"recorded factors give the key {fc}" in out
     code, out = _run(*base[:-1], "-l", "avgpool")
     _one_line_error(code, out)
-    assert "cached" not in out and avgpool in out and f"featstore rm {avgpool}" in out
+    assert "cached" not in out
+    assert avgpool in out
+    assert f"featstore rm {avgpool}" in out
     code, out = _run("evaluate", "-d", "flowers", "-m", "resnet18", "-l", "avgpool", "--store", url)
     _one_line_error(code, out)
     assert "extract" in out
     # removing the copy, as the message says, lets extraction compute the real entry
     assert _run("rm", avgpool, "--store", url)[0] == 0
     code, out = _run(*base, "-l", "avgpool")
-    assert code == 0 and json.loads(out)["forward_batches"] > 0
+    assert code == 0
+    assert json.loads(out)["forward_batches"] > 0
 
 
 # --- the older format ------------------------------------------------------------------------
@@ -352,7 +375,8 @@ def test_older_objects_are_reported_unbound_and_bound_by_upgrade(made):
     with open_store(url, mode="r") as store:
         np.testing.assert_array_equal(store.get_entry(a).read(), made["x"])  # still read
         record, why = load_current_result(store, key)
-        assert record is None and "featstore upgrade" in str(why)  # never trusted silently
+        assert record is None
+        assert "featstore upgrade" in str(why)
     code, out = _run("verify", "--store", url)
     assert code == 0, out
     assert f"{a}: ok; chunks 0-2 unbound (older format); key unbound (older format)" in out
@@ -364,9 +388,11 @@ def test_older_objects_are_reported_unbound_and_bound_by_upgrade(made):
     assert "3 done markers in 1 entries, 1 entry keys, 1 result records" in out
     code, out = _run("verify", "--store", url, "--json")
     report = json.loads(out)
-    assert code == 0 and report["n_unbound"] == 0
+    assert code == 0
+    assert report["n_unbound"] == 0
     assert all(r["unbound"] == [] for r in report["entries"])
     assert _evaluate_json(url, "--classifier", "logreg")["cached"] is True
     code, out = _run("upgrade", "--store", url, "--json")  # twice: nothing more to do
     again = json.loads(out)
-    assert again["markers_bound"] == {} and again["records_sealed"] == []
+    assert again["markers_bound"] == {}
+    assert again["records_sealed"] == []

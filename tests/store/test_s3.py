@@ -69,7 +69,8 @@ def test_store_roundtrip_opens_in_one_request(s3_store, s3_calls):
     assert len(s3_calls) == 1  # the root zarr.json, which holds every node's metadata
     again = shared.get_entry("feat-s")
     assert len(s3_calls) == 1  # the entry comes from the consolidated metadata
-    assert again.attrs["status"] == "complete" and again.shape == (10, 3)
+    assert again.attrs["status"] == "complete"
+    assert again.shape == (10, 3)
     np.testing.assert_array_equal(again.read(), data)
     assert shared.entry_keys() == ["feat-s"]
 
@@ -97,7 +98,8 @@ def test_entry_created_by_another_writer_is_found(s3_store):
     reader = open_store(url, storage_options=options)
     writer = open_store(url, storage_options=options)
     fill(writer.create_entry("feat-late", {}, (4, 2), chunk_rows=2))
-    assert reader.has_entry("feat-late") and reader.entry_keys() == ["feat-late"]
+    assert reader.has_entry("feat-late")
+    assert reader.entry_keys() == ["feat-late"]
     np.testing.assert_array_equal(reader.get_entry("feat-late").read(), rows(0, 4, (2,)))
     writer.delete_entry("feat-late")
     assert open_store(url, "r", storage_options=options).entry_keys() == []
@@ -120,10 +122,11 @@ def test_sharded_entry_uses_whole_shards_as_units(s3_store, tmp_path):
     url, options = s3_store
     store = open_store(url, storage_options=options)
     entry = store.create_entry("feat-sh", {}, (30, 4), chunk_rows=4, shard_rows=12)
-    assert entry.chunk_rows == 12 and entry.n_chunks == 3  # units: shards of 3 chunks
+    assert entry.chunk_rows == 12
+    assert entry.n_chunks == 3
     written = fill_with_leases(entry, lambda a, b: rows(a, b, (4,)), owner="me")
     assert written == [0, 1, 2]
-    objects = [p for p in store.fs.find(f"{store.root}/features/feat-sh/data/c")]
+    objects = list(store.fs.find(f"{store.root}/features/feat-sh/data/c"))
     assert len(objects) == 3  # one object per shard, not one per chunk
     reread = open_store(url, "r", storage_options=options).get_entry("feat-sh")
     np.testing.assert_array_equal(reread.read(rows=[29, 0, 13]), rows(0, 30, (4,))[[29, 0, 13]])
@@ -137,7 +140,8 @@ def test_sharded_entry_uses_whole_shards_as_units(s3_store, tmp_path):
 def test_entry_geometry_shards_only_large_remote_entries():
     assert entry_geometry((1000, 512), "float16", shards=True) == (4096, None)
     chunk, shard = entry_geometry((200_000, 2048), "float16", shards=True)
-    assert chunk == 1024 and shard == 1024 * 32  # 4 MB chunks in 128 MB shards
+    assert chunk == 1024
+    assert shard == 1024 * 32
     assert entry_geometry((200_000, 2048), "float16", shards=False) == (1024, None)
 
 
@@ -186,7 +190,8 @@ def test_credentials_never_reach_the_store_records_or_logs(
     local = open_store(str(tmp_path / "copy.zarr"))
     summary = copy_store(store, local)
     back = copy_store(local, open_store(f"s3://{bucket}/second.zarr", storage_options=options))
-    assert summary["ok"] and back["ok"]
+    assert summary["ok"]
+    assert back["ok"]
     cli_out = CliRunner().invoke(
         cli,
         [
@@ -234,5 +239,6 @@ def test_markers_written_elsewhere_after_a_listing_are_seen(s3_store):
     assert mine.done_chunks() == {0}  # lists _done/ again: now cached with one marker
     theirs = open_store(url, storage_options={**options, "skip_instance_cache": True})
     theirs.get_entry("feat-m").write_chunk(1, rows(4, 8, (2,)))  # another process's client
-    assert mine.marker(1) is not None and mine.done_chunks() == {0, 1}
+    assert mine.marker(1) is not None
+    assert mine.done_chunks() == {0, 1}
     assert mine.is_complete

@@ -222,7 +222,8 @@ def test_a_missing_weights_file_is_known_by_the_path_extraction_recorded(data, t
     hashed: list[str] = []
     catalog = Catalog(store, hash_file=lambda p: hashed.append(p) or "x")
     sel = Selector(network="toynet", layer="penultimate", weights=parse_weights(path))
-    assert catalog.find(ds, sel).key == entry.key and hashed == []
+    assert catalog.find(ds, sel).key == entry.key
+    assert hashed == []
     other = Selector(network="toynet", layer="penultimate", weights=parse_weights(path + ".x"))
     with pytest.raises(FileNotFoundError, match="name the weights by identity instead"):
         catalog.find(ds, other)

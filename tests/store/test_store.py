@@ -58,7 +58,8 @@ class TestStoreBackends:
             assert entry.attrs["layer"] == "fc7"
         with open_store(store_url, mode="r") as store:
             again = store.get_entry("feat-a")
-            assert again.is_complete and again.attrs["layer"] == "fc7"
+            assert again.is_complete
+            assert again.attrs["layer"] == "fc7"
             np.testing.assert_array_equal(again.read(), data)
 
     def test_incomplete_entry_is_never_served(self, store_url):
@@ -134,7 +135,8 @@ class TestStoreBackends:
             done.write_chunk(0, np.ones((2, 2)))
             removed = store.gc(older_than_s=-1)
             assert any("feat-h" in r for r in removed)
-            assert store.has_entry("feat-i") and not store.has_entry("feat-h")
+            assert store.has_entry("feat-i")
+            assert not store.has_entry("feat-h")
 
 
 @settings(
@@ -192,9 +194,8 @@ def test_not_a_store_and_newer_format_are_refused(tmp_path):
     (path / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(StoreVersionError, match="format 99, newer than the format 2"):
         open_store(str(path))
-    assert isinstance(StoreVersionError("x"), FeatstoreError) and isinstance(
-        StoreVersionError("x"), ValueError
-    )
+    assert isinstance(StoreVersionError("x"), FeatstoreError)
+    assert isinstance(StoreVersionError("x"), ValueError)
 
 
 def test_hdf5_newer_format_is_refused(tmp_path):

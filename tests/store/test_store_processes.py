@@ -15,7 +15,7 @@ import pytest
 from featstore import open_store
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from store_writer import expected_rows  # noqa: E402
+from store_writer import expected_rows
 
 WRITER = str(Path(__file__).parents[1] / "store_writer.py")
 N_ROWS, CHUNK_ROWS = 200, 10  # 20 chunks
@@ -74,7 +74,8 @@ def test_two_processes_fill_disjoint_chunks_of_one_entry(tmp_path):
     evens = ",".join(str(i) for i in range(0, 20, 2))
     odds = ",".join(str(i) for i in range(1, 20, 2))
     first, second = start_writer(url, evens, 0.01), start_writer(url, odds, 0.01)
-    assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
+    assert first.wait(timeout=120) == 0
+    assert second.wait(timeout=120) == 0
     entry = open_store(url, mode="r").get_entry("feat-proc")
     assert entry.missing_chunks() == []
     np.testing.assert_array_equal(entry.read(), expected_rows(0, N_ROWS))

@@ -52,7 +52,8 @@ def test_changed_bytes_raise_naming_entry_chunk_rows_and_fix(store_url):
                 read()
             text = str(err.value)
             assert f"chunk 1 (rows 4-8) of entry {KEY} is damaged" in text
-            assert f"featstore repair {KEY}" in text and "featstore verify --repair" in text
+            assert f"featstore repair {KEY}" in text
+            assert "featstore verify --repair" in text
         # rows of other chunks are still served, checked
         np.testing.assert_array_equal(entry.read(rows=[0, 9, 2]), data[[0, 9, 2]])
         np.testing.assert_array_equal(entry.read(slice(8, 10)), data[8:10])
@@ -154,7 +155,8 @@ def test_float16_overflow_is_refused_not_stored_as_inf(store_url):
         rows[2, 1] = 70000.0
         with pytest.raises(DtypeOverflowError) as err:
             entry.write_chunk(1, rows)
-        assert "chunk 1 (rows 4-8)" in str(err.value) and "--dtype float32" in str(err.value)
+        assert "chunk 1 (rows 4-8)" in str(err.value)
+        assert "--dtype float32" in str(err.value)
         assert entry.done_chunks() == set()
         rows[2, 1] = 65504.0  # the largest float16 is fine, and so are inf/nan given as such
         rows[0, 0] = np.inf
@@ -179,7 +181,7 @@ def _assembled(blocks, shape, dtype):
 )
 def test_read_blocks_gives_what_read_gives_one_chunk_at_a_time(store_url, rows, n_blocks):
     with open_store(store_url) as store:
-        entry, data = _filled(store)  # 10 rows in chunks of 4: [0-4) [4-8) [8-10)
+        entry, _data = _filled(store)  # 10 rows in chunks of 4: [0-4) [4-8) [8-10)
         expected = entry.read(rows)
         out, n = _assembled(entry.read_blocks(rows), expected.shape, expected.dtype)
         np.testing.assert_array_equal(out, expected)
@@ -214,6 +216,7 @@ def test_row_view_blocks_follow_the_entry_chunks(tmp_path):
         entry._read_block = lambda lo, hi, records: seen.append(lo) or original(lo, hi, records)
         out, n = _assembled(view.read_blocks(), view.shape, entry.dtype)
         np.testing.assert_array_equal(out, data[rows])
-        assert seen == [0, 3, 6, 9] and n == 4  # each entry chunk decoded once, in order
+        assert seen == [0, 3, 6, 9]
+        assert n == 4
         out, _ = _assembled(view.read_blocks([6, 0, 0]), (3, 6), entry.dtype)
         np.testing.assert_array_equal(out, data[[6, 11, 11]])

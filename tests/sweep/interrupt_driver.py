@@ -19,7 +19,7 @@ from featstore.sweep.plan import factor_planner
 DIM = 96
 
 
-def fake_extract(store, ds, group, options, progress):  # noqa: ANN001, ANN201
+def fake_extract(store, ds, group, options, progress):
     y = np.asarray(ds.labels)
     for e in group.missing:
         rng = np.random.default_rng(abs(hash((e.layer, e.pooling, e.view))) % 2**32)

@@ -52,7 +52,8 @@ def test_models_add_then_name_prefix_and_evaluate_select_one_entry(
     res = cli_run("models", "add", "sq-team", "squeezenet1_1", "--weights", str(team))
     assert res.exit_code == 0, res.output
     net = get_network(open_store(store, mode="r"), "sq-team")
-    assert net is not None and net.arch == "squeezenet1_1"
+    assert net is not None
+    assert net.arch == "squeezenet1_1"
     assert res.output.startswith(
         f"network sq-team: squeezenet1_1 with weights sha256:{net.weights_sha256[:16]}"
     )
@@ -61,12 +62,14 @@ def test_models_add_then_name_prefix_and_evaluate_select_one_entry(
     res = cli_run("sweep", str(by_name), "--json", "--no-report")
     assert res.exit_code == 0, res.output
     first = json.loads(res.output)
-    assert first["forward_batches"] > 0 and first["failed"] == []
+    assert first["forward_batches"] > 0
+    assert first["failed"] == []
 
     os.remove(team)  # teammates have the name, not the file
     res = cli_run("sweep", str(by_name), "--json", "--no-report")
     again = json.loads(res.output)
-    assert again["forward_batches"] == 0 and again["cached_results"] == 1
+    assert again["forward_batches"] == 0
+    assert again["cached_results"] == 1
 
     prefix = f"sha256:{net.weights_sha256[:10]}"
     by_prefix = _spec(
@@ -86,7 +89,8 @@ def test_models_add_then_name_prefix_and_evaluate_select_one_entry(
     assert record["metrics"] == first["results"][0]["metrics"]
 
     unknown = cli_run("evaluate", "-d", "tiny", "-m", "sq-nobody", "-l", "fire7")
-    assert unknown.exit_code == 1 and "Traceback" not in unknown.output
+    assert unknown.exit_code == 1
+    assert "Traceback" not in unknown.output
     assert unknown.output.startswith("Error: no cached features with model=sq-nobody")
 
     other = _weights(tmp_path / "other.pth", 1)
@@ -96,9 +100,12 @@ def test_models_add_then_name_prefix_and_evaluate_select_one_entry(
     wrong = cli_run(
         "evaluate", "-d", "tiny", "-m", "sq-team", "-l", "fire7", "--weights", str(other)
     )
-    assert wrong.exit_code == 1 and "Traceback" not in wrong.output
+    assert wrong.exit_code == 1
+    assert "Traceback" not in wrong.output
     assert (
         f"are not the weights of network sq-team (sha256 {net.weights_sha256[:16]})" in wrong.output
     )
     listed = cli_run("models", "named")
-    assert listed.exit_code == 0 and "sq-team" in listed.output and "squeezenet1_1" in listed.output
+    assert listed.exit_code == 0
+    assert "sq-team" in listed.output
+    assert "squeezenet1_1" in listed.output

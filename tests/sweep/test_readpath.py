@@ -83,7 +83,8 @@ def test_a_teammates_bf16_file_weights_cache_reruns_here_without_network(
     res = runner.invoke(cli, ["sweep", str(spec), "--store", store, "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
-    assert summary["forward_batches"] == 0 and summary["extractions"] == []
+    assert summary["forward_batches"] == 0
+    assert summary["extractions"] == []
     assert summary["failed"] == []
 
     res = runner.invoke(
@@ -116,6 +117,7 @@ def test_a_teammates_bf16_file_weights_cache_reruns_here_without_network(
     child = json.loads(done.stdout.strip().splitlines()[-1])
     assert child["torch"] is False
     assert child["heavy"] == []  # a cached read scores nothing: no scikit-learn, scipy, pandas
-    assert child["key"] == key and child["rows"][0] == 18
+    assert child["key"] == key
+    assert child["rows"][0] == 18
     assert child["forward_batches"] == 0
     assert [r["metrics"] for r in child["results"]] == [r["metrics"] for r in summary["results"]]

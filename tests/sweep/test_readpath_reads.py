@@ -34,7 +34,8 @@ def swept(tmp_path: Any) -> Any:
     store = open_store(str(tmp_path / "sweep.zarr"))
     store.put_dataset(_dataset())
     first = run_sweep(store, _spec(), extract_fn=FakeExtractor(), planner=factor_planner)
-    assert first["failed"] == [] and first["evaluated"] == 32
+    assert first["failed"] == []
+    assert first["evaluated"] == 32
     return store
 
 
@@ -71,9 +72,11 @@ def test_a_catalog_reads_each_entry_once_and_answers_as_a_fresh_one(swept, monke
     monkeypatch.setattr(type(swept), "list_entries", counting_listing)
     catalog = Catalog(swept)
     shared = [catalog.find(ds, sel).key for sel in selectors]
-    assert shared == fresh and len(set(shared)) == N_ENTRIES
+    assert shared == fresh
+    assert len(set(shared)) == N_ENTRIES
     # one batched listing of the store for all eight questions, and no entry read on its own
-    assert len(listings) == 1 and all(n <= 1 for n in reads.values())
+    assert len(listings) == 1
+    assert all(n <= 1 for n in reads.values())
     assert catalog.find(ds, Selector(network="netC", layer="l1")) is None
 
 
@@ -81,11 +84,14 @@ def test_a_cached_rerun_reads_each_entry_a_fixed_number_of_times(swept, monkeypa
     reads = _count(monkeypatch, type(swept), "get_entry")
     records = _count(monkeypatch, type(swept), "get_result")
     again = run_sweep(swept, _spec(), extract_fn=FakeExtractor(), planner=factor_planner)
-    assert again["forward_batches"] == 0 and again["evaluated"] == 0
-    assert again["cached_results"] == 32 and again["failed"] == []
+    assert again["forward_batches"] == 0
+    assert again["evaluated"] == 0
+    assert again["cached_results"] == 32
+    assert again["failed"] == []
     # the plan scans the store once per network (2), the 32 cells' lookups read each
     # entry once more: not once per cell and transform (4 cells read each entry)
-    assert len(reads) == N_ENTRIES and max(reads.values()) <= 3
+    assert len(reads) == N_ENTRIES
+    assert max(reads.values()) <= 3
     assert sorted(records.values()) == [1] * 32  # each cell's record read once
 
 
@@ -100,9 +106,11 @@ def test_a_study_reads_its_own_records_only_and_finds_what_filtering_found(
         classifier="knn",
     )
     wanted = study_result_keys(swept, _spec())
-    assert outside["key"] not in wanted and len(wanted) == 32
+    assert outside["key"] not in wanted
+    assert len(wanted) == 32
     filtered = [r for r in collect_records(swept, datasets=["toy"]) if r.get("key") in wanted]
     records = _count(monkeypatch, type(swept), "get_result")
     study = study_records(swept, _spec())
     assert study == filtered
-    assert outside["key"] not in records and sum(records.values()) == 32
+    assert outside["key"] not in records
+    assert sum(records.values()) == 32

@@ -55,16 +55,19 @@ def test_a_second_name_shows_the_cached_numbers_under_its_own_name(
     assert second.exit_code == 0, second.output
     assert "0 evaluated, 2 cached" in second.output
     rows = _table(second.output)
-    assert len(rows) == 2 and rows == _table(first.output)  # the same numbers
+    assert len(rows) == 2
+    assert rows == _table(first.output)
     assert "toy2 classify (accuracy)" in second.output
-    assert "| toy classify" not in second.output and " toy classify" not in second.output
+    assert "| toy classify" not in second.output
+    assert " toy classify" not in second.output
 
     rep = runner.invoke(
         cli, ["report", "--store", store_url, "--spec", str(_spec(tmp_path, "toy2")), "--json"]
     )
     assert rep.exit_code == 0, rep.output
     data = json.loads(rep.output)
-    assert data["columns"] == ["toy2 classify (accuracy)"] and len(data["rows"]) == 2
+    assert data["columns"] == ["toy2 classify (accuracy)"]
+    assert len(data["rows"]) == 2
     assert all(r["scores"]["toy2 classify (accuracy)"] is not None for r in data["rows"])
     by_name = runner.invoke(cli, ["report", "--store", store_url, "-d", "toy2", "--json"])
     assert json.loads(by_name.output)["columns"] == ["toy2 classify (accuracy)"]

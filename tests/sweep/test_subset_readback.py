@@ -12,10 +12,12 @@ from featstore.sweep.plan import subset_dataset
 def test_a_subset_registered_by_a_sweep_reads_back_undamaged(tmp_path) -> None:
     full = dataset_from_source("digits", "builtin:digits")
     sub = subset_dataset(full, 50)
-    assert sub.n < full.n and sub.fingerprint != full.fingerprint
+    assert sub.n < full.n
+    assert sub.fingerprint != full.fingerprint
     store = open_store(str(tmp_path / "s.zarr"))
     store.put_dataset(sub)
     back = store.get_dataset("digits")  # refused as damaged when the fingerprint did not bind
-    assert back.id == sub.id and back.ids == sub.ids
+    assert back.id == sub.id
+    assert back.ids == sub.ids
     assert np.array_equal(back.labels, sub.labels)
     assert subset_dataset(full, 50).fingerprint == sub.fingerprint  # same subset, same dataset

@@ -54,7 +54,8 @@ def test_cells_on_dask_equal_a_local_run_with_progress_per_cell(client, tmp_path
         cell_runner=dask_cells(lambda: client),
         progress=lambda done, total, info: ticks.append((done, total, info["cell"])),
     )  # fmt: skip
-    assert on_dask["cells_on"] == "dask" and on_dask["failed"] == []
+    assert on_dask["cells_on"] == "dask"
+    assert on_dask["failed"] == []
     assert on_dask["evaluated"] == 8
     assert [(d, t) for d, t, _ in ticks] == [(i, 8) for i in range(1, 9)]
     assert len({label for _, _, label in ticks}) == 8  # each cell once
@@ -74,7 +75,8 @@ def test_cells_on_dask_equal_a_local_run_with_progress_per_cell(client, tmp_path
         dask_store, spec, extract_fn=FakeExtractor(), planner=factor_planner,
         cell_runner=lambda jobs: sent.append(len(jobs)) or iter(()),
     )  # fmt: skip
-    assert again["cached_results"] == 8 and sent == []
+    assert again["cached_results"] == 8
+    assert sent == []
 
 
 def test_a_cell_failing_on_the_cluster_is_reported_with_its_setting(
@@ -94,9 +96,11 @@ def test_a_cell_failing_on_the_cluster_is_reported_with_its_setting(
         cell_runner=dask_cells(lambda: client),
     )  # fmt: skip
     failed = summary["failed"]
-    assert len(failed) == 2 and summary["n_cells"] == 8
+    assert len(failed) == 2
+    assert summary["n_cells"] == 8
     for cell in failed:
-        assert cell["setting"]["layer"] == "l3" and cell["task"] == "classify"
+        assert cell["setting"]["layer"] == "l3"
+        assert cell["task"] == "classify"
         assert "RuntimeError on the Dask cluster: worker lost its disk" in cell["error"]
     assert summary["evaluated"] == 6
 
@@ -108,5 +112,6 @@ def test_a_store_the_cluster_cannot_open_is_evaluated_here(client) -> None:
         store, _spec(**SPEC), extract_fn=FakeExtractor(), planner=factor_planner,
         cell_runner=dask_cells(lambda: client),
     )  # fmt: skip
-    assert summary["cells_on"] == "local" and summary["failed"] == []
+    assert summary["cells_on"] == "local"
+    assert summary["failed"] == []
     assert any("not on the cluster" in n for n in summary["notes"])

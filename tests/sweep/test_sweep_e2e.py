@@ -32,26 +32,28 @@ def test_sweep_extracts_once_evaluates_and_reruns_from_the_cache(
     assert res.exit_code == 0, res.output
     plan = json.loads(res.output)
     # 2 layers x 2 views (plain, flipavg) x 2 tasks; entries: 2 layers x (plain, flip) in one pass
-    assert (
-        plan["n_cells"] == 8
-        and plan["n_entries_to_extract"] == 4
-        and plan["extraction_passes"] == 1
-    )
+    assert plan["n_cells"] == 8
+    assert plan["n_entries_to_extract"] == 4
+    assert plan["extraction_passes"] == 1
 
     res = runner.invoke(cli, ["sweep", str(spec), "--store", store, "--json"])
     assert res.exit_code == 0, res.output
     first = json.loads(res.output)
-    assert first["failed"] == [] and first["evaluated"] == 8
+    assert first["failed"] == []
+    assert first["evaluated"] == 8
     assert len(first["extractions"]) == 1
     # 18 images in batches of 8 = 3 batches; plain and flip views share each forward batch
     assert first["forward_batches"] == 3
     s = open_store(store, mode="r")
-    assert len(s.entry_keys()) == 4 and len(s.result_keys()) == 8
+    assert len(s.entry_keys()) == 4
+    assert len(s.result_keys()) == 8
 
     res = runner.invoke(cli, ["sweep", str(spec), "--store", store, "--json"])
     second = json.loads(res.output)
-    assert second["forward_batches"] == 0 and second["extractions"] == []
-    assert second["cached_results"] == 8 and second["evaluated"] == 0
+    assert second["forward_batches"] == 0
+    assert second["extractions"] == []
+    assert second["cached_results"] == 8
+    assert second["evaluated"] == 0
     assert [r["metrics"] for r in second["results"]] == [r["metrics"] for r in first["results"]]
 
     res = runner.invoke(cli, ["report", "--store", store, "--spec", str(spec), "--json"])

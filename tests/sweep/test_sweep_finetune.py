@@ -73,7 +73,8 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     first = _sweep(store_url, spec, "--json")
     assert first.exit_code == 0, first.output
     out = json.loads(first.output)
-    assert out["failed"] == [] and out["trained_runs"] == 2
+    assert out["failed"] == []
+    assert out["trained_runs"] == 2
     assert {(f["network"], f["trained"]) for f in out["finetune"]} == {
         ("tiny-ft", True),
         ("tiny-frozen", True),
@@ -89,18 +90,21 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     again = _sweep(store_url, spec, "--json")
     assert again.exit_code == 0, again.output
     second = json.loads(again.output)
-    assert second["trained_runs"] == 0 and [f["trained"] for f in second["finetune"]] == [
+    assert second["trained_runs"] == 0
+    assert [f["trained"] for f in second["finetune"]] == [
         False,
         False,
     ]
-    assert second["extractions"] == [] and second["forward_batches"] == 0
+    assert second["extractions"] == []
+    assert second["forward_batches"] == 0
     assert second["cached_results"] == second["n_cells"] == 5
     metrics = lambda o: {r["setting"]["network"]: r["metrics"] for r in o["results"]}  # noqa: E731
     assert metrics(second) == metrics(out)
 
     found = _sweep(store_url, spec, "--dry-run")
     assert "train 2 epoch(s)" not in found.output
-    assert "finetune tiny-ft: " in found.output and "found (run finished" in found.output
+    assert "finetune tiny-ft: " in found.output
+    assert "found (run finished" in found.output
 
     # the study table: the fine-tuned rows beside their frozen parent, with their provenance
     table = _sweep(store_url, spec)
@@ -108,7 +112,8 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     rows = [ln for ln in table.output.splitlines() if ln.startswith("| S")]
     order = [ln.split(" | ")[1] for ln in rows]
     assert order == [NET, "tiny-ft", "tiny-ft@epoch1", "tiny-ft@epoch2", "tiny-frozen"]
-    assert "(baseline)" in rows[0] and "| frozen | all | - |" in rows[0]
+    assert "(baseline)" in rows[0]
+    assert "| frozen | all | - |" in rows[0]
     assert "| fine-tuned | bn1 | 1 |" in rows[4]  # how each was trained: columns of the table
     assert "### Fine-tuned networks" in table.output
     prov = [ln for ln in table.output.splitlines() if ln.startswith("| tiny-")]
@@ -174,7 +179,8 @@ def test_bad_finetune_fields_are_one_line_errors_naming_the_entry(
     res = _sweep(store_url, _spec(tmp_path, text), "--dry-run")
     assert res.exit_code == 1, res.output
     line = res.output.strip()
-    assert "\n" not in line and line.startswith("Error: sweep spec: ")
+    assert "\n" not in line
+    assert line.startswith("Error: sweep spec: ")
     assert "finetune[0] (" in line
     assert "Traceback" not in res.output
 
@@ -183,11 +189,13 @@ def test_an_unknown_layer_is_refused_before_any_run_trains(store_url: str, tmp_p
     text = SPEC.replace("freeze: bn1", "freeze: conv9")
     res = _sweep(store_url, _spec(tmp_path, text))
     assert res.exit_code == 1, res.output
-    assert "finetune tiny-frozen on dataset 'tiny'" in res.output and "conv9" in res.output
+    assert "finetune tiny-frozen on dataset 'tiny'" in res.output
+    assert "conv9" in res.output
     assert nets.list_networks(open_store(store_url, mode="r")) == []  # tiny-ft not trained
     text = SPEC.replace("layers: [flat], epochs: 2", "layers: [nolayer], epochs: 2")
     res = _sweep(store_url, _spec(tmp_path, text))
-    assert res.exit_code == 1 and "nolayer" in res.output
+    assert res.exit_code == 1
+    assert "nolayer" in res.output
 
 
 def test_several_datasets_name_one_network_per_dataset() -> None:

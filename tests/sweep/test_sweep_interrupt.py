@@ -23,7 +23,7 @@ DRIVER = Path(__file__).with_name("interrupt_driver.py")
 N_CELLS = 32
 
 
-def _dataset():  # noqa: ANN202
+def _dataset():
     n_per, labels, splits = 200, [], []
     for c in range(3):
         labels += [c] * n_per
@@ -41,7 +41,7 @@ def _dataset():  # noqa: ANN202
     )
 
 
-def _sweep(store: str, spec: Path, *extra: str, **kw):  # noqa: ANN202
+def _sweep(store: str, spec: Path, *extra: str, **kw):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, str(DRIVER), store, str(spec), "--workers", "2", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
@@ -87,7 +87,8 @@ def test_ctrl_c_stops_the_sweep_and_the_rerun_continues(tmp_path: Path) -> None:
     assert match, "".join(ln for _, ln in lines)
     # a worker may finish a cell just before the parent reads it: at most one per worker
     assert int(match.group(1)) <= done <= int(match.group(1)) + 2
-    assert said_at - t0 < 3 and 0 < done < N_CELLS  # workers ended, queued cells cancelled
+    assert said_at - t0 < 3
+    assert 0 < done < N_CELLS
     time.sleep(3)  # terminated workers write nothing more
     assert n_records() == done
 
@@ -95,5 +96,7 @@ def test_ctrl_c_stops_the_sweep_and_the_rerun_continues(tmp_path: Path) -> None:
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err.decode()
     summary = json.loads(out)
-    assert summary["cached_results"] == done and summary["evaluated"] == N_CELLS - done
-    assert summary["failed"] == [] and n_records() == N_CELLS
+    assert summary["cached_results"] == done
+    assert summary["evaluated"] == N_CELLS - done
+    assert summary["failed"] == []
+    assert n_records() == N_CELLS

@@ -47,7 +47,7 @@ def _raw(**over):
 
 
 def test_the_vocabulary_is_the_registry_s() -> None:
-    assert spec_mod.TASKS == tuple(TASKS)
+    assert tuple(TASKS) == spec_mod.TASKS
     assert spec_mod.CLASSIFIERS == tuple(CLASSIFIER_OPTIONS) == tuple(CLASSIFIER_NAMES)
     assert "c_grid" not in reading_options("classify", "knn")
     assert {"knn_k", "shots", "draws"} <= set(reading_options("classify", "knn"))
@@ -103,14 +103,17 @@ def test_knn_few_shot_and_retrieval_run_end_to_end(tmp_path: Path) -> None:
     records = study_records(store, spec)
     assert len(records) == 12
     knn = [r for r in records if (r.get("classifier") or {}).get("name") == "knn"]
-    assert len(knn) == 3 and all(r["classifier"]["k_grid"] == [1, 3] for r in knn)
+    assert len(knn) == 3
+    assert all(r["classifier"]["k_grid"] == [1, 3] for r in knn)
     classify = [r for r in records if r["task"] == "classify"]
     assert all(r["protocol"]["few_shot"]["shots"] == [5, 10] for r in classify)
     svm = [r for r in classify if r["classifier"]["name"] == "svm"]
     assert all(r["classifier"]["C_grid"] == [0.01, 0.1, 1.0, 10.0] for r in svm)
     retrieve = [r for r in records if r["task"] == "retrieve"]
-    assert len(retrieve) == 3 and all(r["classifier"]["whiten"]["on"] == "none" for r in retrieve)
+    assert len(retrieve) == 3
+    assert all(r["classifier"]["whiten"]["on"] == "none" for r in retrieve)
     assert retrieve[0]["protocol"]["ks"] == [1, 5]
     findings = study_findings(build_report(records))
     factors = {f.factor for te in findings.effects for f in te.ranked}
-    assert "classifier" in factors and "network" in factors
+    assert "classifier" in factors
+    assert "network" in factors

@@ -126,8 +126,10 @@ def _metrics(summary):
 def test_plan_groups_one_pass_per_network_and_counts_cells(store) -> None:
     plan = make_plan(store, _spec(), planner=factor_planner).to_json()
     # (3 + 1 layers) x 2 poolings x 2 transforms = 16 settings; classify + transferability
-    assert plan["n_cells"] == 32 and plan["cells_with_results"] == 0
-    assert plan["extraction_passes"] == 2 and plan["n_entries_to_extract"] == 8
+    assert plan["n_cells"] == 32
+    assert plan["cells_with_results"] == 0
+    assert plan["extraction_passes"] == 2
+    assert plan["n_entries_to_extract"] == 8
     a, b = plan["groups"]
     assert (a["network"], a["layers"], a["poolings"], a["views"]) == (
         "netA",
@@ -145,7 +147,8 @@ def test_run_then_rerun_is_all_lookups_with_the_same_numbers(store) -> None:
     assert first["failed"] == []
     assert [(d, n, len(m)) for d, n, m in fake.calls] == [("toy", "netA", 6), ("toy", "netB", 2)]
     assert first["forward_batches"] == 2 * math.ceil(45 / BATCH)
-    assert first["evaluated"] == 32 and first["cached_results"] == 0
+    assert first["evaluated"] == 32
+    assert first["cached_results"] == 0
     by = _metrics(first)
     deep = by[
         (
@@ -183,8 +186,10 @@ def test_run_then_rerun_is_all_lookups_with_the_same_numbers(store) -> None:
 
     fake2 = FakeExtractor()
     second = run_sweep(store, _spec(), extract_fn=fake2, planner=factor_planner)
-    assert fake2.calls == [] and second["forward_batches"] == 0
-    assert second["evaluated"] == 0 and second["cached_results"] == 32
+    assert fake2.calls == []
+    assert second["forward_batches"] == 0
+    assert second["evaluated"] == 0
+    assert second["cached_results"] == 32
     assert _metrics(second) == by
 
 
@@ -203,7 +208,8 @@ def test_interrupted_run_resumes_where_it_stopped(store) -> None:
     )
     entry.invalidate_chunk(1)
     plan = make_plan(store, _spec(), planner=factor_planner).to_json()
-    assert plan["n_entries_cached"] == 5 and plan["n_entries_to_extract"] == 3
+    assert plan["n_entries_cached"] == 5
+    assert plan["n_entries_to_extract"] == 3
     # time left: netA resumes 16 rows (one chunk), netB runs all 45 images, at 10 images/s
     assert [g["est_seconds"] for g in plan["groups"]] == [1.6, 4.5]
     fake = FakeExtractor()
@@ -212,7 +218,8 @@ def test_interrupted_run_resumes_where_it_stopped(store) -> None:
         ("netA", [("l2", entry.attrs["pooling"], "plain")]),
         ("netB", [("l3", "avg", "plain"), ("l3", "max", "plain")]),
     ]
-    assert summary["failed"] == [] and summary["evaluated"] == 32
+    assert summary["failed"] == []
+    assert summary["evaluated"] == 32
 
 
 def test_parallel_workers_give_the_same_records_as_one_process(store, tmp_path: Path) -> None:
@@ -222,7 +229,9 @@ def test_parallel_workers_give_the_same_records_as_one_process(store, tmp_path: 
         baseline={"layer": "l1"},
     )
     par = run_sweep(store, spec, workers=2, extract_fn=FakeExtractor(), planner=factor_planner)
-    assert par["workers"] == 2 and par["failed"] == [] and par["evaluated"] == 8
+    assert par["workers"] == 2
+    assert par["failed"] == []
+    assert par["evaluated"] == 8
     solo_store = open_store(str(tmp_path / "solo.zarr"))
     solo_store.put_dataset(_dataset())
     solo = run_sweep(
@@ -244,23 +253,24 @@ def test_cli_dry_run_and_run(store, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     res = runner.invoke(cli, ["sweep", str(spec_path), "--store", store.url, "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "sweep cli-sweep: 4 cells (0 already have results)" in res.output
-    assert (
-        "2 to extract in 1 pass(es)" in res.output
-        and "toy x netA: 45 images; layers l1, l3" in res.output
-    )
+    assert "2 to extract in 1 pass(es)" in res.output
+    assert "toy x netA: 45 images; layers l1, l3" in res.output
     monkeypatch.setattr(run_mod, "_call_extract", FakeExtractor())
     res = runner.invoke(cli, ["sweep", str(spec_path), "--store", store.url, "--json"])
     assert res.exit_code == 0, res.output
     first = json.loads(res.output)
-    assert first["forward_batches"] == math.ceil(45 / BATCH) and first["evaluated"] == 4
+    assert first["forward_batches"] == math.ceil(45 / BATCH)
+    assert first["evaluated"] == 4
     res = runner.invoke(cli, ["sweep", str(spec_path), "--store", store.url])
     assert res.exit_code == 0, res.output
-    assert "forward_batches=0" in res.output and "0 evaluated, 4 cached" in res.output
+    assert "forward_batches=0" in res.output
+    assert "0 evaluated, 4 cached" in res.output
     assert "| S1 (baseline) | netA | l1 | avg | plain | l2 | svm |" in res.output
     assert "Kendall's tau against the SVM ranking (2 settings): logme:" in res.output
     res = runner.invoke(cli, ["sweep", str(spec_path), "--store", store.url, "--dry-run", "--json"])
     plan = json.loads(res.output)
-    assert plan["cells_with_results"] == 4 and plan["n_entries_to_extract"] == 0
+    assert plan["cells_with_results"] == 4
+    assert plan["n_entries_to_extract"] == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndatasets: [toy]\nnetworks: [netA]\nbaseline: {layer: l1}\n")
     res = runner.invoke(cli, ["sweep", str(bad), "--store", store.url, "--dry-run"])
@@ -308,7 +318,8 @@ def test_on_a_cuda_device_cells_share_it_from_one_process(
     monkeypatch.setattr(sweep_run, "_solvers_on_cuda", lambda: True)
     spec = _spec(networks=[{"name": "netA", "layers": ["l1", "l3"]}], pooling=["avg"])
     out = run_sweep(store, spec, workers=2, extract_fn=FakeExtractor(), planner=factor_planner)
-    assert out["workers"] == 1 and out["failed"] == []
+    assert out["workers"] == 1
+    assert out["failed"] == []
     assert any("CUDA" in n and "--workers 2" in n for n in out["notes"])
     from featstore.cli.sweep_cmd import render_summary
 

@@ -47,17 +47,22 @@ def test_sweep_runs_one_similarity_study_and_the_report_shows_it(store):
     st, arrays = store
     spec = _spec(similarity={"measure": "rsa", "split": "test"})
     summary = run_sweep(st, spec, extract_fn=_no_extraction, planner=factor_planner)
-    assert summary["failed"] == [] and summary["forward_batches"] == 0
+    assert summary["failed"] == []
+    assert summary["forward_batches"] == 0
     sims = [r for r in summary["results"] if r["task"] == "similarity"]
-    assert len(sims) == 1 and summary["n_cells"] == 3 + 1  # 3 classify cells, 1 study
-    assert sims[0]["metrics"]["labels"] == ["l1", "l2", "l3"] and sims[0]["cached"] is False
+    assert len(sims) == 1
+    assert summary["n_cells"] == 3 + 1
+    assert sims[0]["metrics"]["labels"] == ["l1", "l2", "l3"]
+    assert sims[0]["cached"] is False
     test = st.get_dataset("blobs").split_indices("test")
     want = rsa(arrays["l1"][test], arrays["l2"][test])
     assert sims[0]["metrics"]["matrix"][0][1] == pytest.approx(want, abs=1e-5)
 
     rep = build_report(collect_records(st), orders=spec.orders())
-    assert len(rep.rows) == 3 and [m["labels"] for m in rep.similarity] == [["l1", "l2", "l3"]]
-    assert rep.similarity[0]["measure"]["name"] == "rsa" and rep.similarity[0]["rows"] == "test"
+    assert len(rep.rows) == 3
+    assert [m["labels"] for m in rep.similarity] == [["l1", "l2", "l3"]]
+    assert rep.similarity[0]["measure"]["name"] == "rsa"
+    assert rep.similarity[0]["rows"] == "test"
 
     again = run_sweep(st, spec, extract_fn=_no_extraction, planner=factor_planner)
     assert [r["cached"] for r in again["results"]] == [True] * 4  # all lookups

@@ -89,11 +89,13 @@ def test_load_spec_from_yaml_and_bad_yaml(tmp_path: Path) -> None:
     )
     (tmp_path / "imgs").mkdir()
     spec = load_spec(path)
-    assert spec.name == "y" and spec.networks[0].layers == ("a", "b")
+    assert spec.name == "y"
+    assert spec.networks[0].layers == ("a", "b")
     assert spec.datasets[0].source == str(
         (tmp_path / "imgs").resolve()
     )  # relative to the spec file
-    assert spec.transforms == ("none", "l2") and len(spec.cells()) == 4
+    assert spec.transforms == ("none", "l2")
+    assert len(spec.cells()) == 4
     path.write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match="is not valid YAML"):
         load_spec(path)

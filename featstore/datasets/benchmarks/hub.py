@@ -12,6 +12,7 @@ again; they are hashed over their encoded bytes, as files are.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import re
@@ -267,7 +268,7 @@ def expand_braces(pattern: str) -> list[str]:
         items = [str(v).zfill(width) for v in range(int(lo), int(hi) + 1)]
     else:
         bounds = [opening, *commas, closing]
-        items = [pattern[a + 1 : b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        items = [pattern[a + 1 : b] for a, b in itertools.pairwise(bounds)]
     return [out for item in items for out in expand_braces(head + item + tail)]
 
 

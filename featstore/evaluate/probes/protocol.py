@@ -589,9 +589,9 @@ def multi_label(
         )
     with _quiet() as caught:
         fit = solver.multi_label(X, jobs, names, test, spec, seed, tick)
-    ap07: dict[str, float | None] = {name: None for name in names}
-    ap_all: dict[str, float | None] = {name: None for name in names}
-    c_of: dict[str, float | None] = {name: None for name in names}
+    ap07: dict[str, float | None] = dict.fromkeys(names)
+    ap_all: dict[str, float | None] = dict.fromkeys(names)
+    c_of: dict[str, float | None] = dict.fromkeys(names)
     for k, scores in fit.scores.items():
         labels = metric_labels(Y[test, k])
         ap07[names[k]] = metrics.voc07_ap(scores, labels)

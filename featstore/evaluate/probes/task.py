@@ -31,9 +31,9 @@ from featstore.progress import Progress
 __all__ = [
     "ClassificationPlan",
     "check_classes",
+    "compute_classification",
     "evaluate_classification",
     "plan_classification",
-    "compute_classification",
 ]
 
 
@@ -244,7 +244,7 @@ def compute_classification(
             classes=ds.classes,
             progress=draw_cb,
         )
-    record = build_record(
+    return build_record(
         key=key,
         task="classify",
         dataset_id=ds.id,
@@ -262,4 +262,3 @@ def compute_classification(
         sizes={**out["sizes"], "dim": int(X.shape[1])},
         warnings=ds.split_warnings(),
     )
-    return record

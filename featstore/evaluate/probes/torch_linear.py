@@ -567,7 +567,8 @@ class LogregPath:
             if converged:
                 break
             point = self._fill(point)
-            assert point.prob is not None and point.data_grad is not None
+            assert point.prob is not None
+            assert point.data_grad is not None
             U, S, prob = point.U, point.S, point.prob
             grad = _without_shared_intercept(point.data_grad + lam * reg * U, reg)
             gnorm = float(torch.linalg.vector_norm(grad))

@@ -225,7 +225,7 @@ class IVFPQIndex:
             raise EvaluationError(
                 f"IVF-PQ needs m to divide the dimension: {m} does not divide {d}"
             )
-        nbits = min(self.nbits, int(math.floor(math.log2(n)))) if n > 1 else 1
+        nbits = min(self.nbits, math.floor(math.log2(n))) if n > 1 else 1
         if nbits < 1:
             raise EvaluationError(f"IVF-PQ needs at least 2 database vectors, got {n}")
         nprobe = (

@@ -60,11 +60,11 @@ __all__ = [
     "METHODS",
     "TASK",
     "RetrievalPlan",
+    "compute_retrieval",
     "evaluate_retrieval",
     "plan_retrieval",
     "rank_database",
     "retrieval_metrics",
-    "compute_retrieval",
 ]
 
 TASK = "retrieve"
@@ -482,7 +482,7 @@ def compute_retrieval(
             n_components = max(1, min(limit, len(train) // SAMPLES_PER_WHITENED_DIM))
         wh = L2PCAWhitening(n_components=n_components).fit(train)
         flat = wh.transform(flat)
-        chosen["whiten_train_vectors"] = int(len(train))
+        chosen["whiten_train_vectors"] = len(train)
     chosen["dims"] = int(flat.shape[1])
     x = flat.reshape(*x.shape[:-1], flat.shape[1])
     t2 = time.perf_counter()
@@ -501,7 +501,7 @@ def compute_retrieval(
     if plan.index == "ivfpq":
         chosen["ivfpq"] = IVFPQIndex(**params)._params(len(db_rows), x.shape[-1])
     ds = plan.dataset
-    record = build_record(
+    return build_record(
         key=plan.key, task=TASK, dataset_id=ds.id, dataset_name=ds.name,
         features=plan.feature_keys, factors=merge_factors(plan.parts), transform=plan.transform,
         classifier=plan.classifier, protocol=plan.protocol, seed=plan.seed, metrics=scores,
@@ -512,7 +512,6 @@ def compute_retrieval(
         queries={"evaluated": len(q_rows), "skipped": list(info.get("skipped_queries", []))},
         sizes={"dim": chosen["dims"], "queries": len(q_rows), "database": len(db_rows)},
     )  # fmt: skip
-    return record
 
 
 def evaluate_retrieval(

@@ -283,8 +283,7 @@ class MinibatchCKA:
         d = np.sqrt(np.clip(np.diag(self.hsic_), 0.0, None))
         den = np.outer(d, d)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.where(den > 0, self.hsic_ / np.where(den > 0, den, 1.0), np.nan)
-        return out
+            return np.where(den > 0, self.hsic_ / np.where(den > 0, den, 1.0), np.nan)
 
     @property
     def value(self) -> float:

@@ -235,7 +235,7 @@ def plan_similarity(
             protocol = {
                 "rows": split_name,
                 "rows_id": rows_id,
-                "n_rows": int(len(rows)),
+                "n_rows": len(rows),
                 "pair_sizes": [len(reps[a].keys), len(reps[b].keys)],
             }
             key = make_result_key(
@@ -317,7 +317,7 @@ def _record(
         metrics={plan.measure["name"]: value},
         chosen={},
         timings=timings,  # of the whole run that computed this pair
-        sizes={"n_rows": int(len(plan.rows)), "dims": [dims.get(a), dims.get(b)]},
+        sizes={"n_rows": len(plan.rows), "dims": [dims.get(a), dims.get(b)]},
         pair_labels=[ra.label, rb.label],
     )
 
@@ -366,7 +366,7 @@ def run_similarity(
         "measure": plan.measure,
         "transform": plan.transform,
         "split": plan.split,
-        "n_rows": int(len(plan.rows)),
+        "n_rows": len(plan.rows),
         "labels": plan.labels,
         "matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
         "computed": len(todo),

@@ -28,10 +28,10 @@ from featstore.progress import Progress
 __all__ = [
     "ESTIMATORS",
     "TASK",
-    "evaluate_transferability",
     "TransferabilityPlan",
-    "plan_transferability",
     "compute_transferability",
+    "evaluate_transferability",
+    "plan_transferability",
     "transferability_key",
     "transferability_scores",
 ]
@@ -184,7 +184,7 @@ def compute_transferability(
     t1 = time.perf_counter()
     scores = transferability_scores(x, np.asarray(ds.labels)[train], plan.estimators)
     t2 = time.perf_counter()
-    record = build_record(
+    return build_record(
         key=plan.key,
         task=TASK,
         dataset_id=ds.id,
@@ -196,8 +196,7 @@ def compute_transferability(
         protocol=plan.protocol,
         seed=seed,
         metrics=scores,
-        chosen={"n_features": int(x.shape[1]), "n_train": int(len(train))},
+        chosen={"n_features": int(x.shape[1]), "n_train": len(train)},
         timings={**tr.timings_, "features_s": t1 - t0, "estimators_s": t2 - t1, "total_s": t2 - t0},
-        sizes={"dim": int(x.shape[1]), "n_train": int(len(train))},
+        sizes={"dim": int(x.shape[1]), "n_train": len(train)},
     )
-    return record
