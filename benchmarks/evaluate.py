@@ -149,7 +149,7 @@ def sklearn_default_logreg(X, y, splits, threads: int) -> dict:
 
     with (
         warnings.catch_warnings(),
-        mock.patch.object(sklearn_solver, "_lbfgs_tol", lambda *_a: 1e-4),
+        mock.patch.object(sklearn_solver, "_lbfgs_tol", return_value=1e-4),
     ):
         warnings.simplefilter("ignore")
         return classify_arrays(

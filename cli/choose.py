@@ -293,7 +293,7 @@ def choose_options(role: str) -> Callable[[F], F]:
         ]  # fmt: skip
         for option in reversed(options):
             wrapper = option(wrapper)
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 

@@ -11,8 +11,9 @@ entry = lookup(store, "flowers", "efficientnet_lite0", "penultimate")   # the ca
 
 from __future__ import annotations
 
+from featstore.devices import resolve_device
 from featstore.extract.capture import LayerCapture
-from featstore.extract.device import Compute, resolve_compute, resolve_device
+from featstore.extract.device import Compute, resolve_compute
 from featstore.extract.pipeline import extract
 from featstore.extract.plan import (
     EntryPlan,

@@ -12,6 +12,7 @@ multi-layer forward (``forward_taps``), which returns all requested layers from 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -122,10 +123,8 @@ class LayerCapture:
             out = self._fx(x)
             return {name: out[name] for name in self.layers}
         self._store = {}
-        try:
+        with contextlib.suppress(_StopForward):
             self.module(x)
-        except _StopForward:
-            pass
         missing = [n for n in self.layers if n not in self._store]
         if missing:
             raise UnknownLayerError(f"layers {missing} did not run in the forward pass")

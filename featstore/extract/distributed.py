@@ -36,12 +36,12 @@ from featstore.store.lease import (
     DEFAULT_TTL,
     Lease,
     claim,
-    default_owner,
     describe_holders,
     live_leases,
     release,
 )
 from featstore.store.lease_keeper import LeaseKeeper, heartbeat_of
+from featstore.store.objects import default_owner
 from featstore.store.spec import StoreSpec
 
 RUN_OPTIONS = ("batch_size", "num_workers", "threads")  # how a unit runs, not what it fills
@@ -262,9 +262,12 @@ def run_distributed(
             summary[name] = sum(r.get(name, 0) for r in results)
     for key in summary["keys"]:
         entry = store.get_entry(key)
-        if key not in summary["incomplete"] and entry.attrs.get("status") != "complete":
-            if entry.is_complete:
-                entry.update_attrs(status="complete")
+        if (
+            key not in summary["incomplete"]
+            and entry.attrs.get("status") != "complete"
+            and entry.is_complete
+        ):
+            entry.update_attrs(status="complete")
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 

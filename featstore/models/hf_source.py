@@ -88,7 +88,7 @@ def _quiet() -> Iterator[None]:
 def _tower_class(model_type: str) -> Any:
     import transformers
 
-    return getattr(transformers, TOWERS[model_type][0])  # type: ignore[no-any-return]
+    return getattr(transformers, TOWERS[model_type][0])
 
 
 class HFTapNet(TapNet):

@@ -220,7 +220,7 @@ def _import_team_function(name: str) -> Callable[[], Any]:
         raise ModelError(
             f"network {name!r}: {modname}.{funcname} is {_shown(func)}, not a function; {TEAM_HINT}"
         )
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def _first_line(exc: BaseException) -> str:

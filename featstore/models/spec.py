@@ -32,7 +32,7 @@ class ModelSpec:
     family: str
     source: str  # torchvision | bundled | module | timm | hf | open_clip
     builder: Callable[[], nn.Module] = field(compare=False, repr=False)
-    preprocess: Preprocess = Preprocess()
+    preprocess: Preprocess = field(default_factory=Preprocess)
     layers: tuple[tuple[str, str], ...] = ()
     default_layers: tuple[str, ...] = ("penultimate",)
     weights_url: str | None = None

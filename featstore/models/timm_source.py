@@ -177,7 +177,7 @@ def _strip(state_dict: dict[str, torch.Tensor], prefixes: Sequence[str]) -> dict
 
 def timm_preprocess(model: nn.Module) -> Preprocess:
     """Preprocessing from timm's resolve_data_config, at the size the model was built for."""
-    from timm.data import resolve_data_config
+    from timm.data.config import resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
     size = int(cfg["input_size"][-1])

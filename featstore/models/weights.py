@@ -7,6 +7,7 @@ so the hash is cached per file, keyed by absolute path, modification time and si
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -180,10 +181,8 @@ def _read_cache() -> dict[str, str]:
 
 def _write_cache(cache: dict[str, str]) -> None:
     target = _cache_file()
-    try:
+    with contextlib.suppress(OSError):  # a read-only home only costs hashing again next time
         write_atomic(target, json.dumps(cache, indent=0, sort_keys=True).encode())
-    except OSError:
-        pass  # a read-only home only costs recomputing the hash next time
 
 
 def file_cache_key(path: str | os.PathLike[str]) -> str:

@@ -104,16 +104,13 @@ def similarity_matrices(
         g["reps"].setdefault(ka, ia)
         g["reps"].setdefault(kb, ib)
         g["values"].setdefault(frozenset((ka, kb)), []).append(float(value))
-    out = []
     names = ("cka", "rbf_cka", "rsa")
 
     def rank(k: tuple[str, str, str, str]) -> tuple[Any, ...]:
         name = json.loads(k[1]).get("name")
         return (_natural(k[0]), names.index(name) if name in names else len(names), k[1:])
 
-    for gkey in sorted(groups, key=rank):
-        out.append(_matrix(groups[gkey], orders))
-    return out
+    return [_matrix(groups[gkey], orders) for gkey in sorted(groups, key=rank)]
 
 
 def _matrix(g: dict[str, Any], orders: Mapping[str, Sequence[str]]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ either marked done (trusted) or not (recomputed on resume).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -655,10 +656,8 @@ class Store(ABC):
         if previous is not None and previous.dataset_id in self._present_dataset_ids():
             old.add(previous.dataset_id)  # also a damaged (half-made) holder of the name
         for old_id in sorted(old - {dataset_id}):
-            try:
+            with contextlib.suppress(EntryNotFoundError):  # removed by another process meanwhile
                 self._delete_dataset(old_id)
-            except EntryNotFoundError:
-                pass  # removed by another process meanwhile
         if claims is not None and not holds_name(claims, name, dataset_id):
             if created:  # another --replace landed after ours: it keeps the name
                 self._delete_dataset(dataset_id)
@@ -905,22 +904,21 @@ class Store(ABC):
 
     def entries(self) -> list[EntryInfo]:
         """A summary of every entry, for listing; an unreadable entry is listed as damaged."""
-        infos = []
         listing = self.list_entries()
         damaged = dict(listing.damaged)
-        for entry in listing.entries:
-            infos.append(
-                EntryInfo(
-                    key=entry.key,
-                    kind=str(entry.attrs.get("kind", "features")),
-                    shape=entry.shape,
-                    dtype=entry.dtype,
-                    n_chunks=entry.n_chunks,
-                    n_done=len(entry.done_chunks()),
-                    nbytes_stored=listing.nbytes.get(entry.key),
-                    attrs=dict(entry.attrs),
-                )
+        infos = [
+            EntryInfo(
+                key=entry.key,
+                kind=str(entry.attrs.get("kind", "features")),
+                shape=entry.shape,
+                dtype=entry.dtype,
+                n_chunks=entry.n_chunks,
+                n_done=len(entry.done_chunks()),
+                nbytes_stored=listing.nbytes.get(entry.key),
+                attrs=dict(entry.attrs),
             )
+            for entry in listing.entries
+        ]
         for key, why in sorted(damaged.items()):
             infos.append(EntryInfo(key, "damaged", (), "", 0, 0, None, {}, damaged=why))
         return sorted(infos, key=lambda info: info.key)

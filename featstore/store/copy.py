@@ -33,7 +33,8 @@ from featstore.keys import check_key
 from featstore.progress import Progress
 from featstore.store.base import Entry, Store
 from featstore.store.checksum import marker_checksum
-from featstore.store.lease import DEFAULT_TTL, claim, claim_missing, default_owner, release
+from featstore.store.lease import DEFAULT_TTL, claim, claim_missing, release
+from featstore.store.objects import default_owner
 
 _GEOMETRY_ATTRS = ("shape", "dtype", "chunk_rows")
 

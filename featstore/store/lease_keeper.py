@@ -19,6 +19,7 @@ deleted) so that the writers still waiting recompute it, rather than left damage
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -135,10 +136,8 @@ class LeaseKeeper:
             self._thread.join()
         for key, (entry, lease) in self.leases_by_key().items():
             if key not in self.lost:
-                try:
+                with contextlib.suppress(OSError):  # it expires on its own
                     release(entry, lease)
-                except OSError:  # it expires on its own
-                    pass
 
     def leases_by_key(self) -> dict[tuple[str, int], tuple[Entry, Lease]]:
         with self._lock:

@@ -13,6 +13,7 @@ done depends on the storage, and is written here once for every kind of claim:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -138,10 +139,8 @@ class ObjectFolder:
                 os.path.join(self.path, n) for n in os.listdir(self.path) if n.startswith(prefix)
             ]
         for target in targets:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(target)
-            except FileNotFoundError:
-                pass
 
     def names(self) -> list[str]:
         """Names of the objects in the folder (temporary and takeover files left out)."""

@@ -7,6 +7,7 @@ marker is its own object and concurrent writers never update a shared one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
 import fsspec
@@ -170,10 +171,10 @@ class ZarrEntry(Entry):
     def _delete_marker(self, index: int) -> None:
         if self._listed_done is not None:
             self._listed_done.discard(index)
-        try:  # recursive: a damaged "marker" may be a folder
+        with contextlib.suppress(
+            FileNotFoundError
+        ):  # recursive: a damaged "marker" may be a folder
             self._store.fs.rm(self._marker_path(index), recursive=True)
-        except FileNotFoundError:
-            pass
 
     def _read_rows(self, rows: slice | np.ndarray) -> np.ndarray:
         if isinstance(rows, slice):
@@ -593,10 +594,8 @@ class ZarrStore(Store):
         """
         path = self._path(relative)
         if not self.is_local:
-            try:
+            with suppress(FileNotFoundError):
                 self.fs.rm(path, recursive=True)
-            except FileNotFoundError:
-                pass
             return
         aside = f"{path}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
         try:
@@ -869,10 +868,9 @@ class ZarrStore(Store):
                     continue  # inside a folder removed just before
                 removed.append(path)
                 if not dry_run:
-                    try:
+                    # its writer (or remover) may have finished meanwhile
+                    with contextlib.suppress(FileNotFoundError):
                         self.fs.rm(path, recursive=True)
-                    except FileNotFoundError:
-                        pass  # its writer (or remover) finished meanwhile
         for key in self._key_children("features"):
             base = self._path(f"features/{key}")
             if self.has_entry(key):

@@ -376,12 +376,16 @@ def _dataset(raw: Any, i: int, base_dir: Path | None) -> DatasetSpec:
     source = raw.get("source")
     if source is not None and not isinstance(source, str):
         raise SpecError(f"sweep spec: {where}.source must be a path or URL, got {shown(source)}")
-    if source is not None:
-        if not source.startswith("builtin:") and "://" not in source and base_dir is not None:
-            candidate = (base_dir / source).expanduser()
-            if not Path(source).expanduser().is_absolute() and candidate.exists():
-                source = str(candidate.resolve())
-            source = _resolve_scheme_path(source, base_dir)  # voc2007:VOCdevkit/VOC2007
+    if (
+        source is not None
+        and not source.startswith("builtin:")
+        and "://" not in source
+        and base_dir is not None
+    ):
+        candidate = (base_dir / source).expanduser()
+        if not Path(source).expanduser().is_absolute() and candidate.exists():
+            source = str(candidate.resolve())
+        source = _resolve_scheme_path(source, base_dir)  # voc2007:VOCdevkit/VOC2007
     subset = raw.get("subset")
     if subset is not None and (
         isinstance(subset, bool) or not isinstance(subset, int) or subset < 2

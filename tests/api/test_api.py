@@ -192,7 +192,7 @@ def test_missing_features_are_the_cli_error_with_the_command_to_create_them(made
 
 
 def test_a_store_that_does_not_exist_is_refused_not_created(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist|no featstore store"):
+    with pytest.raises(FileNotFoundError, match=r"does not exist|no featstore store"):
         featstore.open(tmp_path / "typo.zarr")
     assert not (tmp_path / "typo.zarr").exists()
 

@@ -167,7 +167,8 @@ def test_an_option_the_task_or_classifier_does_not_read_is_refused(store_path, l
         ),
     ):
         result = run(store_path, *base, *extra)
-        assert result.exit_code == 2 and what in result.output, result.output
+        assert result.exit_code == 2, result.output
+        assert what in result.output, result.output
     assert layered.result_keys() == []  # refused before anything was evaluated
     ok = run(store_path, *base, "--classifier", "logreg", "--class-weight", "balanced")
     assert ok.exit_code == 0, ok.output

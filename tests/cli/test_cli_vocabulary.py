@@ -251,7 +251,8 @@ def test_extract_weights_pretrained_is_the_default_weights(image_folder, tmp_pat
             "--device", "cpu", "--dry-run", "--json"]  # fmt: skip
     plain = invoke(*base)
     named = invoke(*base, "--weights", "pretrained")
-    assert plain.exit_code == 0 and named.exit_code == 0, named.output
+    assert plain.exit_code == 0, plain.output
+    assert named.exit_code == 0, named.output
     keys = [[e["key"] for e in json.loads(r.output)["entries"]] for r in (plain, named)]
     assert keys[0] == keys[1]
     assert len(keys[0]) == 1

@@ -62,7 +62,7 @@ def test_truncated_jpeg_is_named_and_nothing_is_written(image_folder, tmp_path):
 
 def test_text_file_posing_as_image(image_folder):
     (image_folder / "train/cat/fake.jpg").write_text("definitely not a jpeg")
-    with pytest.raises(BadImageError, match="fake.jpg is not a readable image"):
+    with pytest.raises(BadImageError, match=r"fake.jpg is not a readable image"):
         dataset_from_source("tiny", str(image_folder))
 
 
@@ -97,7 +97,7 @@ def test_csv_manifest_with_multilabel_and_errors(tmp_path):
     with pytest.raises(ManifestError, match="row 2: missing the 'label'"):
         dataset_from_source("d", str(tmp_path / "nolabel.csv"))
     (tmp_path / "gone.csv").write_text("path,label\nimg0.jpg,cat\nmissing.jpg,dog\n")
-    with pytest.raises(BadImageError, match="missing.jpg does not exist"):
+    with pytest.raises(BadImageError, match=r"missing.jpg does not exist"):
         dataset_from_source("d", str(tmp_path / "gone.csv"))
 
 

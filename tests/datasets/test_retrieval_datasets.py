@@ -81,7 +81,7 @@ def test_oxford_gt_naming_a_missing_image_is_refused(tmp_path: Path) -> None:
     (root / "gt" / "all_souls_1_ok.txt").write_text("all_souls_000003\nall_souls_000099\n")
     with pytest.raises(
         DatasetError,
-        match="query 'all_souls_1'.*names image 'all_souls_000099', which is not in the database",
+        match=r"query 'all_souls_1'.*names image 'all_souls_000099', which is not in the database",
     ):
         load_oxford("ox", str(root))
 
@@ -89,7 +89,7 @@ def test_oxford_gt_naming_a_missing_image_is_refused(tmp_path: Path) -> None:
 def test_oxford_malformed_query_line(tmp_path: Path) -> None:
     root = _oxford(tmp_path / "oxford")
     (root / "gt" / "all_souls_1_query.txt").write_text("oxc1_all_souls_000001 1 2\n")
-    with pytest.raises(ManifestError, match="all_souls_1_query.txt: expected 'IMAGE x0 y0 x1 y1'"):
+    with pytest.raises(ManifestError, match=r"all_souls_1_query.txt: expected 'IMAGE x0 y0 x1 y1'"):
         load_oxford("ox", str(root))
 
 
@@ -164,7 +164,7 @@ def test_holidays_refuses_other_names(tmp_path: Path) -> None:
     folder = tmp_path / "holidays"
     make_image(folder / "100000.jpg", seed=1)
     make_image(folder / "holiday_a.jpg", seed=2)
-    with pytest.raises(DatasetError, match="holiday_a.jpg does not follow the naming NNNNNN.jpg"):
+    with pytest.raises(DatasetError, match=r"holiday_a.jpg does not follow the naming NNNNNN.jpg"):
         load_holidays("hol", str(folder))
 
 
@@ -209,7 +209,7 @@ def test_generic_json_unknown_positive(tmp_path: Path) -> None:
         make_image(tmp_path / f"{name}.jpg", seed=50 + i)
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"a": {"positives": ["b", "zebra.jpg"]}}))
-    with pytest.raises(DatasetError, match="query 'a'.*names image 'zebra'"):
+    with pytest.raises(DatasetError, match=r"query 'a'.*names image 'zebra'"):
         load_retrieval_json("gen", str(gt))
 
 

@@ -114,7 +114,7 @@ def test_a_refused_module_is_never_imported(tmp_path: Path, monkeypatch) -> None
 def test_numpy_helpers_cannot_allocate_or_build_other_types() -> None:
     # ndarray itself is not callable from a pickle (an object array of any size would be filled)
     call_ndarray = b"\x80\x02cnumpy\nndarray\nJ\x00\xe1\xf5\x05\x85R."
-    with pytest.raises(DatasetError, match="x.pkl is not a readable pickle"):
+    with pytest.raises(DatasetError, match=r"x.pkl is not a readable pickle"):
         loads_pickle(call_ndarray, source="x.pkl")
     # _reconstruct seeds only a tiny plain ndarray
     big_seed = (
@@ -127,7 +127,7 @@ def test_numpy_helpers_cannot_allocate_or_build_other_types() -> None:
         b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncbuiltins\nset\n"
         b"K\x00\x85X\x01\x00\x00\x00b\x87R."
     )
-    with pytest.raises(DatasetError, match="only allowed for numpy.ndarray"):
+    with pytest.raises(DatasetError, match=r"only allowed for numpy.ndarray"):
         loads_pickle(other_type, source="x.pkl")
 
 

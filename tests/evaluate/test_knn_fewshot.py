@@ -96,7 +96,7 @@ def test_knn_refuses_in_words_a_validation_split_too_small_to_stratify():
     y = np.repeat(np.arange(5), 4)  # 5 classes, 2 training rows each: 2 validation rows
     train, test = np.flatnonzero(np.arange(20) % 4 < 2), np.flatnonzero(np.arange(20) % 4 >= 2)
     splits = Splits(train, np.zeros(0, dtype=np.int64), test, "train", None)
-    with pytest.raises(EvaluationError, match="kNN probe chooses k .* give one k"):
+    with pytest.raises(EvaluationError, match=r"kNN probe chooses k .* give one k"):
         classify_arrays(X, y, splits, ClassifierSpec("knn", knn_k=(1, 2)))
     # the default grid keeps only what 10 training rows hold: one k, no validation split
     assert classify_arrays(X, y, splits, ClassifierSpec("knn"))["chosen"]["k"] == 10

@@ -143,7 +143,7 @@ def test_ap_bad_input(fn, scores, labels):
 
 
 def test_evaluation_error_is_also_valueerror():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"."):
         M.voc07_ap([0.1], [0])
     assert issubclass(EvaluationError, FeatstoreError)
 

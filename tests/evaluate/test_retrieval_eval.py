@@ -134,7 +134,7 @@ def test_subpatch_finds_a_layer_extracted_under_an_alias(holidays: tuple[Any, An
 
 def test_subpatch_without_crops_view_says_what_to_extract(holidays: tuple[Any, Any]) -> None:
     store, _ = holidays
-    with pytest.raises(EntryNotFoundError, match="needs a crops view.*--view crops:1x1,2x2,3x3"):
+    with pytest.raises(EntryNotFoundError, match=r"needs a crops view.*--view crops:1x1,2x2,3x3"):
         evaluate_retrieval(store, "hol", SELECT, method="subpatch")
 
 

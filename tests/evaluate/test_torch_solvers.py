@@ -253,7 +253,7 @@ def test_solvers_run_on_the_device_asked_for():
     from featstore.errors import FeatstoreError
 
     if not torch.cuda.is_available():
-        with pytest.raises(FeatstoreError, match="(?i)cuda"):
+        with pytest.raises(FeatstoreError, match=r"(?i)cuda"):
             classify_arrays(X, y, splits_of(len(y)), ClassifierSpec(device="cuda"))
 
 

@@ -121,7 +121,7 @@ def test_informative_features_score_higher_on_every_estimator(toy) -> None:
 
 def test_unknown_estimator_and_multilabel_are_refused(toy) -> None:
     store, ds, _, _ = toy
-    with pytest.raises(EvaluationError, match="unknown transferability estimator.*'leep'"):
+    with pytest.raises(EvaluationError, match=r"unknown transferability estimator.*'leep'"):
         evaluate_transferability(store, ds, {"model": "toy", "layer": "clean"}, estimators=["leep"])
     assert store.result_keys() == []
     with pytest.raises(EvaluationError, match="multi-label"):

@@ -191,7 +191,7 @@ def test_float16_overflow_is_refused_at_extraction(tmp_path):
         values = store.get_entry(key32).read()
         assert np.isfinite(values).all()
         assert np.abs(values).max() > 65504
-        with pytest.raises(DamagedChunkError):  # and a damaged float32 entry is caught too
-            e32 = store.get_entry(key32)
-            e32._write_rows(0, e32.chunk_rows, np.zeros((e32.chunk_rows, *e32.row_shape)))
+        e32 = store.get_entry(key32)  # and a damaged float32 entry is caught too
+        e32._write_rows(0, e32.chunk_rows, np.zeros((e32.chunk_rows, *e32.row_shape)))
+        with pytest.raises(DamagedChunkError):
             e32.read()

@@ -216,7 +216,8 @@ def test_a_killed_and_a_paused_writer_are_taken_over(tmp_path, single):
     taken = [c for s in summaries for c in computed(s)]
     assert sorted(taken) == sorted((k, c) for k, cs in held.items() for c in cs)
     takers = [s for s in summaries if computed(s)]  # the other one then waits on the taker
-    assert len(takers) == 1 and takers[0]["waited_s"] <= ttl + heartbeat_of(ttl), summaries
+    assert len(takers) == 1, summaries
+    assert takers[0]["waited_s"] <= ttl + heartbeat_of(ttl), summaries
     # resumed past the TTL, it wrote nothing of the unit it had lost: not one byte changed
     assert resumed["exit"] == 0, resumed["output"]
     summary = json.loads(resumed["stdout"])  # it found the chunk done, or its fence refused

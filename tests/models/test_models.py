@@ -185,7 +185,7 @@ def test_team_network_from_module_function(tmp_path: Path, monkeypatch: pytest.M
     assert net.identity.weights_sha256 == state_dict_sha256(net.module.state_dict())
     with pytest.raises(UnknownModelError, match="cannot import"):
         get_spec("teamnets:missing")
-    with pytest.raises(ModelError, match="not a torch.nn.Module"):
+    with pytest.raises(ModelError, match=r"not a torch.nn.Module"):
         get_spec("teamnets:not_a_net")
     sys.modules.pop("teamnets", None)
 

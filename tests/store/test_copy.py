@@ -118,7 +118,7 @@ def test_export_hdf5_and_import_back(tmp_path, image_folder):
         "ok": 5,
         "unbound": [],
     }
-    with pytest.raises(StoreError, match="must end in .h5"):
+    with pytest.raises(StoreError, match=r"must end in .h5"):
         export_hdf5(src, tmp_path / "out.zarr")
 
 

@@ -145,7 +145,8 @@ def _check_copy_target(src_url: str, dst_url: str) -> None:
     for key in dst.entry_keys():
         entry = dst.get_entry(key)
         if entry.attrs.get("status") == "complete":
-            assert entry.is_complete and entries_equal(src.get_entry(key), entry), key
+            assert entry.is_complete, key
+            assert entries_equal(src.get_entry(key), entry), key
         else:
             assert entry.attrs.get("status") == "writing", entry.attrs
             check = entry.verify()
@@ -218,7 +219,8 @@ def test_upgrade_killed_at_every_write_leaves_old_or_new(tmp_path, sources):
             assert got.image_hashes is not None
             assert images == ds.images_id
         again = upgrade_store(store)  # and running it again finishes the job
-        assert again["format"] == 2 and not again["datasets_failed"], case.name
+        assert again["format"] == 2, case.name
+        assert not again["datasets_failed"], case.name
         assert store.get_dataset(ds.id).images_id == ds.images_id
         assert store.get_entry(key).attrs["images"] == ds.images_id
     assert 0 < hashed < len(cases)  # kills before and after the dataset's swap
@@ -273,7 +275,8 @@ def test_a_half_made_dataset_of_an_older_version_is_damaged_in_one_line(
     _one_line_error(_cli("datasets", "show", half.id, "--store", url), why)
     _one_line_error(_cli("datasets", "show", "same", "--store", url), "no dataset 'same' in store")
     shown = _cli("datasets", "show", "other", "--store", url)
-    assert shown.exit_code == 0 and good.id in shown.output, shown.output
+    assert shown.exit_code == 0, shown.output
+    assert good.id in shown.output, shown.output
 
     copied = _cli("copy", url, str(tmp_path / "copy.zarr"), "--all")
     assert copied.exit_code == 0, copied.output

@@ -58,9 +58,11 @@ def test_truncated_entry_metadata(store_dir, which):
     assert f"{o['a']}: DAMAGED entry" in out
     assert f"featstore rm {o['a']}" in out
     assert f"{o['b']}: ok" in out
-    with open_store(url, mode="r") as store:
-        with pytest.raises(DamagedEntryError, match=str(o["a"])):
-            store.get_entry(str(o["a"]))
+    with (
+        open_store(url, mode="r") as store,
+        pytest.raises(DamagedEntryError, match=str(o["a"])),
+    ):
+        store.get_entry(str(o["a"]))
     # evaluation of the healthy entry still works
     code, out = _run(
         "evaluate",

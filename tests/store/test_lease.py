@@ -166,7 +166,8 @@ def test_two_processes_fill_one_entry_without_duplicates_or_losses(backend, tmp_
     store = open_store(url, storage_options=options)
     entry = store.create_entry("feat-two", {}, (48, 5), dtype="float32", chunk_rows=4)
     a, b = _run_two_writers(url, options, "feat-two", delay=0.15)
-    assert a and b, (a, b)  # both did work
+    assert a, (a, b)  # both did work
+    assert b, (a, b)  # both did work
     assert not set(a) & set(b), (a, b)  # and never the same chunk
     assert sorted(a + b) == list(range(entry.n_chunks))
     reread = open_store(url, mode="r", storage_options=options).get_entry("feat-two")

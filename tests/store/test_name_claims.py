@@ -224,5 +224,6 @@ def test_two_replacements_at_once_leave_one_dataset_its_writer_was_told_about(tm
             results = pool.starmap(_add, [(path, s, True, barrier) for s in sources[:2]])
             registered = [d["id"] for d in open_store(path, "r").list_datasets()]
             # one of them stays; a replacement that finished first may be replaced by the other
-            assert len(registered) == 1 and registered[0] in results, results
+            assert len(registered) == 1, results
+            assert registered[0] in results, results
             assert read_claim(open_store(path)._name_claims(), "same").dataset_id == registered[0]

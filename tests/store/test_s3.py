@@ -227,7 +227,8 @@ def test_credentials_never_reach_the_store_records_or_logs(
         if path.is_file():
             texts[str(path)] = path.read_bytes().decode("latin-1")
     for where, text in texts.items():
-        assert key_id not in text and secret not in text, f"credential found in {where}"
+        assert key_id not in text, f"credential found in {where}"
+        assert secret not in text, f"credential found in {where}"
 
 
 def test_markers_written_elsewhere_after_a_listing_are_seen(s3_store):

@@ -200,7 +200,7 @@ def test_read_blocks_refuses_an_incomplete_entry_before_any_block_and_checks_eac
         _flip_rows(entry, 1)
         blocks = entry.read_blocks()
         next(blocks)  # chunk 0 is fine
-        with pytest.raises(DamagedChunkError, match="chunk 1 .* is damaged"):
+        with pytest.raises(DamagedChunkError, match=r"chunk 1 .* is damaged"):
             next(blocks)
 
 

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from featstore.datasets.benchmarks.common import Entry, Progress, assemble, benchmark_source
+from featstore.datasets.benchmarks.common import Entry, assemble, benchmark_source
 from featstore.datasets.core import Dataset
 from featstore.datasets.registry import ImageProvider, option_choice, provider_ref
 from featstore.datasets.safe_pickle import load_pickle
 from featstore.errors import DatasetError, shown
+from featstore.progress import Progress
 
 CIFAR10_LAYOUT = "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"
 CIFAR100_LAYOUT = "cifar-100-python/ with train, test and meta"

@@ -15,7 +15,6 @@ import numpy as np
 
 from featstore.datasets.benchmarks.common import (
     Entry,
-    Progress,
     assemble,
     benchmark_source,
     check_files,
@@ -27,6 +26,7 @@ from featstore.datasets.benchmarks.common import (
 )
 from featstore.datasets.core import Dataset
 from featstore.errors import DatasetError
+from featstore.progress import Progress
 
 
 def _loadmat(path: str, keys: tuple[str, ...], scheme: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,6 @@ import numpy as np
 
 from featstore.datasets.benchmarks.common import (
     Entry,
-    Progress,
     assemble,
     benchmark_source,
     check_files,
@@ -29,6 +28,7 @@ from featstore.datasets.core import Dataset
 from featstore.datasets.images import is_image_file
 from featstore.datasets.registry import option_choice, option_int
 from featstore.errors import DatasetError
+from featstore.progress import Progress
 
 # --- SUN397 -----------------------------------------------------------------------------
 SUN_LAYOUT = (

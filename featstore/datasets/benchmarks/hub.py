@@ -22,11 +22,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from featstore.datasets.benchmarks.common import Entry, Progress, assemble, read_lines
+from featstore.datasets.benchmarks.common import Entry, assemble, read_lines
 from featstore.datasets.core import Dataset
 from featstore.datasets.images import IMAGE_SUFFIXES
 from featstore.datasets.registry import ImageProvider, provider_ref
 from featstore.errors import DatasetError
+from featstore.progress import Progress
 
 SPLIT_TOKENS = ("trainval", "train", "validation", "valid", "val", "test")
 IMAGE_COLUMNS = ("image", "img", "jpg", "png")

@@ -14,7 +14,6 @@ from typing import Any
 
 from featstore.datasets.benchmarks.common import (
     Entry,
-    Progress,
     assemble,
     benchmark_source,
     check_files,
@@ -22,6 +21,7 @@ from featstore.datasets.benchmarks.common import (
 from featstore.datasets.core import Dataset
 from featstore.datasets.registry import option_choice
 from featstore.errors import DatasetError
+from featstore.progress import Progress
 
 
 def _tv_root(path: str, folder: str, marker: str, scheme: str, layout: str) -> str:

@@ -16,7 +16,6 @@ import numpy as np
 
 from featstore.datasets.benchmarks.common import (
     Entry,
-    Progress,
     assemble,
     benchmark_source,
     check_files,
@@ -26,6 +25,7 @@ from featstore.datasets.benchmarks.common import (
 )
 from featstore.datasets.core import Dataset
 from featstore.errors import DatasetError
+from featstore.progress import Progress
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -428,7 +428,6 @@ def svm_newton(
     cols = (g0 > 0).nonzero().squeeze(1)
     Yl, cl, Wl, g0l = Yc[:, cols], costs[:, cols], W[:, cols], g0[cols]
     S = Z @ Wl  # (N, J_live)
-    updates = 0
     info = SolveInfo()
     for _ in range(max_newton + 1):
         gap = 1.0 - Yl * S
@@ -455,9 +454,8 @@ def svm_newton(
         d, Q, steps = _pcg(_SvmHessian(design, ca), -grad, forcing, max_cg)
         info.cg_steps += steps
         t = _svm_line_search(Wl, d, S, Q, Yl, cl, _col_dot(grad, d))
-        Wl = Wl + t * d
-        updates += 1
-        S = Z @ Wl if updates % _REFRESH == 0 else S + t * Q
+        Wl = Wl + t * d  # the info.newton_steps-th update of W
+        S = Z @ Wl if info.newton_steps % _REFRESH == 0 else S + t * Q
     W[:, cols] = Wl
     info.unconverged = len(cols)
     return _from_columns(design.from_coords(W), P), info
@@ -597,7 +595,11 @@ class LogregPath:
             dd = (lam * reg * d * d).sum()
 
             def derivs(
-                t: torch.Tensor, S: torch.Tensor = S, Q: torch.Tensor = Q, wd=wd, dd=dd
+                t: torch.Tensor,
+                S: torch.Tensor = S,
+                Q: torch.Tensor = Q,
+                wd: torch.Tensor = wd,
+                dd: torch.Tensor = dd,
             ) -> tuple[torch.Tensor, torch.Tensor]:
                 p = torch.softmax(S + t * Q, dim=1)
                 pq = (p * Q).sum(dim=1, keepdim=True)

@@ -158,7 +158,9 @@ class FlatIPIndex:
         return scores, ids.astype(np.int64)
 
 
-def _matmul_top_k(q: np.ndarray, data: np.ndarray, k: int, block: int = 256):
+def _matmul_top_k(
+    q: np.ndarray, data: np.ndarray, k: int, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` inner products by a BLAS matmul and a partial sort, in query blocks.
 
     Measured (benchmarks/evaluate.py, 20k x 512, 200 queries, top-100): faiss-cpu's
