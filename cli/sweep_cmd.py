@@ -87,7 +87,9 @@ def render_summary(data: dict[str, Any], store: str = "") -> str:
             else []
         ),
         f"extraction: {len(data['extractions'])} pass(es), forward_batches={data['forward_batches']}",
-        f"time: extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
+        "time: "
+        + (f"fine-tune {data['timings']['finetune_s']} s, " if data.get("finetune") else "")
+        + f"extract {data['timings']['extract_s']} s, evaluate {data['timings']['evaluate_s']} s "
         + (
             "(cells on Dask)"
             if data.get("cells_on") == "dask"

@@ -75,6 +75,9 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     out = json.loads(first.output)
     assert out["failed"] == []
     assert out["trained_runs"] == 2
+    timings = out["timings"]  # training is timed apart from the extraction
+    assert timings["finetune_s"] > 0
+    assert timings["total_s"] >= timings["finetune_s"] + timings["extract_s"] - 0.02
     assert {(f["network"], f["trained"]) for f in out["finetune"]} == {
         ("tiny-ft", True),
         ("tiny-frozen", True),
@@ -97,6 +100,9 @@ def test_finetune_factor_end_to_end_then_a_rerun_trains_and_extracts_nothing(
     ]
     assert second["extractions"] == []
     assert second["forward_batches"] == 0
+    text = _sweep(store_url, spec, "--no-report")
+    assert "fine-tuning: 2 run(s), 0 trained" in text.output
+    assert "time: fine-tune " in text.output
     assert second["cached_results"] == second["n_cells"] == 5
     metrics = lambda o: {r["setting"]["network"]: r["metrics"] for r in o["results"]}  # noqa: E731
     assert metrics(second) == metrics(out)
