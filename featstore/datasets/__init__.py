@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from featstore.datasets import registry
-from featstore.datasets.benchmarks import PROVIDERS, SCHEMES
-from featstore.datasets.builtin import digits_dataset, digits_image
 from featstore.datasets.core import Dataset, build_dataset
 from featstore.datasets.registry import (
     Scheme,
@@ -16,38 +13,44 @@ from featstore.datasets.registry import (
     register_provider,
     schemes,
 )
-from featstore.datasets.retrieval import (
-    load_holidays,
-    load_oxford,
-    load_retrieval_json,
-    load_revisited,
-    load_ukbench,
-)
-from featstore.datasets.retrieval_copydays import copydays_dataset, copydays_image
-from featstore.datasets.sources import dataset_from_source
 from featstore.errors import DamagedEntryError
 from featstore.progress import Progress
 
-# --- the registry, filled here and only here ---------------------------------------------
-register_provider("digits", digits_image)
-register_builtin_dataset("digits", digits_dataset)
-register_provider("copydays", copydays_image)
-register_builtin_dataset("copydays", copydays_dataset)
-for _provider in PROVIDERS:  # images inside CIFAR batches, HF tables, tar shards
-    registry.register_image_provider(_provider)
-for _scheme in (
-    Scheme("oxford", load_oxford, "Oxford5k gt files (<q>_query/good/ok/junk.txt) and images", ("images", "gt")),
-    Scheme("paris", load_oxford, "Paris6k gt files (<q>_query/good/ok/junk.txt) and images", ("images", "gt")),
-    Scheme("revisited", load_revisited, "gnd_roxford5k.pkl / gnd_rparis6k.pkl with jpg/ beside it", ("images",)),
-    Scheme("holidays", load_holidays, "INRIA Holidays NNNNNN.jpg"),
-    Scheme("ukbench", load_ukbench, "UKBench ukbenchNNNNN.jpg"),
-    Scheme("retrieval-json", load_retrieval_json, "a JSON {query: {positives, junk, bbox}} over a folder", ("images",)),
-    *SCHEMES,
-):  # fmt: skip
-    registry.register_scheme(_scheme)
+if TYPE_CHECKING:
+    from featstore.datasets.sources import dataset_from_source
+
+# The registry fills itself on first use (featstore/datasets/registry.py, _fill), and the
+# names below are imported when first asked for: importing featstore.datasets (as reading
+# cached features does, for the Dataset class) imports no PIL and none of the loaders.
+_LAZY = {
+    "dataset_from_source": "featstore.datasets.sources",
+    "digits_dataset": "featstore.datasets.builtin",
+    "digits_image": "featstore.datasets.builtin",
+    "copydays_dataset": "featstore.datasets.retrieval_copydays",
+    "copydays_image": "featstore.datasets.retrieval_copydays",
+    "load_holidays": "featstore.datasets.retrieval",
+    "load_oxford": "featstore.datasets.retrieval",
+    "load_retrieval_json": "featstore.datasets.retrieval",
+    "load_revisited": "featstore.datasets.retrieval",
+    "load_ukbench": "featstore.datasets.retrieval",
+    "PROVIDERS": "featstore.datasets.benchmarks",
+    "SCHEMES": "featstore.datasets.benchmarks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Dataset",
+    "Scheme",
     "add_dataset",
     "build_dataset",
     "builtin_names",
@@ -79,6 +82,8 @@ def add_dataset(
     the same content again from another place (a moved folder) re-points the stored image
     locations; ``dataset.repointed`` says how many changed.
     """
+    from featstore.datasets.sources import dataset_from_source
+
     store._check_writable()
     dataset = dataset_from_source(name, source, skip_bad=skip_bad, progress=progress, splits=splits)
     return register_dataset(store, dataset, replace=replace)

@@ -1,7 +1,8 @@
 """Built-in datasets made from images that ship inside installed packages (no network).
 
 A provider turns ``builtin:<set>/<index>`` refs into images; a factory builds the Dataset.
-Both are registered in :mod:`featstore.datasets.registry` by ``featstore/datasets/__init__.py``.
+Both are registered in :mod:`featstore.datasets.registry` by
+:func:`featstore.datasets.defaults.register_defaults` (on the registry's first use).
 """
 
 from __future__ import annotations

@@ -23,13 +23,15 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from featstore.errors import BadImageError, DatasetError, clip
 from featstore.keys import content_hash
+
+if TYPE_CHECKING:  # a Dataset is read without PIL; its images are opened by datasets.images
+    from PIL import Image
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FINGERPRINT_LENGTH = 12  # hex characters of the fingerprint kept in the dataset id

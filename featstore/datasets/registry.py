@@ -1,7 +1,10 @@
 """The registry at the bottom of ``datasets/``: image providers, built-in datasets, source schemes.
 
-Three tables, filled explicitly by ``featstore/datasets/__init__.py`` (nothing registers
-itself as a side effect of an import):
+Three tables, filled with featstore's own entries by
+:func:`featstore.datasets.defaults.register_defaults` the first time any of them is used (a
+lookup or a registration), not at import: the loaders import PIL, ``tarfile`` and XML
+parsers, which reading cached features never needs. Nothing registers itself as a side
+effect of an import:
 
 - image providers turn a ref ``builtin:<provider>/<locator>`` into an image, so an image
   that is not a file of its own (a generated digit, a CIFAR row in a pickle batch, a
@@ -11,24 +14,51 @@ itself as a side effect of an import):
 - source schemes: ``<scheme>:<PATH>[?key=value&...]`` -> a loader producing the same
   :class:`~featstore.datasets.core.Dataset` the folder and manifest sources produce.
 
-This module imports nothing from the loaders, so every loader may import it.
+This module imports nothing from the loaders at import time (only :func:`_fill`, when first
+used, imports them), so every loader may import it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from featstore.datasets.core import Dataset
 from featstore.errors import DatasetError
 from featstore.progress import Progress
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 BUILTIN_PREFIX = "builtin:"
+
+# --- filling on first use ---------------------------------------------------------------
+_FILL_LOCK = threading.RLock()  # reentrant: the defaults register through the public calls
+_FILL = {"done": False, "running": False}
+
+
+def _fill() -> None:
+    """Register featstore's own providers, built-ins and schemes once, before the first use
+    of any table (threads that ask meanwhile wait for the whole set). A failed fill is
+    retried on the next use; registering the same objects again is allowed."""
+    if _FILL["done"]:
+        return
+    with _FILL_LOCK:
+        if _FILL["done"] or _FILL["running"]:  # running: this thread, inside the fill
+            return
+        _FILL["running"] = True
+        try:
+            from featstore.datasets.defaults import register_defaults
+
+            register_defaults()
+            _FILL["done"] = True
+        finally:
+            _FILL["running"] = False
 
 
 # --- image providers --------------------------------------------------------------------
@@ -72,6 +102,7 @@ _KEYS: dict[str, object] = {}
 
 def register_image_provider(provider: ImageProvider, *, _key: object = None) -> None:
     """A provider whose locators are strings (e.g. ``/abs/batch_file#17``); refuses duplicates."""
+    _fill()
     key = _key if _key is not None else provider
     if provider.name in _PROVIDERS and _KEYS[provider.name] is not key:
         raise DatasetError(
@@ -87,6 +118,7 @@ def provider_ref(name: str, locator: str) -> str:
 
 
 def _provider_of(ref: str) -> tuple[ImageProvider, str]:
+    _fill()
     body = ref.removeprefix(BUILTIN_PREFIX)
     name, _, locator = body.partition("/")
     if name not in _PROVIDERS or not locator:
@@ -143,16 +175,19 @@ _FACTORIES: dict[str, Callable[[str], Dataset]] = {}
 
 def register_builtin_dataset(name: str, factory: Callable[[str], Dataset]) -> None:
     """``factory(dataset_name) -> Dataset``; makes ``builtin:<name>`` a dataset source."""
+    _fill()
     if name in _FACTORIES and _FACTORIES[name] is not factory:
         raise DatasetError(f"a builtin dataset named {name!r} is already registered")
     _FACTORIES[name] = factory
 
 
 def builtin_names() -> list[str]:
+    _fill()
     return sorted(_FACTORIES)
 
 
 def builtin_dataset(source: str, name: str) -> Dataset:
+    _fill()
     set_name = source.removeprefix(BUILTIN_PREFIX)
     if set_name not in _FACTORIES:
         raise DatasetError(
@@ -193,12 +228,14 @@ _SCHEMES: dict[str, Scheme] = {}
 
 
 def register_scheme(scheme: Scheme) -> None:
+    _fill()
     if scheme.name in _SCHEMES and _SCHEMES[scheme.name] != scheme:
         raise DatasetError(f"a dataset source scheme named {scheme.name!r} is already registered")
     _SCHEMES[scheme.name] = scheme
 
 
 def schemes() -> dict[str, Scheme]:
+    _fill()
     return dict(_SCHEMES)
 
 
@@ -219,6 +256,7 @@ def _parse_options(text: str, scheme: Scheme, source: str) -> dict[str, str]:
 
 def parse_source(source: str) -> SourceRef | None:
     """The scheme source ``source`` names, or None when it is a plain path or builtin:."""
+    _fill()
     scheme_name, sep, rest = source.partition(":")
     if not sep or scheme_name not in _SCHEMES:
         return None

@@ -16,7 +16,7 @@ Sources (``retrieval_dataset_from_source``): ``oxford:ROOT`` (Oxford5k/Paris6k g
 ``revisited:GND.pkl`` (roxford5k/rparis6k, images in ``jpg/`` beside it),
 ``holidays:FOLDER``, ``ukbench:FOLDER``, ``retrieval-json:FILE.json``, and the built-in
 ``builtin:copydays`` (:mod:`featstore.datasets.retrieval_copydays`); all registered in
-:mod:`featstore.datasets.registry` by ``featstore/datasets/__init__.py``.
+:mod:`featstore.datasets.registry` by ``featstore/datasets/defaults.py``.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from featstore.models import (
 )
 from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
 from featstore.store.content import ContentIndex, RowView
+from featstore.store.networks import AddedNetwork
 from featstore.store.select import file_record
 
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
@@ -132,6 +133,8 @@ class ModelPlan:
     weights: WeightsRef
     identity: WeightsIdentity
     layers: dict[str, LayerInfo]  # layer as given -> what it resolves to
+    # a `models add` name: identity as recorded, its file checked only if something is computed
+    added: AddedNetwork | None = None
 
 
 @dataclass(frozen=True)
@@ -201,14 +204,15 @@ def model_plan(
                 f"{name} only takes {native[0]}x{native[1]} inputs; drop the crop override for it"
             )
     ref = stored.weights if stored is not None else resolve_weights(spec, weights)
-    identity = weights_identity(spec, ref)
+    added = stored if isinstance(stored, AddedNetwork) else None
+    identity = added.identity if added is not None else weights_identity(spec, ref)
     wanted = list(layers) if layers else list(spec.default_layers)
     if not wanted:
         raise SpecError(
             f"{name} has no default layers: name them with -l (see `featstore models layers {name}`)"
         )
     resolved = {layer: resolve_layer(spec, layer) for layer in dict.fromkeys(wanted)}
-    return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved)
+    return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved, added=added)
 
 
 def _registry_spec(name: str, store: Any) -> ModelSpec:
@@ -232,8 +236,8 @@ def _registry_spec(name: str, store: Any) -> ModelSpec:
 def _stored_network(store: Any, name: str, weights: Any) -> Any:
     """The store's network ``name`` (spec + verified weights), or None (the seam where store-
     registered names join the registry's): a fine-tuned one (featstore.store.trained.
-    stored_network) or one added with ``models add`` (featstore.store.networks.added_network,
-    which takes a weights FILE proven to be its weights)."""
+    stored_network) or one added with ``models add`` (featstore.store.networks.added_network:
+    keyed by its recorded weights; :func:`plan` proves its file only if it computes)."""
     if store is None:
         return None
     from featstore.store.trained import stored_network
@@ -469,6 +473,10 @@ def plan(store: Any, request: ExtractionRequest) -> ExtractPlan:
                     seen.add(entry_plan.key)
                     entries.append(entry_plan)
     _check_pool_layers(request, mplans)
+    for mp in mplans:  # a named network's file is needed (and proven) only to compute
+        n_todo = sum(1 for e in entries if e.model == mp.spec.name and not e.complete)
+        if mp.added is not None and n_todo:
+            mp.added.check_file(n_todo)
     return ExtractPlan(
         request=request.with_dataset(dataset),
         dataset=dataset,

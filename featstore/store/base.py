@@ -363,7 +363,8 @@ class Entry(ABC):
         index = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= self.n_rows):
             raise IndexError(f"row index out of range for entry {self.key} with {self.n_rows} rows")
-        return index, sorted({int(c) for c in np.unique(index // self.chunk_rows)})
+        # bincount, not np.unique: np.unique imports numpy.ma (~40 ms on a cold read)
+        return index, np.flatnonzero(np.bincount(index // self.chunk_rows)).tolist()
 
     def _gather(
         self, index: np.ndarray, needed: list[int], records: dict[int, dict[str, Any] | None]

@@ -22,6 +22,7 @@ from typing import Any
 
 from featstore.errors import ModelError, SpecError, StoreError, WeightsNotFoundError
 from featstore.keys import canonical_json, content_hash
+from featstore.specs import WeightsIdentity
 
 __all__ = [
     "AddedNetwork",
@@ -203,12 +204,42 @@ def add_network(
 @dataclass(frozen=True)
 class AddedNetwork:
     """An added network resolved for extraction (the hook of featstore.extract.plan): the
-    architecture's spec with the recorded preprocessing, and a weights file proven to be
-    the recorded weights."""
+    architecture's spec with the recorded preprocessing, the weights file to compute from
+    (given, else where the network was added from) and the record.
+
+    Planning keys entries by the recorded identity, so entries already cached need neither
+    the file nor a hash of it; :meth:`check_file` proves the file before anything is computed.
+    """
 
     spec: Any  # featstore.models.ModelSpec
-    weights: Any  # featstore.models.WeightsRef (source "file")
+    weights: Any  # featstore.models.WeightsRef (source "file"); the file is not read yet
     network: NamedNetwork
+
+    @property
+    def identity(self) -> WeightsIdentity:
+        """What keys hold: ARCH, a file, the recorded sha256 (as ``-m ARCH --weights FILE``)."""
+        return WeightsIdentity(self.spec.name, "file", self.network.weights_sha256)
+
+    def check_file(self, n_todo: int) -> None:
+        """The weights file, before ``n_todo`` entries are computed from it: it must exist
+        and its state dict hash to the recorded sha256."""
+        from featstore.models.weights import file_sha256
+
+        net, path = self.network, str(self.weights.path or "")
+        if not path or not os.path.isfile(path):
+            where = f"at {path}" if path else "where it was added from"
+            entries = "1 entry" if n_todo == 1 else f"{n_todo} entries"
+            raise WeightsNotFoundError(
+                f"computing {entries} of network {net.name} needs its weights file ({net.arch}, "
+                f"sha256 {net.weights_sha256[:16]}), which is not {where}; put the file there "
+                f"or give --weights FILE (the same weights) for {net.name}"
+            )
+        sha = file_sha256(path)
+        if sha != net.weights_sha256:
+            raise SpecError(
+                f"weights file {path} (sha256 {sha[:16]}) is not the weights of network "
+                f"{net.name} (sha256 {net.weights_sha256[:16]}); give the file it was added from"
+            )
 
 
 def added_network(store: Any, name: str, weights: str | None = None) -> AddedNetwork | None:
@@ -216,14 +247,14 @@ def added_network(store: Any, name: str, weights: str | None = None) -> AddedNet
     None when the store has no such name.
 
     The weights file is the one given (``weights``: a FILE), else where the network was
-    added from; its state dict must hash to the recorded sha256. Keys are those of ARCH
-    with that file, so ``-m NAME`` and ``-m ARCH --weights FILE`` share entries.
+    added from; it is neither required nor read here (see :meth:`AddedNetwork.check_file`).
+    Keys are those of ARCH with that file, so ``-m NAME`` and ``-m ARCH --weights FILE``
+    share entries.
     """
     net = get_network(store, name)
     if net is None:
         return None
     from featstore.models import Preprocess, WeightsRef, get_spec
-    from featstore.models.weights import file_sha256
 
     given = str(weights).strip() if weights is not None else ""
     if given.lower().startswith("sha256:"):
@@ -239,21 +270,8 @@ def added_network(store: Any, name: str, weights: str | None = None) -> AddedNet
             f"{net.weights_sha256[:16]}); drop --weights {given} for it, or name {net.arch}"
         )
     path = given or str(net.weights_file.get("path") or "")
-    if not path or not os.path.isfile(os.path.expanduser(path)):
-        where = f"at {path}" if path else "where it was added from"
-        raise WeightsNotFoundError(
-            f"extracting network {name} needs its weights file ({net.arch}, sha256 "
-            f"{net.weights_sha256[:16]}), which is not {where}; put the file there or give "
-            f"--weights FILE (the same weights) for {name}"
-        )
-    path = os.path.abspath(os.path.expanduser(path))
-    sha = file_sha256(path)
-    if sha != net.weights_sha256:
-        raise SpecError(
-            f"weights file {path} (sha256 {sha[:16]}) is not the weights of network {name} "
-            f"(sha256 {net.weights_sha256[:16]}); give the file it was added from"
-        )
     spec = get_spec(net.arch)
     if net.preprocess:
         spec = spec.with_preprocess(Preprocess.from_dict(net.preprocess))
-    return AddedNetwork(spec=spec, weights=WeightsRef("file", path), network=net)
+    ref = WeightsRef("file", os.path.abspath(os.path.expanduser(path)) if path else None)
+    return AddedNetwork(spec=spec, weights=ref, network=net)

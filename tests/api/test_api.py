@@ -4,6 +4,7 @@ Zarr (disk and memory) and HDF5; reads without torch; X equals what evaluation s
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -197,7 +198,7 @@ def test_a_store_that_does_not_exist_is_refused_not_created(tmp_path: Path) -> N
     assert not (tmp_path / "typo.zarr").exists()
 
 
-def test_reads_import_no_torch(tmp_path: Path) -> None:
+def test_reads_import_no_torch_and_a_plain_read_no_pil_or_scikit_learn(tmp_path: Path) -> None:
     url = str(tmp_path / "s.zarr")
     with featstore.open(url, create=True) as store:
         store.add_dataset("digits", "builtin:digits", subset=40)
@@ -225,6 +226,22 @@ def test_reads_import_no_torch(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+    plain = textwrap.dedent(  # the read benchmarks/readpath.py times as figure (d)
+        f"""
+        import json, sys
+        import featstore
+        f = featstore.open({url!r}, mode="r").features("digits", "{NET}", "layer2")
+        rows = f.X.shape[0]
+        heavy = ("PIL", "torch", "torchvision", "sklearn", "scipy", "pandas")
+        print(json.dumps({{"rows": rows, "imported": [m for m in heavy if m in sys.modules]}}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", plain], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"rows": 40, "imported": []}
 
 
 def test_every_read_is_verified_a_damaged_chunk_is_refused(tmp_path: Path) -> None:

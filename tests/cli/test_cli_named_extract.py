@@ -101,17 +101,18 @@ def test_extract_by_added_name_keys_as_arch_with_its_file(team: dict) -> None:
                     "models add NAME ARCH --weights FILE)"),
         ("other-file", "is not the weights of network sq-team (sha256 {sha})"),
         ("changed-file", "is not the weights of network sq-team (sha256 {sha})"),
-        ("missing-file", "Error: extracting network sq-team needs its weights file (squeezenet1_1, "
-                         "sha256 {sha}), which is not at {path}; put the file there or give "
-                         "--weights FILE (the same weights) for sq-team"),
+        ("missing-file", "Error: computing 1 entry of network sq-team needs its weights file "
+                         "(squeezenet1_1, sha256 {sha}), which is not at {path}; put the file "
+                         "there or give --weights FILE (the same weights) for sq-team"),
         ("random", "Error: sq-team is a network of the store with its own weights "
                    "(squeezenet1_1, sha256 {sha}); drop --weights random for it, or name "
                    "squeezenet1_1"),
     ],
 )  # fmt: skip
 def test_extract_by_name_refuses_in_one_line(team: dict, case: str, message: str) -> None:
+    """Each refusal when something must be computed (features.6 is not cached)."""
     url, weights, net = team["url"], Path(team["weights"]), team["net"]
-    args = ["extract", "-d", "tiny", "-m", NAME, "-l", "fire7", "--device", "cpu", "--dry-run"]
+    args = ["extract", "-d", "tiny", "-m", NAME, "-l", "features.6", "--device", "cpu", "--dry-run"]
     saved = team["tmp"] / "saved.pth"
     shutil.copy2(weights, saved)
     try:
@@ -134,6 +135,41 @@ def test_extract_by_name_refuses_in_one_line(team: dict, case: str, message: str
     assert result.output.startswith("Error: ")
     expected = message.format(sha=net.weights_sha256[:16], path=str(weights), url=url)
     assert expected in result.output, result.output
+
+
+def test_extract_by_name_all_cached_needs_no_weights_file(
+    team: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning keys a named network by the identity the store recorded: with every entry
+    cached, extract neither reads the file nor loads the network; a layer to compute needs
+    the file, in one line naming it and the network."""
+    url, weights, net = team["url"], Path(team["weights"]), team["net"]
+    saved = team["tmp"] / "saved-cached.pth"
+    shutil.copy2(weights, saved)
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the network was loaded")
+
+    monkeypatch.setattr("featstore.extract.pipeline.load_model", no_load)
+    args = ["extract", "-d", "tiny", "-m", NAME, "--device", "cpu", "--compute-dtype", "float32"]
+    try:
+        weights.unlink()  # a teammate's machine: the name, not the file
+        cached = _run(url, *args, "-l", "fire7,penultimate", "--json")
+        assert cached.exit_code == 0, cached.output
+        summary = json.loads(cached.output)
+        assert summary["forward_batches"] == 0
+        assert summary["entries"] == 2
+        assert summary["computed_chunks"] == 0
+        new_layer = _run(url, *args, "-l", "fire7,features.6")
+    finally:
+        shutil.copy2(saved, weights)
+    assert new_layer.exit_code == 1, new_layer.output
+    assert new_layer.output.strip() == (
+        f"Error: computing 1 entry of network {NAME} needs its weights file (squeezenet1_1, "
+        f"sha256 {net.weights_sha256[:16]}), which is not at {weights}; put the file there or "
+        f"give --weights FILE (the same weights) for {NAME}"
+    )
+    assert "Traceback" not in new_layer.output
 
 
 # --- the same selection through extract, evaluate and ls ------------------------------------

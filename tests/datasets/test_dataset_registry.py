@@ -1,6 +1,11 @@
-"""The registry at the bottom of datasets/: filled by datasets/__init__, refusing duplicates."""
+"""The registry at the bottom of datasets/: filled on first use, refusing duplicates."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -26,6 +31,31 @@ def test_init_registers_builtins_retrieval_sets_and_benchmarks() -> None:
     assert names >= BENCHMARKS
     assert {"oxford", "paris", "revisited", "holidays", "ukbench"} <= names
     assert load_image("builtin:copydays/0").mode == "RGB"  # registered without importing retrieval
+
+
+def test_the_registry_fills_on_first_use_not_at_import() -> None:
+    """Importing featstore.datasets (as a cached read does) imports no PIL and no loader;
+    the first lookups, from several threads at once, each see the whole registry."""
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from concurrent.futures import ThreadPoolExecutor
+        import featstore.datasets as ds
+        before = sorted(m for m in ("PIL", "featstore.datasets.benchmarks") if m in sys.modules)
+        with ThreadPoolExecutor(8) as pool:
+            seen = list(pool.map(lambda _: (ds.builtin_names(), len(ds.schemes())), range(8)))
+        print(json.dumps({"before": before, "seen": seen, "after": "PIL" in sys.modules,
+                          "lazy": callable(ds.dataset_from_source)}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    child = json.loads(out.stdout)
+    assert child["before"] == []
+    n_schemes = len(schemes())
+    assert child["seen"] == [[["copydays", "digits"], n_schemes]] * 8
+    assert child["after"] is True
+    assert child["lazy"] is True
 
 
 def test_duplicates_are_refused() -> None:

@@ -1,6 +1,6 @@
 """The field's benchmark datasets, read from the files they ship, with their official splits.
 
-``SCHEMES`` is the table ``featstore/datasets/__init__.py`` registers: one
+``SCHEMES`` is the table ``featstore/datasets/defaults.py`` registers: one
 :class:`~featstore.datasets.registry.Scheme` per ``SCHEME:DIR`` source, saying what it reads
 and the options it takes (``?fold=K``, ``?level=family`` ...). ``PROVIDERS`` are the image
 providers for images that live inside arrays or containers (CIFAR batches, HF tables,
