@@ -26,14 +26,15 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from featstore.specs import Pooling, View
 from featstore.store.select import Selector, parse_weights
 
-F = Callable[..., Any]
+F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 ROLES = ("extract", "evaluate", "store")
 STORAGE_DTYPES = ("float16", "float32", "float64")
@@ -238,16 +239,19 @@ def _help(role: str) -> dict[str, str]:
     }
 
 
-def choose_options(role: str) -> Callable[[F], F]:
-    """Add the choosing options to a command; it receives them as one ``choice: Choice``."""
+def choose_options(role: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Add the choosing options to a command; it receives them as one ``choice: Choice``.
+
+    The command's signature changes (the options come in, one ``choice`` goes out), so the
+    decorated function is typed ``Callable[..., R]``: only its return type is kept."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {ROLES}")
     helps = _help(role)
     write = role == "extract"
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> R:
             models = split_values(kwargs.pop("choose_models"), "-m/--model", "network")
             kwargs["choice"] = Choice(
                 dataset=_one(kwargs.pop("choose_dataset"), "-d/--dataset", "dataset"),

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
@@ -20,7 +20,9 @@ from featstore.progress import Progress
 from featstore.store import DEFAULT_STORE, Store, open_store
 from featstore.store.spec import parse_storage_options
 
-F = Callable[..., Any]
+F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 STORAGE_OPTIONS_META = "featstore.storage_options"
@@ -90,11 +92,11 @@ def store_note(store: Store) -> str:
     )
 
 
-def handle_errors(func: F) -> F:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn a FeatstoreError into a clean `Error: <message>` and exit code 1."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except FeatstoreError as exc:
@@ -194,7 +196,7 @@ def progress_bar(desc: str, unit: str = "it", enabled: bool = True) -> Iterator[
 
     bar: tqdm | None = None
 
-    def update(done: int, total: int, info: dict) -> None:
+    def update(done: int, total: int, info: dict[str, Any]) -> None:
         nonlocal bar
         if not enabled:
             return

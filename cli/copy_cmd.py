@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from featstore.cli.choose import Choice, choose_options, chosen_entries, describe_choice
-from featstore.cli.common import (
+
+from featstore.keys import check_key
+from featstore.store import open_store
+from featstore.store.copy import copy_store, export_hdf5, import_hdf5
+from featstore.store.spec import parse_storage_options
+
+from .choose import Choice, choose_options, chosen_entries, describe_choice
+from .common import (
     emit,
     handle_errors,
     human_bytes,
@@ -16,11 +22,6 @@ from featstore.cli.common import (
     storage_options_option,
     store_option,
 )
-
-from featstore.keys import check_key
-from featstore.store import open_store
-from featstore.store.copy import copy_store, export_hdf5, import_hdf5
-from featstore.store.spec import parse_storage_options
 
 
 def _merged(common: tuple[str, ...], side: tuple[str, ...]) -> dict[str, Any] | None:

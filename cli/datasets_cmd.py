@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from featstore.cli.common import (
+
+from featstore.datasets import dataset_from_source, register_dataset
+from featstore.errors import redact_url
+
+from .common import (
     emit,
     handle_errors,
     json_option,
@@ -15,9 +19,6 @@ from featstore.cli.common import (
     store_option,
     table,
 )
-
-from featstore.datasets import dataset_from_source, register_dataset
-from featstore.errors import redact_url
 
 
 @click.group()

@@ -9,8 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from featstore.cli.choose import Choice, choose_options
-from featstore.cli.common import (
+
+from featstore.errors import ProtocolLimitError
+from featstore.evaluate.tasks import TASKS, Task, get_task
+
+from .choose import Choice, choose_options
+from .common import (
     emit,
     handle_errors,
     json_option,
@@ -20,9 +24,6 @@ from featstore.cli.common import (
     store_option,
     table,
 )
-
-from featstore.errors import ProtocolLimitError
-from featstore.evaluate.tasks import TASKS, Task, get_task
 
 
 class ProtocolRefused(click.ClickException):

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from featstore.cli.choose import Choice, choose_options, renamed
-from featstore.cli.common import (
+
+from featstore.store.lease import DEFAULT_TTL
+
+from .choose import Choice, choose_options, renamed
+from .common import (
     emit,
     handle_errors,
     human_bytes,
@@ -17,8 +20,6 @@ from featstore.cli.common import (
     store_option,
     table,
 )
-
-from featstore.store.lease import DEFAULT_TTL
 
 
 @click.command("extract")
@@ -178,7 +179,7 @@ def extract(
     if mode == "local":
         emit(summary, as_json, render_summary)
     else:
-        from featstore.cli.copy_cmd import render_distributed
+        from .copy_cmd import render_distributed
 
         emit(summary, as_json, render_distributed)
         if summary.get("incomplete") and wait:  # waiting ends only when all is complete
@@ -203,7 +204,7 @@ def waiting_notes(progress: Any, enabled: bool = True, every_s: float = 15.0) ->
 
     last: list[Any] = ["", 0.0]
 
-    def update(done: int, total: int, info: dict) -> None:
+    def update(done: int, total: int, info: dict[str, Any]) -> None:
         note = info.get("waiting")
         if note and enabled:
             what = re.sub(r"lease age \d+ s, ", "", note)

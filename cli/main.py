@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import click
-from featstore.cli.common import FeatstoreGroup
-from featstore.cli.datasets_cmd import datasets
-from featstore.cli.store_cmd import gc, info, ls, repair, rm, verify
 
 from featstore import __version__
+
+from .common import FeatstoreGroup
+from .datasets_cmd import datasets
+from .store_cmd import gc, info, ls, repair, rm, verify
 
 
 @click.group(
@@ -32,30 +33,30 @@ cli.add_command(verify)
 cli.add_command(repair)
 cli.add_command(rm)
 cli.add_command(gc)
-from featstore.cli.copy_cmd import copy, export_cmd, import_cmd  # noqa: E402
+from .copy_cmd import copy, export_cmd, import_cmd  # noqa: E402
 
 cli.add_command(copy)
 cli.add_command(export_cmd)
 cli.add_command(import_cmd)
-from featstore.cli.report_cmd import report  # noqa: E402
+from .report_cmd import report  # noqa: E402
 
 cli.add_command(report)
-from featstore.cli.evaluate_cmd import evaluate  # noqa: E402
+from .evaluate_cmd import evaluate  # noqa: E402
 
 cli.add_command(evaluate)
-from featstore.cli.sweep_cmd import sweep  # noqa: E402
+from .sweep_cmd import sweep  # noqa: E402
 
 cli.add_command(sweep)
-from featstore.cli.models_cmd import models  # noqa: E402
+from .models_cmd import models  # noqa: E402
 
 cli.add_command(models)
-from featstore.cli.extract_cmd import extract  # noqa: E402
+from .extract_cmd import extract  # noqa: E402
 
 cli.add_command(extract)
-from featstore.cli.upgrade_cmd import upgrade  # noqa: E402
+from .upgrade_cmd import upgrade  # noqa: E402
 
 cli.add_command(upgrade)
-from featstore.cli.finetune_cmd import finetune  # noqa: E402
+from .finetune_cmd import finetune  # noqa: E402
 
 cli.add_command(finetune)
 

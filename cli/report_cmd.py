@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from featstore.cli.common import (
+
+from .common import (
     handle_errors,
     json_option,
     open_cli_store,
@@ -14,11 +15,16 @@ from featstore.cli.common import (
     store_option,
 )
 
+if TYPE_CHECKING:  # the sweep spec loads only when --spec is given (CLI startup time)
+    from featstore.sweep.spec import SweepSpec
 
-def _report_inputs(spec_path: str | None, baseline: str | None) -> tuple[Any, dict | None, dict]:
+
+def _report_inputs(
+    spec_path: str | None, baseline: str | None
+) -> tuple[SweepSpec | None, dict[str, str] | None, dict[str, list[str]]]:
     from featstore.report import parse_baseline
 
-    spec = None
+    spec: SweepSpec | None = None
     orders: dict[str, list[str]] = {}
     base = parse_baseline(baseline)
     if spec_path:

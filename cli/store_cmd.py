@@ -5,17 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from featstore.cli.choose import Choice, choose_options, chosen_entries, describe_choice
-from featstore.cli.common import (
-    emit,
-    handle_errors,
-    human_bytes,
-    json_option,
-    open_cli_store,
-    progress_bar,
-    store_option,
-    table,
-)
 
 from featstore.errors import redact_url
 from featstore.keys import check_key
@@ -26,6 +15,18 @@ from featstore.store.trained_upkeep import (
     network_rows,
     repair_networks,
     verify_networks,
+)
+
+from .choose import Choice, choose_options, chosen_entries, describe_choice
+from .common import (
+    emit,
+    handle_errors,
+    human_bytes,
+    json_option,
+    open_cli_store,
+    progress_bar,
+    store_option,
+    table,
 )
 
 

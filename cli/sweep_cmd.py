@@ -6,7 +6,11 @@ import uuid
 from typing import Any
 
 import click
-from featstore.cli.common import (
+
+from featstore.errors import ProtocolLimitError, StoreNotFoundError
+from featstore.store import open_store
+
+from .common import (
     emit,
     handle_errors,
     human_bytes,
@@ -16,10 +20,7 @@ from featstore.cli.common import (
     store_note,
     store_option,
 )
-from featstore.cli.evaluate_cmd import ProtocolRefused
-
-from featstore.errors import ProtocolLimitError, StoreNotFoundError
-from featstore.store import open_store
+from .evaluate_cmd import ProtocolRefused
 
 
 def _seconds(s: float | None) -> str:

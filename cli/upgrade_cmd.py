@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from featstore.cli.common import (
+
+from .common import (
     emit,
     handle_errors,
     json_option,

@@ -71,7 +71,7 @@ class RetrievalQuery:
 def retrieval_info(dataset: Dataset) -> dict[str, Any]:
     """The dataset's retrieval protocol; DatasetError if it is not a retrieval set."""
     info = dataset.extra.get("retrieval") if isinstance(dataset.extra, dict) else None
-    if not info:
+    if not info or not isinstance(info, dict):
         raise DatasetError(
             f"dataset {dataset.name!r} has no retrieval ground truth; register a retrieval "
             f"source ({', '.join(RETRIEVAL_SCHEMES)}: or builtin:copydays)"

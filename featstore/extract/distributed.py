@@ -171,14 +171,14 @@ def connect(address: Any) -> tuple[Any, Any]:
         n = text.partition(":")[2]
         if n and not n.isdigit():
             raise StoreError(f"--dask local:N needs a number of workers, not {text!r}")
-        cluster = LocalCluster(
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]  # dask.distributed: untyped
             n_workers=int(n) if n else None,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
         )
-        return Client(cluster), cluster
-    return Client(text), None
+        return Client(cluster), cluster  # type: ignore[no-untyped-call]  # dask: untyped
+    return Client(text), None  # type: ignore[no-untyped-call]  # dask.distributed: untyped
 
 
 def run_distributed(
@@ -332,7 +332,7 @@ class _Units:
             for rows in units
         ]  # fmt: skip
         results = []
-        for future in as_completed(futures):
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]  # dask: untyped
             results.append(future.result())
             self.done += 1
             self._tick({})

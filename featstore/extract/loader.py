@@ -40,7 +40,8 @@ def prepare(image: Image.Image, pre: Preprocess) -> torch.Tensor:
     mode = InterpolationMode(pre.interpolation)
     img = TF.resize(image, _size(pre.resize), interpolation=mode, antialias=True)
     img = TF.center_crop(img, list(pre.crop_hw))
-    return TF.pil_to_tensor(img)
+    tensor: torch.Tensor = TF.pil_to_tensor(img)  # torchvision's functional API is untyped
+    return tensor
 
 
 def prepare_patches(image: Image.Image, pre: Preprocess, view: View) -> torch.Tensor:
@@ -54,7 +55,7 @@ def prepare_patches(image: Image.Image, pre: Preprocess, view: View) -> torch.Te
     return torch.stack(patches)
 
 
-class RowImages(torch.utils.data.Dataset):
+class RowImages(torch.utils.data.Dataset[dict[str, Any]]):
     """Items {"row", "changed", "g<i>": (3,H,W) uint8, "c<j>": (P,3,H,W) uint8} for chosen rows.
 
     ``changed``: the image's bytes differ from those registered (it is still prepared, so a

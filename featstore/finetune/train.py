@@ -64,7 +64,11 @@ def training_rows(dataset: Any, recipe: Recipe) -> Rows:
         )
     splits = split_rows(dataset)
     y = np.asarray(dataset.labels)
-    labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label
+
+    def labelled(rows: np.ndarray) -> np.ndarray:
+        """The rows with a label."""
+        return np.asarray(rows[y[rows] >= 0])  # typed: a boolean index of an array
+
     train, val = labelled(splits.train), labelled(splits.val)
     source = splits.val_name or f"carved:{recipe.val_fraction:g}"
     if len(val) == 0:
@@ -418,7 +422,7 @@ def _train(
                 with compute.autocast():
                     loss = nn.functional.cross_entropy(module(inputs).float(), target)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: untyped
                 scaler.step(optimizer)
                 scaler.update()
                 total += float(loss.detach()) * len(x)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+from collections.abc import Callable
 
 from torch import nn
 
@@ -65,21 +66,23 @@ def lite_weights_path(variant: str) -> str:
     return str(holder.get_model_file_path())
 
 
-def _builder(variant: str):  # type: ignore[no-untyped-def]
+def _builder(variant: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
 
-        return EfficientNet.from_name(variant)
+        model: nn.Module = EfficientNet.from_name(variant)  # an nn.Module; the package is untyped
+        return model
 
     return build
 
 
-def _loader(variant: str):  # type: ignore[no-untyped-def]
+def _loader(variant: str) -> Callable[[str], nn.Module]:
     def load(path: str) -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
 
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
-            return EfficientNet.from_pretrained(variant, weights_path=path)
+            model: nn.Module = EfficientNet.from_pretrained(variant, weights_path=path)
+        return model
 
     return load
 

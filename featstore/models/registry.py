@@ -59,7 +59,8 @@ def _tv_builder(name: str, weights_enum: Any) -> Callable[[], nn.Module]:
         kwargs.update(transform_input=True, aux_logits=True, init_weights=False)
 
     def build() -> nn.Module:
-        return tvm.get_model(name, weights=None, **kwargs)
+        model: nn.Module = tvm.get_model(name, weights=None, **kwargs)  # untyped: an nn.Module
+        return model
 
     return build
 
@@ -121,14 +122,16 @@ def _lite0_weights_path() -> str:
 def _lite0_build() -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_name("efficientnet-lite0")
+    model: nn.Module = EfficientNet.from_name("efficientnet-lite0")  # the package is untyped
+    return model
 
 
 def _lite0_load_pretrained(path: str) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
-        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        model: nn.Module = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+    return model
 
 
 def _bundled_specs() -> list[ModelSpec]:
@@ -215,7 +218,7 @@ def _import_team_function(name: str) -> Callable[[], Any]:
             f"cannot import network {name!r}: module {modname!r} has no attribute "
             f"{funcname!r}; {TEAM_HINT}"
         )
-    func = getattr(module, funcname)
+    func: object = getattr(module, funcname)  # object: callable() below proves it a function
     if not callable(func):
         raise ModelError(
             f"network {name!r}: {modname}.{funcname} is {_shown(func)}, not a function; {TEAM_HINT}"

@@ -162,7 +162,7 @@ class TimmAdapter(SourceAdapter):
             cfg = timm.models.get_pretrained_cfg(self.arch)
         except Exception:
             cfg = None
-        return cfg.to_dict() if cfg is not None else {}
+        return cfg.to_dict() if cfg is not None else {}  # type: ignore[no-untyped-call]  # timm
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return _strip(state_dict, ("module.", "model."))
@@ -179,7 +179,7 @@ def timm_preprocess(model: nn.Module) -> Preprocess:
     """Preprocessing from timm's resolve_data_config, at the size the model was built for."""
     from timm.data.config import resolve_data_config
 
-    cfg = resolve_data_config({}, model=model)
+    cfg = resolve_data_config({}, model=model)  # type: ignore[no-untyped-call]  # timm: untyped
     size = int(cfg["input_size"][-1])
     built = getattr(getattr(model, "patch_embed", None), "img_size", None)
     if built:  # a ViT built for another size than its pretrained config says

@@ -173,10 +173,15 @@ def _cache_file() -> Path:
 
 
 def _read_cache() -> dict[str, str]:
+    """The remembered hashes; a cache that is unreadable or not a JSON object of strings
+    (hand-edited, another version's) counts as empty: it only costs hashing again."""
     try:
-        return json.loads(_cache_file().read_text())
+        raw = json.loads(_cache_file().read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _write_cache(cache: dict[str, str]) -> None:

@@ -629,7 +629,7 @@ class Store(ABC):
             )
         claims = self._name_claims()
         if replace:
-            return self._replace_dataset(dataset, claims)
+            return self._replace_dataset(dataset, dataset_id, claims)
         took = claims is not None and take_name(claims, name, dataset_id, self._present_dataset_ids)
         try:
             created = self._write_dataset(dataset)
@@ -643,12 +643,13 @@ class Store(ABC):
             raise lost_name(claims, name)
         return dataset_id
 
-    def _replace_dataset(self, dataset: Any, claims: ObjectFolder | None) -> str:
+    def _replace_dataset(self, dataset: Any, dataset_id: str, claims: ObjectFolder | None) -> str:
         """``--replace``: the new dataset is written whole under its own id while the old one
         stays registered (a dataset whose name's claim names another present dataset is not
         listed); then the claim is swapped to it in one write, and only then is the old one
-        removed. A kill at any point leaves the old registration or the new one."""
-        name, dataset_id = dataset.name, dataset.id
+        removed. A kill at any point leaves the old registration or the new one.
+        ``dataset_id`` is the id ``put_dataset`` checked."""
+        name = dataset.name
         previous = read_claim(claims, name) if claims is not None else None
         created = self._write_dataset(dataset)
         if claims is not None:

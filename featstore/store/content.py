@@ -122,7 +122,7 @@ class RowView:
         self.attrs = entry.attrs
         self.dtype = entry.dtype
         self.chunk_rows = int(entry.chunk_rows)
-        self.shape = (int(self.rows.size), *entry.shape[1:])
+        self.shape: tuple[int, ...] = (int(self.rows.size), *entry.shape[1:])
         self.read_only = True
 
     # --- geometry, as an Entry answers it -----------------------------------------------
@@ -225,7 +225,7 @@ def _matches(attrs: dict[str, Any], name: str, value: Any) -> bool:
         return attrs.get("model_name") == value or (
             isinstance(model, dict) and model.get("name") == value
         )
-    return attrs.get(name) == value
+    return bool(attrs.get(name) == value)
 
 
 def _readable_entries(store: Any) -> list[Any]:

@@ -223,7 +223,7 @@ def _network_of(attrs: Mapping[str, Any]) -> str | None:
 def _equal(attrs: Mapping[str, Any], name: str, value: Any) -> bool:
     if name == "model" and isinstance(value, str):
         return _network_of(attrs) == value
-    return attrs.get(name) == value
+    return bool(attrs.get(name) == value)
 
 
 # option that chooses each factor shown in the "several entries match" message

@@ -75,7 +75,7 @@ class ZarrEntry(Entry):
         self,
         store: ZarrStore,
         key: str,
-        array: zarr.Array | dict[str, Any],
+        array: zarr.Array[Any] | dict[str, Any],
         attrs: dict[str, Any],
         chunk_rows: int,
         listed_done: set[int] | None = None,
@@ -83,7 +83,7 @@ class ZarrEntry(Entry):
         if isinstance(array, dict):  # a listing's metadata: the array is built when first used
             shape, dtype = _shape_dtype(array)
             self._meta: dict[str, Any] | None = array
-            self._built: zarr.Array | None = None
+            self._built: zarr.Array[Any] | None = None
         else:
             shape, dtype = tuple(array.shape), str(array.dtype)
             self._meta, self._built = None, array
@@ -94,7 +94,7 @@ class ZarrEntry(Entry):
         self._listed_done = None if listed_done is None else set(listed_done)
 
     @property
-    def _array(self) -> zarr.Array:
+    def _array(self) -> zarr.Array[Any]:
         if self._built is None:  # built from the listing's metadata on first use
             self._built = self._store._array_from_meta(f"{self._group_path}/data", self._meta or {})
         return self._built
@@ -506,7 +506,7 @@ class ZarrStore(Store):
                 arrays[name] = np.asarray(self._array_from_meta(path, meta)[...])
         return dict(group["attributes"]), arrays
 
-    def _array_from_meta(self, path: str, meta: dict[str, Any]) -> zarr.Array:
+    def _array_from_meta(self, path: str, meta: dict[str, Any]) -> zarr.Array[Any]:
         """The array at ``path`` built from its zarr.json record (no request)."""
         from zarr.core.array import AsyncArray
         from zarr.core.metadata import ArrayV3Metadata
@@ -750,7 +750,7 @@ class ZarrStore(Store):
         check_key(key, "entry key")
         if self._consolidated_meta(f"features/{key}/data") is not None:
             return True
-        return self.fs.exists(self._path(f"features/{key}/data/zarr.json"))
+        return bool(self.fs.exists(self._path(f"features/{key}/data/zarr.json")))
 
     def entry_keys(self) -> list[str]:
         return [k for k in self._key_children("features") if self.has_entry(k)]
@@ -820,7 +820,7 @@ class ZarrStore(Store):
         return parse_result(key, path, raw)
 
     def has_result(self, key: str) -> bool:
-        return self.fs.exists(self._result_path(key))
+        return bool(self.fs.exists(self._result_path(key)))
 
     def get_results(
         self, keys: Iterable[str] | None = None

@@ -49,7 +49,7 @@ def dask_cells(client: Callable[[], Any]) -> CellRunner:
             for i, job in enumerate(jobs)
         }
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]  # dask: untyped
                 i = futures[future]
                 try:
                     result = future.result()

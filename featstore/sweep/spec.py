@@ -261,7 +261,8 @@ MAX_SPEC_BYTES = 1 << 20  # a sweep spec is a page of YAML; a bigger file is not
 MAX_NAME_CHARS = 200
 
 
-class _SpecLoader(yaml.SafeLoader):
+# PyYAML ships no types (and types-PyYAML is not a dependency), so SafeLoader is Any here.
+class _SpecLoader(yaml.SafeLoader):  # type: ignore[misc]
     """YAML's safe loader without aliases: ``*anchor`` would let a few hundred bytes expand
     into gigabytes (the "billion laughs"), and a spec never needs one."""
 
@@ -536,7 +537,9 @@ def _similarity(raw: Any) -> dict[str, Any]:
     return opts
 
 
-def _options(raw: Any, datasets: tuple[DatasetSpec, ...], classifiers: tuple[str, ...]) -> dict:
+def _options(
+    raw: Any, datasets: tuple[DatasetSpec, ...], classifiers: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
     """``options``: per task (or classifier) name, the options its cells are given.
 
     Each option must be one the registry says that task takes; one that a cell of the sweep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -202,6 +203,19 @@ def test_generic_json(tmp_path: Path) -> None:
     assert info["gnd"][0]["junk"] == [3]
     assert info["bbox"] == [[0.0, 0.0, 10.0, 10.0]]
     assert info["skipped_queries"] == [{"query": "e", "reason": "no positives in the ground truth"}]
+
+
+@pytest.mark.parametrize("stored", [None, {}, ["a", "b"], "generic"])
+def test_a_retrieval_protocol_that_is_not_a_mapping_is_refused(
+    tmp_path: Path, stored: object
+) -> None:
+    for i, name in enumerate("ab"):
+        make_image(tmp_path / f"{name}.jpg", seed=60 + i)
+    (tmp_path / "gt.json").write_text(json.dumps({"a": {"positives": ["b"]}}))
+    ds = load_retrieval_json("gen", str(tmp_path / "gt.json"))
+    ds = dataclasses.replace(ds, extra={"retrieval": stored})
+    with pytest.raises(DatasetError, match="'gen' has no retrieval ground truth"):
+        retrieval_info(ds)
 
 
 def test_generic_json_unknown_positive(tmp_path: Path) -> None:

@@ -114,6 +114,16 @@ def test_file_hash_is_cached_per_path_mtime_size(
     assert (tmp_path / "fscache" / "weights_sha256.json").is_file()
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", '{"k": 3, "file|x|1|2": "abc"}', "null"])
+def test_a_hash_cache_of_another_shape_counts_as_empty(tmp_path: Path, text: str) -> None:
+    cache = weights_mod.cache_dir() / "weights_sha256.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(text)
+    assert weights_mod.cached_hash("k") is None  # not a crash, not a non-string hash
+    weights_mod.remember_hash("k", "f" * 64)  # and remembering rewrites it whole
+    assert weights_mod.cached_hash("k") == "f" * 64
+
+
 def test_random_weights_are_explicit_and_deterministic() -> None:
     a = weights_identity("resnet18", resolve_weights("resnet18", "random"))
     b = load_model("resnet18", "random").identity

@@ -19,8 +19,8 @@ import re
 import tarfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 from featstore.datasets.benchmarks.common import Entry, assemble, read_lines
 from featstore.datasets.core import Dataset
@@ -35,13 +35,17 @@ LABEL_COLUMNS = ("label", "labels", "fine_label", "cls")
 HF_LAYOUT = "a folder written by save_to_disk (dataset_dict.json or state.json), or *.parquet files"
 
 
-class _Cache:
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Cache(Generic[K, V]):
     """A small per-process LRU of opened containers (tables, tar indexes), safe across threads."""
 
     def __init__(self, size: int) -> None:
-        self.size, self.items, self.lock = size, OrderedDict[Any, Any](), threading.Lock()
+        self.size, self.items, self.lock = size, OrderedDict[K, V](), threading.Lock()
 
-    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+    def get(self, key: K, load: Callable[[], V]) -> V:
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
@@ -55,14 +59,15 @@ class _Cache:
 
 def split_of(path: str, default: str) -> str:
     """The split a file name names (``train-00000-of-00002.parquet`` -> train), else ``default``."""
-    for token in re.findall(r"[A-Za-z]+", path):
+    tokens: list[str] = re.findall(r"[A-Za-z]+", path)  # no groups: findall gives the matches
+    for token in tokens:
         if token.lower() in SPLIT_TOKENS:
             return token.lower()
     return default
 
 
 # --- Hugging Face -----------------------------------------------------------------------
-_tables = _Cache(4)
+_tables: _Cache[tuple[str, str | None], Any] = _Cache(4)  # pyarrow Tables (pyarrow is untyped)
 
 
 def _open_table(path: str, column: str | None = None) -> Any:
@@ -237,7 +242,7 @@ def load_hf(
 
 
 # --- webdataset -------------------------------------------------------------------------
-_tar_index = _Cache(64)
+_tar_index: _Cache[str, dict[str, tuple[int, int]]] = _Cache(64)
 
 
 def _top_level(text: str, opening: int) -> tuple[int, list[int]]:
