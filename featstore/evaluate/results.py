@@ -168,7 +168,8 @@ def build_record(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     record.update(extra)
-    return to_json(record)
+    out: dict[str, Any] = to_json(record)
+    return out
 
 
 def save_result(store: Any, record: Mapping[str, Any]) -> str:
@@ -309,7 +310,8 @@ def _matches(record: Mapping[str, Any], name: str, wanted: Any) -> bool:
         return wanted in value
     if isinstance(value, Mapping) and isinstance(wanted, str):  # classifier="svm", model="resnet18"
         return value.get("name") == wanted
-    return to_json(value) == to_json(wanted)
+    same: bool = to_json(value) == to_json(wanted)
+    return same
 
 
 def _fingerprint_of(record: Mapping[str, Any]) -> str | None:

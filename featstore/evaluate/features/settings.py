@@ -116,7 +116,7 @@ def evaluate_settings(
     records = []
     for label, setting in zip(labels, settings, strict=True):
 
-        def tagged(done: int, total: int, info: dict, _label: str = label) -> None:
+        def tagged(done: int, total: int, info: dict[str, Any], _label: str = label) -> None:
             if progress is not None:
                 progress(done, total, {**info, "setting": _label})
 

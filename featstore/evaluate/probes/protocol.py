@@ -533,7 +533,11 @@ def single_label(
     solver: Solver,
 ) -> dict[str, Any]:
     """A linear probe on one-label-per-image data (label -1: no label, not used)."""
-    labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label (-1 = none)
+
+    def labelled(rows: np.ndarray) -> np.ndarray:  # rows with a label (-1 = none)
+        out: np.ndarray = rows[y[rows] >= 0]
+        return out
+
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
     t0 = time.perf_counter()
     with _quiet() as caught:

@@ -227,7 +227,7 @@ def compute_classification(
 
         steps = [0]
 
-        def draw_cb(_d: int, _t: int, info: dict) -> None:
+        def draw_cb(_d: int, _t: int, info: dict[str, Any]) -> None:
             steps[0] += 1
             if fit_cb is not None:
                 fit_cb(steps[0], 0, info)

@@ -284,6 +284,7 @@ def rank_database(
     else:
         estimator = IVFPQIndex(**dict(index_params or {}))
     estimator.fit(database)
+    ids: np.ndarray
     _, ids = estimator.search(queries, min(n, k or n))
     if progress:
         progress(len(queries), len(queries), {"stage": "search"})

@@ -295,7 +295,11 @@ def _compute(
 
 
 def _record(
-    plan: SimilarityPlan, pair: PairPlan, value: float, dims: dict[int, int], timings: dict
+    plan: SimilarityPlan,
+    pair: PairPlan,
+    value: float,
+    dims: dict[int, int],
+    timings: dict[str, Any],
 ) -> dict[str, Any]:
     a = pair.first
     b = pair.j if a == pair.i else pair.i
