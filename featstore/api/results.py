@@ -18,6 +18,8 @@ from featstore.settings import FACTORS, record_setting
 if TYPE_CHECKING:
     import pandas as pd
 
+    from featstore.store.base import Store
+
 __all__ = ["FACTOR_COLUMNS", "load_sweep_spec", "records_frame", "select_records"]
 
 # the factor columns of the table, in order (the report's setting, with dataset, task, weights)
@@ -50,7 +52,7 @@ def load_sweep_spec(sweep: Any) -> Any:
 
 
 def select_records(
-    store: Any,
+    store: Store,
     *,
     sweep: Any = None,
     datasets: Iterable[str] | None = None,

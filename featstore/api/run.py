@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from featstore.api.store import as_store
+from featstore.api.store import StoreLike, as_store
 from featstore.errors import EvaluationError
 from featstore.progress import Progress
 from featstore.specs import DEFAULT_DEVICE, DEFAULT_POOLING, DEFAULT_STORAGE_DTYPE, DEFAULT_VIEW
@@ -35,7 +35,7 @@ def _names(value: str | Sequence[str] | None) -> list[str]:
 
 
 def add_dataset(
-    store: Any,
+    store: StoreLike,
     name: str,
     source: str,
     *,
@@ -58,7 +58,7 @@ def add_dataset(
 
 
 def extract_features(
-    store: Any,
+    store: StoreLike,
     dataset: str,
     models: str | Sequence[str],
     layers: str | Sequence[str] | Mapping[str, Sequence[str]] | None = None,
@@ -110,7 +110,7 @@ def extract_features(
 
 
 def evaluate_features(
-    store: Any,
+    store: StoreLike,
     dataset: str,
     network: str | Sequence[str] | None = None,
     layers: str | Sequence[str] | None = None,
@@ -186,7 +186,7 @@ def evaluate_features(
 
 
 def run_sweep(
-    store: Any,
+    store: StoreLike,
     spec: Any,
     *,
     workers: int = 1,

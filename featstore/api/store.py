@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -310,7 +310,11 @@ def open(
     return FeatureStore(open_store(where, mode=mode, storage_options=storage_options))
 
 
-def as_store(store: Any) -> Store:
+# What the API's functions take as a store: a FeatureStore, a backend Store, a path or URL
+StoreLike: TypeAlias = "FeatureStore | Store | str | os.PathLike[str]"
+
+
+def as_store(store: StoreLike) -> Store:
     """The backend Store of a FeatureStore, Store, path or URL (opened read/write)."""
     if isinstance(store, FeatureStore):
         return store.store

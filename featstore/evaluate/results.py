@@ -29,13 +29,16 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featstore.errors import DamagedEntryError, EntryNotFoundError, EvaluationError, StoreError
 from featstore.keys import make_key
 from featstore.store.proofs import DAMAGED, OK, RECORD_CHECKSUM, record_state, seal_record
+
+if TYPE_CHECKING:
+    from featstore.store.base import Store
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ def build_record(
     return out
 
 
-def save_result(store: Any, record: Mapping[str, Any]) -> str:
+def save_result(store: Store, record: Mapping[str, Any]) -> str:
     """Check ``record`` has every required field and put it under its key; returns the key."""
     missing = [f for f in REQUIRED_FIELDS if f not in record]
     if missing:
@@ -193,7 +196,7 @@ def save_result(store: Any, record: Mapping[str, Any]) -> str:
     return key
 
 
-def bind_record(store: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+def bind_record(store: Store, record: Mapping[str, Any]) -> dict[str, Any]:
     """``record`` with ``content``: the checksum of each feature entry it lists (kept if set)."""
     out = dict(record)
     if "content" not in out:
@@ -201,7 +204,7 @@ def bind_record(store: Any, record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def content_checksums(store: Any, keys: Iterable[str]) -> dict[str, str | None]:
+def content_checksums(store: Store, keys: Iterable[str]) -> dict[str, str | None]:
     """The content checksum of each feature entry (None for one that cannot be checked)."""
     out: dict[str, str | None] = {}
     for key in dict.fromkeys(str(k) for k in keys):
@@ -212,7 +215,7 @@ def content_checksums(store: Any, keys: Iterable[str]) -> dict[str, str | None]:
     return out
 
 
-def stale_reason(store: Any, record: Mapping[str, Any]) -> str | None:
+def stale_reason(store: Store, record: Mapping[str, Any]) -> str | None:
     """Why ``record`` must not be served (its entries' bytes changed ...), or None."""
     bound = record.get("content")
     features = [str(k) for k in record.get("features") or []]
@@ -227,7 +230,7 @@ def stale_reason(store: Any, record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def read_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str, str | None]:
+def read_result(store: Store, key: str) -> tuple[dict[str, Any] | None, str, str | None]:
     """(record, state, why) of the record under ``key``: state ``ok``, ``unbound`` (older
     format, no checksum: the record is returned) or ``damaged`` (torn, edited, or not the
     record of ``key``: no record); (None, "missing", None) when there is none. The record
@@ -252,7 +255,7 @@ def _checked(key: str, record: dict[str, Any]) -> tuple[dict[str, Any] | None, s
     return record, state, why
 
 
-def load_results(store: Any) -> dict[str, dict[str, Any]]:
+def load_results(store: Store) -> dict[str, dict[str, Any]]:
     """Every record of the store that proves itself (key and seal), read in a batch
     (:meth:`featstore.store.Store.get_results`); the others are logged and left out."""
     out = {}
@@ -268,7 +271,7 @@ def load_results(store: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_result(store: Any, key: str) -> dict[str, Any] | None:
+def load_result(store: Store, key: str) -> dict[str, Any] | None:
     """The record under ``key``, or None when there is none or it does not prove itself
     (torn, edited, copied from another key: logged; `featstore verify` names it)."""
     record, state, why = read_result(store, key)
@@ -277,7 +280,7 @@ def load_result(store: Any, key: str) -> dict[str, Any] | None:
     return record
 
 
-def load_current_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
+def load_current_result(store: Store, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) when the record under ``key`` may be served as cached; (None, why)
     when it exists but does not prove itself (damaged, or older format without a checksum)
     or its entries' bytes are not those it was computed from; (None, None) when there is
@@ -322,7 +325,7 @@ def _fingerprint_of(record: Mapping[str, Any]) -> str | None:
     return tail or None
 
 
-def _dataset_names(store: Any, asked: Iterable[str]) -> dict[str, list[str]]:
+def _dataset_names(store: Store, asked: Iterable[str]) -> dict[str, list[str]]:
     """Fingerprint prefix -> the names asked for that registered dataset (name or id given)."""
     from featstore.datasets.core import FINGERPRINT_LENGTH
 
@@ -337,7 +340,7 @@ def _dataset_names(store: Any, asked: Iterable[str]) -> dict[str, list[str]]:
 
 
 def _by_dataset(
-    store: Any, records: Iterable[dict[str, Any]], asked: Iterable[str]
+    store: Store, records: Iterable[dict[str, Any]], asked: Iterable[str]
 ) -> list[dict[str, Any]]:
     """The records of the datasets ``asked``, found by content (the dataset's fingerprint),
     not by the name stored in the record, and reported under the name asked for.
@@ -357,7 +360,7 @@ def _by_dataset(
     return out
 
 
-def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
+def find_results(store: Store, **filters: Any) -> list[dict[str, Any]]:
     """Records whose fields match every filter (None filters are ignored).
 
     A filter names a top-level field (task, dataset_id, dataset_name, transform, seed ...)
@@ -387,7 +390,7 @@ def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
 
 
 def collect_records(
-    store: Any, *, datasets: Iterable[str] | None = None, tasks: Iterable[str] | None = None
+    store: Store, *, datasets: Iterable[str] | None = None, tasks: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
     """Result records of the store, optionally only of some datasets and tasks.
 
@@ -400,7 +403,7 @@ def collect_records(
 
 
 def records_by_key(
-    store: Any, keys: Iterable[str], datasets: Iterable[str]
+    store: Store, keys: Iterable[str], datasets: Iterable[str]
 ) -> list[dict[str, Any]]:
     """The records under ``keys`` that belong to ``datasets``, as :func:`collect_records`
     returns them (by content, under the name asked for, by creation time), reading only

@@ -16,11 +16,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from featstore.errors import EvaluationError, StoreError
 from featstore.evaluate.results import bind_record, load_current_result, save_result
 from featstore.progress import Progress
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "CLASSIFIER_OPTIONS",
@@ -77,12 +81,12 @@ class Task:
         """The options this task takes, from a larger set (a CLI's, a sweep cell's)."""
         return {k: options[k] for k in self.options if k in options}
 
-    def plan(self, store: Any, dataset: Any, features: Any, **options: Any) -> Plan:
+    def plan(self, store: Store, dataset: str | Dataset, features: Any, **options: Any) -> Plan:
         """Check a setting (raises what evaluation would, before anything is read or written)."""
         return _load(self.plan_path)(store, dataset, features, **self.select(options))  # type: ignore[no-any-return]
 
     def run(
-        self, store: Any, plan: Any, *, force: bool = False, progress: Progress | None = None
+        self, store: Store, plan: Any, *, force: bool = False, progress: Progress | None = None
     ) -> dict[str, Any]:
         if self.run_path is not None:
             return _load(self.run_path)(store, plan, force=force, progress=progress)  # type: ignore[no-any-return]
@@ -91,8 +95,8 @@ class Task:
 
     def evaluate(
         self,
-        store: Any,
-        dataset: Any,
+        store: Store,
+        dataset: str | Dataset,
         features: Any,
         *,
         force: bool = False,
@@ -104,7 +108,7 @@ class Task:
         return self.run(store, plan, force=force, progress=progress)
 
     def cached(
-        self, store: Any, dataset: Any, features: Any, **options: Any
+        self, store: Store, dataset: str | Dataset, features: Any, **options: Any
     ) -> dict[str, Any] | None:
         """The stored record of this setting, or None (also when the entries it read have
         changed since); reads entry metadata and done markers, never features."""
@@ -116,7 +120,7 @@ class Task:
 
 
 def run(
-    store: Any,
+    store: Store,
     plan: Plan,
     compute: Callable[[Any, Any, Progress | None], dict[str, Any]],
     *,

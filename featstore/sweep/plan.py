@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from featstore.store import trained
 from featstore.store.content import entries_for
 from featstore.store.select import SPEC_CHOOSERS, Catalog, Selector, parse_weights
 from featstore.sweep.spec import Cell, DatasetSpec, NetworkSpec, SweepSpec
+
+if TYPE_CHECKING:
+    from featstore.store.base import Store
 
 __all__ = [
     "EntryPlan",
@@ -276,7 +279,7 @@ def check_registered_source(d: DatasetSpec, stored: Dataset) -> None:
 
 
 def resolve_datasets(
-    store: Any, spec: SweepSpec, *, register: bool
+    store: Store, spec: SweepSpec, *, register: bool
 ) -> tuple[dict[str, Dataset], list[str]]:
     """The spec's datasets from the store; registered from ``source`` when missing and ``register``.
 
@@ -320,7 +323,7 @@ Planner = Callable[
 
 
 def extract_planner(
-    store: Any,
+    store: Store,
     ds: Dataset,
     network: Any,
     wanted: list[tuple[str, str, str]],
@@ -421,7 +424,7 @@ def extraction_network(catalog: Catalog, network: Any, n_missing: int = 1) -> An
 
 
 def store_planner(
-    store: Any,
+    store: Store,
     ds: Dataset,
     network: Any,
     wanted: list[tuple[str, str, str]],
@@ -469,7 +472,7 @@ def store_planner(
 
 
 def pending_entries(
-    store: Any, ds: Dataset, network: NetworkSpec, wanted: list[tuple[str, str, str]],
+    store: Store, ds: Dataset, network: NetworkSpec, wanted: list[tuple[str, str, str]],
     options: Mapping[str, Any],
 ) -> list[EntryPlan]:  # fmt: skip
     """The entries of a network the sweep has yet to fine-tune: all to extract, sized by its
@@ -485,7 +488,7 @@ def pending_entries(
 
 
 def factor_planner(
-    store: Any,
+    store: Store,
     ds: Dataset,
     network: Any,
     wanted: list[tuple[str, str, str]],
@@ -528,7 +531,7 @@ def factor_planner(
 
 
 def make_plan(
-    store: Any,
+    store: Store,
     spec: SweepSpec,
     *,
     register: bool = False,
@@ -622,7 +625,7 @@ def _check_pca(spec: SweepSpec, groups: list[ExtractionGroup]) -> None:
                     )
 
 
-def _cells_with_results(store: Any, plan: SweepPlan) -> int:
+def _cells_with_results(store: Store, plan: SweepPlan) -> int:
     """How many cells already have a result record (matched by dataset, task and factors)."""
     try:
         records = collect_records(store, datasets=[d.name for d in plan.spec.datasets])

@@ -21,7 +21,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.devices import available_cpus
 from featstore.errors import ExtractionError, FeatstoreError, ProtocolLimitError
@@ -30,6 +30,10 @@ from featstore.progress import Progress
 from featstore.store.spec import StoreSpec
 from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
 from featstore.sweep.spec import Cell, SweepSpec
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = ["ReadOnce", "SweepInterrupted", "cell_job", "evaluate_job", "run_sweep"]
 
@@ -103,7 +107,7 @@ class _StopAware:
     """A worker's store: every write first checks the sweep's stop flag, so a cell
     computed after Ctrl-C is never written."""
 
-    def __init__(self, store: Any, stop: Any) -> None:
+    def __init__(self, store: Store, stop: Any) -> None:
         self._store, self._stop = store, stop
 
     def __getattr__(self, name: str) -> Any:
@@ -188,7 +192,7 @@ class ReadOnce:
     ``known``: entries read moments before in that phase (the plan's scan of the store).
     """
 
-    def __init__(self, store: Any, known: Iterable[Any] = ()) -> None:
+    def __init__(self, store: Store, known: Iterable[Any] = ()) -> None:
         self._store = store
         self._entries: dict[str, _EntryOnce] = {e.key: _EntryOnce(e) for e in known}
 
@@ -201,7 +205,7 @@ class ReadOnce:
         return self._entries[key]
 
 
-def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, Any] | None:
+def lookup_job(store: Any, job: Mapping[str, Any], dataset: Dataset) -> dict[str, Any] | None:
     """The cell's stored result, found by the key its task's planner gives; or None.
 
     Planning reads entry metadata only, never features. When the entry keys are not known
@@ -268,8 +272,8 @@ def _init_worker(threads: int, stop: Any = None) -> None:
 
 
 def _call_extract(
-    store: Any,
-    ds: Any,
+    store: Store,
+    ds: Dataset,
     group: ExtractionGroup,
     options: Mapping[str, Any],
     progress: Progress | None,
@@ -357,7 +361,7 @@ def _stop_pool(pool: cf.ProcessPoolExecutor, stop: Any) -> None:
 
 
 def run_sweep(
-    store: Any,
+    store: Store,
     spec: SweepSpec,
     *,
     workers: int = 1,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,10 @@ from featstore.evaluate.results import build_record, make_result_key
 from featstore.evaluate.tasks import run
 from featstore.evaluate.transferability.estimators import gbc, h_score, logme
 from featstore.progress import Progress
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "ESTIMATORS",
@@ -100,7 +104,7 @@ def transferability_key(
 class TransferabilityPlan:
     """A checked transferability setting: what to read, under which result key."""
 
-    dataset: Any
+    dataset: Dataset
     parts: list[Any]
     estimators: list[str]
     transform: str
@@ -116,8 +120,8 @@ class TransferabilityPlan:
 
 
 def plan_transferability(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     *,
     transform: str = "",
@@ -146,8 +150,8 @@ def plan_transferability(
 
 
 def evaluate_transferability(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     *,
     transform: str = "",
@@ -169,7 +173,7 @@ def evaluate_transferability(
 
 
 def compute_transferability(
-    store: Any, plan: TransferabilityPlan, progress: Progress | None = None
+    store: Store, plan: TransferabilityPlan, progress: Progress | None = None
 ) -> dict[str, Any]:
     """The record of a checked setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, spec, train, seed = plan.dataset, plan.transform, plan.train, plan.seed
