@@ -14,7 +14,7 @@ import platform
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ from featstore.models import LoadedModel, load_model
 from featstore.progress import Progress
 from featstore.specs import Pooling, Preprocess, View
 from featstore.store.base import check_fits
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 
 def versions() -> dict[str, str]:
@@ -118,7 +122,7 @@ def _normalise(x: torch.Tensor, r: _Runner, device: str, channels_last: bool) ->
 
 
 def extract(
-    store: Any,
+    store: Store,
     request: ExtractionRequest | ExtractPlan,
     *,
     batch_size: int | None = None,
@@ -168,7 +172,7 @@ def extract(
     return summary
 
 
-def _mark_complete(store: Any, p: ExtractPlan) -> None:
+def _mark_complete(store: Store, p: ExtractPlan) -> None:
     """Every complete entry of the plan says so: a run killed after its last chunk but
     before its status update, or one whose last chunks another writer (or a resume that
     was given only some chunks) filled, left "writing"."""
@@ -182,7 +186,7 @@ def _mark_complete(store: Any, p: ExtractPlan) -> None:
             entry.update_attrs(status="complete")
 
 
-def open_entries(store: Any, p: ExtractPlan, entries: Sequence[EntryPlan]) -> dict[str, Any]:
+def open_entries(store: Store, p: ExtractPlan, entries: Sequence[EntryPlan]) -> dict[str, Any]:
     """Create (or reopen) the store entries of planned entries, with the planned geometry.
 
     The one place extraction creates entries: a new one starts with status "writing". The
@@ -215,7 +219,7 @@ def open_entries(store: Any, p: ExtractPlan, entries: Sequence[EntryPlan]) -> di
 
 
 def _prepare_runners(
-    store: Any, p: ExtractPlan, work: Mapping[str, Collection[int]] | None
+    store: Store, p: ExtractPlan, work: Mapping[str, Collection[int]] | None
 ) -> tuple[list[_Runner], list[Preprocess], list[tuple[Preprocess, View]], list[_Target]]:
     compute = p.compute
     todo_all = [e for e in p.todo if work is None or work.get(e.key)]
@@ -306,7 +310,7 @@ def _deliver(
 
 
 def _run(
-    store: Any,
+    store: Store,
     p: ExtractPlan,
     work: Mapping[str, Collection[int]] | None,
     batch_size: int | None,
@@ -397,7 +401,7 @@ def _run(
 
 
 def changed_images_error(
-    dataset: Any, changed: np.ndarray, rows: np.ndarray, shown: int = 5
+    dataset: Dataset, changed: np.ndarray, rows: np.ndarray, shown: int = 5
 ) -> ImageChangedError:
     """The error for images whose bytes changed since registration, naming every changed
     file among the run's rows (the rest are hashed only, never decoded), and the fix."""
@@ -407,7 +411,8 @@ def changed_images_error(
     later = [int(r) for r in rows if int(r) > int(changed.max())]
     for row in later:
         try:
-            same = hash_image(dataset.refs[row]) == dataset.image_hashes[row]
+            hashes = dataset.image_hashes  # None: registered without hashes (format 1)
+            same = hashes is not None and hash_image(dataset.refs[row]) == hashes[row]
         except Exception:
             same = False
         if not same:

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,10 @@ from featstore.models import (
 from featstore.specs import FeatureKey, Pooling, View, WeightsIdentity
 from featstore.store.content import ContentIndex, RowView
 from featstore.store.select import file_record
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 RESERVE_ENV = "FEATSTORE_SPACE_RESERVE_MB"  # overrides the space kept free by check_space
@@ -139,7 +143,7 @@ class ExtractPlan:
     """What a request means against a store: immutable; a run keeps its own state."""
 
     request: ExtractionRequest
-    dataset: Any
+    dataset: Dataset
     compute: Compute
     dtype: str
     models: tuple[ModelPlan, ...]
@@ -183,7 +187,7 @@ def model_plan(
     layers: Sequence[str] | None,
     weights: str | None,
     preprocess: Mapping[str, Any] | None,
-    store: Any = None,
+    store: Store | None = None,
 ) -> ModelPlan:
     """Resolve a network, its weights identity and its layers at the effective input size.
 
@@ -211,7 +215,7 @@ def model_plan(
     return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved)
 
 
-def _registry_spec(name: str, store: Any) -> ModelSpec:
+def _registry_spec(name: str, store: Store | None) -> ModelSpec:
     """``name`` from the registry; an unknown name also lists the store's named networks."""
     try:
         return get_spec(name)
@@ -229,7 +233,7 @@ def _registry_spec(name: str, store: Any) -> ModelSpec:
         ) from None
 
 
-def _stored_network(store: Any, name: str, weights: Any) -> Any:
+def _stored_network(store: Store | None, name: str, weights: Any) -> Any:
     """The store's network ``name`` (spec + verified weights), or None (the seam where store-
     registered names join the registry's): a fine-tuned one (featstore.store.trained.
     stored_network) or one added with ``models add`` (featstore.store.networks.added_network,
@@ -251,7 +255,7 @@ def _stored_network(store: Any, name: str, weights: Any) -> Any:
 
 
 def entry_key(
-    dataset: Any,
+    dataset: Dataset,
     mp: ModelPlan,
     layer: str,
     view: View,
@@ -285,7 +289,7 @@ def _feature_key(
     )
 
 
-def entry_attrs(dataset: Any, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]:
+def entry_attrs(dataset: Dataset, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]:
     """The attrs an entry is created with: its factors plus what describes them for people
     and lets a reader select it without the network (see :mod:`featstore.store.select`):
     the network's layer table (aliases) and the weights file it was read from."""
@@ -337,8 +341,8 @@ def check_space(plan: ExtractPlan, reserve_bytes: int | None = None) -> None:
 
 
 def _plan_entry(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: Dataset,
     index: ContentIndex,
     mp: ModelPlan,
     name: str,
@@ -419,7 +423,7 @@ def _check_grid(pool: Pooling, shape: tuple[int, ...], model: str, layer: str) -
             )
 
 
-def plan(store: Any, request: ExtractionRequest) -> ExtractPlan:
+def plan(store: Store, request: ExtractionRequest) -> ExtractPlan:
     """What extracting ``request`` into ``store`` would do, without running a network."""
     if not request.models:  # a request built field by field, not parsed
         raise SpecError("no network given: name at least one with -m")

@@ -48,7 +48,7 @@ def choose_mode(*, share: bool = False, dask: Any = None) -> str:
 
 
 def run_extraction(
-    store: Any,
+    store: Store,
     request: ExtractionRequest,
     *,
     mode: str = "local",
@@ -96,7 +96,7 @@ def run_extraction(
     return summary
 
 
-def recheck(store: Any, keys: Sequence[str], held: Any = ()) -> None:
+def recheck(store: Store, keys: Sequence[str], held: Any = ()) -> None:
     """Open each reported entry again: it must exist and every chunk must have a readable
     done marker (``held``: keys whose missing chunks other live writers still lease).
     ExtractionError naming the first entry that vanished or was damaged meanwhile."""
