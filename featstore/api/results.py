@@ -18,6 +18,7 @@ from featstore.settings import FACTORS, record_setting
 if TYPE_CHECKING:
     import pandas as pd
 
+    from featstore.evaluate.results import ResultRecord
     from featstore.store.base import Store
 
 __all__ = ["FACTOR_COLUMNS", "load_sweep_spec", "records_frame", "select_records"]
@@ -57,7 +58,7 @@ def select_records(
     sweep: Any = None,
     datasets: Iterable[str] | None = None,
     tasks: Iterable[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ResultRecord]:
     """The records ``featstore report`` tabulates: with ``sweep`` (a spec or its path) only
     its settings' records, else every record of the store; optionally of some datasets
     (by content: any name of the same data) and tasks."""

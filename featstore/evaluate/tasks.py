@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from featstore.errors import EvaluationError, StoreError
-from featstore.evaluate.results import bind_record, load_current_result, save_result
+from featstore.evaluate.results import (
+    ResultRecord,
+    bind_record,
+    load_current_result,
+    save_result,
+)
 from featstore.progress import Progress
 
 if TYPE_CHECKING:
@@ -87,7 +92,8 @@ class Task:
 
     def run(
         self, store: Store, plan: Any, *, force: bool = False, progress: Progress | None = None
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
+        """The record of ``plan`` (a matrix task: its study, one record per pair inside)."""
         if self.run_path is not None:
             return _load(self.run_path)(store, plan, force=force, progress=progress)  # type: ignore[no-any-return]
         assert self.compute_path is not None  # a task has a run_path or a compute_path
@@ -102,14 +108,14 @@ class Task:
         force: bool = False,
         progress: Progress | None = None,
         **options: Any,
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         """Plan and run one setting; returns the record (``cached`` says if it was looked up)."""
         plan = self.plan(store, dataset, features, **options)
         return self.run(store, plan, force=force, progress=progress)
 
     def cached(
         self, store: Store, dataset: str | Dataset, features: Any, **options: Any
-    ) -> dict[str, Any] | None:
+    ) -> ResultRecord | None:
         """The stored record of this setting, or None (also when the entries it read have
         changed since); reads entry metadata and done markers, never features."""
         if self.matrix:
@@ -122,11 +128,11 @@ class Task:
 def run(
     store: Store,
     plan: Plan,
-    compute: Callable[[Any, Any, Progress | None], dict[str, Any]],
+    compute: Callable[[Any, Any, Progress | None], ResultRecord],
     *,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Look the plan's key up (unless ``force``), else compute the record and save it.
 
     A stored record whose feature entries no longer hold the bytes it was computed from is
@@ -141,7 +147,7 @@ def run(
         if cached is not None:
             return {**cached, "cached": True}
     record = bind_record(store, compute(store, plan, progress))
-    out = {**record, "cached": False}
+    out: ResultRecord = {**record, "cached": False}
     if stale:
         out["recomputed_because"] = stale
     if store.read_only:

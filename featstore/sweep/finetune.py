@@ -20,6 +20,7 @@ from featstore.progress import Progress, report
 from featstore.sweep.spec import FinetuneSpec, SweepSpec
 
 if TYPE_CHECKING:
+    from featstore.evaluate.results import ResultRecord
     from featstore.store.base import Store
 
 __all__ = [
@@ -163,13 +164,13 @@ def finetune_rows(store: Store, spec: SweepSpec) -> list[dict[str, Any]]:
     return [p for p in found if p is not None]
 
 
-def annotate_records(store: Store, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def annotate_records(store: Store, records: Sequence[ResultRecord]) -> list[ResultRecord]:
     """Records of fine-tuned networks with a ``finetune`` field: their provenance (parent,
     freeze, epoch ...); others unchanged. Nothing is written."""
     from featstore.settings import record_setting
 
     seen: dict[str, dict[str, Any] | None] = {}
-    out = []
+    out: list[ResultRecord] = []
     for rec in records:
         name = record_setting(rec)["network"]
         if name not in seen:
@@ -178,7 +179,7 @@ def annotate_records(store: Store, records: Sequence[Mapping[str, Any]]) -> list
             except FeatstoreError:
                 seen[name] = None
         prov = seen[name]
-        out.append({**rec, "finetune": prov} if prov is not None else dict(rec))
+        out.append({**rec, "finetune": prov} if prov is not None else rec.copy())
     return out
 
 

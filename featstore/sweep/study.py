@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from featstore.errors import DatasetError, EntryNotFoundError, FeatstoreError
 from featstore.evaluate.results import records_by_key
@@ -26,6 +26,7 @@ from featstore.sweep.similarity import similarity_keys
 from featstore.sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
+    from featstore.evaluate.results import ResultRecord
     from featstore.store.base import Store
 
 __all__ = ["study_records", "study_result_keys"]
@@ -75,7 +76,7 @@ def study_result_keys(store: Store, spec: SweepSpec) -> set[str]:
 
 def study_records(
     store: Store, spec: SweepSpec, keys: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
+) -> list[ResultRecord]:
     """The result records of the spec's settings only (``keys``: those a sweep just wrote).
 
     A record of a fine-tuned network carries a ``finetune`` field with its provenance

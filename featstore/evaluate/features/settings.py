@@ -91,7 +91,7 @@ def _poolings(
 
 
 def evaluate_settings(
-    evaluate: Callable[..., dict[str, Any]],
+    evaluate: Callable[..., Mapping[str, Any]],
     store: Store,
     dataset: str | Dataset,
     settings: Sequence[Setting],

@@ -24,7 +24,7 @@ from featstore.evaluate.features.transform_spec import canonical_spec
 from featstore.evaluate.probes.arrays import classify_arrays, fit_steps
 from featstore.evaluate.probes.limits import resolve_protocol
 from featstore.evaluate.probes.protocol import ClassifierSpec, Splits, split_rows
-from featstore.evaluate.results import build_record, make_result_key
+from featstore.evaluate.results import ResultRecord, build_record, make_result_key
 from featstore.evaluate.tasks import run
 from featstore.progress import Progress
 
@@ -172,7 +172,7 @@ def evaluate_classification(
     knn_k: Sequence[int] | None = None,
     shots: Sequence[int] | None = None,
     draws: int = 5,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Classify a dataset from cached features; the result record is stored under its key.
 
     ``features`` is an entry key, a dict of factors (``{"model": ..., "layer": ...,
@@ -202,7 +202,7 @@ def evaluate_classification(
 
 def compute_classification(
     store: Store, plan: ClassificationPlan, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> ResultRecord:
     """The record of a planned setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, splits, parts, spec, seed = plan.dataset, plan.splits, plan.parts, plan.spec, plan.seed
     transform, key, protocol = plan.transform, plan.key, plan.protocol

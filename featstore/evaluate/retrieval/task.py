@@ -43,7 +43,7 @@ from featstore.evaluate.features.selection import (
 )
 from featstore.evaluate.features.transform_spec import canonical_spec, parse_spec
 from featstore.evaluate.features.transforms import FeatureTransform, Part
-from featstore.evaluate.results import build_record, make_result_key
+from featstore.evaluate.results import ResultRecord, build_record, make_result_key
 from featstore.evaluate.retrieval.index import (
     FlatIPIndex,
     IVFPQIndex,
@@ -468,7 +468,7 @@ def _descriptors(
 
 def compute_retrieval(
     store: Store, plan: RetrievalPlan, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> ResultRecord:
     """The record of a planned setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     info = plan.info
     db_rows = np.asarray(info["database"], dtype=np.int64)
@@ -535,7 +535,7 @@ def evaluate_retrieval(
     seed: int = 0,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Rank the database for every query of a retrieval dataset; returns the stored record.
 
     ``features`` selects cached entries as for classification (a key, a dict of factors

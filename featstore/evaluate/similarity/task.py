@@ -28,6 +28,7 @@ from featstore.evaluate.features.stored_pooling import pool_rows
 from featstore.evaluate.features.transform_spec import canonical_spec, parse_spec
 from featstore.evaluate.features.transforms import FeatureTransform, Part
 from featstore.evaluate.results import (
+    ResultRecord,
     bind_record,
     build_record,
     load_current_result,
@@ -304,7 +305,7 @@ def _record(
     value: float,
     dims: dict[int, int],
     timings: dict[str, Any],
-) -> dict[str, Any]:
+) -> ResultRecord:
     a = pair.first
     b = pair.j if a == pair.i else pair.i
     ra, rb = plan.representations[a], plan.representations[b]
@@ -338,7 +339,7 @@ def run_similarity(
     The result holds ``labels``, ``matrix`` (M x M, plan order, diagonal 1), ``records``
     (one per pair), and how many pairs were ``computed`` and ``cached``.
     """
-    stored: dict[str, dict[str, Any]] = {}
+    stored: dict[str, ResultRecord] = {}
     stale: dict[str, str] = {}  # pairs whose entries changed since they were stored
     if not force:
         for p in plan.pairs:

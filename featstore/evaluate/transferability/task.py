@@ -20,7 +20,7 @@ from featstore.errors import EvaluationError
 from featstore.evaluate.features.selection import merge_factors, resolve_dataset, resolve_parts
 from featstore.evaluate.features.transform_spec import canonical_spec
 from featstore.evaluate.probes.protocol import split_rows
-from featstore.evaluate.results import build_record, make_result_key
+from featstore.evaluate.results import ResultRecord, build_record, make_result_key
 from featstore.evaluate.tasks import run
 from featstore.evaluate.transferability.estimators import gbc, h_score, logme
 from featstore.progress import Progress
@@ -159,7 +159,7 @@ def evaluate_transferability(
     seed: int = 0,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Score the features of the training split; returns the (stored) result record.
 
     ``features`` selects cached entries as in classification (an entry key, a dict of
@@ -174,7 +174,7 @@ def evaluate_transferability(
 
 def compute_transferability(
     store: Store, plan: TransferabilityPlan, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> ResultRecord:
     """The record of a checked setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, spec, train, seed = plan.dataset, plan.transform, plan.train, plan.seed
     t0 = time.perf_counter()
