@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from featstore.cli.choose import Choice, choose_options, renamed
@@ -19,6 +19,10 @@ from featstore.cli.common import (
 )
 
 from featstore.store.lease import DEFAULT_TTL
+
+if TYPE_CHECKING:
+    from featstore.extract.pipeline import ExtractionSummary
+    from featstore.extract.plan import ExtractPlanJson
 
 
 @click.command("extract")
@@ -215,7 +219,7 @@ def waiting_notes(progress: Any, enabled: bool = True, every_s: float = 15.0) ->
     return update
 
 
-def render_plan(data: dict[str, Any], store: str = "") -> str:
+def render_plan(data: ExtractPlanJson, store: str = "") -> str:
     rows = []
     for e in data["entries"]:
         if e.get("by_index"):
@@ -253,7 +257,7 @@ def render_plan(data: dict[str, Any], store: str = "") -> str:
     )
 
 
-def render_summary(s: dict[str, Any]) -> str:
+def render_summary(s: ExtractionSummary) -> str:
     return (
         f"done: {s['entries']} entries complete; computed {s['computed_chunks']} chunks "
         f"({s['skipped_chunks']} already cached) from {s['images']} images in {s['forward_batches']} "

@@ -76,7 +76,7 @@ def extract_features(
     share: bool = False,
     dask: Any = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """Extract what is missing of ``dataset`` for each network's layers, poolings and views
     in one forward pass per batch (``featstore extract``); returns the run's summary
     (entries, computed and skipped chunks, forward batches, keys)."""

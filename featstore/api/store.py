@@ -267,7 +267,9 @@ class FeatureStore:
         add_dataset(self, name, source, **options)
         return self.datasets[name]
 
-    def extract(self, dataset: str, models: str | Sequence[str], **options: Any) -> dict[str, Any]:
+    def extract(
+        self, dataset: str, models: str | Sequence[str], **options: Any
+    ) -> Mapping[str, Any]:
         """:func:`featstore.extract_features` on this store."""
         from featstore.api.run import extract_features
 

@@ -14,7 +14,7 @@ import platform
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -23,7 +23,14 @@ from featstore.errors import ExtractionError, ImageChangedError
 from featstore.extract.capture import LayerCapture
 from featstore.extract.device import configure_threads, default_batch_size, default_workers
 from featstore.extract.loader import RowImages, batches
-from featstore.extract.plan import EntryPlan, ExtractPlan, ModelPlan, check_space, plan
+from featstore.extract.plan import (
+    EntryPlan,
+    ExtractPlan,
+    ExtractPlanJson,
+    ModelPlan,
+    check_space,
+    plan,
+)
 from featstore.extract.pooling import apply_pooling
 from featstore.extract.request import ExtractionRequest
 from featstore.models import LoadedModel, load_model
@@ -121,6 +128,39 @@ def _normalise(x: torch.Tensor, r: _Runner, device: str, channels_last: bool) ->
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+class RunStats(TypedDict):
+    """What the compute loop of one run reports (merged into :class:`ExtractionSummary`)."""
+
+    computed_chunks: int
+    dropped_chunks: NotRequired[int]  # chunks whose lease was lost before they were written
+    forward_batches: int
+    images: int
+    images_per_s: float
+    bytes_written: NotRequired[int]
+    timings: NotRequired[dict[str, Any]]  # also stored in each completed entry's attrs
+
+
+class ExtractionSummary(TypedDict):
+    """What :func:`extract` returns (``featstore extract --json`` prints it), in this order."""
+
+    dataset_id: str
+    entries: int
+    complete_before: int
+    keys: list[str]
+    skipped_chunks: int
+    computed_chunks: int
+    forward_batches: int  # network forward calls; 0 when everything was cached
+    images: int
+    images_per_s: float
+    bytes_written: int
+    device: str
+    compute_dtype: str
+    plan: ExtractPlanJson
+    dropped_chunks: NotRequired[int]
+    timings: NotRequired[dict[str, Any]]
+    seconds: NotRequired[float]  # always set before it is returned
+
+
 def extract(
     store: Store,
     request: ExtractionRequest | ExtractPlan,
@@ -131,7 +171,7 @@ def extract(
     progress: Progress | None = None,
     work: Mapping[str, Collection[int]] | None = None,
     fence: Any = None,
-) -> dict[str, Any]:
+) -> ExtractionSummary:
     """Fill the feature entries of the request (or of a plan of it); returns a summary dict.
 
     ``work`` restricts the run to these chunks (units) per entry key, e.g. the chunks a
@@ -146,7 +186,7 @@ def extract(
     t_start = time.perf_counter()
     p = request if isinstance(request, ExtractPlan) else plan(store, request)
     check_space(p)
-    summary: dict[str, Any] = {
+    summary: ExtractionSummary = {
         "dataset_id": p.dataset.id,
         "entries": len(p.entries),
         "complete_before": len(p.entries) - len(p.todo),
@@ -166,7 +206,7 @@ def extract(
         summary["seconds"] = time.perf_counter() - t_start
         return summary
     stats = _run(store, p, work, batch_size, num_workers, threads, progress, fence)
-    summary.update(stats)
+    summary = {**summary, **stats}  # summary.update(stats), as mypy can check it
     _mark_complete(store, p)  # also entries another writer finished while this one ran
     summary["seconds"] = time.perf_counter() - t_start
     return summary
@@ -318,7 +358,7 @@ def _run(
     threads: int | None,
     progress: Progress | None,
     fence: Any = None,
-) -> dict[str, Any]:
+) -> RunStats:
     from featstore.extract.writer import ChunkWriter
 
     compute = p.compute
@@ -371,7 +411,7 @@ def _run(
         raise ExtractionError(
             f"chunks of {len(leftovers)} entries were not filled (first: {leftovers[0]}); run again"
         )
-    timings = {
+    timings: dict[str, Any] = {
         "seconds": round(elapsed, 3),
         "images": len(rows),
         "images_per_s": round(len(rows) / elapsed, 2) if elapsed > 0 else None,

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -50,6 +50,46 @@ if TYPE_CHECKING:
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 RESERVE_ENV = "FEATSTORE_SPACE_RESERVE_MB"  # overrides the space kept free by check_space
 MAX_CHUNK_ROWS = 256  # resume granularity: a killed run loses at most this many rows per entry
+
+
+class EntryPlanJson(TypedDict):
+    """One entry of a plan as ``featstore extract --dry-run --json`` prints it."""
+
+    key: str
+    model: str
+    layer: str
+    layer_target: str
+    view: str
+    pooling: str
+    shape: list[int]  # rows, then the row's shape
+    dtype: str
+    chunks: int
+    missing_chunks: int
+    exists: bool
+    complete: bool
+    bytes: int
+    missing_bytes: int
+    source: str | None
+    by_index: bool
+
+
+class ExtractPlanJson(TypedDict):
+    """A plan as ``featstore extract --dry-run --json`` prints it (and a summary's ``plan``)."""
+
+    dataset_id: str
+    dataset_name: str
+    n_images: int
+    device: str
+    compute_dtype: str
+    dtype: str
+    entries: list[EntryPlanJson]
+    n_entries: int
+    n_complete: int
+    n_by_index: int
+    images_to_compute: int
+    missing_bytes: int
+    free_bytes: int | None
+    store: str
 
 
 @dataclass(frozen=True)
@@ -107,7 +147,7 @@ class EntryPlan:
     def missing_bytes(self) -> int:
         return int(self.missing_rows().size) * self.row_bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EntryPlanJson:
         return {
             "key": self.key,
             "model": self.model,
@@ -163,7 +203,7 @@ class ExtractPlan:
         rows = [e.missing_rows() for e in self.todo]
         return np.unique(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExtractPlanJson:
         return {
             "dataset_id": self.dataset.id,
             "dataset_name": self.dataset.name,
