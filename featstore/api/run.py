@@ -17,12 +17,15 @@ calls that run a network (extraction, and a sweep that extracts).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.api.store import StoreLike, as_store
 from featstore.errors import EvaluationError
 from featstore.progress import Progress
 from featstore.specs import DEFAULT_DEVICE, DEFAULT_POOLING, DEFAULT_STORAGE_DTYPE, DEFAULT_VIEW
+
+if TYPE_CHECKING:
+    from featstore.sweep.run import SweepSummary
 
 __all__ = ["add_dataset", "evaluate_features", "extract_features", "run_sweep"]
 
@@ -194,7 +197,7 @@ def run_sweep(
     extract_progress: Progress | None = None,
     progress: Progress | None = None,
     finetune_progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Run the factor sweep of ``spec`` (a YAML path or loaded spec) on the store
     (``featstore sweep``): register its datasets, fine-tune its ``finetune:`` networks
     (``finetune_progress`` ticks per epoch), extract what is missing and evaluate every

@@ -28,6 +28,8 @@ from featstore.store import Store, open_store
 if TYPE_CHECKING:
     import pandas as pd
 
+    from featstore.sweep.run import SweepSummary
+
 __all__ = ["DatasetInfo", "EntryRow", "FeatureStore", "open"]
 
 
@@ -283,7 +285,7 @@ class FeatureStore:
 
         return evaluate_features(self, dataset, network, layers, **options)
 
-    def sweep(self, spec: Any, **options: Any) -> dict[str, Any]:
+    def sweep(self, spec: Any, **options: Any) -> SweepSummary:
         """:func:`featstore.run_sweep` on this store."""
         from featstore.api.run import run_sweep
 

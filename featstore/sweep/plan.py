@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -60,6 +60,40 @@ SUBSET_SEED = 0
 def entry_views(view: str) -> tuple[str, ...]:
     """The stored views a sweep view reads: flipavg needs plain and flip."""
     return ("plain", "flip") if view == "flipavg" else (view,)
+
+
+class GroupPlanJson(TypedDict):
+    """One extraction pass (a network on a dataset) as ``featstore sweep --dry-run --json``
+    prints it."""
+
+    dataset: str
+    network: str
+    n_images: int
+    layers: list[str]
+    poolings: list[str]
+    views: list[str]
+    cached: list[dict[str, Any]]  # the fields of each cached EntryPlan
+    to_extract: list[dict[str, Any]]  # ... and of each one to extract
+    est_bytes: int | None
+    est_seconds: float
+
+
+class SweepPlanJson(TypedDict):
+    """A sweep's plan as ``featstore sweep --dry-run --json`` prints it."""
+
+    sweep: str
+    n_cells: int
+    cells_with_results: int
+    n_entries: int
+    n_entries_cached: int
+    n_entries_to_extract: int
+    extraction_passes: int
+    est_bytes: int | None  # None while an entry's size is unknown
+    est_seconds: float
+    groups: list[GroupPlanJson]
+    finetune: list[dict[str, Any]]  # featstore.sweep.finetune.FinetuneJob.to_json
+    baseline: dict[str, str]
+    notes: list[str]
 
 
 @dataclass
@@ -113,7 +147,7 @@ class ExtractionGroup:
         sizes = [e.nbytes for e in self.missing]
         return None if any(s is None for s in sizes) else int(sum(s or 0 for s in sizes))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> GroupPlanJson:
         return {
             "dataset": self.dataset,
             "network": self.network,
@@ -154,7 +188,7 @@ class SweepPlan:
     def to_extract(self) -> list[ExtractionGroup]:
         return [g for g in self.groups if g.missing]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> SweepPlanJson:
         est = [g.est_bytes for g in self.to_extract]
         return {
             "sweep": self.spec.name,

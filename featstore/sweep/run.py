@@ -21,7 +21,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from featstore.devices import available_cpus
 from featstore.errors import ExtractionError, FeatstoreError, ProtocolLimitError
@@ -36,6 +36,39 @@ if TYPE_CHECKING:
     from featstore.store.base import Store
 
 __all__ = ["ReadOnce", "SweepInterrupted", "cell_job", "evaluate_job", "run_sweep"]
+
+
+class ExtractionPass(TypedDict):
+    """One extraction call of a sweep (a network on a dataset), as its summary lists it."""
+
+    dataset: str
+    network: str
+    layers: list[str]
+    poolings: list[str]
+    views: list[str]
+    entries: int  # the entries it was missing
+    forward_batches: int
+
+
+class SweepSummary(TypedDict):
+    """What :func:`run_sweep` returns (``featstore sweep --json`` prints it), in this order."""
+
+    sweep: str
+    store: str
+    n_cells: int
+    evaluated: int
+    cached_results: int
+    failed: list[dict[str, Any]]  # the cell summaries (evaluate_job's) of the failed cells
+    forward_batches: int  # 0 when every entry was cached
+    finetune: list[dict[str, Any]]
+    trained_runs: int
+    extractions: list[ExtractionPass]
+    workers: int
+    cells_on: str  # "local" or "dask"
+    notes: list[str]
+    baseline: dict[str, str]
+    timings: dict[str, float]
+    results: list[dict[str, Any]]  # dataset, task, setting, metrics, key, cached, ok per cell
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -372,7 +405,7 @@ def run_sweep(
     finetune_progress: Progress | None = None,
     cell_runner: Callable[[list[dict[str, Any]]], Iterable[tuple[int, dict[str, Any]]]]
     | None = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Fine-tune what is missing, extract what is missing, evaluate every cell, and return
     the JSON summary.
 
@@ -402,7 +435,7 @@ def run_sweep(
     check_protocols(spec, plan)  # before anything is extracted or evaluated
     extract_call = extract_fn or _call_extract
     options = dict(spec.extract)
-    extractions = []
+    extractions: list[ExtractionPass] = []
     forward_batches = 0
     for group in plan.to_extract:
         info = _as_dict(
