@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from featstore.evaluate.results import ResultRecord
     from featstore.store.base import Store
+    from featstore.sweep.spec import SweepSpec
 
 __all__ = ["FACTOR_COLUMNS", "load_sweep_spec", "records_frame", "select_records"]
 
@@ -37,7 +38,7 @@ FACTOR_COLUMNS = (
 )
 
 
-def load_sweep_spec(sweep: Any) -> Any:
+def load_sweep_spec(sweep: SweepSpec | str | os.PathLike[str]) -> SweepSpec:
     """A loaded sweep spec from a spec or the path of its YAML file."""
     from featstore.sweep.spec import SweepSpec, load_spec
 
@@ -55,7 +56,7 @@ def load_sweep_spec(sweep: Any) -> Any:
 def select_records(
     store: Store,
     *,
-    sweep: Any = None,
+    sweep: SweepSpec | str | os.PathLike[str] | None = None,
     datasets: Iterable[str] | None = None,
     tasks: Iterable[str] | None = None,
 ) -> list[ResultRecord]:

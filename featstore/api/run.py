@@ -25,7 +25,11 @@ from featstore.progress import Progress
 from featstore.specs import DEFAULT_DEVICE, DEFAULT_POOLING, DEFAULT_STORAGE_DTYPE, DEFAULT_VIEW
 
 if TYPE_CHECKING:
+    import os
+
+    from featstore.datasets.core import Dataset
     from featstore.sweep.run import SweepSummary
+    from featstore.sweep.spec import SweepSpec
 
 __all__ = ["add_dataset", "evaluate_features", "extract_features", "run_sweep"]
 
@@ -47,7 +51,7 @@ def add_dataset(
     replace: bool = False,
     splits: Sequence[str] | None = None,
     progress: Progress | None = None,
-) -> Any:
+) -> Dataset:
     """Register ``source`` as dataset ``name`` (``featstore datasets add``); ``subset``
     keeps a stratified, seeded subset of that many images, as a sweep spec's ``subset:``."""
     from featstore.datasets import dataset_from_source, register_dataset
@@ -190,7 +194,7 @@ def evaluate_features(
 
 def run_sweep(
     store: StoreLike,
-    spec: Any,
+    spec: SweepSpec | str | os.PathLike[str],
     *,
     workers: int = 1,
     dask: str | None = None,

@@ -28,7 +28,9 @@ from featstore.store import Store, open_store
 if TYPE_CHECKING:
     import pandas as pd
 
+    from featstore.datasets.core import Dataset
     from featstore.sweep.run import SweepSummary
+    from featstore.sweep.spec import SweepSpec
 
 __all__ = ["DatasetInfo", "EntryRow", "FeatureStore", "open"]
 
@@ -131,7 +133,7 @@ class FeatureStore:
             )
         return out
 
-    def dataset(self, name: str) -> Any:
+    def dataset(self, name: str) -> Dataset:
         """The registered dataset (ids, labels, splits, classes, refs), fingerprint checked."""
         return self.store.get_dataset(name)
 
@@ -243,7 +245,7 @@ class FeatureStore:
     # --- results -----------------------------------------------------------------------
     def results(
         self,
-        sweep: Any = None,
+        sweep: SweepSpec | str | os.PathLike[str] | None = None,
         *,
         dataset: str | Sequence[str] | None = None,
         task: str | Sequence[str] | None = None,
@@ -285,7 +287,7 @@ class FeatureStore:
 
         return evaluate_features(self, dataset, network, layers, **options)
 
-    def sweep(self, spec: Any, **options: Any) -> SweepSummary:
+    def sweep(self, spec: SweepSpec | str | os.PathLike[str], **options: Any) -> SweepSummary:
         """:func:`featstore.run_sweep` on this store."""
         from featstore.api.run import run_sweep
 
