@@ -137,6 +137,8 @@ def extract(
     from featstore.extract.run import choose_mode, run_extraction
     from featstore.specs import DEFAULT_STORAGE_DTYPE
 
+    if choice.dataset is None:  # -d is required: click refuses a command without it first
+        raise click.UsageError("featstore extract needs a dataset: -d/--dataset NAME")
     # a dry run never writes; a real run needs the dataset registered, so never creates a store
     store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
     request = ExtractionRequest.parse(
