@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,10 @@ from .common import (
     store_option,
     table,
 )
+
+if TYPE_CHECKING:
+    from featstore.extract.pipeline import ExtractionSummary
+    from featstore.extract.plan import ExtractPlanJson
 
 
 @click.command("extract")
@@ -134,6 +138,8 @@ def extract(
     from featstore.extract.run import choose_mode, run_extraction
     from featstore.specs import DEFAULT_STORAGE_DTYPE
 
+    if choice.dataset is None:  # -d is required: click refuses a command without it first
+        raise click.UsageError("featstore extract needs a dataset: -d/--dataset NAME")
     # a dry run never writes; a real run needs the dataset registered, so never creates a store
     store = open_cli_store(store_url, "r" if dry_run else "a", create=False)
     request = ExtractionRequest.parse(
@@ -216,7 +222,7 @@ def waiting_notes(progress: Any, enabled: bool = True, every_s: float = 15.0) ->
     return update
 
 
-def render_plan(data: dict[str, Any], store: str = "") -> str:
+def render_plan(data: ExtractPlanJson, store: str = "") -> str:
     rows = []
     for e in data["entries"]:
         if e.get("by_index"):
@@ -254,7 +260,7 @@ def render_plan(data: dict[str, Any], store: str = "") -> str:
     )
 
 
-def render_summary(s: dict[str, Any]) -> str:
+def render_summary(s: ExtractionSummary) -> str:
     return (
         f"done: {s['entries']} entries complete; computed {s['computed_chunks']} chunks "
         f"({s['skipped_chunks']} already cached) from {s['images']} images in {s['forward_batches']} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,7 +209,7 @@ def _top1(values: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-def _of(record: dict[str, Any], datasets: tuple[str, ...]) -> bool:
+def _of(record: Mapping[str, Any], datasets: tuple[str, ...]) -> bool:
     return bool({record.get("dataset_name"), record.get("dataset_id")} & set(datasets))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,10 @@ from .common import (
 )
 from .evaluate_cmd import ProtocolRefused
 
+if TYPE_CHECKING:
+    from featstore.sweep.plan import SweepPlanJson
+    from featstore.sweep.run import SweepSummary
+
 
 def _seconds(s: float | None) -> str:
     if s is None:
@@ -29,7 +33,7 @@ def _seconds(s: float | None) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def render_plan(data: dict[str, Any], store: str = "") -> str:
+def render_plan(data: SweepPlanJson, store: str = "") -> str:
     lines = [
         f"sweep {data['sweep']}: {data['n_cells']} cells ({data['cells_with_results']} already have results)"
         + (f"; {store}" if store else ""),
@@ -77,7 +81,7 @@ def render_plan(data: dict[str, Any], store: str = "") -> str:
     return "\n".join(lines)
 
 
-def render_summary(data: dict[str, Any], store: str = "") -> str:
+def render_summary(data: SweepSummary, store: str = "") -> str:
     lines = [
         f"sweep {data['sweep']}: {data['n_cells']} cells: {data['evaluated']} evaluated, "
         f"{data['cached_results']} cached, {len(data['failed'])} failed"

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset as TorchDataset
 
+    from featstore.datasets.core import Dataset
+
 __all__ = ["Block", "Features"]
 
 BLOCK_ROWS = 256  # rows per block of blocks() and torch_dataset() when a transform is applied
@@ -46,7 +48,7 @@ class Features:
 
     def __init__(
         self,
-        dataset: Any,
+        dataset: Dataset,
         parts: Sequence[Any],
         rows: np.ndarray,
         *,

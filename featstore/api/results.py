@@ -18,6 +18,10 @@ from featstore.settings import FACTORS, record_setting
 if TYPE_CHECKING:
     import pandas as pd
 
+    from featstore.evaluate.results import ResultRecord
+    from featstore.store.base import Store
+    from featstore.sweep.spec import SweepSpec
+
 __all__ = ["FACTOR_COLUMNS", "load_sweep_spec", "records_frame", "select_records"]
 
 # the factor columns of the table, in order (the report's setting, with dataset, task, weights)
@@ -34,7 +38,7 @@ FACTOR_COLUMNS = (
 )
 
 
-def load_sweep_spec(sweep: Any) -> Any:
+def load_sweep_spec(sweep: SweepSpec | str | os.PathLike[str]) -> SweepSpec:
     """A loaded sweep spec from a spec or the path of its YAML file."""
     from featstore.sweep.spec import SweepSpec, load_spec
 
@@ -50,12 +54,12 @@ def load_sweep_spec(sweep: Any) -> Any:
 
 
 def select_records(
-    store: Any,
+    store: Store,
     *,
-    sweep: Any = None,
+    sweep: SweepSpec | str | os.PathLike[str] | None = None,
     datasets: Iterable[str] | None = None,
     tasks: Iterable[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ResultRecord]:
     """The records ``featstore report`` tabulates: with ``sweep`` (a spec or its path) only
     its settings' records, else every record of the store; optionally of some datasets
     (by content: any name of the same data) and tasks."""

@@ -17,12 +17,19 @@ calls that run a network (extraction, and a sweep that extracts).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from featstore.api.store import as_store
+from featstore.api.store import StoreLike, as_store
 from featstore.errors import EvaluationError
 from featstore.progress import Progress
 from featstore.specs import DEFAULT_DEVICE, DEFAULT_POOLING, DEFAULT_STORAGE_DTYPE, DEFAULT_VIEW
+
+if TYPE_CHECKING:
+    import os
+
+    from featstore.datasets.core import Dataset
+    from featstore.sweep.run import SweepSummary
+    from featstore.sweep.spec import SweepSpec
 
 __all__ = ["add_dataset", "evaluate_features", "extract_features", "run_sweep"]
 
@@ -35,7 +42,7 @@ def _names(value: str | Sequence[str] | None) -> list[str]:
 
 
 def add_dataset(
-    store: Any,
+    store: StoreLike,
     name: str,
     source: str,
     *,
@@ -44,7 +51,7 @@ def add_dataset(
     replace: bool = False,
     splits: Sequence[str] | None = None,
     progress: Progress | None = None,
-) -> Any:
+) -> Dataset:
     """Register ``source`` as dataset ``name`` (``featstore datasets add``); ``subset``
     keeps a stratified, seeded subset of that many images, as a sweep spec's ``subset:``."""
     from featstore.datasets import dataset_from_source, register_dataset
@@ -58,7 +65,7 @@ def add_dataset(
 
 
 def extract_features(
-    store: Any,
+    store: StoreLike,
     dataset: str,
     models: str | Sequence[str],
     layers: str | Sequence[str] | Mapping[str, Sequence[str]] | None = None,
@@ -76,7 +83,7 @@ def extract_features(
     share: bool = False,
     dask: Any = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """Extract what is missing of ``dataset`` for each network's layers, poolings and views
     in one forward pass per batch (``featstore extract``); returns the run's summary
     (entries, computed and skipped chunks, forward batches, keys)."""
@@ -110,7 +117,7 @@ def extract_features(
 
 
 def evaluate_features(
-    store: Any,
+    store: StoreLike,
     dataset: str,
     network: str | Sequence[str] | None = None,
     layers: str | Sequence[str] | None = None,
@@ -186,15 +193,15 @@ def evaluate_features(
 
 
 def run_sweep(
-    store: Any,
-    spec: Any,
+    store: StoreLike,
+    spec: SweepSpec | str | os.PathLike[str],
     *,
     workers: int = 1,
     dask: str | None = None,
     extract_progress: Progress | None = None,
     progress: Progress | None = None,
     finetune_progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Run the factor sweep of ``spec`` (a YAML path or loaded spec) on the store
     (``featstore sweep``): register its datasets, fine-tune its ``finetune:`` networks
     (``finetune_progress`` ticks per epoch), extract what is missing and evaluate every

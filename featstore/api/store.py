@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from featstore.store import Store, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from featstore.datasets.core import Dataset
+    from featstore.sweep.run import SweepSummary
+    from featstore.sweep.spec import SweepSpec
 
 __all__ = ["DatasetInfo", "EntryRow", "FeatureStore", "open"]
 
@@ -129,7 +133,7 @@ class FeatureStore:
             )
         return out
 
-    def dataset(self, name: str) -> Any:
+    def dataset(self, name: str) -> Dataset:
         """The registered dataset (ids, labels, splits, classes, refs), fingerprint checked."""
         return self.store.get_dataset(name)
 
@@ -241,7 +245,7 @@ class FeatureStore:
     # --- results -----------------------------------------------------------------------
     def results(
         self,
-        sweep: Any = None,
+        sweep: SweepSpec | str | os.PathLike[str] | None = None,
         *,
         dataset: str | Sequence[str] | None = None,
         task: str | Sequence[str] | None = None,
@@ -267,7 +271,9 @@ class FeatureStore:
         add_dataset(self, name, source, **options)
         return self.datasets[name]
 
-    def extract(self, dataset: str, models: str | Sequence[str], **options: Any) -> dict[str, Any]:
+    def extract(
+        self, dataset: str, models: str | Sequence[str], **options: Any
+    ) -> Mapping[str, Any]:
         """:func:`featstore.extract_features` on this store."""
         from featstore.api.run import extract_features
 
@@ -281,7 +287,7 @@ class FeatureStore:
 
         return evaluate_features(self, dataset, network, layers, **options)
 
-    def sweep(self, spec: Any, **options: Any) -> dict[str, Any]:
+    def sweep(self, spec: SweepSpec | str | os.PathLike[str], **options: Any) -> SweepSummary:
         """:func:`featstore.run_sweep` on this store."""
         from featstore.api.run import run_sweep
 
@@ -310,7 +316,11 @@ def open(
     return FeatureStore(open_store(where, mode=mode, storage_options=storage_options))
 
 
-def as_store(store: Any) -> Store:
+# What the API's functions take as a store: a FeatureStore, a backend Store, a path or URL
+StoreLike: TypeAlias = "FeatureStore | Store | str | os.PathLike[str]"
+
+
+def as_store(store: StoreLike) -> Store:
     """The backend Store of a FeatureStore, Store, path or URL (opened read/write)."""
     if isinstance(store, FeatureStore):
         return store.store

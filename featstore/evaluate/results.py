@@ -29,7 +29,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 import numpy as np
 
@@ -37,10 +37,14 @@ from featstore.errors import DamagedEntryError, EntryNotFoundError, EvaluationEr
 from featstore.keys import make_key
 from featstore.store.proofs import DAMAGED, OK, RECORD_CHECKSUM, record_state, seal_record
 
+if TYPE_CHECKING:
+    from featstore.store.base import Store
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "REQUIRED_FIELDS",
+    "ResultRecord",
     "bind_record",
     "build_record",
     "collect_records",
@@ -69,6 +73,43 @@ REQUIRED_FIELDS = (
     "metrics",
 )
 DEFAULT_PACKAGES = ("featstore", "numpy", "scikit-learn", "scipy")
+
+
+class ResultRecord(TypedDict):
+    """A result record: what :func:`build_record` makes, a store keeps (plain JSON, in this
+    key order) and the report, the sweep and the API read. A record of an older featstore
+    may lack the fields added since (readers ask those with ``.get``)."""
+
+    key: str
+    kind: str  # "result"
+    task: str
+    dataset_id: str
+    dataset_name: str
+    features: list[str]  # feature entry keys, in column order
+    factors: dict[str, Any]  # model, layer, pooling, view ... (featstore.settings)
+    transform: str
+    classifier: dict[str, Any]
+    protocol: dict[str, Any]
+    seed: int
+    metrics: dict[str, Any]  # name -> score (None where it was NaN)
+    per_class: dict[str, Any]
+    chosen: dict[str, Any]
+    timings: dict[str, Any]
+    versions: dict[str, str]
+    created: str  # ISO 8601, UTC, seconds
+    # a task's own fields (build_record's ``extra``)
+    sizes: NotRequired[dict[str, Any]]
+    warnings: NotRequired[list[str]]
+    queries: NotRequired[dict[str, Any]]  # retrieval
+    pair_labels: NotRequired[list[str]]  # similarity
+    # the proofs a saved record carries (bind_record, then the store's seal)
+    content: NotRequired[dict[str, str | None]]  # entry key -> content checksum
+    checksum: NotRequired[str]
+    # on a record a task returns, never stored
+    cached: NotRequired[bool]
+    recomputed_because: NotRequired[str]
+    not_saved: NotRequired[str]
+    finetune: NotRequired[dict[str, Any]]  # a fine-tuned network's provenance (reports)
 
 
 def make_result_key(
@@ -146,7 +187,7 @@ def build_record(
     timings: Mapping[str, float] | None = None,
     extra_packages: Sequence[str] = (),
     **extra: Any,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """A complete result record with versions and creation time filled in."""
     record = {
         "key": key,
@@ -168,10 +209,11 @@ def build_record(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     record.update(extra)
-    return to_json(record)
+    out: ResultRecord = to_json(record)
+    return out
 
 
-def save_result(store: Any, record: Mapping[str, Any]) -> str:
+def save_result(store: Store, record: Mapping[str, Any]) -> str:
     """Check ``record`` has every required field and put it under its key; returns the key."""
     missing = [f for f in REQUIRED_FIELDS if f not in record]
     if missing:
@@ -192,15 +234,15 @@ def save_result(store: Any, record: Mapping[str, Any]) -> str:
     return key
 
 
-def bind_record(store: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+def bind_record(store: Store, record: Mapping[str, Any]) -> ResultRecord:
     """``record`` with ``content``: the checksum of each feature entry it lists (kept if set)."""
-    out = dict(record)
+    out = cast("ResultRecord", dict(record))
     if "content" not in out:
         out["content"] = content_checksums(store, out.get("features") or [])
     return out
 
 
-def content_checksums(store: Any, keys: Iterable[str]) -> dict[str, str | None]:
+def content_checksums(store: Store, keys: Iterable[str]) -> dict[str, str | None]:
     """The content checksum of each feature entry (None for one that cannot be checked)."""
     out: dict[str, str | None] = {}
     for key in dict.fromkeys(str(k) for k in keys):
@@ -211,7 +253,7 @@ def content_checksums(store: Any, keys: Iterable[str]) -> dict[str, str | None]:
     return out
 
 
-def stale_reason(store: Any, record: Mapping[str, Any]) -> str | None:
+def stale_reason(store: Store, record: Mapping[str, Any]) -> str | None:
     """Why ``record`` must not be served (its entries' bytes changed ...), or None."""
     bound = record.get("content")
     features = [str(k) for k in record.get("features") or []]
@@ -226,7 +268,7 @@ def stale_reason(store: Any, record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def read_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str, str | None]:
+def read_result(store: Store, key: str) -> tuple[ResultRecord | None, str, str | None]:
     """(record, state, why) of the record under ``key``: state ``ok``, ``unbound`` (older
     format, no checksum: the record is returned) or ``damaged`` (torn, edited, or not the
     record of ``key``: no record); (None, "missing", None) when there is none. The record
@@ -242,16 +284,16 @@ def read_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str, str |
     return _checked(key, record)
 
 
-def _checked(key: str, record: dict[str, Any]) -> tuple[dict[str, Any] | None, str, str | None]:
+def _checked(key: str, record: dict[str, Any]) -> tuple[ResultRecord | None, str, str | None]:
     """:func:`read_result`'s answer for a record just read: its key and seal checked."""
     state, why = record_state(key, record)
     if state == DAMAGED:
         return None, state, why
     record.pop(RECORD_CHECKSUM, None)  # a proof of the stored bytes, not part of the result
-    return record, state, why
+    return cast("ResultRecord", record), state, why  # sealed by save_result (or older format)
 
 
-def load_results(store: Any) -> dict[str, dict[str, Any]]:
+def load_results(store: Store) -> dict[str, ResultRecord]:
     """Every record of the store that proves itself (key and seal), read in a batch
     (:meth:`featstore.store.Store.get_results`); the others are logged and left out."""
     out = {}
@@ -267,7 +309,7 @@ def load_results(store: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_result(store: Any, key: str) -> dict[str, Any] | None:
+def load_result(store: Store, key: str) -> ResultRecord | None:
     """The record under ``key``, or None when there is none or it does not prove itself
     (torn, edited, copied from another key: logged; `featstore verify` names it)."""
     record, state, why = read_result(store, key)
@@ -276,7 +318,7 @@ def load_result(store: Any, key: str) -> dict[str, Any] | None:
     return record
 
 
-def load_current_result(store: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
+def load_current_result(store: Store, key: str) -> tuple[ResultRecord | None, str | None]:
     """(record, None) when the record under ``key`` may be served as cached; (None, why)
     when it exists but does not prove itself (damaged, or older format without a checksum)
     or its entries' bytes are not those it was computed from; (None, None) when there is
@@ -309,7 +351,8 @@ def _matches(record: Mapping[str, Any], name: str, wanted: Any) -> bool:
         return wanted in value
     if isinstance(value, Mapping) and isinstance(wanted, str):  # classifier="svm", model="resnet18"
         return value.get("name") == wanted
-    return to_json(value) == to_json(wanted)
+    same: bool = to_json(value) == to_json(wanted)
+    return same
 
 
 def _fingerprint_of(record: Mapping[str, Any]) -> str | None:
@@ -320,7 +363,7 @@ def _fingerprint_of(record: Mapping[str, Any]) -> str | None:
     return tail or None
 
 
-def _dataset_names(store: Any, asked: Iterable[str]) -> dict[str, list[str]]:
+def _dataset_names(store: Store, asked: Iterable[str]) -> dict[str, list[str]]:
     """Fingerprint prefix -> the names asked for that registered dataset (name or id given)."""
     from featstore.datasets.core import FINGERPRINT_LENGTH
 
@@ -335,8 +378,8 @@ def _dataset_names(store: Any, asked: Iterable[str]) -> dict[str, list[str]]:
 
 
 def _by_dataset(
-    store: Any, records: Iterable[dict[str, Any]], asked: Iterable[str]
-) -> list[dict[str, Any]]:
+    store: Store, records: Iterable[ResultRecord], asked: Iterable[str]
+) -> list[ResultRecord]:
     """The records of the datasets ``asked``, found by content (the dataset's fingerprint),
     not by the name stored in the record, and reported under the name asked for.
 
@@ -345,7 +388,7 @@ def _by_dataset(
     """
     asked = list(asked)
     names = _dataset_names(store, asked)
-    out: list[dict[str, Any]] = []
+    out: list[ResultRecord] = []
     for r in records:
         fp = _fingerprint_of(r)
         if fp in names:
@@ -355,7 +398,7 @@ def _by_dataset(
     return out
 
 
-def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
+def find_results(store: Store, **filters: Any) -> list[ResultRecord]:
     """Records whose fields match every filter (None filters are ignored).
 
     A filter names a top-level field (task, dataset_id, dataset_name, transform, seed ...)
@@ -385,8 +428,8 @@ def find_results(store: Any, **filters: Any) -> list[dict[str, Any]]:
 
 
 def collect_records(
-    store: Any, *, datasets: Iterable[str] | None = None, tasks: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
+    store: Store, *, datasets: Iterable[str] | None = None, tasks: Iterable[str] | None = None
+) -> list[ResultRecord]:
     """Result records of the store, optionally only of some datasets and tasks.
 
     A dataset (name or id) is matched by content, as :func:`find_results` does: the
@@ -398,8 +441,8 @@ def collect_records(
 
 
 def records_by_key(
-    store: Any, keys: Iterable[str], datasets: Iterable[str]
-) -> list[dict[str, Any]]:
+    store: Store, keys: Iterable[str], datasets: Iterable[str]
+) -> list[ResultRecord]:
     """The records under ``keys`` that belong to ``datasets``, as :func:`collect_records`
     returns them (by content, under the name asked for, by creation time), reading only
     those records instead of every record of the store."""

@@ -16,11 +16,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from featstore.errors import EvaluationError, StoreError
-from featstore.evaluate.results import bind_record, load_current_result, save_result
+from featstore.evaluate.results import (
+    ResultRecord,
+    bind_record,
+    load_current_result,
+    save_result,
+)
 from featstore.progress import Progress
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "CLASSIFIER_OPTIONS",
@@ -77,13 +86,14 @@ class Task:
         """The options this task takes, from a larger set (a CLI's, a sweep cell's)."""
         return {k: options[k] for k in self.options if k in options}
 
-    def plan(self, store: Any, dataset: Any, features: Any, **options: Any) -> Plan:
+    def plan(self, store: Store, dataset: str | Dataset, features: Any, **options: Any) -> Plan:
         """Check a setting (raises what evaluation would, before anything is read or written)."""
         return _load(self.plan_path)(store, dataset, features, **self.select(options))  # type: ignore[no-any-return]
 
     def run(
-        self, store: Any, plan: Any, *, force: bool = False, progress: Progress | None = None
-    ) -> dict[str, Any]:
+        self, store: Store, plan: Any, *, force: bool = False, progress: Progress | None = None
+    ) -> Mapping[str, Any]:
+        """The record of ``plan`` (a matrix task: its study, one record per pair inside)."""
         if self.run_path is not None:
             return _load(self.run_path)(store, plan, force=force, progress=progress)  # type: ignore[no-any-return]
         assert self.compute_path is not None  # a task has a run_path or a compute_path
@@ -91,21 +101,21 @@ class Task:
 
     def evaluate(
         self,
-        store: Any,
-        dataset: Any,
+        store: Store,
+        dataset: str | Dataset,
         features: Any,
         *,
         force: bool = False,
         progress: Progress | None = None,
         **options: Any,
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         """Plan and run one setting; returns the record (``cached`` says if it was looked up)."""
         plan = self.plan(store, dataset, features, **options)
         return self.run(store, plan, force=force, progress=progress)
 
     def cached(
-        self, store: Any, dataset: Any, features: Any, **options: Any
-    ) -> dict[str, Any] | None:
+        self, store: Store, dataset: str | Dataset, features: Any, **options: Any
+    ) -> ResultRecord | None:
         """The stored record of this setting, or None (also when the entries it read have
         changed since); reads entry metadata and done markers, never features."""
         if self.matrix:
@@ -116,13 +126,13 @@ class Task:
 
 
 def run(
-    store: Any,
+    store: Store,
     plan: Plan,
-    compute: Callable[[Any, Any, Progress | None], dict[str, Any]],
+    compute: Callable[[Any, Any, Progress | None], ResultRecord],
     *,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Look the plan's key up (unless ``force``), else compute the record and save it.
 
     A stored record whose feature entries no longer hold the bytes it was computed from is
@@ -137,7 +147,7 @@ def run(
         if cached is not None:
             return {**cached, "cached": True}
     record = bind_record(store, compute(store, plan, progress))
-    out = {**record, "cached": False}
+    out: ResultRecord = {**record, "cached": False}
     if stale:
         out["recomputed_because"] = stale
     if store.read_only:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.errors import ExtractionError, StoreError
 from featstore.extract.request import ExtractionRequest, group_request
@@ -43,6 +43,9 @@ from featstore.store.lease import (
 from featstore.store.lease_keeper import LeaseKeeper, heartbeat_of
 from featstore.store.objects import default_owner
 from featstore.store.spec import StoreSpec
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
 
 RUN_OPTIONS = ("batch_size", "num_workers", "threads")  # how a unit runs, not what it fills
 
@@ -401,7 +404,7 @@ class DaskExtractor:
     def __call__(
         self,
         store: Store,
-        dataset: Any,
+        dataset: Dataset,
         group: Any,
         options: Mapping[str, Any],
         progress: Progress | None,

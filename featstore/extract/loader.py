@@ -19,7 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from torchvision.transforms import InterpolationMode
 
 from featstore.extract.pooling import View, crop_boxes
 from featstore.models.spec import Preprocess
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
 
 
 def _size(value: int | tuple[int, int]) -> list[int]:
@@ -63,7 +66,7 @@ class RowImages(torch.utils.data.Dataset[dict[str, Any]]):
 
     def __init__(
         self,
-        dataset: Any,
+        dataset: Dataset,
         rows: Sequence[int] | np.ndarray,
         geometries: Sequence[Preprocess],
         crops: Sequence[tuple[Preprocess, View]],

@@ -14,7 +14,7 @@ import platform
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -23,13 +23,24 @@ from featstore.errors import ExtractionError, ImageChangedError
 from featstore.extract.capture import LayerCapture
 from featstore.extract.device import configure_threads, default_batch_size, default_workers
 from featstore.extract.loader import RowImages, batches
-from featstore.extract.plan import EntryPlan, ExtractPlan, ModelPlan, check_space, plan
+from featstore.extract.plan import (
+    EntryPlan,
+    ExtractPlan,
+    ExtractPlanJson,
+    ModelPlan,
+    check_space,
+    plan,
+)
 from featstore.extract.pooling import apply_pooling
 from featstore.extract.request import ExtractionRequest
 from featstore.models import LoadedModel, load_model
 from featstore.progress import Progress
 from featstore.specs import Pooling, Preprocess, View
 from featstore.store.base import check_fits
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 
 def versions() -> dict[str, str]:
@@ -117,8 +128,41 @@ def _normalise(x: torch.Tensor, r: _Runner, device: str, channels_last: bool) ->
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+class RunStats(TypedDict):
+    """What the compute loop of one run reports (merged into :class:`ExtractionSummary`)."""
+
+    computed_chunks: int
+    dropped_chunks: NotRequired[int]  # chunks whose lease was lost before they were written
+    forward_batches: int
+    images: int
+    images_per_s: float
+    bytes_written: NotRequired[int]
+    timings: NotRequired[dict[str, Any]]  # also stored in each completed entry's attrs
+
+
+class ExtractionSummary(TypedDict):
+    """What :func:`extract` returns (``featstore extract --json`` prints it), in this order."""
+
+    dataset_id: str
+    entries: int
+    complete_before: int
+    keys: list[str]
+    skipped_chunks: int
+    computed_chunks: int
+    forward_batches: int  # network forward calls; 0 when everything was cached
+    images: int
+    images_per_s: float
+    bytes_written: int
+    device: str
+    compute_dtype: str
+    plan: ExtractPlanJson
+    dropped_chunks: NotRequired[int]
+    timings: NotRequired[dict[str, Any]]
+    seconds: NotRequired[float]  # always set before it is returned
+
+
 def extract(
-    store: Any,
+    store: Store,
     request: ExtractionRequest | ExtractPlan,
     *,
     batch_size: int | None = None,
@@ -127,7 +171,7 @@ def extract(
     progress: Progress | None = None,
     work: Mapping[str, Collection[int]] | None = None,
     fence: Any = None,
-) -> dict[str, Any]:
+) -> ExtractionSummary:
     """Fill the feature entries of the request (or of a plan of it); returns a summary dict.
 
     ``work`` restricts the run to these chunks (units) per entry key, e.g. the chunks a
@@ -142,7 +186,7 @@ def extract(
     t_start = time.perf_counter()
     p = request if isinstance(request, ExtractPlan) else plan(store, request)
     check_space(p)
-    summary: dict[str, Any] = {
+    summary: ExtractionSummary = {
         "dataset_id": p.dataset.id,
         "entries": len(p.entries),
         "complete_before": len(p.entries) - len(p.todo),
@@ -162,13 +206,13 @@ def extract(
         summary["seconds"] = time.perf_counter() - t_start
         return summary
     stats = _run(store, p, work, batch_size, num_workers, threads, progress, fence)
-    summary.update(stats)
+    summary = {**summary, **stats}  # summary.update(stats), as mypy can check it
     _mark_complete(store, p)  # also entries another writer finished while this one ran
     summary["seconds"] = time.perf_counter() - t_start
     return summary
 
 
-def _mark_complete(store: Any, p: ExtractPlan) -> None:
+def _mark_complete(store: Store, p: ExtractPlan) -> None:
     """Every complete entry of the plan says so: a run killed after its last chunk but
     before its status update, or one whose last chunks another writer (or a resume that
     was given only some chunks) filled, left "writing"."""
@@ -182,7 +226,7 @@ def _mark_complete(store: Any, p: ExtractPlan) -> None:
             entry.update_attrs(status="complete")
 
 
-def open_entries(store: Any, p: ExtractPlan, entries: Sequence[EntryPlan]) -> dict[str, Any]:
+def open_entries(store: Store, p: ExtractPlan, entries: Sequence[EntryPlan]) -> dict[str, Any]:
     """Create (or reopen) the store entries of planned entries, with the planned geometry.
 
     The one place extraction creates entries: a new one starts with status "writing". The
@@ -215,7 +259,7 @@ def open_entries(store: Any, p: ExtractPlan, entries: Sequence[EntryPlan]) -> di
 
 
 def _prepare_runners(
-    store: Any, p: ExtractPlan, work: Mapping[str, Collection[int]] | None
+    store: Store, p: ExtractPlan, work: Mapping[str, Collection[int]] | None
 ) -> tuple[list[_Runner], list[Preprocess], list[tuple[Preprocess, View]], list[_Target]]:
     compute = p.compute
     todo_all = [e for e in p.todo if work is None or work.get(e.key)]
@@ -306,7 +350,7 @@ def _deliver(
 
 
 def _run(
-    store: Any,
+    store: Store,
     p: ExtractPlan,
     work: Mapping[str, Collection[int]] | None,
     batch_size: int | None,
@@ -314,7 +358,7 @@ def _run(
     threads: int | None,
     progress: Progress | None,
     fence: Any = None,
-) -> dict[str, Any]:
+) -> RunStats:
     from featstore.extract.writer import ChunkWriter
 
     compute = p.compute
@@ -367,7 +411,7 @@ def _run(
         raise ExtractionError(
             f"chunks of {len(leftovers)} entries were not filled (first: {leftovers[0]}); run again"
         )
-    timings = {
+    timings: dict[str, Any] = {
         "seconds": round(elapsed, 3),
         "images": len(rows),
         "images_per_s": round(len(rows) / elapsed, 2) if elapsed > 0 else None,
@@ -397,7 +441,7 @@ def _run(
 
 
 def changed_images_error(
-    dataset: Any, changed: np.ndarray, rows: np.ndarray, shown: int = 5
+    dataset: Dataset, changed: np.ndarray, rows: np.ndarray, shown: int = 5
 ) -> ImageChangedError:
     """The error for images whose bytes changed since registration, naming every changed
     file among the run's rows (the rest are hashed only, never decoded), and the fix."""
@@ -407,7 +451,8 @@ def changed_images_error(
     later = [int(r) for r in rows if int(r) > int(changed.max())]
     for row in later:
         try:
-            same = hash_image(dataset.refs[row]) == dataset.image_hashes[row]
+            hashes = dataset.image_hashes  # None: registered without hashes (format 1)
+            same = hashes is not None and hash_image(dataset.refs[row]) == hashes[row]
         except Exception:
             same = False
         if not same:

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -44,9 +44,53 @@ from featstore.store.content import ContentIndex, RowView
 from featstore.store.networks import AddedNetwork
 from featstore.store.select import file_record
 
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
+
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 RESERVE_ENV = "FEATSTORE_SPACE_RESERVE_MB"  # overrides the space kept free by check_space
 MAX_CHUNK_ROWS = 256  # resume granularity: a killed run loses at most this many rows per entry
+
+
+class EntryPlanJson(TypedDict):
+    """One entry of a plan as ``featstore extract --dry-run --json`` prints it."""
+
+    key: str
+    model: str
+    layer: str
+    layer_target: str
+    view: str
+    pooling: str
+    shape: list[int]  # rows, then the row's shape
+    dtype: str
+    chunks: int
+    missing_chunks: int
+    exists: bool
+    complete: bool
+    bytes: int
+    missing_bytes: int
+    source: str | None
+    by_index: bool
+
+
+class ExtractPlanJson(TypedDict):
+    """A plan as ``featstore extract --dry-run --json`` prints it (and a summary's ``plan``)."""
+
+    dataset_id: str
+    dataset_name: str
+    n_images: int
+    device: str
+    compute_dtype: str
+    dtype: str
+    entries: list[EntryPlanJson]
+    n_entries: int
+    n_complete: int
+    n_by_index: int
+    images_to_compute: int
+    missing_bytes: int
+    free_bytes: int | None
+    store: str
 
 
 @dataclass(frozen=True)
@@ -104,7 +148,7 @@ class EntryPlan:
     def missing_bytes(self) -> int:
         return int(self.missing_rows().size) * self.row_bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EntryPlanJson:
         return {
             "key": self.key,
             "model": self.model,
@@ -142,7 +186,7 @@ class ExtractPlan:
     """What a request means against a store: immutable; a run keeps its own state."""
 
     request: ExtractionRequest
-    dataset: Any
+    dataset: Dataset
     compute: Compute
     dtype: str
     models: tuple[ModelPlan, ...]
@@ -162,7 +206,7 @@ class ExtractPlan:
         rows = [e.missing_rows() for e in self.todo]
         return np.unique(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExtractPlanJson:
         return {
             "dataset_id": self.dataset.id,
             "dataset_name": self.dataset.name,
@@ -186,7 +230,7 @@ def model_plan(
     layers: Sequence[str] | None,
     weights: str | None,
     preprocess: Mapping[str, Any] | None,
-    store: Any = None,
+    store: Store | None = None,
 ) -> ModelPlan:
     """Resolve a network, its weights identity and its layers at the effective input size.
 
@@ -215,7 +259,7 @@ def model_plan(
     return ModelPlan(spec=spec, weights=ref, identity=identity, layers=resolved, added=added)
 
 
-def _registry_spec(name: str, store: Any) -> ModelSpec:
+def _registry_spec(name: str, store: Store | None) -> ModelSpec:
     """``name`` from the registry; an unknown name also lists the store's named networks."""
     try:
         return get_spec(name)
@@ -233,7 +277,7 @@ def _registry_spec(name: str, store: Any) -> ModelSpec:
         ) from None
 
 
-def _stored_network(store: Any, name: str, weights: Any) -> Any:
+def _stored_network(store: Store | None, name: str, weights: Any) -> Any:
     """The store's network ``name`` (spec + verified weights), or None (the seam where store-
     registered names join the registry's): a fine-tuned one (featstore.store.trained.
     stored_network) or one added with ``models add`` (featstore.store.networks.added_network:
@@ -255,7 +299,7 @@ def _stored_network(store: Any, name: str, weights: Any) -> Any:
 
 
 def entry_key(
-    dataset: Any,
+    dataset: Dataset,
     mp: ModelPlan,
     layer: str,
     view: View,
@@ -289,7 +333,7 @@ def _feature_key(
     )
 
 
-def entry_attrs(dataset: Any, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]:
+def entry_attrs(dataset: Dataset, mp: ModelPlan, fkey: FeatureKey) -> dict[str, Any]:
     """The attrs an entry is created with: its factors plus what describes them for people
     and lets a reader select it without the network (see :mod:`featstore.store.select`):
     the network's layer table (aliases) and the weights file it was read from."""
@@ -341,8 +385,8 @@ def check_space(plan: ExtractPlan, reserve_bytes: int | None = None) -> None:
 
 
 def _plan_entry(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: Dataset,
     index: ContentIndex,
     mp: ModelPlan,
     name: str,
@@ -423,7 +467,7 @@ def _check_grid(pool: Pooling, shape: tuple[int, ...], model: str, layer: str) -
             )
 
 
-def plan(store: Any, request: ExtractionRequest) -> ExtractPlan:
+def plan(store: Store, request: ExtractionRequest) -> ExtractPlan:
     """What extracting ``request`` into ``store`` would do, without running a network."""
     if not request.models:  # a request built field by field, not parsed
         raise SpecError("no network given: name at least one with -m")

@@ -11,7 +11,7 @@ and compute dtype.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.errors import ExtractionError
 from featstore.extract.pipeline import extract
@@ -19,11 +19,14 @@ from featstore.extract.plan import plan
 from featstore.extract.request import ExtractionRequest
 from featstore.progress import Progress
 
+if TYPE_CHECKING:
+    from featstore.store.base import Store
+
 __all__ = ["repair_entry", "request_of"]
 
 
 def request_of(
-    store: Any, entry: Any, weights: str | None = None, device: str | None = None
+    store: Store, entry: Any, weights: str | None = None, device: str | None = None
 ) -> ExtractionRequest:
     """The extraction request that an entry's attrs describe (computed on ``device``)."""
     attrs = entry.attrs
@@ -56,7 +59,7 @@ def request_of(
 
 
 def repair_entry(
-    store: Any,
+    store: Store,
     key: str,
     *,
     weights: str | None = None,

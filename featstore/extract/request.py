@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from featstore.specs import (
     View,
     compute_dtype_name,
 )
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
 
 __all__ = ["ALL", "STORAGE_DTYPES", "ByName", "ExtractionRequest", "check_dtype", "group_request"]
 
@@ -80,7 +83,7 @@ class ExtractionRequest:
     ``weights`` and ``preprocess`` (override fields) per network.
     """
 
-    dataset: Any
+    dataset: str | Dataset
     models: tuple[str, ...]
     layers: ByName[tuple[str, ...]] = field(default_factory=ByName)
     pooling: ByName[tuple[Pooling, ...]] = field(
@@ -114,7 +117,7 @@ class ExtractionRequest:
         found = self.preprocess.get(model)
         return dict(found) if found else None
 
-    def with_dataset(self, dataset: Any) -> ExtractionRequest:
+    def with_dataset(self, dataset: str | Dataset) -> ExtractionRequest:
         """The same request for another dataset (e.g. its id, for a Dask worker)."""
         return replace(self, dataset=dataset)
 
@@ -122,7 +125,7 @@ class ExtractionRequest:
     @classmethod
     def parse(
         cls,
-        dataset: Any,
+        dataset: str | Dataset,
         models: str | Sequence[str],
         layers: str | Sequence[str] | Mapping[str, Any] | None = None,
         pooling: Any = None,
@@ -169,7 +172,7 @@ class ExtractionRequest:
 GROUP_OPTIONS = ("device", "compute_dtype", "dtype")  # a sweep's extract: options that are factors
 
 
-def group_request(dataset: Any, group: Any, options: Mapping[str, Any]) -> ExtractionRequest:
+def group_request(dataset: Dataset, group: Any, options: Mapping[str, Any]) -> ExtractionRequest:
     """The request filling a sweep's extraction group (one network's missing entries on one
     dataset: see :class:`featstore.sweep.plan.ExtractionGroup`), with the sweep's options."""
     missing = group.missing

@@ -18,7 +18,7 @@ meanwhile) is an ExtractionError naming it, never a run reported complete.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import (
@@ -48,7 +48,7 @@ def choose_mode(*, share: bool = False, dask: Any = None) -> str:
 
 
 def run_extraction(
-    store: Any,
+    store: Store,
     request: ExtractionRequest,
     *,
     mode: str = "local",
@@ -59,7 +59,7 @@ def run_extraction(
     plan_: ExtractPlan | None = None,
     lease_ttl: float | None = None,
     wait: bool = True,
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """Fill the request's entries in ``mode``; ``plan_``, a plan of this request already
     made against ``store``, spares a local run planning it again. ``lease_ttl`` and
     ``wait``: the leased and Dask modes' (see :func:`~featstore.extract.distributed.run_distributed`)."""
@@ -70,7 +70,7 @@ def run_extraction(
     if mode == "local":
         from featstore.extract.pipeline import extract
 
-        summary = extract(
+        summary: Mapping[str, Any] = extract(
             store,
             plan_ if plan_ is not None else request,
             batch_size=batch_size,
@@ -96,7 +96,7 @@ def run_extraction(
     return summary
 
 
-def recheck(store: Any, keys: Sequence[str], held: Any = ()) -> None:
+def recheck(store: Store, keys: Sequence[str], held: Any = ()) -> None:
     """Open each reported entry again: it must exist and every chunk must have a readable
     done marker (``held``: keys whose missing chunks other live writers still lease).
     ExtractionError naming the first entry that vanished or was damaged meanwhile."""

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,10 @@ from featstore.specs import WeightsIdentity
 from featstore.store import open_store
 from featstore.store import trained as nets
 
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
+
 __all__ = ["Request", "Rows", "finetune", "plan_request", "plan_run", "training_rows"]
 
 
@@ -53,7 +57,7 @@ class Rows:
     val_source: str  # the split's name, or carved:<fraction>
 
 
-def training_rows(dataset: Any, recipe: Recipe) -> Rows:
+def training_rows(dataset: Dataset, recipe: Recipe) -> Rows:
     """The train and validation rows of ``dataset``, disjoint from its test rows (checked)."""
     from featstore.evaluate.probes.protocol import carve_validation, split_rows
 
@@ -101,7 +105,7 @@ class RunPlan:
     key: str
 
 
-def _parent(store: Any, model: str, weights: Any) -> tuple[ModelSpec, WeightsRef, str]:
+def _parent(store: Store, model: str, weights: Any) -> tuple[ModelSpec, WeightsRef, str]:
     found = nets.stored_network(store, model)
     if found is not None:
         if weights is not None:
@@ -114,7 +118,9 @@ def _parent(store: Any, model: str, weights: Any) -> tuple[ModelSpec, WeightsRef
     return spec, resolve_weights(spec, weights), spec.name
 
 
-def plan_run(store: Any, dataset: Any, model: str, recipe: Recipe, weights: Any = None) -> RunPlan:
+def plan_run(
+    store: Store, dataset: Dataset, model: str, recipe: Recipe, weights: Any = None
+) -> RunPlan:
     """The run a request means and its key (no weights loaded when their hash is cached)."""
     spec, ref, architecture = _parent(store, model, weights)
     identity = weights_identity(spec, ref)
@@ -223,7 +229,7 @@ def epoch_lr(recipe: Recipe, epoch: int) -> float:
 
 # --- images ----------------------------------------------------------------------------------
 def _batches(
-    dataset: Any, rows: np.ndarray, spec: ModelSpec, batch_size: int, workers: int
+    dataset: Dataset, rows: np.ndarray, spec: ModelSpec, batch_size: int, workers: int
 ) -> Iterator[torch.Tensor]:
     """uint8 (B, 3, H, W) batches of ``rows`` in the order given; a changed image is refused."""
     from featstore.extract.loader import RowImages, batches
@@ -264,7 +270,7 @@ def _normalise(x: torch.Tensor, spec: ModelSpec, device: str) -> torch.Tensor:
 
 
 def _accuracy(
-    module: nn.Module, dataset: Any, rows: np.ndarray, spec: ModelSpec, recipe: Recipe,
+    module: nn.Module, dataset: Dataset, rows: np.ndarray, spec: ModelSpec, recipe: Recipe,
     compute: Any, workers: int,
 ) -> float:  # fmt: skip
     module.eval()
@@ -282,8 +288,8 @@ def _accuracy(
 
 # --- the run ----------------------------------------------------------------------------------
 def finetune(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     model: str,
     name: str,
     recipe: Recipe | None = None,
@@ -318,14 +324,14 @@ class Request:
     plan: RunPlan
     rows: Rows
     compute: Any
-    dataset: Any
+    dataset: Dataset
     status: str
     saved_epoch: int | None = None
 
 
 def plan_request(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     model: str,
     name: str,
     recipe: Recipe,
@@ -358,7 +364,7 @@ def plan_request(
     return Request(plan, rows, compute, dataset, "train" if saved is None else "resume", saved)
 
 
-def _check_new_name(store: Any, name: str) -> None:
+def _check_new_name(store: Store, name: str) -> None:
     from featstore.store.networks import check_name_free
 
     nets.check_network_name(name)
@@ -372,7 +378,7 @@ def _check_new_name(store: Any, name: str) -> None:
     raise FinetuneError(f"{name!r} is a registered network; give the fine-tuned one another name")
 
 
-def _check_name_free(store: Any, name: str, run_key: str) -> None:
+def _check_name_free(store: Store, name: str, run_key: str) -> None:
     """Refuse, before any training, a name the store gives to another run's network."""
     try:
         have = nets.get_network(store, name)
@@ -386,7 +392,7 @@ def _check_name_free(store: Any, name: str, run_key: str) -> None:
 
 
 def _train(
-    store: Any, dataset: Any, plan: RunPlan, rows: Rows, name: str, compute: Any,
+    store: Store, dataset: Dataset, plan: RunPlan, rows: Rows, name: str, compute: Any,
     workers: int, progress: Progress | None,
 ) -> dict[str, Any]:  # fmt: skip
     recipe, dev = plan.recipe, compute.device
@@ -460,14 +466,14 @@ def _seeded(seed: int, device: str) -> Iterator[None]:
         yield
 
 
-def _weights_of(store: Any, module: nn.Module) -> tuple[str, str]:
+def _weights_of(store: Store, module: nn.Module) -> tuple[str, str]:
     """Store the module's weights as a blob; (blob sha256, state-dict sha256)."""
     sd = {k: v.detach().cpu() for k, v in library_model(module).state_dict().items()}
     return nets.put_blob(store, nets.tensors_bytes(sd)), state_dict_sha256(sd)
 
 
 def _keep(
-    store: Any, plan: RunPlan, module: nn.Module, rows: Rows, dataset: Any, compute: Any,
+    store: Store, plan: RunPlan, module: nn.Module, rows: Rows, dataset: Dataset, compute: Any,
     name: str, epoch: int, acc: float, state: dict[str, Any],
 ) -> None:  # fmt: skip
     """Store this epoch's weights if they are the best so far or a kept Kth epoch."""
@@ -488,7 +494,7 @@ def _keep(
 
 
 def _provenance(
-    plan: RunPlan, rows: Rows, dataset: Any, compute: Any, curve: list[dict[str, Any]]
+    plan: RunPlan, rows: Rows, dataset: Dataset, compute: Any, curve: list[dict[str, Any]]
 ) -> dict[str, Any]:
     import featstore
 
@@ -515,7 +521,7 @@ def _provenance(
 
 
 def _register(
-    store: Any, plan: RunPlan, name: str, point: dict[str, Any], provenance: dict[str, Any],
+    store: Store, plan: RunPlan, name: str, point: dict[str, Any], provenance: dict[str, Any],
     selected: str,
 ) -> None:  # fmt: skip
     record = nets.NetworkRecord(
@@ -532,7 +538,7 @@ def _register(
 
 
 def _register_finished(
-    store: Any, plan: RunPlan, done: dict[str, Any], name: str, *, trained: bool
+    store: Store, plan: RunPlan, done: dict[str, Any], name: str, *, trained: bool
 ) -> dict[str, Any]:
     """Register ``name`` (best) and ``name@epochK`` (kept) for a finished run; no training."""
     provenance = done["provenance"]

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.report.depth import depth_order
+
+if TYPE_CHECKING:
+    from featstore.evaluate.results import ResultRecord
 
 __all__ = ["similarity_markdown", "similarity_matrices", "similarity_title"]
 
@@ -62,7 +65,7 @@ def _labels(infos: Sequence[dict[str, str]]) -> list[str]:
 
 
 def similarity_matrices(
-    records: Sequence[Mapping[str, Any]], orders: Mapping[str, Sequence[str]] | None = None
+    records: Sequence[ResultRecord], orders: Mapping[str, Sequence[str]] | None = None
 ) -> list[dict[str, Any]]:
     """One matrix per (dataset, measure, transform, rows) from similarity pair records.
 

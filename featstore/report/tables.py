@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.evaluate.transferability.estimators import kendall_tau
 from featstore.report.similarity import similarity_markdown, similarity_matrices
@@ -29,6 +29,9 @@ from featstore.settings import (
     record_setting,
     setting_label,
 )
+
+if TYPE_CHECKING:
+    from featstore.evaluate.results import ResultRecord
 
 __all__ = [
     "LEARNING_FACTORS",
@@ -137,7 +140,7 @@ def _matches(setting: Mapping[str, str], partial: Mapping[str, str]) -> bool:
 
 
 def build_report(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[ResultRecord],
     *,
     baseline: Mapping[str, str] | None = None,
     orders: Mapping[str, Sequence[str]] | None = None,
@@ -240,7 +243,7 @@ def _relative_error_reduction(rows: list[Row], columns: list[Column]) -> None:
 
 
 def _transfer_tables(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[ResultRecord],
     cells: Mapping[tuple[str, Column], list[float]],
     settings: Mapping[str, dict[str, str]],
     orders: Mapping[str, Sequence[str]],

@@ -19,7 +19,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from featstore.store.names import (
 from featstore.store.objects import ObjectFolder
 from featstore.store.proofs import DAMAGED, dataset_state, entry_key_state
 from featstore.store.spec import StoreSpec
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
 
 # 2: feature keys hold the images' content id (``images``), datasets keep per-image hashes,
 # image lists under images/; format-1 stores are read as they are (see store/content.py)
@@ -603,7 +606,7 @@ class Store(ABC):
         :mod:`featstore.store.trained`), or None when the backend keeps no side objects (HDF5)."""
         return None
 
-    def put_dataset(self, dataset: Any, *, replace: bool = False) -> str:
+    def put_dataset(self, dataset: Dataset, *, replace: bool = False) -> str:
         """Register ``dataset`` (a featstore.datasets.Dataset); returns its id.
 
         The same content again is a no-op, except that it re-points the stored image
@@ -643,7 +646,9 @@ class Store(ABC):
             raise lost_name(claims, name)
         return dataset_id
 
-    def _replace_dataset(self, dataset: Any, dataset_id: str, claims: ObjectFolder | None) -> str:
+    def _replace_dataset(
+        self, dataset: Dataset, dataset_id: str, claims: ObjectFolder | None
+    ) -> str:
         """``--replace``: the new dataset is written whole under its own id while the old one
         stays registered (a dataset whose name's claim names another present dataset is not
         listed); then the claim is swapped to it in one write, and only then is the old one
@@ -666,7 +671,7 @@ class Store(ABC):
             raise lost_name(claims, name)
         return dataset_id
 
-    def _write_dataset(self, dataset: Any) -> bool:
+    def _write_dataset(self, dataset: Dataset) -> bool:
         """Write ``dataset``'s arrays unless the same are stored; True if it was not there."""
         attrs, arrays = dataset.to_arrays()
         if dataset.id not in self.dataset_ids():
@@ -695,7 +700,7 @@ class Store(ABC):
         name claimed until `featstore datasets rm` removes it)."""
         return set(self.dataset_ids()) | set(self.damaged_datasets())
 
-    def get_dataset(self, name_or_id: str) -> Any:
+    def get_dataset(self, name_or_id: str) -> Dataset:
         """The dataset registered under this name or id; DamagedEntryError (one line) when
         its stored attributes or arrays are incomplete (e.g. left by a killed registration)."""
         from featstore.datasets.core import Dataset

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.errors import FeatstoreError, SpecError
 from featstore.progress import Progress, report
 from featstore.sweep.spec import FinetuneSpec, SweepSpec
+
+if TYPE_CHECKING:
+    from featstore.evaluate.results import ResultRecord
+    from featstore.store.base import Store
 
 __all__ = [
     "FinetuneJob",
@@ -61,7 +65,7 @@ def _recipe(entry: FinetuneSpec) -> Any:
     return Recipe.from_dict(entry.recipe)
 
 
-def plan_finetunes(store: Any, spec: SweepSpec, datasets: Mapping[str, Any]) -> list[FinetuneJob]:
+def plan_finetunes(store: Store, spec: SweepSpec, datasets: Mapping[str, Any]) -> list[FinetuneJob]:
     """Every fine-tuning run of the sweep, checked (SpecError naming the entry), none trained."""
     from featstore.finetune import plan_request
     from featstore.models import resolve_layer
@@ -87,7 +91,7 @@ def plan_finetunes(store: Any, spec: SweepSpec, datasets: Mapping[str, Any]) -> 
 
 
 def run_finetunes(
-    store: Any,
+    store: Store,
     spec: SweepSpec,
     datasets: Mapping[str, Any],
     *,
@@ -129,7 +133,7 @@ def run_finetunes(
 PROVENANCE_COLUMNS = ("network", "parent", "dataset", "train", "freeze", "epoch", "selected")
 
 
-def _provenance(store: Any, name: str) -> dict[str, Any] | None:
+def _provenance(store: Store, name: str) -> dict[str, Any] | None:
     from featstore.store import trained
 
     if not trained.has_network(store, name):
@@ -153,20 +157,20 @@ def _provenance(store: Any, name: str) -> dict[str, Any] | None:
     }
 
 
-def finetune_rows(store: Any, spec: SweepSpec) -> list[dict[str, Any]]:
+def finetune_rows(store: Store, spec: SweepSpec) -> list[dict[str, Any]]:
     """The provenance of each fine-tuned network of the spec the store holds, in row order."""
     names = [n.name for d in spec.datasets for n in spec.networks_for(d.name) if n.finetuned]
     found = (_provenance(store, n) for n in dict.fromkeys(names))
     return [p for p in found if p is not None]
 
 
-def annotate_records(store: Any, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def annotate_records(store: Store, records: Sequence[ResultRecord]) -> list[ResultRecord]:
     """Records of fine-tuned networks with a ``finetune`` field: their provenance (parent,
     freeze, epoch ...); others unchanged. Nothing is written."""
     from featstore.settings import record_setting
 
     seen: dict[str, dict[str, Any] | None] = {}
-    out = []
+    out: list[ResultRecord] = []
     for rec in records:
         name = record_setting(rec)["network"]
         if name not in seen:
@@ -175,7 +179,7 @@ def annotate_records(store: Any, records: Sequence[Mapping[str, Any]]) -> list[d
             except FeatstoreError:
                 seen[name] = None
         prov = seen[name]
-        out.append({**rec, "finetune": prov} if prov is not None else dict(rec))
+        out.append({**rec, "finetune": prov} if prov is not None else rec.copy())
     return out
 
 

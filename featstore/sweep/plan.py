@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from featstore.store import trained
 from featstore.store.content import entries_for
 from featstore.store.select import SPEC_CHOOSERS, Catalog, Selector, parse_weights
 from featstore.sweep.spec import Cell, DatasetSpec, NetworkSpec, SweepSpec
+
+if TYPE_CHECKING:
+    from featstore.store.base import Store
 
 __all__ = [
     "EntryPlan",
@@ -57,6 +60,40 @@ SUBSET_SEED = 0
 def entry_views(view: str) -> tuple[str, ...]:
     """The stored views a sweep view reads: flipavg needs plain and flip."""
     return ("plain", "flip") if view == "flipavg" else (view,)
+
+
+class GroupPlanJson(TypedDict):
+    """One extraction pass (a network on a dataset) as ``featstore sweep --dry-run --json``
+    prints it."""
+
+    dataset: str
+    network: str
+    n_images: int
+    layers: list[str]
+    poolings: list[str]
+    views: list[str]
+    cached: list[dict[str, Any]]  # the fields of each cached EntryPlan
+    to_extract: list[dict[str, Any]]  # ... and of each one to extract
+    est_bytes: int | None
+    est_seconds: float
+
+
+class SweepPlanJson(TypedDict):
+    """A sweep's plan as ``featstore sweep --dry-run --json`` prints it."""
+
+    sweep: str
+    n_cells: int
+    cells_with_results: int
+    n_entries: int
+    n_entries_cached: int
+    n_entries_to_extract: int
+    extraction_passes: int
+    est_bytes: int | None  # None while an entry's size is unknown
+    est_seconds: float
+    groups: list[GroupPlanJson]
+    finetune: list[dict[str, Any]]  # featstore.sweep.finetune.FinetuneJob.to_json
+    baseline: dict[str, str]
+    notes: list[str]
 
 
 @dataclass
@@ -110,7 +147,7 @@ class ExtractionGroup:
         sizes = [e.nbytes for e in self.missing]
         return None if any(s is None for s in sizes) else int(sum(s or 0 for s in sizes))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> GroupPlanJson:
         return {
             "dataset": self.dataset,
             "network": self.network,
@@ -151,7 +188,7 @@ class SweepPlan:
     def to_extract(self) -> list[ExtractionGroup]:
         return [g for g in self.groups if g.missing]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> SweepPlanJson:
         est = [g.est_bytes for g in self.to_extract]
         return {
             "sweep": self.spec.name,
@@ -276,7 +313,7 @@ def check_registered_source(d: DatasetSpec, stored: Dataset) -> None:
 
 
 def resolve_datasets(
-    store: Any, spec: SweepSpec, *, register: bool
+    store: Store, spec: SweepSpec, *, register: bool
 ) -> tuple[dict[str, Dataset], list[str]]:
     """The spec's datasets from the store; registered from ``source`` when missing and ``register``.
 
@@ -320,7 +357,7 @@ Planner = Callable[
 
 
 def extract_planner(
-    store: Any,
+    store: Store,
     ds: Dataset,
     network: Any,
     wanted: list[tuple[str, str, str]],
@@ -421,7 +458,7 @@ def extraction_network(catalog: Catalog, network: Any, n_missing: int = 1) -> An
 
 
 def store_planner(
-    store: Any,
+    store: Store,
     ds: Dataset,
     network: Any,
     wanted: list[tuple[str, str, str]],
@@ -469,7 +506,7 @@ def store_planner(
 
 
 def pending_entries(
-    store: Any, ds: Dataset, network: NetworkSpec, wanted: list[tuple[str, str, str]],
+    store: Store, ds: Dataset, network: NetworkSpec, wanted: list[tuple[str, str, str]],
     options: Mapping[str, Any],
 ) -> list[EntryPlan]:  # fmt: skip
     """The entries of a network the sweep has yet to fine-tune: all to extract, sized by its
@@ -485,7 +522,7 @@ def pending_entries(
 
 
 def factor_planner(
-    store: Any,
+    store: Store,
     ds: Dataset,
     network: Any,
     wanted: list[tuple[str, str, str]],
@@ -528,7 +565,7 @@ def factor_planner(
 
 
 def make_plan(
-    store: Any,
+    store: Store,
     spec: SweepSpec,
     *,
     register: bool = False,
@@ -622,7 +659,7 @@ def _check_pca(spec: SweepSpec, groups: list[ExtractionGroup]) -> None:
                     )
 
 
-def _cells_with_results(store: Any, plan: SweepPlan) -> int:
+def _cells_with_results(store: Store, plan: SweepPlan) -> int:
     """How many cells already have a result record (matched by dataset, task and factors)."""
     try:
         records = collect_records(store, datasets=[d.name for d in plan.spec.datasets])

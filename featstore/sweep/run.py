@@ -21,7 +21,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from featstore.devices import available_cpus
 from featstore.errors import ExtractionError, FeatstoreError, ProtocolLimitError
@@ -31,7 +31,44 @@ from featstore.store.spec import StoreSpec
 from featstore.sweep.plan import ExtractionGroup, Planner, SweepPlan, make_plan
 from featstore.sweep.spec import Cell, SweepSpec
 
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
+
 __all__ = ["ReadOnce", "SweepInterrupted", "cell_job", "evaluate_job", "run_sweep"]
+
+
+class ExtractionPass(TypedDict):
+    """One extraction call of a sweep (a network on a dataset), as its summary lists it."""
+
+    dataset: str
+    network: str
+    layers: list[str]
+    poolings: list[str]
+    views: list[str]
+    entries: int  # the entries it was missing
+    forward_batches: int
+
+
+class SweepSummary(TypedDict):
+    """What :func:`run_sweep` returns (``featstore sweep --json`` prints it), in this order."""
+
+    sweep: str
+    store: str
+    n_cells: int
+    evaluated: int
+    cached_results: int
+    failed: list[dict[str, Any]]  # the cell summaries (evaluate_job's) of the failed cells
+    forward_batches: int  # 0 when every entry was cached
+    finetune: list[dict[str, Any]]
+    trained_runs: int
+    extractions: list[ExtractionPass]
+    workers: int
+    cells_on: str  # "local" or "dask"
+    notes: list[str]
+    baseline: dict[str, str]
+    timings: dict[str, float]
+    results: list[dict[str, Any]]  # dataset, task, setting, metrics, key, cached, ok per cell
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -103,7 +140,7 @@ class _StopAware:
     """A worker's store: every write first checks the sweep's stop flag, so a cell
     computed after Ctrl-C is never written."""
 
-    def __init__(self, store: Any, stop: Any) -> None:
+    def __init__(self, store: Store, stop: Any) -> None:
         self._store, self._stop = store, stop
 
     def __getattr__(self, name: str) -> Any:
@@ -188,7 +225,7 @@ class ReadOnce:
     ``known``: entries read moments before in that phase (the plan's scan of the store).
     """
 
-    def __init__(self, store: Any, known: Iterable[Any] = ()) -> None:
+    def __init__(self, store: Store, known: Iterable[Any] = ()) -> None:
         self._store = store
         self._entries: dict[str, _EntryOnce] = {e.key: _EntryOnce(e) for e in known}
 
@@ -201,7 +238,7 @@ class ReadOnce:
         return self._entries[key]
 
 
-def lookup_job(store: Any, job: Mapping[str, Any], dataset: Any) -> dict[str, Any] | None:
+def lookup_job(store: Any, job: Mapping[str, Any], dataset: Dataset) -> dict[str, Any] | None:
     """The cell's stored result, found by the key its task's planner gives; or None.
 
     Planning reads entry metadata only, never features. When the entry keys are not known
@@ -268,8 +305,8 @@ def _init_worker(threads: int, stop: Any = None) -> None:
 
 
 def _call_extract(
-    store: Any,
-    ds: Any,
+    store: Store,
+    ds: Dataset,
     group: ExtractionGroup,
     options: Mapping[str, Any],
     progress: Progress | None,
@@ -357,7 +394,7 @@ def _stop_pool(pool: cf.ProcessPoolExecutor, stop: Any) -> None:
 
 
 def run_sweep(
-    store: Any,
+    store: Store,
     spec: SweepSpec,
     *,
     workers: int = 1,
@@ -368,7 +405,7 @@ def run_sweep(
     finetune_progress: Progress | None = None,
     cell_runner: Callable[[list[dict[str, Any]]], Iterable[tuple[int, dict[str, Any]]]]
     | None = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Fine-tune what is missing, extract what is missing, evaluate every cell, and return
     the JSON summary.
 
@@ -399,7 +436,7 @@ def run_sweep(
     check_protocols(spec, plan)  # before anything is extracted or evaluated
     extract_call = extract_fn or _call_extract
     options = dict(spec.extract)
-    extractions = []
+    extractions: list[ExtractionPass] = []
     forward_batches = 0
     for group in plan.to_extract:
         info = _as_dict(

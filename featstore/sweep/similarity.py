@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.errors import FeatstoreError
 from featstore.sweep.spec import Cell, SweepSpec
+
+if TYPE_CHECKING:
+    from featstore.store.base import Store
 
 __all__ = ["run_similarity_cells", "similarity_keys", "similarity_studies"]
 
 
 def similarity_studies(
-    store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell]
+    store: Store, spec: SweepSpec, plan: Any, cells: Sequence[Cell]
 ) -> list[dict[str, Any]]:
     """The sweep's similarity cells grouped into studies: one per (dataset, pooling, view,
     transform), each with its jobs, row labels, setting and transform."""
@@ -56,7 +59,7 @@ def similarity_studies(
     return studies
 
 
-def similarity_keys(store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell]) -> set[str]:
+def similarity_keys(store: Store, spec: SweepSpec, plan: Any, cells: Sequence[Cell]) -> set[str]:
     """The result keys of every pair the sweep's similarity studies store (nothing is read)."""
     from featstore.evaluate.tasks import get_task
 
@@ -79,7 +82,7 @@ def similarity_keys(store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell
 
 
 def run_similarity_cells(
-    store: Any, spec: SweepSpec, plan: Any, cells: Sequence[Cell]
+    store: Store, spec: SweepSpec, plan: Any, cells: Sequence[Cell]
 ) -> list[dict[str, Any]]:
     """One summary per study (as the sweep's other cells give one per cell); never raises."""
     from featstore.evaluate.tasks import get_task

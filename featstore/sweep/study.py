@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from featstore.errors import DatasetError, EntryNotFoundError, FeatstoreError
 from featstore.evaluate.results import records_by_key
@@ -25,10 +25,14 @@ from featstore.sweep.run import ReadOnce, cell_job
 from featstore.sweep.similarity import similarity_keys
 from featstore.sweep.spec import SweepSpec
 
+if TYPE_CHECKING:
+    from featstore.evaluate.results import ResultRecord
+    from featstore.store.base import Store
+
 __all__ = ["study_records", "study_result_keys"]
 
 
-def study_result_keys(store: Any, spec: SweepSpec) -> set[str]:
+def study_result_keys(store: Store, spec: SweepSpec) -> set[str]:
     """The result keys of the spec's cells (whether or not the store holds their records yet).
 
     Datasets of the spec that are not registered have no records; one registered from
@@ -51,7 +55,8 @@ def study_result_keys(store: Any, spec: SweepSpec) -> set[str]:
     planner = functools.partial(factor_planner, catalog=catalog)
     plan = make_plan(store, sub, datasets=registered, planner=planner, count_results=False)
     keys: set[str] = set()
-    reads = ReadOnce(store, catalog.entries())  # the cells of one entry read it once
+    # the cells of one entry read it once; a read-through view that answers as the store does
+    reads = cast("Store", ReadOnce(store, catalog.entries()))
     for cell in plan.cells:
         if cell.task == "similarity":
             continue
@@ -70,8 +75,8 @@ def study_result_keys(store: Any, spec: SweepSpec) -> set[str]:
 
 
 def study_records(
-    store: Any, spec: SweepSpec, keys: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
+    store: Store, spec: SweepSpec, keys: Iterable[str] | None = None
+) -> list[ResultRecord]:
     """The result records of the spec's settings only (``keys``: those a sweep just wrote).
 
     A record of a fine-tuned network carries a ``finetune`` field with its provenance

@@ -26,7 +26,7 @@ __all__ = ["BLOCK_ROWS", "CovariancePCA"]
 BLOCK_ROWS = 4096  # rows per block when fitting or projecting a matrix already in memory
 
 
-class CovariancePCA(TransformerMixin, BaseEstimator):
+class CovariancePCA(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sklearn has no types
     """PCA to ``n_components`` dimensions, optionally whitened, from the training covariance.
 
     ``fit(X)`` takes a matrix; ``fit_blocks(blocks)`` takes any iterable of row blocks
@@ -92,7 +92,7 @@ class CovariancePCA(TransformerMixin, BaseEstimator):
             raise TransformError(
                 f"this PCA was fitted on {self.n_features_in_}-dim rows, got shape {X.shape}"
             )
-        out = (X - self.mean_) @ self.components_.T
+        out: np.ndarray = (X - self.mean_) @ self.components_.T
         if self.whiten:
             eps = np.finfo(np.float32).eps
             out /= np.maximum(np.sqrt(self.explained_variance_), eps).astype(np.float32)

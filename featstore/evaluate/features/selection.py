@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,10 @@ from featstore.store.select import (
     describe_selection,
     parse_weights,
 )
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "ArraySource",
@@ -114,9 +118,13 @@ def as_selectors(features: Any) -> list[FeatureSelector]:
     return out
 
 
-def resolve_dataset(store: Any, dataset: Any) -> Any:
+def resolve_dataset(store: Store, dataset: str | Dataset) -> Dataset:
     """The Dataset for a name or id (or a Dataset itself)."""
-    if hasattr(dataset, "fingerprint") and hasattr(dataset, "split_names"):
+    if (
+        not isinstance(dataset, str)
+        and hasattr(dataset, "fingerprint")
+        and hasattr(dataset, "split_names")
+    ):
         return dataset
     return store.get_dataset(str(dataset))
 
@@ -154,7 +162,7 @@ def store_selector(selector: FeatureSelector) -> Selector:
     )
 
 
-def _not_found(catalog: Catalog, ds: Any, selector: FeatureSelector) -> FeatstoreError:
+def _not_found(catalog: Catalog, ds: Dataset, selector: FeatureSelector) -> FeatstoreError:
     choice = parse_weights(selector.weights)
     if choice is not None and choice.kind == "pretrained" and not _registered(selector.model):
         return EvaluationError(
@@ -192,8 +200,8 @@ def _registered(model: str | None) -> bool:
 
 
 def _find_one(
-    store: Any,
-    ds: Any,
+    store: Store,
+    ds: Dataset,
     selector: FeatureSelector,
     pool: Step | None,
     catalog: Catalog | None = None,
@@ -210,7 +218,7 @@ def _find_one(
     return found
 
 
-def _twin(store: Any, ds: Any, entry: Any, view: str) -> Any | None:
+def _twin(store: Store, ds: Dataset, entry: Any, view: str) -> Any | None:
     wanted = {a: entry.attrs[a] for a in TWIN_ATTRS if a in entry.attrs}
     found = [e for e in entries_for(store, ds, view=view, **wanted) if e.key != entry.key]
     return found[0] if found else None
@@ -228,7 +236,7 @@ def _check_complete(entry: Any) -> None:
 
 
 def resolve_parts(
-    store: Any, dataset: Any, features: Any, transform: str | Sequence[Step] = ""
+    store: Store, dataset: str | Dataset, features: Any, transform: str | Sequence[Step] = ""
 ) -> list[Part]:
     """One complete :class:`Part` per selector, with the flip twin when ``transform`` has flipavg."""
     ds = resolve_dataset(store, dataset)

@@ -13,12 +13,16 @@ file), compute dtype, and entry keys that pick one of several matches.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featstore.errors import EvaluationError
 from featstore.progress import Progress
 from featstore.settings import selector_label
 from featstore.specs import parse_pooling
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = ["evaluate_settings", "settings_from_factors"]
 
@@ -87,9 +91,9 @@ def _poolings(
 
 
 def evaluate_settings(
-    evaluate: Callable[..., dict[str, Any]],
-    store: Any,
-    dataset: Any,
+    evaluate: Callable[..., Mapping[str, Any]],
+    store: Store,
+    dataset: str | Dataset,
     settings: Sequence[Setting],
     *,
     check: Callable[..., Any] | None = None,
@@ -116,7 +120,7 @@ def evaluate_settings(
     records = []
     for label, setting in zip(labels, settings, strict=True):
 
-        def tagged(done: int, total: int, info: dict, _label: str = label) -> None:
+        def tagged(done: int, total: int, info: dict[str, Any], _label: str = label) -> None:
             if progress is not None:
                 progress(done, total, {**info, "setting": _label})
 

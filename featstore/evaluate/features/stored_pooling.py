@@ -26,7 +26,8 @@ def _adaptive_max(x: np.ndarray, k: int) -> np.ndarray:
     """Adaptive max pooling of (N, C, h, w) to (N, C, k, k), torch's cell boundaries."""
     n, c, h, w = x.shape
     if h % k == 0 and w % k == 0:
-        return x.reshape(n, c, k, h // k, k, w // k).max(axis=(3, 5))
+        pooled: np.ndarray = x.reshape(n, c, k, h // k, k, w // k).max(axis=(3, 5))
+        return pooled
     out = np.empty((n, c, k, k), dtype=x.dtype)
     for i in range(k):
         r0, r1 = (i * h) // k, -((-(i + 1) * h) // k)

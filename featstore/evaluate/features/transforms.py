@@ -41,7 +41,7 @@ from featstore.progress import Progress
 __all__ = ["ArraySource", "FeatureTransform", "Part", "SignedPower"]
 
 
-class SignedPower(TransformerMixin, BaseEstimator):
+class SignedPower(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sklearn has no types
     """Signed power normalisation ``sign(x) * |x| ** alpha`` (stateless)."""
 
     def __init__(self, alpha: float = 0.5) -> None:
@@ -53,7 +53,8 @@ class SignedPower(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        return np.sign(X) * np.power(np.abs(X), self.alpha)
+        out: np.ndarray = np.sign(X) * np.power(np.abs(X), self.alpha)
+        return out
 
 
 def _estimator(step: Step) -> Any:
@@ -207,7 +208,7 @@ class _Reader:
                 self.progress(done, self.total, {"stage": "read"})
 
 
-class FeatureTransform(BaseEstimator):
+class FeatureTransform(BaseEstimator):  # type: ignore[misc]  # sklearn has no types
     """A parsed transform chain applied to one or more entries (a "Concat" setting).
 
     ``fit(parts, train_rows)`` fits PCA/standardisation on the training rows only;

@@ -35,7 +35,8 @@ KNN_TEMPERATURE = 0.07
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def _neighbours(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,8 @@ def knn_vote(
     weights = np.exp((s - s[:, :1]) / temperature)  # shifted by the best: same argmax, no overflow
     votes = np.zeros((s.shape[0], n_classes))
     np.add.at(votes, (np.repeat(np.arange(s.shape[0]), lab.shape[1]), lab.ravel()), weights.ravel())
-    return np.argmax(votes, axis=1)
+    best: np.ndarray = np.argmax(votes, axis=1)
+    return best
 
 
 def single_label(
@@ -80,7 +82,8 @@ def single_label(
     """Score the kNN probe on one-label-per-image data (record parts like the linear probes)."""
 
     def labelled(rows: np.ndarray) -> np.ndarray:
-        return rows[y[rows] >= 0]
+        out: np.ndarray = rows[y[rows] >= 0]
+        return out
 
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
     n_select = len(train) if len(val) else len(train) - math.ceil(spec.val_fraction * len(train))

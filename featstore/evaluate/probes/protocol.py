@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -255,7 +255,23 @@ TRAIN_NAMES = ("train", "trainval")
 VAL_NAMES = ("val", "valid", "validation")
 
 
-def split_rows(ds: Any) -> Splits:
+class SplitDataset(Protocol):
+    """What :func:`split_rows` reads of a dataset (a :class:`featstore.datasets.Dataset`
+    is one); named here because this array-only module may not import the dataset layer."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def split_names(self) -> list[str]: ...
+
+    @property
+    def splits(self) -> np.ndarray: ...
+
+    def split_indices(self, split: str) -> np.ndarray: ...
+
+
+def split_rows(ds: SplitDataset) -> Splits:
     """Find the train/val/test splits of ``ds``; EvaluationError with a fix if one is missing."""
     names = list(ds.split_names)
     counts = {n: int((np.asarray(ds.splits) == i).sum()) for i, n in enumerate(names)}
@@ -533,7 +549,11 @@ def single_label(
     solver: Solver,
 ) -> dict[str, Any]:
     """A linear probe on one-label-per-image data (label -1: no label, not used)."""
-    labelled = lambda rows: rows[y[rows] >= 0]  # noqa: E731 - rows with a label (-1 = none)
+
+    def labelled(rows: np.ndarray) -> np.ndarray:  # rows with a label (-1 = none)
+        out: np.ndarray = rows[y[rows] >= 0]
+        return out
+
     train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
     t0 = time.perf_counter()
     with _quiet() as caught:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,9 +24,13 @@ from featstore.evaluate.features.transform_spec import canonical_spec
 from featstore.evaluate.probes.arrays import classify_arrays, fit_steps
 from featstore.evaluate.probes.limits import resolve_protocol
 from featstore.evaluate.probes.protocol import ClassifierSpec, Splits, split_rows
-from featstore.evaluate.results import build_record, make_result_key
+from featstore.evaluate.results import ResultRecord, build_record, make_result_key
 from featstore.evaluate.tasks import run
 from featstore.progress import Progress
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "ClassificationPlan",
@@ -37,7 +41,7 @@ __all__ = [
 ]
 
 
-def check_classes(ds: Any, splits: Splits) -> None:
+def check_classes(ds: Dataset, splits: Splits) -> None:
     """EvaluationError unless the dataset and its training rows have at least two classes."""
     labels = np.asarray(ds.labels)
     if labels.ndim == 2:
@@ -68,7 +72,7 @@ def check_classes(ds: Any, splits: Splits) -> None:
 class ClassificationPlan:
     """A checked classification setting: what to read, how, and the key of its result."""
 
-    dataset: Any
+    dataset: Dataset
     splits: Splits
     parts: list[Part]
     spec: ClassifierSpec
@@ -87,8 +91,8 @@ class ClassificationPlan:
 
 
 def plan_classification(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     transform: str = "l2",
     classifier: str | ClassifierSpec = "svm",
@@ -152,8 +156,8 @@ def plan_classification(
 
 
 def evaluate_classification(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     transform: str = "l2",
     classifier: str | ClassifierSpec = "svm",
@@ -168,7 +172,7 @@ def evaluate_classification(
     knn_k: Sequence[int] | None = None,
     shots: Sequence[int] | None = None,
     draws: int = 5,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Classify a dataset from cached features; the result record is stored under its key.
 
     ``features`` is an entry key, a dict of factors (``{"model": ..., "layer": ...,
@@ -197,8 +201,8 @@ def evaluate_classification(
 
 
 def compute_classification(
-    store: Any, plan: ClassificationPlan, progress: Progress | None = None
-) -> dict[str, Any]:
+    store: Store, plan: ClassificationPlan, progress: Progress | None = None
+) -> ResultRecord:
     """The record of a planned setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, splits, parts, spec, seed = plan.dataset, plan.splits, plan.parts, plan.spec, plan.seed
     transform, key, protocol = plan.transform, plan.key, plan.protocol
@@ -227,7 +231,7 @@ def compute_classification(
 
         steps = [0]
 
-        def draw_cb(_d: int, _t: int, info: dict) -> None:
+        def draw_cb(_d: int, _t: int, info: dict[str, Any]) -> None:
             steps[0] += 1
             if fit_cb is not None:
                 fit_cb(steps[0], 0, info)

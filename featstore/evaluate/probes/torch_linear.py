@@ -201,7 +201,8 @@ def _span_eigenbasis(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _col_norm(t: torch.Tensor) -> torch.Tensor:
     """Column norms over the D1 axis: (D1, J) -> (J,)."""
-    return torch.linalg.vector_norm(t, dim=0)
+    norms: torch.Tensor = torch.linalg.vector_norm(t, dim=0)
+    return norms
 
 
 def _col_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -272,7 +273,8 @@ def _pcg(
             return (a * b).sum().expand(a.shape[-1])
 
         def norm(t: torch.Tensor) -> torch.Tensor:
-            return torch.linalg.vector_norm(t).expand(t.shape[-1])
+            norms: torch.Tensor = torch.linalg.vector_norm(t).expand(t.shape[-1])
+            return norms
 
     else:
         dot, norm = _col_dot, _col_norm

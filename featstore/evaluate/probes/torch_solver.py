@@ -68,9 +68,9 @@ class LinearModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         scores = self.decision_function(X)
-        if scores.ndim == 1:
-            return self.classes_[(scores > 0).astype(np.int64)]
-        return self.classes_[np.argmax(scores, axis=1)]
+        picks = (scores > 0).astype(np.int64) if scores.ndim == 1 else np.argmax(scores, axis=1)
+        labels: np.ndarray = self.classes_[picks]
+        return labels
 
 
 def _model(W: torch.Tensor, classes: np.ndarray) -> LinearModel:

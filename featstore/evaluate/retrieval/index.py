@@ -43,7 +43,8 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Rows scaled to unit L2 norm (float32); all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norms, _EPS)
+    out: np.ndarray = x / np.maximum(norms, _EPS)
+    return out
 
 
 def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from featstore.evaluate.features.selection import (
 )
 from featstore.evaluate.features.transform_spec import canonical_spec, parse_spec
 from featstore.evaluate.features.transforms import FeatureTransform, Part
-from featstore.evaluate.results import build_record, make_result_key
+from featstore.evaluate.results import ResultRecord, build_record, make_result_key
 from featstore.evaluate.retrieval.index import (
     FlatIPIndex,
     IVFPQIndex,
@@ -54,6 +54,10 @@ from featstore.evaluate.retrieval.index import (
 from featstore.evaluate.tasks import run
 from featstore.progress import Progress
 from featstore.store.content import entries_for
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "INDEXES",
@@ -157,7 +161,7 @@ def retrieval_metrics(
 # --------------------------------------------------------------------------------------
 
 
-def _subpatch_selectors(store: Any, ds: Any, features: Any) -> list[FeatureSelector]:
+def _subpatch_selectors(store: Store, ds: Dataset, features: Any) -> list[FeatureSelector]:
     """Selectors pinned to the one crops view cached for each selected setting."""
     out = []
     for sel in as_selectors(features):
@@ -230,7 +234,7 @@ def _read_patches(
     return x
 
 
-def _whitening_parts(store: Any, parts: Sequence[Part], other: Any, spec: str) -> list[Part]:
+def _whitening_parts(store: Store, parts: Sequence[Part], other: Any, spec: str) -> list[Part]:
     """The entries of dataset ``other`` with exactly the factors of ``parts``."""
     out = []
     for part in parts:
@@ -284,6 +288,7 @@ def rank_database(
     else:
         estimator = IVFPQIndex(**dict(index_params or {}))
     estimator.fit(database)
+    ids: np.ndarray
     _, ids = estimator.search(queries, min(n, k or n))
     if progress:
         progress(len(queries), len(queries), {"stage": "search"})
@@ -328,7 +333,7 @@ def _check_index_params(params: Mapping[str, Any]) -> dict[str, Any]:
 class RetrievalPlan:
     """A checked retrieval setting: what will be read, how it is matched, and its result key."""
 
-    dataset: Any
+    dataset: Dataset
     info: dict[str, Any]
     parts: list[Part]
     method: str
@@ -351,8 +356,8 @@ class RetrievalPlan:
 
 
 def plan_retrieval(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     *,
     method: str = "global",
@@ -462,8 +467,8 @@ def _descriptors(
 
 
 def compute_retrieval(
-    store: Any, plan: RetrievalPlan, progress: Progress | None = None
-) -> dict[str, Any]:
+    store: Store, plan: RetrievalPlan, progress: Progress | None = None
+) -> ResultRecord:
     """The record of a planned setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     info = plan.info
     db_rows = np.asarray(info["database"], dtype=np.int64)
@@ -515,8 +520,8 @@ def compute_retrieval(
 
 
 def evaluate_retrieval(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     *,
     method: str = "global",
@@ -530,7 +535,7 @@ def evaluate_retrieval(
     seed: int = 0,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Rank the database for every query of a retrieval dataset; returns the stored record.
 
     ``features`` selects cached entries as for classification (a key, a dict of factors

@@ -135,9 +135,10 @@ class _Linear:
         sum_k = float(self.rowsum.sum())  # 1^T K~ 1
         sum_l = float(other.rowsum.sum())
         cross = float(self.rowsum @ other.rowsum)  # 1^T K~ L~ 1
-        return (tr_tilde + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 * cross / (n - 2)) / (
+        hsic: float = (tr_tilde + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 * cross / (n - 2)) / (
             n * (n - 3)
         )
+        return hsic
 
 
 def linear_cka(X: Any, Y: Any, *, debiased: bool = False) -> float:
@@ -161,7 +162,8 @@ def _sq_distances(x: np.ndarray) -> np.ndarray:
     d = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
     np.maximum(d, 0.0, out=d)
     np.fill_diagonal(d, 0.0)
-    return d
+    out: np.ndarray = d
+    return out
 
 
 def rbf_gram(X: Any, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
@@ -188,7 +190,8 @@ def rbf_gram(X: Any, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
 def _centre(k: np.ndarray) -> np.ndarray:
     """H K H with H = I - 11^T / n."""
     k = k - k.mean(axis=0, keepdims=True)
-    return k - k.mean(axis=1, keepdims=True)
+    out: np.ndarray = k - k.mean(axis=1, keepdims=True)
+    return out
 
 
 def hsic_gram(K: Any, L: Any, *, debiased: bool = False) -> float:
@@ -208,7 +211,8 @@ def hsic_gram(K: Any, L: Any, *, debiased: bool = False) -> float:
     np.fill_diagonal(lt, 0.0)
     rk, rl = kt.sum(axis=1), lt.sum(axis=1)
     term = float(np.einsum("ij,ij->", kt, lt)) + rk.sum() * rl.sum() / ((n - 1) * (n - 2))
-    return (term - 2.0 * float(rk @ rl) / (n - 2)) / (n * (n - 3))
+    hsic: float = (term - 2.0 * float(rk @ rl) / (n - 2)) / (n * (n - 3))
+    return hsic
 
 
 def _gram_cka(k: np.ndarray, l_: np.ndarray, debiased: bool) -> float:
@@ -351,8 +355,9 @@ def rdm(X: Any, distance: str = "correlation", *, square: bool = False) -> np.nd
                 f"{distance} distance is undefined for an image whose features are constant; "
                 "use distance='euclidean'"
             )
-    d = pdist(x, metric=distance)
-    return squareform(d) if square else d
+    d: np.ndarray = pdist(x, metric=distance)
+    out: np.ndarray = squareform(d) if square else d
+    return out
 
 
 def compare_rdms(a: Any, b: Any, compare: str = "spearman") -> float:

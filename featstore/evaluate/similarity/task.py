@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from featstore.evaluate.features.stored_pooling import pool_rows
 from featstore.evaluate.features.transform_spec import canonical_spec, parse_spec
 from featstore.evaluate.features.transforms import FeatureTransform, Part
 from featstore.evaluate.results import (
+    ResultRecord,
     bind_record,
     build_record,
     load_current_result,
@@ -37,6 +38,10 @@ from featstore.evaluate.results import (
 from featstore.evaluate.similarity import measures as sim
 from featstore.keys import content_hash
 from featstore.progress import Progress
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "TASK",
@@ -118,7 +123,7 @@ class PairPlan:
 class SimilarityPlan:
     """A checked similarity setting: what to read, which rows, the key of every pair."""
 
-    dataset: Any
+    dataset: Dataset
     representations: list[Representation]
     measure: dict[str, Any]
     transform: str
@@ -148,7 +153,7 @@ def _label(setting: Any, with_model: bool) -> str:
     return "+".join(names)
 
 
-def _rows(ds: Any, split: str | None) -> tuple[str, np.ndarray]:
+def _rows(ds: Dataset, split: str | None) -> tuple[str, np.ndarray]:
     if split in (None, "", ALL_ROWS):
         return ALL_ROWS, np.arange(ds.n, dtype=np.int64)
     names = list(ds.split_names)
@@ -161,8 +166,8 @@ def _rows(ds: Any, split: str | None) -> tuple[str, np.ndarray]:
 
 
 def plan_similarity(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     settings: Sequence[Any],
     *,
     labels: Sequence[str] | None = None,
@@ -295,8 +300,12 @@ def _compute(
 
 
 def _record(
-    plan: SimilarityPlan, pair: PairPlan, value: float, dims: dict[int, int], timings: dict
-) -> dict[str, Any]:
+    plan: SimilarityPlan,
+    pair: PairPlan,
+    value: float,
+    dims: dict[int, int],
+    timings: dict[str, Any],
+) -> ResultRecord:
     a = pair.first
     b = pair.j if a == pair.i else pair.i
     ra, rb = plan.representations[a], plan.representations[b]
@@ -323,14 +332,14 @@ def _record(
 
 
 def run_similarity(
-    store: Any, plan: SimilarityPlan, force: bool = False, progress: Progress | None = None
+    store: Store, plan: SimilarityPlan, force: bool = False, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Compute the pairs not stored yet (all with ``force``), store them, return the matrix.
 
     The result holds ``labels``, ``matrix`` (M x M, plan order, diagonal 1), ``records``
     (one per pair), and how many pairs were ``computed`` and ``cached``.
     """
-    stored: dict[str, dict[str, Any]] = {}
+    stored: dict[str, ResultRecord] = {}
     stale: dict[str, str] = {}  # pairs whose entries changed since they were stored
     if not force:
         for p in plan.pairs:
@@ -377,8 +386,8 @@ def run_similarity(
 
 
 def evaluate_similarity(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     settings: Sequence[Any],
     *,
     force: bool = False,

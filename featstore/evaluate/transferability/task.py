@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +20,14 @@ from featstore.errors import EvaluationError
 from featstore.evaluate.features.selection import merge_factors, resolve_dataset, resolve_parts
 from featstore.evaluate.features.transform_spec import canonical_spec
 from featstore.evaluate.probes.protocol import split_rows
-from featstore.evaluate.results import build_record, make_result_key
+from featstore.evaluate.results import ResultRecord, build_record, make_result_key
 from featstore.evaluate.tasks import run
 from featstore.evaluate.transferability.estimators import gbc, h_score, logme
 from featstore.progress import Progress
+
+if TYPE_CHECKING:
+    from featstore.datasets.core import Dataset
+    from featstore.store.base import Store
 
 __all__ = [
     "ESTIMATORS",
@@ -100,7 +104,7 @@ def transferability_key(
 class TransferabilityPlan:
     """A checked transferability setting: what to read, under which result key."""
 
-    dataset: Any
+    dataset: Dataset
     parts: list[Any]
     estimators: list[str]
     transform: str
@@ -116,8 +120,8 @@ class TransferabilityPlan:
 
 
 def plan_transferability(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     *,
     transform: str = "",
@@ -146,8 +150,8 @@ def plan_transferability(
 
 
 def evaluate_transferability(
-    store: Any,
-    dataset: Any,
+    store: Store,
+    dataset: str | Dataset,
     features: Any,
     *,
     transform: str = "",
@@ -155,7 +159,7 @@ def evaluate_transferability(
     seed: int = 0,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ResultRecord:
     """Score the features of the training split; returns the (stored) result record.
 
     ``features`` selects cached entries as in classification (an entry key, a dict of
@@ -169,8 +173,8 @@ def evaluate_transferability(
 
 
 def compute_transferability(
-    store: Any, plan: TransferabilityPlan, progress: Progress | None = None
-) -> dict[str, Any]:
+    store: Store, plan: TransferabilityPlan, progress: Progress | None = None
+) -> ResultRecord:
     """The record of a checked setting (not saved: :func:`featstore.evaluate.tasks.run` does)."""
     ds, spec, train, seed = plan.dataset, plan.transform, plan.train, plan.seed
     t0 = time.perf_counter()
