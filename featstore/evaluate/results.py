@@ -35,6 +35,7 @@ import numpy as np
 
 from featstore.errors import DamagedEntryError, EntryNotFoundError, EvaluationError, StoreError
 from featstore.keys import make_key
+from featstore.store.listing import gc_paused
 from featstore.store.proofs import DAMAGED, OK, RECORD_CHECKSUM, record_state, seal_record
 
 logger = logging.getLogger(__name__)
@@ -255,15 +256,16 @@ def load_results(store: Any) -> dict[str, dict[str, Any]]:
     """Every record of the store that proves itself (key and seal), read in a batch
     (:meth:`featstore.store.Store.get_results`); the others are logged and left out."""
     out = {}
-    for key, got in store.get_results().items():
-        if isinstance(got, DamagedEntryError):
-            logger.warning("not using a damaged result record: %s", got)
-            continue
-        record, state, why = _checked(key, dict(got))
-        if state == DAMAGED:
-            logger.warning("not using a damaged result record: %s", why)
-        if record is not None:
-            out[key] = record
+    with gc_paused():  # thousands of records: see gc_paused
+        for key, got in store.get_results().items():
+            if isinstance(got, DamagedEntryError):
+                logger.warning("not using a damaged result record: %s", got)
+                continue
+            record, state, why = _checked(key, dict(got))
+            if state == DAMAGED:
+                logger.warning("not using a damaged result record: %s", why)
+            if record is not None:
+                out[key] = record
     return out
 
 

@@ -24,13 +24,15 @@ No conditional write is needed for that, so concurrent writers never wait on it.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import os
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +62,35 @@ class EntryListing:
     nbytes: dict[str, int | None] = field(default_factory=dict)
 
 
-def list_tree(fs: Any, base: str) -> dict[str, dict[str, Any]]:
+def _is_local(fs: Any) -> bool:
+    return "file" in np.atleast_1d(fs.protocol)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a listing builds its records.
+
+    Parsing and checking thousands of records allocates millions of containers, and each
+    burst of allocations triggers collections that walk every object of the process (torch,
+    numpy and the CLI's modules included). JSON values hold no cycles, so nothing is left
+    for the collector; it runs again as usual afterwards.
+    """
+    if not gc.isenabled():  # already held off (a nested listing) or by the caller
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def list_tree(fs: Any, base: str, *, sizes: bool = True) -> dict[str, dict[str, Any]]:
     """Every object under ``base`` (one paginated listing on object stores): path relative
-    to ``base`` -> the listing's info (size, ETag ...)."""
-    if "file" in np.atleast_1d(fs.protocol):
-        return _local_tree(base)
+    to ``base`` -> the listing's info (size, ETag ...). ``sizes=False``: a local listing
+    leaves out the size (no stat per file)."""
+    if _is_local(fs):
+        return _local_tree(base, sizes=sizes)
     try:
         found = fs.find(base, detail=True)
     except FileNotFoundError:
@@ -78,8 +104,9 @@ def list_tree(fs: Any, base: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _local_tree(base: str) -> dict[str, dict[str, Any]]:
-    """:func:`list_tree` of a local folder (os.scandir: one stat per file, no more)."""
+def _local_tree(base: str, *, sizes: bool = True) -> dict[str, dict[str, Any]]:
+    """:func:`list_tree` of a local folder (os.scandir: one stat per file with ``sizes``,
+    none without)."""
     out: dict[str, dict[str, Any]] = {}
     stack = [("", base)]
     while stack:
@@ -90,8 +117,12 @@ def _local_tree(base: str) -> dict[str, dict[str, Any]]:
                     name = f"{rel}{item.name}"
                     if item.is_dir(follow_symlinks=False):
                         stack.append((name + "/", item.path))
-                    elif item.is_file(follow_symlinks=False):
+                    elif not item.is_file(follow_symlinks=False):
+                        continue
+                    elif sizes:
                         out[name] = {"size": item.stat().st_size, "type": "file"}
+                    else:
+                        out[name] = {"type": "file"}
         except (FileNotFoundError, NotADirectoryError):
             continue  # removed meanwhile
     return out
@@ -99,11 +130,22 @@ def _local_tree(base: str) -> dict[str, dict[str, Any]]:
 
 def read_many(fs: Any, paths: list[str]) -> dict[str, bytes | BaseException]:
     """The bytes of each path (an exception where it cannot be read): one concurrent ``cat``
-    on object stores, a loop of local reads otherwise."""
+    on object stores, a loop of plain reads on a local disk (fsspec's per-call path
+    handling costs more than the read of a small file)."""
     if not paths:
         return {}
+    if _is_local(fs):
+        return {p: _read_file(p) for p in paths}
     found = fs.cat(list(paths), on_error="return")
     return {p: found.get(p, FileNotFoundError(p)) for p in paths}
+
+
+def _read_file(path: str) -> bytes | OSError:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:  # missing (removed since the listing), a folder ...
+        return exc
 
 
 # --- entries ---------------------------------------------------------------------------
@@ -231,7 +273,7 @@ def read_results(
     from featstore.store.proofs import parse_result, record_fix
 
     listed: dict[str, dict[str, Any]] = {}
-    for name, info in list_tree(store.fs, store._path("results")).items():
+    for name, info in list_tree(store.fs, store._path("results"), sizes=False).items():
         stem = name[: -len(".json")]
         if "/" not in name and name.endswith(".json") and KEY_PATTERN.fullmatch(stem):
             listed[stem] = info
@@ -264,12 +306,13 @@ def read_results(
             )
             continue
         bodies[key] = bytes(value)
-    for key in wanted:
-        if key in bodies:
-            try:
-                out[key] = parse_result(key, store._result_path(key), bodies[key])
-            except DamagedEntryError as exc:
-                out[key] = exc
+    with gc_paused():
+        for key in wanted:
+            if key in bodies:
+                try:
+                    out[key] = parse_result(key, store._result_path(key), bodies[key])
+                except DamagedEntryError as exc:
+                    out[key] = exc
     stale = bool(fetch) or set(catalog) - set(listed)
     if use_catalog and every and stale and not store.read_only and tags:
         keep = {k: (tags[k], bodies[k]) for k in wanted if k in tags and k in bodies}
