@@ -253,19 +253,18 @@ def _checked(key: str, record: dict[str, Any]) -> tuple[dict[str, Any] | None, s
 
 
 def load_results(store: Any) -> dict[str, dict[str, Any]]:
-    """Every record of the store that proves itself (key and seal), read in a batch
-    (:meth:`featstore.store.Store.get_results`); the others are logged and left out."""
+    """Every record of the store that proves itself (key and seal), read and checked in a
+    batch (:meth:`featstore.store.Store.get_checked_results`); the others are logged and
+    left out. Records come without their checksum field, as :func:`read_result` gives them."""
     out = {}
     with gc_paused():  # thousands of records: see gc_paused
-        for key, got in store.get_results().items():
-            if isinstance(got, DamagedEntryError):
-                logger.warning("not using a damaged result record: %s", got)
-                continue
-            record, state, why = _checked(key, dict(got))
-            if state == DAMAGED:
+        for key, (record, state, why) in store.get_checked_results().items():
+            if state == DAMAGED or record is None:
                 logger.warning("not using a damaged result record: %s", why)
-            if record is not None:
-                out[key] = record
+                continue
+            served = dict(record)
+            served.pop(RECORD_CHECKSUM, None)
+            out[key] = served
     return out
 
 

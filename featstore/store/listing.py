@@ -43,6 +43,7 @@ from featstore.keys import KEY_PATTERN, check_key
 
 if TYPE_CHECKING:
     from featstore.store.base import Entry
+    from featstore.store.proofs import CheckedRecord
     from featstore.store.zarr_store import ZarrStore
 
 logger = logging.getLogger(__name__)
@@ -270,7 +271,42 @@ def read_results(
     Object stores: one listing, the catalog, one concurrent ``cat`` of what it lacks; a
     writable store rewrites the catalog when a full listing found it out of date.
     """
-    from featstore.store.proofs import parse_result, record_fix
+    from featstore.store.proofs import parse_result
+
+    wanted, bodies, out = _result_bodies(store, keys)
+    with gc_paused():
+        for key in wanted:
+            if key in bodies:
+                try:
+                    out[key] = parse_result(key, store._result_path(key), bodies[key])
+                except DamagedEntryError as exc:
+                    out[key] = exc
+    return {k: out[k] for k in wanted if k in out}
+
+
+def read_checked_results(
+    store: ZarrStore, keys: Iterable[str] | None = None
+) -> dict[str, CheckedRecord]:
+    """:func:`read_results` with each record checked against its key and seal as
+    :func:`featstore.store.proofs.check_result` does it: over the stored bytes, without
+    re-serialising a record stored in the current layout."""
+    from featstore.store.proofs import DAMAGED, CheckedRecord, check_result
+
+    wanted, bodies, unread = _result_bodies(store, keys)
+    out = {k: CheckedRecord(None, DAMAGED, str(exc)) for k, exc in unread.items()}
+    with gc_paused():
+        for key in wanted:
+            if key in bodies:
+                out[key] = check_result(key, store._result_path(key), bodies[key])
+    return {k: out[k] for k in wanted if k in out}
+
+
+def _result_bodies(
+    store: ZarrStore, keys: Iterable[str] | None
+) -> tuple[list[str], dict[str, bytes], dict[str, DamagedEntryError]]:
+    """(the keys listed, in order; their stored bytes; why those that could not be read
+    could not be). Rewrites an object store's catalog as :func:`read_results` says."""
+    from featstore.store.proofs import record_fix
 
     listed: dict[str, dict[str, Any]] = {}
     for name, info in list_tree(store.fs, store._path("results"), sizes=False).items():
@@ -293,7 +329,7 @@ def read_results(
             bodies[key] = cached[1]
         else:
             fetch.append(key)
-    out: dict[str, dict[str, Any] | DamagedEntryError] = {}
+    unread: dict[str, DamagedEntryError] = {}
     raw = read_many(store.fs, [store._result_path(k) for k in fetch])
     for key in fetch:
         path = store._result_path(key)
@@ -301,18 +337,11 @@ def read_results(
         if isinstance(value, FileNotFoundError):
             continue  # removed since the listing
         if isinstance(value, BaseException):
-            out[key] = DamagedEntryError(
+            unread[key] = DamagedEntryError(
                 f"result {key}: {path} cannot be read ({type(value).__name__}); {record_fix(key)}"
             )
             continue
         bodies[key] = bytes(value)
-    with gc_paused():
-        for key in wanted:
-            if key in bodies:
-                try:
-                    out[key] = parse_result(key, store._result_path(key), bodies[key])
-                except DamagedEntryError as exc:
-                    out[key] = exc
     stale = bool(fetch) or set(catalog) - set(listed)
     if use_catalog and every and stale and not store.read_only and tags:
         keep = {k: (tags[k], bodies[k]) for k in wanted if k in tags and k in bodies}
@@ -320,4 +349,4 @@ def read_results(
             _write_catalog(store, keep)
         except OSError as exc:  # a cache: the listing stands without it
             logger.warning("result catalog of %s not written (%s)", store.url, exc)
-    return {k: out[k] for k in wanted if k in out}
+    return wanted, bodies, unread
