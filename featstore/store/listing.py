@@ -273,7 +273,8 @@ def read_results(
     """
     from featstore.store.proofs import parse_result
 
-    wanted, bodies, out = _result_bodies(store, keys)
+    wanted, bodies, unread = _result_bodies(store, keys)
+    out: dict[str, dict[str, Any] | DamagedEntryError] = dict(unread)
     with gc_paused():
         for key in wanted:
             if key in bodies:
