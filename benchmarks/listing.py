@@ -8,6 +8,8 @@ up to ``--entries`` and ``--records``, copies it to a bucket of a moto server st
 each command in this process (imports warmed first) on both stores. Request counts come
 from the moto server's own request log (its recorder); a command must stay within
 50 requests + 1 per 1,000 objects and 5 s on S3, 1 s on local disk (printed, not asserted).
+Wall seconds count on an idle machine only; the CPU seconds (user + system of this
+process, the moto server's excluded) are what to compare on a busy one.
 
 Usage:
   python benchmarks/listing.py [--entries 1000] [--records 5000]
@@ -169,16 +171,17 @@ def commands(store: str, spec: Path, endpoint: str | None) -> dict[str, list[str
     }
 
 
-def run(args: list[str]) -> tuple[float, str]:
+def run(args: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of this process: user + system, output) of one command."""
     from click.testing import CliRunner
     from featstore.cli.main import cli
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = CliRunner().invoke(cli, args)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if result.exit_code != 0:
         raise SystemExit(f"{' '.join(args[:2])} failed:\n{result.output[-2000:]}")
-    return seconds, result.output
+    return seconds, cpu, result.output
 
 
 def main() -> None:
@@ -209,12 +212,13 @@ def main() -> None:
                 run(argv)  # warm: imports, this process's first open
                 if where == "s3":
                     moto.start()
-                seconds, _ = run(argv)
+                seconds, cpu, _ = run(argv)
                 requests = moto.stop() if where == "s3" else None
                 limit_s = 5.0 if where == "s3" else 1.0
                 ok = seconds <= limit_s and (requests is None or requests <= limit_requests)
                 rows.append({"store": where, "command": name, "seconds": round(seconds, 3),
-                             "requests": requests, "within_limits": ok})  # fmt: skip
+                             "cpu_seconds": round(cpu, 3), "requests": requests,
+                             "within_limits": ok})  # fmt: skip
     finally:
         moto.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -226,11 +230,16 @@ def main() -> None:
         f"(built in {t_build:.1f} s, uploaded in {t_upload:.1f} s)"
     )
     print(f"limits: S3 <= 5 s and <= {limit_requests} requests; local disk <= 1 s")
-    print(f"{'store':<6} {'command':<22} {'seconds':>8} {'requests':>9}  within limits")
+    print(
+        f"{'store':<6} {'command':<22} {'seconds':>8} {'cpu s':>7} {'requests':>9}  within limits"
+    )
     for r in rows:
         req = "-" if r["requests"] is None else str(r["requests"])
         verdict = "yes" if r["within_limits"] else "NO"
-        print(f"{r['store']:<6} {r['command']:<22} {r['seconds']:>8.3f} {req:>9}  {verdict}")
+        print(
+            f"{r['store']:<6} {r['command']:<22} {r['seconds']:>8.3f} {r['cpu_seconds']:>7.3f} "
+            f"{req:>9}  {verdict}"
+        )
     for r in rows:
         if r["store"] == "s3":
             print(f"  s3 {r['command']}: requests = {r['requests']}, seconds = {r['seconds']:.3f}")

@@ -19,17 +19,37 @@ from featstore.errors import InvalidKeyError
 KEY_LENGTH = 20  # hex characters of sha256 kept in a key: 80 bits, no practical collisions
 
 
+_JUST_STR = frozenset({str})
+_isfinite = math.isfinite
+
+
 def _normalise(value: Any) -> Any:
     """Turn a value into plain JSON types with a canonical form (sorted, no NaN)."""
     kind = type(value)  # the plain JSON types first: records of a listing are thousands
     if kind is str or kind is bool or kind is int or value is None:
         return value
-    if kind is dict and all(type(k) is str for k in value):  # json.dumps sorts the keys
-        return {k: _normalise(v) for k, v in value.items()}
-    if kind is list and all(type(v) is str for v in value):
-        return list(value)
+    if kind is dict and _JUST_STR.issuperset(map(type, value)):  # json.dumps sorts the keys
+        out: dict[str, Any] = {}
+        for k, v in value.items():  # the leaves inline: a call per value costs more than all
+            t = type(v)  # the rest of a record's check (issue 24, the listing benchmark)
+            if t is str or t is int or t is bool or v is None:
+                out[k] = v
+            elif t is float and _isfinite(v):
+                out[k] = int(v) if v.is_integer() else v
+            else:
+                out[k] = _normalise(v)
+        return out
     if kind is list:
-        return [_normalise(v) for v in value]
+        items: list[Any] = []
+        for v in value:
+            t = type(v)
+            if t is str or t is int or t is bool or v is None:
+                items.append(v)
+            elif t is float and _isfinite(v):
+                items.append(int(v) if v.is_integer() else v)
+            else:
+                items.append(_normalise(v))
+        return items
     if kind is float and math.isfinite(value):  # repr round-trips: the float as it is
         return int(value) if value.is_integer() else value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

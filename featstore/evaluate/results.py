@@ -35,6 +35,7 @@ import numpy as np
 
 from featstore.errors import DamagedEntryError, EntryNotFoundError, EvaluationError, StoreError
 from featstore.keys import make_key
+from featstore.store.listing import gc_paused
 from featstore.store.proofs import DAMAGED, OK, RECORD_CHECKSUM, record_state, seal_record
 
 if TYPE_CHECKING:
@@ -294,18 +295,18 @@ def _checked(key: str, record: dict[str, Any]) -> tuple[ResultRecord | None, str
 
 
 def load_results(store: Store) -> dict[str, ResultRecord]:
-    """Every record of the store that proves itself (key and seal), read in a batch
-    (:meth:`featstore.store.Store.get_results`); the others are logged and left out."""
-    out = {}
-    for key, got in store.get_results().items():
-        if isinstance(got, DamagedEntryError):
-            logger.warning("not using a damaged result record: %s", got)
-            continue
-        record, state, why = _checked(key, dict(got))
-        if state == DAMAGED:
-            logger.warning("not using a damaged result record: %s", why)
-        if record is not None:
-            out[key] = record
+    """Every record of the store that proves itself (key and seal), read and checked in a
+    batch (:meth:`featstore.store.Store.get_checked_results`); the others are logged and
+    left out. Records come without their checksum field, as :func:`read_result` gives them."""
+    out: dict[str, ResultRecord] = {}
+    with gc_paused():  # thousands of records: see gc_paused
+        for key, (record, state, why) in store.get_checked_results().items():
+            if state == DAMAGED or record is None:
+                logger.warning("not using a damaged result record: %s", why)
+                continue
+            served = dict(record)
+            served.pop(RECORD_CHECKSUM, None)
+            out[key] = cast("ResultRecord", served)  # proven by its seal just above
     return out
 
 

@@ -47,7 +47,13 @@ from featstore.store.names import (
     take_name,
 )
 from featstore.store.objects import ObjectFolder
-from featstore.store.proofs import DAMAGED, dataset_state, entry_key_state
+from featstore.store.proofs import (
+    DAMAGED,
+    CheckedRecord,
+    dataset_state,
+    entry_key_state,
+    record_state,
+)
 from featstore.store.spec import StoreSpec
 
 if TYPE_CHECKING:
@@ -1007,6 +1013,20 @@ class Store(ABC):
                 continue
             except DamagedEntryError as exc:
                 out[key] = exc
+        return out
+
+    def get_checked_results(self, keys: Iterable[str] | None = None) -> dict[str, CheckedRecord]:
+        """:meth:`get_results` with each record checked against its key and seal
+        (:func:`proofs.record_state`): (record, state, why), the record None when it is
+        damaged. Backends that hold the stored bytes check the seal over them
+        (:func:`proofs.check_result`); this default re-serialises each record."""
+        out: dict[str, CheckedRecord] = {}
+        for key, got in self.get_results(keys).items():
+            if isinstance(got, DamagedEntryError):
+                out[key] = CheckedRecord(None, DAMAGED, str(got))
+                continue
+            state, why = record_state(key, got)
+            out[key] = CheckedRecord(None if state == DAMAGED else got, state, why)
         return out
 
     def refresh_catalog(self) -> None:  # noqa: B027 - optional hook

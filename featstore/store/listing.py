@@ -24,13 +24,15 @@ No conditional write is needed for that, so concurrent writers never wait on it.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import os
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from featstore.keys import KEY_PATTERN, check_key
 
 if TYPE_CHECKING:
     from featstore.store.base import Entry
+    from featstore.store.proofs import CheckedRecord
     from featstore.store.zarr_store import ZarrStore
 
 logger = logging.getLogger(__name__)
@@ -60,11 +63,35 @@ class EntryListing:
     nbytes: dict[str, int | None] = field(default_factory=dict)
 
 
-def list_tree(fs: Any, base: str) -> dict[str, dict[str, Any]]:
+def _is_local(fs: Any) -> bool:
+    return "file" in np.atleast_1d(fs.protocol)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a listing builds its records.
+
+    Parsing and checking thousands of records allocates millions of containers, and each
+    burst of allocations triggers collections that walk every object of the process (torch,
+    numpy and the CLI's modules included). JSON values hold no cycles, so nothing is left
+    for the collector; it runs again as usual afterwards.
+    """
+    if not gc.isenabled():  # already held off (a nested listing) or by the caller
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def list_tree(fs: Any, base: str, *, sizes: bool = True) -> dict[str, dict[str, Any]]:
     """Every object under ``base`` (one paginated listing on object stores): path relative
-    to ``base`` -> the listing's info (size, ETag ...)."""
-    if "file" in np.atleast_1d(fs.protocol):
-        return _local_tree(base)
+    to ``base`` -> the listing's info (size, ETag ...). ``sizes=False``: a local listing
+    leaves out the size (no stat per file)."""
+    if _is_local(fs):
+        return _local_tree(base, sizes=sizes)
     try:
         found = fs.find(base, detail=True)
     except FileNotFoundError:
@@ -78,8 +105,9 @@ def list_tree(fs: Any, base: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _local_tree(base: str) -> dict[str, dict[str, Any]]:
-    """:func:`list_tree` of a local folder (os.scandir: one stat per file, no more)."""
+def _local_tree(base: str, *, sizes: bool = True) -> dict[str, dict[str, Any]]:
+    """:func:`list_tree` of a local folder (os.scandir: one stat per file with ``sizes``,
+    none without)."""
     out: dict[str, dict[str, Any]] = {}
     stack = [("", base)]
     while stack:
@@ -90,8 +118,12 @@ def _local_tree(base: str) -> dict[str, dict[str, Any]]:
                     name = f"{rel}{item.name}"
                     if item.is_dir(follow_symlinks=False):
                         stack.append((name + "/", item.path))
-                    elif item.is_file(follow_symlinks=False):
+                    elif not item.is_file(follow_symlinks=False):
+                        continue
+                    elif sizes:
                         out[name] = {"size": item.stat().st_size, "type": "file"}
+                    else:
+                        out[name] = {"type": "file"}
         except (FileNotFoundError, NotADirectoryError):
             continue  # removed meanwhile
     return out
@@ -99,11 +131,22 @@ def _local_tree(base: str) -> dict[str, dict[str, Any]]:
 
 def read_many(fs: Any, paths: list[str]) -> dict[str, bytes | BaseException]:
     """The bytes of each path (an exception where it cannot be read): one concurrent ``cat``
-    on object stores, a loop of local reads otherwise."""
+    on object stores, a loop of plain reads on a local disk (fsspec's per-call path
+    handling costs more than the read of a small file)."""
     if not paths:
         return {}
+    if _is_local(fs):
+        return {p: _read_file(p) for p in paths}
     found = fs.cat(list(paths), on_error="return")
     return {p: found.get(p, FileNotFoundError(p)) for p in paths}
+
+
+def _read_file(path: str) -> bytes | OSError:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:  # missing (removed since the listing), a folder ...
+        return exc
 
 
 # --- entries ---------------------------------------------------------------------------
@@ -228,10 +271,46 @@ def read_results(
     Object stores: one listing, the catalog, one concurrent ``cat`` of what it lacks; a
     writable store rewrites the catalog when a full listing found it out of date.
     """
-    from featstore.store.proofs import parse_result, record_fix
+    from featstore.store.proofs import parse_result
+
+    wanted, bodies, unread = _result_bodies(store, keys)
+    out: dict[str, dict[str, Any] | DamagedEntryError] = dict(unread)
+    with gc_paused():
+        for key in wanted:
+            if key in bodies:
+                try:
+                    out[key] = parse_result(key, store._result_path(key), bodies[key])
+                except DamagedEntryError as exc:
+                    out[key] = exc
+    return {k: out[k] for k in wanted if k in out}
+
+
+def read_checked_results(
+    store: ZarrStore, keys: Iterable[str] | None = None
+) -> dict[str, CheckedRecord]:
+    """:func:`read_results` with each record checked against its key and seal as
+    :func:`featstore.store.proofs.check_result` does it: over the stored bytes, without
+    re-serialising a record stored in the current layout."""
+    from featstore.store.proofs import DAMAGED, CheckedRecord, check_result
+
+    wanted, bodies, unread = _result_bodies(store, keys)
+    out = {k: CheckedRecord(None, DAMAGED, str(exc)) for k, exc in unread.items()}
+    with gc_paused():
+        for key in wanted:
+            if key in bodies:
+                out[key] = check_result(key, store._result_path(key), bodies[key])
+    return {k: out[k] for k in wanted if k in out}
+
+
+def _result_bodies(
+    store: ZarrStore, keys: Iterable[str] | None
+) -> tuple[list[str], dict[str, bytes], dict[str, DamagedEntryError]]:
+    """(the keys listed, in order; their stored bytes; why those that could not be read
+    could not be). Rewrites an object store's catalog as :func:`read_results` says."""
+    from featstore.store.proofs import record_fix
 
     listed: dict[str, dict[str, Any]] = {}
-    for name, info in list_tree(store.fs, store._path("results")).items():
+    for name, info in list_tree(store.fs, store._path("results"), sizes=False).items():
         stem = name[: -len(".json")]
         if "/" not in name and name.endswith(".json") and KEY_PATTERN.fullmatch(stem):
             listed[stem] = info
@@ -251,7 +330,7 @@ def read_results(
             bodies[key] = cached[1]
         else:
             fetch.append(key)
-    out: dict[str, dict[str, Any] | DamagedEntryError] = {}
+    unread: dict[str, DamagedEntryError] = {}
     raw = read_many(store.fs, [store._result_path(k) for k in fetch])
     for key in fetch:
         path = store._result_path(key)
@@ -259,17 +338,11 @@ def read_results(
         if isinstance(value, FileNotFoundError):
             continue  # removed since the listing
         if isinstance(value, BaseException):
-            out[key] = DamagedEntryError(
+            unread[key] = DamagedEntryError(
                 f"result {key}: {path} cannot be read ({type(value).__name__}); {record_fix(key)}"
             )
             continue
         bodies[key] = bytes(value)
-    for key in wanted:
-        if key in bodies:
-            try:
-                out[key] = parse_result(key, store._result_path(key), bodies[key])
-            except DamagedEntryError as exc:
-                out[key] = exc
     stale = bool(fetch) or set(catalog) - set(listed)
     if use_catalog and every and stale and not store.read_only and tags:
         keep = {k: (tags[k], bodies[k]) for k in wanted if k in tags and k in bodies}
@@ -277,4 +350,4 @@ def read_results(
             _write_catalog(store, keep)
         except OSError as exc:  # a cache: the listing stands without it
             logger.warning("result catalog of %s not written (%s)", store.url, exc)
-    return {k: out[k] for k in wanted if k in out}
+    return wanted, bodies, unread

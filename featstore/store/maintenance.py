@@ -6,7 +6,7 @@ from typing import Any
 
 from featstore.errors import DamagedEntryError, EntryNotFoundError
 from featstore.store.base import EntryInfo, Store
-from featstore.store.proofs import DAMAGED, UNBOUND, dataset_state, entry_key_state, record_state
+from featstore.store.proofs import DAMAGED, UNBOUND, dataset_state, entry_key_state
 
 
 def entry_summary(info: EntryInfo) -> dict[str, Any]:
@@ -116,12 +116,8 @@ def _check_records(store: Store) -> dict[str, Any]:
     """Every result record read and checked against its own key and checksum."""
     out: dict[str, Any] = {"checked": 0, "damaged": {}, "unbound": {}}
     # one batch; a writable object store's result catalog is rebuilt if out of date
-    for key, record in store.get_results().items():
+    for key, (_, state, why) in store.get_checked_results().items():
         out["checked"] += 1
-        if isinstance(record, DamagedEntryError):
-            out["damaged"][key] = str(record)
-            continue
-        state, why = record_state(key, record)
         if state == DAMAGED:
             out["damaged"][key] = why
         elif state == UNBOUND:

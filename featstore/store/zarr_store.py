@@ -43,10 +43,15 @@ from featstore.store.base import (
     unfinished_dataset,
 )
 from featstore.store.lease import held_entries
-from featstore.store.listing import EntryListing, list_entries, read_results
+from featstore.store.listing import (
+    EntryListing,
+    list_entries,
+    read_checked_results,
+    read_results,
+)
 from featstore.store.names import NAMES_DIR, gc_names
 from featstore.store.objects import ObjectFolder, object_folder
-from featstore.store.proofs import parse_result, record_fix
+from featstore.store.proofs import CheckedRecord, parse_result, record_bytes, record_fix
 from featstore.store.spec import StoreSpec
 
 ZARR_CONFIG: ArrayConfigParams = {
@@ -805,7 +810,7 @@ class ZarrStore(Store):
 
     def put_result(self, key: str, record: dict[str, Any]) -> None:
         self._check_writable()
-        self._put_object(self._result_path(key), json.dumps(record, sort_keys=True).encode())
+        self._put_object(self._result_path(key), record_bytes(record))
 
     def get_result(self, key: str) -> dict[str, Any]:
         path = self._result_path(key)
@@ -828,6 +833,10 @@ class ZarrStore(Store):
         """Records in one batch: one listing, then the catalog and one concurrent read
         on object stores (store/listing.py)."""
         return read_results(self, keys)
+
+    def get_checked_results(self, keys: Iterable[str] | None = None) -> dict[str, CheckedRecord]:
+        """The same batch, each seal checked over the stored bytes (store/listing.py)."""
+        return read_checked_results(self, keys)
 
     def refresh_catalog(self) -> None:
         """Bring the result catalog of an object store up to date (one listing, the new

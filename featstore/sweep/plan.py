@@ -29,6 +29,7 @@ from featstore.settings import cell_key, record_setting
 from featstore.specs import Pooling, View
 from featstore.store import trained
 from featstore.store.content import entries_for
+from featstore.store.listing import gc_paused
 from featstore.store.select import SPEC_CHOOSERS, Catalog, Selector, parse_weights
 from featstore.sweep.spec import Cell, DatasetSpec, NetworkSpec, SweepSpec
 
@@ -660,16 +661,22 @@ def _check_pca(spec: SweepSpec, groups: list[ExtractionGroup]) -> None:
 
 
 def _cells_with_results(store: Store, plan: SweepPlan) -> int:
-    """How many cells already have a result record (matched by dataset, task and factors)."""
-    try:
-        records = collect_records(store, datasets=[d.name for d in plan.spec.datasets])
-    except Exception:
-        return 0
-    have = set()
-    fps = {ds.fingerprint[:12] for ds in plan.datasets.values()}  # any name of the same data
-    for r in records:
-        if str(r.get("dataset_id") or "").rpartition("-")[2] not in fps:
-            continue
-        setting = record_setting(r)
-        have.add(cell_key(str(r.get("dataset_name")), str(r.get("task")), setting))
+    """How many cells already have a result record (matched by dataset, task and factors).
+
+    The records are read, counted and dropped with the cyclic GC held off (gc_paused):
+    nothing of them outlives this function, so no collection ever walks them.
+    """
+    with gc_paused():
+        try:
+            records = collect_records(store, datasets=[d.name for d in plan.spec.datasets])
+        except Exception:
+            return 0
+        have = set()
+        fps = {ds.fingerprint[:12] for ds in plan.datasets.values()}  # any name of the same data
+        for r in records:
+            if str(r.get("dataset_id") or "").rpartition("-")[2] not in fps:
+                continue
+            setting = record_setting(r)
+            have.add(cell_key(str(r.get("dataset_name")), str(r.get("task")), setting))
+        del records
     return sum(1 for c in plan.cells if cell_key(c.dataset, c.task, c.setting.as_dict()) in have)

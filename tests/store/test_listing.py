@@ -170,7 +170,8 @@ def test_the_s3_result_catalog_saves_reads_and_never_serves_stale_bytes(
     data = _catalog(url, options)
     key3 = _record(3)[0]
     tag, body = data["records"][key3]
-    data["records"][key3] = [tag, body.replace('"seed": 3', '"seed": 7')]
+    assert '"seed":3' in body  # the stored layout (proofs.record_bytes)
+    data["records"][key3] = [tag, body.replace('"seed":3', '"seed":7')]
     store.fs.pipe_file(store._path(listing_mod.CATALOG), zlib.compress(json.dumps(data).encode()))
     assert reader.get_results()[key3]["seed"] == 3
     assert fetched[-1] == [f"{key3}.json"]
