@@ -216,6 +216,52 @@ def test_kendall_tau_hand_worked():
     assert T.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize("n", [2, 3, 12, 60, 401])
+def test_kendall_tau_counts_pairs_as_scipy_computes_tau_b(n: int) -> None:
+    """The pair count equals scipy's tau-b, ties in either vector included (the reference)."""
+    import scipy.stats
+
+    rng = np.random.default_rng(n)
+    for ties in (False, True):
+        a = rng.normal(size=n)
+        b = a + rng.normal(scale=0.7, size=n)
+        if ties:  # scores on a coarse grid: many tied pairs in both vectors
+            a, b = np.round(a * 2) / 2, np.round(b)
+        want = scipy.stats.kendalltau(a, b).statistic
+        got = T.kendall_tau(a, b)
+        if np.isnan(want):
+            assert np.isnan(got)
+        else:
+            assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_kendall_tau_constant_vector_is_nan_and_large_inputs_use_scipy(monkeypatch) -> None:
+    import scipy.stats
+
+    assert np.isnan(T.kendall_tau([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(T.kendall_tau([3.0, 1.0, 2.0], [5.0, 5.0, 5.0]))
+    monkeypatch.setattr(T, "_PAIRWISE_MAX", 10)  # above it: scipy's O(n log n) path
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    assert T.kendall_tau(a, b) == pytest.approx(scipy.stats.kendalltau(a, b).statistic)
+
+
+def test_kendall_tau_of_a_report_imports_no_scipy() -> None:
+    """The study table ranks settings by kendall_tau on every cached sweep: importing
+    scipy.stats for it was most of a cached quick_sweep's time (issue 22 item 5)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from featstore.evaluate.transferability.estimators import kendall_tau\n"
+        "print(round(kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]), 6), 'scipy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0.666667", "False"]
+
+
 def test_kendall_tau_bad_input():
     with pytest.raises(EvaluationError):
         T.kendall_tau([1], [1])
