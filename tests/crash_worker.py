@@ -102,7 +102,7 @@ def _run_cut(run: Callable[[Path], None], template: Path, work: Path, k: int) ->
         _install_hooks(k, counter)
         try:
             run(case)
-        except BaseException as exc:
+        except BaseException as exc:  # the parent reports it
             print(f"k={k}: {type(exc).__name__}: {exc}", file=sys.stderr)
             os._exit(1)
         (case / "steps").write_text(str(next(counter) - 1))

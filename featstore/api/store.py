@@ -294,7 +294,7 @@ class FeatureStore:
         return run_sweep(self, spec, **options)
 
 
-def open(
+def open(  # featstore.open, as the issue and README name it
     location: str | os.PathLike[str] | Store | None = None,
     mode: str = "a",
     *,

@@ -97,7 +97,7 @@ def decode(payload: bytes, where: str) -> Image.Image:
         ) from None
     except Image.DecompressionBombError as exc:
         raise BadImageError(f"{where} is a decompression bomb ({exc}); remove it") from None
-    except Exception as exc:
+    except Exception as exc:  # Pillow raises many kinds for damaged files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadImageError(
             f"{where} is not a readable image ({reason}); fix or remove the file"

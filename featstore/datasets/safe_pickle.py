@@ -147,6 +147,6 @@ def _load(handle: Any, source: str, what: str, encoding: str) -> Any:
         raise DatasetError(
             f"{source} is not a readable {what} (it does not fit in memory)"
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # a damaged pickle fails in many ways
         reason = clip(f"{type(exc).__name__}: {exc}", 200)
         raise DatasetError(f"{source} is not a readable {what} ({reason})") from None

@@ -128,7 +128,7 @@ class _ThreadBatches:
                         break
                     except queue.Full:
                         continue
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the consumer
             self.queue.put(exc)
             return
         self.queue.put(self._END)

@@ -453,7 +453,7 @@ def changed_images_error(
         try:
             hashes = dataset.image_hashes  # None: registered without hashes (format 1)
             same = hashes is not None and hash_image(dataset.refs[row]) == hashes[row]
-        except Exception:
+        except Exception:  # missing or unreadable counts as changed
             same = False
         if not same:
             found.add(row)

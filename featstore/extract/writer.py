@@ -51,7 +51,7 @@ class ChunkWriter:
                 self.chunks_written += 1
                 self.keys_written.add(entry.key)
                 self.bytes_written += int(np.asarray(data).nbytes)
-            except BaseException as exc:
+            except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
     def _write(self, entry: Any, index: int, data: np.ndarray) -> bool:

@@ -196,7 +196,7 @@ class SourceAdapter:
             with meta_params():
                 model = self.build().eval()
             return self._probe(model, input_hw, "meta")
-        except Exception:
+        except Exception:  # some ops have no meta kernel: run it for real
             from featstore.models.registry import torch_seeded
 
             with torch_seeded(0):

@@ -188,7 +188,7 @@ def _module_table(spec: ModelSpec, input_hw: tuple[int, int]) -> tuple[LayerInfo
         return tuple(spec.adapter.layer_table(input_hw))
     try:
         return tuple(probe_modules(build_meta(spec), input_hw, "meta"))
-    except Exception:
+    except Exception:  # some ops have no meta kernel: run it for real
         with torch_seeded(0):
             module = spec.builder().eval()
         return tuple(probe_modules(module, input_hw, "cpu"))
@@ -205,7 +205,7 @@ def _node_table(spec: ModelSpec, input_hw: tuple[int, int]) -> tuple[LayerInfo, 
             with torch_seeded(0):
                 module = spec.builder().eval()
             return tuple(probe_nodes(module, input_hw, "cpu"))
-        except Exception:
+        except Exception:  # not traceable by torch.fx: modules only
             return ()
 
 

@@ -208,7 +208,7 @@ def _import_team_function(name: str) -> Callable[[], Any]:
         module = importlib.import_module(modname)
     except ImportError as exc:
         raise UnknownModelError(f"cannot import network {name!r}: {exc}; {TEAM_HINT}") from exc
-    except Exception as exc:
+    except Exception as exc:  # the user's module may raise anything on import
         raise ModelError(
             f"importing module {modname!r} for network {name!r} failed: {type(exc).__name__}: "
             f"{_first_line(exc)}; fix the module (python -c 'import {modname}' shows the traceback)"
@@ -238,7 +238,7 @@ def _module_spec(name: str) -> ModelSpec:
     def call() -> tuple[nn.Module, Preprocess]:
         try:
             out = func()
-        except Exception as exc:
+        except Exception as exc:  # the user's builder may raise anything
             raise ModelError(
                 f"network function {name}() raised {type(exc).__name__}: {_first_line(exc)}; "
                 f"fix it so that, called with no arguments, it builds and returns the network"

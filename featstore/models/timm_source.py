@@ -160,7 +160,7 @@ class TimmAdapter(SourceAdapter):
 
         try:
             cfg = timm.models.get_pretrained_cfg(self.arch)
-        except Exception:
+        except Exception:  # unknown tag: no pretrained config
             cfg = None
         return cfg.to_dict() if cfg is not None else {}  # type: ignore[no-untyped-call]  # timm
 

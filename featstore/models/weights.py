@@ -140,7 +140,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"weights file {p} is refused: it needs code beyond tensors to load, and featstore "
             f"never runs code from a file; {SAFE_WEIGHTS}"
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # any other failure means "not loadable"
         raise ModelError(
             f"cannot read weights from {p} ({_first_line(exc)}); {SAFE_WEIGHTS}"
         ) from None
@@ -164,7 +164,7 @@ def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
         ) from exc
     try:
         return _unwrap(load_file(str(p), device="cpu"), str(p))
-    except Exception as exc:
+    except Exception as exc:  # a damaged or foreign file
         raise ModelError(f"cannot read safetensors weights from {p} ({_first_line(exc)})") from None
 
 

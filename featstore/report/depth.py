@@ -30,7 +30,7 @@ def _modules(network: str) -> tuple[dict[str, int], dict[str, str], Any]:
         names = [name for name, _ in build_meta(spec).named_modules() if name]  # no forward run
         order = {name: pos for pos, name in enumerate(names)}
         return order, dict(spec.aliases), spec
-    except Exception:
+    except Exception:  # depth is presentation only: never fail a report on it
         return {}, {}, None
 
 
@@ -44,7 +44,7 @@ def _nodes(network: str) -> dict[str, int]:
         from featstore.models.layers import list_layers
 
         names = [i.name for i in list_layers(spec, nodes=True) if i.name not in order]
-    except Exception:
+    except Exception:  # some architectures cannot be traced; modules suffice
         return {}
     return {name: len(order) + pos for pos, name in enumerate(names)}
 

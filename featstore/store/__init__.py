@@ -91,7 +91,7 @@ def open_store(
                 "s3:// (pip install 'featstore[s3]') or gs:// (pip install 'featstore[gcs]')"
             ) from None
         raise StoreError(_remote_failure(url, exc)) from None
-    except Exception as exc:
+    except Exception as exc:  # fsspec backends raise their own kinds (botocore ...)
         raise StoreError(_remote_failure(url, exc)) from None
 
 

@@ -407,7 +407,7 @@ class Entry(ABC):
         first, last = lo // self.chunk_rows, (hi - 1) // self.chunk_rows
         try:
             block = self._read_rows(slice(lo, hi))
-        except Exception as exc:
+        except Exception as exc:  # an undecodable chunk; find which one
             for c in range(first, last + 1):
                 start, stop = self.chunk_bounds(c)
                 try:

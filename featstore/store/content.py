@@ -85,7 +85,7 @@ def image_list(store: Any, images_id: str) -> list[str] | None:
     for dataset_id in store.dataset_ids():
         try:
             ds = store.get_dataset(dataset_id)
-        except Exception:
+        except Exception:  # a damaged dataset is reported elsewhere
             continue
         if ds.image_hashes is not None and ds.images_id == images_id:
             return list(ds.image_hashes)

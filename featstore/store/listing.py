@@ -189,7 +189,7 @@ def list_entries(store: ZarrStore) -> EntryListing:
         try:
             texts = [v if isinstance(v, bytes) else _raise(v) for v in got]
             metas[key] = (json.loads(texts[0]), json.loads(texts[1]))
-        except Exception as exc:
+        except Exception as exc:  # unreadable bytes, JSON or value errors
             out.damaged[key] = str(damaged_entry_meta(store, key, exc))
     for key, (group, array) in metas.items():
         done = {
@@ -203,7 +203,7 @@ def list_entries(store: ZarrStore) -> EntryListing:
         except DamagedEntryError as exc:
             out.damaged[key] = str(exc)
             continue
-        except Exception as exc:
+        except Exception as exc:  # metadata zarr cannot build an array from
             out.damaged[key] = str(damaged_entry_meta(store, key, exc))
             continue
         out.nbytes[key] = sum(int(info.get("size") or 0) for info in files[key].values())

@@ -335,7 +335,7 @@ class ZarrStore(Store):
             return
         try:
             group = zarr.open_group(self.zarr_store, mode="r" if self.read_only else "a")
-        except Exception as exc:
+        except Exception as exc:  # zarr raises several kinds here
             raise NotAStoreError(f"{self.url} is not a readable Zarr hierarchy: {exc}") from exc
         info = group.attrs.get("featstore")
         if not isinstance(info, dict) or "format" not in info:
@@ -481,7 +481,7 @@ class ZarrStore(Store):
                 for name in names
             }
             attrs = dict(group.attrs)
-        except Exception as exc:
+        except Exception as exc:  # zarr raises JSON, key and value errors here
             raise _damaged_meta(
                 f"dataset {dataset_id}",
                 self._path(f"datasets/{dataset_id}"),
@@ -702,7 +702,7 @@ class ZarrStore(Store):
             if not isinstance(array, zarr.Array) or not array.shape:
                 raise ValueError("features/data is not an array of rows")
             chunk_rows = int(attrs.get("chunk_rows", array.chunks[0]))  # type: ignore[arg-type]
-        except Exception as exc:
+        except Exception as exc:  # zarr raises JSON, key and value errors here
             raise damaged_entry_meta(self, key, exc) from exc
         return self._proven(ZarrEntry(self, key, array, attrs, chunk_rows))
 

@@ -53,7 +53,7 @@ def dask_cells(client: Callable[[], Any]) -> CellRunner:
                 i = futures[future]
                 try:
                     result = future.result()
-                except Exception as exc:
+                except Exception as exc:  # a worker died or the task raised
                     result = failed_cell(jobs[i], exc)
                 yield i, result
         finally:  # interrupted (Ctrl-C) or done: nothing left running for this sweep

@@ -669,7 +669,7 @@ def _cells_with_results(store: Store, plan: SweepPlan) -> int:
     with gc_paused():
         try:
             records = collect_records(store, datasets=[d.name for d in plan.spec.datasets])
-        except Exception:
+        except Exception:  # counting is informative only
             return 0
         have = set()
         fps = {ds.fingerprint[:12] for ds in plan.datasets.values()}  # any name of the same data

@@ -181,7 +181,7 @@ def evaluate_job(job: Mapping[str, Any], store: Any = None) -> dict[str, Any]:
         )
     except FeatstoreError as exc:
         out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-    except Exception as exc:
+    except Exception as exc:  # one broken cell must not stop the sweep
         out.update(
             ok=False, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=5)
         )

@@ -288,7 +288,7 @@ def _read_yaml(p: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise SpecError(f"sweep spec {str(p)!r} is not UTF-8 text ({exc.reason})") from None
     try:
-        return yaml.load(text, Loader=_SpecLoader)
+        return yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError(f"sweep spec {str(p)!r} is not valid YAML: {clip(str(exc), 400)}") from None
     except RecursionError:
