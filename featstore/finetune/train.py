@@ -59,7 +59,7 @@ class Rows:
 
 def training_rows(dataset: Dataset, recipe: Recipe) -> Rows:
     """The train and validation rows of ``dataset``, disjoint from its test rows (checked)."""
-    from featstore.evaluate.probes.protocol import carve_validation, split_rows
+    from featstore.evaluate.probes.protocol import carve_validation, labelled_rows, split_rows
 
     if dataset.multilabel:
         raise FinetuneError(
@@ -68,12 +68,7 @@ def training_rows(dataset: Dataset, recipe: Recipe) -> Rows:
         )
     splits = split_rows(dataset)
     y = np.asarray(dataset.labels)
-
-    def labelled(rows: np.ndarray) -> np.ndarray:
-        """The rows with a label."""
-        return np.asarray(rows[y[rows] >= 0])  # typed: a boolean index of an array
-
-    train, val = labelled(splits.train), labelled(splits.val)
+    train, val = labelled_rows(y, splits.train), labelled_rows(y, splits.val)
     source = splits.val_name or f"carved:{recipe.val_fraction:g}"
     if len(val) == 0:
         train, val = carve_validation(

@@ -48,6 +48,7 @@ __all__ = [
     "choose_on_validation",
     "edge_warning",
     "eligible_classes",
+    "labelled_rows",
     "lambda_grid",
     "log_loss",
     "metric_labels",
@@ -376,6 +377,11 @@ def choose_on_validation(accuracies: Sequence[float], losses: Sequence[float]) -
     return int(tied[np.argmin(np.asarray(losses, dtype=np.float64)[tied])])
 
 
+def labelled_rows(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The ``rows`` whose single label ``y[row]`` is a class (-1: no label, not used)."""
+    return np.asarray(rows[y[rows] >= 0])  # typed: a boolean index of an array
+
+
 def carve_validation(
     y: np.ndarray,
     train: np.ndarray,
@@ -550,11 +556,7 @@ def single_label(
 ) -> dict[str, Any]:
     """A linear probe on one-label-per-image data (label -1: no label, not used)."""
 
-    def labelled(rows: np.ndarray) -> np.ndarray:  # rows with a label (-1 = none)
-        out: np.ndarray = rows[y[rows] >= 0]
-        return out
-
-    train, val, test = labelled(splits.train), labelled(splits.val), labelled(splits.test)
+    train, val, test = (labelled_rows(y, rows) for rows in (splits.train, splits.val, splits.test))
     t0 = time.perf_counter()
     with _quiet() as caught:
         if spec.name == "svm":
