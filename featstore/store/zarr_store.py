@@ -7,7 +7,6 @@ marker is its own object and concurrent writers never update a shared one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -176,9 +175,8 @@ class ZarrEntry(Entry):
     def _delete_marker(self, index: int) -> None:
         if self._listed_done is not None:
             self._listed_done.discard(index)
-        with contextlib.suppress(
-            FileNotFoundError
-        ):  # recursive: a damaged "marker" may be a folder
+        # recursive: a damaged "marker" may be a folder
+        with suppress(FileNotFoundError):
             self._store.fs.rm(self._marker_path(index), recursive=True)
 
     def _read_rows(self, rows: slice | np.ndarray) -> np.ndarray:
@@ -878,7 +876,7 @@ class ZarrStore(Store):
                 removed.append(path)
                 if not dry_run:
                     # its writer (or remover) may have finished meanwhile
-                    with contextlib.suppress(FileNotFoundError):
+                    with suppress(FileNotFoundError):
                         self.fs.rm(path, recursive=True)
         for key in self._key_children("features"):
             base = self._path(f"features/{key}")
