@@ -659,21 +659,29 @@ class Store(ABC):
         stays registered (a dataset whose name's claim names another present dataset is not
         listed); then the claim is swapped to it in one write, and only then is the old one
         removed. A kill at any point leaves the old registration or the new one.
-        ``dataset_id`` is the id ``put_dataset`` checked."""
+        ``dataset_id`` is the id ``put_dataset`` checked.
+
+        Two replacements at once: "old" is what the name held before this one wrote (read
+        first), so a dataset another replacement writes meanwhile is never taken for an old
+        one; the replacement whose claim landed last keeps the name, the other removes only
+        its own dataset; and old datasets are removed only while this one holds the name."""
         name = dataset.name
         previous = read_claim(claims, name) if claims is not None else None
-        created = self._write_dataset(dataset)
-        if claims is not None:
-            take_name(claims, name, dataset_id, self._present_dataset_ids, replace=True)
         old = {info["id"] for info in self._datasets_named(name, dataset_id, every=True)}
         if previous is not None and previous.dataset_id in self._present_dataset_ids():
             old.add(previous.dataset_id)  # also a damaged (half-made) holder of the name
+        created = self._write_dataset(dataset)
+        if claims is not None:
+            take_name(claims, name, dataset_id, self._present_dataset_ids, replace=True)
         for old_id in sorted(old - {dataset_id}):
+            if claims is not None and not holds_name(claims, name, dataset_id):
+                break  # another replacement took the name since: what is left is its to clear
             with contextlib.suppress(EntryNotFoundError):  # removed by another process meanwhile
                 self._delete_dataset(old_id)
         if claims is not None and not holds_name(claims, name, dataset_id):
             if created:  # another --replace landed after ours: it keeps the name
-                self._delete_dataset(dataset_id)
+                with contextlib.suppress(EntryNotFoundError):
+                    self._delete_dataset(dataset_id)
             raise lost_name(claims, name)
         return dataset_id
 
